@@ -1,0 +1,311 @@
+"""Catalog: every image the repository defines, read and validated from images/.
+
+Layout:
+  images/base/Dockerfile                 the base of every framework family
+  images/base/frameworks/<fw>/           requirements.txt + constraints.txt per framework
+  images/connectors/Dockerfile           the shared connector Dockerfile
+  images/connectors/<name>/              one image per directory:
+      requirements.txt                   the requirements fragment (required)
+      connector.toml                     optional settings, see ConnectorSettings
+      Dockerfile                         optional, replaces the shared one
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from .errors import ConfigError
+from .settings import Framework, Settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BASE = "base"
+CONNECTOR = "connector"
+FRAGMENT = "requirements.txt"
+CONNECTOR_SETTINGS = "connector.toml"
+IMAGE_PREFIX = "ingestion-connector-"
+CONNECTOR_KEYS = {"framework", "parent", "source", "check_modules", "os_packages", "description", "build_args"}
+NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+DEBIAN_PACKAGE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image to build: where its inputs are and what it is built FROM."""
+
+    name: str  # catalog key: "base", "base-datahub", "mysql", "datahub-postgres"
+    kind: str  # BASE or CONNECTOR
+    image_name: str  # "ingestion-connector-mysql"
+    framework: Framework
+    dockerfile: Path
+    context: Path
+    parent: str | None = None  # catalog key of the image built FROM (None: the Python image)
+    fragment: Path | None = None
+    requirements: tuple[str, ...] = ()
+    source: str = ""
+    check_modules: tuple[str, ...] = ()
+    os_packages: tuple[str, ...] = ()
+    build_args: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+    input_files: tuple[Path, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    images: dict[str, ImageSpec]
+
+    def __iter__(self):
+        return iter(self.images.values())
+
+    def __getitem__(self, name: str) -> ImageSpec:
+        return self.images[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.images
+
+    @property
+    def connectors(self) -> list[ImageSpec]:
+        return [spec for spec in self if spec.kind == CONNECTOR]
+
+    @property
+    def bases(self) -> list[ImageSpec]:
+        return [spec for spec in self if spec.kind == BASE]
+
+    def base_for(self, framework: str) -> ImageSpec:
+        for spec in self.bases:
+            if spec.framework.name == framework:
+                return spec
+        raise ConfigError(f"no base image for framework {framework!r}")
+
+    def resolve(self, names: list[str] | None) -> list[str]:
+        """Catalog keys for names given by a user (connector dir names or image names)."""
+        if not names:
+            return [spec.name for spec in self.connectors]
+        resolved = []
+        for raw in names:
+            name = raw.removeprefix(IMAGE_PREFIX)
+            if name not in self.images:
+                known = ", ".join(sorted(s.name for s in self.connectors))
+                close = [s.name for s in self.connectors if name in s.name or s.name in name]
+                hint = f"did you mean {', '.join(close)}? " if close else ""
+                raise ConfigError(f"unknown connector {raw!r}", f"{hint}known connectors: {known}")
+            resolved.append(name)
+        return list(dict.fromkeys(resolved))
+
+    def with_ancestors(self, names: list[str]) -> list[str]:
+        """The named images plus every image they are built FROM, parents first in no set order."""
+        wanted: dict[str, None] = {}
+        for name in names:
+            chain = []
+            current: str | None = name
+            while current is not None and current not in wanted and current not in chain:
+                chain.append(current)
+                current = self.images[current].parent
+            for item in reversed(chain):
+                wanted[item] = None
+        return list(wanted)
+
+
+def discover(settings: Settings) -> Catalog:
+    """Read images/ into a validated Catalog, or raise ConfigError naming the bad file."""
+    images_dir = settings.images_dir
+    base_dir = images_dir / "base"
+    if not (base_dir / "Dockerfile").is_file():
+        raise ConfigError(f"{base_dir / 'Dockerfile'} is missing", "the base image needs images/base/Dockerfile")
+    images: dict[str, ImageSpec] = {}
+    for framework in settings.frameworks.values():
+        spec = _base_spec(settings, framework)
+        images[spec.name] = spec
+    connectors_dir = images_dir / "connectors"
+    shared_dockerfile = connectors_dir / "Dockerfile"
+    if connectors_dir.is_dir():
+        for directory in sorted(p for p in connectors_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            spec = _connector_spec(settings, directory, shared_dockerfile)
+            if spec.name in images:
+                raise ConfigError(f"connector {spec.name!r} clashes with a base image name")
+            images[spec.name] = spec
+    _resolve_parents(images, settings)
+    return Catalog(images)
+
+
+def base_key(framework: Framework) -> str:
+    return framework.base_image.removeprefix(IMAGE_PREFIX)
+
+
+def _base_spec(settings: Settings, framework: Framework) -> ImageSpec:
+    root = settings.root
+    base_dir = settings.images_dir / "base"
+    framework_dir = base_dir / "frameworks" / framework.name
+    if not framework_dir.is_dir():
+        raise ConfigError(
+            f"framework {framework.name!r} has no directory {framework_dir.relative_to(root)}",
+            "add requirements.txt and constraints.txt there",
+        )
+    runtime = sorted((root / "runtime").glob("*.py"))
+    if not (root / "runtime" / "main.py").is_file():
+        raise ConfigError("runtime/main.py is missing", "every image runs `python main.py`")
+    inputs = [base_dir / "Dockerfile", *sorted(p for p in framework_dir.rglob("*") if p.is_file()), *runtime]
+    return ImageSpec(
+        name=base_key(framework),
+        kind=BASE,
+        image_name=framework.base_image,
+        framework=framework,
+        dockerfile=base_dir / "Dockerfile",
+        context=root,
+        requirements=(framework.requirement,),
+        check_modules=framework.modules,
+        description=f"{framework.package} {framework.version} and runtime/main.py",
+        input_files=tuple(inputs),
+    )
+
+
+def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path) -> ImageSpec:
+    name = directory.name
+    where = directory.relative_to(settings.root)
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"connector directory {where} is not a valid image name",
+            "use lowercase letters, digits and single - _ . separators",
+        )
+    fragment = directory / FRAGMENT
+    if not fragment.is_file():
+        raise ConfigError(f"{where} has no {FRAGMENT}", "every connector directory holds a requirements fragment")
+    requirements = parse_fragment(fragment, where / FRAGMENT)
+    options = _read_connector_settings(directory / CONNECTOR_SETTINGS, where / CONNECTOR_SETTINGS)
+    dockerfile = directory / "Dockerfile" if (directory / "Dockerfile").is_file() else shared_dockerfile
+    if not dockerfile.is_file():
+        raise ConfigError(f"{where} has no Dockerfile and {shared_dockerfile.relative_to(settings.root)} is missing")
+    framework_name = options.get("framework")
+    framework = settings.framework_named(framework_name) if framework_name else None
+    os_packages = tuple(options.get("os_packages", ()))
+    for package in os_packages:
+        if not DEBIAN_PACKAGE_PATTERN.match(package):
+            raise ConfigError(f"{where / CONNECTOR_SETTINGS}: {package!r} is not a Debian package name")
+    build_args = options.get("build_args", {})
+    inputs = [dockerfile, fragment] + ([directory / CONNECTOR_SETTINGS] if (directory / CONNECTOR_SETTINGS).is_file() else [])
+    return ImageSpec(
+        name=name,
+        kind=CONNECTOR,
+        image_name=IMAGE_PREFIX + name,
+        # Placeholder until parents are resolved: a connector inherits its parent's framework.
+        framework=framework or settings.framework_named(settings.framework),
+        dockerfile=dockerfile,
+        context=directory,
+        parent=options.get("parent") or (f"@{framework_name}" if framework_name else "@"),
+        fragment=fragment,
+        requirements=requirements,
+        source=str(options.get("source", name)),
+        check_modules=tuple(options.get("check_modules", ())),
+        os_packages=os_packages,
+        build_args=tuple(sorted((str(k), str(v)) for k, v in build_args.items())),
+        description=str(options.get("description", "")),
+        input_files=tuple(inputs),
+    )
+
+
+def parse_fragment(path: Path, shown: Path | str) -> tuple[str, ...]:
+    """Requirement lines of a fragment; comments and blanks dropped, each line validated."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown} is not UTF-8 text") from None
+    requirements = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            raise ConfigError(
+                f"{shown}:{number}: pip options like {line.split()[0]!r} are not allowed in a fragment",
+                "list requirements only; indexes and constraints come from the base",
+            )
+        try:
+            Requirement(line)
+        except InvalidRequirement as exc:
+            raise ConfigError(f"{shown}:{number}: not a valid requirement: {line!r} ({exc})") from None
+        requirements.append(line)
+    if not requirements:
+        raise ConfigError(f"{shown} lists no requirements", "add at least one package, e.g. 'pymysql>=1.1'")
+    return tuple(requirements)
+
+
+def _read_connector_settings(path: Path, shown: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - CONNECTOR_KEYS)
+    if unknown:
+        raise ConfigError(f"{shown}: unknown key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(CONNECTOR_KEYS))}")
+    for key in ("check_modules", "os_packages"):
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{shown}: {key} must be a list of strings")
+    if not isinstance(data.get("build_args", {}), dict):
+        raise ConfigError(f"{shown}: build_args must be a table")
+    return data
+
+
+def _resolve_parents(images: dict[str, ImageSpec], settings: Settings) -> None:
+    """Replace parent placeholders with catalog keys and inherit frameworks; reject unknown parents and cycles."""
+    for name, spec in list(images.items()):
+        if spec.kind != CONNECTOR:
+            continue
+        parent = spec.parent or "@"
+        if parent.startswith("@"):
+            framework = settings.framework_named(parent[1:] or settings.framework)
+            images[name] = replace(spec, parent=base_key(framework), framework=framework)
+        elif parent not in images or images[parent].kind != CONNECTOR:
+            known = ", ".join(sorted(s.name for s in images.values() if s.kind == CONNECTOR))
+            raise ConfigError(
+                f"connector {name!r} names unknown parent {parent!r}",
+                f"parent must be another connector directory: {known}",
+            )
+    _reject_cycles(images)
+    # Children take their parent's framework (a dependent image cannot switch frameworks).
+    for name in _topological(images):
+        spec = images[name]
+        if spec.kind == CONNECTOR and images[spec.parent].kind == CONNECTOR:
+            parent_framework = images[spec.parent].framework
+            declared = _declared_framework(spec)
+            if declared and declared != parent_framework.name:
+                raise ConfigError(
+                    f"connector {name!r} declares framework {declared!r} but its parent "
+                    f"{spec.parent!r} uses {parent_framework.name!r}"
+                )
+            images[name] = replace(spec, framework=parent_framework)
+
+
+def _declared_framework(spec: ImageSpec) -> str | None:
+    settings_file = spec.context / CONNECTOR_SETTINGS
+    if not settings_file.is_file():
+        return None
+    return tomllib.loads(settings_file.read_text()).get("framework")
+
+
+def _reject_cycles(images: dict[str, ImageSpec]) -> None:
+    graph = {name: ({spec.parent} if spec.parent else set()) for name, spec in images.items()}
+    try:
+        tuple(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        cycle = exc.args[1]
+        raise ConfigError(
+            f"connector parents form a cycle: {' -> '.join(cycle)}",
+            "a connector cannot be built FROM itself, directly or through others",
+        ) from None
+
+
+def _topological(images: dict[str, ImageSpec]) -> list[str]:
+    graph = {name: ({spec.parent} if spec.parent else set()) for name, spec in images.items()}
+    return list(TopologicalSorter(graph).static_order())

@@ -1,0 +1,133 @@
+"""What each task does, without Invoke: tasks.py parses flags and calls these."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import catalog as catalog_mod
+from .errors import ConfigError, FactoryError
+from .plan import BLOCKED, Plan, make_plan, require_buildable
+from .report import FAILED, NOT_BUILT, Progress, human_size, print_failures, summary_table, write_json
+from .settings import Settings, git_revision
+
+# Wide when piped (CI logs), so image names are never cut.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _engine():
+    from .engine import DockerImageStore, client
+
+    api = client()
+    return api, DockerImageStore(api)
+
+
+def plan_for(settings: Settings, names: list[str] | None, *, bases: list[str] | None = None, force: bool = False):
+    catalog = catalog_mod.discover(settings)
+    targets = catalog.resolve(names) if bases is None else bases
+    api, store = _engine()
+    plan = make_plan(catalog, targets, store, settings, revision=git_revision(settings.root), force=force)
+    return catalog, plan, api, store
+
+
+def print_plan(plan: Plan) -> None:
+    table = Table(title="Build plan", title_justify="left")
+    for column in ("image", "parent", "action", "why"):
+        table.add_column(column)
+    for item in plan:
+        action = "build" if item.needs_build else ("blocked" if item.state == BLOCKED else "skip")
+        table.add_row(item.ref, item.spec.parent or plan.python_image, action, f"{item.state}: {item.reason}")
+    console.print(table)
+
+
+def build(settings: Settings, names: list[str] | None = None, *, base_only: bool = False,
+          frameworks: list[str] | None = None, jobs: int | None = None, force: bool = False,
+          fail_fast: bool = False, plan_only: bool = False, no_cache: bool = False) -> int:
+    """Build what is stale among the named images (or all); returns the exit status."""
+    from .builder import Builder
+
+    started = time.monotonic()
+    bases = None
+    if base_only:
+        catalog = catalog_mod.discover(settings)
+        wanted = frameworks or [settings.framework]
+        bases = [catalog.base_for(settings.framework_named(f).name).name for f in wanted]
+    catalog, plan, api, store = plan_for(settings, names, bases=bases, force=force)
+    if plan_only:
+        print_plan(plan)
+        return 0
+    require_buildable(plan)
+    todo = plan.to_build
+    if not todo:
+        console.print(f"All {len(plan.order)} images are up to date; nothing to build "
+                      f"({time.monotonic() - started:.2f}s).")
+        _tag_current(settings, plan, api, store)
+        return 0
+    console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {jobs or settings.jobs} at a time "
+                  f"(logs in {settings.output_path / 'logs'}).")
+    with Progress(plan.order, console) as progress:
+        builder = Builder(settings, api, store, revision=git_revision(settings.root), progress=progress,
+                          no_cache=no_cache)
+        results = builder.run(plan, jobs=jobs or settings.jobs, fail_fast=fail_fast)
+    console.print(summary_table(results))
+    print_failures(console, results)
+    report = write_json(settings.output_path / "reports" / "build-latest.json", results,
+                        {"duration_s": round(time.monotonic() - started, 1)})
+    console.print(f"Report: {report}")
+    failed = [r for r in results if r.result in (FAILED, NOT_BUILT)]
+    if failed:
+        raise FactoryError(
+            f"{len(failed)} image(s) not built: {', '.join(r.name for r in failed)}",
+            f"see the log tails above and {settings.output_path / 'logs'}",
+        )
+    return 0
+
+
+def _tag_current(settings, plan, api, store) -> None:
+    """Even with nothing to build, make the revision/latest tags follow the verified images."""
+    from . import verify
+
+    for item in plan:
+        if item.current:
+            verify.move_tags(api, item.current.id, item.ref.rpartition(":")[0], item.tags)
+
+
+def list_images(settings: Settings, as_json: bool = False) -> int:
+    catalog = catalog_mod.discover(settings)
+    try:
+        _, plan, _, _ = plan_for(settings, None, bases=[s.name for s in catalog])
+        states = {item.name: item for item in plan}
+    except FactoryError as exc:
+        if as_json:
+            raise
+        console.print(f"[yellow]{exc.message}: states unknown[/]")
+        states = {}
+    rows = []
+    for spec in catalog:
+        item = states.get(spec.name)
+        rows.append({
+            "name": spec.name,
+            "image": item.ref if item else settings.repository(spec.image_name),
+            "kind": spec.kind,
+            "framework": spec.framework.name,
+            "parent": spec.parent or settings.python_image,
+            "state": item.state if item else "unknown",
+            "image_id": item.current.id if item and item.current else None,
+            "size": item.current.size if item and item.current else None,
+        })
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=f"{len(rows)} images", title_justify="left")
+    for column in ("image", "framework", "parent", "state", "size"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["image"], row["framework"], row["parent"], row["state"], human_size(row["size"]))
+    console.print(table)
+    return 0

@@ -1,0 +1,54 @@
+"""The Docker engine through the SDK: connect with a clear error, inspect, tag, run."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from .errors import DockerUnavailable
+from .plan import ImageInfo
+
+NO_DAEMON_HINT = (
+    "start the engine (`sudo systemctl start docker`, or `sudo dockerd &` on a machine without systemd) "
+    "or point DOCKER_HOST at one"
+)
+
+
+@lru_cache(maxsize=1)
+def client():
+    """A docker SDK client that has answered a ping, or DockerUnavailable."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        api = docker.from_env(timeout=int(os.environ.get("FACTORY_DOCKER_TIMEOUT", "600")))
+        api.ping()
+    except DockerException as exc:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise DockerUnavailable(f"cannot reach the Docker daemon at {where} ({_short(exc)})", NO_DAEMON_HINT) from None
+    return api
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+class DockerImageStore:
+    """ImageStore backed by the local engine."""
+
+    def __init__(self, api=None):
+        self.api = api or client()
+
+    def inspect(self, ref: str) -> ImageInfo | None:
+        from docker.errors import ImageNotFound, NotFound
+
+        try:
+            attrs = self.api.api.inspect_image(ref)
+        except (ImageNotFound, NotFound):
+            return None
+        return ImageInfo(id=attrs["Id"], labels=dict(attrs["Config"].get("Labels") or {}), size=int(attrs["Size"]))
+
+    def tag(self, image_id: str, ref: str) -> None:
+        repository, _, tag = ref.rpartition(":")
+        self.api.api.tag(image_id, repository, tag)

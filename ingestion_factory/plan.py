@@ -1,0 +1,182 @@
+"""Plan: which images to build, in which order, and why (missing / inputs changed / up to date).
+
+Each image carries a label with the hash of all its inputs. An image whose
+label matches the hash computed now is up to date and is skipped without
+running any build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from graphlib import TopologicalSorter
+from typing import Protocol
+
+from .catalog import BASE, Catalog, ImageSpec
+from .errors import ConfigError
+from .settings import Settings, image_tags
+
+# Bump when the way images are built changes in a way the input files do not show.
+RECIPE_VERSION = "1"
+LABEL_PREFIX = "io.ingestion-factory"
+LABEL_INPUTS = f"{LABEL_PREFIX}.inputs"
+LABEL_PARENT = f"{LABEL_PREFIX}.parent-id"
+LABEL_NAME = f"{LABEL_PREFIX}.name"
+LABEL_FRAMEWORK = f"{LABEL_PREFIX}.framework"
+LABEL_FRAMEWORK_VERSION = f"{LABEL_PREFIX}.framework-version"
+
+MISSING = "missing"
+CHANGED = "inputs changed"
+PARENT_CHANGED = "parent changed"
+UP_TO_DATE = "up to date"
+FORCED = "forced"
+BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    labels: dict
+    size: int
+
+
+class ImageStore(Protocol):
+    def inspect(self, ref: str) -> ImageInfo | None: ...
+
+
+@dataclass
+class PlanItem:
+    spec: ImageSpec
+    ref: str  # repository:version-tag, the tag that proves the image was verified
+    tags: list[str]
+    state: str
+    reason: str
+    input_hash: str | None = None  # None until the parent's image ID is known
+    current: ImageInfo | None = None
+
+    @property
+    def needs_build(self) -> bool:
+        return self.state not in (UP_TO_DATE, BLOCKED)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class Plan:
+    items: dict[str, PlanItem]
+    order: list[str]
+    python_image: str
+
+    def __iter__(self):
+        return (self.items[name] for name in self.order)
+
+    @property
+    def to_build(self) -> list[PlanItem]:
+        return [item for item in self if item.needs_build]
+
+    def dependents(self, name: str) -> list[str]:
+        return [n for n in self.order if self.items[n].spec.parent == name]
+
+
+def version_tag(spec: ImageSpec, settings: Settings) -> str:
+    return settings.tag or spec.framework.version
+
+
+def image_ref(spec: ImageSpec, settings: Settings) -> str:
+    return f"{settings.repository(spec.image_name)}:{version_tag(spec, settings)}"
+
+
+def input_hash(spec: ImageSpec, parent_id: str, settings: Settings) -> str:
+    """sha256 over everything that can change what an image contains."""
+    digest = hashlib.sha256()
+    header = {
+        "recipe": RECIPE_VERSION,
+        "name": spec.name,
+        "kind": spec.kind,
+        "framework": [spec.framework.name, spec.framework.package, spec.framework.version],
+        "parent_id": parent_id,
+        "requirements": list(spec.requirements),
+        "source": spec.source,
+        "check_modules": list(spec.check_modules),
+        "os_packages": list(spec.os_packages),
+        "build_args": list(spec.build_args),
+    }
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    for path in sorted(set(spec.input_files)):
+        digest.update(b"\0" + str(path.relative_to(settings.root)).encode() + b"\0")
+        digest.update(path.read_bytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def topological_order(catalog: Catalog, names: list[str]) -> list[str]:
+    wanted = set(names)
+    graph = {n: ({catalog[n].parent} & wanted if catalog[n].parent else set()) for n in names}
+    return list(TopologicalSorter(graph).static_order())
+
+
+def make_plan(
+    catalog: Catalog,
+    targets: list[str],
+    store: ImageStore,
+    settings: Settings,
+    *,
+    revision: str | None = None,
+    force: bool = False,
+) -> Plan:
+    """Decide for the targets and all their ancestors whether each must be built, and why."""
+
+    names = catalog.with_ancestors(targets)
+    order = topological_order(catalog, names)
+    python = store.inspect(settings.python_image)
+    items: dict[str, PlanItem] = {}
+    for name in order:
+        spec = catalog[name]
+        ref = image_ref(spec, settings)
+        tags = image_tags(version_tag(spec, settings), revision)
+        current = store.inspect(ref)
+        if spec.kind == BASE:
+            parent_id = python.id if python else None
+            parent_state = None if python else BLOCKED
+        else:
+            parent = items[spec.parent]
+            parent_id = None if parent.needs_build else (parent.current.id if parent.current else None)
+            parent_state = parent.state if parent.needs_build else None
+        item = PlanItem(spec=spec, ref=ref, tags=tags, state=UP_TO_DATE, reason="", current=current)
+        if parent_id:
+            item.input_hash = input_hash(spec, parent_id, settings)
+        if parent_state == BLOCKED:
+            item.state = BLOCKED
+            item.reason = (
+                f"Python image {settings.python_image} is missing"
+                if spec.kind == BASE
+                else f"parent {spec.parent} is blocked"
+            )
+        elif current is None:
+            item.state, item.reason = MISSING, f"no image {ref}"
+        elif parent_state is not None:
+            item.state, item.reason = PARENT_CHANGED, f"parent {spec.parent} will be rebuilt"
+        elif force:
+            item.state, item.reason = FORCED, "--force"
+        elif current.labels.get(LABEL_INPUTS) != item.input_hash:
+            item.state = PARENT_CHANGED if current.labels.get(LABEL_PARENT) != parent_id else CHANGED
+            item.reason = (
+                "built FROM an older parent image"
+                if item.state == PARENT_CHANGED
+                else "Dockerfile, fragment, settings or build arguments changed"
+            )
+        else:
+            item.reason = f"{current.id[7:19]} matches its inputs"
+        items[name] = item
+    return Plan(items=items, order=order, python_image=settings.python_image)
+
+
+def require_buildable(plan: Plan) -> None:
+    blocked = [item for item in plan if item.state == BLOCKED and item.spec.kind == BASE]
+    if blocked:
+        raise ConfigError(
+            f"the Python image {plan.python_image} is not in the local engine",
+            f"run `docker pull {plan.python_image}`, or `inv python-image` to build it from Debian packages",
+        )

@@ -1,0 +1,213 @@
+"""Settings: defaults from pyproject.toml, then invoke.yaml / INVOKE_FACTORY_* env, then flags.
+
+Invoke already layers invoke.yaml and the environment over the collection's
+defaults, so this module only reads the pyproject defaults and turns the merged
+mapping into a typed, validated object.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from packaging.version import InvalidVersion, Version
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PYPROJECT_TABLE = "ingestion-factory"
+HOST_CA_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/cert.pem",  # macOS, BSD
+)
+
+
+@dataclass(frozen=True)
+class Framework:
+    """An ingestion framework a family of images is built on."""
+
+    name: str
+    package: str
+    version: str
+    base_image: str
+    modules: tuple[str, ...] = ()
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    registry: str = ""
+    namespace: str = "openmetadata"
+    tag: str = ""
+    python_image: str = "python:3.11-slim-bookworm"
+    framework: str = "openmetadata"
+    jobs: int = 2
+    ca_bundle: str = "auto"
+    output_dir: str = "build"
+    debian_suite: str = "bookworm"
+    debian_mirror: str = "http://deb.debian.org/debian"
+    frameworks: Mapping[str, Framework] = field(default_factory=dict)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def output_path(self) -> Path:
+        return self.root / self.output_dir
+
+    def framework_named(self, name: str) -> Framework:
+        try:
+            return self.frameworks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.frameworks)) or "none"
+            raise ConfigError(
+                f"unknown framework {name!r}",
+                f"known frameworks: {known} (declared under [tool.{PYPROJECT_TABLE}.frameworks])",
+            ) from None
+
+    def repository(self, image_name: str) -> str:
+        """Full repository name, with registry when one is set: [registry/]namespace/image."""
+        parts = [p for p in (self.registry, self.namespace, image_name) if p]
+        return "/".join(parts)
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **clean) if clean else self
+
+    def resolved_ca_bundle(self) -> Path | None:
+        """The CA bundle for builds: an explicit path, the host's, or None when disabled."""
+        if not self.ca_bundle:
+            return None
+        if self.ca_bundle != "auto":
+            path = Path(self.ca_bundle).expanduser()
+            if not path.is_file():
+                raise ConfigError(
+                    f"CA bundle {path} does not exist",
+                    "point factory.ca_bundle (or --ca-bundle) at a PEM file, or set it to '' to disable",
+                )
+            return path
+        candidates = [os.environ.get("SSL_CERT_FILE", ""), *HOST_CA_BUNDLES]
+        for candidate in candidates:
+            if candidate and Path(candidate).is_file():
+                return Path(candidate)
+        return None
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The project root: the nearest directory holding pyproject.toml and images/."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / "pyproject.toml").is_file() and (directory / "images").is_dir():
+            return directory
+    raise ConfigError(
+        f"no project found from {here}",
+        "run the tasks from the repository (a directory with pyproject.toml and images/)",
+    )
+
+
+def pyproject_defaults(root: Path) -> dict[str, Any]:
+    """The [tool.ingestion-factory] table, as a plain dict for Invoke's config."""
+    path = root / "pyproject.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return dict(data.get("tool", {}).get(PYPROJECT_TABLE, {}))
+
+
+def load(mapping: Mapping[str, Any], root: Path) -> Settings:
+    """Validate a merged settings mapping (pyproject < invoke.yaml < env) into Settings."""
+    data = dict(mapping)
+    frameworks = {}
+    for name, table in dict(data.pop("frameworks", {}) or {}).items():
+        table = dict(table)
+        missing = [k for k in ("package", "version", "base_image") if not table.get(k)]
+        if missing:
+            raise ConfigError(
+                f"framework {name!r} lacks {', '.join(missing)}",
+                f"set them under [tool.{PYPROJECT_TABLE}.frameworks.{name}]",
+            )
+        frameworks[name] = Framework(
+            name=name,
+            package=str(table["package"]),
+            version=str(table["version"]),
+            base_image=str(table["base_image"]),
+            modules=tuple(table.get("modules", ())),
+        )
+    known = {f.name for f in Settings.__dataclass_fields__.values()} - {"root", "frameworks"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s): {', '.join(unknown)}",
+            f"known settings: {', '.join(sorted(known))}",
+        )
+    try:
+        jobs = int(data.get("jobs", 2))
+    except (TypeError, ValueError):
+        raise ConfigError(f"jobs must be a whole number, got {data.get('jobs')!r}") from None
+    if jobs < 1:
+        raise ConfigError(f"jobs must be at least 1, got {jobs}")
+    data["jobs"] = jobs
+    settings = Settings(root=root, frameworks=frameworks, **{k: str(v) if k != "jobs" else v for k, v in data.items()})
+    if not frameworks:
+        raise ConfigError(f"no frameworks declared under [tool.{PYPROJECT_TABLE}.frameworks]")
+    settings.framework_named(settings.framework)
+    return settings
+
+
+def image_tags(version_tag: str, revision: str | None) -> list[str]:
+    """Every tag an image gets: its version, the git revision, and `latest` unless a pre-release."""
+    tags = [version_tag]
+    if revision and revision not in tags:
+        tags.append(revision)
+    if not is_prerelease(version_tag):
+        tags.append("latest")
+    return tags
+
+
+def is_prerelease(tag: str) -> bool:
+    """True for PEP 440 pre/dev releases (1.2.0rc1, 2.0.0.dev3); non-version tags are not."""
+    try:
+        return Version(tag).is_prerelease
+    except InvalidVersion:
+        return any(marker in tag.lower() for marker in ("rc", "alpha", "beta", "dev", "pre"))
+
+
+def git_revision(root: Path) -> str | None:
+    """Short commit of the working tree, or None outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha or None
+
+
+def plain(value: Any) -> Any:
+    """Invoke's DataProxy (and nested ones) as plain dicts."""
+    if isinstance(value, Mapping) or hasattr(value, "keys"):
+        return {key: plain(value[key]) for key in value.keys()}
+    return value
+
+
+def with_framework_version(settings: Settings, name: str, version: str) -> Settings:
+    framework = settings.framework_named(name)
+    frameworks = dict(settings.frameworks)
+    frameworks[name] = replace(framework, version=version)
+    return replace(settings, frameworks=frameworks)

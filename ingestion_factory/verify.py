@@ -1,0 +1,75 @@
+"""Verification: a smoke test inside the new image, then the tag move.
+
+The final tags are moved only after the smoke test passed, so an image under a
+version tag has always been verified, and a failed build or smoke test leaves
+the previous image under that tag untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .errors import FactoryError
+
+PIN_REPOSITORY = "ingestion-factory-pin/image"
+SMOKE_COMMAND = ["python", "main.py", "--check"]
+SMOKE_TIMEOUT_S = 180
+
+
+class SmokeFailed(FactoryError):
+    def __init__(self, message: str, output: list[str]):
+        super().__init__(message, "the image was built but not tagged; fix the fragment or check_modules")
+        self.log_tail = output
+
+
+@dataclass
+class SmokeResult:
+    exit_code: int
+    output: str
+    seconds: float
+
+
+def pin_ref(image_id: str) -> str:
+    """A tag derived from the image ID, so BuildKit can start FROM that exact image.
+
+    BuildKit's built-in frontend resolves `FROM sha256:...` against Docker Hub,
+    so the ID is spelled as a tag that nothing else ever moves.
+    """
+    return f"{PIN_REPOSITORY}:{image_id.removeprefix('sha256:')}"
+
+
+def pin(api, image_id: str) -> str:
+    ref = pin_ref(image_id)
+    api.api.tag(image_id, PIN_REPOSITORY, ref.rpartition(":")[2])
+    return ref
+
+
+def smoke_test(api, image_id: str, command: list[str] | None = None) -> SmokeResult:
+    """Run `python main.py --check` with no network in the image; raise SmokeFailed on failure."""
+    start = time.monotonic()
+    container = api.containers.create(image_id, command or SMOKE_COMMAND, network_mode="none", detach=True)
+    try:
+        container.start()
+        try:
+            status = container.wait(timeout=SMOKE_TIMEOUT_S)
+        except Exception:  # requests' ReadTimeout: the check hung
+            container.kill()
+            raise SmokeFailed(f"smoke test did not finish in {SMOKE_TIMEOUT_S}s", []) from None
+        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    result = SmokeResult(int(status.get("StatusCode", 1)), output, time.monotonic() - start)
+    if result.exit_code != 0:
+        raise SmokeFailed(f"smoke test `{' '.join(command or SMOKE_COMMAND)}` exited {result.exit_code}",
+                          output.splitlines()[-20:])
+    return result
+
+
+def move_tags(api, image_id: str, repository: str, tags: list[str]) -> list[str]:
+    """Point every tag at the verified image; returns the refs now pointing at it."""
+    refs = []
+    for tag in tags:
+        api.api.tag(image_id, repository, tag)
+        refs.append(f"{repository}:{tag}")
+    return refs

@@ -1,0 +1,95 @@
+"""Invoke tasks of the connector image factory. Wiring only: the work is in ingestion_factory/."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+from ingestion_factory import commands, settings as settings_mod
+from ingestion_factory.errors import FactoryError
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _settings(c, **overrides):
+    merged = settings_mod.plain(c.config.get("factory", {}))
+    return settings_mod.load(merged, ROOT).with_overrides(**overrides)
+
+
+def reports_errors(function):
+    """Turn FactoryError into a clear message and its exit code, at this one boundary."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            status = function(*args, **kwargs)
+        except FactoryError as exc:
+            raise Exit(exc.render(), code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+        if status:
+            raise Exit(code=status)
+
+    return wrapper
+
+
+@task(help={
+    "framework": "Framework family to build the base for (repeatable; default: factory.framework).",
+    "version": "Framework version (overrides frameworks.<name>.version).",
+    "tag": "Version tag (default: the framework version).",
+    "force": "Rebuild even when the base is up to date.",
+    "no_cache": "Do not use BuildKit's layer cache.",
+    "plan": "Print what would be built and why; build nothing.",
+    "ca_bundle": "CA bundle for pip/uv inside the build ('' disables; default: host bundle).",
+}, iterable=["framework"])
+@reports_errors
+def build_base(c, framework=None, version=None, tag=None, force=False, no_cache=False, plan=False, ca_bundle=None):
+    """Build the base image (framework + runtime/main.py) of a framework family."""
+    settings = _settings(c, tag=tag, ca_bundle=ca_bundle)
+    if version:
+        if len(framework or [settings.framework]) != 1:
+            raise FactoryError("--version needs exactly one --framework")
+        settings = settings_mod.with_framework_version(settings, (framework or [settings.framework])[0], version)
+    return commands.build(settings, base_only=True, frameworks=framework or None, force=force,
+                          no_cache=no_cache, plan_only=plan)
+
+
+@task(help={
+    "connector": "Connector to build (repeatable; default: all). Its parents are built first.",
+    "jobs": "Images built at the same time (default: factory.jobs).",
+    "force": "Rebuild the named connectors even when up to date.",
+    "fail_fast": "Stop starting new builds after the first failure.",
+    "plan": "Print what would be built and why; build nothing.",
+    "tag": "Version tag (default: the framework version).",
+    "no_cache": "Do not use BuildKit's layer cache.",
+    "ca_bundle": "CA bundle for pip/uv inside the build ('' disables; default: host bundle).",
+}, iterable=["connector"])
+@reports_errors
+def build_connectors(c, connector=None, jobs=None, force=False, fail_fast=False, plan=False, tag=None,
+                     no_cache=False, ca_bundle=None):
+    """Build one ingestion-connector-<name> image per directory in images/connectors/."""
+    settings = _settings(c, tag=tag, ca_bundle=ca_bundle)
+    return commands.build(settings, connector or None, jobs=int(jobs) if jobs else None, force=force,
+                          fail_fast=fail_fast, plan_only=plan, no_cache=no_cache)
+
+
+@task(name="list", help={"json": "Print JSON instead of a table."})
+@reports_errors
+def list_(c, json=False):
+    """List every image the repository defines, its parent and its state."""
+    return commands.list_images(_settings(c), as_json=json)
+
+
+@task(help={"force": "Rebuild it even if the image exists."})
+@reports_errors
+def python_image(c, force=False):
+    """Build the Python runtime image from Debian packages (for machines without Docker Hub)."""
+    from ingestion_factory import python_image as python_image_mod
+
+    python_image_mod.build(_settings(c), force=force)
+
+
+ns = Collection(build_base, build_connectors, list_, python_image)
+ns.configure({"factory": settings_mod.pyproject_defaults(ROOT)})
