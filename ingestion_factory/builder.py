@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from graphlib import TopologicalSorter
 
 from . import buildkit, verify
-from .catalog import BASE, ImageSpec
+from .catalog import BASE, ImageSpec, framework_drift
 from .errors import FactoryError
 from .plan import (
     LABEL_FRAMEWORK,
@@ -36,6 +36,7 @@ class Builder:
         self.no_cache = no_cache
         self.ca_bundle = settings.resolved_ca_bundle()
         self.source_url = _source_url(settings)
+        self.pins: set[str] = set()
 
     def run(self, plan: Plan, *, jobs: int, fail_fast: bool) -> list[Result]:
         names = plan.order
@@ -44,6 +45,13 @@ class Builder:
         sorter.prepare()
         results: dict[str, Result] = {}
         image_ids: dict[str, str] = {}
+        try:
+            self._schedule(plan, sorter, results, image_ids, jobs=jobs, fail_fast=fail_fast)
+        finally:
+            self._unpin()
+        return [results[name] for name in names]
+
+    def _schedule(self, plan, sorter, results, image_ids, *, jobs, fail_fast) -> None:
         stopping = False
         running: dict[Future, str] = {}
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as pool:
@@ -63,7 +71,7 @@ class Builder:
                         sorter.done(name)
                     else:
                         parent_id = self._parent_id(plan, item, image_ids)
-                        self.progress.update(name, "building")
+                        self.progress.update(name, "queued")
                         running[pool.submit(self._build_one, item, parent_id)] = name
                 if not running:
                     continue
@@ -77,7 +85,28 @@ class Builder:
                     elif fail_fast:
                         stopping = True
                     sorter.done(name)
-        return [results[name] for name in names]
+
+    def _pin(self, image_id: str) -> str:
+        ref = verify.pin(self.api, image_id)
+        self.pins.add(ref)
+        return ref
+
+    def _discard(self, image_id: str | None) -> None:
+        """Remove an image that failed verification; it never got a tag."""
+        if image_id:
+            try:
+                self.api.api.remove_image(image_id)
+            except Exception:
+                pass
+
+    def _unpin(self) -> None:
+        """Drop the ID-derived tags, so replaced images can still be pruned."""
+        for ref in self.pins:
+            try:
+                self.api.api.remove_image(ref, noprune=True)
+            except Exception:  # already gone, or in use by a container: harmless
+                pass
+        self.pins.clear()
 
     def _parent_id(self, plan: Plan, item: PlanItem, image_ids: dict[str, str]) -> str:
         if item.spec.kind == BASE:
@@ -104,14 +133,19 @@ class Builder:
         """Build, smoke-test, then tag. Never raises: failures become a failed Result."""
         start = time.monotonic()
         spec = item.spec
+        self.progress.update(spec.name, "building")
         log_path = self.settings.output_path / "logs" / f"{spec.name}.log"
         result = Result(spec.name, item.ref, FAILED, log=str(log_path))
+        image_id = None
         try:
+            drift = framework_drift(spec)
+            if drift:
+                raise FactoryError(drift)
             digest = input_hash(spec, parent_id, self.settings)
             request = buildkit.BuildRequest(
                 dockerfile=spec.dockerfile,
                 context=spec.context,
-                build_args=self._build_args(spec, verify.pin(self.api, parent_id)),
+                build_args=self._build_args(spec, self._pin(parent_id)),
                 labels=self._labels(item, digest, parent_id),
                 ca_bundle=self.ca_bundle,
                 log_path=log_path,
@@ -121,8 +155,6 @@ class Builder:
             self.progress.update(spec.name, "smoke test")
             verify.smoke_test(self.api, image_id)
             verify.move_tags(self.api, image_id, item.ref.rpartition(":")[0], item.tags)
-            # Children start FROM this exact image, whatever later happens to the tags.
-            verify.pin(self.api, image_id)
             info = self.store.inspect(image_id)
             parent = self.store.inspect(parent_id)
             result.result, result.reason = BUILT, item.reason
@@ -136,6 +168,7 @@ class Builder:
             result.log_tail = exc.log_tail
         except verify.SmokeFailed as exc:
             result.reason, result.log_tail = exc.message, exc.log_tail
+            self._discard(image_id)
         except FactoryError as exc:
             result.reason = exc.message
         except Exception as exc:  # the engine went away mid-build, a disk filled up...

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -179,15 +178,27 @@ def _stream(command: list[str], env: dict, log_path: Path, on_progress) -> _Outc
     return _Outcome(returncode, list(tail))
 
 
+BUILDKIT_PREFIX = re.compile(r"^#\d+ \d+\.\d+ ?")
+# "... depends on numpy<2 and numpy==2.4.6 ..." or "you require x==1 and x==2": the second is the base's pin.
+PIN_CLASH = re.compile(
+    r"(?P<package>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?(?P<wanted>(?:[<>=!~]=?[^\s,]+)(?:,\s*[<>=!~]=?[^\s,]+)*)"
+    r" and (?P=package)==(?P<pinned>[^\s,]+)"
+)
+
+
 def conflict_summary(log_lines: Iterable[str], framework_package: str) -> str | None:
-    """A one-line reason when uv refused a fragment because it would move a base pin."""
-    text = "\n".join(log_lines)
+    """A one-line reason when uv refused a fragment because it would move a package the base pins."""
+    text = " ".join(BUILDKIT_PREFIX.sub("", line).strip() for line in log_lines)
     if "No solution found" not in text and "unsatisfiable" not in text:
         return None
-    packages = re.findall(r"\b(?:only|you require|depends on) ([A-Za-z0-9][A-Za-z0-9._-]*)", text)
-    named = next((p for p in packages if p.lower() == framework_package.lower()), None) or (packages[0] if packages else None)
-    if named and named.lower() == framework_package.lower():
-        return f"the fragment would change the framework version ({framework_package}); the base pins it"
-    if named:
-        return f"the fragment conflicts with the base's pinned packages (package {named}); the base pins it"
-    return "the fragment conflicts with the base's pinned packages"
+    clashes = list(PIN_CLASH.finditer(text))
+    framework = [m for m in clashes if m["package"].lower() == framework_package.lower()]
+    if framework:
+        match = framework[0]
+        return (f"the fragment would change the framework version: it needs {match['package']}{match['wanted']} "
+                f"but the base pins {match['package']}=={match['pinned']}")
+    if clashes:
+        match = clashes[0]
+        return (f"the fragment conflicts with the base: it needs {match['package']}{match['wanted']} "
+                f"but the base pins {match['package']}=={match['pinned']}")
+    return "the fragment conflicts with the packages the base pins (see the resolver output below)"

@@ -309,3 +309,22 @@ def _reject_cycles(images: dict[str, ImageSpec]) -> None:
 def _topological(images: dict[str, ImageSpec]) -> list[str]:
     graph = {name: ({spec.parent} if spec.parent else set()) for name, spec in images.items()}
     return list(TopologicalSorter(graph).static_order())
+
+
+def framework_drift(spec: ImageSpec) -> str | None:
+    """Why a fragment would move the framework off the base's version, or None.
+
+    Caught before building so the message is exact; the base's pins catch the
+    indirect cases during the install.
+    """
+    if spec.kind != CONNECTOR:
+        return None
+    framework = spec.framework
+    for line in spec.requirements:
+        requirement = Requirement(line)
+        if requirement.name.lower().replace("_", "-") != framework.package.lower():
+            continue
+        if requirement.specifier and not requirement.specifier.contains(framework.version, prereleases=True):
+            return (f"the fragment would change the framework version: it asks for {line!r} "
+                    f"but the base pins {framework.package}=={framework.version}")
+    return None

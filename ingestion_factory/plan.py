@@ -126,7 +126,10 @@ def make_plan(
     revision: str | None = None,
     force: bool = False,
 ) -> Plan:
-    """Decide for the targets and all their ancestors whether each must be built, and why."""
+    """Decide for the targets and all their ancestors whether each must be built, and why.
+
+    `force` rebuilds the targets themselves, not their up-to-date ancestors.
+    """
 
     names = catalog.with_ancestors(targets)
     order = topological_order(catalog, names)
@@ -143,7 +146,7 @@ def make_plan(
         else:
             parent = items[spec.parent]
             parent_id = None if parent.needs_build else (parent.current.id if parent.current else None)
-            parent_state = parent.state if parent.needs_build else None
+            parent_state = parent.state if parent.needs_build or parent.state == BLOCKED else None
         item = PlanItem(spec=spec, ref=ref, tags=tags, state=UP_TO_DATE, reason="", current=current)
         if parent_id:
             item.input_hash = input_hash(spec, parent_id, settings)
@@ -158,7 +161,7 @@ def make_plan(
             item.state, item.reason = MISSING, f"no image {ref}"
         elif parent_state is not None:
             item.state, item.reason = PARENT_CHANGED, f"parent {spec.parent} will be rebuilt"
-        elif force:
+        elif force and name in targets:
             item.state, item.reason = FORCED, "--force"
         elif current.labels.get(LABEL_INPUTS) != item.input_hash:
             item.state = PARENT_CHANGED if current.labels.get(LABEL_PARENT) != parent_id else CHANGED

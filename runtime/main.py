@@ -1,7 +1,500 @@
-"""PLACEHOLDER until the runtime lands: only --check."""
-import importlib, json, os, sys
-mods = {"openmetadata": ["metadata"], "datahub": ["datahub.ingestion.run.pipeline"]}[os.environ.get("INGESTION_FRAMEWORK", "openmetadata")]
-mods += [m for m in os.environ.get("INGESTION_CHECK_MODULES", "").split(",") if m]
-for m in mods:
-    importlib.import_module(m); print("ok", m)
-print(json.dumps({"status": "success", "exit_code": 0}))
+"""Run one metadata-ingestion workflow inside a connector image.
+
+Every connector image runs ``python main.py`` (its default command, and the
+command Airflow's DockerOperator passes). It turns the configuration into a
+workflow run of the image's framework and reports the outcome the way
+orchestrators expect.
+
+Usage
+    python main.py                 run the workflow
+    python main.py --validate      check the config offline against the framework's model
+    python main.py --check         prove the framework and connector plugin import (no config, no network)
+    python main.py --config PATH   read the config from a file instead of env `config`
+
+Configuration (exactly one of)
+    env config                 JSON or YAML text (what the DockerOperator passes)
+    --config PATH              a file, typically a mounted volume or secret
+    env config_file / CONFIG_FILE   the same, for orchestrators that only set env
+
+    Keep secrets in a mounted file, not in env `config`: environment variables
+    are shown by `docker inspect`, in Airflow's rendered task fields and UI, and
+    are inherited by every child process. A mounted file is readable only inside
+    the container. Linux also refuses to start a process whose single
+    environment string "config=<text>" exceeds 128 KiB (execve fails with
+    "Argument list too long"), so a config that large must be a mounted file.
+
+OpenMetadata compatibility
+    pipelineType   env or top-level config key: metadata (default), usage, lineage,
+                   profiler, autoClassification, TestSuite, dataInsight, dbt,
+                   elasticSearchReindex, application - picks the workflow class
+    pipelineRunId  env or top-level config key, passed on as the config's pipelineRunId
+    workflowConfig.loggerLevel   sets the log level
+    DataHub images accept pipelineType only as "metadata", and pipelineRunId as the recipe's run_id.
+
+Environment baked into images
+    INGESTION_FRAMEWORK        openmetadata (default) or datahub
+    INGESTION_CONNECTOR        the source type the image carries (checked by --check)
+    INGESTION_CHECK_MODULES    comma-separated modules --check must import
+Tunables
+    INGESTION_SERVER_TIMEOUT   seconds to wait for the server to answer the probe (default 5)
+    INGESTION_STOP_GRACE       seconds a stop signal leaves the workflow to wind down (default 6)
+    INGESTION_TERMINATION_LOG  where the failure reason goes (default /dev/termination-log, if writable)
+
+Exit codes
+    0    success
+    1    the workflow ran and failed, or its server is unreachable
+    2    configuration missing or invalid (or bad command line)
+    3    framework or connector plugin missing from the image
+    143  stopped by SIGTERM or SIGINT
+    (Nothing in 125-127 or 137: those are Docker's and the kernel's.)
+
+Output
+    Logs stream to stdout line by line, with secrets masked. The very last line
+    is a one-line JSON summary for Airflow's XCom:
+    {"status": "success", "exit_code": 0, "framework": "datahub", "connector": "postgres",
+     "mode": "run", "records": 12, "warnings": 0, "failures": 0, "duration_s": 3.21}
+    with "reason" added on failure. The reason also goes to /dev/termination-log
+    when that is writable (Kubernetes shows it as the container's last state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO
+from urllib.parse import urlsplit
+
+from runtime_adapters import FrameworkAdapter, PluginMissing, RunCounts, WorkflowFailed, create_adapter, import_required
+from runtime_config import ConfigError, load_config
+from runtime_redaction import RedactingStream, Redactor
+
+EXIT_SUCCESS = 0
+EXIT_WORKFLOW_FAILED = 1
+EXIT_CONFIG_ERROR = 2
+EXIT_PLUGIN_MISSING = 3
+EXIT_STOPPED = 143  # 128 + SIGTERM: what a shell reports for a process ended by TERM
+
+STATUS_BY_EXIT_CODE = {
+    EXIT_SUCCESS: "success",
+    EXIT_WORKFLOW_FAILED: "failed",
+    EXIT_CONFIG_ERROR: "config_error",
+    EXIT_PLUGIN_MISSING: "missing_plugin",
+    EXIT_STOPPED: "stopped",
+}
+
+DEFAULT_SERVER_TIMEOUT_S = 5.0
+# Docker sends SIGKILL 10 s after SIGTERM; leave room for the summary and exit.
+DEFAULT_STOP_GRACE_S = 6.0
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+MAX_REASON_LENGTH = 500
+
+logger = logging.getLogger("ingestion.runtime")
+
+
+class StopRequested(BaseException):
+    """Raised in the main thread by a stop signal.
+
+    A BaseException, like KeyboardInterrupt, so the frameworks' broad
+    `except Exception` blocks (which count an error and carry on) let it
+    through and the run actually stops.
+    """
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    reason: Optional[str] = None
+    counts: RunCounts = field(default_factory=RunCounts)
+
+
+# --------------------------------------------------------------------- summary
+
+
+class Reporter:
+    """Writes the one-line JSON summary exactly once, as the very last line."""
+
+    def __init__(self, stream: TextIO, env: Mapping[str, str], mode: str, started: float) -> None:
+        self._stream = stream
+        self._env = env
+        self._started = started
+        self._lock = threading.Lock()
+        self.fields: Dict[str, Any] = {
+            "framework": env.get("INGESTION_FRAMEWORK") or "openmetadata",
+            "connector": env.get("INGESTION_CONNECTOR") or None,
+            "mode": mode,
+        }
+        self.emitted_exit_code: Optional[int] = None
+
+    def emit(self, outcome: Outcome) -> int:
+        """Write the summary unless already written; return the exit code in force."""
+        with self._lock:
+            if self.emitted_exit_code is not None:
+                return self.emitted_exit_code
+            summary = build_summary(outcome, self.fields, time.monotonic() - self._started)
+            flush_logging()
+            self._stream.write(json.dumps(summary) + "\n")
+            self._stream.flush()
+            if outcome.exit_code != EXIT_SUCCESS:
+                write_termination_log(self._env, summary)
+            self.emitted_exit_code = outcome.exit_code
+            return outcome.exit_code
+
+
+def build_summary(outcome: Outcome, fields: Mapping[str, Any], duration_s: float) -> Dict[str, Any]:
+    summary: Dict[str, Any] = {
+        "status": STATUS_BY_EXIT_CODE.get(outcome.exit_code, "failed"),
+        "exit_code": outcome.exit_code,
+        **fields,
+        "records": outcome.counts.records,
+        "warnings": outcome.counts.warnings,
+        "failures": outcome.counts.failures,
+        "duration_s": round(duration_s, 2),
+    }
+    if outcome.exit_code != EXIT_SUCCESS:
+        summary["reason"] = one_line(outcome.reason or STATUS_BY_EXIT_CODE.get(outcome.exit_code, "failed"))
+    return summary
+
+
+def one_line(text: str, limit: int = MAX_REASON_LENGTH) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def write_termination_log(env: Mapping[str, str], summary: Mapping[str, Any]) -> None:
+    """Leave the failure reason where Kubernetes looks for it, when that is possible."""
+    path = env.get("INGESTION_TERMINATION_LOG") or DEFAULT_TERMINATION_LOG
+    # Only an existing, writable file: Kubernetes mounts it; plain Docker has none.
+    if not os.path.isfile(path) or not os.access(path, os.W_OK):
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f"exit {summary['exit_code']} ({summary['status']}): {summary.get('reason', '')}\n")
+    except OSError:
+        pass
+
+
+def flush_logging() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+# ------------------------------------------------------------------- signals
+
+
+class StopSignals:
+    """Turns SIGTERM/SIGINT into StopRequested, with a hard deadline.
+
+    The exception unwinds the workflow so stop() and the summary still run.
+    Should the workflow not wind down in time (a thread stuck in a driver
+    call), a watchdog writes the summary and exits 143 anyway, well before
+    Docker's SIGKILL.
+    """
+
+    def __init__(self, on_deadline: Callable[[str], None], grace_s: float = DEFAULT_STOP_GRACE_S) -> None:
+        self.grace_s = grace_s
+        self._on_deadline = on_deadline
+        self._shielded = False
+        self.received: Optional[str] = None
+        self._previous: Dict[int, Any] = {}
+
+    @contextmanager
+    def installed(self) -> Iterator["StopSignals"]:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        try:
+            yield self
+        finally:
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+
+    def shield(self) -> None:
+        """From here on (cleanup and summary) a signal must not interrupt."""
+        self._shielded = True
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.received is not None:
+            return  # already stopping; the watchdog bounds the rest
+        self.received = signal.Signals(signum).name
+        threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
+        if not self._shielded:
+            raise StopRequested(f"stopped by {self.received}")
+
+    def _watchdog(self) -> None:
+        time.sleep(self.grace_s)
+        self._on_deadline(f"stopped by {self.received}; the workflow did not wind down within {self.grace_s:g}s")
+
+
+# ------------------------------------------------------------ server probe
+
+
+def probe_server(url: str, label: str, timeout_s: float) -> None:
+    """Fail fast, in bounded time, when the framework's server cannot be reached.
+
+    Creating a workflow contacts the server first, with the framework's own
+    retries and timeouts; an unreachable server would look like a hang.
+    """
+    host, port = server_address(url)
+    finished: Dict[str, Optional[BaseException]] = {}
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            finished["error"] = None
+        except OSError as exc:
+            finished["error"] = exc
+
+    # A thread, because name resolution (getaddrinfo) ignores socket timeouts.
+    probe = threading.Thread(target=connect, name="server-probe", daemon=True)
+    probe.start()
+    probe.join(timeout_s + 1)
+    if "error" not in finished:
+        raise WorkflowFailed(f"{label} server {url} is unreachable: no answer within {timeout_s:g}s")
+    if finished["error"] is not None:
+        raise WorkflowFailed(f"{label} server {url} is unreachable: {describe_socket_error(finished['error'])}")
+
+
+def server_address(url: str) -> tuple:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname:
+        raise ConfigError(f"server address {url!r} has no host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ConfigError(f"server address {url!r} has an invalid port") from None
+    return parts.hostname, port
+
+
+def describe_socket_error(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.timeout):
+        return "connection timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"host name does not resolve ({exc.strerror})"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+# -------------------------------------------------------------------- modes
+
+
+def seconds_from_env(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value
+
+
+def run_checks(adapter: FrameworkAdapter, env: Mapping[str, str], out: TextIO) -> Outcome:
+    """--check: the framework and connector plugin import. No config, no network."""
+    modules = list(adapter.core_modules)
+    modules += [name.strip() for name in env.get("INGESTION_CHECK_MODULES", "").split(",") if name.strip()]
+    problems: List[str] = []
+    for module_name in modules:
+        problems += _check(out, f"import {module_name}", lambda name=module_name: _import_quietly(name))
+    connector = (env.get("INGESTION_CONNECTOR") or "").strip()
+    if connector and not problems:
+        problems += _check(out, f"connector {connector}", lambda: adapter.check_connector(connector))
+    if problems:
+        return Outcome(EXIT_PLUGIN_MISSING, reason="; ".join(problems))
+    return Outcome(EXIT_SUCCESS)
+
+
+def _import_quietly(module_name: str) -> None:
+    import_required(module_name)
+
+
+def _check(out: TextIO, label: str, check: Callable[[], Optional[str]]) -> List[str]:
+    """Run one check, print one line about it, return its problem if any."""
+    try:
+        detail = check()
+    except (PluginMissing, ConfigError) as exc:
+        out.write(f"MISSING {label}: {exc}\n")
+        return [str(exc)]
+    out.write(f"ok      {detail or label}\n")
+    return []
+
+
+def run_workflow(adapter: FrameworkAdapter, config: dict, stop_signals: StopSignals) -> Outcome:
+    """create -> run -> raise on failure -> print status; stop() always."""
+    try:
+        adapter.create(config)
+        adapter.run()
+        adapter.raise_on_failure()
+        adapter.print_status()
+    finally:
+        stop_signals.shield()
+        stop_quietly(adapter)
+    return Outcome(EXIT_SUCCESS, counts=counts_quietly(adapter))
+
+
+def stop_quietly(adapter: FrameworkAdapter) -> None:
+    """stop() must not replace the error that ended the run."""
+    try:
+        adapter.stop()
+    except Exception:  # noqa: BLE001
+        logger.warning("stopping the workflow failed", exc_info=True)
+
+
+def counts_quietly(adapter: FrameworkAdapter) -> RunCounts:
+    try:
+        return adapter.counts()
+    except Exception:  # noqa: BLE001 - counts are informative only
+        logger.debug("could not read the workflow's counts", exc_info=True)
+        return RunCounts()
+
+
+def execute(args: argparse.Namespace, env: Mapping[str, str], redactor: Redactor, stop_signals: StopSignals, reporter: Reporter, out: TextIO) -> Outcome:
+    adapter: Optional[FrameworkAdapter] = None
+    try:
+        adapter = create_adapter(env.get("INGESTION_FRAMEWORK"))
+        if args.check:
+            return run_checks(adapter, env, out)
+        config = load_config(env, args.config)
+        redactor.add_secrets_from(config)
+        config = adapter.prepare(config, env)
+        reporter.fields.update(adapter.describe())
+        apply_log_level(adapter.log_level(config))
+        adapter.validate(config)
+        if args.validate:
+            logger.info("configuration is valid for %s", adapter.name)
+            return Outcome(EXIT_SUCCESS)
+        server = adapter.server_url(config)
+        if server:
+            probe_server(server, adapter.server_label, seconds_from_env(env, "INGESTION_SERVER_TIMEOUT", DEFAULT_SERVER_TIMEOUT_S))
+        return run_workflow(adapter, config, stop_signals)
+    except ConfigError as exc:
+        logger.error("invalid configuration: %s", exc)
+        return Outcome(EXIT_CONFIG_ERROR, reason=f"invalid configuration: {exc}")
+    except PluginMissing as exc:
+        logger.error("missing from this image: %s", exc)
+        return Outcome(EXIT_PLUGIN_MISSING, reason=str(exc))
+    except WorkflowFailed as exc:
+        logger.error("workflow failed: %s", exc)
+        return Outcome(EXIT_WORKFLOW_FAILED, reason=str(exc), counts=_counts_if(adapter))
+    except StopRequested as exc:
+        logger.warning("%s; the workflow was stopped", exc)
+        return Outcome(EXIT_STOPPED, reason=str(exc), counts=_counts_if(adapter))
+    except Exception as exc:  # noqa: BLE001 - any other error still gets a summary
+        logger.error("unexpected error:\n%s", traceback.format_exc())
+        return Outcome(EXIT_WORKFLOW_FAILED, reason=f"unexpected error: {type(exc).__name__}: {exc}", counts=_counts_if(adapter))
+
+
+def _counts_if(adapter: Optional[FrameworkAdapter]) -> RunCounts:
+    return counts_quietly(adapter) if adapter is not None else RunCounts()
+
+
+# ------------------------------------------------------------ process setup
+
+
+LOG_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
+LOG_FORMAT = "[%(asctime)s] %(levelname)-8s {%(name)s} - %(message)s"
+
+
+def apply_log_level(level: Optional[str]) -> None:
+    if not level:
+        return
+    resolved = LOG_LEVELS.get(str(level).upper())
+    if resolved is None:
+        logger.warning("unknown loggerLevel %r; keeping INFO", level)
+        return
+    logging.getLogger().setLevel(resolved)
+
+
+@contextmanager
+def redacted_output(redactor: Redactor) -> Iterator[TextIO]:
+    """Route stdout, stderr and logging through the redactor, one line at a time.
+
+    Logs go to stdout together with the summary: with one stream the summary
+    is certainly the last line, also when an orchestrator merges two pipes.
+    Installed before any framework is imported, so the frameworks' own
+    logging.basicConfig() calls find a handler and leave it alone.
+    """
+    saved = (sys.stdout, sys.stderr)
+    out = RedactingStream(sys.stdout, redactor)
+    sys.stdout, sys.stderr = out, RedactingStream(sys.stderr, redactor)
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, root.handlers[:]
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        yield out
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        root.handlers, root.level = saved_handlers, saved_level
+        sys.stdout, sys.stderr = saved
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description="Run the image's metadata-ingestion workflow.",
+        epilog="Exit codes: 0 success, 1 workflow failed, 2 invalid config, 3 plugin missing, 143 stopped.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="import the framework and connector plugin, then exit")
+    mode.add_argument("--validate", action="store_true", help="validate the config offline, then exit")
+    parser.add_argument("--config", metavar="PATH", help="read the config from this file (JSON or YAML)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] = None) -> int:
+    """Run one mode and return its exit code; the summary is the last line printed."""
+    env = os.environ if env is None else env
+    started = time.monotonic()
+    redactor = Redactor()
+    with redacted_output(redactor) as out:
+        try:
+            args = parse_args(argv)
+        except SystemExit as exc:  # --help, or a usage error argparse has explained
+            if not exc.code:
+                return EXIT_SUCCESS
+            return Reporter(out, env, "run", started).emit(Outcome(EXIT_CONFIG_ERROR, reason="invalid command line"))
+        reporter = Reporter(out, env, "check" if args.check else "validate" if args.validate else "run", started)
+        stop_signals = StopSignals(lambda reason: exit_now(reporter.emit(Outcome(EXIT_STOPPED, reason=reason))))
+        with stop_signals.installed():
+            try:
+                stop_signals.grace_s = seconds_from_env(env, "INGESTION_STOP_GRACE", DEFAULT_STOP_GRACE_S)
+                outcome = execute(args, env, redactor, stop_signals, reporter, out)
+            except StopRequested as exc:  # a signal in the instant around execute()
+                outcome = Outcome(EXIT_STOPPED, reason=str(exc))
+            except ConfigError as exc:
+                outcome = Outcome(EXIT_CONFIG_ERROR, reason=f"invalid configuration: {exc}")
+            stop_signals.shield()
+            return reporter.emit(outcome)
+
+
+def exit_now(code: int) -> None:
+    """Leave without running atexit hooks or joining threads.
+
+    The summary must stay the last line, and framework threads (status
+    timers, worker pools) must not hold the container past Docker's stop timeout.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_now(main())

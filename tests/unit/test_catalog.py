@@ -1,0 +1,152 @@
+import pytest
+
+from conftest import add_connector
+from ingestion_factory import catalog, settings as settings_mod
+from ingestion_factory.errors import ConfigError
+
+
+def discover(project):
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    return catalog.discover(settings)
+
+
+def test_bases_for_every_framework(project):
+    found = discover(project)
+    assert {s.name for s in found.bases} == {"base", "base-datahub"}
+    assert found["base"].image_name == "ingestion-connector-base"
+    assert found["base"].parent is None
+
+
+def test_connector_defaults_to_the_default_framework_base(project):
+    add_connector(project, "mysql", "openmetadata-ingestion[mysql]\n")
+    spec = discover(project)["mysql"]
+    assert spec.image_name == "ingestion-connector-mysql"
+    assert spec.parent == "base"
+    assert spec.framework.name == "openmetadata"
+    assert spec.source == "mysql"
+    assert spec.requirements == ("openmetadata-ingestion[mysql]",)
+
+
+def test_connector_declares_framework_and_settings(project):
+    add_connector(project, "datahub-postgres", "acryl-datahub[postgres]\n", """
+        framework = "datahub"
+        source = "postgres"
+        check_modules = ["psycopg2"]
+        os_packages = ["libpq5"]
+    """)
+    spec = discover(project)["datahub-postgres"]
+    assert spec.parent == "base-datahub"
+    assert spec.framework.name == "datahub"
+    assert spec.check_modules == ("psycopg2",)
+    assert spec.os_packages == ("libpq5",)
+
+
+def test_dependent_connector_inherits_parent_framework(project):
+    add_connector(project, "dh", "acryl-datahub[postgres]\n", 'framework = "datahub"\n')
+    add_connector(project, "dh-child", "extra-pkg\n", 'parent = "dh"\n')
+    spec = discover(project)["dh-child"]
+    assert spec.parent == "dh"
+    assert spec.framework.name == "datahub"
+
+
+def test_child_cannot_switch_framework(project):
+    add_connector(project, "dh", "acryl-datahub\n", 'framework = "datahub"\n')
+    add_connector(project, "om-child", "x\n", 'parent = "dh"\nframework = "openmetadata"\n')
+    with pytest.raises(ConfigError, match="declares framework 'openmetadata'"):
+        discover(project)
+
+
+def test_unknown_parent_is_rejected(project):
+    add_connector(project, "a", "x\n", 'parent = "nope"\n')
+    with pytest.raises(ConfigError, match="unknown parent 'nope'"):
+        discover(project)
+
+
+def test_cycle_is_rejected(project):
+    add_connector(project, "a", "x\n", 'parent = "b"\n')
+    add_connector(project, "b", "y\n", 'parent = "c"\n')
+    add_connector(project, "c", "z\n", 'parent = "a"\n')
+    with pytest.raises(ConfigError, match="cycle: .*a.*b|cycle: .*b.*a"):
+        discover(project)
+
+
+@pytest.mark.parametrize(
+    "fragment, message",
+    [
+        ("", "lists no requirements"),
+        ("# only a comment\n\n", "lists no requirements"),
+        ("pymysql ==== 1\n", r"requirements.txt:1: not a valid requirement"),
+        ("ok-package\n--index-url http://x\n", r"requirements.txt:2: pip options"),
+    ],
+)
+def test_bad_fragments(project, fragment, message):
+    add_connector(project, "bad", fragment)
+    with pytest.raises(ConfigError, match=message):
+        discover(project)
+
+
+def test_missing_fragment(project):
+    (project / "images" / "connectors" / "empty").mkdir()
+    with pytest.raises(ConfigError, match="has no requirements.txt"):
+        discover(project)
+
+
+def test_malformed_connector_toml(project):
+    add_connector(project, "x", "pkg\n", "framework = \n")
+    with pytest.raises(ConfigError, match="connector.toml is not valid TOML"):
+        discover(project)
+
+
+def test_unknown_connector_key(project):
+    add_connector(project, "x", "pkg\n", 'parnet = "y"\n')
+    with pytest.raises(ConfigError, match="unknown key.*parnet"):
+        discover(project)
+
+
+def test_bad_os_package_name(project):
+    add_connector(project, "x", "pkg\n", 'os_packages = ["libodbc; rm -rf /"]\n')
+    with pytest.raises(ConfigError, match="not a Debian package name"):
+        discover(project)
+
+
+def test_invalid_directory_name(project):
+    add_connector(project, "Bad_Name", "pkg\n")
+    with pytest.raises(ConfigError, match="not a valid image name"):
+        discover(project)
+
+
+def test_resolve_names_and_hints(project):
+    add_connector(project, "mysql")
+    add_connector(project, "postgres")
+    found = discover(project)
+    assert found.resolve(None) == ["mysql", "postgres"]
+    assert found.resolve(["ingestion-connector-mysql", "mysql"]) == ["mysql"]
+    with pytest.raises(ConfigError, match="unknown connector 'mysq'") as error:
+        found.resolve(["mysq"])
+    assert "did you mean mysql" in error.value.hint
+
+
+def test_with_ancestors_adds_parents_once(project):
+    add_connector(project, "a")
+    add_connector(project, "b", "x\n", 'parent = "a"\n')
+    found = discover(project)
+    assert found.with_ancestors(["b", "a"]) == ["base", "a", "b"]
+
+
+@pytest.mark.parametrize(
+    "fragment, drifts",
+    [
+        ("openmetadata-ingestion[mysql]\n", False),
+        ("openmetadata-ingestion[mysql]==1.12.14.2\n", False),
+        ("openmetadata-ingestion>=1.12\n", False),
+        ("openmetadata_ingestion[mysql]==1.11.0.0\n", True),
+        ("pymysql\nopenmetadata-ingestion<1.12\n", True),
+    ],
+)
+def test_framework_drift_is_caught_before_building(project, fragment, drifts):
+    add_connector(project, "mysql", fragment)
+    spec = discover(project)["mysql"]
+    message = catalog.framework_drift(spec)
+    assert (message is not None) is drifts
+    if drifts:
+        assert "openmetadata-ingestion==1.12.14.2" in message

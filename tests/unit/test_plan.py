@@ -1,0 +1,158 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from conftest import add_connector
+from ingestion_factory import catalog, settings as settings_mod
+from ingestion_factory.errors import ConfigError
+from ingestion_factory.plan import (
+    BLOCKED,
+    CHANGED,
+    FORCED,
+    LABEL_INPUTS,
+    LABEL_PARENT,
+    MISSING,
+    PARENT_CHANGED,
+    UP_TO_DATE,
+    ImageInfo,
+    input_hash,
+    make_plan,
+    require_buildable,
+    topological_order,
+)
+
+PYTHON_ID = "sha256:" + "1" * 64
+
+
+@dataclass
+class FakeStore:
+    images: dict = field(default_factory=dict)
+
+    def inspect(self, ref):
+        return self.images.get(ref)
+
+
+def setup(project):
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    return settings, catalog.discover(settings)
+
+
+def built_store(settings, found, names):
+    """A store in which the given images were built from the current inputs."""
+    store = FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 100)})
+    ids = {}
+    for name in topological_order(found, found.with_ancestors(names)):
+        spec = found[name]
+        parent_id = PYTHON_ID if spec.parent is None else ids[spec.parent]
+        image_id = f"sha256:{name:0>64}"[:71]
+        ids[name] = image_id
+        labels = {LABEL_INPUTS: input_hash(spec, parent_id, settings), LABEL_PARENT: parent_id}
+        ref = f"{settings.repository(spec.image_name)}:{settings.tag or spec.framework.version}"
+        store.images[ref] = ImageInfo(image_id, labels, 1000)
+    return store
+
+
+def test_order_puts_parents_first(project):
+    add_connector(project, "a")
+    add_connector(project, "b", "x\n", 'parent = "a"\n')
+    add_connector(project, "c")
+    settings, found = setup(project)
+    order = topological_order(found, found.with_ancestors(["b", "c"]))
+    assert order.index("base") < order.index("a") < order.index("b")
+    assert order.index("base") < order.index("c")
+
+
+def test_everything_missing_on_an_empty_engine(project):
+    add_connector(project, "mysql")
+    settings, found = setup(project)
+    store = FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 1)})
+    plan = make_plan(found, ["mysql"], store, settings)
+    assert [(i.name, i.state) for i in plan] == [("base", MISSING), ("mysql", MISSING)]
+
+
+def test_up_to_date_when_labels_match(project):
+    add_connector(project, "mysql")
+    add_connector(project, "postgres")
+    settings, found = setup(project)
+    store = built_store(settings, found, ["mysql", "postgres"])
+    plan = make_plan(found, ["mysql", "postgres"], store, settings)
+    assert {i.state for i in plan} == {UP_TO_DATE}
+    assert plan.to_build == []
+
+
+def test_changing_one_fragment_rebuilds_only_that_connector(project):
+    add_connector(project, "mysql")
+    add_connector(project, "postgres")
+    settings, found = setup(project)
+    store = built_store(settings, found, ["mysql", "postgres"])
+    (project / "images/connectors/mysql/requirements.txt").write_text("pymysql>=1.2\n")
+    settings, found = setup(project)
+    plan = make_plan(found, ["mysql", "postgres"], store, settings)
+    assert {i.name: i.state for i in plan} == {"base": UP_TO_DATE, "mysql": CHANGED, "postgres": UP_TO_DATE}
+
+
+def test_base_change_rebuilds_everything_below_it(project):
+    add_connector(project, "a")
+    add_connector(project, "b", "x\n", 'parent = "a"\n')
+    settings, found = setup(project)
+    store = built_store(settings, found, ["b"])
+    (project / "runtime/main.py").write_text("print('changed')\n")
+    settings, found = setup(project)
+    plan = make_plan(found, ["b"], store, settings)
+    assert {i.name: i.state for i in plan} == {"base": CHANGED, "a": PARENT_CHANGED, "b": PARENT_CHANGED}
+
+
+def test_new_python_image_marks_base_parent_changed(project):
+    add_connector(project, "a")
+    settings, found = setup(project)
+    store = built_store(settings, found, ["a"])
+    store.images[settings.python_image] = ImageInfo("sha256:" + "2" * 64, {}, 1)
+    plan = make_plan(found, ["a"], store, settings)
+    assert plan.items["base"].state == PARENT_CHANGED
+    assert plan.items["a"].state == PARENT_CHANGED
+
+
+def test_force_rebuilds_up_to_date_images(project):
+    add_connector(project, "a")
+    settings, found = setup(project)
+    store = built_store(settings, found, ["a"])
+    plan = make_plan(found, ["a"], store, settings, force=True)
+    assert {i.name: i.state for i in plan} == {"base": UP_TO_DATE, "a": FORCED}
+
+
+def test_missing_python_image_blocks_with_a_hint(project):
+    add_connector(project, "a")
+    settings, found = setup(project)
+    plan = make_plan(found, ["a"], FakeStore(), settings)
+    assert {i.state for i in plan} == {BLOCKED}
+    with pytest.raises(ConfigError, match="Python image") as error:
+        require_buildable(plan)
+    assert "inv python-image" in error.value.hint
+
+
+def test_hash_covers_build_args_and_connector_settings(project):
+    directory = add_connector(project, "a", "pkg\n", 'check_modules = ["x"]\n')
+    settings, found = setup(project)
+    first = input_hash(found["a"], PYTHON_ID, settings)
+    assert first == input_hash(found["a"], PYTHON_ID, settings)
+    assert first != input_hash(found["a"], "sha256:" + "3" * 64, settings)
+    (directory / "connector.toml").write_text('check_modules = ["y"]\n')
+    settings, found = setup(project)
+    assert input_hash(found["a"], PYTHON_ID, settings) != first
+
+
+def test_framework_version_is_an_input_of_the_base(project):
+    settings, found = setup(project)
+    first = input_hash(found["base"], PYTHON_ID, settings)
+    other = settings_mod.with_framework_version(settings, "openmetadata", "1.11.14.0")
+    assert input_hash(catalog.discover(other)["base"], PYTHON_ID, other) != first
+
+
+def test_tags_follow_settings(project):
+    add_connector(project, "a")
+    settings, found = setup(project)
+    settings = settings.with_overrides(tag="2.0.0rc1", registry="127.0.0.1:5000")
+    plan = make_plan(found, ["a"], FakeStore(), settings, revision="abc")
+    item = plan.items["a"]
+    assert item.ref == "127.0.0.1:5000/openmetadata/ingestion-connector-a:2.0.0rc1"
+    assert item.tags == ["2.0.0rc1", "abc"]
