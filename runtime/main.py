@@ -65,10 +65,13 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
 import traceback
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO
@@ -241,47 +244,57 @@ def probe_server(url: str, label: str, timeout_s: float) -> None:
     """Fail fast, in bounded time, when the framework's server cannot be reached.
 
     Creating a workflow contacts the server first, with the framework's own
-    retries and timeouts; an unreachable server would look like a hang.
+    retries and long read timeouts (OpenMetadata's client waits up to 300 s),
+    so a server that is down or silent would look like a hang. Any HTTP
+    answer, even an error status, proves a live server; no credentials are sent.
     """
-    host, port = server_address(url)
+    target = server_url_with_scheme(url)
     finished: Dict[str, Optional[BaseException]] = {}
 
-    def connect() -> None:
+    def request() -> None:
         try:
-            socket.create_connection((host, port), timeout=timeout_s).close()
+            insecure = ssl._create_unverified_context()  # reachability only: nothing secret is sent
+            with urllib.request.urlopen(target, timeout=timeout_s, context=insecure):
+                pass
             finished["error"] = None
-        except OSError as exc:
-            finished["error"] = exc
+        except urllib.error.HTTPError:
+            finished["error"] = None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            finished["error"] = getattr(exc, "reason", None) if isinstance(exc, urllib.error.URLError) else exc
 
-    # A thread, because name resolution (getaddrinfo) ignores socket timeouts.
-    probe = threading.Thread(target=connect, name="server-probe", daemon=True)
+    # A thread bounds the whole probe: name resolution ignores socket timeouts.
+    probe = threading.Thread(target=request, name="server-probe", daemon=True)
     probe.start()
     probe.join(timeout_s + 1)
     if "error" not in finished:
         raise WorkflowFailed(f"{label} server {url} is unreachable: no answer within {timeout_s:g}s")
     if finished["error"] is not None:
-        raise WorkflowFailed(f"{label} server {url} is unreachable: {describe_socket_error(finished['error'])}")
+        raise WorkflowFailed(f"{label} server {url} is unreachable: {describe_connection_error(finished['error'])}")
 
 
-def server_address(url: str) -> tuple:
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if not parts.hostname:
-        raise ConfigError(f"server address {url!r} has no host")
+def server_url_with_scheme(url: str) -> str:
+    """The server URL with a scheme (OpenMetadata accepts a bare host:port)."""
+    target = url if "://" in url else f"http://{url}"
+    parts = urlsplit(target)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"server address {url!r} is not an http(s) URL with a host")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        parts.port
     except ValueError:
         raise ConfigError(f"server address {url!r} has an invalid port") from None
-    return parts.hostname, port
+    return target
 
 
-def describe_socket_error(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
+def describe_connection_error(error: Any) -> str:
+    if isinstance(error, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(exc, socket.timeout):
+    if isinstance(error, (socket.timeout, TimeoutError)):
         return "connection timed out"
-    if isinstance(exc, socket.gaierror):
-        return f"host name does not resolve ({exc.strerror})"
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if isinstance(error, socket.gaierror):
+        return f"host name does not resolve ({error.strerror})"
+    if isinstance(error, BaseException):
+        return getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return str(error)
 
 
 # -------------------------------------------------------------------- modes
@@ -434,11 +447,14 @@ def redacted_output(redactor: Redactor) -> Iterator[TextIO]:
     saved_level, saved_handlers = root.level, root.handlers[:]
     root.handlers = [handler]
     root.setLevel(logging.INFO)
+    # Python warnings become log lines too, in the same stream and order.
+    logging.captureWarnings(True)
     try:
         yield out
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        logging.captureWarnings(False)
         root.handlers, root.level = saved_handlers, saved_level
         sys.stdout, sys.stderr = saved
 

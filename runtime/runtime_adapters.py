@@ -232,7 +232,13 @@ class OpenMetadataAdapter(FrameworkAdapter):
 
     def _workflow_class(self) -> Any:
         module_name, class_name = OPENMETADATA_WORKFLOWS[self.pipeline_type]
-        return import_attribute(module_name, class_name)
+        try:
+            return import_attribute(module_name, class_name)
+        except PluginMissing as exc:
+            raise PluginMissing(
+                f"pipelineType {self.pipeline_type} needs {module_name}.{class_name}, which this image's "
+                f"OpenMetadata ingestion lacks: {exc}"
+            ) from exc
 
     def validate(self, config: dict) -> None:
         model_path = _APPLICATION_CONFIG_MODEL if self.pipeline_type == "application" else _WORKFLOW_CONFIG_MODEL

@@ -1,0 +1,149 @@
+"""Incremental rebuilds and failures that must leave the previous images untouched."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import TEST_NAMESPACE, copy_project, remove_namespace_images
+
+DH_VERSION = "1.7.0.17"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, docker_api, python_image):
+    """A DataHub family (base + two connectors) built once for the tests of this module."""
+    namespace = f"{TEST_NAMESPACE}{uuid.uuid4().hex[:6]}"
+    scratch = copy_project(tmp_path_factory.mktemp("changes"), namespace)
+    scratch.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql")
+    yield scratch
+    remove_namespace_images(docker_api, namespace)
+
+
+def image_id(api, project, name):
+    return api.api.inspect_image(project.ref(name, DH_VERSION))["Id"]
+
+
+def ids(api, project):
+    return {name: image_id(api, project, name) for name in ("base-datahub", "datahub-sqlite", "datahub-mysql")}
+
+
+def test_changing_one_fragment_rebuilds_only_that_connector(project, docker_api):
+    before = ids(docker_api, project)
+    fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
+    fragment.write_text(fragment.read_text() + "# touched by the test\n")
+    plan = project.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql", "--plan").stdout
+    assert "inputs changed" in plan
+    project.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql")
+    report = project.report()
+    assert report["datahub-mysql"]["result"] == "built"
+    assert report["datahub-sqlite"]["result"] == "up to date"
+    assert report["base-datahub"]["result"] == "up to date"
+    after = ids(docker_api, project)
+    assert after["datahub-mysql"] != before["datahub-mysql"]
+    assert after["datahub-sqlite"] == before["datahub-sqlite"]
+    assert after["base-datahub"] == before["base-datahub"]
+
+
+def test_failed_build_keeps_the_previous_image_and_others_still_build(project, docker_api):
+    before = ids(docker_api, project)
+    fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
+    original = fragment.read_text()
+    sqlite_fragment = project.connector_dir("datahub-sqlite") / "requirements.txt"
+    sqlite_original = sqlite_fragment.read_text()
+    try:
+        fragment.write_text("acryl-datahub[mysql]\nno-such-package-for-factory-tests==0.0.1\n")
+        sqlite_fragment.write_text(sqlite_original + "# rebuilt alongside a failing one\n")
+        completed = project.inv("build-connectors", "-c", "datahub-mysql", "-c", "datahub-sqlite", check=False)
+        assert completed.returncode != 0
+        output = completed.stdout + completed.stderr
+        assert "datahub-mysql failed" in output
+        assert "no-such-package-for-factory-tests" in output  # the log tail names the culprit
+        assert "1 image(s) not built: datahub-mysql" in output
+        assert project.report()["datahub-sqlite"]["result"] == "built"
+        assert image_id(docker_api, project, "datahub-mysql") == before["datahub-mysql"]
+    finally:
+        fragment.write_text(original)
+        sqlite_fragment.write_text(sqlite_original)
+
+
+def test_failed_smoke_test_keeps_the_previous_image(project, docker_api):
+    before = image_id(docker_api, project, "datahub-sqlite")
+    settings_file = project.connector_dir("datahub-sqlite") / "connector.toml"
+    original = settings_file.read_text()
+    try:
+        settings_file.write_text(original.replace('check_modules = [', 'check_modules = ["module_that_is_missing", '))
+        completed = project.inv("build-connectors", "-c", "datahub-sqlite", check=False)
+        assert completed.returncode != 0
+        assert "module_that_is_missing" in completed.stdout
+        assert image_id(docker_api, project, "datahub-sqlite") == before
+    finally:
+        settings_file.write_text(original)
+
+
+def test_fragment_that_moves_the_framework_is_refused_by_name(project, docker_api):
+    before = image_id(docker_api, project, "datahub-mysql")
+    fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
+    original = fragment.read_text()
+    try:
+        fragment.write_text("acryl-datahub[mysql]==1.6.0.17\n")
+        completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
+        assert completed.returncode != 0
+        assert "would change the framework version" in completed.stdout
+        assert "acryl-datahub" in completed.stdout
+        assert image_id(docker_api, project, "datahub-mysql") == before
+    finally:
+        fragment.write_text(original)
+
+
+def test_indirect_pin_conflict_names_the_package(project, docker_api):
+    fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
+    original = fragment.read_text()
+    try:
+        # The base pins pydantic 2.x; asking for 1.x must fail and say which package.
+        fragment.write_text("acryl-datahub[mysql]\npydantic<2\n")
+        completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
+        assert completed.returncode != 0
+        assert "conflicts with the base" in completed.stdout or "framework version" in completed.stdout
+    finally:
+        fragment.write_text(original)
+
+
+def test_ca_bundle_never_lands_in_the_image(project, docker_api, tmp_path):
+    marker = f"factory-ca-marker-{uuid.uuid4().hex}"
+    host_bundle = open("/etc/ssl/certs/ca-certificates.crt").read()
+    bundle = tmp_path / "bundle.pem"
+    # PEM readers skip text between certificates, so the marker is harmless but findable.
+    bundle.write_text(f"# {marker}\n{host_bundle}")
+    project.inv("build-connectors", "-c", "datahub-sqlite", "--force", "--ca-bundle", str(bundle))
+    ref = project.ref("datahub-sqlite", DH_VERSION)
+    history = subprocess.run(["docker", "history", "--no-trunc", ref], capture_output=True, text=True).stdout
+    assert marker not in history
+    container = docker_api.containers.run(
+        ref, ["sh", "-c", f"grep -rl {marker} / --exclude-dir=proc --exclude-dir=sys 2>/dev/null; ls /run/secrets"],
+        detach=True, user="root", network_mode="none")
+    try:
+        container.wait(timeout=300)
+        output = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    assert marker not in output.replace(f"grep -rl {marker}", "")
+    assert "ca" not in output.split()
+
+
+def test_unknown_connector_is_a_clear_error(project):
+    completed = project.inv("build-connectors", "-c", "mysq", check=False)
+    assert completed.returncode == 2
+    assert "unknown connector 'mysq'" in completed.stderr
+    assert "did you mean" in completed.stderr and "mysql" in completed.stderr
+
+
+def test_missing_daemon_is_a_clear_error(project):
+    completed = project.inv("build-connectors", "--plan", check=False,
+                            env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert completed.returncode == 3
+    assert "cannot reach the Docker daemon" in completed.stderr
+    assert "hint:" in completed.stderr
+    assert "Traceback" not in completed.stderr
