@@ -91,5 +91,41 @@ def python_image(c, force=False):
     python_image_mod.build(_settings(c), force=force)
 
 
-ns = Collection(build_base, build_connectors, list_, python_image)
+@task(help={
+    "connector": "Connector to push (repeatable; default: all images). The base it is built FROM is pushed too.",
+    "registry": "Registry host[:port] to push to (default: factory.registry; '' is Docker Hub).",
+    "tag": "Version tag of the images to push (default: the framework version).",
+    "latest": "Push `latest` along with the version and commit tags (default; never for pre-releases). "
+              "--no-latest leaves `latest` in the registry alone.",
+    "dry_run": "Print what would be pushed and whether it may be; push nothing, contact no registry.",
+    "username": "Registry user (or env FACTORY_REGISTRY_USERNAME; default: the `docker login` entry).",
+    "password_file": "File holding the registry password, '-' for stdin "
+                     "(or env FACTORY_REGISTRY_PASSWORD / FACTORY_REGISTRY_PASSWORD_FILE).",
+}, iterable=["connector"])
+@reports_errors
+def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False, username=None, password_file=None):
+    """Push verified, current images with the tags the build gave them; read back and report their digests."""
+    from ingestion_factory import push as push_mod
+
+    return push_mod.push(_settings(c, tag=tag), connector or None, registry=registry, latest=latest,
+                         dry_run=dry_run, username=username, password_file=password_file)
+
+
+@task(help={
+    "connector": "Connector to run (default: factory.demo_connector, the embedded demo).",
+    "config": "Workflow config, JSON or YAML; ${NAME} / ${file:PATH} placeholders are resolved "
+              "(default for the demo: factory.demo_config).",
+    "pipeline_type": "OpenMetadata pipelineType passed to main.py (metadata, usage, lineage, profiler, ...).",
+    "keep": "Keep the container after it exits (default: remove it).",
+    "build": "Build the image first when it is missing (--no-build: fail with a hint instead).",
+})
+@reports_errors
+def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, build=True):
+    """Run a connector image here: host network, examples at /opt/operator, live logs, its exit code."""
+    from ingestion_factory import local_run
+
+    return local_run.run_local(_settings(c), connector, config, pipeline_type=pipeline_type, keep=keep, build=build)
+
+
+ns = Collection(build_base, build_connectors, list_, python_image, push, run_local)
 ns.configure({"factory": settings_mod.pyproject_defaults(ROOT)})

@@ -59,6 +59,9 @@ class Settings:
     output_dir: str = "build"
     debian_suite: str = "bookworm"
     debian_mirror: str = "http://deb.debian.org/debian"
+    examples_link: str = "/tmp/openmetadata/examples"
+    demo_connector: str = "datahub-sqlite"
+    demo_config: str = "examples/datahub/sqlite.yml"
     frameworks: Mapping[str, Framework] = field(default_factory=dict)
 
     @property
@@ -68,6 +71,10 @@ class Settings:
     @property
     def output_path(self) -> Path:
         return self.root / self.output_dir
+
+    @property
+    def examples_dir(self) -> Path:
+        return self.root / "examples"
 
     def framework_named(self, name: str) -> Framework:
         try:

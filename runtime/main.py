@@ -104,12 +104,13 @@ MAX_REASON_LENGTH = 500
 logger = logging.getLogger("ingestion.runtime")
 
 
-class StopRequested(BaseException):
+class StopRequested(KeyboardInterrupt):
     """Raised in the main thread by a stop signal.
 
-    A BaseException, like KeyboardInterrupt, so the frameworks' broad
-    `except Exception` blocks (which count an error and carry on) let it
-    through and the run actually stops.
+    Not an Exception, so the frameworks' broad `except Exception` blocks (which
+    count an error and carry on) let it through and the run actually stops; a
+    KeyboardInterrupt, so frameworks that treat Ctrl-C as a cancellation
+    (DataHub marks the run CANCELLED) do the same for SIGTERM.
     """
 
 
@@ -136,6 +137,8 @@ class Reporter:
             "connector": env.get("INGESTION_CONNECTOR") or None,
             "mode": mode,
         }
+        if env.get("INGESTION_FRAMEWORK_VERSION"):
+            self.fields["framework_version"] = env["INGESTION_FRAMEWORK_VERSION"]
         self.emitted_exit_code: Optional[int] = None
 
     def emit(self, outcome: Outcome) -> int:
@@ -198,41 +201,62 @@ class StopSignals:
     """Turns SIGTERM/SIGINT into StopRequested, with a hard deadline.
 
     The exception unwinds the workflow so stop() and the summary still run.
-    Should the workflow not wind down in time (a thread stuck in a driver
-    call), a watchdog writes the summary and exits 143 anyway, well before
-    Docker's SIGKILL.
+    But Python runs signal handlers only between bytecodes of the main
+    thread: a database driver blocked in C (libpq and SQLite retry their
+    waits on EINTR) would hold the handler back until its call returns. So the
+    C-level wakeup fd also tells a watcher thread, which starts the deadline at
+    once; when it passes, the summary is written and the process exits 143,
+    well before Docker's SIGKILL.
     """
 
     def __init__(self, on_deadline: Callable[[str], None], grace_s: float = DEFAULT_STOP_GRACE_S) -> None:
         self.grace_s = grace_s
         self._on_deadline = on_deadline
         self._shielded = False
+        self._lock = threading.Lock()
         self.received: Optional[str] = None
-        self._previous: Dict[int, Any] = {}
 
     @contextmanager
     def installed(self) -> Iterator["StopSignals"]:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._previous[signum] = signal.signal(signum, self._handle)
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)  # required of a wakeup fd
+        previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        previous_handlers = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+        threading.Thread(target=self._watch, args=(reader,), name="stop-signal-watcher", daemon=True).start()
         try:
             yield self
         finally:
-            for signum, previous in self._previous.items():
+            for signum, previous in previous_handlers.items():
                 signal.signal(signum, previous)
+            signal.set_wakeup_fd(previous_fd)
+            writer.close()  # the watcher reads end-of-file and returns
+            reader.close()
 
     def shield(self) -> None:
         """From here on (cleanup and summary) a signal must not interrupt."""
         self._shielded = True
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        if self.received is not None:
-            return  # already stopping; the watchdog bounds the rest
-        self.received = signal.Signals(signum).name
-        threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
+        self._start_deadline(signum)
         if not self._shielded:
             raise StopRequested(f"stopped by {self.received}")
 
-    def _watchdog(self) -> None:
+    def _watch(self, reader: socket.socket) -> None:
+        try:
+            data = reader.recv(1)
+        except OSError:
+            return
+        if data:
+            self._start_deadline(data[0])
+
+    def _start_deadline(self, signum: int) -> None:
+        with self._lock:
+            if self.received is not None:
+                return  # already stopping; one deadline is enough
+            self.received = signal.Signals(signum).name
+        threading.Thread(target=self._deadline, name="stop-deadline", daemon=True).start()
+
+    def _deadline(self) -> None:
         time.sleep(self.grace_s)
         self._on_deadline(f"stopped by {self.received}; the workflow did not wind down within {self.grace_s:g}s")
 
@@ -269,7 +293,7 @@ def probe_server(url: str, label: str, timeout_s: float) -> None:
     if "error" not in finished:
         raise WorkflowFailed(f"{label} server {url} is unreachable: no answer within {timeout_s:g}s")
     if finished["error"] is not None:
-        raise WorkflowFailed(f"{label} server {url} is unreachable: {describe_connection_error(finished['error'])}")
+        raise WorkflowFailed(f"{label} server {url} is unreachable: {describe_connection_error(finished['error'], timeout_s)}")
 
 
 def server_url_with_scheme(url: str) -> str:
@@ -285,11 +309,11 @@ def server_url_with_scheme(url: str) -> str:
     return target
 
 
-def describe_connection_error(error: Any) -> str:
+def describe_connection_error(error: Any, timeout_s: float) -> str:
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
     if isinstance(error, (socket.timeout, TimeoutError)):
-        return "connection timed out"
+        return f"no answer within {timeout_s:g}s"
     if isinstance(error, socket.gaierror):
         return f"host name does not resolve ({error.strerror})"
     if isinstance(error, BaseException):
@@ -376,10 +400,13 @@ def execute(args: argparse.Namespace, env: Mapping[str, str], redactor: Redactor
     adapter: Optional[FrameworkAdapter] = None
     try:
         adapter = create_adapter(env.get("INGESTION_FRAMEWORK"))
+        reporter.fields["framework"] = adapter.name
         if args.check:
             return run_checks(adapter, env, out)
         config = load_config(env, args.config)
         redactor.add_secrets_from(config)
+        if not reporter.fields["connector"]:  # the base image carries no connector name
+            reporter.fields["connector"] = source_type(config)
         config = adapter.prepare(config, env)
         reporter.fields.update(adapter.describe())
         apply_log_level(adapter.log_level(config))
@@ -406,6 +433,11 @@ def execute(args: argparse.Namespace, env: Mapping[str, str], redactor: Redactor
     except Exception as exc:  # noqa: BLE001 - any other error still gets a summary
         logger.error("unexpected error:\n%s", traceback.format_exc())
         return Outcome(EXIT_WORKFLOW_FAILED, reason=f"unexpected error: {type(exc).__name__}: {exc}", counts=_counts_if(adapter))
+
+
+def source_type(config: Mapping[str, Any]) -> Optional[str]:
+    source = config.get("source")
+    return source.get("type") if isinstance(source, dict) else None
 
 
 def _counts_if(adapter: Optional[FrameworkAdapter]) -> RunCounts:
@@ -459,12 +491,19 @@ def redacted_output(redactor: Redactor) -> Iterator[TextIO]:
         sys.stdout, sys.stderr = saved
 
 
+class CommandLineError(Exception):
+    """A usage error (exit code 2, like argparse's own)."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # Raise instead of exiting, so a usage error still ends with the summary line.
+        raise CommandLineError(f"{message} ({self.format_usage().strip()})")
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="main.py",
-        description="Run the image's metadata-ingestion workflow.",
-        epilog="Exit codes: 0 success, 1 workflow failed, 2 invalid config, 3 plugin missing, 143 stopped.",
-    )
+    # The module docstring is the contract; `docker run IMAGE python main.py --help` shows it.
+    parser = _ArgumentParser(prog="main.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="import the framework and connector plugin, then exit")
     mode.add_argument("--validate", action="store_true", help="validate the config offline, then exit")
@@ -480,10 +519,11 @@ def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] 
     with redacted_output(redactor) as out:
         try:
             args = parse_args(argv)
-        except SystemExit as exc:  # --help, or a usage error argparse has explained
-            if not exc.code:
-                return EXIT_SUCCESS
-            return Reporter(out, env, "run", started).emit(Outcome(EXIT_CONFIG_ERROR, reason="invalid command line"))
+        except SystemExit:  # --help has printed the contract
+            return EXIT_SUCCESS
+        except CommandLineError as exc:
+            logger.error("invalid command line: %s", exc)
+            return Reporter(out, env, "run", started).emit(Outcome(EXIT_CONFIG_ERROR, reason=f"invalid command line: {exc}"))
         reporter = Reporter(out, env, "check" if args.check else "validate" if args.validate else "run", started)
         stop_signals = StopSignals(lambda reason: exit_now(reporter.emit(Outcome(EXIT_STOPPED, reason=reason))))
         with stop_signals.installed():

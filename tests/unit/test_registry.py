@@ -1,0 +1,561 @@
+"""`inv push` without Docker: stream parsing, retries, credentials, redaction, the registry client, planning."""
+
+import base64
+import json
+from dataclasses import dataclass, field
+
+import pytest
+from rich.console import Console
+
+from conftest import add_connector
+from ingestion_factory import catalog, push, registry, settings as settings_mod
+from ingestion_factory.errors import ConfigError, FactoryError
+from ingestion_factory.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan
+from ingestion_factory.registry import Credentials, Manifest, Redactor, RegistryClient, RegistryError
+
+DIGEST = "sha256:" + "a" * 64
+OTHER_DIGEST = "sha256:" + "b" * 64
+IMAGE_ID = "sha256:" + "c" * 64
+PASSWORD = "pa55-w0rd!"
+
+
+def pushed_events(digest=DIGEST, tag="1.0"):
+    return [
+        {"status": "The push refers to repository [127.0.0.1:5000/ns/ingestion-connector-x]"},
+        {"status": "Preparing", "progressDetail": {}, "id": "layer1"},
+        {"status": "Preparing", "progressDetail": {}, "id": "layer2"},
+        {"status": "Pushing", "progressDetail": {"current": 512, "total": 3}, "id": "layer1"},
+        {"status": "Pushed", "progressDetail": {}, "id": "layer1"},
+        {"status": "Layer already exists", "progressDetail": {}, "id": "layer2"},
+        {"status": f"{tag}: digest: {digest} size: 523"},
+        {"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": 523}},
+    ]
+
+
+# --- the push stream -----------------------------------------------------------------------------
+
+
+def test_stream_gives_the_digest_and_counts_layers():
+    seen = []
+    outcome = push.read_push_stream(pushed_events(), on_layer=lambda done, total: seen.append((done, total)))
+    assert outcome.digest == DIGEST
+    assert outcome.size == 523
+    assert (outcome.layers_pushed, outcome.layers_present) == (1, 1)
+    assert seen[-1] == (2, 2)
+
+
+def test_stream_digest_from_status_line_when_no_aux():
+    events = [e for e in pushed_events() if "aux" not in e]
+    assert push.read_push_stream(events).digest == DIGEST
+
+
+@pytest.mark.parametrize("message, kind", [
+    ("unauthorized: authentication required", push.AUTH),
+    ("denied: requested access to the resource is denied", push.AUTH),
+    ("no basic auth credentials", push.AUTH),
+    ("unknown blob", push.PERMANENT),
+    ("manifest invalid: manifest invalid", push.PERMANENT),
+    ('Get "http://127.0.0.1:5909/v2/": dial tcp 127.0.0.1:5909: connect: connection refused', push.TRANSIENT),
+])
+def test_error_events_raise_even_though_the_sdk_does_not(message, kind):
+    events = pushed_events()[:3] + [{"errorDetail": {"message": message}, "error": message}] + pushed_events()[3:]
+    with pytest.raises(push.PushError) as caught:
+        push.read_push_stream(events)
+    assert caught.value.message == message
+    assert caught.value.kind == kind
+
+
+def test_error_without_detail_and_stream_without_digest():
+    with pytest.raises(push.PushError, match="blob upload unknown"):
+        push.read_push_stream([{"error": "blob upload unknown"}])
+    with pytest.raises(push.PushError, match="ended without a digest") as caught:
+        push.read_push_stream(pushed_events()[:5])
+    assert caught.value.kind == push.TRANSIENT
+
+
+@pytest.mark.parametrize("message, kind", [
+    ("received unexpected HTTP status: 503 Service Unavailable", push.TRANSIENT),
+    ("received unexpected HTTP status: 502 Bad Gateway", push.TRANSIENT),
+    ("toomanyrequests: rate limit", push.TRANSIENT),
+    ("read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer", push.TRANSIENT),
+    ("net/http: TLS handshake timeout", push.TRANSIENT),
+    ("127.0.0.1:5909 is not reachable: connection refused", push.TRANSIENT),
+    ("blob unknown: " + "sha256:" + "5" * 3 + "0" * 61, push.PERMANENT),  # digits in a digest are no status
+    ("name unknown: repository name not known to registry", push.PERMANENT),
+    ("something nobody expected", push.PERMANENT),
+    ("127.0.0.1:5902 refused the credentials of u (from x): unauthorized", push.AUTH),
+])
+def test_classify(message, kind):
+    assert push.classify(message) == kind
+
+
+# --- retries -------------------------------------------------------------------------------------
+
+
+def flaky(*messages, value="ok"):
+    """An action that fails with each message in turn, then returns value."""
+    remaining = list(messages)
+    calls = []
+
+    def action():
+        calls.append(1)
+        if remaining:
+            raise push.PushError(remaining.pop(0))
+        return value
+
+    return action, calls
+
+
+def test_transient_errors_are_retried_with_backoff():
+    slept, announced = [], []
+    action, calls = flaky("connection reset by peer", "503 Service Unavailable")
+    value, tries = push.with_retries(action, sleep=slept.append,
+                                     on_retry=lambda tries, delay, exc: announced.append((tries, delay)))
+    assert (value, tries, len(calls)) == ("ok", 3, 3)
+    assert slept == [1.0, 2.0]
+    assert announced == [(1, 1.0), (2, 2.0)]
+
+
+def test_retries_give_up_after_four_tries():
+    slept = []
+    action, calls = flaky(*["connection refused"] * 10)
+    with pytest.raises(push.PushError) as caught:
+        push.with_retries(action, sleep=slept.append)
+    assert len(calls) == 4 and slept == [1.0, 2.0, 4.0]
+    assert caught.value.tries == 4
+
+
+@pytest.mark.parametrize("message", ["unauthorized: authentication required", "manifest invalid"])
+def test_auth_and_permanent_errors_are_not_retried(message):
+    slept = []
+    action, calls = flaky(message)
+    with pytest.raises(push.PushError):
+        push.with_retries(action, sleep=slept.append)
+    assert len(calls) == 1 and slept == []
+
+
+# --- credentials and redaction -------------------------------------------------------------------
+
+
+def test_credentials_never_show_the_password():
+    creds = Credentials("user", PASSWORD, source="test")
+    assert PASSWORD not in repr(creds)
+    assert PASSWORD not in creds.describe()
+    assert creds.auth_config("127.0.0.1:5000") == {"username": "user", "password": PASSWORD,
+                                                    "serveraddress": "127.0.0.1:5000"}
+    assert creds.auth_config("")["serveraddress"] == registry.HUB_AUTH_KEY
+
+
+def test_redactor_hides_password_and_its_basic_auth_form():
+    creds = Credentials("user", PASSWORD, source="test")
+    basic = base64.b64encode(f"user:{PASSWORD}".encode()).decode()
+    text = f"failed with password {PASSWORD} and header Authorization: Basic {basic}"
+    redacted = Redactor(creds.secrets)(text)
+    assert PASSWORD not in redacted and basic not in redacted
+    assert redacted.count(registry.REDACTED) == 2
+    assert Redactor([])("unchanged") == "unchanged"
+
+
+def test_credentials_from_env_password(tmp_path):
+    env = {registry.ENV_USERNAME: "ci", registry.ENV_PASSWORD: PASSWORD}
+    creds = registry.read_credentials("r:5000", environ=env, docker_config=False)
+    assert (creds.username, creds.password, creds.source) == ("ci", PASSWORD, registry.ENV_PASSWORD)
+
+
+def test_credentials_from_env_password_file(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text(PASSWORD + "\n")
+    env = {registry.ENV_USERNAME: "ci", registry.ENV_PASSWORD_FILE: str(secret)}
+    creds = registry.read_credentials("r:5000", environ=env, docker_config=False)
+    assert creds.password == PASSWORD  # the trailing newline of the file is not part of it
+
+
+def test_flags_win_over_env(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("from-file")
+    env = {registry.ENV_USERNAME: "env-user", registry.ENV_PASSWORD: "from-env"}
+    creds = registry.read_credentials("r:5000", username="flag-user", password_file=str(secret), environ=env,
+                                      docker_config=False)
+    assert (creds.username, creds.password, creds.source) == ("flag-user", "from-file", "--password-file")
+
+
+@pytest.mark.parametrize("env", [{registry.ENV_USERNAME: "u"}, {registry.ENV_PASSWORD: PASSWORD}])
+def test_half_a_login_is_an_error(env):
+    with pytest.raises(ConfigError, match="lack") as caught:
+        registry.read_credentials("r:5000", environ=env, docker_config=False)
+    assert PASSWORD not in caught.value.render()
+
+
+def test_unreadable_and_empty_password_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        registry.read_credentials("r", username="u", password_file=str(tmp_path / "missing"), environ={})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        registry.read_credentials("r", username="u", password_file=str(tmp_path / "empty"), environ={})
+
+
+def test_credentials_from_docker_config(tmp_path, monkeypatch):
+    auth = base64.b64encode(f"dock:{PASSWORD}".encode()).decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {"127.0.0.1:5000": {"auth": auth}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    creds = registry.read_credentials("127.0.0.1:5000", environ={})
+    assert (creds.username, creds.password, creds.source) == ("dock", PASSWORD, "Docker config")
+    assert registry.read_credentials("127.0.0.1:5001", environ={}) is None
+
+
+# --- where the registry is -----------------------------------------------------------------------
+
+
+REGISTRY_CONFIG = {
+    "InsecureRegistryCIDRs": ["127.0.0.0/8"],
+    "IndexConfigs": {"docker.io": {"Secure": True}, "plain.example:5000": {"Secure": False}},
+}
+
+
+@pytest.mark.parametrize("host, insecure", [
+    ("127.0.0.1:5000", True),
+    ("127.0.0.1", True),
+    ("10.1.2.3:5000", False),
+    ("plain.example:5000", True),
+    ("", False),
+    ("docker.io", False),
+])
+def test_is_insecure_follows_the_daemon(host, insecure):
+    assert registry.is_insecure(host, REGISTRY_CONFIG) is insecure
+
+
+def test_hub_names():
+    assert registry.canonical_host("") == registry.canonical_host("index.docker.io") == "docker.io"
+    assert registry.api_path("", "busybox") == "library/busybox"
+    assert registry.api_path("127.0.0.1:5000", "busybox") == "busybox"
+    assert registry.display_host("") == "Docker Hub (docker.io)"
+
+
+def test_parse_challenge():
+    scheme, params = registry.parse_challenge(
+        'Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull"')
+    assert scheme == "bearer"
+    assert params == {"realm": "https://auth.example/token", "service": "registry.example",
+                      "scope": "repository:a/b:pull"}
+    assert registry.parse_challenge('Basic realm="test"') == ("basic", {"realm": "test"})
+
+
+# --- the registry client against a fake HTTP session ---------------------------------------------
+
+
+@dataclass
+class Reply:
+    status_code: int
+    headers: dict = field(default_factory=dict)
+    body: dict | None = None
+
+    @property
+    def content(self):
+        return json.dumps(self.body or {}).encode()
+
+    def json(self):
+        if self.body is None:
+            raise ValueError("no body")
+        return self.body
+
+
+class FakeSession:
+    """Answers like a registry: `routes` maps (method, url) to a function of the headers."""
+
+    def __init__(self, routes, refuse=()):
+        self.routes = routes
+        self.refuse = refuse
+        self.calls = []
+
+    def request(self, method, url, headers=None, **kwargs):
+        self.calls.append((method, url, dict(headers or {})))
+        if any(url.startswith(prefix) for prefix in self.refuse):
+            raise ConnectionError(f"HTTPConnectionPool: Max retries exceeded ({PASSWORD}): [Errno 111] "
+                                  "Connection refused")
+        return self.routes[(method, url)](headers or {})
+
+    def get(self, url, params=None, auth=None, **kwargs):
+        self.calls.append(("GET", url, {"auth": auth, "params": params}))
+        return self.routes[("TOKEN", url)](auth)
+
+
+def basic_protected(reply):
+    expected = "Basic " + base64.b64encode(f"user:{PASSWORD}".encode()).decode()
+
+    def route(headers):
+        if headers.get("Authorization") != expected:
+            return Reply(401, {"WWW-Authenticate": 'Basic realm="test"'})
+        return reply
+
+    return route
+
+
+MANIFEST_URL = "http://127.0.0.1:5000/v2/ns/img/manifests/1.0"
+
+
+def manifest_reply(digest=DIGEST, config=IMAGE_ID):
+    return Reply(200, {"Docker-Content-Digest": digest,
+                       "Content-Type": "application/vnd.docker.distribution.manifest.v2+json"},
+                 {"schemaVersion": 2, "config": {"digest": config}})
+
+
+def test_client_falls_back_to_http_for_insecure_registries_and_answers_basic_auth():
+    session = FakeSession({
+        ("GET", "http://127.0.0.1:5000/v2/"): basic_protected(Reply(200)),
+        ("GET", MANIFEST_URL): basic_protected(manifest_reply()),
+    }, refuse=("https://",))
+    client = RegistryClient("127.0.0.1:5000", Credentials("user", PASSWORD, source="t"), insecure=True,
+                            session=session)
+    client.ping()
+    manifest = client.manifest("ns/img", "1.0")
+    assert manifest == Manifest(DIGEST, "application/vnd.docker.distribution.manifest.v2+json", IMAGE_ID)
+    assert "application/vnd.oci.image.manifest.v1+json" in session.calls[-1][2]["Accept"]
+
+
+def test_client_wrong_password_is_unauthorized_without_the_secret():
+    session = FakeSession({("GET", "http://127.0.0.1:5000/v2/"): basic_protected(Reply(200))}, refuse=("https://",))
+    client = RegistryClient("127.0.0.1:5000", Credentials("user", "wrong-" + PASSWORD, source="env"), insecure=True,
+                            session=session)
+    with pytest.raises(RegistryError, match="refused the credentials of user") as caught:
+        client.ping()
+    assert PASSWORD not in caught.value.render()
+    assert push.classify(caught.value.message) == push.AUTH
+
+
+def test_client_without_login_on_a_protected_registry():
+    session = FakeSession({("GET", "http://127.0.0.1:5000/v2/"): basic_protected(Reply(200))}, refuse=("https://",))
+    with pytest.raises(RegistryError, match="requires a login"):
+        RegistryClient("127.0.0.1:5000", None, insecure=True, session=session).ping()
+
+
+def test_client_bearer_token_flow():
+    realm = "https://auth.example/token"
+    challenge = f'Bearer realm="{realm}",service="registry.example"'
+    url = "https://registry.example/v2/ns/img/manifests/1.0"
+
+    def route(headers):
+        if headers.get("Authorization") != "Bearer t0ken":
+            return Reply(401, {"WWW-Authenticate": challenge})
+        return manifest_reply()
+
+    session = FakeSession({("GET", url): route, ("TOKEN", realm): lambda auth: Reply(200, body={"token": "t0ken"})})
+    client = RegistryClient("registry.example", Credentials("user", PASSWORD, source="t"), session=session)
+    assert client.manifest("ns/img", "1.0").digest == DIGEST
+    token_call = next(call for call in session.calls if call[1] == realm)
+    assert token_call[2]["params"] == {"service": "registry.example", "scope": "repository:ns/img:pull"}
+    assert token_call[2]["auth"] == ("user", PASSWORD)
+
+
+def test_client_missing_tag_and_unreachable_registry():
+    session = FakeSession({("GET", MANIFEST_URL): lambda headers: Reply(404)}, refuse=("https://",))
+    client = RegistryClient("127.0.0.1:5000", None, insecure=True, session=session)
+    assert client.manifest("ns/img", "1.0") is None
+    down = RegistryClient("127.0.0.1:5000", Credentials("user", PASSWORD, source="t"), insecure=True,
+                          session=FakeSession({}, refuse=("https://", "http://")))
+    with pytest.raises(RegistryError, match="127.0.0.1:5000 is not reachable: connection refused") as caught:
+        down.ping()
+    assert PASSWORD not in caught.value.render()
+    assert push.classify(caught.value.message) == push.TRANSIENT
+
+
+def test_manifest_digest_computed_when_the_header_is_missing():
+    reply = manifest_reply()
+    del reply.headers["Docker-Content-Digest"]
+    session = FakeSession({("GET", MANIFEST_URL): lambda headers: reply}, refuse=("https://",))
+    manifest = RegistryClient("127.0.0.1:5000", None, insecure=True, session=session).manifest("ns/img", "1.0")
+    import hashlib
+
+    assert manifest.digest == "sha256:" + hashlib.sha256(reply.content).hexdigest()
+
+
+# --- the pusher against a fake daemon and a fake registry ----------------------------------------
+
+
+class FakeLowLevel:
+    def __init__(self, streams):
+        self.streams = streams  # list of event lists or exceptions, one per push call
+        self.pushes, self.tags = [], []
+
+    def tag(self, image, repository, tag):
+        self.tags.append((image, f"{repository}:{tag}"))
+
+    def push(self, repository, tag, stream, decode, auth_config):
+        assert stream and decode
+        self.pushes.append((f"{repository}:{tag}", auth_config))
+        result = self.streams.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return iter(result)
+
+
+class FakeApi:
+    def __init__(self, streams):
+        self.api = FakeLowLevel(streams)
+
+
+class FakeRegistry:
+    registry = "127.0.0.1:5000"
+
+    def __init__(self, before=None, after=DIGEST):
+        self.before, self.after, self.reads = before, after, 0
+
+    def manifest(self, repository, tag):
+        self.reads += 1
+        if self.reads == 1:
+            return self.before
+        return Manifest(self.after, "x", IMAGE_ID) if self.after else None
+
+
+def pusher(streams, fake_registry, credentials=None):
+    creds = credentials or Credentials("user", PASSWORD, source="t")
+    return push.Pusher(FakeApi(streams), fake_registry, creds, redact=Redactor(creds.secrets),
+                       out=Console(file=open("/dev/null", "w")), sleep=lambda s: None)
+
+
+def test_push_tag_pushes_then_reads_back():
+    p = pusher([pushed_events()], FakeRegistry())
+    result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
+    assert (result.result, result.digest, result.tries) == (push.PUSHED, DIGEST, 1)
+    assert p.api.api.tags == [(IMAGE_ID, "127.0.0.1:5000/ns/img:1.0")]
+    assert p.api.api.pushes[0][1]["password"] == PASSWORD  # handed to the daemon, never printed
+
+
+def test_same_image_already_there_is_a_no_op():
+    p = pusher([], FakeRegistry(before=Manifest(DIGEST, "x", IMAGE_ID)))
+    result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
+    assert (result.result, result.digest) == (push.PRESENT, DIGEST)
+    assert p.api.api.pushes == []
+
+
+def test_other_image_under_the_tag_is_replaced():
+    p = pusher([pushed_events()], FakeRegistry(before=Manifest(OTHER_DIGEST, "x", "sha256:" + "d" * 64)))
+    assert p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0").result == push.PUSHED
+
+
+def test_read_back_mismatch_fails():
+    result = pusher([pushed_events()], FakeRegistry(after=OTHER_DIGEST)).push_tag(IMAGE_ID, "r/ns/img", "1.0")
+    assert result.result == push.FAILED
+    assert OTHER_DIGEST in result.reason and DIGEST in result.reason
+
+
+def test_transient_stream_error_is_retried():
+    refused = [{"errorDetail": {"message": "connection reset by peer"}, "error": "connection reset by peer"}]
+    result = pusher([refused, pushed_events()], FakeRegistry()).push_tag(IMAGE_ID, "r/ns/img", "1.0")
+    assert (result.result, result.tries) == (push.PUSHED, 2)
+
+
+def test_auth_error_is_not_retried_and_stops_the_run():
+    denied = [{"errorDetail": {"message": "unauthorized: authentication required"},
+               "error": "unauthorized: authentication required"}]
+    p = pusher([denied], FakeRegistry())
+    item = fake_item()
+    result = p.push_image(item, "r/ns/img", ["1.0", "abc", "latest"])
+    assert result.result == push.FAILED
+    assert [t.result for t in result.tag_results] == [push.FAILED, push.NOT_PUSHED, push.NOT_PUSHED]
+    assert len(p.api.api.pushes) == 1
+    assert push.stops_the_run(result)
+
+
+def test_exception_text_is_redacted():
+    leak = RuntimeError(f"500 Server Error for http+docker://localhost (auth={PASSWORD})")
+    result = pusher([leak] * 4, FakeRegistry()).push_tag(IMAGE_ID, "r/ns/img", "1.0")
+    assert result.result == push.FAILED and result.tries == 4
+    assert PASSWORD not in result.reason and registry.REDACTED in result.reason
+
+
+def fake_item():
+    @dataclass
+    class Item:
+        name: str = "x"
+        ref: str = "ns/img:1.0"
+        current: ImageInfo = ImageInfo(IMAGE_ID, {}, 1)
+
+    return Item()
+
+
+# --- what may be pushed, and under which tags ----------------------------------------------------
+
+
+PYTHON_ID = "sha256:" + "1" * 64
+
+
+class FakeStore(dict):
+    def inspect(self, ref):
+        return self.get(ref)
+
+
+def plan_with(project, built=(), tag=""):
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project).with_overrides(tag=tag or None)
+    found = catalog.discover(settings)
+    store = FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 1)})
+    ids = {}
+    for name in ["base", "base-datahub", *built]:
+        spec = found[name]
+        parent_id = PYTHON_ID if spec.parent is None else ids[spec.parent]
+        ids[name] = "sha256:" + name.encode().hex().ljust(64, "0")[:64]
+        labels = {LABEL_INPUTS: input_hash(spec, parent_id, settings), LABEL_PARENT: parent_id}
+        store[f"{settings.repository(spec.image_name)}:{settings.tag or spec.framework.version}"] = \
+            ImageInfo(ids[name], labels, 1)
+    return settings, found, store
+
+
+def test_up_to_date_images_may_be_pushed_with_their_build_tags(project):
+    add_connector(project, "mysql")
+    settings, found, store = plan_with(project, ["mysql"])
+    plan = make_plan(found, ["mysql"], store, settings, revision="abcdef123456")
+    push.require_pushable(plan)
+    item = plan.items["mysql"]
+    version = settings.frameworks["openmetadata"].version
+    assert push.select_tags(item) == [version, "abcdef123456", "latest"]
+    assert push.select_tags(item, latest=False) == [version, "abcdef123456"]
+    assert push.target_repository(settings, "127.0.0.1:5000", "ingestion-connector-mysql") == \
+        "127.0.0.1:5000/openmetadata/ingestion-connector-mysql"
+    assert push.target_repository(settings, "", "ingestion-connector-mysql") == \
+        "openmetadata/ingestion-connector-mysql"
+
+
+def test_prerelease_never_gets_latest(project):
+    add_connector(project, "mysql")
+    settings, found, store = plan_with(project, ["mysql"], tag="2.0.0rc1")
+    plan = make_plan(found, ["mysql"], store, settings, revision="abcdef123456")
+    assert push.select_tags(plan.items["mysql"], latest=True) == ["2.0.0rc1", "abcdef123456"]
+
+
+def test_stale_or_missing_images_are_refused_with_the_build_command(project):
+    add_connector(project, "mysql")
+    add_connector(project, "postgres", "psycopg2-binary\n")
+    settings, found, store = plan_with(project, ["mysql"])
+    (project / "images" / "connectors" / "mysql" / "requirements.txt").write_text("pymysql>=1.2\n")
+    plan = make_plan(found, ["mysql", "postgres"], store, settings, revision="abc")
+    assert plan.items["base"].state == UP_TO_DATE
+    with pytest.raises(FactoryError) as caught:
+        push.require_pushable(plan)
+    text = caught.value.render()
+    assert "mysql (inputs changed)" in text and "postgres (missing)" in text
+    assert "`inv build-connectors -c mysql -c postgres`" in text
+
+
+def test_stale_base_alone_names_build_base(project):
+    settings, found, store = plan_with(project)
+    (project / "runtime" / "main.py").write_text("print('changed')\n")
+    plan = make_plan(found, ["base-datahub"], store, settings, revision="abc")
+    with pytest.raises(FactoryError) as caught:
+        push.require_pushable(plan)
+    assert "base-datahub (inputs changed)" in caught.value.message
+    assert caught.value.hint.startswith("build first: `inv build-base --framework datahub`")
+
+
+def test_summary_of_an_image_from_its_tags():
+    def image(*states):
+        result = push.PushResult("x", "x:1", "r/x", push.FAILED,
+                                 tag_results=[push.TagResult(str(i), "", s, DIGEST if s in (push.PUSHED, push.PRESENT)
+                                                             else "", "boom" if s == push.FAILED else "")
+                                              for i, s in enumerate(states)])
+        push._summarise(result)
+        return result
+
+    assert image(push.PRESENT, push.PRESENT).result == push.PRESENT
+    assert image(push.PRESENT, push.PUSHED).result == push.PUSHED
+    assert image(push.PUSHED, push.FAILED, push.NOT_PUSHED).result == push.FAILED
+    assert image(push.PUSHED, push.FAILED).reason == "1: boom"
+    assert image(push.PUSHED).digest == DIGEST
