@@ -127,5 +127,21 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
     return local_run.run_local(_settings(c), connector, config, pipeline_type=pipeline_type, keep=keep, build=build)
 
 
-ns = Collection(build_base, build_connectors, list_, python_image, push, run_local)
+@task(help={
+    "connector": "OpenMetadata connector to measure (repeatable; default: six of them).",
+    "cold": "Measure cold builds (empties the BuildKit cache twice; slow). --no-cold skips it.",
+    "push": "Measure bytes pushed to a throwaway local registry (needs docker-registry).",
+    "output": "Where the JSON goes (default: build/reports/bench-latest.json).",
+}, iterable=["connector"])
+@reports_errors
+def bench(c, connector=None, cold=True, push=True, output=None):
+    """Measure build speed, image size, start-up and push cost next to the seed's way."""
+    from ingestion_factory import bench as bench_mod
+
+    settings = _settings(c)
+    target = Path(output) if output else settings.output_path / "reports" / "bench-latest.json"
+    bench_mod.run(settings, connector or None, cold=cold, push=push, output=target, console=commands.console)
+
+
+ns = Collection(build_base, build_connectors, list_, python_image, push, run_local, bench)
 ns.configure({"factory": settings_mod.pyproject_defaults(ROOT)})

@@ -153,7 +153,7 @@ class Builder:
             )
             image_id = buildkit.build(request, on_progress=lambda text: self.progress.step(spec.name, text))
             self.progress.update(spec.name, "smoke test")
-            verify.smoke_test(self.api, image_id)
+            result.smoke_s = round(verify.smoke_test(self.api, image_id).seconds, 1)
             verify.move_tags(self.api, image_id, item.ref.rpartition(":")[0], item.tags)
             info = self.store.inspect(image_id)
             parent = self.store.inspect(parent_id)

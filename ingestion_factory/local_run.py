@@ -144,7 +144,7 @@ def run_container(api, image: str, environment: dict, mounts: list, *, name: str
     streamer = threading.Thread(target=_stream_logs, args=(container, out, tail), name="logs", daemon=True)
     streamer.start()
     try:
-        with _sigterm_as_interrupt():
+        with _stop_signals_as_interrupt():
             status = _wait(container)
         streamer.join(timeout=5)
         return RunResult(status, parse_summary(tail.last()), container.name, keep)
@@ -171,8 +171,12 @@ def _wait(container) -> int:
 
 
 @contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM to `inv` (a CI timeout, a supervisor) stops the container like Ctrl-C does."""
+def _stop_signals_as_interrupt():
+    """Ctrl-C, and SIGTERM to `inv` (a CI timeout, a supervisor), both stop the container.
+
+    SIGINT gets its handler explicitly: a process started in the background
+    by a shell inherits SIGINT as ignored, and would never see Ctrl-C.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -180,11 +184,12 @@ def _sigterm_as_interrupt():
     def interrupt(_signum, _frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _stream_logs(container, out, tail: "LastLines") -> None:

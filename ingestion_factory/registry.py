@@ -156,8 +156,11 @@ def display_host(registry: str) -> str:
 
 
 def api_path(registry: str, repository: str) -> str:
-    """The repository as the HTTP API names it (Docker Hub puts one-part names under library/)."""
-    if canonical_host(registry) == DOCKER_HUB and "/" not in repository:
+    """The repository as the HTTP API names it: without the host, one-part Hub names under library/."""
+    host = canonical_host(registry)
+    for prefix in {host, registry.strip().rstrip("/")} - {""}:
+        repository = repository.removeprefix(prefix + "/")
+    if host == DOCKER_HUB and "/" not in repository:
         return f"library/{repository}"
     return repository
 
@@ -240,8 +243,8 @@ class RegistryClient:
 
     def manifest(self, repository: str, tag: str) -> Manifest | None:
         """The manifest a tag names now, or None when the registry has no such tag."""
-        path = f"/v2/{api_path(self.registry, repository)}/manifests/{tag}"
-        response = self._request("GET", path, scope=f"repository:{api_path(self.registry, repository)}:pull",
+        name = api_path(self.registry, repository)
+        response = self._request("GET", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull",
                                  headers={"Accept": ", ".join(MANIFEST_TYPES)})
         if response.status_code == 404:
             return None

@@ -26,6 +26,7 @@ class Result:
     result: str
     reason: str = ""
     duration_s: float = 0.0
+    smoke_s: float = 0.0
     image_id: str = ""
     size: int = 0
     added: int | None = None

@@ -72,7 +72,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO
 from urllib.parse import urlsplit
@@ -127,9 +127,10 @@ class Outcome:
 class Reporter:
     """Writes the one-line JSON summary exactly once, as the very last line."""
 
-    def __init__(self, stream: TextIO, env: Mapping[str, str], mode: str, started: float) -> None:
+    def __init__(self, stream: TextIO, env: Mapping[str, str], mode: str, started: float, redactor: Redactor) -> None:
         self._stream = stream
         self._env = env
+        self._redactor = redactor
         self._started = started
         self._lock = threading.Lock()
         self.fields: Dict[str, Any] = {
@@ -147,6 +148,8 @@ class Reporter:
             if self.emitted_exit_code is not None:
                 return self.emitted_exit_code
             summary = build_summary(outcome, self.fields, time.monotonic() - self._started)
+            if "reason" in summary:  # also bound for the termination log, which is no redacting stream
+                summary["reason"] = self._redactor.redact(summary["reason"])
             flush_logging()
             self._stream.write(json.dumps(summary) + "\n")
             self._stream.flush()
@@ -213,6 +216,7 @@ class StopSignals:
         self.grace_s = grace_s
         self._on_deadline = on_deadline
         self._shielded = False
+        self._interrupted = False
         self._lock = threading.Lock()
         self.received: Optional[str] = None
 
@@ -238,7 +242,9 @@ class StopSignals:
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self._start_deadline(signum)
-        if not self._shielded:
+        # Interrupt once: a second signal must not break the cleanup the first began.
+        if not self._shielded and not self._interrupted:
+            self._interrupted = True
             raise StopRequested(f"stopped by {self.received}")
 
     def _watch(self, reader: socket.socket) -> None:
@@ -293,7 +299,9 @@ def probe_server(url: str, label: str, timeout_s: float) -> None:
     if "error" not in finished:
         raise WorkflowFailed(f"{label} server {url} is unreachable: no answer within {timeout_s:g}s")
     if finished["error"] is not None:
-        raise WorkflowFailed(f"{label} server {url} is unreachable: {describe_connection_error(finished['error'], timeout_s)}")
+        raise WorkflowFailed(
+            f"{label} server {url} is unreachable: {describe_connection_error(finished['error'], timeout_s)}"
+        )
 
 
 def server_url_with_scheme(url: str) -> str:
@@ -303,7 +311,7 @@ def server_url_with_scheme(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"server address {url!r} is not an http(s) URL with a host")
     try:
-        parts.port
+        parts.port  # noqa: B018 - reading it is what validates it
     except ValueError:
         raise ConfigError(f"server address {url!r} has an invalid port") from None
     return target
@@ -396,7 +404,14 @@ def counts_quietly(adapter: FrameworkAdapter) -> RunCounts:
         return RunCounts()
 
 
-def execute(args: argparse.Namespace, env: Mapping[str, str], redactor: Redactor, stop_signals: StopSignals, reporter: Reporter, out: TextIO) -> Outcome:
+def execute(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    redactor: Redactor,
+    stop_signals: StopSignals,
+    reporter: Reporter,
+    out: TextIO,
+) -> Outcome:
     adapter: Optional[FrameworkAdapter] = None
     try:
         adapter = create_adapter(env.get("INGESTION_FRAMEWORK"))
@@ -416,7 +431,11 @@ def execute(args: argparse.Namespace, env: Mapping[str, str], redactor: Redactor
             return Outcome(EXIT_SUCCESS)
         server = adapter.server_url(config)
         if server:
-            probe_server(server, adapter.server_label, seconds_from_env(env, "INGESTION_SERVER_TIMEOUT", DEFAULT_SERVER_TIMEOUT_S))
+            probe_server(
+                server,
+                adapter.server_label,
+                seconds_from_env(env, "INGESTION_SERVER_TIMEOUT", DEFAULT_SERVER_TIMEOUT_S),
+            )
         return run_workflow(adapter, config, stop_signals)
     except ConfigError as exc:
         logger.error("invalid configuration: %s", exc)
@@ -432,7 +451,9 @@ def execute(args: argparse.Namespace, env: Mapping[str, str], redactor: Redactor
         return Outcome(EXIT_STOPPED, reason=str(exc), counts=_counts_if(adapter))
     except Exception as exc:  # noqa: BLE001 - any other error still gets a summary
         logger.error("unexpected error:\n%s", traceback.format_exc())
-        return Outcome(EXIT_WORKFLOW_FAILED, reason=f"unexpected error: {type(exc).__name__}: {exc}", counts=_counts_if(adapter))
+        return Outcome(
+            EXIT_WORKFLOW_FAILED, reason=f"unexpected error: {type(exc).__name__}: {exc}", counts=_counts_if(adapter)
+        )
 
 
 def source_type(config: Mapping[str, Any]) -> Optional[str]:
@@ -447,7 +468,14 @@ def _counts_if(adapter: Optional[FrameworkAdapter]) -> RunCounts:
 # ------------------------------------------------------------ process setup
 
 
-LOG_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
+LOG_LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARN": logging.WARNING,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+}
 LOG_FORMAT = "[%(asctime)s] %(levelname)-8s {%(name)s} - %(message)s"
 
 
@@ -523,8 +551,11 @@ def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] 
             return EXIT_SUCCESS
         except CommandLineError as exc:
             logger.error("invalid command line: %s", exc)
-            return Reporter(out, env, "run", started).emit(Outcome(EXIT_CONFIG_ERROR, reason=f"invalid command line: {exc}"))
-        reporter = Reporter(out, env, "check" if args.check else "validate" if args.validate else "run", started)
+            return Reporter(out, env, "run", started, redactor).emit(
+                Outcome(EXIT_CONFIG_ERROR, reason=f"invalid command line: {exc}")
+            )
+        mode = "check" if args.check else "validate" if args.validate else "run"
+        reporter = Reporter(out, env, mode, started, redactor)
         stop_signals = StopSignals(lambda reason: exit_now(reporter.emit(Outcome(EXIT_STOPPED, reason=reason))))
         with stop_signals.installed():
             try:
@@ -545,10 +576,8 @@ def exit_now(code: int) -> None:
     timers, worker pools) must not hold the container past Docker's stop timeout.
     """
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with suppress(Exception):  # a closed pipe must not turn the exit code into a traceback
             stream.flush()
-        except Exception:  # noqa: BLE001
-            pass
     os._exit(code)
 
 

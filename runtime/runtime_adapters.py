@@ -62,7 +62,9 @@ def format_validation_errors(error: Any, prefix: Sequence[Any] = (), limit: int 
     # Union types make pydantic report one error per alternative; the shortest
     # locations are the ones a person can act on.
     errors = sorted(errors, key=lambda item: len(item.get("loc", ())))
-    shown = [f"{_dotted_path(tuple(prefix) + tuple(item.get('loc', ())))}: {item.get('msg')}" for item in errors[:limit]]
+    shown = [
+        f"{_dotted_path(tuple(prefix) + tuple(item.get('loc', ())))}: {item.get('msg')}" for item in errors[:limit]
+    ]
     more = len(errors) - len(shown)
     return "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
 
@@ -150,7 +152,19 @@ DEFAULT_PIPELINE_TYPE = "metadata"
 _WORKFLOW_CONFIG_MODEL = ("metadata.generated.schema.metadataIngestion.workflow", "OpenMetadataWorkflowConfig")
 _APPLICATION_CONFIG_MODEL = ("metadata.generated.schema.metadataIngestion.application", "OpenMetadataApplicationConfig")
 # Where OpenMetadata keeps source modules: metadata.ingestion.source.<service>.<connector>
-_OPENMETADATA_SERVICES = ("database", "dashboard", "pipeline", "messaging", "mlmodel", "storage", "search", "api", "drive", "metadata", "security")
+_OPENMETADATA_SERVICES = (
+    "database",
+    "dashboard",
+    "pipeline",
+    "messaging",
+    "mlmodel",
+    "storage",
+    "search",
+    "api",
+    "drive",
+    "metadata",
+    "security",
+)
 
 
 def resolve_pipeline_type(requested: Optional[str]) -> str:
@@ -160,9 +174,7 @@ def resolve_pipeline_type(requested: Optional[str]) -> str:
     for known in OPENMETADATA_WORKFLOWS:
         if known.lower() == requested.strip().lower():
             return known
-    raise ConfigError(
-        f"pipelineType: unknown value {requested!r}; expected one of {', '.join(OPENMETADATA_WORKFLOWS)}"
-    )
+    raise ConfigError(f"pipelineType: unknown value {requested!r}; expected one of {', '.join(OPENMETADATA_WORKFLOWS)}")
 
 
 def workflow_class_path(pipeline_type: str) -> str:
@@ -212,7 +224,7 @@ class OpenMetadataAdapter(FrameworkAdapter):
     def check_connector(self, connector: str) -> str:
         module_name = self._connector_module(connector)
         if module_name is None:
-            return f"connector {connector}: no OpenMetadata source module found by name; relying on INGESTION_CHECK_MODULES"
+            return f"connector {connector}: no OpenMetadata source module of that name; see INGESTION_CHECK_MODULES"
         import_required(module_name)
         return f"connector {connector}: imported {module_name}"
 
@@ -261,11 +273,13 @@ class OpenMetadataAdapter(FrameworkAdapter):
             return None
         ValidationError = validation_error_type()
         parser = import_required("metadata.ingestion.api.parser")
-        for path, document, model_for in (
-            (("source", "serviceConnection", "config"), _dig(config, "source", "serviceConnection", "config"), self._connection_model),
-            (("source", "sourceConfig", "config"), _dig(config, "source", "sourceConfig", "config"), self._source_config_model),
-            (("workflowConfig",), config.get("workflowConfig"), lambda _parser, _doc: import_attribute(_WORKFLOW_CONFIG_MODEL[0], "WorkflowConfig")),
-        ):
+        sections = (
+            (("source", "serviceConnection", "config"), self._connection_model),
+            (("source", "sourceConfig", "config"), self._source_config_model),
+            (("workflowConfig",), self._workflow_config_model),
+        )
+        for path, model_for in sections:
+            document = _dig(config, *path)
             if not isinstance(document, dict):
                 continue
             try:
@@ -298,6 +312,10 @@ class OpenMetadataAdapter(FrameworkAdapter):
             return parser.get_source_config_class(config_type)
         except ValueError:
             raise ConfigError(f"type: {config_type!r} is not an OpenMetadata sourceConfig type") from None
+
+    @staticmethod
+    def _workflow_config_model(_parser: Any, _workflow_config: dict) -> Any:
+        return import_attribute(_WORKFLOW_CONFIG_MODEL[0], "WorkflowConfig")
 
     def server_url(self, config: dict) -> Optional[str]:
         return _dig(config, "workflowConfig", "openMetadataServerConfig", "hostPort")
@@ -501,7 +519,7 @@ def _classify_datahub_error(exc: Exception) -> Exception:
 
 
 def _datahub_failure_reason(exc: Exception) -> str:
-    """"Source reported errors: <title> - <message> (<context>)" for the first failure."""
+    """ "Source reported errors: <title> - <message> (<context>)" for the first failure."""
     message = exc.args[0] if exc.args else str(exc)
     entries = exc.args[1] if len(exc.args) > 1 else None
     try:

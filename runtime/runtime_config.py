@@ -95,15 +95,9 @@ def parse_config_text(config: ConfigText) -> dict:
     """Parse JSON or YAML into the configuration mapping."""
     if not config.text.strip():
         raise ConfigError(f"config from {config.origin} is empty")
-    if _looks_like_json(config):
-        document = _parse_json(config)
-    else:
-        document = _parse_yaml(config)
+    document = _parse_json(config) if _looks_like_json(config) else _parse_yaml(config)
     if not isinstance(document, dict) or not document:
-        raise ConfigError(
-            f"config from {config.origin} must be a non-empty mapping "
-            f"(got {type(document).__name__})"
-        )
+        raise ConfigError(f"config from {config.origin} must be a non-empty mapping (got {type(document).__name__})")
     return document
 
 
@@ -120,8 +114,7 @@ def _parse_json(config: ConfigText) -> Any:
         return json.loads(config.text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
-            f"config from {config.origin} is not valid JSON: {exc.msg} "
-            f"(line {exc.lineno}, column {exc.colno})"
+            f"config from {config.origin} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
 
 

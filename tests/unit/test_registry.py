@@ -228,6 +228,9 @@ def test_hub_names():
     assert registry.canonical_host("") == registry.canonical_host("index.docker.io") == "docker.io"
     assert registry.api_path("", "busybox") == "library/busybox"
     assert registry.api_path("127.0.0.1:5000", "busybox") == "busybox"
+    # The daemon names the repository with its host; the HTTP API does not.
+    assert registry.api_path("127.0.0.1:5000", "127.0.0.1:5000/ns/img") == "ns/img"
+    assert registry.api_path("docker.io", "docker.io/ns/img") == "ns/img"
     assert registry.display_host("") == "Docker Hub (docker.io)"
 
 
@@ -307,7 +310,7 @@ def test_client_falls_back_to_http_for_insecure_registries_and_answers_basic_aut
     client = RegistryClient("127.0.0.1:5000", Credentials("user", PASSWORD, source="t"), insecure=True,
                             session=session)
     client.ping()
-    manifest = client.manifest("ns/img", "1.0")
+    manifest = client.manifest("127.0.0.1:5000/ns/img", "1.0")  # as the daemon names it
     assert manifest == Manifest(DIGEST, "application/vnd.docker.distribution.manifest.v2+json", IMAGE_ID)
     assert "application/vnd.oci.image.manifest.v1+json" in session.calls[-1][2]["Accept"]
 

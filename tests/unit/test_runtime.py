@@ -41,7 +41,9 @@ SEED_CONFIG = {
     "source": {
         "type": "sample-data",
         "serviceName": "sample_data",
-        "serviceConnection": {"config": {"type": "CustomDatabase", "connectionOptions": {"sampleDataFolder": "/opt/operator/sample_data"}}},
+        "serviceConnection": {
+            "config": {"type": "CustomDatabase", "connectionOptions": {"sampleDataFolder": "/opt/operator/sample_data"}}
+        },
         "sourceConfig": {"config": {}},
     },
     "sink": {"type": "metadata-rest", "config": {}},
@@ -82,7 +84,7 @@ def test_config_from_file(tmp_path, how):
 
 def test_json_file_is_parsed_strictly_as_json(tmp_path):
     path = tmp_path / "workflow.json"
-    path.write_text('source: {type: mysql}\n')  # valid YAML, but not JSON
+    path.write_text("source: {type: mysql}\n")  # valid YAML, but not JSON
     with pytest.raises(ConfigError, match="not valid JSON"):
         runtime_config.load_config({}, str(path))
 
@@ -283,12 +285,22 @@ def test_secret_values_come_from_secret_named_fields():
     document = {
         "source": {"config": {"password": PASSWORD, "username": "ingest", "passwordFile": "/run/secrets/pw"}},
         "aws": {"awsSecretAccessKey": "AKIA-very-secret", "awsRegion": "eu-west-1"},
-        "auth": {"jwtToken": "tok-123456", "tokenType": "Bearer", "tokenUrl": "https://idp/token", "apiKey": "k-987654"},
+        "auth": {
+            "jwtToken": "tok-123456",
+            "tokenType": "Bearer",
+            "tokenUrl": "https://idp/token",
+            "apiKey": "k-987654",
+        },
         "dbt": {"clientSecret": "cs-123456", "sas_token": "sv=2020&sig=abc"},
         "flags": {"password": "pw"},  # too short to mask everywhere
     }
     assert runtime_redaction.secret_values(document) == {
-        PASSWORD, "AKIA-very-secret", "tok-123456", "k-987654", "cs-123456", "sv=2020&sig=abc",
+        PASSWORD,
+        "AKIA-very-secret",
+        "tok-123456",
+        "k-987654",
+        "cs-123456",
+        "sv=2020&sig=abc",
     }
 
 
@@ -301,7 +313,7 @@ def test_known_secret_values_are_masked_wherever_they_appear():
 
 
 def test_json_escaped_and_multiline_secrets_are_masked():
-    key = '-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----'
+    key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
     tricky = 'quo"te\\pass'
     redactor = _redactor_for({"privateKey": key, "password": tricky})
     assert "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC" not in redactor.redact("key line: MIIEvQIBADANBgkqhkiG9w0BAQEFAASC")
@@ -362,11 +374,23 @@ def test_exit_codes_are_fixed_and_avoid_dockers_range():
 
 
 def test_summary_fields_and_one_line_reason():
-    outcome = runtime_main.Outcome(1, reason="boom\n  on two lines", counts=RunCounts(records=12, warnings=1, failures=2))
-    summary = runtime_main.build_summary(outcome, {"framework": "datahub", "connector": "postgres", "mode": "run"}, 3.2149)
+    outcome = runtime_main.Outcome(
+        1, reason="boom\n  on two lines", counts=RunCounts(records=12, warnings=1, failures=2)
+    )
+    summary = runtime_main.build_summary(
+        outcome, {"framework": "datahub", "connector": "postgres", "mode": "run"}, 3.2149
+    )
     assert summary == {
-        "status": "failed", "exit_code": 1, "framework": "datahub", "connector": "postgres", "mode": "run",
-        "records": 12, "warnings": 1, "failures": 2, "duration_s": 3.21, "reason": "boom on two lines",
+        "status": "failed",
+        "exit_code": 1,
+        "framework": "datahub",
+        "connector": "postgres",
+        "mode": "run",
+        "records": 12,
+        "warnings": 1,
+        "failures": 2,
+        "duration_s": 3.21,
+        "reason": "boom on two lines",
     }
     success = runtime_main.build_summary(runtime_main.Outcome(0), {}, 0.5)
     assert "reason" not in success and success["status"] == "success"
@@ -381,17 +405,20 @@ def test_reporter_writes_once_and_the_termination_log(tmp_path):
     termination_log.write_text("")
     stream = io.StringIO()
     env = {"INGESTION_TERMINATION_LOG": str(termination_log), "INGESTION_FRAMEWORK": "datahub"}
-    reporter = runtime_main.Reporter(stream, env, "run", started=0.0)
-    assert reporter.emit(runtime_main.Outcome(2, reason="source.type: Field required")) == 2
+    redactor = _redactor_for({"password": PASSWORD})
+    reporter = runtime_main.Reporter(stream, env, "run", started=0.0, redactor=redactor)
+    assert reporter.emit(runtime_main.Outcome(2, reason=f"source.type: Field required, {PASSWORD}")) == 2
     assert reporter.emit(runtime_main.Outcome(0)) == 2  # the first summary stands
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["exit_code"] == 2
-    assert termination_log.read_text() == "exit 2 (config_error): source.type: Field required\n"
+    assert termination_log.read_text() == "exit 2 (config_error): source.type: Field required, ********\n"
 
 
 def test_termination_log_is_not_created_where_there_is_none(tmp_path):
     missing = tmp_path / "termination-log"
-    runtime_main.write_termination_log({"INGESTION_TERMINATION_LOG": str(missing)}, {"exit_code": 1, "status": "failed"})
+    runtime_main.write_termination_log(
+        {"INGESTION_TERMINATION_LOG": str(missing)}, {"exit_code": 1, "status": "failed"}
+    )
     assert not missing.exists()
 
 
@@ -543,8 +570,15 @@ def test_successful_run_follows_the_lifecycle(capsys, fake_framework):
     assert code == 0
     assert FakeAdapter.instances[0].calls == ["validate", "create", "run", "raise_on_failure", "print_status", "stop"]
     assert summary == {
-        "status": "success", "exit_code": 0, "framework": "fake", "connector": "mysql", "mode": "run",
-        "records": 7, "warnings": 1, "failures": 0, "duration_s": summary["duration_s"],
+        "status": "success",
+        "exit_code": 0,
+        "framework": "fake",
+        "connector": "mysql",
+        "mode": "run",
+        "records": 7,
+        "warnings": 1,
+        "failures": 0,
+        "duration_s": summary["duration_s"],
     }
 
 
@@ -627,7 +661,12 @@ def test_check_mode_imports_modules_and_the_connector(capsys, fake_framework):
     env = dict(fake_framework, INGESTION_CHECK_MODULES="csv, email.message", INGESTION_CONNECTOR="mysql")
     code, summary, out = _run_main(capsys, env, argv=["--check"])
     assert code == 0 and summary["mode"] == "check" and summary["connector"] == "mysql"
-    assert out.splitlines()[:4] == ["ok      import json", "ok      import csv", "ok      import email.message", "ok      connector mysql: fake plugin"]
+    assert out.splitlines()[:4] == [
+        "ok      import json",
+        "ok      import csv",
+        "ok      import email.message",
+        "ok      connector mysql: fake plugin",
+    ]
 
 
 def test_check_mode_exits_3_naming_what_is_missing(capsys, fake_framework):

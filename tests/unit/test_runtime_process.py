@@ -28,7 +28,7 @@ PASSWORD = "S3cr3t-Pa55word!"
 MAX_ENV_STRING_BYTES = 128 * 1024
 
 FAKE_FRAMEWORK = {
-    "pydantic/__init__.py": '''
+    "pydantic/__init__.py": """
         class ValidationError(ValueError):
             def __init__(self, errors):
                 super().__init__(str(errors))
@@ -36,13 +36,13 @@ FAKE_FRAMEWORK = {
 
             def errors(self):
                 return self._errors
-    ''',
+    """,
     "datahub/__init__.py": "",
     "datahub/ingestion/__init__.py": "",
     "datahub/ingestion/run/__init__.py": "",
     "datahub/ingestion/source/__init__.py": "",
     "datahub/ingestion/sink/__init__.py": "",
-    "datahub/fake_models.py": '''
+    "datahub/fake_models.py": """
         from types import SimpleNamespace
 
         from pydantic import ValidationError
@@ -58,7 +58,8 @@ FAKE_FRAMEWORK = {
 
             @classmethod
             def model_validate(cls, data):
-                errors = [{"loc": (key,), "msg": "Extra inputs are not permitted"} for key in data if key not in cls.fields]
+                extra = [key for key in data if key not in cls.fields]
+                errors = [{"loc": (key,), "msg": "Extra inputs are not permitted"} for key in extra]
                 errors += [{"loc": (key,), "msg": "Field required"} for key in cls.required if key not in data]
                 if errors:
                     raise ValidationError(errors)
@@ -83,8 +84,8 @@ FAKE_FRAMEWORK = {
         def plugin(config_fields, required=()):
             model = type("Config", (Model,), {"fields": config_fields, "required": required})
             return type("Plugin", (), {"get_config_class": staticmethod(lambda: model)})
-    ''',
-    "datahub/ingestion/run/pipeline_config.py": '''
+    """,
+    "datahub/ingestion/run/pipeline_config.py": """
         from types import SimpleNamespace
 
         from pydantic import ValidationError
@@ -93,7 +94,8 @@ FAKE_FRAMEWORK = {
         class PipelineConfig:
             @classmethod
             def model_validate(cls, recipe):
-                errors = [{"loc": (key,), "msg": "Extra inputs are not permitted"} for key in recipe if key not in ("source", "sink", "run_id")]
+                extra = [key for key in recipe if key not in ("source", "sink", "run_id")]
+                errors = [{"loc": (key,), "msg": "Extra inputs are not permitted"} for key in extra]
                 if "type" not in recipe.get("source", {}):
                     errors.append({"loc": ("source", "type"), "msg": "Field required"})
                 if errors:
@@ -103,22 +105,27 @@ FAKE_FRAMEWORK = {
                     source=SimpleNamespace(type=recipe["source"]["type"]),
                     sink=SimpleNamespace(type=sink["type"]) if sink else None,
                 )
-    ''',
-    "datahub/ingestion/source/source_registry.py": '''
+    """,
+    "datahub/ingestion/source/source_registry.py": """
         from datahub.fake_models import Registry, plugin
 
-        FAKE_FIELDS = ("records", "sleep", "fail", "leak", "stop_marker", "ignore_stop", "password", "payload")
+        FAKE_FIELDS = (
+            "records", "sleep", "fail", "leak", "stop_marker", "ignore_stop", "block_in_driver", "password", "payload",
+        )
         source_registry = Registry({"fake": plugin(FAKE_FIELDS)})
-    ''',
-    "datahub/ingestion/sink/sink_registry.py": '''
+    """,
+    "datahub/ingestion/sink/sink_registry.py": """
         from datahub.fake_models import Registry, plugin
 
-        sink_registry = Registry({"file": plugin(("filename",), required=("filename",)), "datahub-rest": plugin(("server",))})
-    ''',
-    "datahub/ingestion/run/pipeline.py": '''
+        sink_registry = Registry(
+            {"file": plugin(("filename",), required=("filename",)), "datahub-rest": plugin(("server",))}
+        )
+    """,
+    "datahub/ingestion/run/pipeline.py": """
         import contextlib
         import json
         import logging
+        import sqlite3
         import sys
         import time
         from types import SimpleNamespace
@@ -156,11 +163,14 @@ FAKE_FRAMEWORK = {
                 with self.exit_stack, self.inner_exit_stack:
                     if self.options.get("leak"):
                         self._leak_secrets()
-                    print("fake pipeline running", flush=True)
+                    if self.options.get("block_in_driver"):
+                        self._block_in_driver(self.options["block_in_driver"])
                     self._work(self.options.get("sleep", 0))
                     self.sink.report.total_records_written += self.options.get("records", 0)
                     if self.options.get("fail"):
-                        entry = SimpleNamespace(title="Pipeline Error", message="source failed", context=["table shop.orders"])
+                        entry = SimpleNamespace(
+                            title="Pipeline Error", message="source failed", context=["table shop.orders"]
+                        )
                         self.source.report.failures.append(entry)
 
             def _leak_secrets(self):
@@ -171,15 +181,27 @@ FAKE_FRAMEWORK = {
                 sys.stderr.write(f"password={password}\\n")
                 print(f"engine postgresql://ingest:{password}@localhost:5432/shop")
 
+            def _block_in_driver(self, database):
+                # Like libpq waiting for a query: SQLite's busy wait retries in C
+                # through signals, so no Python signal handler runs meanwhile.
+                holder = sqlite3.connect(database, isolation_level=None)
+                holder.execute("BEGIN EXCLUSIVE")
+                waiter = sqlite3.connect(database, timeout=60, isolation_level=None)
+                print("fake pipeline running", flush=True)
+                waiter.execute("BEGIN EXCLUSIVE")
+
             def _work(self, seconds):
                 deadline = time.monotonic() + seconds
-                while time.monotonic() < deadline:
-                    try:
+                try:
+                    print("fake pipeline running", flush=True)
+                    while time.monotonic() < deadline:
                         time.sleep(0.05)
-                    except BaseException:
-                        if not self.options.get("ignore_stop"):
-                            raise
-                        # A stuck workflow: swallows the stop request and carries on.
+                except BaseException:
+                    if not self.options.get("ignore_stop"):
+                        raise
+                    # A stuck workflow: swallows the stop request (sent once) and carries on.
+                    while time.monotonic() < deadline:
+                        time.sleep(0.05)
 
             def raise_from_status(self):
                 if self.source.report.failures:
@@ -187,7 +209,7 @@ FAKE_FRAMEWORK = {
 
             def pretty_print_summary(self):
                 print(f"Pipeline finished; produced {self.sink.report.total_records_written} events")
-    ''',
+    """,
 }
 
 
@@ -214,14 +236,22 @@ def env(fake_datahub, tmp_path):
 
 
 def recipe(**source_config):
-    return {"source": {"type": "fake", "config": source_config}, "sink": {"type": "file", "config": {"filename": "/tmp/out.json"}}}
+    return {
+        "source": {"type": "fake", "config": source_config},
+        "sink": {"type": "file", "config": {"filename": "/tmp/out.json"}},
+    }
 
 
 def run_main(env, *args, config=None, timeout=30):
     if config is not None:
         env = dict(env, config=json.dumps(config))
     completed = subprocess.run(
-        [sys.executable, str(MAIN), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout
+        [sys.executable, str(MAIN), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
     )
     return completed, json.loads(completed.stdout.splitlines()[-1])
 
@@ -231,8 +261,11 @@ class LiveProcess:
 
     def __init__(self, env, config):
         self.process = subprocess.Popen(
-            [sys.executable, str(MAIN)], env=dict(env, config=json.dumps(config)),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, str(MAIN)],
+            env=dict(env, config=json.dumps(config)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.lines: "queue.Queue[str]" = queue.Queue()
         self.seen: list = []
@@ -352,7 +385,10 @@ def test_unreachable_datahub_server_exits_1_quickly(env):
     with __import__("socket").socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = {"source": {"type": "fake", "config": {}}, "sink": {"type": "datahub-rest", "config": {"server": f"http://127.0.0.1:{port}"}}}
+    config = {
+        "source": {"type": "fake", "config": {}},
+        "sink": {"type": "datahub-rest", "config": {"server": f"http://127.0.0.1:{port}"}},
+    }
     started = time.monotonic()
     completed, summary = run_main(env, config=config)
     assert completed.returncode == 1
@@ -401,7 +437,7 @@ def test_stop_signal_stops_the_workflow_and_exits_143(live, tmp_path, signum):
     process.process.send_signal(signum)
     code = process.wait_for_exit(timeout=10)
     assert code == 143
-    assert time.monotonic() - sent < 3
+    assert time.monotonic() - sent < 5  # Docker kills at 10 s
     summary = json.loads(process.seen[-1])
     assert summary["status"] == "stopped"
     assert summary["reason"] == f"stopped by {signal.Signals(signum).name}"
@@ -416,10 +452,25 @@ def test_a_stuck_workflow_is_cut_off_after_the_grace_period(env, fake_datahub, t
         sent = time.monotonic()
         process.process.send_signal(signal.SIGTERM)
         assert process.wait_for_exit(timeout=10) == 143
-        assert time.monotonic() - sent < 4
+        assert time.monotonic() - sent < 6
         summary = json.loads(process.seen[-1])
         assert summary["status"] == "stopped"
         assert "did not wind down within 1s" in summary["reason"]
+    finally:
+        process.kill()
+
+
+def test_a_workflow_blocked_in_a_c_driver_still_exits_143_in_time(env, tmp_path):
+    env = dict(env, INGESTION_STOP_GRACE="1")
+    process = LiveProcess(env, recipe(block_in_driver=str(tmp_path / "locked.db")))
+    try:
+        process.wait_for_line("fake pipeline running")
+        time.sleep(0.3)  # let the driver call begin
+        sent = time.monotonic()
+        process.process.send_signal(signal.SIGTERM)
+        assert process.wait_for_exit(timeout=15) == 143
+        assert time.monotonic() - sent < 6  # not the driver's 60 s, nor Docker's 10 s
+        assert json.loads(process.seen[-1])["status"] == "stopped"
     finally:
         process.kill()
 

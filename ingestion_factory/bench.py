@@ -1,0 +1,435 @@
+"""Benchmark: build speed, image size, start-up and push cost, measured side by side.
+
+Every figure that has a target is a ratio or a difference of two measurements
+taken in the same run, because the machines are shared and noisy. The result
+is printed as a table and written as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import buildkit, catalog as catalog_mod, commands, verify
+from .errors import FactoryError
+from .plan import image_ref
+from .settings import Settings
+
+DEFAULT_CONNECTORS = ("mysql", "postgres", "mssql", "snowflake", "kafka", "tableau")
+BENCH_NAMESPACE = "ingestion-bench"
+SEED_REPOSITORY = "ingestion-bench-seed"
+
+
+@dataclass
+class Figure:
+    name: str
+    value: str
+    reference: str = ""
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class Bench:
+    settings: Settings
+    connectors: list[str]
+    console: Console
+    figures: list[Figure] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+
+    def add(self, figure: Figure) -> None:
+        self.figures.append(figure)
+        mark = {True: "met", False: "NOT MET", None: ""}[figure.met]
+        self.console.print(f"  {figure.name}: {figure.value}  {figure.reference}  {mark}")
+
+
+def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: bool, output: Path,
+        console: Console) -> Path:
+    """Run every measurement; returns the path of the JSON report."""
+    from .engine import client
+
+    api = client()
+    bench_settings = settings.with_overrides(namespace=BENCH_NAMESPACE, registry="")
+    bench = Bench(bench_settings, list(connectors or DEFAULT_CONNECTORS), console)
+    found = catalog_mod.discover(bench_settings)
+    found.resolve(bench.connectors)
+    console.print(f"Benchmark on {', '.join(bench.connectors)} (namespace {BENCH_NAMESPACE})")
+    try:
+        if cold:
+            measure_cold_builds(bench, api)
+        else:
+            commands.build(bench_settings, bench.connectors)
+        measure_noop(bench, found)
+        measure_one_fragment_changed(bench, found, api)
+        measure_sizes(bench, found, api)
+        measure_startup(bench, found, api)
+        if push:
+            measure_push(bench, found, api)
+    finally:
+        _remove_repository_prefix(api, SEED_REPOSITORY)
+    return write(bench, output)
+
+
+# --------------------------------------------------------------------- 1. cold build
+SEED_BASE_DOCKERFILE = """\
+ARG PYTHON_IMAGE
+FROM ${PYTHON_IMAGE}
+COPY requirements.txt constraints.txt /tmp/
+ARG FRAMEWORK_REQUIREMENT
+RUN --mount=type=secret,id=ca \\
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \\
+    && python3 -m venv /opt/venv \\
+    && /opt/venv/bin/pip install -r /tmp/requirements.txt -c /tmp/constraints.txt "${FRAMEWORK_REQUIREMENT}"
+ENV PATH=/opt/venv/bin:$PATH
+"""
+SEED_CONNECTOR_DOCKERFILE = """\
+ARG BASE
+FROM ${BASE}
+COPY requirements.txt /tmp/requirements.txt
+RUN --mount=type=secret,id=ca \\
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \\
+    && pip install -r /tmp/requirements.txt
+"""
+
+
+def prune_build_cache() -> None:
+    cli = buildkit.find_cli().path
+    subprocess.run([cli, "builder", "prune", "--all", "--force"], capture_output=True, check=True)
+
+
+def measure_cold_builds(bench: Bench, api) -> None:
+    settings = bench.settings
+    bench.console.print("[bold]1. Cold build[/] (empty build cache for each side)")
+    _remove_repository_prefix(api, f"{BENCH_NAMESPACE}/")
+    prune_build_cache()
+    started = time.monotonic()
+    commands.build(settings, bench.connectors, jobs=settings.jobs)
+    factory_s = time.monotonic() - started
+
+    prune_build_cache()
+    seed_s = seed_build(bench, api)
+    bench.raw["cold"] = {"factory_s": round(factory_s, 1), "seed_s": round(seed_s, 1)}
+    bench.add(Figure("cold build, base + connectors", f"{factory_s:.0f}s", f"seed's way {seed_s:.0f}s",
+                     "faster than the seed's way", factory_s < seed_s,
+                     f"speed-up x{seed_s / factory_s:.2f}"))
+
+
+def seed_build(bench: Bench, api) -> float:
+    """The seed's way: a pip-built base, then each connector FROM it, one after another."""
+    settings = bench.settings
+    found = catalog_mod.discover(settings)
+    framework = settings.framework_named(settings.framework)
+    python_id = api.images.get(settings.python_image).id
+    ca = settings.resolved_ca_bundle()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-seed-") as scratch:
+        base_dir = Path(scratch) / "base"
+        base_dir.mkdir()
+        framework_dir = settings.images_dir / "base" / "frameworks" / framework.name
+        shutil.copy(framework_dir / "requirements.txt", base_dir / "requirements.txt")
+        shutil.copy(framework_dir / "constraints.txt", base_dir / "constraints.txt")
+        (base_dir / "Dockerfile").write_text(SEED_BASE_DOCKERFILE)
+        base_ref = f"{SEED_REPOSITORY}/base:bench"
+        _cli_build(base_dir, base_ref, {"PYTHON_IMAGE": verify.pin(api, python_id),
+                                        "FRAMEWORK_REQUIREMENT": framework.requirement}, ca, bench.console)
+        for name in bench.connectors:
+            directory = Path(scratch) / name
+            directory.mkdir()
+            shutil.copy(found[name].fragment, directory / "requirements.txt")
+            (directory / "Dockerfile").write_text(SEED_CONNECTOR_DOCKERFILE)
+            _cli_build(directory, f"{SEED_REPOSITORY}/{name}:bench", {"BASE": base_ref}, ca, bench.console)
+    return time.monotonic() - started
+
+
+def _cli_build(context: Path, ref: str, args: dict, ca: Path | None, console: Console) -> None:
+    cli = buildkit.find_cli()
+    command = [*cli.build_command(), "--network=host", "--progress=plain", "-t", ref]
+    if ca:
+        command += ["--secret", f"id=ca,src={ca}"]
+    for key, value in args.items():
+        command += ["--build-arg", f"{key}={value}"]
+    command.append(str(context))
+    started = time.monotonic()
+    completed = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, DOCKER_BUILDKIT="1"))
+    if completed.returncode != 0:
+        raise FactoryError(f"seed-style build of {ref} failed:\n" + "\n".join(completed.stdout.splitlines()[-15:]))
+    console.print(f"    seed-style {ref}: {time.monotonic() - started:.0f}s")
+
+
+# ------------------------------------------------------------------- 2. no-op rebuild
+def measure_noop(bench: Bench, found) -> None:
+    bench.console.print("[bold]2. No-op rebuild[/] of every image (nothing changed)")
+    every = [spec.name for spec in found.connectors]
+    commands.build(bench.settings, every)  # make sure all exist and are current
+    runs = []
+    for _ in range(3):
+        started = time.monotonic()
+        subprocess.run([str(Path(os.sys.executable).parent / "inv"), "build-connectors"], cwd=bench.settings.root,
+                       env=dict(os.environ, INVOKE_FACTORY_NAMESPACE=BENCH_NAMESPACE, INVOKE_FACTORY_REGISTRY=""),
+                       capture_output=True, check=True)
+        runs.append(time.monotonic() - started)
+    seconds = statistics.median(runs)
+    bench.raw["noop"] = {"images": len(found.bases) + len(every), "runs_s": [round(r, 3) for r in runs]}
+    bench.add(Figure(f"no-op rebuild of {len(found.bases)} bases + {len(every)} connectors",
+                     f"{seconds:.2f}s", "whole `inv build-connectors` process, median of 3", "< 1 s", seconds < 1.0))
+
+
+# ------------------------------------------------------------- 3. one fragment changed
+def measure_one_fragment_changed(bench: Bench, found, api, name: str | None = None) -> None:
+    name = name or bench.connectors[0]
+    bench.console.print(f"[bold]3. One fragment changed[/] ({name})")
+    spec = found[name]
+    original = spec.fragment.read_text()
+    try:
+        spec.fragment.write_text(original + "# benchmark: touched\n")
+        started = time.monotonic()
+        commands.build(bench.settings, [name])
+        rebuild_s = time.monotonic() - started
+        smoke_s = _last_report(bench.settings)[name]["smoke_s"]
+    finally:
+        spec.fragment.write_text(original)
+    commands.build(bench.settings, [name])  # back to the committed inputs
+    extra = _extra_packages(api, found, name, bench.settings)
+    plain_s = _plain_venv_install(extra)
+    build_s = rebuild_s - smoke_s
+    bench.raw["one_changed"] = {"connector": name, "rebuild_s": round(rebuild_s, 1), "smoke_s": smoke_s,
+                                "plain_uv_s": round(plain_s, 1), "packages": len(extra)}
+    bench.add(Figure(f"rebuild after a fragment change ({name}), without its smoke test", f"{build_s:.1f}s",
+                     f"uv into a plain venv {plain_s:.1f}s ({len(extra)} packages)", "<= plain + 3 s",
+                     build_s <= plain_s + 3, f"smoke test adds {smoke_s:.1f}s (framework import)"))
+
+
+def _last_report(settings: Settings) -> dict:
+    data = json.loads((settings.output_path / "reports" / "build-latest.json").read_text())
+    return {image["name"]: image for image in data["images"]}
+
+
+def _freeze(api, ref: str) -> dict[str, str]:
+    output = api.containers.run(ref, ["cat", "/opt/venv/base-constraints.txt"], remove=True, network_mode="none")
+    pins = {}
+    for line in output.decode().splitlines():
+        if "==" in line:
+            package, version = line.split("==", 1)
+            pins[package.strip().lower()] = version.strip()
+    return pins
+
+
+def _extra_packages(api, found, name: str, settings: Settings) -> list[str]:
+    spec = found[name]
+    parent = found[spec.parent]
+    mine = _freeze(api, image_ref(spec, settings))
+    theirs = _freeze(api, image_ref(parent, settings))
+    return [f"{p}=={v}" for p, v in sorted(mine.items()) if theirs.get(p) != v]
+
+
+def _plain_venv_install(pins: list[str]) -> float:
+    """uv installing the same pinned packages into an empty virtualenv on the host, warm cache."""
+    uv = shutil.which("uv") or _bench_uv()
+    with tempfile.TemporaryDirectory(prefix="bench-venv-") as scratch:
+        requirements = Path(scratch) / "requirements.txt"
+        requirements.write_text("\n".join(pins) + "\n")
+        for attempt in ("warm-up", "timed"):
+            venv = Path(scratch) / attempt
+            subprocess.run([uv, "venv", "-q", str(venv)], check=True)
+            started = time.monotonic()
+            subprocess.run([uv, "pip", "install", "-q", "--no-deps", "--python", str(venv / "bin" / "python"),
+                            "-r", str(requirements)], check=True, env=dict(os.environ, UV_COMPILE_BYTECODE="1"))
+            elapsed = time.monotonic() - started
+    return elapsed
+
+
+def _bench_uv() -> str:
+    target = Path(tempfile.gettempdir()) / "ingestion-bench-uv"
+    uv = target / "bin" / "uv"
+    if not uv.exists():
+        subprocess.run([os.sys.executable, "-m", "venv", str(target)], check=True)
+        subprocess.run([str(target / "bin" / "pip"), "install", "-q", "uv"], check=True)
+    return str(uv)
+
+
+# ---------------------------------------------------------------------------- 4. sizes
+def measure_sizes(bench: Bench, found, api) -> None:
+    bench.console.print("[bold]4. Sizes[/]")
+    settings = bench.settings
+    base_spec = found[found[bench.connectors[0]].parent]
+    base_ref = image_ref(base_spec, settings)
+    base = api.images.get(base_ref)
+    base_venv = _venv_bytes(api, base_ref)
+    bench.add(Figure("base image", _mb(base.attrs["Size"]), f"virtualenv {_mb(base_venv)}"))
+    rows = {}
+    worst = 0.0
+    for name in bench.connectors:
+        ref = image_ref(found[name], settings)
+        added = api.images.get(ref).attrs["Size"] - base.attrs["Size"]
+        installed = _venv_bytes(api, ref) - base_venv
+        overhead = (added - installed) / installed if installed > 0 else 0.0
+        worst = max(worst, overhead)
+        rows[name] = {"added": added, "installed": installed, "overhead": round(overhead, 4)}
+        bench.add(Figure(f"  {name}: added over base", _mb(added), f"its packages {_mb(installed)}",
+                         "within 5 %", overhead <= 0.05, f"{overhead:+.1%}"))
+    all_in_one = _all_in_one_size(bench, found, api, base_ref)
+    total_separate = base.attrs["Size"] + sum(r["added"] for r in rows.values())
+    largest = base.attrs["Size"] + max(r["added"] for r in rows.values())
+    bench.raw["sizes"] = {"base": base.attrs["Size"], "connectors": rows, "all_in_one": all_in_one,
+                          "separate_total": total_separate}
+    bench.add(Figure("all-in-one image (same connectors)", _mb(all_in_one),
+                     f"largest single connector image {_mb(largest)}; base + every layer {_mb(total_separate)}"))
+
+
+def _venv_bytes(api, ref: str) -> int:
+    output = api.containers.run(ref, ["du", "-sb", "/opt/venv"], remove=True, network_mode="none", user="root")
+    return int(output.decode().split()[0])
+
+
+def _all_in_one_size(bench: Bench, found, api, base_ref: str) -> int:
+    ref = f"{SEED_REPOSITORY}/all-in-one:bench"
+    with tempfile.TemporaryDirectory(prefix="bench-aio-") as scratch:
+        lines = []
+        for name in bench.connectors:
+            lines += list(found[name].requirements)
+        (Path(scratch) / "requirements.txt").write_text("\n".join(lines) + "\n")
+        (Path(scratch) / "Dockerfile").write_text(
+            "ARG BASE\nFROM ${BASE}\nUSER root\n"
+            "COPY requirements.txt /tmp/requirements.txt\n"
+            "RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/pip "
+            "if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi "
+            "&& python3 -m venv /tmp/pipenv && /tmp/pipenv/bin/pip install -q uv "
+            "&& SSL_CERT_FILE=${PIP_CERT:-} /tmp/pipenv/bin/uv pip install --python /opt/venv/bin/python "
+            "-r /tmp/requirements.txt -c /opt/venv/base-constraints.txt && rm -rf /tmp/pipenv\n")
+        base_id = api.images.get(base_ref).id
+        _cli_build(Path(scratch), ref, {"BASE": verify.pin(api, base_id)}, bench.settings.resolved_ca_bundle(),
+                   bench.console)
+    return api.images.get(ref).attrs["Size"]
+
+
+# ------------------------------------------------------------------------ 5. start-up
+def measure_startup(bench: Bench, found, api) -> None:
+    bench.console.print("[bold]5. Start-up[/] of `python main.py --check` on the OpenMetadata base")
+    settings = bench.settings
+    base_spec = found.base_for(settings.framework)
+    ref = image_ref(base_spec, settings)
+    cli = buildkit.find_cli().path
+    modules = base_spec.framework.modules
+    probe = ("import time; t = time.perf_counter(); "
+             + "; ".join(f"import {m}" for m in modules)
+             + "; print(time.perf_counter() - t)")
+    runs, imports = [], []
+    for _ in range(3):
+        started = time.monotonic()
+        subprocess.run([cli, "run", "--rm", "--network=none", ref, "python", "main.py", "--check"],
+                       capture_output=True, check=True)
+        runs.append(time.monotonic() - started)
+        output = subprocess.run([cli, "run", "--rm", "--network=none", ref, "python", "-c", probe],
+                                capture_output=True, text=True, check=True).stdout
+        imports.append(float(output.strip().splitlines()[-1]))
+    run_s, import_s = statistics.median(runs), statistics.median(imports)
+    bench.raw["startup"] = {"docker_run_check_s": [round(r, 2) for r in runs],
+                            "framework_import_s": [round(i, 2) for i in imports]}
+    bench.add(Figure("docker run → end of main.py --check", f"{run_s:.2f}s",
+                     f"framework import alone {import_s:.2f}s", "within 1.5 s of the import",
+                     run_s - import_s <= 1.5, f"overhead {run_s - import_s:+.2f}s"))
+
+
+# ---------------------------------------------------------------------------- 6. push
+def measure_push(bench: Bench, found, api) -> None:
+    bench.console.print("[bold]6. Push[/]: bytes sent for a second connector after the base")
+    registry_binary = shutil.which("docker-registry")
+    if not registry_binary:
+        bench.add(Figure("push", "skipped", "docker-registry is not installed (apt-get install docker-registry)"))
+        return
+    settings = bench.settings
+    first, second = bench.connectors[0], bench.connectors[1]
+    with _local_registry(registry_binary) as (address, storage):
+        pushed = {}
+        for name in (found[first].parent, first, second):
+            ref = image_ref(found[name], settings)
+            target = f"{address}/{BENCH_NAMESPACE}/{found[name].image_name}"
+            api.images.get(ref).tag(target, "bench")
+            before = _tree_bytes(storage)
+            for event in api.images.push(target, "bench", stream=True, decode=True):
+                if "error" in event:
+                    raise FactoryError(f"push of {target} failed: {event['error']}")
+            pushed[name] = _tree_bytes(storage) - before
+            api.images.remove(f"{target}:bench")
+    own = api.images.get(image_ref(found[second], settings)).attrs["Size"] - \
+        api.images.get(image_ref(found[found[second].parent], settings)).attrs["Size"]
+    bench.raw["push"] = {"stored_bytes": pushed, "second_connector_uncompressed_added": own}
+    bench.add(Figure(f"push {second} after base + {first}", _mb(pushed[second]),
+                     f"base pushed {_mb(pushed[found[second].parent])}; {second}'s own layers {_mb(own)} "
+                     "uncompressed", "only its own layers", pushed[second] <= own))
+
+
+@contextmanager
+def _local_registry(binary: str):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="bench-registry-") as scratch:
+        storage = Path(scratch) / "storage"
+        config = Path(scratch) / "config.yml"
+        config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n"
+                          f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n")
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(50):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            yield f"127.0.0.1:{port}", storage
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+# --------------------------------------------------------------------------- output
+def _mb(size: int | float) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _remove_repository_prefix(api, prefix: str) -> None:
+    for image in api.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix):
+                try:
+                    api.images.remove(tag)
+                except Exception:
+                    pass
+
+
+def write(bench: Bench, output: Path) -> Path:
+    table = Table(title="Benchmark", title_justify="left")
+    for column in ("measure", "value", "next to", "target", "result"):
+        table.add_column(column)
+    for figure in bench.figures:
+        result = {True: "[green]met[/]", False: "[red]not met[/]", None: ""}[figure.met]
+        table.add_row(figure.name, figure.value, figure.reference, figure.target,
+                      f"{result} {figure.note}".strip())
+    bench.console.print(table)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({
+        "connectors": bench.connectors,
+        "figures": [figure.__dict__ for figure in bench.figures],
+        "raw": bench.raw,
+    }, indent=2) + "\n")
+    bench.console.print(f"JSON: {output}")
+    return output

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The newcomer's one command: an embedded sample ingestion that needs no server.
+#
+# Prepares the tool's Python environment (.venv), builds the DataHub base and
+# the demo connector image when missing or stale, then runs the demo: DataHub's
+# SQLAlchemy source reads the small SQLite database in examples/sample_db and
+# writes the metadata to examples/output/. Needs Docker, Python 3.10+ and
+# network access to PyPI for the first build.
+#
+# Settings come from pyproject.toml; INVOKE_FACTORY_<KEY> overrides them
+# (e.g. INVOKE_FACTORY_NAMESPACE=me ./run_local_docker.sh).
+set -euo pipefail
+cd "$(dirname "$0")"
+started=$SECONDS
+
+fail() {
+    printf 'error: %s\n' "$1" >&2
+    [ -n "${2:-}" ] && printf 'hint: %s\n' "$2" >&2
+    exit 1
+}
+
+# --- Docker ---------------------------------------------------------------------------------------
+command -v docker >/dev/null 2>&1 \
+    || fail "Docker is not installed." \
+            "install Docker Engine (https://docs.docker.com/engine/install/, or 'sudo apt install docker.io'), start it, and run this again."
+if ! docker info >/dev/null 2>&1; then
+    fail "cannot reach a Docker daemon${DOCKER_HOST:+ at $DOCKER_HOST}." \
+         "start it ('sudo systemctl start docker', or 'sudo dockerd &' without systemd), make sure you may use it ('sudo usermod -aG docker \$USER', then log in again), and run this again."
+fi
+
+# --- the tool's Python environment ------------------------------------------------------------------
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
+    || fail "Python 3.10 or newer is needed as python3." "install it (e.g. 'sudo apt install python3 python3-venv')."
+if [ ! -x .venv/bin/python ]; then
+    echo "Creating the tool's environment in .venv ..."
+    python3 -m venv .venv || fail "python3 cannot create a virtual environment." "install venv support (e.g. 'sudo apt install python3-venv')."
+fi
+# Reinstall only when the project's dependencies changed.
+stamp=".venv/.run-local-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+    echo "Installing the tool into .venv ..."
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+    rm -f .venv/.run-local-* && touch "$stamp"
+fi
+
+# --- images ---------------------------------------------------------------------------------------
+demo_connector=${INVOKE_FACTORY_DEMO_CONNECTOR:-$(.venv/bin/python -c \
+    'from pathlib import Path; from ingestion_factory.settings import pyproject_defaults; print(pyproject_defaults(Path("."))["demo_connector"])')}
+python_image=${INVOKE_FACTORY_PYTHON_IMAGE:-$(.venv/bin/python -c \
+    'from pathlib import Path; from ingestion_factory.settings import pyproject_defaults; print(pyproject_defaults(Path("."))["python_image"])')}
+# Every base starts FROM this image: pull it, or build it from Debian packages where Docker Hub is unreachable.
+if ! docker image inspect "$python_image" >/dev/null 2>&1; then
+    echo "Getting the Python image $python_image ..."
+    docker pull --quiet "$python_image" || .venv/bin/inv python-image
+fi
+# Skips everything that is up to date: seconds when the images exist.
+.venv/bin/inv build-connectors -c "$demo_connector"
+
+# --- the demo ---------------------------------------------------------------------------------------
+.venv/bin/inv run-local -c "$demo_connector"
+echo "Done in $((SECONDS - started))s."
