@@ -62,6 +62,8 @@ class ImageSpec:
 @dataclass(frozen=True)
 class Catalog:
     images: dict[str, ImageSpec]
+    # Connector directories that cannot be built, with the reason; the others still can.
+    broken: dict[str, ConfigError] = field(default_factory=dict)
 
     def __iter__(self):
         return iter(self.images.values())
@@ -93,8 +95,10 @@ class Catalog:
         resolved = []
         for raw in names:
             name = raw.removeprefix(IMAGE_PREFIX)
+            if name in self.broken:
+                raise self.broken[name]
             if name not in self.images:
-                known = ", ".join(sorted(s.name for s in self.connectors))
+                known = ", ".join(sorted([s.name for s in self.connectors] + list(self.broken)))
                 close = [s.name for s in self.connectors if name in s.name or s.name in name]
                 hint = f"did you mean {', '.join(close)}? " if close else ""
                 raise ConfigError(f"unknown connector {raw!r}", f"{hint}known connectors: {known}")
@@ -122,6 +126,7 @@ def discover(settings: Settings) -> Catalog:
     if not (base_dir / "Dockerfile").is_file():
         raise ConfigError(f"{base_dir / 'Dockerfile'} is missing", "the base image needs images/base/Dockerfile")
     images: dict[str, ImageSpec] = {}
+    broken: dict[str, ConfigError] = {}
     for framework in settings.frameworks.values():
         spec = _base_spec(settings, framework)
         images[spec.name] = spec
@@ -129,12 +134,30 @@ def discover(settings: Settings) -> Catalog:
     shared_dockerfile = connectors_dir / "Dockerfile"
     if connectors_dir.is_dir():
         for directory in sorted(p for p in connectors_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            spec = _connector_spec(settings, directory, shared_dockerfile)
+            try:
+                spec = _connector_spec(settings, directory, shared_dockerfile)
+            except ConfigError as error:
+                # One bad directory must not stop the other connectors from building.
+                broken[directory.name] = error
+                continue
             if spec.name in images:
                 raise ConfigError(f"connector {spec.name!r} clashes with a base image name")
             images[spec.name] = spec
+    _drop_children_of_broken(images, broken)
     _resolve_parents(images, settings)
-    return Catalog(images)
+    return Catalog(images, broken)
+
+
+def _drop_children_of_broken(images: dict[str, ImageSpec], broken: dict[str, ConfigError]) -> None:
+    changed = True
+    while changed:
+        changed = False
+        for name, spec in list(images.items()):
+            if spec.parent in broken:
+                broken[name] = ConfigError(f"connector {name!r} is built FROM {spec.parent!r}, which is broken",
+                                           broken[spec.parent].render())
+                del images[name]
+                changed = True
 
 
 def base_key(framework: Framework) -> str:

@@ -59,6 +59,9 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         wanted = frameworks or [settings.framework]
         bases = [catalog.base_for(settings.framework_named(f).name).name for f in wanted]
     catalog, plan, api, store = plan_for(settings, names, bases=bases, force=force)
+    broken = catalog.broken if not names and not base_only else {}
+    for name, error in broken.items():
+        console.print(f"[bold red]{name} cannot be built:[/] {error.message}", highlight=False)
     if plan_only:
         print_plan(plan)
         return 0
@@ -68,6 +71,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         console.print(f"All {len(plan.order)} images are up to date; nothing to build "
                       f"({time.monotonic() - started:.2f}s).")
         _tag_current(settings, plan, api, store)
+        _raise_for_broken(broken)
         return 0
     console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {jobs or settings.jobs} at a time "
                   f"(logs in {settings.output_path / 'logs'}).")
@@ -80,13 +84,19 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
                         {"duration_s": round(time.monotonic() - started, 1)})
     console.print(f"Report: {report}")
-    failed = [r for r in results if r.result in (FAILED, NOT_BUILT)]
+    failed = [r.name for r in results if r.result in (FAILED, NOT_BUILT)] + list(broken)
     if failed:
         raise FactoryError(
-            f"{len(failed)} image(s) not built: {', '.join(r.name for r in failed)}",
+            f"{len(failed)} image(s) not built: {', '.join(failed)}",
             f"see the log tails above and {settings.output_path / 'logs'}",
         )
     return 0
+
+
+def _raise_for_broken(broken: dict) -> None:
+    if broken:
+        raise ConfigError(f"{len(broken)} connector(s) cannot be built: {', '.join(broken)}",
+                          "fix the files named above")
 
 
 def _tag_current(settings, plan, api, store) -> None:
@@ -109,6 +119,10 @@ def list_images(settings: Settings, as_json: bool = False) -> int:
         console.print(f"[yellow]{exc.message}: states unknown[/]")
         states = {}
     rows = []
+    for name, error in catalog.broken.items():
+        rows.append({"name": name, "image": settings.repository(catalog_mod.IMAGE_PREFIX + name), "kind": "connector",
+                     "framework": "?", "parent": "?", "state": f"broken: {error.message}", "image_id": None,
+                     "size": None})
     for spec in catalog:
         item = states.get(spec.name)
         rows.append({

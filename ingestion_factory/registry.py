@@ -14,6 +14,7 @@ import ipaddress
 import os
 import re
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -99,8 +100,6 @@ def read_credentials(registry: str, *, username: str | None = None, password_fil
 
 
 def _read_secret_file(path: str, what: str) -> str:
-    import sys
-
     try:
         text = sys.stdin.read() if path == "-" else Path(path).expanduser().read_text()
     except OSError as exc:

@@ -367,3 +367,32 @@ def postgres_database():
         _psql(f"CREATE DATABASE {db.database}")
     _psql(POSTGRES_DEMO_SQL.format(user=db.user), database=db.database)
     return db
+
+
+# --- a project with examples/ and the DataHub demo images, for run-local and Airflow ----------------
+
+RUN_LOCAL_CONNECTORS = ("datahub-sqlite", "datahub-postgres")
+
+
+@pytest.fixture(scope="session")
+def run_local_project(factory_project, tmp_path_factory):
+    """factory_project plus a copy of examples/, its own examples link, and the DataHub demo images built.
+
+    `Project.inv` runs with INVOKE_FACTORY_EXAMPLES_LINK set through `env`; tests pass `run_env`.
+    """
+    from ingestion_factory import examples as examples_mod
+
+    destination = factory_project.root / "examples"
+    if not destination.exists():
+        shutil.copytree(REPO / "examples", destination, ignore=shutil.ignore_patterns(
+            "output", "sample.db", "__pycache__", "*-password", "*-jwt"))
+    examples_mod.ensure_sample_db(destination)
+    examples_mod.ensure_output_dir(destination)
+    factory_project.examples = destination
+    factory_project.examples_link = tmp_path_factory.mktemp("link") / "examples"
+    factory_project.run_env = {"INVOKE_FACTORY_EXAMPLES_LINK": str(factory_project.examples_link)}
+    args = ["build-connectors", "--jobs", "1"]
+    for name in RUN_LOCAL_CONNECTORS:
+        args += ["-c", name]
+    factory_project.inv(*args)
+    return factory_project

@@ -147,3 +147,19 @@ def test_missing_daemon_is_a_clear_error(project):
     assert "cannot reach the Docker daemon" in completed.stderr
     assert "hint:" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_malformed_fragment_is_named_and_the_rest_still_plans(project):
+    broken = project.root / "images" / "connectors" / "broken-fragment"
+    broken.mkdir()
+    (broken / "requirements.txt").write_text("pymysql ==== 1\n")
+    try:
+        completed = project.inv("build-connectors", "-c", "broken-fragment", check=False)
+        assert completed.returncode == 2
+        assert "requirements.txt:1: not a valid requirement" in completed.stderr
+        everything = project.inv("build-connectors", "--plan", check=False)
+        assert "broken-fragment cannot be built" in everything.stdout
+        assert "datahub-sqlite" in everything.stdout
+    finally:
+        (broken / "requirements.txt").unlink()
+        broken.rmdir()

@@ -71,7 +71,7 @@ def test_push_reads_back_digests_and_the_pulled_image_passes_its_check(built, re
     for image in by_name(push_report(built)).values():
         assert image["result"] == "already present", image
         assert image["digest"] == images[image["name"]]["digest"]
-    assert "pushing" not in again.stdout
+    assert ": pushing" not in again.stdout
 
 
 def test_stale_or_missing_images_are_refused(built, registries):

@@ -81,38 +81,49 @@ def test_cycle_is_rejected(project):
 )
 def test_bad_fragments(project, fragment, message):
     add_connector(project, "bad", fragment)
+    add_connector(project, "good")
+    found = discover(project)
+    assert "good" in found and "bad" not in found
     with pytest.raises(ConfigError, match=message):
-        discover(project)
+        found.resolve(["bad"])
+
+
+def test_children_of_a_broken_connector_are_broken_too(project):
+    add_connector(project, "bad", "")
+    add_connector(project, "child", "x\n", 'parent = "bad"\n')
+    found = discover(project)
+    assert set(found.broken) == {"bad", "child"}
+    assert found.resolve(None) == []
 
 
 def test_missing_fragment(project):
     (project / "images" / "connectors" / "empty").mkdir()
     with pytest.raises(ConfigError, match="has no requirements.txt"):
-        discover(project)
+        discover(project).resolve(["empty"])
 
 
 def test_malformed_connector_toml(project):
     add_connector(project, "x", "pkg\n", "framework = \n")
     with pytest.raises(ConfigError, match="connector.toml is not valid TOML"):
-        discover(project)
+        discover(project).resolve(["x"])
 
 
 def test_unknown_connector_key(project):
     add_connector(project, "x", "pkg\n", 'parnet = "y"\n')
     with pytest.raises(ConfigError, match="unknown key.*parnet"):
-        discover(project)
+        discover(project).resolve(["x"])
 
 
 def test_bad_os_package_name(project):
     add_connector(project, "x", "pkg\n", 'os_packages = ["libodbc; rm -rf /"]\n')
     with pytest.raises(ConfigError, match="not a Debian package name"):
-        discover(project)
+        discover(project).resolve(["x"])
 
 
 def test_invalid_directory_name(project):
     add_connector(project, "Bad_Name", "pkg\n")
     with pytest.raises(ConfigError, match="not a valid image name"):
-        discover(project)
+        discover(project).resolve(["Bad_Name"])
 
 
 def test_resolve_names_and_hints(project):

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import pytest
 from rich.console import Console
 
-from conftest import add_connector
 from ingestion_factory import catalog, push, registry, settings as settings_mod
 from ingestion_factory.errors import ConfigError, FactoryError
 from ingestion_factory.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan
@@ -480,6 +479,14 @@ def fake_item():
 
 
 PYTHON_ID = "sha256:" + "1" * 64
+
+
+def add_connector(project, name, fragment="pymysql>=1.1\n"):
+    # Not imported from tests/conftest.py: a bare `import conftest` can resolve to
+    # tests/integration/conftest.py when both directories are collected in one run.
+    directory = project / "images" / "connectors" / name
+    directory.mkdir(parents=True)
+    (directory / "requirements.txt").write_text(fragment)
 
 
 class FakeStore(dict):

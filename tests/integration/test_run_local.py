@@ -1,0 +1,182 @@
+"""`inv run-local` against real containers: the embedded demo, a real PostgreSQL, failures, Ctrl-C."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ingestion_factory import metadata_file
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_local(project, *args: str, check: bool = False, timeout: int = 300):
+    return project.inv("run-local", *args, check=check, env=project.run_env, timeout=timeout)
+
+
+def leftover_containers(docker_api, project) -> list:
+    """run-local containers started from this project's images."""
+    found = docker_api.containers.list(all=True, filters={"label": "io.ingestion-factory.run-local"})
+    return [c for c in found if c.labels.get("io.ingestion-factory.run-local", "").startswith(project.namespace + "/")]
+
+
+def postgres_recipe(project, postgres, password_reference: str, output: str) -> Path:
+    """examples/datahub/postgres.yml, pointed at the test database."""
+    recipe = yaml.safe_load((project.examples / "datahub" / "postgres.yml").read_text())
+    recipe["source"]["config"].update(host_port=f"{postgres.host}:{postgres.port}", database=postgres.database,
+                                      username=postgres.user, password=password_reference)
+    recipe["sink"]["config"]["filename"] = f"/opt/operator/output/{output}"
+    path = project.examples / "datahub" / f"test-{output}.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_demo_writes_the_sample_metadata_and_removes_its_container(run_local_project, docker_api):
+    project = run_local_project
+    output = project.examples / "output" / "datahub-sqlite.json"
+    output.unlink(missing_ok=True)
+
+    result = run_local(project, check=True)
+
+    summary = metadata_file.summarize(output)
+    assert summary.tables == ["main.customers", "main.order_items", "main.orders", "main.products"]
+    assert summary.views == ["main.customer_revenue"]
+    assert summary.columns_of("main.orders") == ["customer_id", "order_id", "ordered_at", "status"]
+    assert "Result: success (exit 0)" in result.stdout
+    assert "Metadata written to examples/output/datahub-sqlite.json: 4 tables" in result.stdout
+    assert "config in env `config`" in result.stdout
+    # The fixed link DAGs mount now points at this project's examples.
+    assert project.examples_link.resolve() == project.examples.resolve()
+    assert leftover_containers(docker_api, project) == []
+
+
+@pytest.mark.postgres
+def test_postgres_with_a_secret_file(run_local_project, postgres_database, docker_api):
+    project, db = run_local_project, postgres_database
+    secret = project.examples / "secrets" / "test-postgres-password"
+    secret.write_text(db.password + "\n")
+    config = postgres_recipe(project, db, "${file:../secrets/test-postgres-password}", "test-postgres.json")
+
+    result = run_local(project, "-c", "datahub-postgres", "--config", str(config), check=True)
+
+    summary = metadata_file.summarize(project.examples / "output" / "test-postgres.json")
+    assert set(db.tables) <= set(summary.tables)
+    assert set(db.views) <= set(summary.views)
+    assert summary.columns_of("factory_demo.sales.orders") == ["amount", "customer_id", "order_id", "ordered_at"]
+    assert "read-only file /run/secrets/ingestion-config.json, because it holds secrets (password)" in result.stdout
+    assert db.password not in result.stdout + result.stderr
+    assert leftover_containers(docker_api, project) == []
+
+
+@pytest.mark.postgres
+def test_a_failing_config_fails_with_the_container_exit_code(run_local_project, postgres_database):
+    project, db = run_local_project, postgres_database
+    wrong = "wrong-" + db.password
+    config = postgres_recipe(project, db, "${TEST_PG_PASSWORD}", "test-postgres-failed.json")
+
+    result = project.inv("run-local", "-c", "datahub-postgres", "--config", str(config), check=False,
+                         env={**project.run_env, "TEST_PG_PASSWORD": wrong})
+
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "Result: failed (exit 1)" in result.stdout
+    assert "password authentication failed" in result.stdout
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_a_missing_image_is_a_clear_error_with_no_build(run_local_project):
+    project = run_local_project
+    result = run_local(project, "-c", "datahub-mysql", "--config", str(project.examples / "datahub" / "sqlite.yml"),
+                       "--no-build")
+
+    assert result.returncode != 0
+    assert f"error: image {project.ref('datahub-mysql', '1.7.0.17')} does not exist" in result.stderr
+    assert "hint: build it with `inv build-connectors -c datahub-mysql`" in result.stderr
+
+
+def test_an_unknown_placeholder_fails_before_docker_is_touched(run_local_project):
+    project = run_local_project
+    config = project.examples / "datahub" / "test-placeholder.yml"
+    config.write_text("source:\n  type: postgres\n  config:\n    password: ${NO_SUCH_VARIABLE_HERE}\n")
+
+    result = run_local(project, "-c", "datahub-postgres", "--config", str(config))
+
+    assert result.returncode == 2
+    assert "needs the environment variable NO_SUCH_VARIABLE_HERE" in result.stderr
+
+
+def test_keep_leaves_the_container(run_local_project, docker_api):
+    project = run_local_project
+    result = run_local(project, "--keep", check=True)
+    kept = leftover_containers(docker_api, project)
+    try:
+        assert len(kept) == 1
+        assert kept[0].status == "exited"
+        assert f"Kept container {kept[0].name}" in result.stdout
+    finally:
+        for container in kept:
+            container.remove(force=True)
+
+
+class _SilentConfigHandler(http.server.BaseHTTPRequestHandler):
+    """Looks like a live server to main.py's probe, then never answers DataHub's /config."""
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        if self.path.startswith("/config"):
+            time.sleep(120)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_ctrl_c_stops_the_container_and_removes_it(run_local_project, docker_api, tmp_path):
+    project = run_local_project
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _SilentConfigHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    recipe = tmp_path / "hangs.yml"
+    recipe.write_text(yaml.safe_dump({
+        "source": {"type": "sqlalchemy", "config": {
+            "platform": "sqlite", "connect_uri": "sqlite:///file:/opt/operator/sample_db/sample.db?mode=ro&uri=true"}},
+        "sink": {"type": "datahub-rest", "config": {"server": f"http://127.0.0.1:{server.server_port}"}},
+    }))
+    env = dict(os.environ, INVOKE_FACTORY_NAMESPACE=project.namespace, PYTHONPATH=str(REPO), **project.run_env)
+    process = subprocess.Popen([sys.executable, "-m", "invoke", "run-local", "--config", str(recipe)],
+                               cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(c.status == "running" for c in leftover_containers(docker_api, project)):
+            assert process.poll() is None, process.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "the container never started"
+            time.sleep(0.5)
+        time.sleep(4)  # past the probe, inside the pipeline's wait for /config
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        server.shutdown()
+
+    assert process.returncode == 143, output[-3000:]
+    assert time.monotonic() - started < 15
+    assert "Result: stopped (exit 143)" in output
+    assert leftover_containers(docker_api, project) == []
