@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,3 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "runtime").mkdir()
     (tmp_path / "runtime" / "main.py").write_text("print('runtime')\n")
     return tmp_path
-
-
-def add_connector(project: Path, name: str, fragment: str = "pymysql>=1.1\n", settings: str | None = None) -> Path:
-    directory = project / "images" / "connectors" / name
-    directory.mkdir(parents=True)
-    (directory / "requirements.txt").write_text(fragment)
-    if settings is not None:
-        (directory / "connector.toml").write_text(textwrap.dedent(settings))
-    return directory

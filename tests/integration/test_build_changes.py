@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from conftest import TEST_NAMESPACE, copy_project, remove_namespace_images
+from scratch_project import TEST_NAMESPACE, copy_project, remove_namespace_images
 
 DH_VERSION = "1.7.0.17"
 

@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import add_connector
+from project_tree import add_connector
 from ingestion_factory import catalog, settings as settings_mod
 from ingestion_factory.errors import ConfigError
 

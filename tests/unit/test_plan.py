@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import add_connector
+from project_tree import add_connector
 from ingestion_factory import catalog, settings as settings_mod
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.plan import (

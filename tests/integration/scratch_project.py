@@ -1,0 +1,67 @@
+"""A scratch copy of the repository whose images live under a namespace of their own.
+
+Kept out of conftest.py so test modules can import it by a name no other
+folder's conftest shadows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_NAMESPACE = "factorytest"
+
+
+class Project:
+    """A scratch copy of the repository whose images live under their own namespace."""
+
+    def __init__(self, root: Path, namespace: str):
+        self.root = root
+        self.namespace = namespace
+
+    def inv(self, *args: str, check: bool = True, env: dict | None = None, timeout: int = 1800):
+        full_env = dict(os.environ, INVOKE_FACTORY_NAMESPACE=self.namespace, PYTHONPATH=str(REPO),
+                        **(env or {}))
+        full_env.pop("CI", None) if env and env.get("CI") == "" else None
+        completed = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.root, env=full_env,
+                                   capture_output=True, text=True, timeout=timeout)
+        if check and completed.returncode != 0:
+            raise AssertionError(
+                f"inv {' '.join(args)} exited {completed.returncode}\n--- stdout\n{completed.stdout[-4000:]}"
+                f"\n--- stderr\n{completed.stderr[-4000:]}"
+            )
+        return completed
+
+    def ref(self, name: str, tag: str) -> str:
+        return f"{self.namespace}/ingestion-connector-{name}:{tag}"
+
+    def report(self) -> dict:
+        data = json.loads((self.root / "build" / "reports" / "build-latest.json").read_text())
+        return {image["name"]: image for image in data["images"]}
+
+    def connector_dir(self, name: str) -> Path:
+        return self.root / "images" / "connectors" / name
+
+
+def copy_project(destination: Path, namespace: str) -> Project:
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in ("tasks.py", "pyproject.toml", ".dockerignore"):
+        shutil.copy(REPO / name, destination / name)
+    for name in ("images", "runtime"):
+        shutil.copytree(REPO / name, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return Project(destination, namespace)
+
+
+def remove_namespace_images(api, namespace: str) -> None:
+    for image in api.images.list():
+        for tag in image.tags:
+            if tag.startswith(namespace + "/"):
+                try:
+                    api.images.remove(tag, noprune=False)
+                except Exception:
+                    pass
