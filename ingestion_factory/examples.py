@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import stat
@@ -47,19 +48,26 @@ def ensure_link(link: Path, target: Path) -> str | None:
 
 
 def ensure_sample_db(examples_dir: Path) -> Path | None:
-    """Build sample_db/sample.db from its SQL script when missing or older than the script."""
+    """Build sample_db/sample.db from its SQL script when missing or built from another version of it.
+
+    The database records which script built it in its user_version (part of
+    the script's hash), so a checkout's file times never force a rebuild.
+    """
     folder = Path(examples_dir) / SAMPLE_DB_DIR
     script, database = folder / SAMPLE_DB_SCRIPT, folder / SAMPLE_DB_FILE
     if not script.is_file():
         return None
-    if database.is_file() and database.stat().st_mtime >= script.stat().st_mtime:
+    sql = script.read_text(encoding="utf-8")
+    stamp = script_stamp(sql)
+    if database.is_file() and _user_version(database) == stamp:
         return database
-    staging = database.with_suffix(".db.partial")
+    staging = database.with_name(f".{database.name}.{os.getpid()}.partial")  # concurrent runs never share it
     staging.unlink(missing_ok=True)
     try:
         connection = sqlite3.connect(staging)
         try:
-            connection.executescript(script.read_text(encoding="utf-8"))
+            connection.executescript(sql)
+            connection.execute(f"PRAGMA user_version = {stamp}")
             connection.commit()
         finally:
             connection.close()
@@ -69,6 +77,22 @@ def ensure_sample_db(examples_dir: Path) -> Path | None:
     staging.chmod(0o644)  # read by the container's own user
     os.replace(staging, database)
     return database
+
+
+def script_stamp(sql: str) -> int:
+    """A positive 31-bit number derived from the script: what fits SQLite's user_version."""
+    return int.from_bytes(hashlib.sha256(sql.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def _user_version(database: Path) -> int | None:
+    try:
+        connection = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return connection.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return None  # not a database: rebuild it
 
 
 def ensure_output_dir(examples_dir: Path) -> Path:

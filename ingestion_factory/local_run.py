@@ -20,6 +20,8 @@ from typing import Iterator
 
 from . import examples as examples_mod
 from . import metadata_file, run_config
+from rich.markup import escape
+
 from .errors import ConfigError, FactoryError
 from .settings import Settings
 
@@ -55,28 +57,28 @@ def run_local(settings: Settings, connector: str | None = None, config: str | No
     examples_mod.ensure_output_dir(examples_dir)
     note = examples_mod.ensure_link(Path(settings.examples_link), examples_dir)
     if note:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
     ref, name = ensure_image(settings, name, build)
 
     from .engine import client
 
     api = client()
-    console.print(f"Running [bold]{ref}[/] (network host; {settings.examples_link} -> {examples_dir} at "
-                  f"{CONTAINER_EXAMPLES}; config {describe_transport(run_conf)})")
+    console.print(escape(f"Running {ref} (network host; {settings.examples_link} -> {examples_dir} at "
+                         f"{CONTAINER_EXAMPLES}; config {describe_transport(run_conf)})"))
     with config_delivery(run_conf) as (environment, mounts):
         if pipeline_type:
             environment["pipelineType"] = pipeline_type
         mounts.append(_bind(str(Path(settings.examples_link).resolve()), str(CONTAINER_EXAMPLES)))
         result = run_container(api, ref, environment, mounts, name=f"run-local-{name}-{uuid.uuid4().hex[:6]}",
                                keep=keep, out=sys.stdout)
-    console.print(result_line(result))
+    console.print(result_line(result), markup=False)
     if result.kept:
         console.print(f"Kept container {result.container}: `docker logs {result.container}`, "
                       f"`docker rm {result.container}` when done.")
     if result.exit_code == 0:
         output = sink_file_on_host(run_conf.document, examples_dir)
         if output is not None:
-            console.print(output_line(output, settings.root))
+            console.print(output_line(output, settings.root), markup=False)
     return result.exit_code
 
 
@@ -103,8 +105,9 @@ def ensure_image(settings: Settings, name: str, build: bool) -> tuple[str, str]:
         commands.console.print(f"Image {item.ref} does not exist yet; building it first.")
         commands.build(settings, [item.name])
     elif item.state != UP_TO_DATE:
-        commands.console.print(f"[yellow]note:[/] {item.ref} is not current ({item.state}: {item.reason}); "
-                               f"running it anyway. `inv build-connectors -c {item.name}` refreshes it.")
+        commands.console.print(f"[yellow]note:[/] {escape(item.ref)} is not current ({escape(item.state)}: "
+                               f"{escape(item.reason)}); running it anyway. `inv build-connectors -c {item.name}` "
+                               "refreshes it.")
     return item.ref, item.name
 
 
@@ -140,10 +143,10 @@ def run_container(api, image: str, environment: dict, mounts: list, *, name: str
     """Start, stream logs, stop on Ctrl-C/SIGTERM, collect the exit code, remove unless kept."""
     container = api.containers.run(image, COMMAND, detach=True, network_mode="host", environment=environment,
                                    mounts=mounts, name=name, labels={RUN_LABEL: image})
-    tail = LastLines()
-    streamer = threading.Thread(target=_stream_logs, args=(container, out, tail), name="logs", daemon=True)
-    streamer.start()
     try:
+        tail = LastLines()
+        streamer = threading.Thread(target=_stream_logs, args=(container, out, tail), name="logs", daemon=True)
+        streamer.start()
         with _stop_signals_as_interrupt():
             status = _wait(container)
         streamer.join(timeout=5)
@@ -260,9 +263,9 @@ def sink_file_on_host(document: dict, examples_dir: Path) -> Path | None:
 def output_line(path: Path, root: Path) -> str:
     shown = path.relative_to(root) if path.is_relative_to(root) else path
     if not path.is_file():
-        return f"[yellow]The config's file sink {shown} was not written.[/]"
+        return f"The config's file sink {shown} was not written."
     try:
         summary = metadata_file.summarize(path)
     except FactoryError as exc:
         return f"Metadata written to {shown} ({exc.message})."
-    return f"Metadata written to [bold]{shown}[/]: {summary.describe()}."
+    return f"Metadata written to {shown}: {summary.describe()}."

@@ -339,6 +339,7 @@ def run_local_project(factory_project, tmp_path_factory):
     examples_mod.ensure_output_dir(destination)
     factory_project.examples = destination
     factory_project.examples_link = tmp_path_factory.mktemp("link") / "examples"
+    examples_mod.ensure_link(factory_project.examples_link, destination)
     factory_project.run_env = {"INVOKE_FACTORY_EXAMPLES_LINK": str(factory_project.examples_link)}
     args = ["build-connectors", "--jobs", "1"]
     for name in RUN_LOCAL_CONNECTORS:

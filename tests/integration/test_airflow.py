@@ -94,7 +94,8 @@ def secret_recipe(directory: Path, postgres, password: str, output: str) -> Path
 
 def dag_env(env: dict, project, recipe: Path) -> dict:
     return {**env, "INGESTION_IMAGE_NAMESPACE": project.namespace, "INGESTION_IMAGE_TAG": "latest",
-            "INGESTION_EXAMPLES": str(project.examples), "INGESTION_POSTGRES_CONFIG": str(recipe)}
+            # The link, as in the original DAG: Docker mounts what it points at.
+            "INGESTION_EXAMPLES": str(project.examples_link), "INGESTION_POSTGRES_CONFIG": str(recipe)}
 
 
 @pytest.mark.postgres

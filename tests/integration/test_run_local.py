@@ -100,6 +100,15 @@ def test_a_failing_config_fails_with_the_container_exit_code(run_local_project, 
     assert wrong not in result.stdout + result.stderr
 
 
+def test_pipeline_type_reaches_main_py(run_local_project):
+    # DataHub images accept only "metadata": anything else proves the value arrived, as exit 2.
+    result = run_local(run_local_project, "--pipeline-type", "profiler")
+
+    assert result.returncode == 2
+    assert "pipelineType: 'profiler' is an OpenMetadata workflow type" in result.stdout
+    assert "Result: config_error (exit 2)" in result.stdout
+
+
 def test_a_missing_image_is_a_clear_error_with_no_build(run_local_project):
     project = run_local_project
     result = run_local(project, "-c", "datahub-mysql", "--config", str(project.examples / "datahub" / "sqlite.yml"),
@@ -180,3 +189,37 @@ def test_ctrl_c_stops_the_container_and_removes_it(run_local_project, docker_api
     assert time.monotonic() - started < 15
     assert "Result: stopped (exit 143)" in output
     assert leftover_containers(docker_api, project) == []
+
+
+def test_the_newcomer_script_runs_the_demo(run_local_project, tmp_path):
+    """run_local_docker.sh end to end, with the tool's environment standing in for a fresh .venv."""
+    import hashlib
+    import shutil
+
+    project = run_local_project
+    shutil.copy(REPO / "run_local_docker.sh", project.root / "run_local_docker.sh")
+    venv_bin = project.root / ".venv" / "bin"
+    venv_bin.mkdir(parents=True, exist_ok=True)
+    for name, target in (("python", sys.executable), ("inv", None)):
+        path = venv_bin / name
+        path.unlink(missing_ok=True)
+        if target:
+            path.symlink_to(target)
+        else:
+            path.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m invoke "$@"\n')
+            path.chmod(0o755)
+    stamp = hashlib.sha256((project.root / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    (project.root / ".venv" / f".run-local-{stamp}").touch()  # installed already: skip pip
+    output = project.examples / "output" / "datahub-sqlite.json"
+    output.unlink(missing_ok=True)
+    env = dict(os.environ, INVOKE_FACTORY_NAMESPACE=project.namespace, PYTHONPATH=str(REPO), **project.run_env)
+
+    completed = subprocess.run(["./run_local_docker.sh"], cwd=project.root, env=env, capture_output=True, text=True,
+                               timeout=600)
+
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "images are up to date; nothing to build" in completed.stdout
+    lines = completed.stdout.strip().splitlines()
+    assert lines[-2].startswith("Metadata written to examples/output/datahub-sqlite.json: 4 tables"), lines[-3:]
+    assert lines[-1].startswith("Done in ")
+    assert metadata_file.summarize(output).views == ["main.customer_revenue"]
