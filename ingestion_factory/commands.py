@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table

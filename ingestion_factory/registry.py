@@ -322,7 +322,7 @@ class RegistryClient:
             response = self.session.get(params["realm"], params=query, auth=auth, timeout=self.timeout,
                                         verify=self.verify)
         except Exception as exc:
-            raise RegistryError(self.redact(f"token service {params['realm']} is not reachable: {describe(exc)}"))
+            raise RegistryError(self.redact(f"token service {params['realm']} is not reachable: {describe(exc)}")) from None
         if response.status_code == 401:
             raise self._unauthorized()
         if response.status_code >= 400:
