@@ -346,3 +346,12 @@ def run_local_project(factory_project, tmp_path_factory):
         args += ["-c", name]
     factory_project.inv(*args)
     return factory_project
+
+
+@pytest.fixture(scope="module")
+def module_project(tmp_path_factory, docker_api, python_image):
+    """A scratch project for one test module, for tests that must know exactly what was built before them."""
+    namespace = f"{TEST_NAMESPACE}{uuid.uuid4().hex[:6]}"
+    project = copy_project(tmp_path_factory.mktemp("module"), namespace)
+    yield project
+    remove_namespace_images(docker_api, namespace)

@@ -17,11 +17,11 @@ CONNECTORS = ("mysql", "datahub-sqlite")
 
 
 @pytest.fixture(scope="module")
-def built(factory_project):
+def built(module_project):
     """mysql (OpenMetadata) and datahub-sqlite (DataHub), with their bases."""
     args = ["build-connectors"] + [x for name in CONNECTORS for x in ("-c", name)]
-    completed = factory_project.inv(*args)
-    return factory_project, completed
+    completed = module_project.inv(*args)
+    return module_project, completed
 
 
 def inspect(api, ref):

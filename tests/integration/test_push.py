@@ -1,7 +1,7 @@
 """`inv push` against real docker-registry servers on 127.0.0.1.
 
-One small family is pushed: the DataHub base and datahub-sqlite (shared with
-the build tests through the session's factory_project).
+One small family is pushed: the DataHub base and datahub-sqlite (built in
+a module-scoped scratch project).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ IMAGES = {"base-datahub", "datahub-sqlite"}
 
 
 @pytest.fixture(scope="module")
-def built(factory_project):
+def built(module_project):
     """datahub-sqlite and its base, built and verified (a no-op when the build tests already did it)."""
-    factory_project.inv("build-connectors", "-c", "datahub-sqlite")
-    return factory_project
+    module_project.inv("build-connectors", "-c", "datahub-sqlite")
+    return module_project
 
 
 def push_report(project) -> dict:
