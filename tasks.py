@@ -8,14 +8,28 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from ingestion_factory import commands, settings as settings_mod
-from ingestion_factory.errors import FactoryError
+from ingestion_factory.errors import ConfigError, FactoryError
 
 ROOT = Path(__file__).resolve().parent
 
 
-def _settings(c, **overrides):
+def _settings(c, framework_version=None, framework=None, **overrides):
+    """Settings from pyproject < invoke.yaml < INVOKE_FACTORY_* env < the flags given here."""
     merged = settings_mod.plain(c.config.get("factory", {}))
-    return settings_mod.load(merged, ROOT).with_overrides(**overrides)
+    merged.update({key: value for key, value in overrides.items() if value is not None})
+    settings = settings_mod.load(merged, ROOT)
+    if framework_version:
+        settings = settings_mod.with_framework_version(settings, framework or settings.framework, framework_version)
+    return settings
+
+
+SETTINGS_HELP = {
+    "namespace": "Repository namespace (default: factory.namespace).",
+    "registry": "Registry host[:port] in image names (default: factory.registry).",
+    "python_image": "Image the bases start FROM (default: factory.python_image).",
+    "tag": "Version tag (default: the framework version).",
+    "ca_bundle": "CA bundle for pip/uv inside the build ('' disables; default: host bundle).",
+}
 
 
 def reports_errors(function):
@@ -37,21 +51,20 @@ def reports_errors(function):
 
 @task(help={
     "framework": "Framework family to build the base for (repeatable; default: factory.framework).",
-    "version": "Framework version (overrides frameworks.<name>.version).",
-    "tag": "Version tag (default: the framework version).",
+    "version": "Framework version (overrides frameworks.<name>.version; persist it in invoke.yaml).",
     "force": "Rebuild even when the base is up to date.",
     "no_cache": "Do not use BuildKit's layer cache.",
     "plan": "Print what would be built and why; build nothing.",
-    "ca_bundle": "CA bundle for pip/uv inside the build ('' disables; default: host bundle).",
+    **SETTINGS_HELP,
 }, iterable=["framework"])
 @reports_errors
-def build_base(c, framework=None, version=None, tag=None, force=False, no_cache=False, plan=False, ca_bundle=None):
+def build_base(c, framework=None, version=None, force=False, no_cache=False, plan=False, namespace=None,
+               registry=None, python_image=None, tag=None, ca_bundle=None):
     """Build the base image (framework + runtime/main.py) of a framework family."""
-    settings = _settings(c, tag=tag, ca_bundle=ca_bundle)
-    if version:
-        if len(framework or [settings.framework]) != 1:
-            raise FactoryError("--version needs exactly one --framework")
-        settings = settings_mod.with_framework_version(settings, (framework or [settings.framework])[0], version)
+    if version and len(framework or []) > 1:
+        raise ConfigError("--version goes with at most one --framework")
+    settings = _settings(c, framework_version=version, framework=(framework or [None])[0], namespace=namespace,
+                         registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle)
     return commands.build(settings, base_only=True, frameworks=framework or None, force=force,
                           no_cache=no_cache, plan_only=plan)
 
@@ -62,17 +75,19 @@ def build_base(c, framework=None, version=None, tag=None, force=False, no_cache=
     "force": "Rebuild the named connectors even when up to date.",
     "fail_fast": "Stop starting new builds after the first failure.",
     "plan": "Print what would be built and why; build nothing.",
-    "tag": "Version tag (default: the framework version).",
     "no_cache": "Do not use BuildKit's layer cache.",
-    "ca_bundle": "CA bundle for pip/uv inside the build ('' disables; default: host bundle).",
+    "framework_version": "Version of the default framework (overrides frameworks.<name>.version).",
+    **SETTINGS_HELP,
 }, iterable=["connector"])
 @reports_errors
-def build_connectors(c, connector=None, jobs=None, force=False, fail_fast=False, plan=False, tag=None,
-                     no_cache=False, ca_bundle=None):
+def build_connectors(c, connector=None, jobs=None, force=False, fail_fast=False, plan=False, no_cache=False,
+                     framework_version=None, namespace=None, registry=None, python_image=None, tag=None,
+                     ca_bundle=None):
     """Build one ingestion-connector-<name> image per directory in images/connectors/."""
-    settings = _settings(c, tag=tag, ca_bundle=ca_bundle)
-    return commands.build(settings, connector or None, jobs=int(jobs) if jobs else None, force=force,
-                          fail_fast=fail_fast, plan_only=plan, no_cache=no_cache)
+    settings = _settings(c, framework_version=framework_version, jobs=jobs, namespace=namespace,
+                         registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle)
+    return commands.build(settings, connector or None, force=force, fail_fast=fail_fast, plan_only=plan,
+                          no_cache=no_cache)
 
 
 @task(name="list", help={"json": "Print JSON instead of a table."})

@@ -207,9 +207,12 @@ def measure_one_fragment_changed(bench: Bench, found, api, name: str | None = No
     build_s = rebuild_s - smoke_s
     bench.raw["one_changed"] = {"connector": name, "rebuild_s": round(rebuild_s, 1), "smoke_s": smoke_s,
                                 "plain_uv_s": round(plain_s, 1), "packages": len(extra)}
-    bench.add(Figure(f"rebuild after a fragment change ({name}), without its smoke test", f"{build_s:.1f}s",
-                     f"uv into a plain venv {plain_s:.1f}s ({len(extra)} packages)", "<= plain + 3 s",
-                     build_s <= plain_s + 3, f"smoke test adds {smoke_s:.1f}s (framework import)"))
+    reference = f"uv into a plain venv {plain_s:.1f}s ({len(extra)} packages)"
+    bench.add(Figure(f"rebuild after a fragment change ({name}), verified", f"{rebuild_s:.1f}s", reference,
+                     "<= plain + 3 s", rebuild_s <= plain_s + 3,
+                     f"limited by the smoke test's framework import ({smoke_s:.1f}s)"))
+    bench.add(Figure("  of which the build (resolve, install, export)", f"{build_s:.1f}s", reference,
+                     "<= plain + 3 s", build_s <= plain_s + 3))
 
 
 def _last_report(settings: Settings) -> dict:
@@ -345,31 +348,30 @@ def measure_startup(bench: Bench, found, api) -> None:
 
 # ---------------------------------------------------------------------------- 6. push
 def measure_push(bench: Bench, found, api) -> None:
-    bench.console.print("[bold]6. Push[/]: bytes sent for a second connector after the base")
+    bench.console.print("[bold]6. Push[/]: bytes sent for a second connector after the base and a first one")
     registry_binary = shutil.which("docker-registry")
     if not registry_binary:
         bench.add(Figure("push", "skipped", "docker-registry is not installed (apt-get install docker-registry)"))
         return
     settings = bench.settings
     first, second = bench.connectors[0], bench.connectors[1]
-    with _local_registry(registry_binary) as (address, storage):
+    with _local_registry(registry_binary) as (address, _storage):
         pushed = {}
         for name in (found[first].parent, first, second):
             ref = image_ref(found[name], settings)
             target = f"{address}/{BENCH_NAMESPACE}/{found[name].image_name}"
             api.images.get(ref).tag(target, "bench")
-            before = _tree_bytes(storage)
-            for event in api.images.push(target, "bench", stream=True, decode=True):
-                if "error" in event:
-                    raise FactoryError(f"push of {target} failed: {event['error']}")
-            pushed[name] = _tree_bytes(storage) - before
+            pushed[name] = _bytes_sent(api.images.push(target, "bench", stream=True, decode=True), target)
             api.images.remove(f"{target}:bench")
     own = api.images.get(image_ref(found[second], settings)).attrs["Size"] - \
         api.images.get(image_ref(found[found[second].parent], settings)).attrs["Size"]
-    bench.raw["push"] = {"stored_bytes": pushed, "second_connector_uncompressed_added": own}
-    bench.add(Figure(f"push {second} after base + {first}", _mb(pushed[second]),
-                     f"base pushed {_mb(pushed[found[second].parent])}; {second}'s own layers {_mb(own)} "
-                     "uncompressed", "only its own layers", pushed[second] <= own))
+    sent, layers = pushed[second]
+    bench.raw["push"] = {name: {"bytes_sent": b, "layers_uploaded": n} for name, (b, n) in pushed.items()}
+    bench.raw["push"]["second_connector_uncompressed_added"] = own
+    base_sent, base_layers = pushed[found[second].parent]
+    bench.add(Figure(f"push {second} after base + {first}", f"{_mb(sent)} in {layers} layer(s)",
+                     f"base: {_mb(base_sent)} in {base_layers} layers; {second}'s own layer {_mb(own)} uncompressed",
+                     "only its own layers", sent <= own and layers <= 2))
 
 
 @contextmanager
@@ -397,8 +399,19 @@ def _local_registry(binary: str):
             process.wait(timeout=10)
 
 
-def _tree_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+def _bytes_sent(events, target: str) -> tuple[int, int]:
+    """Compressed bytes and number of layers the daemon uploaded, read from the push stream."""
+    progress: dict[str, int] = {}
+    uploaded: set[str] = set()
+    for event in events:
+        if "error" in event:
+            raise FactoryError(f"push of {target} failed: {event['error']}")
+        layer = event.get("id", "")
+        if event.get("status") == "Pushing":
+            progress[layer] = max(progress.get(layer, 0), int(event.get("progressDetail", {}).get("current", 0)))
+        elif event.get("status") == "Pushed":
+            uploaded.add(layer)
+    return sum(progress.get(layer, 0) for layer in uploaded), len(uploaded)
 
 
 # --------------------------------------------------------------------------- output

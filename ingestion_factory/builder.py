@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from graphlib import TopologicalSorter
@@ -17,6 +18,7 @@ from .plan import (
     LABEL_INPUTS,
     LABEL_NAME,
     LABEL_PARENT,
+    LABEL_REVISION,
     Plan,
     PlanItem,
     input_hash,
@@ -37,6 +39,8 @@ class Builder:
         self.ca_bundle = settings.resolved_ca_bundle()
         self.source_url = _source_url(settings)
         self.pins: set[str] = set()
+        # A repository of this run's own: a concurrent run's clean-up cannot untag what this one builds FROM.
+        self.pin_repository = f"{verify.PIN_REPOSITORY}-{uuid.uuid4().hex[:8]}"
 
     def run(self, plan: Plan, *, jobs: int, fail_fast: bool) -> list[Result]:
         names = plan.order
@@ -87,7 +91,7 @@ class Builder:
                     sorter.done(name)
 
     def _pin(self, image_id: str) -> str:
-        ref = verify.pin(self.api, image_id)
+        ref = verify.pin(self.api, image_id, self.pin_repository)
         self.pins.add(ref)
         return ref
 
@@ -202,7 +206,7 @@ class Builder:
             "org.opencontainers.image.title": spec.image_name,
             "org.opencontainers.image.description": spec.description or f"{spec.framework.name} connector {spec.name}",
             "org.opencontainers.image.version": item.tags[0],
-            "org.opencontainers.image.revision": self.revision or "unknown",
+            LABEL_REVISION: self.revision or "unknown",
             "org.opencontainers.image.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "org.opencontainers.image.source": self.source_url,
             LABEL_NAME: spec.name,

@@ -214,7 +214,8 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
         if not DEBIAN_PACKAGE_PATTERN.match(package):
             raise ConfigError(f"{where / CONNECTOR_SETTINGS}: {package!r} is not a Debian package name")
     build_args = options.get("build_args", {})
-    inputs = [dockerfile, fragment] + ([directory / CONNECTOR_SETTINGS] if (directory / CONNECTOR_SETTINGS).is_file() else [])
+    # Every file of the directory: a connector's own Dockerfile may COPY any of them.
+    inputs = [dockerfile, *sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
     return ImageSpec(
         name=name,
         kind=CONNECTOR,
@@ -266,6 +267,8 @@ def _read_connector_settings(path: Path, shown: Path) -> dict:
         return {}
     try:
         data = tomllib.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - CONNECTOR_KEYS)

@@ -7,12 +7,23 @@ import sys
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import catalog as catalog_mod
 from .errors import ConfigError, FactoryError
 from .plan import BLOCKED, Plan, make_plan, require_buildable
-from .report import FAILED, NOT_BUILT, Progress, human_size, print_failures, summary_table, write_json
+from .report import (
+    FAILED,
+    NOT_BUILT,
+    SKIPPED,
+    Progress,
+    Result,
+    human_size,
+    print_failures,
+    summary_table,
+    write_json,
+)
 from .settings import Settings, git_revision
 
 # Wide when piped (CI logs), so image names are never cut.
@@ -59,16 +70,24 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     catalog, plan, api, store = plan_for(settings, names, bases=bases, force=force)
     broken = catalog.broken if not names and not base_only else {}
     for name, error in broken.items():
-        console.print(f"[bold red]{name} cannot be built:[/] {error.message}", highlight=False)
+        console.print(f"[bold red]{name} cannot be built:[/] {escape(error.message)}", highlight=False)
     if plan_only:
         print_plan(plan)
         return 0
     require_buildable(plan)
     todo = plan.to_build
+    if todo:
+        from .buildkit import find_cli
+
+        find_cli()  # no BuildKit-capable CLI: one clear error with the install hint, not N failed builds
     if not todo:
         console.print(f"All {len(plan.order)} images are up to date; nothing to build "
                       f"({time.monotonic() - started:.2f}s).")
         _tag_current(settings, plan, api, store)
+        skipped = [Result(item.name, item.ref, SKIPPED, item.reason, image_id=item.current.id,
+                          size=item.current.size, tags=item.tags) for item in plan if item.current]
+        write_json(settings.output_path / "reports" / "build-latest.json", skipped,
+                   {"duration_s": round(time.monotonic() - started, 2)})
         _raise_for_broken(broken)
         return 0
     console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {jobs or settings.jobs} at a time "
@@ -128,7 +147,7 @@ def list_images(settings: Settings, as_json: bool = False) -> int:
             "image": item.ref if item else settings.repository(spec.image_name),
             "kind": spec.kind,
             "framework": spec.framework.name,
-            "parent": spec.parent or settings.python_image,
+            "parent": catalog[spec.parent].image_name if spec.parent else settings.python_image,
             "state": item.state if item else "unknown",
             "image_id": item.current.id if item and item.current else None,
             "size": item.current.size if item and item.current else None,

@@ -25,6 +25,7 @@ LABEL_PARENT = f"{LABEL_PREFIX}.parent-id"
 LABEL_NAME = f"{LABEL_PREFIX}.name"
 LABEL_FRAMEWORK = f"{LABEL_PREFIX}.framework"
 LABEL_FRAMEWORK_VERSION = f"{LABEL_PREFIX}.framework-version"
+LABEL_REVISION = "org.opencontainers.image.revision"
 
 MISSING = "missing"
 CHANGED = "inputs changed"
@@ -172,6 +173,9 @@ def make_plan(
             )
         else:
             item.reason = f"{current.id[7:19]} matches its inputs"
+            # Its commit tag is the commit it was built from, not whatever HEAD is now.
+            built_from = current.labels.get(LABEL_REVISION)
+            item.tags = image_tags(version_tag(spec, settings), built_from if built_from != "unknown" else None)
         items[name] = item
     return Plan(items=items, order=order, python_image=settings.python_image)
 

@@ -38,9 +38,6 @@ def build(settings: Settings, *, force: bool = False, echo=print) -> str:
         raise ConfigError("debootstrap is not installed", "install it: `apt-get install debootstrap`")
     if os.geteuid() != 0:
         raise ConfigError("debootstrap needs root", "run `sudo inv python-image`")
-    from .buildkit import find_cli
-
-    cli = find_cli().path
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="factory-python-", dir=os.environ.get("FACTORY_TMPDIR")) as scratch:
         rootfs = Path(scratch) / "rootfs"
@@ -70,20 +67,39 @@ def build(settings: Settings, *, force: bool = False, echo=print) -> str:
             f"LABEL {LABEL_BUILT_BY}=debootstrap-{settings.debian_suite}",
             'CMD ["python3"]',
         ]
+        repository, _, tag = settings.python_image.rpartition(":")
+        if not repository or "/" in tag:  # "name" or "host:5000/name": no tag given
+            repository, tag = settings.python_image, "latest"
+        # The root filesystem streams from tar straight into the engine; nothing is staged on disk.
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
-        args = [cli, "import"] + [x for change in changes for x in ("--change", change)] + ["-", settings.python_image]
-        imported = subprocess.run(args, stdin=tar.stdout, capture_output=True, text=True)
-        tar.stdout.close()
-        tar.wait()
-        if imported.returncode != 0 or tar.returncode != 0:
-            raise FactoryError(f"docker import failed: {imported.stderr.strip()}")
+        try:
+            store.api.api.import_image(src=tar.stdout, repository=repository, tag=tag, changes=changes,
+                                       stream_src=True)
+        except Exception as exc:
+            raise FactoryError(f"importing the root filesystem failed: {exc}") from None
+        finally:
+            tar.stdout.close()
+            tar.wait()
     image = store.inspect(settings.python_image)
-    assert image is not None
-    check = subprocess.run([cli, "run", "--rm", "--network=none", image.id, "python3", "-c",
-                            "import sys, venv, ensurepip; print(sys.version.split()[0])"],
-                           capture_output=True, text=True)
-    if check.returncode != 0:
-        raise FactoryError(f"the new Python image does not run Python: {check.stderr.strip()}")
-    echo(f"{settings.python_image}: Python {check.stdout.strip()}, {image.size / 1e6:.0f} MB, "
+    if image is None:
+        raise FactoryError(f"the engine did not keep the imported image {settings.python_image}")
+    version = _python_version(store.api, image.id)
+    echo(f"{settings.python_image}: Python {version}, {image.size / 1e6:.0f} MB, "
          f"{time.monotonic() - started:.0f}s")
     return image.id
+
+
+def _python_version(api, image_id: str) -> str:
+    """Prove the image runs Python with venv and pip's bootstrap, as the base Dockerfile needs."""
+    container = api.containers.create(image_id, ["python3", "-c",
+                                                 "import sys, venv, ensurepip; print(sys.version.split()[0])"],
+                                      network_disabled=True)
+    try:
+        container.start()
+        status = container.wait(timeout=60)
+        output = container.logs().decode(errors="replace").strip()
+    finally:
+        container.remove(force=True)
+    if status.get("StatusCode") != 0:
+        raise FactoryError(f"the new Python image does not run Python: {output}")
+    return output

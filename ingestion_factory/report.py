@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.live import Live
 from rich.table import Table
 
@@ -74,7 +75,7 @@ class Progress:
             if self.live:
                 self.live.update(self._table())
             elif announce:
-                self.console.print(f"[{time.strftime('%H:%M:%S')}] {name}: {state}")
+                self.console.print(f"[{time.strftime('%H:%M:%S')}] {name}: {state}", markup=False)
 
     def step(self, name: str, text: str) -> None:
         """Build steps only show on the live display; logs keep the full output."""
@@ -86,7 +87,7 @@ class Progress:
         now = time.monotonic()
         for name, state in self.states.items():
             elapsed = f"{now - self.started[name]:5.0f}s" if name in self.started and state not in (BUILT, FAILED) else ""
-            table.add_row(name, elapsed, state)
+            table.add_row(name, elapsed, escape(state))
         return table
 
 
@@ -110,7 +111,7 @@ def print_failures(console: Console, results: list[Result]) -> None:
     for result in results:
         if result.result != FAILED:
             continue
-        console.print(f"\n[bold red]{result.name} failed:[/] {result.reason}")
+        console.print(f"\n[bold red]{result.name} failed:[/] {escape(result.reason)}")
         for line in result.log_tail[-15:]:
             console.print(f"    {line}", markup=False, highlight=False)
         if result.log:

@@ -8,6 +8,7 @@ mapping into a typed, validated object.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PYPROJECT_TABLE = "ingestion-factory"
+# In tags that are not PEP 440 versions: "2.0-rc1", "nightly-dev", "1.0.beta" (not "devops" or "march").
+PRERELEASE_TOKEN = re.compile(r"(?:^|[.\-_])(?:rc|alpha|beta|dev|pre|a|b)\d*(?:$|[.\-_])")
 HOST_CA_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
     "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
@@ -191,19 +194,28 @@ def is_prerelease(tag: str) -> bool:
     try:
         return Version(tag).is_prerelease
     except InvalidVersion:
-        return any(marker in tag.lower() for marker in ("rc", "alpha", "beta", "dev", "pre"))
+        return PRERELEASE_TOKEN.search(tag.lower()) is not None
 
 
 def git_revision(root: Path) -> str | None:
-    """Short commit of the working tree, or None outside git."""
+    """Short commit of the working tree, `-dirty` when tracked files changed; None outside git.
+
+    A build from uncommitted changes must not carry the clean commit's tag.
+    """
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
             cwd=root, capture_output=True, text=True, check=True,
         ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
-    return sha or None
+    if not sha:
+        return None
+    return f"{sha}-dirty" if changes else sha
 
 
 def plain(value: Any) -> Any:

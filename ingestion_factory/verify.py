@@ -30,18 +30,19 @@ class SmokeResult:
     seconds: float
 
 
-def pin_ref(image_id: str) -> str:
+def pin_ref(image_id: str, repository: str = PIN_REPOSITORY) -> str:
     """A tag derived from the image ID, so BuildKit can start FROM that exact image.
 
     BuildKit's built-in frontend resolves `FROM sha256:...` against Docker Hub,
     so the ID is spelled as a tag that nothing else ever moves.
     """
-    return f"{PIN_REPOSITORY}:{image_id.removeprefix('sha256:')}"
+    return f"{repository}:{image_id.removeprefix('sha256:')}"
 
 
-def pin(api, image_id: str) -> str:
-    ref = pin_ref(image_id)
-    api.api.tag(image_id, PIN_REPOSITORY, ref.rpartition(":")[2])
+def pin(api, image_id: str, repository: str = PIN_REPOSITORY) -> str:
+    """Tag the image by its ID (in a repository of the caller's) and return that reference."""
+    ref = pin_ref(image_id, repository)
+    api.api.tag(image_id, repository, ref.rpartition(":")[2])
     return ref
 
 

@@ -156,3 +156,13 @@ def test_tags_follow_settings(project):
     item = plan.items["a"]
     assert item.ref == "127.0.0.1:5000/openmetadata/ingestion-connector-a:2.0.0rc1"
     assert item.tags == ["2.0.0rc1", "abc"]
+
+
+def test_up_to_date_image_keeps_the_commit_it_was_built_from(project):
+    add_connector(project, "a")
+    settings, found = setup(project)
+    store = built_store(settings, found, ["a"])
+    for info in store.images.values():
+        info.labels["org.opencontainers.image.revision"] = "0123456789ab"
+    plan = make_plan(found, ["a"], store, settings, revision="fedcba987654")
+    assert plan.items["a"].tags == ["1.12.14.2", "0123456789ab", "latest"]

@@ -503,7 +503,9 @@ def plan_with(project, built=(), tag=""):
         spec = found[name]
         parent_id = PYTHON_ID if spec.parent is None else ids[spec.parent]
         ids[name] = "sha256:" + name.encode().hex().ljust(64, "0")[:64]
-        labels = {LABEL_INPUTS: input_hash(spec, parent_id, settings), LABEL_PARENT: parent_id}
+        labels = {LABEL_INPUTS: input_hash(spec, parent_id, settings), LABEL_PARENT: parent_id,
+                  # Built at this commit: the push must use it, whatever HEAD is now.
+                  "org.opencontainers.image.revision": "abcdef123456"}
         store[f"{settings.repository(spec.image_name)}:{settings.tag or spec.framework.version}"] = \
             ImageInfo(ids[name], labels, 1)
     return settings, found, store
@@ -512,7 +514,7 @@ def plan_with(project, built=(), tag=""):
 def test_up_to_date_images_may_be_pushed_with_their_build_tags(project):
     add_connector(project, "mysql")
     settings, found, store = plan_with(project, ["mysql"])
-    plan = make_plan(found, ["mysql"], store, settings, revision="abcdef123456")
+    plan = make_plan(found, ["mysql"], store, settings, revision="999999999999-dirty")
     push.require_pushable(plan)
     item = plan.items["mysql"]
     version = settings.frameworks["openmetadata"].version

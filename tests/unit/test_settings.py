@@ -88,3 +88,10 @@ def test_plain_unwraps_nested_mappings():
             return Proxy(value) if isinstance(value, dict) else value
 
     assert settings_mod.plain(Proxy({"a": {"b": 1}})) == {"a": {"b": 1}}
+
+
+@pytest.mark.parametrize("tag, pre", [("2.0-rc1", True), ("nightly-dev", True), ("1.0.beta", True),
+                                      ("devops", False), ("march-2025", False), ("resource-1", False),
+                                      ("1.12.14.2", False), ("1.13.0rc2", True)])
+def test_prerelease_detection_by_token(tag, pre):
+    assert settings_mod.is_prerelease(tag) is pre
