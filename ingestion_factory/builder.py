@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from graphlib import TopologicalSorter
@@ -56,7 +57,9 @@ class Builder:
         return [results[name] for name in names]
 
     def _schedule(self, plan, sorter, results, image_ids, *, jobs, fail_fast) -> None:
+        """Hand ready images to at most `jobs` workers; the rest wait here, so --fail-fast can hold them back."""
         stopping = False
+        waiting: deque[str] = deque()
         running: dict[Future, str] = {}
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as pool:
             while sorter.is_active():
@@ -66,17 +69,21 @@ class Builder:
                     if parent and results[parent].result in (FAILED, NOT_BUILT):
                         results[name] = self._not_built(item, f"parent {parent} was not built")
                         sorter.done(name)
-                    elif stopping:
-                        results[name] = self._not_built(item, "stopped by --fail-fast")
-                        sorter.done(name)
                     elif not item.needs_build:
                         results[name] = self._up_to_date(item)
                         image_ids[name] = results[name].image_id
                         sorter.done(name)
                     else:
-                        parent_id = self._parent_id(plan, item, image_ids)
                         self.progress.update(name, "queued")
-                        running[pool.submit(self._build_one, item, parent_id)] = name
+                        waiting.append(name)
+                while waiting and (stopping or len(running) < jobs):
+                    name = waiting.popleft()
+                    if stopping:
+                        results[name] = self._not_built(plan.items[name], "stopped by --fail-fast")
+                        sorter.done(name)
+                        continue
+                    item = plan.items[name]
+                    running[pool.submit(self._build_one, item, self._parent_id(plan, item, image_ids))] = name
                 if not running:
                     continue
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)

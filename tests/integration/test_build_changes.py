@@ -163,3 +163,38 @@ def test_malformed_fragment_is_named_and_the_rest_still_plans(project):
     finally:
         (broken / "requirements.txt").unlink()
         broken.rmdir()
+
+
+def test_dependent_connector_with_os_packages(project, docker_api):
+    """A connector built FROM another connector, with a Debian package; a parent change rebuilds both."""
+    child = project.root / "images" / "connectors" / "datahub-sqlite-tools"
+    child.mkdir()
+    (child / "requirements.txt").write_text("pyfiglet==1.0.2\n")
+    (child / "connector.toml").write_text(
+        'parent = "datahub-sqlite"\nsource = "sqlalchemy"\nos_packages = ["sqlite3"]\ncheck_modules = ["pyfiglet"]\n')
+    parent_fragment = project.connector_dir("datahub-sqlite") / "requirements.txt"
+    original = parent_fragment.read_text()
+    try:
+        project.inv("build-connectors", "-c", "datahub-sqlite-tools")
+        report = project.report()
+        assert report["datahub-sqlite-tools"]["result"] == "built"
+        child_ref = project.ref("datahub-sqlite-tools", DH_VERSION)
+        labels = docker_api.api.inspect_image(child_ref)["Config"]["Labels"]
+        assert labels["io.ingestion-factory.parent-id"] == image_id(docker_api, project, "datahub-sqlite")
+        assert labels["io.ingestion-factory.framework"] == "datahub"
+        output = docker_api.containers.run(child_ref, ["sqlite3", "--version"], remove=True, network_mode="none")
+        assert output.decode().startswith("3.")
+
+        parent_fragment.write_text(original + "# a change in the parent\n")
+        plan = project.inv("build-connectors", "-c", "datahub-sqlite-tools", "--plan").stdout
+        assert "parent changed" in plan
+        project.inv("build-connectors", "-c", "datahub-sqlite-tools")
+        report = project.report()
+        assert report["datahub-sqlite"]["result"] == "built"
+        assert report["datahub-sqlite-tools"]["result"] == "built"
+        assert report["base-datahub"]["result"] == "up to date"
+    finally:
+        parent_fragment.write_text(original)
+        for path in child.iterdir():
+            path.unlink()
+        child.rmdir()
