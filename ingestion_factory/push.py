@@ -20,7 +20,7 @@ from rich.table import Table
 
 from . import catalog as catalog_mod
 from .catalog import CONNECTOR
-from .errors import FactoryError
+from .errors import ConfigError, FactoryError
 from .plan import UP_TO_DATE, Plan, PlanItem, make_plan
 from .registry import (
     Credentials,
@@ -339,6 +339,10 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
     started = time.monotonic()
     target = settings.registry if registry is None else registry.strip()
     catalog = catalog_mod.discover(settings)
+    if not names and catalog.broken:
+        # "Everything" includes directories that cannot even be built: say so rather than skip them.
+        raise ConfigError(f"cannot push everything: {', '.join(sorted(catalog.broken))} cannot be built",
+                          "fix those directories, or name the connectors to push with -c")
     targets = catalog.resolve(names) if names else [spec.name for spec in catalog]
     api = client()
     plan = make_plan(catalog, targets, DockerImageStore(api), settings, revision=git_revision(settings.root))
