@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from scratch_project import REPO, TEST_NAMESPACE, Project, copy_project, remove_namespace_images  # noqa: F401
+from scratch_project import (  # noqa: F401
+    REPO,
+    TEST_NAMESPACE,
+    Project,
+    copy_project,
+    remove_namespace_images,
+    remove_tags_under,
+    scratch_projects,
+)
 
 
 def pytest_collection_modifyitems(items):
@@ -70,11 +78,8 @@ def python_image(docker_api):
 
 @pytest.fixture(scope="session")
 def factory_project(tmp_path_factory, docker_api, python_image):
-    """One scratch project shared by the build tests (builds are the slow part)."""
-    namespace = f"{TEST_NAMESPACE}{uuid.uuid4().hex[:6]}"
-    project = copy_project(tmp_path_factory.mktemp("project"), namespace)
-    yield project
-    remove_namespace_images(docker_api, namespace)
+    """One scratch project shared by the tests that only need images built (builds are the slow part)."""
+    yield from scratch_projects(tmp_path_factory, docker_api, "project")
 
 
 @pytest.fixture
@@ -207,13 +212,7 @@ def registries(tmp_path_factory, docker_api):
 
 def remove_registry_tags(api, host: str) -> None:
     """Local tags made for a push to a test registry (the images stay under their own tags)."""
-    for image in api.images.list():
-        for tag in image.tags:
-            if tag.startswith(host + "/"):
-                try:
-                    api.images.remove(tag, noprune=True)
-                except Exception:
-                    pass
+    remove_tags_under(api, host, noprune=True)
 
 
 # --- a real PostgreSQL for the run-local and Airflow tests (Debian package postgresql) --------------
@@ -351,7 +350,4 @@ def run_local_project(factory_project, tmp_path_factory):
 @pytest.fixture(scope="module")
 def module_project(tmp_path_factory, docker_api, python_image):
     """A scratch project for one test module, for tests that must know exactly what was built before them."""
-    namespace = f"{TEST_NAMESPACE}{uuid.uuid4().hex[:6]}"
-    project = copy_project(tmp_path_factory.mktemp("module"), namespace)
-    yield project
-    remove_namespace_images(docker_api, namespace)
+    yield from scratch_projects(tmp_path_factory, docker_api, "module")

@@ -57,11 +57,25 @@ def copy_project(destination: Path, namespace: str) -> Project:
     return Project(destination, namespace)
 
 
-def remove_namespace_images(api, namespace: str) -> None:
+def remove_tags_under(api, prefix: str, *, noprune: bool = False) -> None:
+    """Untag every local image whose name starts with `prefix/` (deleting images left with no tag)."""
     for image in api.images.list():
         for tag in image.tags:
-            if tag.startswith(namespace + "/"):
+            if tag.startswith(prefix + "/"):
                 try:
-                    api.images.remove(tag, noprune=False)
-                except Exception:
+                    api.images.remove(tag, noprune=noprune)
+                except Exception:  # in use by a running container, or already gone
                     pass
+
+
+def remove_namespace_images(api, namespace: str) -> None:
+    remove_tags_under(api, namespace)
+
+
+def scratch_projects(tmp_path_factory, api, label: str):
+    """Yield a fresh scratch project in its own namespace; remove its images afterwards."""
+    import uuid
+
+    namespace = f"{TEST_NAMESPACE}{uuid.uuid4().hex[:6]}"
+    yield copy_project(tmp_path_factory.mktemp(label), namespace)
+    remove_namespace_images(api, namespace)

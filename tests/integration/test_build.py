@@ -131,5 +131,5 @@ def test_list_shows_states(built):
     completed = project.inv("list", "--json")
     rows = {row["name"]: row for row in json.loads(completed.stdout)}
     assert rows["mysql"]["state"] == "up to date"
-    assert rows["mysql"]["parent"] == "base"
+    assert rows["mysql"]["parent"] == "ingestion-connector-base"
     assert rows["kafka"]["state"] == "missing"
