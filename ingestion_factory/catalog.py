@@ -56,6 +56,7 @@ class ImageSpec:
     os_packages: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
     description: str = ""
+    declared_framework: str | None = None  # what connector.toml says, before parents are resolved
     input_files: tuple[Path, ...] = field(default=(), compare=False)
 
 
@@ -220,11 +221,12 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
         name=name,
         kind=CONNECTOR,
         image_name=IMAGE_PREFIX + name,
-        # Placeholder until parents are resolved: a connector inherits its parent's framework.
+        # Until parents are resolved: a connector built FROM another takes its parent's framework.
         framework=framework or settings.framework_named(settings.framework),
         dockerfile=dockerfile,
         context=directory,
-        parent=options.get("parent") or (f"@{framework_name}" if framework_name else "@"),
+        parent=options.get("parent") or None,
+        declared_framework=framework_name,
         fragment=fragment,
         requirements=requirements,
         source=str(options.get("source", name)),
@@ -284,27 +286,26 @@ def _read_connector_settings(path: Path, shown: Path) -> dict:
 
 
 def _resolve_parents(images: dict[str, ImageSpec], settings: Settings) -> None:
-    """Replace parent placeholders with catalog keys and inherit frameworks; reject unknown parents and cycles."""
+    """Point connectors without a parent at their framework's base, inherit frameworks down dependent
+    connectors, and reject unknown parents and cycles."""
     for name, spec in list(images.items()):
         if spec.kind != CONNECTOR:
             continue
-        parent = spec.parent or "@"
-        if parent.startswith("@"):
-            framework = settings.framework_named(parent[1:] or settings.framework)
-            images[name] = replace(spec, parent=base_key(framework), framework=framework)
+        parent = spec.parent
+        if parent is None:
+            images[name] = replace(spec, parent=base_key(spec.framework))
         elif parent not in images or images[parent].kind != CONNECTOR:
             known = ", ".join(sorted(s.name for s in images.values() if s.kind == CONNECTOR))
             raise ConfigError(
                 f"connector {name!r} names unknown parent {parent!r}",
                 f"parent must be another connector directory: {known}",
             )
-    _reject_cycles(images)
     # Children take their parent's framework (a dependent image cannot switch frameworks).
-    for name in _topological(images):
+    for name in _parents_first(images):
         spec = images[name]
         if spec.kind == CONNECTOR and images[spec.parent].kind == CONNECTOR:
             parent_framework = images[spec.parent].framework
-            declared = _declared_framework(spec)
+            declared = spec.declared_framework
             if declared and declared != parent_framework.name:
                 raise ConfigError(
                     f"connector {name!r} declares framework {declared!r} but its parent "
@@ -313,28 +314,17 @@ def _resolve_parents(images: dict[str, ImageSpec], settings: Settings) -> None:
             images[name] = replace(spec, framework=parent_framework)
 
 
-def _declared_framework(spec: ImageSpec) -> str | None:
-    settings_file = spec.context / CONNECTOR_SETTINGS
-    if not settings_file.is_file():
-        return None
-    return tomllib.loads(settings_file.read_text()).get("framework")
-
-
-def _reject_cycles(images: dict[str, ImageSpec]) -> None:
+def _parents_first(images: dict[str, ImageSpec]) -> list[str]:
+    """Catalog keys with every parent before its children; a cycle is a ConfigError."""
     graph = {name: ({spec.parent} if spec.parent else set()) for name, spec in images.items()}
     try:
-        tuple(TopologicalSorter(graph).static_order())
+        return list(TopologicalSorter(graph).static_order())
     except CycleError as exc:
         cycle = exc.args[1]
         raise ConfigError(
             f"connector parents form a cycle: {' -> '.join(cycle)}",
             "a connector cannot be built FROM itself, directly or through others",
         ) from None
-
-
-def _topological(images: dict[str, ImageSpec]) -> list[str]:
-    graph = {name: ({spec.parent} if spec.parent else set()) for name, spec in images.items()}
-    return list(TopologicalSorter(graph).static_order())
 
 
 def framework_drift(spec: ImageSpec) -> str | None:
