@@ -121,10 +121,8 @@ class Builder:
 
     def _parent_id(self, plan: Plan, item: PlanItem, image_ids: dict[str, str]) -> str:
         if item.spec.kind == BASE:
-            python = self.store.inspect(self.settings.python_image)
-            if python is None:
-                raise FactoryError(f"Python image {self.settings.python_image} disappeared")
-            return python.id
+            # The ID the plan hashed; require_buildable() already refused a plan without one.
+            return plan.python_id
         return image_ids[item.spec.parent]
 
     def _not_built(self, item: PlanItem, reason: str) -> Result:

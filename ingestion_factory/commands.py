@@ -37,12 +37,11 @@ def _engine():
     return api, DockerImageStore(api)
 
 
-def plan_for(settings: Settings, names: list[str] | None, *, bases: list[str] | None = None, force: bool = False):
-    catalog = catalog_mod.discover(settings)
-    targets = catalog.resolve(names) if bases is None else bases
+def plan_for(settings: Settings, catalog, targets: list[str], *, force: bool = False):
+    """The plan for these catalog keys, with the engine it was made against."""
     api, store = _engine()
     plan = make_plan(catalog, targets, store, settings, revision=git_revision(settings.root), force=force)
-    return catalog, plan, api, store
+    return plan, api, store
 
 
 def print_plan(plan: Plan) -> None:
@@ -62,12 +61,12 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     from .builder import Builder
 
     started = time.monotonic()
-    bases = None
+    catalog = catalog_mod.discover(settings)
     if base_only:
-        catalog = catalog_mod.discover(settings)
-        wanted = frameworks or [settings.framework]
-        bases = [catalog.base_for(settings.framework_named(f).name).name for f in wanted]
-    catalog, plan, api, store = plan_for(settings, names, bases=bases, force=force)
+        targets = [catalog.base_for(settings.framework_named(f).name).name for f in frameworks or [settings.framework]]
+    else:
+        targets = catalog.resolve(names)
+    plan, api, store = plan_for(settings, catalog, targets, force=force)
     broken = catalog.broken if not names and not base_only else {}
     for name, error in broken.items():
         console.print(f"[bold red]{name} cannot be built:[/] {escape(error.message)}", highlight=False)
@@ -93,8 +92,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {jobs or settings.jobs} at a time "
                   f"(logs in {settings.output_path / 'logs'}).")
     with Progress(plan.order, console) as progress:
-        builder = Builder(settings, api, store, revision=git_revision(settings.root), progress=progress,
-                          no_cache=no_cache)
+        builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache)
         results = builder.run(plan, jobs=jobs or settings.jobs, fail_fast=fail_fast)
     console.print(summary_table(results))
     print_failures(console, results)
@@ -128,7 +126,7 @@ def _tag_current(settings, plan, api, store) -> None:
 def list_images(settings: Settings, as_json: bool = False) -> int:
     catalog = catalog_mod.discover(settings)
     try:
-        _, plan, _, _ = plan_for(settings, None, bases=[s.name for s in catalog])
+        plan, _, _ = plan_for(settings, catalog, [s.name for s in catalog])
         states = {item.name: item for item in plan}
     except FactoryError as exc:
         if as_json:

@@ -70,6 +70,8 @@ class Plan:
     items: dict[str, PlanItem]
     order: list[str]
     python_image: str
+    python_id: str | None = None  # the bases' parent, as inspected when planning
+    revision: str | None = None  # the commit new images are labelled and tagged with
 
     def __iter__(self):
         return (self.items[name] for name in self.order)
@@ -177,7 +179,8 @@ def make_plan(
             built_from = current.labels.get(LABEL_REVISION)
             item.tags = image_tags(version_tag(spec, settings), built_from if built_from != "unknown" else None)
         items[name] = item
-    return Plan(items=items, order=order, python_image=settings.python_image)
+    return Plan(items=items, order=order, python_image=settings.python_image,
+                python_id=python.id if python else None, revision=revision)
 
 
 def require_buildable(plan: Plan) -> None:
