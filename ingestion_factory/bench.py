@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import buildkit, catalog as catalog_mod, commands, verify
+from .engine import remove_tags_under
 from .errors import FactoryError
 from .plan import image_ref
 from .settings import Settings
@@ -79,7 +80,7 @@ def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: b
         if push:
             measure_push(bench, found, api)
     finally:
-        _remove_repository_prefix(api, SEED_REPOSITORY)
+        remove_tags_under(api, SEED_REPOSITORY)
     return write(bench, output)
 
 
@@ -113,7 +114,7 @@ def prune_build_cache() -> None:
 def measure_cold_builds(bench: Bench, api) -> None:
     settings = bench.settings
     bench.console.print("[bold]1. Cold build[/] (empty build cache for each side)")
-    _remove_repository_prefix(api, f"{BENCH_NAMESPACE}/")
+    remove_tags_under(api, BENCH_NAMESPACE)
     prune_build_cache()
     started = time.monotonic()
     commands.build(settings, bench.connectors, jobs=settings.jobs)
@@ -420,16 +421,6 @@ def _bytes_sent(events, target: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------- output
 def _mb(size: int | float) -> str:
     return f"{size / 1e6:.1f} MB"
-
-
-def _remove_repository_prefix(api, prefix: str) -> None:
-    for image in api.images.list():
-        for tag in image.tags:
-            if tag.startswith(prefix):
-                try:
-                    api.images.remove(tag)
-                except Exception:
-                    pass
 
 
 def write(bench: Bench, output: Path) -> Path:

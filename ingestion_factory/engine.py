@@ -34,6 +34,17 @@ def _short(exc: Exception) -> str:
     return text if len(text) < 160 else text[:157] + "..."
 
 
+def remove_tags_under(api, prefix: str, *, noprune: bool = False) -> None:
+    """Untag every local image whose name starts with `prefix/` (deleting images left with no tag)."""
+    for image in api.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix + "/"):
+                try:
+                    api.images.remove(tag, noprune=noprune)
+                except Exception:  # in use by a running container, or already gone
+                    pass
+
+
 class DockerImageStore:
     """ImageStore backed by the local engine."""
 

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ingestion_factory.engine import remove_tags_under
+
 REPO = Path(__file__).resolve().parents[2]
 TEST_NAMESPACE = "factorytest"
 
@@ -55,17 +57,6 @@ def copy_project(destination: Path, namespace: str) -> Project:
     for name in ("images", "runtime"):
         shutil.copytree(REPO / name, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
     return Project(destination, namespace)
-
-
-def remove_tags_under(api, prefix: str, *, noprune: bool = False) -> None:
-    """Untag every local image whose name starts with `prefix/` (deleting images left with no tag)."""
-    for image in api.images.list():
-        for tag in image.tags:
-            if tag.startswith(prefix + "/"):
-                try:
-                    api.images.remove(tag, noprune=noprune)
-                except Exception:  # in use by a running container, or already gone
-                    pass
 
 
 def remove_namespace_images(api, namespace: str) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-from scratch_project import TEST_NAMESPACE, copy_project, remove_namespace_images
+from scratch_project import scratch_projects
 
 DH_VERSION = "1.7.0.17"
 
@@ -15,11 +17,20 @@ DH_VERSION = "1.7.0.17"
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, docker_api, python_image):
     """A DataHub family (base + two connectors) built once for the tests of this module."""
-    namespace = f"{TEST_NAMESPACE}{uuid.uuid4().hex[:6]}"
-    scratch = copy_project(tmp_path_factory.mktemp("changes"), namespace)
-    scratch.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql")
-    yield scratch
-    remove_namespace_images(docker_api, namespace)
+    for scratch in scratch_projects(tmp_path_factory, docker_api, "changes"):
+        scratch.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql")
+        yield scratch
+
+
+@contextmanager
+def rewritten(path: Path, text: str):
+    """`path` holds `text` inside the block and its original content again afterwards."""
+    original = path.read_text()
+    path.write_text(text)
+    try:
+        yield original
+    finally:
+        path.write_text(original)
 
 
 def image_id(api, project, name):
@@ -50,12 +61,9 @@ def test_changing_one_fragment_rebuilds_only_that_connector(project, docker_api)
 def test_failed_build_keeps_the_previous_image_and_others_still_build(project, docker_api):
     before = ids(docker_api, project)
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
-    original = fragment.read_text()
     sqlite_fragment = project.connector_dir("datahub-sqlite") / "requirements.txt"
-    sqlite_original = sqlite_fragment.read_text()
-    try:
-        fragment.write_text("acryl-datahub[mysql]\nno-such-package-for-factory-tests==0.0.1\n")
-        sqlite_fragment.write_text(sqlite_original + "# rebuilt alongside a failing one\n")
+    with rewritten(fragment, "acryl-datahub[mysql]\nno-such-package-for-factory-tests==0.0.1\n"), \
+            rewritten(sqlite_fragment, sqlite_fragment.read_text() + "# rebuilt alongside a failing one\n"):
         completed = project.inv("build-connectors", "-c", "datahub-mysql", "-c", "datahub-sqlite", check=False)
         assert completed.returncode != 0
         output = completed.stdout + completed.stderr
@@ -64,51 +72,37 @@ def test_failed_build_keeps_the_previous_image_and_others_still_build(project, d
         assert "1 image(s) not built: datahub-mysql" in output
         assert project.report()["datahub-sqlite"]["result"] == "built"
         assert image_id(docker_api, project, "datahub-mysql") == before["datahub-mysql"]
-    finally:
-        fragment.write_text(original)
-        sqlite_fragment.write_text(sqlite_original)
 
 
 def test_failed_smoke_test_keeps_the_previous_image(project, docker_api):
     before = image_id(docker_api, project, "datahub-sqlite")
     settings_file = project.connector_dir("datahub-sqlite") / "connector.toml"
-    original = settings_file.read_text()
-    try:
-        settings_file.write_text(original.replace('check_modules = [', 'check_modules = ["module_that_is_missing", '))
+    broken = settings_file.read_text().replace('check_modules = [', 'check_modules = ["module_that_is_missing", ')
+    with rewritten(settings_file, broken):
         completed = project.inv("build-connectors", "-c", "datahub-sqlite", check=False)
         assert completed.returncode != 0
         assert "module_that_is_missing" in completed.stdout
         assert image_id(docker_api, project, "datahub-sqlite") == before
-    finally:
-        settings_file.write_text(original)
 
 
 def test_fragment_that_moves_the_framework_is_refused_by_name(project, docker_api):
     before = image_id(docker_api, project, "datahub-mysql")
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
-    original = fragment.read_text()
-    try:
-        fragment.write_text("acryl-datahub[mysql]==1.6.0.17\n")
+    with rewritten(fragment, "acryl-datahub[mysql]==1.6.0.17\n"):
         completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
         assert completed.returncode != 0
         assert "would change the framework version" in completed.stdout
         assert "acryl-datahub" in completed.stdout
         assert image_id(docker_api, project, "datahub-mysql") == before
-    finally:
-        fragment.write_text(original)
 
 
 def test_indirect_pin_conflict_names_the_package(project, docker_api):
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
-    original = fragment.read_text()
-    try:
-        # The base pins pydantic 2.x; asking for 1.x must fail and say which package.
-        fragment.write_text("acryl-datahub[mysql]\npydantic<2\n")
+    # The base pins pydantic 2.x; asking for 1.x must fail and say which package.
+    with rewritten(fragment, "acryl-datahub[mysql]\npydantic<2\n"):
         completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
         assert completed.returncode != 0
         assert "conflicts with the base" in completed.stdout or "framework version" in completed.stdout
-    finally:
-        fragment.write_text(original)
 
 
 def test_ca_bundle_never_lands_in_the_image(project, docker_api, tmp_path):
