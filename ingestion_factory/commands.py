@@ -82,7 +82,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     if not todo:
         console.print(f"All {len(plan.order)} images are up to date; nothing to build "
                       f"({time.monotonic() - started:.2f}s).")
-        _tag_current(settings, plan, api, store)
+        _tag_current(plan, api)
         skipped = [Result(item.name, item.ref, SKIPPED, item.reason, image_id=item.current.id,
                           size=item.current.size, tags=item.tags) for item in plan if item.current]
         write_json(settings.output_path / "reports" / "build-latest.json", skipped,
@@ -114,7 +114,7 @@ def _raise_for_broken(broken: dict) -> None:
                           "fix the files named above")
 
 
-def _tag_current(settings, plan, api, store) -> None:
+def _tag_current(plan, api) -> None:
     """Even with nothing to build, make the revision/latest tags follow the verified images."""
     from . import verify
 

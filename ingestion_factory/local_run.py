@@ -93,11 +93,13 @@ def config_file_for(settings: Settings, connector: str, config: str | None) -> P
 
 def ensure_image(settings: Settings, name: str, build: bool) -> tuple[str, str]:
     """The connector's verified image (its version tag) and catalog name; built first when missing and allowed."""
-    from . import commands
+    from . import catalog as catalog_mod, commands
     from .plan import UP_TO_DATE
 
-    catalog, plan, _, _ = commands.plan_for(settings, [name])
-    item = plan.items[catalog.resolve([name])[0]]
+    catalog = catalog_mod.discover(settings)
+    key = catalog.resolve([name])[0]
+    plan, _, _ = commands.plan_for(settings, catalog, [key])
+    item = plan.items[key]
     if item.current is None:
         if not build:
             raise FactoryError(f"image {item.ref} does not exist",

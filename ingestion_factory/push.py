@@ -21,7 +21,7 @@ from rich.table import Table
 from . import catalog as catalog_mod
 from .catalog import CONNECTOR
 from .errors import ConfigError, FactoryError
-from .plan import UP_TO_DATE, Plan, PlanItem, make_plan
+from .plan import UP_TO_DATE, Plan, PlanItem
 from .registry import (
     Credentials,
     Manifest,
@@ -33,7 +33,7 @@ from .registry import (
     read_credentials,
 )
 from .report import write_json
-from .settings import Settings, git_revision
+from .settings import Settings
 
 PUSHED = "pushed"
 PRESENT = "already present"
@@ -333,7 +333,7 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
          dry_run: bool = False, username: str | None = None, password_file: str | None = None,
          out: Console | None = None) -> int:
     """`inv push`: the named images (or all) and the bases they need, to `registry` (default factory.registry)."""
-    from .engine import DockerImageStore, client
+    from .commands import plan_for
 
     out = out or console
     started = time.monotonic()
@@ -344,8 +344,7 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
         raise ConfigError(f"cannot push everything: {', '.join(sorted(catalog.broken))} cannot be built",
                           "fix those directories, or name the connectors to push with -c")
     targets = catalog.resolve(names) if names else [spec.name for spec in catalog]
-    api = client()
-    plan = make_plan(catalog, targets, DockerImageStore(api), settings, revision=git_revision(settings.root))
+    plan, api, _ = plan_for(settings, catalog, targets)
     jobs = [(item, target_repository(settings, target, item.spec.image_name), select_tags(item, latest))
             for item in plan]
     credentials = read_credentials(target, username=username, password_file=password_file)

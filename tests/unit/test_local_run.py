@@ -415,12 +415,13 @@ class FakeCatalog:
 def fake_plan(monkeypatch, current, state="up to date"):
     from types import SimpleNamespace
 
-    from ingestion_factory import commands
+    from ingestion_factory import catalog, commands
 
     item = SimpleNamespace(name="mysql", ref="ns/ingestion-connector-mysql:1.0", current=current, state=state,
                            reason="why")
     builds = []
-    monkeypatch.setattr(commands, "plan_for", lambda settings, names: (FakeCatalog(), SimpleNamespace(
+    monkeypatch.setattr(catalog, "discover", lambda settings: FakeCatalog())
+    monkeypatch.setattr(commands, "plan_for", lambda settings, found, targets: (SimpleNamespace(
         items={"mysql": item}), None, None))
     monkeypatch.setattr(commands, "build", lambda settings, names: builds.append(names) or 0)
     return builds
