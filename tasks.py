@@ -97,6 +97,17 @@ def list_(c, json=False):
     return commands.list_images(_settings(c), as_json=json)
 
 
+@task(help={
+    "framework": "Framework whose sources to derive (repeatable; default: every declared framework).",
+    "prune": "Delete directories of sources the framework no longer has (only those nobody edited).",
+    "check": "Change nothing; exit 1 when images/connectors/ differs from what the frameworks say.",
+}, iterable=["framework"])
+@reports_errors
+def catalog(c, framework=None, prune=False, check=False):
+    """Write images/connectors/<name>/ for every source the frameworks ship, read from their base images."""
+    return commands.catalog(_settings(c), framework or None, prune=prune, check=check)
+
+
 @task(help={"force": "Rebuild it even if the image exists."})
 @reports_errors
 def python_image(c, force=False):
@@ -158,5 +169,5 @@ def bench(c, connector=None, cold=True, push=True, output=None):
     bench_mod.run(settings, connector or None, cold=cold, push=push, output=target, console=commands.console)
 
 
-ns = Collection(build_base, build_connectors, list_, python_image, push, run_local, bench)
+ns = Collection(build_base, build_connectors, catalog, list_, python_image, push, run_local, bench)
 ns.configure({"factory": settings_mod.pyproject_defaults(ROOT)})

@@ -199,6 +199,7 @@ class Builder:
             args = {
                 "PARENT_IMAGE": parent_ref,
                 "OS_PACKAGES": " ".join(spec.os_packages),
+                "BUILD_PACKAGES": " ".join(spec.build_packages),
                 "CONNECTOR_SOURCE": spec.source,
                 "CHECK_MODULES": ",".join(spec.check_modules),
             }

@@ -33,7 +33,8 @@ CONNECTOR = "connector"
 FRAGMENT = "requirements.txt"
 CONNECTOR_SETTINGS = "connector.toml"
 IMAGE_PREFIX = "ingestion-connector-"
-CONNECTOR_KEYS = {"framework", "parent", "source", "check_modules", "os_packages", "description", "build_args"}
+CONNECTOR_KEYS = {"framework", "parent", "source", "check_modules", "os_packages", "build_packages", "description",
+                  "build_args", "unavailable", "notes"}
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 DEBIAN_PACKAGE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
@@ -53,9 +54,11 @@ class ImageSpec:
     requirements: tuple[str, ...] = ()
     source: str = ""
     check_modules: tuple[str, ...] = ()
-    os_packages: tuple[str, ...] = ()
+    os_packages: tuple[str, ...] = ()  # Debian packages the image keeps (runtime libraries, binaries)
+    build_packages: tuple[str, ...] = ()  # Debian packages only a build stage gets (compilers, -dev)
     build_args: tuple[tuple[str, str], ...] = ()
     description: str = ""
+    unavailable: str = ""  # why this connector cannot be built here; empty when it can
     declared_framework: str | None = None  # what connector.toml says, before parents are resolved
     input_files: tuple[Path, ...] = field(default=(), compare=False)
 
@@ -80,6 +83,10 @@ class Catalog:
         return [spec for spec in self if spec.kind == CONNECTOR]
 
     @property
+    def available_connectors(self) -> list[ImageSpec]:
+        return [spec for spec in self.connectors if not spec.unavailable]
+
+    @property
     def bases(self) -> list[ImageSpec]:
         return [spec for spec in self if spec.kind == BASE]
 
@@ -92,7 +99,7 @@ class Catalog:
     def resolve(self, names: list[str] | None) -> list[str]:
         """Catalog keys for names given by a user (connector dir names or image names)."""
         if not names:
-            return [spec.name for spec in self.connectors]
+            return [spec.name for spec in self.available_connectors]
         resolved = []
         for raw in names:
             name = raw.removeprefix(IMAGE_PREFIX)
@@ -103,6 +110,9 @@ class Catalog:
                 close = [s.name for s in self.connectors if name in s.name or s.name in name]
                 hint = f"did you mean {', '.join(close)}? " if close else ""
                 raise ConfigError(f"unknown connector {raw!r}", f"{hint}known connectors: {known}")
+            if self.images[name].unavailable:
+                raise ConfigError(f"connector {name!r} is unavailable: {self.images[name].unavailable}",
+                                  f"see images/connectors/{name}/{CONNECTOR_SETTINGS}")
             resolved.append(name)
         return list(dict.fromkeys(resolved))
 
@@ -146,7 +156,31 @@ def discover(settings: Settings) -> Catalog:
             images[spec.name] = spec
     _drop_children_of_broken(images, broken)
     _resolve_parents(images, settings)
+    _give_bases_their_extras(images)
     return Catalog(images, broken)
+
+
+def framework_extras(spec: ImageSpec) -> set[str]:
+    """The extras of its own framework a connector's fragment installs: mysql for `openmetadata-ingestion[mysql]`."""
+    package = spec.framework.package.lower().replace("_", "-")
+    return {extra for line in spec.requirements
+            for requirement in [Requirement(line)]
+            if requirement.name.lower().replace("_", "-") == package
+            for extra in requirement.extras}
+
+
+def _give_bases_their_extras(images: dict[str, ImageSpec]) -> None:
+    """Each base resolves its framework with every extra its available connectors install (see the base
+    Dockerfile), so the pins it passes down suit them all."""
+    for name, base in list(images.items()):
+        if base.kind != BASE:
+            continue
+        extras = set()
+        for spec in images.values():
+            if spec.kind == CONNECTOR and not spec.unavailable and spec.framework.name == base.framework.name:
+                extras |= framework_extras(spec)
+        if extras:
+            images[name] = replace(base, build_args=(("FRAMEWORK_EXTRAS", ",".join(sorted(extras))),))
 
 
 def _drop_children_of_broken(images: dict[str, ImageSpec], broken: dict[str, ConfigError]) -> None:
@@ -211,7 +245,8 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
     framework_name = options.get("framework")
     framework = settings.framework_named(framework_name) if framework_name else None
     os_packages = tuple(options.get("os_packages", ()))
-    for package in os_packages:
+    build_packages = tuple(options.get("build_packages", ()))
+    for package in os_packages + build_packages:
         if not DEBIAN_PACKAGE_PATTERN.match(package):
             raise ConfigError(f"{where / CONNECTOR_SETTINGS}: {package!r} is not a Debian package name")
     build_args = options.get("build_args", {})
@@ -232,8 +267,10 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
         source=str(options.get("source", name)),
         check_modules=tuple(options.get("check_modules", ())),
         os_packages=os_packages,
+        build_packages=build_packages,
         build_args=tuple(sorted((str(k), str(v)) for k, v in build_args.items())),
         description=str(options.get("description", "")),
+        unavailable=str(options.get("unavailable", "")).strip(),
         input_files=tuple(inputs),
     )
 
@@ -276,12 +313,15 @@ def _read_connector_settings(path: Path, shown: Path) -> dict:
     unknown = sorted(set(data) - CONNECTOR_KEYS)
     if unknown:
         raise ConfigError(f"{shown}: unknown key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(CONNECTOR_KEYS))}")
-    for key in ("check_modules", "os_packages"):
+    for key in ("check_modules", "os_packages", "build_packages"):
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{shown}: {key} must be a list of strings")
     if not isinstance(data.get("build_args", {}), dict):
         raise ConfigError(f"{shown}: build_args must be a table")
+    for key in ("unavailable", "notes", "description"):
+        if not isinstance(data.get(key, ""), str):
+            raise ConfigError(f"{shown}: {key} must be a string")
     return data
 
 

@@ -11,12 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import catalog as catalog_mod
+from . import plan as plan_mod
 from .errors import ConfigError, FactoryError
 from .plan import BLOCKED, Plan, make_plan, require_buildable
 from .report import (
     FAILED,
     NOT_BUILT,
     SKIPPED,
+    UNAVAILABLE,
     Progress,
     Result,
     human_size,
@@ -70,6 +72,9 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     broken = catalog.broken if not names and not base_only else {}
     for name, error in broken.items():
         console.print(f"[bold red]{name} cannot be built:[/] {escape(error.message)}", highlight=False)
+    # Building "everything" passes over connectors that cannot exist here, and says so in the table.
+    unavailable = [Result(spec.name, plan_mod.image_ref(spec, settings), UNAVAILABLE, spec.unavailable)
+                   for spec in catalog.connectors if spec.unavailable] if not names and not base_only else []
     if plan_only:
         print_plan(plan)
         return 0
@@ -85,7 +90,10 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         _tag_current(plan, api)
         skipped = [Result(item.name, item.ref, SKIPPED, item.reason, image_id=item.current.id,
                           size=item.current.size, tags=item.tags) for item in plan if item.current]
-        write_json(settings.output_path / "reports" / "build-latest.json", skipped,
+        if unavailable:
+            console.print(f"{len(unavailable)} connector(s) unavailable here, not built: "
+                          + ", ".join(r.name for r in unavailable) + " (reasons: `inv list`)")
+        write_json(settings.output_path / "reports" / "build-latest.json", skipped + unavailable,
                    {"duration_s": round(time.monotonic() - started, 2)})
         _raise_for_broken(broken)
         return 0
@@ -93,7 +101,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
                   f"(logs in {settings.output_path / 'logs'}).")
     with Progress(plan.order, console) as progress:
         builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache)
-        results = builder.run(plan, jobs=jobs or settings.jobs, fail_fast=fail_fast)
+        results = builder.run(plan, jobs=jobs or settings.jobs, fail_fast=fail_fast) + unavailable
     console.print(summary_table(results))
     print_failures(console, results)
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
@@ -126,7 +134,7 @@ def _tag_current(plan, api) -> None:
 def list_images(settings: Settings, as_json: bool = False) -> int:
     catalog = catalog_mod.discover(settings)
     try:
-        plan, _, _ = plan_for(settings, catalog, [s.name for s in catalog])
+        plan, _, _ = plan_for(settings, catalog, [s.name for s in catalog if not s.unavailable])
         states = {item.name: item for item in plan}
     except FactoryError as exc:
         if as_json:
@@ -140,6 +148,12 @@ def list_images(settings: Settings, as_json: bool = False) -> int:
                      "size": None})
     for spec in catalog:
         item = states.get(spec.name)
+        if spec.unavailable:
+            rows.append({"name": spec.name, "image": settings.repository(spec.image_name), "kind": spec.kind,
+                         "framework": spec.framework.name, "parent": catalog[spec.parent].image_name,
+                         "state": f"unavailable: {spec.unavailable}", "image_id": None, "size": None,
+                         "description": spec.description, "source": spec.source})
+            continue
         rows.append({
             "name": spec.name,
             "image": item.ref if item else settings.repository(spec.image_name),
@@ -149,6 +163,8 @@ def list_images(settings: Settings, as_json: bool = False) -> int:
             "state": item.state if item else "unknown",
             "image_id": item.current.id if item and item.current else None,
             "size": item.current.size if item and item.current else None,
+            "description": spec.description,
+            "source": spec.source,
         })
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -160,3 +176,43 @@ def list_images(settings: Settings, as_json: bool = False) -> int:
         table.add_row(row["image"], row["framework"], row["parent"], row["state"], human_size(row["size"]))
     console.print(table)
     return 0
+
+
+def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: bool = False,
+            check: bool = False) -> int:
+    """inv catalog: derive connector directories from each framework's base image; 1 with --check on drift."""
+    from . import catalog_sync
+
+    api, _ = _engine()
+    drift = []
+    for name in frameworks or list(settings.frameworks):
+        framework = settings.framework_named(name)
+        inventory = catalog_sync.probe(settings, framework, api)
+        derived = catalog_sync.derive(inventory, framework)
+        entries = catalog_sync.sync(settings, framework, inventory, derived, prune=prune, dry_run=check)
+        _print_sync(inventory, entries, check)
+        drift += [entry.directory for entry in entries if entry.change.writes]
+    if check and drift:
+        raise FactoryError(f"{len(drift)} connector director(ies) differ from the frameworks: {', '.join(drift)}",
+                           "run `inv catalog` and commit the result")
+    return 0
+
+
+def _print_sync(inventory, entries, check: bool) -> None:
+    from collections import Counter
+
+    from .catalog_sync import Change
+
+    verb = "would be " if check else ""
+    table = Table(title=f"{inventory.package} {inventory.version}: {len(inventory.sources)} sources",
+                  title_justify="left")
+    for column in ("connector", "change", "detail"):
+        table.add_column(column)
+    for entry in entries:
+        if entry.change is not Change.UNCHANGED:
+            table.add_row(entry.directory, verb + entry.change.value, escape(entry.detail))
+    if table.row_count:
+        console.print(table)
+    counts = Counter(entry.change for entry in entries)
+    console.print(", ".join(f"{count} {verb if change.writes else ''}{change.value}"
+                            for change, count in counts.items()) or "nothing selected")

@@ -105,6 +105,7 @@ def input_hash(spec: ImageSpec, parent_id: str, settings: Settings) -> str:
         "source": spec.source,
         "check_modules": list(spec.check_modules),
         "os_packages": list(spec.os_packages),
+        "build_packages": list(spec.build_packages),
         "build_args": list(spec.build_args),
     }
     digest.update(json.dumps(header, sort_keys=True).encode())

@@ -18,6 +18,7 @@ BUILT = "built"
 SKIPPED = "up to date"
 FAILED = "failed"
 NOT_BUILT = "not built"
+UNAVAILABLE = "unavailable"
 
 
 @dataclass
@@ -95,7 +96,7 @@ def summary_table(results: list[Result]) -> Table:
     table = Table(title="Images", title_justify="left")
     for column in ("image", "result", "duration", "size", "added over parent"):
         table.add_column(column, justify="right" if column in ("duration", "size", "added over parent") else "left")
-    styles = {BUILT: "green", SKIPPED: "dim", FAILED: "bold red", NOT_BUILT: "yellow"}
+    styles = {BUILT: "green", SKIPPED: "dim", FAILED: "bold red", NOT_BUILT: "yellow", UNAVAILABLE: "magenta"}
     for result in results:
         table.add_row(
             result.ref,

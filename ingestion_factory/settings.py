@@ -43,6 +43,13 @@ class Framework:
     version: str
     base_image: str
     modules: tuple[str, ...] = ()
+    # How `inv catalog` finds the framework's sources in its base image (see catalog_sync).
+    source_layout: str = "modules"  # "modules": a package per source; "entry-points": a plugin group
+    source_root: str = ""  # the sources package, or the entry-point group
+    catalog_prefix: str = ""  # connector directory = prefix + source name
+    catalog_sources: tuple[str, ...] = ()  # sources to give an image; empty: every source
+    catalog_extras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # source -> extras, where
+    # the framework's names do not say it
 
     @property
     def requirement(self) -> str:
@@ -157,6 +164,7 @@ def load(mapping: Mapping[str, Any], root: Path) -> Settings:
             version=str(table["version"]),
             base_image=str(table["base_image"]),
             modules=tuple(table.get("modules", ())),
+            **_catalog_fields(name, table),
         )
     known = {f.name for f in Settings.__dataclass_fields__.values()} - {"root", "frameworks"}
     unknown = sorted(set(data) - known)
@@ -177,6 +185,24 @@ def load(mapping: Mapping[str, Any], root: Path) -> Settings:
         raise ConfigError(f"no frameworks declared under [tool.{PYPROJECT_TABLE}.frameworks]")
     settings.framework_named(settings.framework)
     return settings
+
+
+def _catalog_fields(name: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    where = f"[tool.{PYPROJECT_TABLE}.frameworks.{name}]"
+    layout = str(table.get("source_layout", "modules"))
+    if layout not in ("modules", "entry-points"):
+        raise ConfigError(f"{where} source_layout must be 'modules' or 'entry-points', got {layout!r}")
+    extras = dict(table.get("catalog_extras", {}) or {})
+    for source, names in extras.items():
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{where} catalog_extras.{source} must be a list of extra names")
+    return {
+        "source_layout": layout,
+        "source_root": str(table.get("source_root", "")),
+        "catalog_prefix": str(table.get("catalog_prefix", "")),
+        "catalog_sources": tuple(str(s) for s in table.get("catalog_sources", ()) or ()),
+        "catalog_extras": {str(k): tuple(v) for k, v in extras.items()},
+    }
 
 
 def image_tags(version_tag: str, revision: str | None) -> list[str]:

@@ -56,6 +56,13 @@ def import_attribute(module_name: str, attribute: str) -> Any:
         raise PluginMissing(f"{module_name} has no {attribute} in this framework version") from None
 
 
+def _module_exists(module_name: str) -> bool:
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except ImportError:  # a parent package is missing
+        return False
+
+
 def format_validation_errors(error: Any, prefix: Sequence[Any] = (), limit: int = 3) -> str:
     """Pydantic errors as `dotted.field.path: message`, the first few of them."""
     errors = error.errors()
@@ -151,6 +158,8 @@ DEFAULT_PIPELINE_TYPE = "metadata"
 
 _WORKFLOW_CONFIG_MODEL = ("metadata.generated.schema.metadataIngestion.workflow", "OpenMetadataWorkflowConfig")
 _APPLICATION_CONFIG_MODEL = ("metadata.generated.schema.metadataIngestion.application", "OpenMetadataApplicationConfig")
+# What an OpenMetadata service spec names, in the order the workflow types use them.
+_SOURCE_CLASS_FIELDS = ("metadata_source_class", "lineage_source_class", "usage_source_class")
 # Where OpenMetadata keeps source modules: metadata.ingestion.source.<service>.<connector>
 _OPENMETADATA_SERVICES = (
     "database",
@@ -222,24 +231,34 @@ class OpenMetadataAdapter(FrameworkAdapter):
         return _workflow_config(config).get("loggerLevel")
 
     def check_connector(self, connector: str) -> str:
-        module_name = self._connector_module(connector)
-        if module_name is None:
+        package = self._connector_package(connector)
+        if package is None:
             return f"connector {connector}: no OpenMetadata source module of that name; see INGESTION_CHECK_MODULES"
+        if _module_exists(f"{package}.service_spec"):
+            # What the workflow itself loads: the service spec, then the source class it names.
+            spec = import_attribute(f"{package}.service_spec", "ServiceSpec")
+            # Every source class the spec names (metadata, lineage, usage); a source that only
+            # reads query logs says "not.implemented" for metadata.
+            class_paths = [str(path) for path in (getattr(spec, field, None) for field in _SOURCE_CLASS_FIELDS)
+                           if path and str(path).startswith("metadata.")]
+            if not class_paths:
+                raise PluginMissing(f"{package}.service_spec.ServiceSpec names no source class")
+            for class_path in class_paths:
+                module_name, _, class_name = class_path.rpartition(".")
+                import_attribute(module_name, class_name)
+            return f"connector {connector}: source classes {', '.join(p.rpartition('.')[2] for p in class_paths)}"
+        # Older layouts: the source lives in <package>.metadata, or the package is the module.
+        module_name = f"{package}.metadata" if _module_exists(f"{package}.metadata") else package
         import_required(module_name)
         return f"connector {connector}: imported {module_name}"
 
     @staticmethod
-    def _connector_module(connector: str) -> Optional[str]:
+    def _connector_package(connector: str) -> Optional[str]:
         package_name = connector.replace("-", "_").lower()
         for service in _OPENMETADATA_SERVICES:
             candidate = f"metadata.ingestion.source.{service}.{package_name}"
-            try:
-                spec = importlib.util.find_spec(candidate)
-            except ImportError:
-                continue
-            if spec is not None:
-                # Connector packages keep the source in <package>.metadata; a few are plain modules.
-                return f"{candidate}.metadata" if spec.submodule_search_locations else candidate
+            if _module_exists(candidate):
+                return candidate
         return None
 
     def _workflow_class(self) -> Any:
