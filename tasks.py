@@ -158,15 +158,18 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
     "cold": "Measure cold builds (empties the BuildKit cache twice; slow). --no-cold skips it.",
     "push": "Measure bytes pushed to a throwaway local registry (needs docker-registry).",
     "output": "Where the JSON goes (default: build/reports/bench-latest.json).",
+    "catalog": "Measure the whole catalog instead: its (cold) build time, disk in total and per connector, "
+               "and the no-op build and `inv list` times.",
 }, iterable=["connector"])
 @reports_errors
-def bench(c, connector=None, cold=True, push=True, output=None):
+def bench(c, connector=None, cold=True, push=True, output=None, catalog=False):
     """Measure build speed, image size, start-up and push cost next to the seed's way."""
     from ingestion_factory import bench as bench_mod
 
     settings = _settings(c)
     target = Path(output) if output else settings.output_path / "reports" / "bench-latest.json"
-    bench_mod.run(settings, connector or None, cold=cold, push=push, output=target, console=commands.console)
+    bench_mod.run(settings, connector or None, cold=cold, push=push, output=target, console=commands.console,
+                  catalog=catalog)
 
 
 ns = Collection(build_base, build_connectors, catalog, list_, python_image, push, run_local, bench)

@@ -58,12 +58,16 @@ class Bench:
 
 
 def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: bool, output: Path,
-        console: Console) -> Path:
-    """Run every measurement; returns the path of the JSON report."""
+        console: Console, catalog: bool = False) -> Path:
+    """Run every measurement (or, with catalog, the whole-catalog ones); returns the path of the JSON report."""
     from .engine import client
 
     api = client()
     bench_settings = settings.with_overrides(namespace=BENCH_NAMESPACE, registry="")
+    if catalog:
+        bench = Bench(bench_settings, [], console)
+        measure_catalog(bench, api, cold=cold)
+        return write(bench, output)
     bench = Bench(bench_settings, list(connectors or DEFAULT_CONNECTORS), console)
     found = catalog_mod.discover(bench_settings)
     found.resolve(bench.connectors)
@@ -173,12 +177,13 @@ def _cli_build(context: Path, ref: str, args: dict, ca: Path | None, console: Co
 # ------------------------------------------------------------------- 2. no-op rebuild
 def measure_noop(bench: Bench, found) -> None:
     bench.console.print("[bold]2. No-op rebuild[/] of every image (nothing changed)")
-    every = [spec.name for spec in found.connectors]
+    every = [spec.name for spec in found.connectors if spec.name in bench.connectors]
     commands.build(bench.settings, every)  # make sure all exist and are current
     runs = []
     for _ in range(3):
         started = time.monotonic()
-        subprocess.run([str(Path(os.sys.executable).parent / "inv"), "build-connectors"], cwd=bench.settings.root,
+        subprocess.run([str(Path(os.sys.executable).parent / "inv"), "build-connectors", *_each("-c", every)],
+                       cwd=bench.settings.root,
                        env=dict(os.environ, INVOKE_FACTORY_NAMESPACE=BENCH_NAMESPACE, INVOKE_FACTORY_REGISTRY=""),
                        capture_output=True, check=True)
         runs.append(time.monotonic() - started)
@@ -186,6 +191,67 @@ def measure_noop(bench: Bench, found) -> None:
     bench.raw["noop"] = {"images": len(found.bases) + len(every), "runs_s": [round(r, 3) for r in runs]}
     bench.add(Figure(f"no-op rebuild of {len(found.bases)} bases + {len(every)} connectors",
                      f"{seconds:.2f}s", "whole `inv build-connectors` process, median of 3", "< 1 s", seconds < 1.0))
+
+
+def _each(flag: str, names: list[str]) -> list[str]:
+    return [part for name in names for part in (flag, name)]
+
+
+def _timed_inv(settings: Settings, *args: str, runs: int = 3) -> float:
+    """Median wall time of a whole `inv` process (start-up included), as a user sees it."""
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        subprocess.run([str(Path(os.sys.executable).parent / "inv"), *args], cwd=settings.root,
+                       env=dict(os.environ, INVOKE_FACTORY_NAMESPACE=settings.namespace, INVOKE_FACTORY_REGISTRY=""),
+                       capture_output=True, check=True)
+        times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
+# ------------------------------------------------------------------- the whole catalog
+def measure_catalog(bench: Bench, api, *, cold: bool) -> None:
+    """Every available connector: cold build time, disk in total and per connector, no-op and list times."""
+    settings = bench.settings
+    found = catalog_mod.discover(settings)
+    names = [spec.name for spec in found.available_connectors]
+    bench.connectors = names
+    bench.console.print(f"[bold]Whole catalog[/]: {len(found.bases)} bases + {len(names)} connectors "
+                        f"({len(found.connectors) - len(names)} unavailable), namespace {BENCH_NAMESPACE}")
+    if cold:
+        remove_tags_under(api, BENCH_NAMESPACE)
+        api.images.prune(filters={"dangling": True})
+        prune_build_cache()
+    started = time.monotonic()
+    commands.build(settings, names)
+    build_s = time.monotonic() - started
+    bench.raw["catalog_build"] = {"cold": cold, "seconds": round(build_s, 1), "images": len(names) + len(found.bases)}
+    bench.add(Figure("cold build of the whole catalog" if cold else "build of the whole catalog (warm)",
+                     f"{build_s / 60:.1f} min", f"{len(found.bases)} bases + {len(names)} connectors, "
+                     f"jobs={settings.jobs}", "fits CI (< 75 min with the rest)" if cold else "",
+                     build_s < 45 * 60 if cold else None))
+
+    sizes = {spec.name: api.images.get(image_ref(spec, settings)).attrs["Size"] for spec in found
+             if not spec.unavailable}
+    added = {name: sizes[name] - sizes[found[name].parent] for name in names}
+    unique = sum(sizes[spec.name] for spec in found.bases) + sum(added.values())
+    ordered = sorted(added.values())
+    bench.raw["catalog_disk"] = {"unique_bytes": unique, "bases": {s.name: sizes[s.name] for s in found.bases},
+                                 "added": added}
+    bench.add(Figure("disk for the whole catalog (bases + every connector's own layers)", _mb(unique),
+                     f"{len(names)} images; each alone is its base plus its layers"))
+    biggest = sorted(added.items(), key=lambda item: -item[1])[:5]
+    bench.add(Figure("added over the base, per connector", f"median {_mb(statistics.median(ordered))}",
+                     f"min {_mb(ordered[0])}, max {_mb(ordered[-1])}; largest: "
+                     + ", ".join(f"{n} {_mb(v)}" for n, v in biggest)))
+
+    noop_s = _timed_inv(settings, "build-connectors")
+    list_s = _timed_inv(settings, "list")
+    bench.raw["catalog_noop"] = {"build_connectors_s": round(noop_s, 3), "list_s": round(list_s, 3)}
+    bench.add(Figure("no-op `inv build-connectors` over the whole catalog", f"{noop_s:.2f}s",
+                     "whole process, median of 3", "< 1 s", noop_s < 1.0))
+    bench.add(Figure("`inv list` over the whole catalog", f"{list_s:.2f}s", "whole process, median of 3",
+                     "< 1 s", list_s < 1.0))
 
 
 # ------------------------------------------------------------- 3. one fragment changed

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import catalog as catalog_mod
+from . import catalog_table
 from . import plan as plan_mod
 from .errors import ConfigError, FactoryError
 from .plan import BLOCKED, Plan, make_plan, require_buildable
@@ -104,6 +105,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         results = builder.run(plan, jobs=jobs or settings.jobs, fail_fast=fail_fast) + unavailable
     console.print(summary_table(results))
     print_failures(console, results)
+    _remove_replaced(plan, results, api)
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
                         {"duration_s": round(time.monotonic() - started, 1)})
     console.print(f"Report: {report}")
@@ -114,6 +116,20 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
             f"see the log tails above and {settings.output_path / 'logs'}",
         )
     return 0
+
+
+def _remove_replaced(plan: Plan, results: list[Result], api) -> None:
+    """The images this run replaced would otherwise stay behind as gigabytes of untagged layers."""
+    from .engine import remove_replaced
+    from .verify import PIN_REPOSITORY
+
+    new_ids = {r.name: r.image_id for r in results if r.image_id}
+    replaced = [item.current.id for item in reversed(list(plan)) if item.current
+                and new_ids.get(item.name) not in (None, item.current.id)]
+    if replaced:
+        count, freed = remove_replaced(api, replaced, PIN_REPOSITORY)
+        if count:
+            console.print(f"Removed {count} replaced image(s), {human_size(freed)} (unshared layers freed).")
 
 
 def _raise_for_broken(broken: dict) -> None:
@@ -192,8 +208,15 @@ def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: b
         entries = catalog_sync.sync(settings, framework, inventory, derived, prune=prune, dry_run=check)
         _print_sync(inventory, entries, check)
         drift += [entry.directory for entry in entries if entry.change.writes]
+    readme = settings.root / "README.md"
+    found = catalog_mod.discover(settings)
+    if check:
+        if readme.is_file() and not catalog_table.is_current(readme.read_text(), found):
+            drift.append("README.md's catalog table")
+    elif catalog_table.update_readme(readme, found, settings.output_path / "reports" / "build-latest.json"):
+        console.print(f"Updated the catalog table in {readme.name}.")
     if check and drift:
-        raise FactoryError(f"{len(drift)} connector director(ies) differ from the frameworks: {', '.join(drift)}",
+        raise FactoryError(f"{len(drift)} item(s) differ from what the frameworks say: {', '.join(drift)}",
                            "run `inv catalog` and commit the result")
     return 0
 

@@ -45,6 +45,35 @@ def remove_tags_under(api, prefix: str, *, noprune: bool = False) -> None:
                     pass
 
 
+def remove_replaced(api, image_ids: list[str], pin_repository: str) -> tuple[int, int]:
+    """Delete images a build replaced (children before parents), with their pin tags.
+
+    Only images left with no tag of anyone's are deleted: the engine refuses the others (another
+    tag, a container, a child image), and that refusal is respected. Returns (count, bytes freed).
+    """
+    from docker.errors import APIError, NotFound
+
+    removed = freed = 0
+    for image_id in image_ids:
+        try:
+            attrs = api.api.inspect_image(image_id)
+        except NotFound:
+            continue
+        pins = [tag for tag in attrs.get("RepoTags") or [] if tag.startswith(pin_repository + ":")]
+        others = [tag for tag in attrs.get("RepoTags") or [] if tag not in pins]
+        if others:
+            continue
+        try:
+            for tag in pins:
+                api.images.remove(tag, noprune=True)
+            api.images.remove(image_id)
+        except (APIError, NotFound):
+            continue
+        removed += 1
+        freed += int(attrs.get("Size") or 0)
+    return removed, freed
+
+
 class DockerImageStore:
     """ImageStore backed by the local engine."""
 

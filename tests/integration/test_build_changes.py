@@ -56,6 +56,9 @@ def test_changing_one_fragment_rebuilds_only_that_connector(project, docker_api)
     assert after["datahub-mysql"] != before["datahub-mysql"]
     assert after["datahub-sqlite"] == before["datahub-sqlite"]
     assert after["base-datahub"] == before["base-datahub"]
+    # The replaced image does not stay behind as untagged layers.
+    with pytest.raises(Exception, match="No such image|not found"):
+        docker_api.api.inspect_image(before["datahub-mysql"])
 
 
 def test_failed_build_keeps_the_previous_image_and_others_still_build(project, docker_api):
@@ -83,6 +86,20 @@ def test_failed_smoke_test_keeps_the_previous_image(project, docker_api):
         assert completed.returncode != 0
         assert "module_that_is_missing" in completed.stdout
         assert image_id(docker_api, project, "datahub-sqlite") == before
+
+
+def test_connector_whose_plugin_does_not_load_fails_and_keeps_its_tag(project, docker_api):
+    """The smoke test imports the connector's own source plugin: one that cannot load fails the build."""
+    before = image_id(docker_api, project, "datahub-mysql")
+    settings_file = project.connector_dir("datahub-mysql") / "connector.toml"
+    # DataHub's mongodb source, in an image without its extra: the plugin's module cannot import pymongo.
+    broken = settings_file.read_text().replace('source = "mysql"', 'source = "mongodb"')
+    with rewritten(settings_file, broken):
+        completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
+        assert completed.returncode != 0
+        assert "source plugin 'mongodb' cannot be loaded" in completed.stdout
+        assert "pymongo" in completed.stdout
+        assert image_id(docker_api, project, "datahub-mysql") == before
 
 
 def test_fragment_that_moves_the_framework_is_refused_by_name(project, docker_api):
