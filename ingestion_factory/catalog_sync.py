@@ -110,14 +110,13 @@ class SyncEntry:
 # ------------------------------------------------------------------------------------------- probe
 
 
-def probe(settings: Settings, framework: Framework, api) -> Inventory:
-    """Run the inventory script in the framework's base image, without network."""
+def probe(framework: Framework, image: str, api) -> Inventory:
+    """Run the inventory script in the framework's base image (`image`), without network."""
     from docker.errors import ContainerError, ImageNotFound
 
     if not framework.source_root:
         raise ConfigError(f"framework {framework.name!r} has no source_root",
                           f"set source_root under [tool.ingestion-factory.frameworks.{framework.name}]")
-    image = f"{settings.repository(framework.base_image)}:{settings.tag or framework.version}"
     script = (Path(__file__).parent / "inventory_probe.py").read_text()
     try:
         output = api.containers.run(

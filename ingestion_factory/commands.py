@@ -201,9 +201,10 @@ def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: b
 
     api, _ = _engine()
     drift = []
+    bases = catalog_mod.discover(settings)
     for name in frameworks or list(settings.frameworks):
         framework = settings.framework_named(name)
-        inventory = catalog_sync.probe(settings, framework, api)
+        inventory = catalog_sync.probe(framework, plan_mod.image_ref(bases.base_for(name), settings), api)
         derived = catalog_sync.derive(inventory, framework)
         entries = catalog_sync.sync(settings, framework, inventory, derived, prune=prune, dry_run=check)
         _print_sync(inventory, entries, check)
