@@ -4,15 +4,19 @@
 # against the real Docker engine (and PostgreSQL, a registry and Airflow, which the tests start).
 #
 #   --setup-only    only the set-up
+#   --allow-skips   accept a run in which tests were skipped (by default skips fail it: a skipped
+#                   test proves nothing)
 # Other arguments go to pytest, e.g. `./run_tests.sh tests/unit` or `-k push`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 setup_only=false
+allow_skips=false
 pytest_args=()
 for arg in "$@"; do
     case "$arg" in
         --setup-only) setup_only=true ;;
+        --allow-skips) allow_skips=true ;;
         *) pytest_args+=("$arg") ;;
     esac
 done
@@ -21,10 +25,20 @@ done
 scripts/provision.sh
 $setup_only && exit 0
 
+# tests/conftest.py writes one line per skipped test here: "<test id><TAB><reason>".
+skips=$(mktemp)
+trap 'rm -f "$skips"' EXIT
 status=0
-.venv/bin/python -m pytest "${pytest_args[@]}" || status=$?
+FACTORY_SKIP_REPORT=$skips .venv/bin/python -m pytest "${pytest_args[@]}" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "error: pytest collected no tests; that is a failure, not a pass" >&2
     exit 1
+fi
+if [ -s "$skips" ] && ! $allow_skips; then
+    echo "skipped, by reason:" >&2
+    cut -f2- "$skips" | sort | uniq -c | sort -rn | sed 's/^ *\([0-9]*\) /  \1 x /' >&2
+    echo "error: $(wc -l <"$skips") test(s) skipped (reasons above), so this run does not show that they pass;" \
+         "give them what they need, or accept the skips with ./run_tests.sh --allow-skips" >&2
+    [ "$status" -ne 0 ] || status=1
 fi
 exit "$status"
