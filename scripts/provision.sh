@@ -38,6 +38,7 @@ $as_root || sudo="sudo "
 
 changed=()  # what this run did
 todo=()     # what is left: commands for the user, or (--check) what a set-up would do
+root_would_do=false  # something on the list is what this script does as root
 
 log() { printf '== %s (%s)\n' "$*" "$(date +%T)"; }
 die() { printf 'error: %s\n' "$1" >&2; [ -z "${2:-}" ] || printf 'hint: %s\n' "$2" >&2; exit 1; }
@@ -57,6 +58,7 @@ fix() {
     fi
     if $needs_root && ! $as_root; then
         todo+=("$shown")
+        root_would_do=true
         return 0
     fi
     log "$what"
@@ -215,10 +217,10 @@ if [ "${#todo[@]}" -gt 0 ]; then
         why=""
         $as_root || why=" as $(id -un) (not root)"
         $debian || why="$why on a system without apt-get"
-        echo "error: cannot finish the set-up$why, so nothing was tested. Run:" >&2
+        echo "error: cannot finish the set-up the tests need$why. Run:" >&2
         printf '  %s\n' "${todo[@]}" >&2
         echo "then ./run_tests.sh again." >&2
-        $as_root || ! $debian || echo "Or all of it at once: sudo scripts/provision.sh" >&2
+        ! $root_would_do || echo "Or all of it at once: sudo scripts/provision.sh" >&2
     fi
     exit 1
 fi
