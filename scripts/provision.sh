@@ -2,7 +2,8 @@
 # Sets up what the test suite needs on this machine, and only what is missing:
 #
 #   packages  docker.io (engine and a BuildKit-capable CLI), debootstrap (`inv python-image`),
-#             postgresql, docker-registry and apache2-utils (the tests start their own servers from these)
+#             postgresql, docker-registry and apache2-utils (the tests start their own servers from these);
+#             python3-venv when python3 cannot make a virtual environment
 #   daemons   dockerd and the PostgreSQL cluster on 127.0.0.1:5432, when not running
 #   .venv     the tool and pytest, reinstalled only when pyproject.toml changes
 #   image     the Python image every base starts FROM (`inv python-image`), when missing
@@ -15,7 +16,7 @@
 #   scripts/provision.sh --check   change nothing; list what a set-up would do (exit 1 if anything)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# dockerd, debootstrap and pg tools live in sbin, which a non-root PATH may lack.
+# dockerd and debootstrap live in sbin, which a non-root PATH may lack.
 PATH="$PATH:/usr/sbin:/sbin"
 started=${EPOCHREALTIME//[!0-9]/}
 
@@ -23,7 +24,7 @@ check=false
 case "${1:-}" in
     "") ;;
     --check) check=true ;;
-    -h | --help) sed -n '2,15s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "usage: scripts/provision.sh [--check]" >&2; exit 2 ;;
 esac
 
