@@ -69,6 +69,8 @@ fix() {
 
 engine_up() { docker info >/dev/null 2>&1; }
 postgres_up() { pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1; }
+# pgrep (procps) is not in a minimal Debian.
+dockerd_running() { if have pgrep; then pgrep -x dockerd >/dev/null; else grep -qsx dockerd /proc/[0-9]*/comm; fi; }
 
 wait_for() {  # wait_for SECONDS COMMAND...: true as soon as COMMAND succeeds
     local seconds=$1
@@ -126,7 +128,7 @@ start_dockerd() {
 if ! engine_up && have dockerd; then
     if [ -n "${DOCKER_HOST:-}" ]; then
         todo+=("start the Docker engine at DOCKER_HOST=$DOCKER_HOST, or unset DOCKER_HOST to use the local one")
-    elif pgrep -x dockerd >/dev/null; then
+    elif dockerd_running; then
         # Running but not answering: starting up (never start a second one), or not ours to use.
         if $check; then
             todo+=("wait for the running dockerd to answer")
