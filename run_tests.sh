@@ -1,25 +1,44 @@
 #!/usr/bin/env bash
-# The whole test suite in one command: unit tests, then integration tests against
-# the real Docker engine (and PostgreSQL, a registry and Airflow, which the tests start).
-# Extra arguments go to pytest, e.g. `./run_tests.sh tests/unit` or `-k push`.
+# The whole test suite in one command. First the set-up (scripts/provision.sh: packages, dockerd,
+# PostgreSQL, .venv, the Python image; only what is missing), then unit tests and integration tests
+# against the real Docker engine (and PostgreSQL, a registry and Airflow, which the tests start).
+#
+#   --setup-only    only the set-up
+#   --allow-skips   accept a run in which tests were skipped (by default skips fail it: a skipped
+#                   test proves nothing)
+# Other arguments go to pytest, e.g. `./run_tests.sh tests/unit` or `-k push`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ ! -x .venv/bin/python ]; then
-    echo "Creating the tool's environment in .venv ..."
-    python3 -m venv .venv
-fi
-# Reinstall only when the project's dependencies changed.
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
-if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-    rm -f .venv/.installed-* && touch "$stamp"
-fi
+setup_only=false
+allow_skips=false
+pytest_args=()
+for arg in "$@"; do
+    case "$arg" in
+        --setup-only) setup_only=true ;;
+        --allow-skips) allow_skips=true ;;
+        *) pytest_args+=("$arg") ;;
+    esac
+done
 
+# Stops here, with the commands to run, when it cannot set up everything the tests need.
+scripts/provision.sh
+$setup_only && exit 0
+
+# tests/conftest.py writes one line per skipped test here: "<test id><TAB><reason>".
+skips=$(mktemp)
+trap 'rm -f "$skips"' EXIT
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+FACTORY_SKIP_REPORT=$skips .venv/bin/python -m pytest "${pytest_args[@]}" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "error: pytest collected no tests; that is a failure, not a pass" >&2
     exit 1
+fi
+if [ -s "$skips" ] && ! $allow_skips; then
+    echo "skipped, by reason:" >&2
+    cut -f2- "$skips" | sort | uniq -c | sort -rn | sed 's/^ *\([0-9]*\) /  \1 x /' >&2
+    echo "error: $(wc -l <"$skips") test(s) skipped (reasons above), so this run does not show that they pass;" \
+         "give them what they need, or accept the skips with ./run_tests.sh --allow-skips" >&2
+    [ "$status" -ne 0 ] || status=1
 fi
 exit "$status"

@@ -1,7 +1,8 @@
-"""Shared fixtures: a throwaway project tree for unit tests."""
+"""Shared fixtures: a throwaway project tree for unit tests; the skip report for ./run_tests.sh."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -20,3 +21,25 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "runtime").mkdir()
     (tmp_path / "runtime" / "main.py").write_text("print('runtime')\n")
     return tmp_path
+
+
+# --- skipped tests, for ./run_tests.sh (which fails a run that skipped any, unless --allow-skips) -------
+
+
+def _report_skip(report) -> None:
+    path = os.environ.get("FACTORY_SKIP_REPORT")
+    if not path or not report.skipped or hasattr(report, "wasxfail"):  # xfail is not a skip
+        return
+    # A skip's longrepr is (file, line, "Skipped: reason"); the reason may span lines.
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = " ".join(reason.removeprefix("Skipped: ").split())
+    with open(path, "a", encoding="utf-8") as sink:
+        sink.write(f"{report.nodeid}\t{reason}\n")
+
+
+def pytest_runtest_logreport(report):
+    _report_skip(report)
+
+
+def pytest_collectreport(report):
+    _report_skip(report)  # a whole module skipped at import (pytest.importorskip)

@@ -61,7 +61,7 @@ def docker_api():
 
 @pytest.fixture(scope="session")
 def python_image(docker_api):
-    """The Python image every base starts FROM; built by .ci/run (`inv python-image`) or pulled."""
+    """The Python image every base starts FROM; built by scripts/provision.sh (`inv python-image`) or pulled."""
     from ingestion_factory import settings as settings_mod
 
     name = settings_mod.pyproject_defaults(REPO)["python_image"]

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Sets up what the test suite needs on this machine, and only what is missing:
+#
+#   packages  docker.io (engine and a BuildKit-capable CLI), debootstrap (`inv python-image`),
+#             postgresql, docker-registry and apache2-utils (the tests start their own servers from these);
+#             python3-venv when python3 cannot make a virtual environment
+#   daemons   dockerd and the PostgreSQL cluster on 127.0.0.1:5432, when not running
+#   .venv     the tool and pytest, reinstalled only when pyproject.toml changes
+#   image     the Python image every base starts FROM (`inv python-image`), when missing
+#
+# As root on Debian/Ubuntu it does all of it. Otherwise it changes nothing that needs root, prints the
+# exact commands to run instead, and exits 1. When everything is there it changes nothing and says
+# "set-up: nothing to do".
+#
+#   scripts/provision.sh           set up (./run_tests.sh runs this first; so does CI, through it)
+#   scripts/provision.sh --check   change nothing; list what a set-up would do (exit 1 if anything)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# dockerd and debootstrap live in sbin, which a non-root PATH may lack.
+PATH="$PATH:/usr/sbin:/sbin"
+started=${EPOCHREALTIME//[!0-9]/}
+
+check=false
+case "${1:-}" in
+    "") ;;
+    --check) check=true ;;
+    -h | --help) sed -n '2,16s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) echo "usage: scripts/provision.sh [--check]" >&2; exit 2 ;;
+esac
+
+as_root=false
+[ "$(id -u)" = 0 ] && as_root=true
+debian=false
+command -v apt-get >/dev/null 2>&1 && debian=true
+systemd=false
+[ -d /run/systemd/system ] && systemd=true
+sudo=""
+$as_root || sudo="sudo "
+
+changed=()  # what this run did
+todo=()     # what is left: commands for the user, or (--check) what a set-up would do
+root_would_do=false  # something on the list is what this script does as root
+
+log() { printf '== %s (%s)\n' "$*" "$(date +%T)"; }
+die() { printf 'error: %s\n' "$1" >&2; [ -z "${2:-}" ] || printf 'hint: %s\n' "$2" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# fix [--user] WHAT COMMAND-FOR-THE-USER FUNCTION [ARGS...]: run FUNCTION now when allowed (root, unless
+# --user; never with --check); otherwise leave COMMAND-FOR-THE-USER on the list. Always called as a plain
+# command (never after `if` or before `||`), so that `set -e` stops the script when FUNCTION fails.
+fix() {
+    local needs_root=true
+    [ "$1" = --user ] && { needs_root=false; shift; }
+    local what=$1 shown=$2
+    shift 2
+    if $check; then
+        todo+=("$what")
+        return 0
+    fi
+    if $needs_root && ! $as_root; then
+        todo+=("$shown")
+        root_would_do=true
+        return 0
+    fi
+    log "$what"
+    "$@"
+    changed+=("$what")
+}
+
+engine_up() { docker info >/dev/null 2>&1; }
+postgres_up() { pg_isready -q -h 127.0.0.1 -p 5432 >/dev/null 2>&1; }
+# pgrep (procps) is not in a minimal Debian.
+dockerd_running() { if have pgrep; then pgrep -x dockerd >/dev/null; else grep -qsx dockerd /proc/[0-9]*/comm; fi; }
+
+wait_for() {  # wait_for SECONDS COMMAND...: true as soon as COMMAND succeeds
+    local seconds=$1
+    shift
+    for _ in $(seq "$seconds"); do
+        "$@" && return 0
+        sleep 1
+    done
+    "$@"
+}
+
+# --- packages ---------------------------------------------------------------------------------------
+# Probed by command, not by dpkg: an engine from Docker's own packages (docker-ce) counts too.
+missing=()
+if ! have docker || ! { engine_up || have dockerd; }; then missing+=(docker.io); fi
+have debootstrap || missing+=(debootstrap)
+if ! have psql || ! { postgres_up || have pg_ctlcluster; }; then missing+=(postgresql); fi
+have docker-registry || missing+=(docker-registry)
+have htpasswd || missing+=(apache2-utils)
+# Debian's python3 makes virtual environments only with python3-venv.
+if [ ! -x .venv/bin/python ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    have python3 || missing+=(python3)
+    missing+=(python3-venv)
+fi
+
+install_packages() {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    # Where systemd runs, the registry package starts a server on :5000; the tests start their own.
+    if $systemd && [[ " $* " == *" docker-registry "* ]]; then systemctl stop docker-registry || true; fi
+}
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    if $debian; then
+        fix "install ${missing[*]}" \
+            "${sudo}apt-get update && ${sudo}apt-get install -y --no-install-recommends ${missing[*]}" \
+            install_packages "${missing[@]}"
+    else
+        todo+=("install what these Debian packages provide, with this system's package manager: ${missing[*]}")
+    fi
+fi
+
+# --- the Docker engine ----------------------------------------------------------------------------
+start_dockerd() {
+    if $systemd; then
+        systemctl start docker
+    else
+        # Its own session: a Ctrl-C in the terminal running the tests must not reach the engine.
+        setsid -f dockerd >>/var/log/dockerd.log 2>&1 </dev/null
+    fi
+    wait_for 60 engine_up || die "dockerd did not answer within 60s" "see /var/log/dockerd.log (or journalctl -u docker)"
+}
+
+if ! engine_up && have dockerd; then
+    if [ -n "${DOCKER_HOST:-}" ]; then
+        todo+=("start the Docker engine at DOCKER_HOST=$DOCKER_HOST, or unset DOCKER_HOST to use the local one")
+    elif dockerd_running; then
+        # Running but not answering: starting up (never start a second one), or not ours to use.
+        if $check; then
+            todo+=("wait for the running dockerd to answer")
+        elif $as_root; then
+            log "waiting for the running dockerd"
+            wait_for 60 engine_up || die "dockerd is running but does not answer" "see its log (/var/log/dockerd.log)"
+        else
+            todo+=("${sudo}usermod -aG docker $(id -un)   # may use the running engine; then log in again")
+        fi
+    elif $systemd; then
+        fix "start dockerd" "${sudo}systemctl start docker" start_dockerd
+    else
+        fix "start dockerd" "${sudo}sh -c 'setsid -f dockerd >>/var/log/dockerd.log 2>&1 </dev/null'" start_dockerd
+    fi
+fi
+
+# --- PostgreSQL (the tests create their own role and database in it) --------------------------------
+start_postgres() {  # start_postgres VERSION CLUSTER [create]
+    [ "${3:-}" != create ] || pg_createcluster --port 5432 "$1" "$2" >/dev/null
+    for _ in 1 2 3 4 5; do
+        pg_ctlcluster "$1" "$2" start 2>/dev/null || true
+        postgres_up && return 0
+        sleep 2  # a previous server may still be going away
+    done
+    die "PostgreSQL $1/$2 did not start" "see /var/log/postgresql/postgresql-$1-$2.log"
+}
+
+if ! postgres_up && have pg_ctlcluster; then
+    read -r pg_version pg_cluster _ < <(pg_lsclusters --no-header 2>/dev/null | awk '$3 == 5432') || true
+    if [ -n "${pg_version:-}" ]; then
+        fix "start PostgreSQL $pg_version/$pg_cluster" "${sudo}pg_ctlcluster $pg_version $pg_cluster start" \
+            start_postgres "$pg_version" "$pg_cluster"
+    elif [ -z "$(pg_lsclusters --no-header 2>/dev/null)" ]; then
+        # The package creates "main"; it is missing only when that was undone.
+        pg_version=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -1) || true
+        [ -n "$pg_version" ] || die "PostgreSQL has no server version installed" "apt-get install postgresql"
+        fix "create and start PostgreSQL $pg_version/main" \
+            "${sudo}pg_createcluster --port 5432 --start $pg_version main" \
+            start_postgres "$pg_version" main create
+    else
+        todo+=("${sudo}pg_createcluster --port 5432 --start <version> factory   # the tests need a cluster on port 5432")
+    fi
+fi
+
+# --- the tool's environment ------------------------------------------------------------------------
+make_venv() {
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    rm -f .venv/.installed-* && touch "$stamp"
+}
+
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ] || [ ! -x .venv/bin/python ]; then
+    # Without python3-venv (left on the list above) there is nothing to do here yet.
+    if [ -x .venv/bin/python ] || python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        fix --user "install the tool and pytest into .venv" "" make_venv
+    fi
+fi
+
+# --- the Python image, and a docker CLI that can build with BuildKit ------------------------------
+if [ -f "$stamp" ] && engine_up; then
+    python_image=$(.venv/bin/python -c 'from pathlib import Path
+from ingestion_factory.settings import pyproject_defaults
+print(pyproject_defaults(Path("."))["python_image"])')
+    if ! docker image inspect "$python_image" >/dev/null 2>&1; then
+        fix "build the Python image $python_image (inv python-image)" "${sudo}.venv/bin/inv python-image   # or: docker pull $python_image" \
+            .venv/bin/inv python-image
+    fi
+    if ! cli_problem=$(.venv/bin/python -c 'import sys
+from ingestion_factory import buildkit
+from ingestion_factory.errors import FactoryError
+try:
+    buildkit.find_cli()
+except FactoryError as exc:
+    sys.exit(exc.render())' 2>&1); then
+        todo+=("get a docker CLI that builds with BuildKit: ${cli_problem//$'\n'/ }")
+    fi
+fi
+
+# --- what happened --------------------------------------------------------------------------------
+elapsed() { local us=$((${EPOCHREALTIME//[!0-9]/} - started)); printf '%d.%d s' $((us / 1000000)) $((us / 100000 % 10)); }
+
+if [ "${#todo[@]}" -gt 0 ]; then
+    if $check; then
+        echo "set-up would:"
+        printf '  - %s\n' "${todo[@]}"
+        echo "run it: scripts/provision.sh (as root), or ./run_tests.sh, which runs it first"
+    else
+        why=""
+        $as_root || why=" as $(id -un) (not root)"
+        $debian || why="$why on a system without apt-get"
+        echo "error: cannot finish the set-up the tests need$why. Run:" >&2
+        printf '  %s\n' "${todo[@]}" >&2
+        echo "then ./run_tests.sh again." >&2
+        ! $root_would_do || echo "Or all of it at once: sudo scripts/provision.sh" >&2
+    fi
+    exit 1
+fi
+if [ "${#changed[@]}" -eq 0 ]; then
+    echo "set-up: nothing to do ($(elapsed))"
+else
+    printf -v summary '%s; ' "${changed[@]}"
+    echo "set-up: done in $(elapsed): ${summary%; }"
+fi

@@ -1,0 +1,187 @@
+"""scripts/provision.sh decides what to set up: here against a fake machine made of stub commands.
+
+Every command that would change the machine (apt-get, dockerd, pg_ctlcluster, inv python-image, ...)
+is a stub that only records its call, so these tests never install or start anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# The script starts dockerd through systemd where systemd runs, directly elsewhere.
+SYSTEMD = Path("/run/systemd/system").is_dir()
+START_DOCKERD = "systemctl start docker" if SYSTEMD else "setsid -f dockerd"
+SHOWN_START_DOCKERD = ("sudo systemctl start docker" if SYSTEMD
+                       else "sudo sh -c 'setsid -f dockerd >>/var/log/dockerd.log 2>&1 </dev/null'")
+
+# Real tools the scripts use; nothing else from the host is on PATH (sbin is, the script adds it).
+TOOLS = ("bash", "dirname", "date", "seq", "sleep", "sha256sum", "cut", "rm", "touch", "sed", "awk", "ls", "sort",
+         "tail", "mktemp", "wc", "uniq", "cat")
+
+# name -> body; "$STATE" holds the fake machine's facts, "$CALLS" the log of changing commands.
+STUBS = {
+    "id": '[ "$1" = -u ] && { [ -e "$STATE/root" ] && echo 0 || echo 1000; } || echo tester',
+    "docker": 'case "$1" in\n'
+              '  info) if [ -s "$STATE/engine_after" ]; then n=$(cat "$STATE/engine_after"); '
+              'echo $((n - 1)) >"$STATE/engine_after"; [ "$n" -le 1 ] && touch "$STATE/engine_up"; fi\n'
+              '        [ -e "$STATE/engine_up" ] ;;\n'
+              '  image) [ -e "$STATE/image" ] ;;\n'
+              'esac',
+    "pgrep": '[ -e "$STATE/dockerd_running" ]',
+    "pg_isready": '[ -e "$STATE/postgres_up" ]',
+    "pg_lsclusters": 'echo "15  main    5432 down   postgres /var/lib/postgresql/15/main x.log"',
+    "psql": "exit 0",
+    "docker-registry": "exit 0",
+    "htpasswd": "exit 0",
+    "apt-get": 'echo "apt-get $*" >>"$CALLS"',
+    "systemctl": 'echo "systemctl $*" >>"$CALLS"; [ "$*" != "start docker" ] || touch "$STATE/engine_up"',
+    "dockerd": 'echo "dockerd $*" >>"$CALLS"',
+    "setsid": 'echo "setsid $*" >>"$CALLS"; touch "$STATE/engine_up"',
+    "pg_ctlcluster": 'echo "pg_ctlcluster $*" >>"$CALLS"; touch "$STATE/postgres_up"',
+    "pg_createcluster": 'echo "pg_createcluster $*" >>"$CALLS"',
+}
+
+
+class Machine:
+    """A copy of the scripts in a project of its own, and stub commands describing the machine."""
+
+    def __init__(self, root: Path):
+        self.project = root / "project"
+        self.bin = root / "bin"
+        self.state = root / "state"
+        self.calls_log = root / "calls"
+        (self.project / "scripts").mkdir(parents=True)
+        shutil.copy(REPO / "scripts" / "provision.sh", self.project / "scripts")
+        shutil.copy(REPO / "run_tests.sh", self.project)
+        shutil.copy(REPO / "pyproject.toml", self.project)
+        self.bin.mkdir()
+        self.state.mkdir()
+        for tool in TOOLS:
+            (self.bin / tool).symlink_to(shutil.which(tool))
+        for name, body in STUBS.items():
+            self.stub(name, body)
+        venv = self.project / ".venv" / "bin"
+        venv.mkdir(parents=True)
+        # Asked for the Python image's name (and whether a BuildKit CLI exists); records pytest runs.
+        self.stub("python", '[ "$1" = -m ] && echo "python $*" >>"$CALLS"; echo python:test', directory=venv)
+        self.stub("inv", 'echo "inv $*" >>"$CALLS"', directory=venv)
+        digest = hashlib.sha256((self.project / "pyproject.toml").read_bytes()).hexdigest()[:16]
+        (self.project / ".venv" / f".installed-{digest}").touch()
+        self.set(root=True, engine_up=True, postgres_up=True, image=True)
+
+    def stub(self, name: str, body: str, directory: Path | None = None) -> None:
+        path = (directory or self.bin) / name
+        path.write_text(f"#!/bin/bash\n{body}\n")
+        path.chmod(0o755)
+
+    def remove(self, *names: str) -> None:
+        for name in names:
+            (self.bin / name).unlink()
+
+    def set(self, **facts: bool) -> None:
+        for fact, value in facts.items():
+            path = self.state / fact
+            path.touch() if value else path.unlink(missing_ok=True)
+
+    def run(self, *args: str, script: str = "scripts/provision.sh") -> subprocess.CompletedProcess:
+        env = {"PATH": str(self.bin), "STATE": str(self.state), "CALLS": str(self.calls_log), "HOME": "/tmp"}
+        return subprocess.run([str(self.project / script), *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    @property
+    def calls(self) -> list[str]:
+        return self.calls_log.read_text().splitlines() if self.calls_log.exists() else []
+
+
+@pytest.fixture
+def machine(tmp_path):
+    missing = [tool for tool in TOOLS if not shutil.which(tool)]
+    assert not missing, f"host tools missing: {missing}"
+    return Machine(tmp_path)
+
+
+def test_nothing_to_do_when_everything_is_there(machine):
+    completed = machine.run()
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("set-up: nothing to do (")
+    assert machine.calls == []
+
+
+def test_as_root_on_debian_it_installs_and_starts_only_what_is_missing(machine):
+    machine.remove("docker-registry", "htpasswd")
+    machine.set(engine_up=False, postgres_up=False, image=False)
+    completed = machine.run()
+    assert completed.returncode == 0, completed.stderr
+    assert machine.calls == [
+        "apt-get update -qq",
+        "apt-get install -y -qq --no-install-recommends docker-registry apache2-utils",
+        *(["systemctl stop docker-registry"] if SYSTEMD else []),
+        START_DOCKERD,
+        "pg_ctlcluster 15 main start",
+        "inv python-image",
+    ]
+    assert completed.stdout.splitlines()[-1].startswith("set-up: done in ")
+
+
+def test_a_dockerd_that_is_starting_is_waited_for_not_started_twice(machine):
+    machine.set(engine_up=False, dockerd_running=True)
+    (machine.state / "engine_after").write_text("3")
+    completed = machine.run()
+    assert completed.returncode == 0, completed.stderr
+    assert "waiting for the running dockerd" in completed.stdout
+    assert machine.calls == []
+
+
+def test_not_root_it_changes_nothing_and_prints_the_commands(machine):
+    machine.remove("docker-registry", "htpasswd")
+    machine.set(root=False, engine_up=False, postgres_up=False)
+    completed = machine.run()
+    assert completed.returncode == 1
+    assert machine.calls == []
+    for command in ("sudo apt-get update && sudo apt-get install -y --no-install-recommends "
+                    "docker-registry apache2-utils",
+                    SHOWN_START_DOCKERD,
+                    "sudo pg_ctlcluster 15 main start",
+                    "sudo scripts/provision.sh"):
+        assert command in completed.stderr
+
+
+def test_run_tests_stops_before_pytest_when_the_set_up_cannot_finish(machine):
+    machine.set(root=False, engine_up=False)
+    completed = machine.run("tests/unit", script="run_tests.sh")
+    assert completed.returncode == 1
+    assert "error: cannot finish the set-up the tests need" in completed.stderr
+    assert machine.calls == []  # no pytest, nothing started
+
+
+def test_check_changes_nothing_and_lists_what_set_up_would_do(machine):
+    machine.remove("htpasswd")
+    machine.set(engine_up=False, postgres_up=False)
+    completed = machine.run("--check")
+    assert completed.returncode == 1
+    assert machine.calls == []
+    assert completed.stdout.splitlines()[:4] == [
+        "set-up would:", "  - install apache2-utils", "  - start dockerd", "  - start PostgreSQL 15/main"]
+
+
+def test_without_apt_get_it_names_the_packages_to_install(machine):
+    machine.remove("apt-get", "docker-registry")
+    completed = machine.run()
+    assert completed.returncode == 1
+    assert "install what these Debian packages provide, with this system's package manager: docker-registry" \
+        in completed.stderr
+    assert machine.calls == []
+
+
+def test_setup_only_runs_no_tests(machine):
+    completed = machine.run("--setup-only", script="run_tests.sh")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("set-up: nothing to do")
+    assert machine.calls == []
