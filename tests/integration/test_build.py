@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-OM_VERSION = "1.12.14.2"
-DH_VERSION = "1.7.0.17"
+from testkit import DH_VERSION, OM_VERSION
+
 CONNECTORS = ("mysql", "datahub-sqlite")
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from scratch_project import scratch_projects
-
-DH_VERSION = "1.7.0.17"
+from testkit import DH_VERSION
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from project_tree import add_connector
+from testkit import OM_VERSION
 from ingestion_factory import catalog, settings as settings_mod
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.plan import (
@@ -165,4 +166,4 @@ def test_up_to_date_image_keeps_the_commit_it_was_built_from(project):
     for info in store.images.values():
         info.labels["org.opencontainers.image.revision"] = "0123456789ab"
     plan = make_plan(found, ["a"], store, settings, revision="fedcba987654")
-    assert plan.items["a"].tags == ["1.12.14.2", "0123456789ab", "latest"]
+    assert plan.items["a"].tags == [OM_VERSION, "0123456789ab", "latest"]
