@@ -43,18 +43,18 @@ def ids(api, project):
 def test_changing_one_fragment_rebuilds_only_that_connector(project, docker_api):
     before = ids(docker_api, project)
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
-    fragment.write_text(fragment.read_text() + "# touched by the test\n")
-    plan = project.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql", "--plan").stdout
-    assert "inputs changed" in plan
-    project.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql")
-    report = project.report()
-    assert report["datahub-mysql"]["result"] == "built"
-    assert report["datahub-sqlite"]["result"] == "up to date"
-    assert report["base-datahub"]["result"] == "up to date"
-    after = ids(docker_api, project)
-    assert after["datahub-mysql"] != before["datahub-mysql"]
-    assert after["datahub-sqlite"] == before["datahub-sqlite"]
-    assert after["base-datahub"] == before["base-datahub"]
+    with rewritten(fragment, fragment.read_text() + "# touched by the test\n"):
+        plan = project.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql", "--plan").stdout
+        assert "inputs changed" in plan
+        project.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql")
+        report = project.report()
+        assert report["datahub-mysql"]["result"] == "built"
+        assert report["datahub-sqlite"]["result"] == "up to date"
+        assert report["base-datahub"]["result"] == "up to date"
+        after = ids(docker_api, project)
+        assert after["datahub-mysql"] != before["datahub-mysql"]
+        assert after["datahub-sqlite"] == before["datahub-sqlite"]
+        assert after["base-datahub"] == before["base-datahub"]
 
 
 def test_failed_build_keeps_the_previous_image_and_others_still_build(project, docker_api):
