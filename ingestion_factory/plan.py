@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from graphlib import TopologicalSorter
 from typing import Protocol
 
 from .catalog import BASE, Catalog, ImageSpec
 from .errors import ConfigError
+from .graph import parents_first
 from .settings import Settings, image_tags
 
 # Bump when the way images are built changes in a way the input files do not show.
@@ -80,9 +80,6 @@ class Plan:
     def to_build(self) -> list[PlanItem]:
         return [item for item in self if item.needs_build]
 
-    def dependents(self, name: str) -> list[str]:
-        return [n for n in self.order if self.items[n].spec.parent == name]
-
 
 def version_tag(spec: ImageSpec, settings: Settings) -> str:
     return settings.tag or spec.framework.version
@@ -114,12 +111,6 @@ def input_hash(spec: ImageSpec, parent_id: str, settings: Settings) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def topological_order(catalog: Catalog, names: list[str]) -> list[str]:
-    wanted = set(names)
-    graph = {n: ({catalog[n].parent} & wanted if catalog[n].parent else set()) for n in names}
-    return list(TopologicalSorter(graph).static_order())
-
-
 def make_plan(
     catalog: Catalog,
     targets: list[str],
@@ -134,8 +125,7 @@ def make_plan(
     `force` rebuilds the targets themselves, not their up-to-date ancestors.
     """
 
-    names = catalog.with_ancestors(targets)
-    order = topological_order(catalog, names)
+    order = parents_first(catalog.parents, targets)
     python = store.inspect(settings.python_image)
     items: dict[str, PlanItem] = {}
     for name in order:

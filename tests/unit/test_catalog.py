@@ -138,11 +138,11 @@ def test_resolve_names_and_hints(project):
     assert "did you mean mysql" in error.value.hint
 
 
-def test_with_ancestors_adds_parents_once(project):
+def test_parents_are_the_build_graph(project):
     add_connector(project, "a")
     add_connector(project, "b", "x\n", 'parent = "a"\n')
     found = discover(project)
-    assert found.with_ancestors(["b", "a"]) == ["base", "a", "b"]
+    assert found.parents == {"base": None, "base-datahub": None, "a": "base", "b": "a"}
 
 
 @pytest.mark.parametrize(
