@@ -95,7 +95,6 @@ class BuildRequest:
     labels: dict[str, str]
     ca_bundle: Path | None
     log_path: Path
-    target: str | None = None
     no_cache: bool = False
 
 
@@ -125,8 +124,6 @@ def build(request: BuildRequest, on_progress: Callable[[str], None] | None = Non
         ]
         if request.no_cache:
             command.append("--no-cache")
-        if request.target:
-            command += ["--target", request.target]
         if request.ca_bundle:
             command += ["--secret", f"id=ca,src={request.ca_bundle}"]
         for key, value in sorted(request.build_args.items()):

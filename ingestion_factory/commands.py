@@ -55,8 +55,8 @@ def print_plan(plan: Plan) -> None:
 
 
 def build(settings: Settings, names: list[str] | None = None, *, base_only: bool = False,
-          frameworks: list[str] | None = None, jobs: int | None = None, force: bool = False,
-          fail_fast: bool = False, plan_only: bool = False, no_cache: bool = False) -> int:
+          frameworks: list[str] | None = None, force: bool = False, fail_fast: bool = False,
+          plan_only: bool = False, no_cache: bool = False) -> int:
     """Build what is stale among the named images (or all); returns the exit status."""
     from .builder import Builder
 
@@ -89,11 +89,11 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
                    {"duration_s": round(time.monotonic() - started, 2)})
         _raise_for_broken(broken)
         return 0
-    console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {jobs or settings.jobs} at a time "
+    console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {settings.jobs} at a time "
                   f"(logs in {settings.output_path / 'logs'}).")
     with Progress(plan.order, console) as progress:
         builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache)
-        results = builder.run(plan, jobs=jobs or settings.jobs, fail_fast=fail_fast)
+        results = builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast)
     console.print(summary_table(results))
     print_failures(console, results)
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
