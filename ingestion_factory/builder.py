@@ -159,6 +159,7 @@ class Builder:
                 ca_bundle=self.ca_bundle,
                 log_path=log_path,
                 no_cache=self.no_cache,
+                framework_package=spec.framework.package,
             )
             image_id = buildkit.build(request, on_progress=lambda text: self.progress.step(spec.name, text))
             self.progress.update(spec.name, "smoke test")
@@ -172,11 +173,9 @@ class Builder:
                 result.size = info.size
                 result.added = info.size - parent.size if parent else None
         except buildkit.BuildFailed as exc:
-            conflict = buildkit.conflict_summary(exc.log_tail, spec.framework.package)
-            result.reason = conflict or exc.message
-            result.log_tail = exc.log_tail
+            result.reason, result.log_tail = exc.diagnosis.reason, list(exc.diagnosis.details)
         except verify.SmokeFailed as exc:
-            result.reason, result.log_tail = exc.message, exc.log_tail
+            result.reason, result.log_tail = exc.diagnosis.reason, list(exc.diagnosis.details)
             self._discard(image_id)
         except FactoryError as exc:
             result.reason = exc.message

@@ -33,7 +33,7 @@ class Result:
     added: int | None = None
     tags: list[str] = field(default_factory=list)
     log: str = ""
-    log_tail: list[str] = field(default_factory=list)
+    log_tail: list[str] = field(default_factory=list)  # for failures: the tool's own words, then the command
 
 
 def human_size(size: int | None) -> str:
@@ -112,7 +112,7 @@ def print_failures(console: Console, results: list[Result]) -> None:
         if result.result != FAILED:
             continue
         console.print(f"\n[bold red]{result.name} failed:[/] {escape(result.reason)}")
-        for line in result.log_tail[-15:]:
+        for line in result.log_tail:
             console.print(f"    {line}", markup=False, highlight=False)
         if result.log:
             console.print(f"    full log: {result.log}")

@@ -10,17 +10,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .errors import FactoryError
+from .failures import Cause, Diagnosis, StepFailed, read_smoke_output
 
 PIN_REPOSITORY = "ingestion-factory-pin/image"
 SMOKE_COMMAND = ["python", "main.py", "--check"]
 SMOKE_TIMEOUT_S = 180
 
 
-class SmokeFailed(FactoryError):
-    def __init__(self, message: str, output: list[str]):
-        super().__init__(message, "the image was built but not tagged; fix the fragment or check_modules")
-        self.log_tail = output
+class SmokeFailed(StepFailed):
+    def __init__(self, diagnosis: Diagnosis):
+        super().__init__(diagnosis, "the image was built but not tagged; fix the fragment or check_modules")
 
 
 @dataclass
@@ -48,22 +47,24 @@ def pin(api, image_id: str, repository: str = PIN_REPOSITORY) -> str:
 
 def smoke_test(api, image_id: str, command: list[str] | None = None) -> SmokeResult:
     """Run `python main.py --check` with no network in the image; raise SmokeFailed on failure."""
+    command = command or SMOKE_COMMAND
+    shown = " ".join(command)
     start = time.monotonic()
-    container = api.containers.create(image_id, command or SMOKE_COMMAND, network_mode="none", detach=True)
+    container = api.containers.create(image_id, command, network_mode="none", detach=True)
     try:
         container.start()
         try:
             status = container.wait(timeout=SMOKE_TIMEOUT_S)
         except Exception:  # requests' ReadTimeout: the check hung
             container.kill()
-            raise SmokeFailed(f"smoke test did not finish in {SMOKE_TIMEOUT_S}s", []) from None
+            raise SmokeFailed(Diagnosis(Cause.SMOKE_TIMEOUT, f"smoke test did not finish in {SMOKE_TIMEOUT_S}s",
+                                        command=shown)) from None
         output = container.logs(stdout=True, stderr=True).decode(errors="replace")
     finally:
         container.remove(force=True)
     result = SmokeResult(int(status.get("StatusCode", 1)), output, time.monotonic() - start)
     if result.exit_code != 0:
-        raise SmokeFailed(f"smoke test `{' '.join(command or SMOKE_COMMAND)}` exited {result.exit_code}",
-                          output.splitlines()[-20:])
+        raise SmokeFailed(read_smoke_output(result.exit_code, output, shown))
     return result
 
 

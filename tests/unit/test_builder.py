@@ -11,10 +11,12 @@ from project_tree import add_connector
 from testkit import OM_VERSION
 from ingestion_factory import buildkit, catalog, settings as settings_mod, verify
 from ingestion_factory.builder import Builder
+from ingestion_factory.failures import Cause, Diagnosis
 from ingestion_factory.plan import ImageInfo, make_plan
 from ingestion_factory.report import BUILT, FAILED, NOT_BUILT
 
 PYTHON_ID = "sha256:" + "1" * 64
+BOOM = Diagnosis(Cause.BUILD_STEP, "build step exited 1: boom", ("boom",), "[stage-1 3/3] RUN uv pip install")
 
 
 class FakeProgress:
@@ -65,7 +67,7 @@ def engine(project, monkeypatch):
         with lock:
             engine.running -= 1
         if name in engine.failing:
-            raise buildkit.BuildFailed("docker build exited with 1", ["boom"], Path(request.log_path))
+            raise buildkit.BuildFailed(BOOM)
         image_id = "sha256:" + name.encode().hex().ljust(64, "0")[:64]
         engine.images[image_id] = ImageInfo(image_id, dict(request.labels), 200)
         return image_id
@@ -98,7 +100,7 @@ def test_a_failure_skips_only_its_dependents(project, engine):
     add_connector(project, "b")
     engine.failing = {"a"}
     results = run(project, engine, ["child", "b"])
-    assert results["a"].result == FAILED and results["a"].log_tail == ["boom"]
+    assert results["a"].result == FAILED and results["a"].log_tail == list(BOOM.details)
     assert results["child"].result == NOT_BUILT and "parent a" in results["child"].reason
     assert results["b"].result == BUILT
 
