@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -57,7 +58,7 @@ def print_plan(plan: Plan) -> None:
 def build(settings: Settings, names: list[str] | None = None, *, base_only: bool = False,
           frameworks: list[str] | None = None, force: bool = False, fail_fast: bool = False,
           plan_only: bool = False, no_cache: bool = False) -> int:
-    """Build what is stale among the named images (or all); returns the exit status."""
+    """Build what is stale among the named images (or all); returns the exit status or raises (README: exit codes)."""
     from .builder import Builder
 
     started = time.monotonic()
@@ -72,6 +73,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         console.print(f"[bold red]{name} cannot be built:[/] {escape(error.message)}", highlight=False)
     if plan_only:
         print_plan(plan)
+        raise_for_outcome([], broken, settings.output_path / "logs")
         return 0
     require_buildable(plan)
     todo = plan.to_build
@@ -87,7 +89,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
                           size=item.current.size, tags=item.tags) for item in plan if item.current]
         write_json(settings.output_path / "reports" / "build-latest.json", skipped,
                    {"duration_s": round(time.monotonic() - started, 2)})
-        _raise_for_broken(broken)
+        raise_for_outcome(skipped, broken, settings.output_path / "logs")
         return 0
     console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {settings.jobs} at a time "
                   f"(logs in {settings.output_path / 'logs'}).")
@@ -99,19 +101,23 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
                         {"duration_s": round(time.monotonic() - started, 1)})
     console.print(f"Report: {report}")
-    failed = [r.name for r in results if r.result in (FAILED, NOT_BUILT)] + list(broken)
-    if failed:
-        raise FactoryError(
-            f"{len(failed)} image(s) not built: {', '.join(failed)}",
-            f"see the log tails above and {settings.output_path / 'logs'}",
-        )
+    raise_for_outcome(results, broken, settings.output_path / "logs")
     return 0
 
 
-def _raise_for_broken(broken: dict) -> None:
+def raise_for_outcome(results: list[Result], broken: dict, log_dir: Path) -> None:
+    """One rule for every build task: exit 1 when a build or smoke test failed, else 2 when input was bad.
+
+    A failure wins over a broken connector directory: exit 2 promises that every image that could be
+    built was built and verified, so a caller may go on; after a failed build it may not.
+    """
+    failed = [r.name for r in results if r.result in (FAILED, NOT_BUILT)]
+    cannot = f"{len(broken)} connector(s) cannot be built: {', '.join(broken)}"
+    if failed:
+        raise FactoryError(f"{len(failed)} image(s) not built: {', '.join(failed)}" + (f"; {cannot}" if broken else ""),
+                           f"see the failures above and {log_dir}")
     if broken:
-        raise ConfigError(f"{len(broken)} connector(s) cannot be built: {', '.join(broken)}",
-                          "fix the files named above")
+        raise ConfigError(cannot, "fix the files named above")
 
 
 def _tag_current(plan, api) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import uuid
 from contextlib import contextmanager
@@ -64,7 +65,7 @@ def test_failed_build_keeps_the_previous_image_and_others_still_build(project, d
     with rewritten(fragment, "acryl-datahub[mysql]\nthis-package-does-not-exist==9.9.9\n"), \
             rewritten(sqlite_fragment, sqlite_fragment.read_text() + "# rebuilt alongside a failing one\n"):
         completed = project.inv("build-connectors", "-c", "datahub-mysql", "-c", "datahub-sqlite", check=False)
-        assert completed.returncode != 0
+        assert completed.returncode == 1
         failure = completed.stdout[completed.stdout.index("datahub-mysql failed:"):]
         # The cause, uv's own explanation, then the command once.
         assert failure.startswith("datahub-mysql failed: package not found: this-package-does-not-exist was not "
@@ -82,7 +83,7 @@ def test_failed_smoke_test_keeps_the_previous_image(project, docker_api):
     broken = settings_file.read_text().replace('check_modules = [', 'check_modules = ["module_that_is_missing", ')
     with rewritten(settings_file, broken):
         completed = project.inv("build-connectors", "-c", "datahub-sqlite", check=False)
-        assert completed.returncode != 0
+        assert completed.returncode == 1
         assert "datahub-sqlite failed: plugin import failed in the smoke test: " in completed.stdout
         assert "module_that_is_missing" in completed.stdout
         assert image_id(docker_api, project, "datahub-sqlite") == before
@@ -93,7 +94,7 @@ def test_fragment_that_moves_the_framework_is_refused_by_name(project, docker_ap
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
     with rewritten(fragment, "acryl-datahub[mysql]==1.6.0.17\n"):
         completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
-        assert completed.returncode != 0
+        assert completed.returncode == 1
         assert "would change the framework version" in completed.stdout
         assert "acryl-datahub" in completed.stdout
         assert image_id(docker_api, project, "datahub-mysql") == before
@@ -104,7 +105,7 @@ def test_indirect_pin_conflict_names_the_package(project, docker_api):
     # The base pins pydantic 2.x; asking for 1.x must fail and say which package.
     with rewritten(fragment, "acryl-datahub[mysql]\npydantic<2\n"):
         completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
-        assert completed.returncode != 0
+        assert completed.returncode == 1
         assert ("datahub-mysql failed: version conflict with the parent's pins: the fragment needs pydantic<2 "
                 "but the parent image pins pydantic==2.") in completed.stdout
 
@@ -196,3 +197,33 @@ def test_dependent_connector_with_os_packages(project, docker_api):
         for path in child.iterdir():
             path.unlink()
         child.rmdir()
+
+
+def test_a_broken_directory_exits_2_whether_or_not_something_was_built(scratch_project):
+    """One rule: 2 for bad input found before building, 1 when a build failed (and 1 wins)."""
+    connectors = scratch_project.root / "images" / "connectors"
+    for directory in connectors.iterdir():
+        if directory.is_dir() and directory.name != "datahub-sqlite":  # "everything" stays small
+            shutil.rmtree(directory)
+    scratch_project.inv("build-connectors")
+    broken = connectors / "broken-fragment"
+    broken.mkdir()
+    (broken / "requirements.txt").write_text("pymysql ==== 1\n")
+
+    nothing_to_build = scratch_project.inv("build-connectors", check=False)
+    assert "up to date; nothing to build" in nothing_to_build.stdout
+    assert nothing_to_build.returncode == 2, nothing_to_build.stderr
+
+    fragment = connectors / "datahub-sqlite" / "requirements.txt"
+    with rewritten(fragment, fragment.read_text() + "# rebuilt next to a broken directory\n"):
+        rebuilt = scratch_project.inv("build-connectors", check=False)
+        assert scratch_project.report()["datahub-sqlite"]["result"] == "built"
+        assert rebuilt.returncode == 2, rebuilt.stderr
+        assert "error: 1 connector(s) cannot be built: broken-fragment" in rebuilt.stderr
+        assert scratch_project.inv("build-connectors", "--plan", check=False).returncode == 2
+
+    with rewritten(fragment, "this-package-does-not-exist==9.9.9\n"):
+        failed = scratch_project.inv("build-connectors", check=False)
+        assert failed.returncode == 1, failed.stderr
+        assert ("error: 1 image(s) not built: datahub-sqlite; 1 connector(s) cannot be built: broken-fragment"
+                in failed.stderr)
