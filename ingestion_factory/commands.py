@@ -51,7 +51,8 @@ def print_plan(plan: Plan) -> None:
         table.add_column(column)
     for item in plan:
         action = "build" if item.needs_build else ("blocked" if item.state == BLOCKED else "skip")
-        table.add_row(item.ref, item.spec.parent or plan.python_image, action, f"{item.state}: {item.reason}")
+        table.add_row(escape(item.ref), escape(item.spec.parent or plan.python_image), action,
+                      item.state.styled(item.reason))
     console.print(table)
 
 

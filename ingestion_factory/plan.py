@@ -16,6 +16,7 @@ from .catalog import BASE, Catalog, ImageSpec
 from .errors import ConfigError
 from .graph import parents_first
 from .settings import Settings, image_tags
+from .status import Status
 
 # Bump when the way images are built changes in a way the input files do not show.
 RECIPE_VERSION = "1"
@@ -27,12 +28,20 @@ LABEL_FRAMEWORK = f"{LABEL_PREFIX}.framework"
 LABEL_FRAMEWORK_VERSION = f"{LABEL_PREFIX}.framework-version"
 LABEL_REVISION = "org.opencontainers.image.revision"
 
-MISSING = "missing"
-CHANGED = "inputs changed"
-PARENT_CHANGED = "parent changed"
-UP_TO_DATE = "up to date"
-FORCED = "forced"
-BLOCKED = "blocked"
+
+class PlanState(Status):
+    """Why an image will (or will not) be built."""
+
+    MISSING = "missing", "yellow"
+    CHANGED = "inputs changed", "yellow"
+    PARENT_CHANGED = "parent changed", "yellow"
+    FORCED = "forced", "yellow"
+    UP_TO_DATE = "up to date", "dim"
+    BLOCKED = "blocked", "bold red"
+
+
+# The short names the rest of the tool uses.
+MISSING, CHANGED, PARENT_CHANGED, FORCED, UP_TO_DATE, BLOCKED = PlanState
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ class PlanItem:
     spec: ImageSpec
     ref: str  # repository:version-tag, the tag that proves the image was verified
     tags: list[str]
-    state: str
+    state: PlanState
     reason: str
     input_hash: str | None = None  # None until the parent's image ID is known
     current: ImageInfo | None = None
