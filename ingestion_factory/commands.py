@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -14,17 +15,7 @@ from rich.table import Table
 from . import catalog as catalog_mod
 from .errors import ConfigError, FactoryError
 from .plan import BLOCKED, Plan, make_plan, require_buildable
-from .report import (
-    FAILED,
-    NOT_BUILT,
-    SKIPPED,
-    Progress,
-    Result,
-    human_size,
-    print_failures,
-    summary_table,
-    write_json,
-)
+from .report import Progress, Result, human_size, print_failures, summary_table, write_json
 from .settings import Settings, git_revision
 
 # Wide when piped (CI logs), so image names are never cut.
@@ -82,26 +73,21 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         from .buildkit import find_cli
 
         find_cli()  # no BuildKit-capable CLI: one clear error with the install hint, not N failed builds
-    if not todo:
-        console.print(f"All {len(plan.order)} images are up to date; nothing to build "
-                      f"({time.monotonic() - started:.2f}s).")
-        _tag_current(plan, api)
-        skipped = [Result(item.name, item.ref, SKIPPED, item.reason, image_id=item.current.id,
-                          size=item.current.size, tags=item.tags) for item in plan if item.current]
-        write_json(settings.output_path / "reports" / "build-latest.json", skipped,
-                   {"duration_s": round(time.monotonic() - started, 2)})
-        raise_for_outcome(skipped, broken, settings.output_path / "logs")
-        return 0
-    console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {settings.jobs} at a time "
-                  f"(logs in {settings.output_path / 'logs'}).")
-    with Progress(plan.order, console) as progress:
+        console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {settings.jobs} at a time "
+                      f"(logs in {settings.output_path / 'logs'}).")
+    # With nothing to build the builder still runs: up-to-date images get this commit's tags.
+    with Progress(plan.order, console) if todo else nullcontext() as progress:
         builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache)
         results = builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast)
-    console.print(summary_table(results))
-    print_failures(console, results)
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
-                        {"duration_s": round(time.monotonic() - started, 1)})
-    console.print(f"Report: {report}")
+                        {"duration_s": round(time.monotonic() - started, 2)})
+    if todo:
+        console.print(summary_table(results))
+        print_failures(console, results)
+        console.print(f"Report: {report}")
+    else:
+        console.print(f"All {len(plan.order)} images are up to date; nothing to build "
+                      f"({time.monotonic() - started:.2f}s).")
     raise_for_outcome(results, broken, settings.output_path / "logs")
     return 0
 
@@ -112,22 +98,13 @@ def raise_for_outcome(results: list[Result], broken: dict, log_dir: Path) -> Non
     A failure wins over a broken connector directory: exit 2 promises that every image that could be
     built was built and verified, so a caller may go on; after a failed build it may not.
     """
-    failed = [r.name for r in results if r.result in (FAILED, NOT_BUILT)]
+    failed = [r.name for r in results if r.result.failed]
     cannot = f"{len(broken)} connector(s) cannot be built: {', '.join(broken)}"
     if failed:
         raise FactoryError(f"{len(failed)} image(s) not built: {', '.join(failed)}" + (f"; {cannot}" if broken else ""),
                            f"see the failures above and {log_dir}")
     if broken:
         raise ConfigError(cannot, "fix the files named above")
-
-
-def _tag_current(plan, api) -> None:
-    """Even with nothing to build, make the revision/latest tags follow the verified images."""
-    from . import verify
-
-    for item in plan:
-        if item.current:
-            verify.move_tags(api, item.current.id, item.ref.rpartition(":")[0], item.tags)
 
 
 def list_images(settings: Settings, as_json: bool = False) -> int:

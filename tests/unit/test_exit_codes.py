@@ -9,7 +9,7 @@ import tasks
 from testkit import REPO
 from ingestion_factory.commands import raise_for_outcome
 from ingestion_factory.errors import ConfigError, DockerUnavailable, FactoryError
-from ingestion_factory.report import BUILT, FAILED, NOT_BUILT, SKIPPED, Result
+from ingestion_factory.report import BuildStatus, Result
 
 
 def exit_code(outcome) -> int:
@@ -43,14 +43,14 @@ def result(name, status):
 
 def test_a_failed_build_exits_1_and_wins_over_a_broken_directory(tmp_path):
     broken = {"bad": ConfigError("bad/requirements.txt lists no requirements")}
-    results = [result("a", FAILED), result("b", NOT_BUILT), result("c", BUILT)]
+    results = [result("a", BuildStatus.FAILED), result("b", BuildStatus.NOT_BUILT), result("c", BuildStatus.BUILT)]
     with pytest.raises(FactoryError) as failed:
         raise_for_outcome(results, broken, tmp_path)
     assert exit_code(failed.value) == 1
     assert failed.value.message == "2 image(s) not built: a, b; 1 connector(s) cannot be built: bad"
 
 
-@pytest.mark.parametrize("status", [BUILT, SKIPPED])
+@pytest.mark.parametrize("status", [BuildStatus.BUILT, BuildStatus.UP_TO_DATE])
 def test_a_broken_directory_exits_2_whatever_was_built(tmp_path, status):
     with pytest.raises(ConfigError) as failed:
         raise_for_outcome([result("a", status)], {"bad": ConfigError("x")}, tmp_path)
