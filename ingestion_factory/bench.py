@@ -121,7 +121,7 @@ def measure_cold_builds(bench: Bench, api) -> None:
     remove_tags_under(api, BENCH_NAMESPACE)
     prune_build_cache()
     started = time.monotonic()
-    commands.build(settings, bench.connectors, jobs=settings.jobs)
+    commands.build(settings, bench.connectors)
     factory_s = time.monotonic() - started
 
     prune_build_cache()

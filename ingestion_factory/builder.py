@@ -1,18 +1,21 @@
-"""Runs a plan: builds in dependency order, in parallel up to `jobs`, verifies, tags."""
+"""Runs a plan: builds in dependency order, in parallel up to `jobs`, each one build -> verify -> tag."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import time
 import uuid
-from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import datetime, timezone
-from graphlib import TopologicalSorter
+from typing import Callable
+
+from rich.console import Console
 
 from . import buildkit, verify
 from .catalog import BASE, ImageSpec, framework_drift
-from .errors import FactoryError
+from .failures import Cause, Diagnosis, StepFailed, diagnose
 from .plan import (
     LABEL_FRAMEWORK,
     LABEL_FRAMEWORK_VERSION,
@@ -24,91 +27,153 @@ from .plan import (
     PlanItem,
     input_hash,
 )
-from .report import BUILT, FAILED, NOT_BUILT, SKIPPED, Progress, Result
+from .report import BuildStatus, Progress, Result
 from .settings import Settings
+
+# buildkit.build: (request, on_progress=...) -> new image ID; raises StepFailed.
+BuildRunner = Callable[..., str]
+# verify.smoke_test bound to an engine: image ID -> SmokeResult; raises StepFailed.
+SmokeTester = Callable[[str], verify.SmokeResult]
 
 
 class Builder:
-    def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: Progress,
-                 no_cache: bool = False):
+    def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: Progress | None = None,
+                 no_cache: bool = False, run_build: BuildRunner = buildkit.build,
+                 smoke_test: SmokeTester | None = None):
         self.settings = settings
         self.api = api
         self.store = store
         self.revision = revision
-        self.progress = progress
+        self.progress = progress or Progress([], Console(quiet=True))
         self.no_cache = no_cache
         self.ca_bundle = settings.resolved_ca_bundle()
-        self.source_url = _source_url(settings)
+        self.run_build = run_build
+        self.smoke_test = smoke_test or functools.partial(verify.smoke_test, api)
         self.pins: set[str] = set()
         # A repository of this run's own: a concurrent run's clean-up cannot untag what this one builds FROM.
         self.pin_repository = f"{verify.PIN_REPOSITORY}-{uuid.uuid4().hex[:8]}"
 
     def run(self, plan: Plan, *, jobs: int, fail_fast: bool) -> list[Result]:
-        names = plan.order
-        graph = {n: ({plan.items[n].spec.parent} & set(names)) if plan.items[n].spec.parent else set() for n in names}
-        sorter = TopologicalSorter(graph)
-        sorter.prepare()
+        """A result for every image of the plan, in the plan's order."""
         results: dict[str, Result] = {}
-        image_ids: dict[str, str] = {}
         try:
-            self._schedule(plan, sorter, results, image_ids, jobs=jobs, fail_fast=fail_fast)
+            self._schedule(plan, results, jobs=jobs, fail_fast=fail_fast)
         finally:
             self._unpin()
-        return [results[name] for name in names]
+        return [results[name] for name in plan.order]
 
-    def _schedule(self, plan, sorter, results, image_ids, *, jobs, fail_fast) -> None:
-        """Hand ready images to at most `jobs` workers; the rest wait here, so --fail-fast can hold them back."""
-        stopping = False
-        waiting: deque[str] = deque()
+    def _schedule(self, plan: Plan, results: dict[str, Result], *, jobs: int, fail_fast: bool) -> None:
+        """Start an image once its parent has a result, at most `jobs` at a time.
+
+        Builds wait here rather than in the pool, so --fail-fast can still hold them back.
+        plan.order has parents first, so with nothing running the first pending image can start.
+        """
+        pending = list(plan.order)
         running: dict[Future, str] = {}
+        stopping = False
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as pool:
-            while sorter.is_active():
-                for name in sorter.get_ready():
+            while pending or running:
+                unresolved = plan.items.keys() - results.keys()
+                for name in [n for n in pending if plan.items[n].spec.parent not in unresolved]:
                     item = plan.items[name]
-                    parent = item.spec.parent if item.spec.parent in results else None
-                    if parent and results[parent].result in (FAILED, NOT_BUILT):
-                        results[name] = self._not_built(item, f"parent {parent} was not built")
-                        sorter.done(name)
+                    parent = results.get(item.spec.parent)
+                    if parent and parent.result.failed:
+                        results[name] = self._not_built(item, f"parent {parent.name} was not built")
                     elif not item.needs_build:
-                        results[name] = self._up_to_date(item)
-                        image_ids[name] = results[name].image_id
-                        sorter.done(name)
+                        results[name] = self._keep(item)
+                    elif stopping:
+                        results[name] = self._not_built(item, "stopped by --fail-fast")
+                    elif len(running) < jobs:
+                        running[pool.submit(self._build_one, item, self._parent_id(plan, item, results))] = name
                     else:
-                        self.progress.update(name, "queued")
-                        waiting.append(name)
-                while waiting and (stopping or len(running) < jobs):
-                    name = waiting.popleft()
-                    if stopping:
-                        results[name] = self._not_built(plan.items[name], "stopped by --fail-fast")
-                        sorter.done(name)
+                        self.progress.update(name, "queued", announce=False)
                         continue
-                    item = plan.items[name]
-                    running[pool.submit(self._build_one, item, self._parent_id(plan, item, image_ids))] = name
-                if not running:
-                    continue
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    name = running.pop(future)
-                    result = future.result()
-                    results[name] = result
-                    if result.result in (BUILT, SKIPPED):
-                        image_ids[name] = result.image_id
-                    elif fail_fast:
-                        stopping = True
-                    sorter.done(name)
+                    pending.remove(name)
+                if running:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        result = results[running.pop(future)] = future.result()
+                        stopping = stopping or (fail_fast and result.result.failed)
+
+    def _parent_id(self, plan: Plan, item: PlanItem, results: dict[str, Result]) -> str:
+        if item.spec.kind == BASE:
+            # The ID the plan hashed; require_buildable() already refused a plan without one.
+            return plan.python_id
+        return results[item.spec.parent].image_id
+
+    def _finish(self, result: Result) -> Result:
+        self.progress.finish(result)
+        return result
+
+    def _not_built(self, item: PlanItem, reason: str) -> Result:
+        return self._finish(Result(item.name, item.ref, BuildStatus.NOT_BUILT, reason))
+
+    def _keep(self, item: PlanItem) -> Result:
+        """An up-to-date image is not rebuilt, but its commit and `latest` tags follow it."""
+        current = item.current
+        assert current is not None
+        verify.move_tags(self.api, current.id, item.ref.rpartition(":")[0], item.tags)
+        return self._finish(Result(item.name, item.ref, BuildStatus.UP_TO_DATE, item.reason, image_id=current.id,
+                                   size=current.size, tags=tuple(item.tags)))
+
+    def _build_one(self, item: PlanItem, parent_id: str) -> Result:
+        """build -> verify -> tag. Never raises: a failure becomes a FAILED result naming its cause."""
+        started = time.monotonic()
+        log_path = self.settings.output_path / "logs" / f"{item.name}.log"
+        try:
+            image_id = self._build(item, parent_id, log_path)
+            smoke = self._verify(item, image_id)
+            result = self._tag(item, image_id, parent_id, smoke)
+        except Exception as exc:  # a step that failed, or the engine went away mid-build
+            failure = diagnose(exc)
+            result = Result(item.name, item.ref, BuildStatus.FAILED, failure.reason, cause=failure.cause.value,
+                            log=str(log_path), details=failure.details)
+        return self._finish(replace(result, duration_s=round(time.monotonic() - started, 1)))
+
+    def _build(self, item: PlanItem, parent_id: str, log_path) -> str:
+        spec = item.spec
+        self.progress.update(spec.name, "building")
+        drift = framework_drift(spec)
+        if drift:  # exact, and before anything is downloaded; the parent's pins catch indirect moves
+            raise StepFailed(Diagnosis(Cause.FRAMEWORK_CHANGE, drift))
+        request = buildkit.BuildRequest(
+            dockerfile=spec.dockerfile,
+            context=spec.context,
+            build_args=self._build_args(spec, self._pin(parent_id)),
+            labels=self._labels(item, input_hash(spec, parent_id, self.settings), parent_id),
+            ca_bundle=self.ca_bundle,
+            log_path=log_path,
+            no_cache=self.no_cache,
+            framework_package=spec.framework.package,
+        )
+        return self.run_build(request, on_progress=lambda text: self.progress.step(spec.name, text))
+
+    def _verify(self, item: PlanItem, image_id: str) -> verify.SmokeResult:
+        self.progress.update(item.name, "smoke test")
+        try:
+            return self.smoke_test(image_id)
+        except Exception:
+            self._discard(image_id)  # never tagged, so nothing else would ever remove it
+            raise
+
+    def _tag(self, item: PlanItem, image_id: str, parent_id: str, smoke: verify.SmokeResult) -> Result:
+        """Only a verified image gets the tags; then its size and what it adds over its parent."""
+        verify.move_tags(self.api, image_id, item.ref.rpartition(":")[0], item.tags)
+        info, parent = self.store.inspect(image_id), self.store.inspect(parent_id)
+        return Result(item.name, item.ref, BuildStatus.BUILT, item.reason, image_id=image_id,
+                      smoke_s=round(smoke.seconds, 1), size=info.size if info else 0,
+                      added=info.size - parent.size if info and parent else None, tags=tuple(item.tags))
 
     def _pin(self, image_id: str) -> str:
         ref = verify.pin(self.api, image_id, self.pin_repository)
         self.pins.add(ref)
         return ref
 
-    def _discard(self, image_id: str | None) -> None:
-        """Remove an image that failed verification; it never got a tag."""
-        if image_id:
-            try:
-                self.api.api.remove_image(image_id)
-            except Exception:
-                pass
+    def _discard(self, image_id: str) -> None:
+        try:
+            self.api.api.remove_image(image_id)
+        except Exception:  # in use, or the engine is gone: the failure that matters is being reported
+            pass
 
     def _unpin(self) -> None:
         """Drop the ID-derived tags, so replaced images can still be pruned."""
@@ -118,73 +183,6 @@ class Builder:
             except Exception:  # already gone, or in use by a container: harmless
                 pass
         self.pins.clear()
-
-    def _parent_id(self, plan: Plan, item: PlanItem, image_ids: dict[str, str]) -> str:
-        if item.spec.kind == BASE:
-            # The ID the plan hashed; require_buildable() already refused a plan without one.
-            return plan.python_id
-        return image_ids[item.spec.parent]
-
-    def _not_built(self, item: PlanItem, reason: str) -> Result:
-        self.progress.update(item.name, f"{NOT_BUILT}: {reason}")
-        return Result(item.name, item.ref, NOT_BUILT, reason)
-
-    def _up_to_date(self, item: PlanItem) -> Result:
-        current = item.current
-        assert current is not None
-        # The revision tag follows the commit even when nothing had to be rebuilt.
-        verify.move_tags(self.api, current.id, item.ref.rpartition(":")[0], item.tags)
-        self.progress.update(item.name, SKIPPED)
-        return Result(item.name, item.ref, SKIPPED, item.reason, image_id=current.id, size=current.size,
-                      tags=item.tags)
-
-    def _build_one(self, item: PlanItem, parent_id: str) -> Result:
-        """Build, smoke-test, then tag. Never raises: failures become a failed Result."""
-        start = time.monotonic()
-        spec = item.spec
-        self.progress.update(spec.name, "building")
-        log_path = self.settings.output_path / "logs" / f"{spec.name}.log"
-        result = Result(spec.name, item.ref, FAILED, log=str(log_path))
-        image_id = None
-        try:
-            drift = framework_drift(spec)
-            if drift:
-                raise FactoryError(drift)
-            digest = input_hash(spec, parent_id, self.settings)
-            request = buildkit.BuildRequest(
-                dockerfile=spec.dockerfile,
-                context=spec.context,
-                build_args=self._build_args(spec, self._pin(parent_id)),
-                labels=self._labels(item, digest, parent_id),
-                ca_bundle=self.ca_bundle,
-                log_path=log_path,
-                no_cache=self.no_cache,
-            )
-            image_id = buildkit.build(request, on_progress=lambda text: self.progress.step(spec.name, text))
-            self.progress.update(spec.name, "smoke test")
-            result.smoke_s = round(verify.smoke_test(self.api, image_id).seconds, 1)
-            verify.move_tags(self.api, image_id, item.ref.rpartition(":")[0], item.tags)
-            info = self.store.inspect(image_id)
-            parent = self.store.inspect(parent_id)
-            result.result, result.reason = BUILT, item.reason
-            result.image_id, result.tags = image_id, item.tags
-            if info:
-                result.size = info.size
-                result.added = info.size - parent.size if parent else None
-        except buildkit.BuildFailed as exc:
-            conflict = buildkit.conflict_summary(exc.log_tail, spec.framework.package)
-            result.reason = conflict or exc.message
-            result.log_tail = exc.log_tail
-        except verify.SmokeFailed as exc:
-            result.reason, result.log_tail = exc.message, exc.log_tail
-            self._discard(image_id)
-        except FactoryError as exc:
-            result.reason = exc.message
-        except Exception as exc:  # the engine went away mid-build, a disk filled up...
-            result.reason = f"{type(exc).__name__}: {exc}"
-        result.duration_s = round(time.monotonic() - start, 1)
-        self.progress.update(spec.name, result.result if result.result == BUILT else f"{FAILED}: {result.reason}")
-        return result
 
     def _build_args(self, spec: ImageSpec, parent_ref: str) -> dict[str, str]:
         framework = spec.framework
@@ -205,6 +203,11 @@ class Builder:
             }
         args.update(dict(spec.build_args))
         return args
+
+    @functools.cached_property
+    def source_url(self) -> str:
+        """Asked of git only when something is built, so a no-op run stays fast."""
+        return _source_url(self.settings)
 
     def _labels(self, item: PlanItem, digest: str, parent_id: str) -> dict[str, str]:
         spec = item.spec

@@ -14,9 +14,10 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
-from .errors import DockerUnavailable, FactoryError
+from .errors import DockerUnavailable
+from .failures import StepFailed, read_build_log
 
 CLI_CANDIDATES = ("/usr/bin/docker", "docker", "/usr/local/bin/docker")
 PROXY_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
@@ -87,7 +88,7 @@ def find_cli() -> BuildKitCLI:
     raise DockerUnavailable(f"no BuildKit-capable docker CLI found (tried {', '.join(tried)})", NO_BUILDKIT_HINT)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildRequest:
     dockerfile: Path
     context: Path
@@ -95,15 +96,13 @@ class BuildRequest:
     labels: dict[str, str]
     ca_bundle: Path | None
     log_path: Path
-    target: str | None = None
     no_cache: bool = False
+    # The framework the parent pins, so a resolver clash on it is named as a framework change.
+    framework_package: str = ""
 
 
-class BuildFailed(FactoryError):
-    def __init__(self, message: str, log_tail: list[str], log_path: Path):
-        super().__init__(message, f"full log: {log_path}")
-        self.log_tail = log_tail
-        self.log_path = log_path
+class BuildFailed(StepFailed):
+    """The build exited non-zero; its diagnosis is read from BuildKit's output."""
 
 
 STEP_PATTERN = re.compile(r"^#\d+ \[(?:[\w-]+ )?(\d+)/(\d+)\] (.*)")
@@ -125,8 +124,6 @@ def build(request: BuildRequest, on_progress: Callable[[str], None] | None = Non
         ]
         if request.no_cache:
             command.append("--no-cache")
-        if request.target:
-            command += ["--target", request.target]
         if request.ca_bundle:
             command += ["--secret", f"id=ca,src={request.ca_bundle}"]
         for key, value in sorted(request.build_args.items()):
@@ -139,25 +136,21 @@ def build(request: BuildRequest, on_progress: Callable[[str], None] | None = Non
             command += ["--label", f"{key}={value}"]
         command.append(str(request.context))
         env = dict(os.environ, DOCKER_BUILDKIT="1", BUILDKIT_PROGRESS="plain")
-        tail = _stream(command, env, request.log_path, on_progress)
-        if tail.returncode != 0:
-            raise BuildFailed(f"docker build exited with {tail.returncode}", tail.lines, request.log_path)
+        outcome = _stream(command, env, request.log_path, on_progress)
         image_id = iidfile.read_text().strip() if iidfile.exists() else ""
-        if not image_id:
-            raise BuildFailed("docker build wrote no image ID", tail.lines, request.log_path)
+        if outcome.returncode != 0 or not image_id:
+            raise BuildFailed(read_build_log(outcome.lines, request.framework_package), f"full log: {request.log_path}")
         return image_id
 
 
 @dataclass
 class _Outcome:
     returncode: int
-    lines: list[str]
+    lines: list[str]  # all of BuildKit's output: the step that failed may be far from the end
 
 
 def _stream(command: list[str], env: dict, log_path: Path, on_progress) -> _Outcome:
-    from collections import deque
-
-    tail: deque[str] = deque(maxlen=40)
+    lines: list[str] = []
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
@@ -169,36 +162,10 @@ def _stream(command: list[str], env: dict, log_path: Path, on_progress) -> _Outc
         for line in process.stdout:
             log.write(line)
             line = line.rstrip("\n")
-            tail.append(line)
+            lines.append(line)
             if on_progress:
                 match = STEP_PATTERN.match(line)
                 if match:
                     on_progress(f"step {match.group(1)}/{match.group(2)}: {match.group(3)[:60]}")
         returncode = process.wait()
-    return _Outcome(returncode, list(tail))
-
-
-BUILDKIT_PREFIX = re.compile(r"^#\d+ \d+\.\d+ ?")
-# "... depends on numpy<2 and numpy==2.4.6 ..." or "you require x==1 and x==2": the second is the base's pin.
-PIN_CLASH = re.compile(
-    r"(?P<package>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?(?P<wanted>(?:[<>=!~]=?[^\s,]+)(?:,\s*[<>=!~]=?[^\s,]+)*)"
-    r" and (?P=package)==(?P<pinned>[^\s,]+)"
-)
-
-
-def conflict_summary(log_lines: Iterable[str], framework_package: str) -> str | None:
-    """A one-line reason when uv refused a fragment because it would move a package the base pins."""
-    text = " ".join(BUILDKIT_PREFIX.sub("", line).strip() for line in log_lines)
-    if "No solution found" not in text and "unsatisfiable" not in text:
-        return None
-    clashes = list(PIN_CLASH.finditer(text))
-    framework = [m for m in clashes if m["package"].lower() == framework_package.lower()]
-    if framework:
-        match = framework[0]
-        return (f"the fragment would change the framework version: it needs {match['package']}{match['wanted']} "
-                f"but the base pins {match['package']}=={match['pinned']}")
-    if clashes:
-        match = clashes[0]
-        return (f"the fragment conflicts with the base: it needs {match['package']}{match['wanted']} "
-                f"but the base pins {match['package']}=={match['pinned']}")
-    return "the fragment conflicts with the packages the base pins (see the resolver output below)"
+    return _Outcome(returncode, lines)

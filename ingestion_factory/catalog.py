@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field, replace
-from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
 from .errors import ConfigError
+from .graph import parents_first
 from .settings import Framework, Settings
 
 if sys.version_info >= (3, 11):
@@ -116,18 +116,10 @@ class Catalog:
             resolved.append(name)
         return list(dict.fromkeys(resolved))
 
-    def with_ancestors(self, names: list[str]) -> list[str]:
-        """The named images plus every image they are built FROM, parents first in no set order."""
-        wanted: dict[str, None] = {}
-        for name in names:
-            chain = []
-            current: str | None = name
-            while current is not None and current not in wanted and current not in chain:
-                chain.append(current)
-                current = self.images[current].parent
-            for item in reversed(chain):
-                wanted[item] = None
-        return list(wanted)
+    @property
+    def parents(self) -> dict[str, str | None]:
+        """Each image's parent key (None: the Python image): the build graph, for graph.parents_first."""
+        return {name: spec.parent for name, spec in self.images.items()}
 
 
 def discover(settings: Settings) -> Catalog:
@@ -341,7 +333,7 @@ def _resolve_parents(images: dict[str, ImageSpec], settings: Settings) -> None:
                 f"parent must be another connector directory: {known}",
             )
     # Children take their parent's framework (a dependent image cannot switch frameworks).
-    for name in _parents_first(images):
+    for name in parents_first({n: s.parent for n, s in images.items()}):
         spec = images[name]
         if spec.kind == CONNECTOR and images[spec.parent].kind == CONNECTOR:
             parent_framework = images[spec.parent].framework
@@ -352,19 +344,6 @@ def _resolve_parents(images: dict[str, ImageSpec], settings: Settings) -> None:
                     f"{spec.parent!r} uses {parent_framework.name!r}"
                 )
             images[name] = replace(spec, framework=parent_framework)
-
-
-def _parents_first(images: dict[str, ImageSpec]) -> list[str]:
-    """Catalog keys with every parent before its children; a cycle is a ConfigError."""
-    graph = {name: ({spec.parent} if spec.parent else set()) for name, spec in images.items()}
-    try:
-        return list(TopologicalSorter(graph).static_order())
-    except CycleError as exc:
-        cycle = exc.args[1]
-        raise ConfigError(
-            f"connector parents form a cycle: {' -> '.join(cycle)}",
-            "a connector cannot be built FROM itself, directly or through others",
-        ) from None
 
 
 def framework_drift(spec: ImageSpec) -> str | None:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from .catalog import Catalog
-from .report import BUILT, FAILED, SKIPPED, UNAVAILABLE, human_size
+from .report import BuildStatus, human_size
 
 START = "<!-- catalog-table:start (written by `inv catalog`; sizes and status from the last build report) -->"
 END = "<!-- catalog-table:end -->"
@@ -31,9 +31,9 @@ def measured(report_path: Path, catalog: Catalog) -> dict[str, tuple[str, str]]:
     rows = {}
     for result in results:
         status = result.get("result")
-        if status in (BUILT, SKIPPED):
+        if status in (BuildStatus.BUILT.value, BuildStatus.UP_TO_DATE.value):
             rows[result["name"]] = ("", "verified")
-        elif status == FAILED:
+        elif status == BuildStatus.FAILED.value:
             rows[result["name"]] = ("-", "failed in the last build")
         parent = catalog[result["name"]].parent if result["name"] in catalog else None
         if result["name"] in rows and result.get("size") and sizes.get(parent):
@@ -56,7 +56,7 @@ def render(catalog: Catalog, cells: dict[str, tuple[str, str]]) -> str:
     for spec in sorted(catalog.connectors, key=lambda s: (s.framework.name != "openmetadata", s.name)):
         size, status = cells.get(spec.name, ("", "not built yet"))
         if spec.unavailable:
-            size, status = "-", f"{UNAVAILABLE}: {spec.unavailable}"
+            size, status = "-", f"{BuildStatus.UNAVAILABLE.value}: {spec.unavailable}"
         source = spec.source.replace("|", "/")
         lines.append(f"| `{spec.name}` | {spec.framework.name} | {source} | {size or '-'} | "
                      f"{status.replace('|', '/')} |\n")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import nullcontext
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,18 +17,7 @@ from . import catalog_table
 from . import plan as plan_mod
 from .errors import ConfigError, FactoryError
 from .plan import BLOCKED, Plan, make_plan, require_buildable
-from .report import (
-    FAILED,
-    NOT_BUILT,
-    SKIPPED,
-    UNAVAILABLE,
-    Progress,
-    Result,
-    human_size,
-    print_failures,
-    summary_table,
-    write_json,
-)
+from .report import BuildStatus, Progress, Result, human_size, print_failures, summary_table, write_json
 from .settings import Settings, git_revision
 
 # Wide when piped (CI logs), so image names are never cut.
@@ -53,14 +44,15 @@ def print_plan(plan: Plan) -> None:
         table.add_column(column)
     for item in plan:
         action = "build" if item.needs_build else ("blocked" if item.state == BLOCKED else "skip")
-        table.add_row(item.ref, item.spec.parent or plan.python_image, action, f"{item.state}: {item.reason}")
+        table.add_row(escape(item.ref), escape(item.spec.parent or plan.python_image), action,
+                      item.state.styled(item.reason))
     console.print(table)
 
 
 def build(settings: Settings, names: list[str] | None = None, *, base_only: bool = False,
-          frameworks: list[str] | None = None, jobs: int | None = None, force: bool = False,
-          fail_fast: bool = False, plan_only: bool = False, no_cache: bool = False) -> int:
-    """Build what is stale among the named images (or all); returns the exit status."""
+          frameworks: list[str] | None = None, force: bool = False, fail_fast: bool = False,
+          plan_only: bool = False, no_cache: bool = False) -> int:
+    """Build what is stale among the named images (or all); returns the exit status or raises (README: exit codes)."""
     from .builder import Builder
 
     started = time.monotonic()
@@ -74,10 +66,11 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     for name, error in broken.items():
         console.print(f"[bold red]{name} cannot be built:[/] {escape(error.message)}", highlight=False)
     # Building "everything" passes over connectors that cannot exist here, and says so in the table.
-    unavailable = [Result(spec.name, plan_mod.image_ref(spec, settings), UNAVAILABLE, spec.unavailable)
+    unavailable = [Result(spec.name, plan_mod.image_ref(spec, settings), BuildStatus.UNAVAILABLE, spec.unavailable)
                    for spec in catalog.connectors if spec.unavailable] if not names and not base_only else []
     if plan_only:
         print_plan(plan)
+        raise_for_outcome([], broken, settings.output_path / "logs")
         return 0
     require_buildable(plan)
     todo = plan.to_build
@@ -85,36 +78,26 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         from .buildkit import find_cli
 
         find_cli()  # no BuildKit-capable CLI: one clear error with the install hint, not N failed builds
-    if not todo:
+        console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {settings.jobs} at a time "
+                      f"(logs in {settings.output_path / 'logs'}).")
+    # With nothing to build the builder still runs: up-to-date images get this commit's tags.
+    with Progress(plan.order, console) if todo else nullcontext() as progress:
+        builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache)
+        results = builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast) + unavailable
+    report = write_json(settings.output_path / "reports" / "build-latest.json", results,
+                        {"duration_s": round(time.monotonic() - started, 2)})
+    if todo:
+        console.print(summary_table(results))
+        print_failures(console, results)
+        console.print(f"Report: {report}")
+    else:
         console.print(f"All {len(plan.order)} images are up to date; nothing to build "
                       f"({time.monotonic() - started:.2f}s).")
-        _tag_current(plan, api)
-        skipped = [Result(item.name, item.ref, SKIPPED, item.reason, image_id=item.current.id,
-                          size=item.current.size, tags=item.tags) for item in plan if item.current]
-        if unavailable:
-            console.print(f"{len(unavailable)} connector(s) unavailable here, not built: "
-                          + ", ".join(r.name for r in unavailable) + " (reasons: `inv list`)")
-        write_json(settings.output_path / "reports" / "build-latest.json", skipped + unavailable,
-                   {"duration_s": round(time.monotonic() - started, 2)})
-        _raise_for_broken(broken)
-        return 0
-    console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {jobs or settings.jobs} at a time "
-                  f"(logs in {settings.output_path / 'logs'}).")
-    with Progress(plan.order, console) as progress:
-        builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache)
-        results = builder.run(plan, jobs=jobs or settings.jobs, fail_fast=fail_fast) + unavailable
-    console.print(summary_table(results))
-    print_failures(console, results)
+    if unavailable:
+        console.print(f"{len(unavailable)} connector(s) unavailable here, not built: "
+                      + ", ".join(r.name for r in unavailable) + " (reasons: `inv list`)")
     _remove_replaced(plan, results, api)
-    report = write_json(settings.output_path / "reports" / "build-latest.json", results,
-                        {"duration_s": round(time.monotonic() - started, 1)})
-    console.print(f"Report: {report}")
-    failed = [r.name for r in results if r.result in (FAILED, NOT_BUILT)] + list(broken)
-    if failed:
-        raise FactoryError(
-            f"{len(failed)} image(s) not built: {', '.join(failed)}",
-            f"see the log tails above and {settings.output_path / 'logs'}",
-        )
+    raise_for_outcome(results, broken, settings.output_path / "logs")
     return 0
 
 
@@ -132,19 +115,19 @@ def _remove_replaced(plan: Plan, results: list[Result], api) -> None:
             console.print(f"Removed {count} replaced image(s), {human_size(freed)} (unshared layers freed).")
 
 
-def _raise_for_broken(broken: dict) -> None:
+def raise_for_outcome(results: list[Result], broken: dict, log_dir: Path) -> None:
+    """One rule for every build task: exit 1 when a build or smoke test failed, else 2 when input was bad.
+
+    A failure wins over a broken connector directory: exit 2 promises that every image that could be
+    built was built and verified, so a caller may go on; after a failed build it may not.
+    """
+    failed = [r.name for r in results if r.result.failed]
+    cannot = f"{len(broken)} connector(s) cannot be built: {', '.join(broken)}"
+    if failed:
+        raise FactoryError(f"{len(failed)} image(s) not built: {', '.join(failed)}" + (f"; {cannot}" if broken else ""),
+                           f"see the failures above and {log_dir}")
     if broken:
-        raise ConfigError(f"{len(broken)} connector(s) cannot be built: {', '.join(broken)}",
-                          "fix the files named above")
-
-
-def _tag_current(plan, api) -> None:
-    """Even with nothing to build, make the revision/latest tags follow the verified images."""
-    from . import verify
-
-    for item in plan:
-        if item.current:
-            verify.move_tags(api, item.current.id, item.ref.rpartition(":")[0], item.tags)
+        raise ConfigError(cannot, "fix the files named above")
 
 
 def list_images(settings: Settings, as_json: bool = False) -> int:

@@ -1,4 +1,4 @@
-"""The Docker engine through the SDK: connect with a clear error, inspect, tag, run."""
+"""The Docker engine through the SDK: connect with a clear error, inspect images, remove the tags under a prefix."""
 
 from __future__ import annotations
 
@@ -88,7 +88,3 @@ class DockerImageStore:
         except (ImageNotFound, NotFound):
             return None
         return ImageInfo(id=attrs["Id"], labels=dict(attrs["Config"].get("Labels") or {}), size=int(attrs["Size"]))
-
-    def tag(self, image_id: str, ref: str) -> None:
-        repository, _, tag = ref.rpartition(":")
-        self.api.api.tag(image_id, repository, tag)

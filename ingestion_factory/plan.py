@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from graphlib import TopologicalSorter
 from typing import Protocol
 
 from .catalog import BASE, Catalog, ImageSpec
 from .errors import ConfigError
+from .graph import parents_first
 from .settings import Settings, image_tags
+from .status import Status
 
 # Bump when the way images are built changes in a way the input files do not show.
 RECIPE_VERSION = "1"
@@ -27,12 +28,20 @@ LABEL_FRAMEWORK = f"{LABEL_PREFIX}.framework"
 LABEL_FRAMEWORK_VERSION = f"{LABEL_PREFIX}.framework-version"
 LABEL_REVISION = "org.opencontainers.image.revision"
 
-MISSING = "missing"
-CHANGED = "inputs changed"
-PARENT_CHANGED = "parent changed"
-UP_TO_DATE = "up to date"
-FORCED = "forced"
-BLOCKED = "blocked"
+
+class PlanState(Status):
+    """Why an image will (or will not) be built."""
+
+    MISSING = "missing", "yellow"
+    CHANGED = "inputs changed", "yellow"
+    PARENT_CHANGED = "parent changed", "yellow"
+    FORCED = "forced", "yellow"
+    UP_TO_DATE = "up to date", "dim"
+    BLOCKED = "blocked", "bold red"
+
+
+# The short names the rest of the tool uses.
+MISSING, CHANGED, PARENT_CHANGED, FORCED, UP_TO_DATE, BLOCKED = PlanState
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ class PlanItem:
     spec: ImageSpec
     ref: str  # repository:version-tag, the tag that proves the image was verified
     tags: list[str]
-    state: str
+    state: PlanState
     reason: str
     input_hash: str | None = None  # None until the parent's image ID is known
     current: ImageInfo | None = None
@@ -79,9 +88,6 @@ class Plan:
     @property
     def to_build(self) -> list[PlanItem]:
         return [item for item in self if item.needs_build]
-
-    def dependents(self, name: str) -> list[str]:
-        return [n for n in self.order if self.items[n].spec.parent == name]
 
 
 def version_tag(spec: ImageSpec, settings: Settings) -> str:
@@ -115,12 +121,6 @@ def input_hash(spec: ImageSpec, parent_id: str, settings: Settings) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def topological_order(catalog: Catalog, names: list[str]) -> list[str]:
-    wanted = set(names)
-    graph = {n: ({catalog[n].parent} & wanted if catalog[n].parent else set()) for n in names}
-    return list(TopologicalSorter(graph).static_order())
-
-
 def make_plan(
     catalog: Catalog,
     targets: list[str],
@@ -135,8 +135,7 @@ def make_plan(
     `force` rebuilds the targets themselves, not their up-to-date ancestors.
     """
 
-    names = catalog.with_ancestors(targets)
-    order = topological_order(catalog, names)
+    order = parents_first(catalog.parents, targets)
     python = store.inspect(settings.python_image)
     items: dict[str, PlanItem] = {}
     for name in order:

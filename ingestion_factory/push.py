@@ -34,13 +34,22 @@ from .registry import (
 )
 from .report import write_json
 from .settings import Settings
+from .status import Status
 
-PUSHED = "pushed"
-PRESENT = "already present"
-FAILED = "failed"
-NOT_PUSHED = "not pushed"
-WOULD_PUSH = "would push"
-REFUSED = "refused"
+
+class PushStatus(Status):
+    """What happened to one tag, or one image, in a push."""
+
+    PUSHED = "pushed", "green"
+    PRESENT = "already present", "dim"
+    FAILED = "failed", "bold red"
+    NOT_PUSHED = "not pushed", "yellow"
+    WOULD_PUSH = "would push", "cyan"  # --dry-run
+    REFUSED = "refused", "bold red"  # --dry-run: not verified and current
+
+
+# The short names this module and its tests use.
+PUSHED, PRESENT, FAILED, NOT_PUSHED, WOULD_PUSH, REFUSED = PushStatus
 
 AUTH = "auth"
 TRANSIENT = "transient"
@@ -154,7 +163,7 @@ def read_push_stream(events: Iterable[dict], on_layer: Callable[[int, int], None
 class TagResult:
     tag: str
     ref: str
-    result: str
+    result: PushStatus
     digest: str = ""
     reason: str = ""
     tries: int = 0
@@ -166,7 +175,7 @@ class PushResult:
     name: str
     image: str  # the verified local image, repository:version-tag
     repository: str  # where it goes, without tag
-    result: str
+    result: PushStatus
     tags: list[str] = field(default_factory=list)
     digest: str = ""
     image_id: str = ""
@@ -412,11 +421,7 @@ def push_table(results: list[PushResult], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("image", "tags", "digest", "result"):
         table.add_column(column, overflow="fold")
-    styles = {PUSHED: "green", PRESENT: "dim", FAILED: "bold red", NOT_PUSHED: "yellow", REFUSED: "bold red",
-              WOULD_PUSH: "cyan"}
     for result in results:
-        outcome = f"[{styles.get(result.result, '')}]{result.result}[/]"
-        if result.reason:
-            outcome += f": {escape(result.reason)}"
+        outcome = result.result.styled(result.reason)
         table.add_row(result.repository, ", ".join(result.tags), result.digest or "-", outcome)
     return table

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,27 +14,40 @@ from rich.markup import escape
 from rich.live import Live
 from rich.table import Table
 
-BUILT = "built"
-SKIPPED = "up to date"
-FAILED = "failed"
-NOT_BUILT = "not built"
-UNAVAILABLE = "unavailable"
+from .status import Status
 
 
-@dataclass
+class BuildStatus(Status):
+    """What happened to one image in a build run."""
+
+    BUILT = "built", "green"
+    UP_TO_DATE = "up to date", "dim"
+    FAILED = "failed", "bold red"
+    NOT_BUILT = "not built", "yellow"  # its parent failed, or --fail-fast stopped the run
+    UNAVAILABLE = "unavailable", "magenta"  # connector.toml says it cannot be built here (not a failure)
+
+    @property
+    def failed(self) -> bool:
+        return self in (BuildStatus.FAILED, BuildStatus.NOT_BUILT)
+
+
+@dataclass(frozen=True)
 class Result:
+    """One image's line in the table and the JSON report."""
+
     name: str
     ref: str
-    result: str
+    result: BuildStatus
     reason: str = ""
+    cause: str = ""  # for failures: what kind (failures.Cause), e.g. "package not found"
     duration_s: float = 0.0
     smoke_s: float = 0.0
     image_id: str = ""
     size: int = 0
     added: int | None = None
-    tags: list[str] = field(default_factory=list)
+    tags: tuple[str, ...] = ()
     log: str = ""
-    log_tail: list[str] = field(default_factory=list)
+    details: tuple[str, ...] = ()  # for failures: the failing tool's own explanation, then the command
 
 
 def human_size(size: int | None) -> str:
@@ -55,6 +68,7 @@ class Progress:
         self.console = console or Console(highlight=False)
         self.states = {name: "waiting" for name in names}
         self.started: dict[str, float] = {}
+        self.finished: set[str] = set()
         self.lock = threading.Lock()
         self.live: Live | None = None
 
@@ -78,6 +92,12 @@ class Progress:
             elif announce:
                 self.console.print(f"[{time.strftime('%H:%M:%S')}] {name}: {state}", markup=False)
 
+    def finish(self, result: Result) -> None:
+        """The image's final state; its clock stops."""
+        with self.lock:
+            self.finished.add(result.name)
+        self.update(result.name, f"{result.result}: {result.reason}" if result.result.failed else str(result.result))
+
     def step(self, name: str, text: str) -> None:
         """Build steps only show on the live display; logs keep the full output."""
         if self.live:
@@ -87,7 +107,8 @@ class Progress:
         table = Table(box=None, show_header=False, pad_edge=False)
         now = time.monotonic()
         for name, state in self.states.items():
-            elapsed = f"{now - self.started[name]:5.0f}s" if name in self.started and state not in (BUILT, FAILED) else ""
+            running = name in self.started and name not in self.finished
+            elapsed = f"{now - self.started[name]:5.0f}s" if running else ""
             table.add_row(name, elapsed, escape(state))
         return table
 
@@ -96,11 +117,10 @@ def summary_table(results: list[Result]) -> Table:
     table = Table(title="Images", title_justify="left")
     for column in ("image", "result", "duration", "size", "added over parent"):
         table.add_column(column, justify="right" if column in ("duration", "size", "added over parent") else "left")
-    styles = {BUILT: "green", SKIPPED: "dim", FAILED: "bold red", NOT_BUILT: "yellow", UNAVAILABLE: "magenta"}
     for result in results:
         table.add_row(
             result.ref,
-            f"[{styles.get(result.result, '')}]{result.result}[/]",
+            result.result.styled(),
             f"{result.duration_s:.1f}s",
             human_size(result.size) if result.size else "-",
             human_size(result.added),
@@ -110,10 +130,10 @@ def summary_table(results: list[Result]) -> Table:
 
 def print_failures(console: Console, results: list[Result]) -> None:
     for result in results:
-        if result.result != FAILED:
+        if result.result is not BuildStatus.FAILED:
             continue
         console.print(f"\n[bold red]{result.name} failed:[/] {escape(result.reason)}")
-        for line in result.log_tail[-15:]:
+        for line in result.details:
             console.print(f"    {line}", markup=False, highlight=False)
         if result.log:
             console.print(f"    full log: {result.log}")

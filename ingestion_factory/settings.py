@@ -124,18 +124,6 @@ class Settings:
         return None
 
 
-def find_root(start: Path | None = None) -> Path:
-    """The project root: the nearest directory holding pyproject.toml and images/."""
-    here = (start or Path.cwd()).resolve()
-    for directory in (here, *here.parents):
-        if (directory / "pyproject.toml").is_file() and (directory / "images").is_dir():
-            return directory
-    raise ConfigError(
-        f"no project found from {here}",
-        "run the tasks from the repository (a directory with pyproject.toml and images/)",
-    )
-
-
 def pyproject_defaults(root: Path) -> dict[str, Any]:
     """The [tool.ingestion-factory] table, as a plain dict for Invoke's config."""
     path = root / "pyproject.toml"

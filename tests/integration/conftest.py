@@ -25,6 +25,7 @@ from scratch_project import (  # noqa: F401
     remove_tags_under,
     scratch_projects,
 )
+from testkit import free_port
 
 
 def pytest_collection_modifyitems(items):
@@ -121,14 +122,6 @@ class LocalRegistry:
             return None
         response.raise_for_status()
         return response.headers["Docker-Content-Digest"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start_registry(directory: Path, *, username: str = "", password: str = "") -> LocalRegistry:

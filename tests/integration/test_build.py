@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-OM_VERSION = "1.12.14.2"
-DH_VERSION = "1.7.0.17"
+from testkit import DH_VERSION, OM_VERSION
+from ingestion_factory import verify
+from ingestion_factory.failures import Cause
+
 CONNECTORS = ("mysql", "datahub-sqlite")
 
 
@@ -133,3 +135,10 @@ def test_list_shows_states(built):
     assert rows["mysql"]["state"] == "up to date"
     assert rows["mysql"]["parent"] == "ingestion-connector-base"
     assert rows["kafka"]["state"] == "missing"
+
+
+def test_a_hung_smoke_test_is_a_timeout_not_an_engine_error(docker_api, python_image):
+    with pytest.raises(verify.SmokeFailed) as failed:
+        verify.smoke_test(docker_api, python_image, ["sleep", "60"], timeout_s=2)
+    assert failed.value.diagnosis.cause is Cause.SMOKE_TIMEOUT
+    assert failed.value.message == "smoke test did not finish in 2s"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import uuid
 from contextlib import contextmanager
@@ -10,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from scratch_project import scratch_projects
-
-DH_VERSION = "1.7.0.17"
+from testkit import DH_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -44,35 +44,38 @@ def ids(api, project):
 def test_changing_one_fragment_rebuilds_only_that_connector(project, docker_api):
     before = ids(docker_api, project)
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
-    fragment.write_text(fragment.read_text() + "# touched by the test\n")
-    plan = project.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql", "--plan").stdout
-    assert "inputs changed" in plan
-    project.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql")
-    report = project.report()
-    assert report["datahub-mysql"]["result"] == "built"
-    assert report["datahub-sqlite"]["result"] == "up to date"
-    assert report["base-datahub"]["result"] == "up to date"
-    after = ids(docker_api, project)
-    assert after["datahub-mysql"] != before["datahub-mysql"]
-    assert after["datahub-sqlite"] == before["datahub-sqlite"]
-    assert after["base-datahub"] == before["base-datahub"]
-    # The replaced image does not stay behind as untagged layers.
-    with pytest.raises(Exception, match="No such image|not found"):
-        docker_api.api.inspect_image(before["datahub-mysql"])
+    with rewritten(fragment, fragment.read_text() + "# touched by the test\n"):
+        plan = project.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql", "--plan").stdout
+        assert "inputs changed" in plan
+        project.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql")
+        report = project.report()
+        assert report["datahub-mysql"]["result"] == "built"
+        assert report["datahub-sqlite"]["result"] == "up to date"
+        assert report["base-datahub"]["result"] == "up to date"
+        after = ids(docker_api, project)
+        assert after["datahub-mysql"] != before["datahub-mysql"]
+        assert after["datahub-sqlite"] == before["datahub-sqlite"]
+        assert after["base-datahub"] == before["base-datahub"]
+        # The replaced image does not stay behind as untagged layers.
+        with pytest.raises(Exception, match="No such image|not found"):
+            docker_api.api.inspect_image(before["datahub-mysql"])
 
 
 def test_failed_build_keeps_the_previous_image_and_others_still_build(project, docker_api):
     before = ids(docker_api, project)
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
     sqlite_fragment = project.connector_dir("datahub-sqlite") / "requirements.txt"
-    with rewritten(fragment, "acryl-datahub[mysql]\nno-such-package-for-factory-tests==0.0.1\n"), \
+    with rewritten(fragment, "acryl-datahub[mysql]\nthis-package-does-not-exist==9.9.9\n"), \
             rewritten(sqlite_fragment, sqlite_fragment.read_text() + "# rebuilt alongside a failing one\n"):
         completed = project.inv("build-connectors", "-c", "datahub-mysql", "-c", "datahub-sqlite", check=False)
-        assert completed.returncode != 0
-        output = completed.stdout + completed.stderr
-        assert "datahub-mysql failed" in output
-        assert "no-such-package-for-factory-tests" in output  # the log tail names the culprit
-        assert "1 image(s) not built: datahub-mysql" in output
+        assert completed.returncode == 1
+        failure = completed.stdout[completed.stdout.index("datahub-mysql failed:"):]
+        # The cause, uv's own explanation, then the command once.
+        assert failure.startswith("datahub-mysql failed: package not found: this-package-does-not-exist was not "
+                                  "found in the package registry")
+        assert failure.index("No solution found") < failure.index("failed command: [stage-1 3/3] RUN")
+        assert failure.count("RUN ") == 1
+        assert "1 image(s) not built: datahub-mysql" in completed.stderr
         assert project.report()["datahub-sqlite"]["result"] == "built"
         assert image_id(docker_api, project, "datahub-mysql") == before["datahub-mysql"]
 
@@ -83,7 +86,8 @@ def test_failed_smoke_test_keeps_the_previous_image(project, docker_api):
     broken = settings_file.read_text().replace('check_modules = [', 'check_modules = ["module_that_is_missing", ')
     with rewritten(settings_file, broken):
         completed = project.inv("build-connectors", "-c", "datahub-sqlite", check=False)
-        assert completed.returncode != 0
+        assert completed.returncode == 1
+        assert "datahub-sqlite failed: plugin import failed in the smoke test: " in completed.stdout
         assert "module_that_is_missing" in completed.stdout
         assert image_id(docker_api, project, "datahub-sqlite") == before
 
@@ -107,7 +111,7 @@ def test_fragment_that_moves_the_framework_is_refused_by_name(project, docker_ap
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
     with rewritten(fragment, "acryl-datahub[mysql]==1.6.0.17\n"):
         completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
-        assert completed.returncode != 0
+        assert completed.returncode == 1
         assert "would change the framework version" in completed.stdout
         assert "acryl-datahub" in completed.stdout
         assert image_id(docker_api, project, "datahub-mysql") == before
@@ -118,8 +122,9 @@ def test_indirect_pin_conflict_names_the_package(project, docker_api):
     # The base pins pydantic 2.x; asking for 1.x must fail and say which package.
     with rewritten(fragment, "acryl-datahub[mysql]\npydantic<2\n"):
         completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
-        assert completed.returncode != 0
-        assert "conflicts with the base" in completed.stdout or "framework version" in completed.stdout
+        assert completed.returncode == 1
+        assert ("datahub-mysql failed: version conflict with the parent's pins: the fragment needs pydantic<2 "
+                "but the parent image pins pydantic==2.") in completed.stdout
 
 
 def test_ca_bundle_never_lands_in_the_image(project, docker_api, tmp_path):
@@ -209,3 +214,33 @@ def test_dependent_connector_with_os_packages(project, docker_api):
         for path in child.iterdir():
             path.unlink()
         child.rmdir()
+
+
+def test_a_broken_directory_exits_2_whether_or_not_something_was_built(scratch_project):
+    """One rule: 2 for bad input found before building, 1 when a build failed (and 1 wins)."""
+    connectors = scratch_project.root / "images" / "connectors"
+    for directory in connectors.iterdir():
+        if directory.is_dir() and directory.name != "datahub-sqlite":  # "everything" stays small
+            shutil.rmtree(directory)
+    scratch_project.inv("build-connectors")
+    broken = connectors / "broken-fragment"
+    broken.mkdir()
+    (broken / "requirements.txt").write_text("pymysql ==== 1\n")
+
+    nothing_to_build = scratch_project.inv("build-connectors", check=False)
+    assert "up to date; nothing to build" in nothing_to_build.stdout
+    assert nothing_to_build.returncode == 2, nothing_to_build.stderr
+
+    fragment = connectors / "datahub-sqlite" / "requirements.txt"
+    with rewritten(fragment, fragment.read_text() + "# rebuilt next to a broken directory\n"):
+        rebuilt = scratch_project.inv("build-connectors", check=False)
+        assert scratch_project.report()["datahub-sqlite"]["result"] == "built"
+        assert rebuilt.returncode == 2, rebuilt.stderr
+        assert "error: 1 connector(s) cannot be built: broken-fragment" in rebuilt.stderr
+        assert scratch_project.inv("build-connectors", "--plan", check=False).returncode == 2
+
+    with rewritten(fragment, "this-package-does-not-exist==9.9.9\n"):
+        failed = scratch_project.inv("build-connectors", check=False)
+        assert failed.returncode == 1, failed.stderr
+        assert ("error: 1 image(s) not built: datahub-sqlite; 1 connector(s) cannot be built: broken-fragment"
+                in failed.stderr)

@@ -11,9 +11,10 @@ import time
 
 import pytest
 
+from testkit import DH_VERSION
+
 pytestmark = pytest.mark.registry
 
-DH_VERSION = "1.7.0.17"
 IMAGES = {"base-datahub", "datahub-sqlite"}
 
 

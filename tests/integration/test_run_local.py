@@ -15,16 +15,9 @@ import pytest
 import yaml
 
 from ingestion_factory import metadata_file
+from testkit import DH_VERSION, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_local(project, *args: str, check: bool = False, timeout: int = 300):
@@ -115,7 +108,7 @@ def test_a_missing_image_is_a_clear_error_with_no_build(run_local_project):
                        "--no-build")
 
     assert result.returncode != 0
-    assert f"error: image {project.ref('datahub-mysql', '1.7.0.17')} does not exist" in result.stderr
+    assert f"error: image {project.ref('datahub-mysql', DH_VERSION)} does not exist" in result.stderr
     assert "hint: build it with `inv build-connectors -c datahub-mysql`" in result.stderr
 
 

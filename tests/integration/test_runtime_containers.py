@@ -27,9 +27,8 @@ import yaml
 
 from ingestion_factory import metadata_file
 from scratch_project import REPO
+from testkit import DH_VERSION, OM_VERSION, free_port
 
-OM_VERSION = "1.12.14.2"
-DH_VERSION = "1.7.0.17"
 OPENMETADATA_CONNECTORS = ("sample-data", "mysql", "postgres", "mssql", "snowflake", "bigquery", "redshift",
                            "kafka", "tableau")
 DATAHUB_POSTGRES = "datahub-postgres"
@@ -145,13 +144,6 @@ def run(api, image: str, command=None, **options) -> Finished:
 
 
 # ------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (refused connections)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class SilentServer:

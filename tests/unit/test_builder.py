@@ -1,4 +1,4 @@
-"""The scheduler without Docker: order, parallelism, failures, --fail-fast."""
+"""The scheduler without Docker: order, parallelism, failures, --fail-fast; the runner and smoke test are fakes."""
 
 import threading
 import time
@@ -8,20 +8,16 @@ from pathlib import Path
 import pytest
 
 from project_tree import add_connector
-from ingestion_factory import buildkit, catalog, settings as settings_mod, verify
+from testkit import OM_VERSION
+from ingestion_factory import catalog, settings as settings_mod, verify
 from ingestion_factory.builder import Builder
+from ingestion_factory.failures import Cause, Diagnosis, StepFailed
 from ingestion_factory.plan import ImageInfo, make_plan
-from ingestion_factory.report import BUILT, FAILED, NOT_BUILT
+from ingestion_factory.report import BuildStatus
 
+BUILT, FAILED, NOT_BUILT, UP_TO_DATE = (BuildStatus.BUILT, BuildStatus.FAILED, BuildStatus.NOT_BUILT,
+                                        BuildStatus.UP_TO_DATE)
 PYTHON_ID = "sha256:" + "1" * 64
-
-
-class FakeProgress:
-    def update(self, name, state, announce=True):
-        pass
-
-    def step(self, name, text):
-        pass
 
 
 @dataclass
@@ -44,17 +40,21 @@ class FakeEngine:
         return self.images.get(ref)
 
 
+BOOM = Diagnosis(Cause.BUILD_STEP, "build step exited 1: boom", ("boom",), "[stage-1 3/3] RUN uv pip install")
+
+
 @pytest.fixture
-def engine(project, monkeypatch):
+def engine(project):
     """Builds that take a moment and record how many ran at once; names in `failing` fail."""
     engine = FakeEngine({"python:3.11-slim-bookworm": ImageInfo(PYTHON_ID, {}, 100)})
     engine.failing = set()
+    engine.unverified = set()
     engine.running = 0
     engine.most = 0
     engine.order = []
     lock = threading.Lock()
 
-    def fake_build(request, on_progress=None):
+    def build(request, on_progress=None):
         name = Path(request.log_path).stem
         with lock:
             engine.running += 1
@@ -64,13 +64,19 @@ def engine(project, monkeypatch):
         with lock:
             engine.running -= 1
         if name in engine.failing:
-            raise buildkit.BuildFailed("docker build exited with 1", ["boom"], Path(request.log_path))
+            raise StepFailed(BOOM)
         image_id = "sha256:" + name.encode().hex().ljust(64, "0")[:64]
         engine.images[image_id] = ImageInfo(image_id, dict(request.labels), 200)
+        engine.names[image_id] = name
         return image_id
 
-    monkeypatch.setattr(buildkit, "build", fake_build)
-    monkeypatch.setattr(verify, "smoke_test", lambda api, image_id: verify.SmokeResult(0, "", 0.0))
+    def smoke_test(image_id):
+        if engine.names[image_id] in engine.unverified:
+            raise verify.SmokeFailed(Diagnosis(Cause.PLUGIN_IMPORT, "plugin import failed in the smoke test: x"))
+        return verify.SmokeResult(0, "", 0.0)
+
+    engine.names = {}
+    engine.build, engine.smoke_test = build, smoke_test
     return engine
 
 
@@ -78,7 +84,7 @@ def run(project, engine, targets, *, jobs=2, fail_fast=False):
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
     found = catalog.discover(settings)
     plan = make_plan(found, targets, engine, settings)
-    builder = Builder(settings, engine, engine, revision=None, progress=FakeProgress())
+    builder = Builder(settings, engine, engine, revision=None, run_build=engine.build, smoke_test=engine.smoke_test)
     return {r.name: r for r in builder.run(plan, jobs=jobs, fail_fast=fail_fast)}
 
 
@@ -97,7 +103,8 @@ def test_a_failure_skips_only_its_dependents(project, engine):
     add_connector(project, "b")
     engine.failing = {"a"}
     results = run(project, engine, ["child", "b"])
-    assert results["a"].result == FAILED and results["a"].log_tail == ["boom"]
+    assert results["a"].result == FAILED and results["a"].details == BOOM.details
+    assert results["a"].cause == "build step failed"
     assert results["child"].result == NOT_BUILT and "parent a" in results["child"].reason
     assert results["b"].result == BUILT
 
@@ -127,6 +134,27 @@ def test_tags_move_only_after_success_and_pins_are_dropped(project, engine):
     engine.failing = {"a"}
     run(project, engine, ["a"])
     refs = set(engine.images)
-    assert any(ref.endswith("ingestion-connector-base:1.12.14.2") for ref in refs)
+    assert any(ref.endswith(f"ingestion-connector-base:{OM_VERSION}") for ref in refs)
     assert not any("ingestion-connector-a:" in ref for ref in refs)
     assert not any(ref.startswith(verify.PIN_REPOSITORY) for ref in refs)
+
+
+def test_a_failed_smoke_test_discards_the_image_and_tags_nothing(project, engine):
+    add_connector(project, "a")
+    engine.unverified = {"a"}
+    results = run(project, engine, ["a"])
+    assert results["a"].result == FAILED and results["a"].cause == "plugin import failed"
+    assert "sha256:" + b"a".hex().ljust(64, "0") not in engine.images
+    assert not any("ingestion-connector-a:" in ref for ref in engine.images)
+
+
+def test_up_to_date_images_are_kept_and_get_their_tags_back(project, engine):
+    add_connector(project, "a")
+    built = run(project, engine, ["a"])
+    latest = "openmetadata/ingestion-connector-a:latest"
+    del engine.images[latest]  # e.g. moved by hand, or by a build of other inputs since reverted
+    engine.order.clear()
+    results = run(project, engine, ["a"])
+    assert engine.order == []
+    assert {r.result for r in results.values()} == {UP_TO_DATE}
+    assert engine.images[latest].id == results["a"].image_id == built["a"].image_id

@@ -3,8 +3,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from project_tree import add_connector
+from testkit import OM_VERSION
 from ingestion_factory import catalog, settings as settings_mod
 from ingestion_factory.errors import ConfigError
+from ingestion_factory.graph import parents_first
 from ingestion_factory.plan import (
     BLOCKED,
     CHANGED,
@@ -18,7 +20,6 @@ from ingestion_factory.plan import (
     input_hash,
     make_plan,
     require_buildable,
-    topological_order,
 )
 
 PYTHON_ID = "sha256:" + "1" * 64
@@ -41,7 +42,7 @@ def built_store(settings, found, names):
     """A store in which the given images were built from the current inputs."""
     store = FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 100)})
     ids = {}
-    for name in topological_order(found, found.with_ancestors(names)):
+    for name in parents_first(found.parents, names):
         spec = found[name]
         parent_id = PYTHON_ID if spec.parent is None else ids[spec.parent]
         image_id = f"sha256:{name:0>64}"[:71]
@@ -52,14 +53,13 @@ def built_store(settings, found, names):
     return store
 
 
-def test_order_puts_parents_first(project):
+def test_plan_order_puts_parents_first(project):
     add_connector(project, "a")
     add_connector(project, "b", "x\n", 'parent = "a"\n')
     add_connector(project, "c")
     settings, found = setup(project)
-    order = topological_order(found, found.with_ancestors(["b", "c"]))
-    assert order.index("base") < order.index("a") < order.index("b")
-    assert order.index("base") < order.index("c")
+    plan = make_plan(found, ["b", "c"], FakeStore(), settings)
+    assert plan.order == ["base", "a", "c", "b"]
 
 
 def test_everything_missing_on_an_empty_engine(project):
@@ -165,4 +165,4 @@ def test_up_to_date_image_keeps_the_commit_it_was_built_from(project):
     for info in store.images.values():
         info.labels["org.opencontainers.image.revision"] = "0123456789ab"
     plan = make_plan(found, ["a"], store, settings, revision="fedcba987654")
-    assert plan.items["a"].tags == ["1.12.14.2", "0123456789ab", "latest"]
+    assert plan.items["a"].tags == [OM_VERSION, "0123456789ab", "latest"]

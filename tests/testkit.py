@@ -1,0 +1,24 @@
+"""What the unit and integration tests share: the framework versions pyproject.toml declares, a free port.
+
+Importable from both folders because tests/conftest.py puts tests/ on sys.path.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from ingestion_factory.settings import pyproject_defaults
+
+REPO = Path(__file__).resolve().parents[1]
+
+_FRAMEWORKS = pyproject_defaults(REPO)["frameworks"]
+OM_VERSION = _FRAMEWORKS["openmetadata"]["version"]
+DH_VERSION = _FRAMEWORKS["datahub"]["version"]
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 where nothing listens right now (refused connections, or one to listen on)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
