@@ -208,6 +208,17 @@ except FactoryError as exc:
     fi
 fi
 
+# --- disk: BuildKit's cache stays bounded ---------------------------------------------------------
+# Every base change leaves a catalog's worth of layers in the build cache (the builds remove the images
+# they replace themselves). Keep the cache under FACTORY_BUILD_CACHE_LIMIT (default 25GB) on machines
+# that build many times.
+cache_cli=${FACTORY_DOCKER_CLI:-/usr/bin/docker}
+if $as_root && engine_up && [ -x "$cache_cli" ]; then
+    reclaimed=$("$cache_cli" builder prune --force --keep-storage "${FACTORY_BUILD_CACHE_LIMIT:-25GB}" 2>/dev/null \
+                | sed -n 's/^Total reclaimed space: //p')
+    case "$reclaimed" in ""|0B) ;; *) changed+=("pruned $reclaimed of build cache over ${FACTORY_BUILD_CACHE_LIMIT:-25GB}") ;; esac
+fi
+
 # --- what happened --------------------------------------------------------------------------------
 elapsed() { local us=$((${EPOCHREALTIME//[!0-9]/} - started)); printf '%d.%d s' $((us / 1000000)) $((us / 100000 % 10)); }
 

@@ -73,7 +73,7 @@ def test_failed_build_keeps_the_previous_image_and_others_still_build(project, d
         # The cause, uv's own explanation, then the command once.
         assert failure.startswith("datahub-mysql failed: package not found: this-package-does-not-exist was not "
                                   "found in the package registry")
-        assert failure.index("No solution found") < failure.index("failed command: [stage-1 3/3] RUN")
+        assert failure.index("No solution found") < failure.index("failed command: [stage-")
         assert failure.count("RUN ") == 1
         assert "1 image(s) not built: datahub-mysql" in completed.stderr
         assert project.report()["datahub-sqlite"]["result"] == "built"
@@ -96,13 +96,13 @@ def test_connector_whose_plugin_does_not_load_fails_and_keeps_its_tag(project, d
     """The smoke test imports the connector's own source plugin: one that cannot load fails the build."""
     before = image_id(docker_api, project, "datahub-mysql")
     settings_file = project.connector_dir("datahub-mysql") / "connector.toml"
-    # DataHub's mongodb source, in an image without its extra: the plugin's module cannot import pymongo.
+    # DataHub's mongodb source, in an image without its extra: the plugin's module cannot import bson.
     broken = settings_file.read_text().replace('source = "mysql"', 'source = "mongodb"')
     with rewritten(settings_file, broken):
         completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
         assert completed.returncode != 0
         assert "source plugin 'mongodb' cannot be loaded" in completed.stdout
-        assert "pymongo" in completed.stdout
+        assert "No module named 'bson'" in completed.stdout  # pymongo's; the extra is not installed
         assert image_id(docker_api, project, "datahub-mysql") == before
 
 
