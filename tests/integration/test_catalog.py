@@ -67,3 +67,15 @@ def test_a_noop_build_of_the_whole_catalog_is_fast(whole_catalog):
     completed = inv("build-connectors")
     assert completed.returncode == 0
     assert "nothing to build" in completed.stdout
+
+
+def test_compiled_drivers_load_and_leave_no_compiler_behind(whole_catalog, docker_api):
+    """doris, impala and oracle compile sdists in a build stage: the final image has the driver and
+    its Debian library, not the compiler or the headers."""
+    for name, module in (("doris", "MySQLdb"), ("impala", "kerberos"), ("oracle", "cx_Oracle")):
+        output = docker_api.containers.run(
+            f"openmetadata/ingestion-connector-{name}:latest",
+            ["sh", "-c", f"python -c 'import {module}' && echo imported; "
+                         "command -v gcc cc || echo no-compiler; ls /usr/include/python3.11 2>/dev/null || echo no-headers"],
+            entrypoint=[], network_mode="none", remove=True).decode()
+        assert output.split() == ["imported", "no-compiler", "no-headers"], (name, output)
