@@ -284,7 +284,10 @@ def _sync_one(directory: Path, item: Derived, previous: dict | None, dry_run: bo
     current = tomllib.loads(current_text) if current_text is not None else {}
     generated_before = previous.get(CONNECTOR_SETTINGS, {})
     for key, value in item.settings.items():
-        if key not in current or (key in generated_before and current[key] == generated_before[key]):
+        written_before = key in generated_before
+        if key not in current and written_before:
+            kept.append(key)  # a person removed it: that is an edit too
+        elif key not in current or (written_before and current[key] == generated_before[key]):
             if current.get(key) != value:
                 document[key] = value
         elif current[key] != value:

@@ -173,3 +173,47 @@ def test_unavailable_connectors_are_listed_but_not_built_by_default(project):
     with pytest.raises(ConfigError, match="needs a licensed driver"):
         found.resolve(["mongodb"])
     assert "mongo" not in dict(found.base_for("openmetadata").build_args)["FRAMEWORK_EXTRAS"].split(",")
+
+
+def test_a_key_a_person_removed_stays_removed(project):
+    sync(project)
+    toml = project / "images" / "connectors" / "mongodb" / "connector.toml"
+    toml.write_text("\n".join(line for line in toml.read_text().splitlines() if not line.startswith("description")))
+    entry = sync(project)["mongodb"]
+    assert entry.change is Change.KEPT and "description" in entry.detail
+    assert "description" not in toml.read_text()
+
+
+class FakeContainers:
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def run(self, image, command, **kwargs):
+        assert kwargs["network_mode"] == "none" and command[:2] == ["python", "-c"]
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+class FakeApi:
+    def __init__(self, outcome):
+        self.containers = FakeContainers(outcome)
+
+
+def test_probe_without_the_base_image_says_what_to_build(project):
+    from docker.errors import ImageNotFound
+
+    framework = load_settings(project).framework_named("datahub")
+    with pytest.raises(ConfigError, match="is not in the engine") as raised:
+        catalog_sync.probe(framework, "x/ingestion-connector-base-datahub:1", FakeApi(ImageNotFound("gone")))
+    assert "inv build-base --framework datahub" in raised.value.hint
+
+
+def test_probe_reads_the_inventory_json(project):
+    framework = load_settings(project).framework_named("openmetadata")
+    data = {"package": "openmetadata-ingestion", "version": "1.12.14.2", "python": "3.11", "extras": {},
+            "installed": [], "sources": []}
+    found = catalog_sync.probe(framework, "img", FakeApi(json.dumps(data).encode()))
+    assert found.version == "1.12.14.2" and found.sources == ()
+    with pytest.raises(catalog_sync.FactoryError, match="not what inv catalog expects"):
+        catalog_sync.probe(framework, "img", FakeApi(b"{truncated"))
