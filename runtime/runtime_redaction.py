@@ -112,6 +112,7 @@ class RedactingStream(io.TextIOBase):
         self._target = target
         self._redactor = redactor
         self._pending = ""
+        self._finished = False
         self._lock = threading.RLock()
 
     @property
@@ -120,6 +121,8 @@ class RedactingStream(io.TextIOBase):
 
     def write(self, text: str) -> int:
         with self._lock:
+            if self._finished:
+                return len(text)
             self._pending += text
             complete, newline, rest = self._pending.rpartition("\n")
             if newline:
@@ -135,6 +138,19 @@ class RedactingStream(io.TextIOBase):
                 self._forward(pending)
             else:
                 self._target.flush()
+
+    def write_last(self, line: str) -> None:
+        """Write the final line, on a line of its own; anything written later is dropped.
+
+        The summary must stay the last line, while framework threads may still
+        print until the process exits.
+        """
+        with self._lock:
+            if self._pending:
+                pending, self._pending = self._pending, ""
+                self._forward(pending + "\n")
+            self._forward(line)
+            self._finished = True
 
     def _forward(self, text: str) -> None:
         self._target.write(self._redactor.redact(text))

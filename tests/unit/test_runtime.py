@@ -406,7 +406,8 @@ def test_reporter_writes_once_and_the_termination_log(tmp_path):
     stream = io.StringIO()
     env = {"INGESTION_TERMINATION_LOG": str(termination_log), "INGESTION_FRAMEWORK": "datahub"}
     redactor = _redactor_for({"password": PASSWORD})
-    reporter = runtime_main.Reporter(stream, env, "run", started=0.0, redactor=redactor)
+    reporter = runtime_main.Reporter(runtime_redaction.RedactingStream(stream, redactor), env, "run", started=0.0,
+                                     redactor=redactor)
     assert reporter.emit(runtime_main.Outcome(2, reason=f"source.type: Field required, {PASSWORD}")) == 2
     assert reporter.emit(runtime_main.Outcome(0)) == 2  # the first summary stands
     lines = stream.getvalue().splitlines()
