@@ -92,15 +92,6 @@ def test_a_large_config_goes_as_a_file(tmp_path):
     assert "too large for the environment" in config.why_file()
 
 
-@pytest.mark.parametrize("name, secret", [
-    ("password", True), ("jwtToken", True), ("api_key", True), ("privateKey", True), ("client-secret", True),
-    ("credentials", True), ("include_views", False), ("host_port", False), ("keyspace", False),
-    ("username", False), ("tokenizer", False),
-])
-def test_secret_looking_names(name, secret):
-    assert run_config.is_secret_name(name) is secret
-
-
 def test_empty_secret_fields_do_not_count():
     assert run_config.secret_fields({"a": {"password": ""}, "token": None, "b": [{"apiKey": "k"}]}) == ["apiKey"]
 
