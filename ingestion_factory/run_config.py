@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
-from .runtime_modules import runtime_redaction
+from .runtime_modules import runtime_config, runtime_redaction
 
 # Well under Linux's 128 KiB limit for one "config=<text>" environment string.
 MAX_ENV_CONFIG_BYTES = 100 * 1024
@@ -71,21 +69,14 @@ class RunConfig:
 def load(path: Path, env: dict | None = None) -> RunConfig:
     """Read a JSON or YAML config file and resolve its placeholders."""
     path = Path(path).expanduser()
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist",
-                          "give an existing JSON or YAML file with --config; examples are in examples/") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+                          "give an existing JSON or YAML file with --config; examples are in examples/")
+    # The runtime's reader: the same bounds (size, depth, no YAML aliases) and the same messages.
     try:
-        document = yaml.safe_load(raw)  # YAML is a superset of JSON: one parser for both
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"config file {path} is neither valid JSON nor YAML{where}") from None
-    if not isinstance(document, dict) or not document:
-        raise ConfigError(f"config file {path} must hold a non-empty mapping")
+        document = runtime_config.parse_config_text(runtime_config.read_config_file(path))
+    except runtime_config.ConfigError as exc:
+        raise ConfigError(str(exc)) from None
     used: list[str] = []
     resolved = _resolve(document, path.parent, os.environ if env is None else env, used)
     return RunConfig(path=path, document=resolved, text=json.dumps(resolved), placeholders=used,

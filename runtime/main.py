@@ -16,6 +16,9 @@ Configuration (exactly one of)
     --config PATH              a file, typically a mounted volume or secret
     env config_file / CONFIG_FILE   the same, for orchestrators that only set env
 
+    At most 4 MiB of UTF-8, nested at most 100 levels, and no YAML aliases
+    (`*name`): anything else is exit 2, so no config can hang the container.
+
     Keep secrets in a mounted file, not in env `config`: environment variables
     are shown by `docker inspect`, in Airflow's rendered task fields and UI, and
     are inherited by every child process. A mounted file is readable only inside

@@ -568,3 +568,38 @@ def test_config_text_and_file_together_exit_2(env, tmp_path):
     completed, summary = run_main(env, "--config", str(path), config=recipe())
     assert completed.returncode == 2
     assert "both a config text (env `config`) and a config file (--config) were given" in summary["reason"]
+
+
+# ------------------------------------------------------------------ hostile configs
+
+BILLION_LAUGHS = "\n".join(
+    ['a0: &a0 "lol"']
+    + [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]" for level in range(1, 10)]
+    + ["source: {type: fake, config: {records: 1, payload: *a9}}", "sink: {type: file, config: {filename: /tmp/x}}"]
+)
+
+
+@pytest.mark.parametrize("text, reason", [
+    (BILLION_LAUGHS, "uses the YAML alias *a0 (line 2, column 10)"),
+    ("[" * 10_000, "is nested more than 100 levels deep"),
+    ("- " * 10_000 + "x\n", "is nested more than 100 levels deep"),
+    ("my" + b"\xff".decode("utf-8", "surrogateescape") + "sql: 1\n", "is not UTF-8 text: byte 0xff at offset 2"),
+    ("- just\n- a list\n", "must be a non-empty mapping (got list)"),
+], ids=["billion-laughs", "deep-json", "deep-yaml", "invalid-utf8", "not-a-mapping"])
+def test_a_hostile_config_exits_2_at_once_with_a_reason(env, text, reason):
+    started = time.monotonic()
+    completed, summary = run_main(dict(env, config=text), "--validate", timeout=20)
+    assert completed.returncode == 2, completed.stdout[-2000:]
+    assert reason in summary["reason"]
+    assert "Traceback" not in completed.stdout + completed.stderr
+    assert time.monotonic() - started < 5  # the billion laughs used to run for 36 s, then minutes
+
+
+def test_a_10_mb_config_file_exits_2_at_once(env, tmp_path):
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(recipe(records=1, payload="p" * (10 * 1024 * 1024))))
+    started = time.monotonic()
+    completed, summary = run_main(dict(env, config_file=str(path)), "--validate")
+    assert completed.returncode == 2
+    assert "is larger than 4 MiB, the most a config may be" in summary["reason"]
+    assert time.monotonic() - started < 5
