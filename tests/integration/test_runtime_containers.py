@@ -13,6 +13,7 @@ run themselves (one that never answers, ports where nothing listens).
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
@@ -696,11 +697,12 @@ class HandshakeServer:
 
             def _answer(self, status: int, body: dict) -> None:
                 data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                with contextlib.suppress(OSError):  # the stopped container's connection may be gone
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
 
             def log_message(self, *_args) -> None:
                 pass
