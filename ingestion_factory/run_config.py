@@ -18,20 +18,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
-
-import yaml
+from typing import Any
 
 from .errors import ConfigError
+from .runtime_modules import runtime_config, runtime_redaction
 
 # Well under Linux's 128 KiB limit for one "config=<text>" environment string.
 MAX_ENV_CONFIG_BYTES = 100 * 1024
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 FILE_PREFIX = "file:"
-SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token", "key", "credential",
-                          "credentials"})
-# Splits snake_case, kebab-case and camelCase names into lower-case words.
-NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 ENV_TRANSPORT = "env"
 FILE_TRANSPORT = "file"
@@ -74,25 +69,18 @@ class RunConfig:
 def load(path: Path, env: dict | None = None) -> RunConfig:
     """Read a JSON or YAML config file and resolve its placeholders."""
     path = Path(path).expanduser()
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist",
-                          "give an existing JSON or YAML file with --config; examples are in examples/") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+                          "give an existing JSON or YAML file with --config; examples are in examples/")
+    # The runtime's reader: the same bounds (size, depth, no YAML aliases) and the same messages.
     try:
-        document = yaml.safe_load(raw)  # YAML is a superset of JSON: one parser for both
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"config file {path} is neither valid JSON nor YAML{where}") from None
-    if not isinstance(document, dict) or not document:
-        raise ConfigError(f"config file {path} must hold a non-empty mapping")
+        document = runtime_config.parse_config_text(runtime_config.read_config_file(path))
+    except runtime_config.ConfigError as exc:
+        raise ConfigError(str(exc)) from None
     used: list[str] = []
     resolved = _resolve(document, path.parent, os.environ if env is None else env, used)
     return RunConfig(path=path, document=resolved, text=json.dumps(resolved), placeholders=used,
-                     secret_fields=sorted(set(secret_fields(resolved))))
+                     secret_fields=secret_fields(resolved))
 
 
 def _resolve(value: Any, base: Path, env, used: list[str]) -> Any:
@@ -126,19 +114,5 @@ def _placeholder_value(name: str, base: Path, env, used: list[str]) -> str:
 
 
 def secret_fields(document: Any) -> list[str]:
-    """Names of fields that look like they hold a secret and are set."""
-    return [key for key, value in _fields(document) if is_secret_name(key) and value not in (None, "", {}, [])]
-
-
-def is_secret_name(name: str) -> bool:
-    return any(word.lower() in SECRET_WORDS for word in NAME_WORDS.findall(str(name)))
-
-
-def _fields(document: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(document, dict):
-        for key, value in document.items():
-            yield str(key), value
-            yield from _fields(value)
-    elif isinstance(document, list):
-        for item in document:
-            yield from _fields(item)
+    """Names of the fields holding a secret, by the runtime's rule (the one its output masking uses)."""
+    return sorted({secret.field for secret in runtime_redaction.find_secrets(document)})

@@ -16,6 +16,9 @@ Configuration (exactly one of)
     --config PATH              a file, typically a mounted volume or secret
     env config_file / CONFIG_FILE   the same, for orchestrators that only set env
 
+    At most 4 MiB of UTF-8, nested at most 100 levels, and no YAML aliases
+    (`*name`): anything else is exit 2, so no config can hang the container.
+
     Keep secrets in a mounted file, not in env `config`: environment variables
     are shown by `docker inspect`, in Airflow's rendered task fields and UI, and
     are inherited by every child process. A mounted file is readable only inside
@@ -45,7 +48,7 @@ Exit codes
     1    the workflow ran and failed, or its server is unreachable
     2    configuration missing or invalid (or bad command line)
     3    framework or connector plugin missing from the image
-    143  stopped by SIGTERM or SIGINT
+    143  stopped by SIGTERM or SIGINT: always once one came, within INGESTION_STOP_GRACE
     (Nothing in 125-127 or 137: those are Docker's and the kernel's.)
 
 Output
@@ -59,6 +62,7 @@ Output
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import json
 import logging
@@ -98,6 +102,8 @@ STATUS_BY_EXIT_CODE = {
 DEFAULT_SERVER_TIMEOUT_S = 5.0
 # Docker sends SIGKILL 10 s after SIGTERM; leave room for the summary and exit.
 DEFAULT_STOP_GRACE_S = 6.0
+# After the grace period, how long writing the summary may take before the process exits without it.
+SUMMARY_DEADLINE_S = 1.0
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 MAX_REASON_LENGTH = 500
 
@@ -125,13 +131,27 @@ class Outcome:
 
 
 class Reporter:
-    """Writes the one-line JSON summary exactly once, as the very last line."""
+    """Writes the one-line JSON summary exactly once, as the very last line.
 
-    def __init__(self, stream: TextIO, env: Mapping[str, str], mode: str, started: float, redactor: Redactor) -> None:
+    Once a stop was requested the summary says `stopped` (exit 143), whatever
+    the workflow ended with: a framework may swallow the stop request, or turn
+    it into an error of its own, and the orchestrator must still see the stop.
+    """
+
+    def __init__(
+        self,
+        stream: RedactingStream,
+        env: Mapping[str, str],
+        mode: str,
+        started: float,
+        redactor: Redactor,
+        stop_reason: Callable[[], Optional[str]] = lambda: None,
+    ) -> None:
         self._stream = stream
         self._env = env
         self._redactor = redactor
         self._started = started
+        self._stop_reason = stop_reason
         self._lock = threading.Lock()
         self.fields: Dict[str, Any] = {
             "framework": env.get("INGESTION_FRAMEWORK") or "openmetadata",
@@ -147,16 +167,25 @@ class Reporter:
         with self._lock:
             if self.emitted_exit_code is not None:
                 return self.emitted_exit_code
+            # Decided under the lock: a signal arriving now still makes this summary `stopped`.
+            outcome = stopped_if_requested(outcome, self._stop_reason())
             summary = build_summary(outcome, self.fields, time.monotonic() - self._started)
             if "reason" in summary:  # also bound for the termination log, which is no redacting stream
                 summary["reason"] = self._redactor.redact(summary["reason"])
             flush_logging()
-            self._stream.write(json.dumps(summary) + "\n")
-            self._stream.flush()
+            self._stream.write_last(json.dumps(summary) + "\n")
             if outcome.exit_code != EXIT_SUCCESS:
                 write_termination_log(self._env, summary)
             self.emitted_exit_code = outcome.exit_code
             return outcome.exit_code
+
+
+def stopped_if_requested(outcome: Outcome, stop_reason: Optional[str]) -> Outcome:
+    if stop_reason is None or outcome.exit_code == EXIT_STOPPED:
+        return outcome
+    ended = outcome.reason or STATUS_BY_EXIT_CODE.get(outcome.exit_code, "failed")
+    logger.warning("%s; the workflow did not stop at once and ended with: %s", stop_reason, ended)
+    return Outcome(EXIT_STOPPED, reason=stop_reason, counts=outcome.counts)
 
 
 def build_summary(outcome: Outcome, fields: Mapping[str, Any], duration_s: float) -> Dict[str, Any]:
@@ -201,15 +230,20 @@ def flush_logging() -> None:
 
 
 class StopSignals:
-    """Turns SIGTERM/SIGINT into StopRequested, with a hard deadline.
+    """Turns SIGTERM/SIGINT into StopRequested, with a watchdog and a hard deadline.
 
-    The exception unwinds the workflow so stop() and the summary still run.
-    But Python runs signal handlers only between bytecodes of the main
-    thread: a database driver blocked in C (libpq and SQLite retry their
-    waits on EINTR) would hold the handler back until its call returns. So the
-    C-level wakeup fd also tells a watcher thread, which starts the deadline at
-    once; when it passes, the summary is written and the process exits 143,
-    well before Docker's SIGKILL.
+    The exception unwinds the workflow so stop() and the summary still run. It
+    can fail to arrive, though: Python runs signal handlers only between
+    bytecodes of the main thread, so a database driver blocked in C (libpq and
+    SQLite retry their waits on EINTR) holds the handler back until its call
+    returns; and an exception raised inside a __del__ or a callback from C
+    (pydantic-core validating OpenMetadata's config) is only printed as
+    "Exception ignored in ..." and lost. So the C-level wakeup fd also tells a
+    watcher thread, which starts a watchdog at once. The watchdog raises the
+    stop again whenever it was lost that way (sys.unraisablehook sees it), and
+    when the grace period has passed it writes the summary and the process
+    exits 143, well before Docker's SIGKILL; if even writing the summary hangs
+    (a stuck thread holding an output lock), it exits without one.
     """
 
     def __init__(self, on_deadline: Callable[[str], None], grace_s: float = DEFAULT_STOP_GRACE_S) -> None:
@@ -217,8 +251,14 @@ class StopSignals:
         self._on_deadline = on_deadline
         self._shielded = False
         self._interrupted = False
+        self._lost = threading.Event()
         self._lock = threading.Lock()
         self.received: Optional[str] = None
+
+    @property
+    def reason(self) -> Optional[str]:
+        """Why the run must end as `stopped`, once a stop signal came."""
+        return f"stopped by {self.received}" if self.received else None
 
     @contextmanager
     def installed(self) -> Iterator["StopSignals"]:
@@ -226,10 +266,13 @@ class StopSignals:
         writer.setblocking(False)  # required of a wakeup fd
         previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         previous_handlers = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+        previous_hook = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: self._unraisable(unraisable, previous_hook)
         threading.Thread(target=self._watch, args=(reader,), name="stop-signal-watcher", daemon=True).start()
         try:
             yield self
         finally:
+            sys.unraisablehook = previous_hook
             for signum, previous in previous_handlers.items():
                 signal.signal(signum, previous)
             signal.set_wakeup_fd(previous_fd)
@@ -241,11 +284,19 @@ class StopSignals:
         self._shielded = True
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        self._start_deadline(signum)
+        self._start_watchdog(signum)
         # Interrupt once: a second signal must not break the cleanup the first began.
         if not self._shielded and not self._interrupted:
             self._interrupted = True
-            raise StopRequested(f"stopped by {self.received}")
+            raise StopRequested(self.reason)
+
+    def _unraisable(self, unraisable: Any, previous_hook: Callable[[Any], None]) -> None:
+        if not isinstance(unraisable.exc_value, StopRequested) or self._shielded:
+            previous_hook(unraisable)
+            return
+        # Only flags here: raising again from inside this hook would be lost the same way.
+        self._interrupted = False
+        self._lost.set()
 
     def _watch(self, reader: socket.socket) -> None:
         try:
@@ -253,18 +304,26 @@ class StopSignals:
         except OSError:
             return
         if data:
-            self._start_deadline(data[0])
+            self._start_watchdog(data[0])
 
-    def _start_deadline(self, signum: int) -> None:
+    def _start_watchdog(self, signum: int) -> None:
         with self._lock:
             if self.received is not None:
-                return  # already stopping; one deadline is enough
+                return  # already stopping; one watchdog is enough
             self.received = signal.Signals(signum).name
-        threading.Thread(target=self._deadline, name="stop-deadline", daemon=True).start()
+        threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
 
-    def _deadline(self) -> None:
-        time.sleep(self.grace_s)
-        self._on_deadline(f"stopped by {self.received}; the workflow did not wind down within {self.grace_s:g}s")
+    def _watchdog(self) -> None:
+        deadline = time.monotonic() + self.grace_s
+        while self._lost.wait(timeout=max(0.0, deadline - time.monotonic())):
+            self._lost.clear()
+            logger.warning("%s, but the framework swallowed the stop request; raising it again", self.reason)
+            # SIGTERM whatever came: once our handler is gone, Python's default for it does nothing here.
+            _thread.interrupt_main(signal.SIGTERM)
+        last_resort = threading.Timer(SUMMARY_DEADLINE_S, os._exit, args=(EXIT_STOPPED,))
+        last_resort.daemon = True
+        last_resort.start()
+        self._on_deadline(f"{self.reason}; the workflow did not wind down within {self.grace_s:g}s")
 
 
 # ------------------------------------------------------------ server probe
@@ -490,7 +549,7 @@ def apply_log_level(level: Optional[str]) -> None:
 
 
 @contextmanager
-def redacted_output(redactor: Redactor) -> Iterator[TextIO]:
+def redacted_output(redactor: Redactor) -> Iterator[RedactingStream]:
     """Route stdout, stderr and logging through the redactor, one line at a time.
 
     Logs go to stdout together with the summary: with one stream the summary
@@ -555,8 +614,8 @@ def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] 
                 Outcome(EXIT_CONFIG_ERROR, reason=f"invalid command line: {exc}")
             )
         mode = "check" if args.check else "validate" if args.validate else "run"
-        reporter = Reporter(out, env, mode, started, redactor)
         stop_signals = StopSignals(lambda reason: exit_now(reporter.emit(Outcome(EXIT_STOPPED, reason=reason))))
+        reporter = Reporter(out, env, mode, started, redactor, stop_reason=lambda: stop_signals.reason)
         with stop_signals.installed():
             try:
                 stop_signals.grace_s = seconds_from_env(env, "INGESTION_STOP_GRACE", DEFAULT_STOP_GRACE_S)

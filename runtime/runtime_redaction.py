@@ -1,13 +1,20 @@
-"""Keep secrets out of everything a connector container prints.
+"""What a secret is, and keeping secrets out of everything a connector container prints.
+
+One rule, used twice: the container masks what it finds in its config, and
+`inv run-local` (which imports this module; it imports nothing of the tool)
+sends a config in which it finds anything as a mounted file rather than in env
+`config`, which `docker inspect` shows. A secret is
+
+* the value of a field whose name says secret (`password`, `dbPassword`,
+  `jwtToken`, `api_key`, `connectionString`, ...), unless the name says the
+  value only points at or describes one (`passwordFile`, `tokenUrl`, `tokenType`);
+* a secret inside any value: a password in a URL (`postgresql://user:pw@host`,
+  `user:pw@host:5432`), a JWT, a bearer token, a `password=...` assignment.
 
 Container output ends up in `docker logs`, Airflow task logs and log shippers,
 so every line written to stdout/stderr passes through a `Redactor` that masks
-
-* the exact values of secret-looking fields of the configuration (passwords,
-  tokens, keys, ...), collected once the configuration is loaded;
-* anything that looks like a secret regardless of the config: JWTs, bearer
-  tokens, passwords inside connection URLs (`postgresql://user:secret@host`)
-  and `password=...` / `"token": "..."` style assignments.
+the secrets found in the configuration wherever they appear, and anything in
+the text that looks like a secret by the second kind of rule.
 """
 
 from __future__ import annotations
@@ -16,45 +23,114 @@ import io
 import json
 import re
 import threading
-from typing import Any, Iterable, TextIO
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, List, Optional, TextIO
 
 MASK = "********"
 
-# Field names whose values are secrets: matched anywhere in the name, case
-# insensitively, so camelCase names (`awsSecretAccessKey`, `dbPassword`) count.
-_SECRET_FIELD = re.compile(
-    r"(?i)password|passwd|passphrase|secret|token|jwt|api_?key|private_?key|access_?key"
-    r"|account_?key|credential|connection_?string|^pwd$"
+# A name's words, for snake_case, kebab-case and camelCase names alike.
+_NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+# A word ending in one of these names a secret: `password`, `PGPASSWORD`, `clientsecret`, `idToken`.
+_SECRET_WORD_ENDINGS = (
+    "password", "passwd", "pwd", "passphrase", "secret", "token", "jwt", "credential", "authorization",
 )
-# ...unless the name says the value only points at or describes the secret.
-_NOT_A_SECRET_FIELD = re.compile(
-    r"(?i)(file|path|url|uri|endpoint|type|name|provider|loader|manager|expiry"
-    r"|expiration|location|region|enabled|header|prefix|mode)s?$"
+# Two words that name a secret together (also written as one word: `apikey`).
+_SECRET_PAIRS = (
+    "apikey", "privatekey", "accesskey", "accountkey", "secretkey", "sslkey", "clientkey", "encryptionkey",
+    "masterkey", "sharedkey", "signingkey", "connectionstring",
 )
+# A last word that says the value only points at or describes the secret.
+_POINTER_WORDS = frozenset({
+    "file", "path", "url", "uri", "endpoint", "type", "name", "provider", "loader", "manager", "expiry",
+    "expiration", "location", "region", "enabled", "header", "prefix", "mode", "env", "variable", "field", "length",
+})
+_KNOWN_WORDS = frozenset(_SECRET_WORD_ENDINGS) | frozenset(_SECRET_PAIRS) | _POINTER_WORDS | {"key", "string"}
 # Values this short are more likely flags ("none", "JWT") than secrets; masking
 # them everywhere would garble the logs without protecting anything.
 _MIN_SECRET_LENGTH = 4
 
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
-_BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}")
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)([^@/?#\s]+)(@)")
-_SECRET_ASSIGNMENT = re.compile(
-    r"(?i)(\b[\w-]*(?:password|passwd|pwd|secret|token|api[_-]?key|private[_-]?key"
-    r"|access[_-]?key)[\w-]*[\"']?\s*[:=]\s*[\"']?)(?!\*{4})([^\s\"',;&}]+)"
+
+def is_secret_field(name: str) -> bool:
+    """Whether a field (or an assignment in text) of this name holds a secret."""
+    words = [_singular(word.lower()) for word in _NAME_WORDS.findall(str(name))]
+    if not words or words[-1] in _POINTER_WORDS:
+        return False
+    pairs = [first + second for first, second in zip(words, words[1:])]
+    return any(word.endswith(_SECRET_WORD_ENDINGS + _SECRET_PAIRS) for word in words) or any(
+        pair in _SECRET_PAIRS for pair in pairs
+    )
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if word.endswith("s") and word[:-1] in _KNOWN_WORDS else word
+
+
+@dataclass(frozen=True)
+class _SecretPattern:
+    """Text that holds a secret whatever the config says; `secret_group` is the secret itself."""
+
+    regex: "re.Pattern[str]"
+    secret_group: int
+    name_group: Optional[int] = None  # when set, the match counts only if this group names a secret field
+
+    def matches(self, text: str) -> Iterator["re.Match[str]"]:
+        for match in self.regex.finditer(text):
+            if self.name_group is None or is_secret_field(match.group(self.name_group)):
+                yield match
+
+
+_SECRET_PATTERNS = (
+    _SecretPattern(re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), 0),  # a JWT
+    _SecretPattern(re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/=-]{8,})"), 1),
+    # A password in a URL: scheme://user:password@host
+    _SecretPattern(re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:([^@/?#\s]+)@"), 1),
+    # password=..., "apiKey": "...", PGPASSWORD=... (never a value already masked)
+    _SecretPattern(re.compile(r"\b([\w-]+)[\"']?\s*[:=]\s*[\"']?(?!\*{4})([^\s\"',;&}]+)"), 2, name_group=1),
 )
+# A whole value of the form user:password@host[:port] (a `host_port` with credentials).
+_USERINFO_VALUE = re.compile(r"[^\s:/@]+:([^\s@/]+)@[^\s@]+")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret in a config: the field it is in, and the secret text itself."""
+
+    field: str
+    value: str
+
+
+def find_secrets(document: Any) -> List[Secret]:
+    """Every secret in a config document, by the field's name or inside its value."""
+    found: List[Secret] = []
+    for name, value in _leaves(document):
+        text = _scalar_text(value)
+        if not text.strip():
+            continue
+        if is_secret_field(name):
+            found.append(Secret(name, text))
+        else:
+            found.extend(Secret(name, secret) for secret in secrets_in_value(text))
+    return found
+
+
+def secrets_in_value(text: str) -> List[str]:
+    """The secrets inside one value (or one line of text)."""
+    found = [match.group(pattern.secret_group) for pattern in _SECRET_PATTERNS for match in pattern.matches(text)]
+    userinfo = _USERINFO_VALUE.fullmatch(text.strip())
+    return found + ([userinfo.group(1)] if userinfo else [])
 
 
 def secret_values(document: Any) -> set:
-    """String values of secret-named fields anywhere in a config document."""
-    found: set = set()
-    for key, value in _leaves(document):
-        if isinstance(value, str) and is_secret_field(key):
-            found.update(_variants(value))
+    """The texts to mask wherever they appear: the secrets of a config document, in every form they print in."""
+    found = {variant for secret in find_secrets(document) for variant in _variants(secret.value)}
     return {value for value in found if len(value) >= _MIN_SECRET_LENGTH}
 
 
-def is_secret_field(name: str) -> bool:
-    return bool(_SECRET_FIELD.search(name)) and not _NOT_A_SECRET_FIELD.search(name)
+def _scalar_text(value: Any) -> str:
+    # Numbers count (YAML reads an unquoted numeric password as one); booleans and nulls are no secrets.
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return ""
+    return str(value)
 
 
 def _leaves(document: Any, key: str = "") -> Iterable[tuple]:
@@ -76,6 +152,14 @@ def _variants(secret: str) -> Iterable[str]:
     yield from (line.strip() for line in secret.splitlines())
 
 
+def _mask_patterns(text: str) -> str:
+    for pattern in _SECRET_PATTERNS:
+        spans = [match.span(pattern.secret_group) for match in pattern.matches(text)]
+        for start, end in reversed(spans):  # from the end, so earlier spans stay valid
+            text = text[:start] + MASK + text[end:]
+    return text
+
+
 class Redactor:
     """Masks known secret values and secret-looking patterns in text."""
 
@@ -93,10 +177,7 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        text = _JWT.sub(MASK, text)
-        text = _BEARER.sub(rf"\g<1>{MASK}", text)
-        text = _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
-        return _SECRET_ASSIGNMENT.sub(rf"\g<1>{MASK}", text)
+        return _mask_patterns(text)
 
 
 class RedactingStream(io.TextIOBase):
@@ -112,6 +193,7 @@ class RedactingStream(io.TextIOBase):
         self._target = target
         self._redactor = redactor
         self._pending = ""
+        self._finished = False
         self._lock = threading.RLock()
 
     @property
@@ -120,6 +202,8 @@ class RedactingStream(io.TextIOBase):
 
     def write(self, text: str) -> int:
         with self._lock:
+            if self._finished:
+                return len(text)
             self._pending += text
             complete, newline, rest = self._pending.rpartition("\n")
             if newline:
@@ -135,6 +219,19 @@ class RedactingStream(io.TextIOBase):
                 self._forward(pending)
             else:
                 self._target.flush()
+
+    def write_last(self, line: str) -> None:
+        """Write the final line, on a line of its own; anything written later is dropped.
+
+        The summary must stay the last line, while framework threads may still
+        print until the process exits.
+        """
+        with self._lock:
+            if self._pending:
+                pending, self._pending = self._pending, ""
+                self._forward(pending + "\n")
+            self._forward(line)
+            self._finished = True
 
     def _forward(self, text: str) -> None:
         self._target.write(self._redactor.redact(text))

@@ -13,6 +13,8 @@ run themselves (one that never answers, ports where nothing listens).
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import socket
 import threading
@@ -649,3 +651,172 @@ def test_sigterm_while_a_driver_blocks_in_c_exits_143_before_docker_kills(connec
     assert seconds < DOCKER_STOP_TIMEOUT_S - 2, f"took {seconds:.1f}s to stop"
     assert finished.summary["reason"] == "stopped by SIGTERM; the workflow did not wind down within 6s"
     finished.assert_no_secrets()
+
+
+# ---------------------------------------------------------- many stops, real framework
+
+
+class HandshakeServer:
+    """An OpenMetadata server on 127.0.0.1 that answers the handshake, then holds every other request.
+
+    The runtime's probe and the client's version check get answers, so workflow
+    creation goes on into OpenMetadata's own code and blocks there, waiting for
+    the first real API call. `release()` answers the held requests and every later
+    one at once with 404 (what a server going away with the deployment does to a
+    workflow): a run that missed its stop then fails within a second instead of
+    waiting for the stop deadline, so a lost stop shows as exit 1.
+    """
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.holding = threading.Event()
+        self._released = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the http.server API
+                server.requests += 1
+                if self.path.endswith("/system/version"):
+                    self._answer(200, {"version": OM_VERSION, "revision": "test", "timestamp": 0})
+                elif self.path.rstrip("/").endswith("/api"):
+                    self._answer(200, {})
+                else:
+                    server.holding.set()
+                    server._released.wait()
+                    self._answer(404, {"code": 404, "message": "gone"})
+
+            do_POST = do_PUT = do_PATCH = do_GET
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                with contextlib.suppress(OSError):  # the stopped container's connection may be gone
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+
+            def log_message(self, *_args) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api"
+        threading.Thread(target=self._server.serve_forever, name="handshake-server", daemon=True).start()
+
+    def hold(self) -> None:
+        """Hold requests again (for the next container)."""
+        self.requests = 0
+        self.holding.clear()
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def handshake_server():
+    server = HandshakeServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def mysql_image(factory_project):
+    """Only the mysql image and its base: the many-stops test needs no other connector."""
+    factory_project.inv("build-connectors", "--jobs", "1", "-c", "mysql")
+    return ref(factory_project, "mysql")
+
+
+def openmetadata_mysql_config(server: str) -> dict:
+    """examples/openmetadata/mysql.json with real-looking secrets and its server at `server`."""
+    config = json.loads((REPO / "examples" / "openmetadata" / "mysql.json").read_text())
+    config["source"]["serviceConnection"]["config"].update(hostPort=f"127.0.0.1:{free_port()}",
+                                                           authType={"password": CONFIG_PASSWORD})
+    config["workflowConfig"]["openMetadataServerConfig"].update(hostPort=server,
+                                                               securityConfig={"jwtToken": JWT_TOKEN})
+    return config
+
+
+@dataclass(frozen=True)
+class Stop:
+    """One `docker stop` at `delay_s` after the container started, and how the container ended."""
+
+    delay_s: float
+    phase: str
+    exit_code: int
+    seconds: float  # from `docker stop` to the container's exit
+    status: str | None  # the summary's, None when main.py printed nothing at all
+    reason: str | None
+
+    @property
+    def ok(self) -> bool:
+        # Only a stop before main.py's first instant (the interpreter starting) may leave no summary.
+        return (self.exit_code == 143 and self.seconds < DOCKER_STOP_TIMEOUT_S - 2
+                and (self.status == "stopped" or (self.status is None and self.phase == "start-up")))
+
+    def __str__(self) -> str:
+        return (f"stop at {self.delay_s:5.2f}s ({self.phase:<20}) -> exit {self.exit_code} in {self.seconds:4.2f}s, "
+                f"{self.status}: {self.reason}")
+
+
+def stop_after(api, image: str, env: dict, server: HandshakeServer, delay_s: float | None) -> Stop:
+    """Start a run, `docker stop` it after delay_s (None: once it blocks in the framework), release the server."""
+    server.hold()
+    started = time.monotonic()
+    container = start(api, image, env=env)
+    try:
+        if delay_s is None:
+            assert server.holding.wait(timeout=120), container.logs().decode()[-3000:]
+            delay_s = time.monotonic() - started
+        else:
+            time.sleep(max(0.0, delay_s - (time.monotonic() - started)))
+        phase = ("blocked in framework" if server.holding.is_set() else
+                 "creating workflow" if server.requests else "start-up")
+        signalled, stopped = time.monotonic(), []
+        stopping = threading.Thread(target=lambda: (container.stop(timeout=DOCKER_STOP_TIMEOUT_S),
+                                                    stopped.append(time.monotonic())))
+        stopping.start()
+        time.sleep(0.2)  # the signal is in; whatever the workflow asks the server now fails at once
+        server.release()
+        stopping.join()
+        seconds = stopped[0] - signalled
+        finished = finish(container, started, timeout=30)
+        finished.assert_no_secrets()
+        if not finished.stdout.strip():
+            return Stop(delay_s, phase, finished.exit_code, seconds, None, None)
+        summary = json.loads(finished.stdout.splitlines()[-1])
+        return Stop(delay_s, phase, finished.exit_code, seconds, summary["status"], summary.get("reason"))
+    finally:
+        container.remove(force=True)
+
+
+STOPS = 21  # one once the run blocks in the framework, twenty spread from the start to a little after
+# A stop in the container's first instant can be lost before main.py even exists (seen once in about sixty
+# stops at 0 s; dumb-init signals the child's process group, which the child creates as it starts).
+# main.py cannot help that, so the spread starts a little later.
+FIRST_STOP_S = 0.25
+
+
+def test_every_stop_during_start_up_and_run_exits_143_well_before_docker_kills(mysql_image, docker_api,
+                                                                              handshake_server):
+    """Many `docker stop`s spread over an OpenMetadata run, from the interpreter starting to the workflow
+    blocked in the framework's HTTP client: every one must end 143 / `stopped`, whatever the framework does
+    with the StopRequested (pydantic-core, for one, can swallow it while validating)."""
+    env = {"config": json.dumps(openmetadata_mysql_config(handshake_server.url))}
+    # How long this machine, busy as it is, takes to get the workflow into the framework's code.
+    first = stop_after(docker_api, mysql_image, env, handshake_server, None)
+    earliest, latest = FIRST_STOP_S, first.delay_s + 1.5
+    stops = [first] + [stop_after(docker_api, mysql_image, env, handshake_server,
+                                  earliest + (latest - earliest) * index / (STOPS - 2)) for index in range(STOPS - 1)]
+
+    report = "\n".join(str(stop) for stop in stops)
+    print(f"\n{report}")
+    assert all(stop.ok for stop in stops), report
+    phases = {stop.phase for stop in stops}
+    assert {"start-up", "blocked in framework"} <= phases, f"the stops did not cover start-up and run:\n{report}"

@@ -137,10 +137,92 @@ def test_missing_file_hints_at_the_mount(tmp_path):
         runtime_config.load_config({}, str(tmp_path / "nope.yaml"))
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", "just a string", "{}", "42"])
+@pytest.mark.parametrize("text", ["[1, 2]", "just a string", "{}", "42", "null", "- a\n- b\n", "[]", "true"])
 def test_config_must_be_a_non_empty_mapping(text):
     with pytest.raises(ConfigError, match="must be a non-empty mapping"):
         runtime_config.load_config({"config": text}, None)
+
+
+def billion_laughs(levels: int = 9, width: int = 9) -> str:
+    """A short YAML document whose aliases expand to width**levels strings when walked."""
+    lines = ['a0: &a0 "lol"']
+    for level in range(1, levels + 1):
+        aliases = ", ".join(f"*a{level - 1}" for _ in range(width))
+        lines.append(f"a{level}: &a{level} [{aliases}]")
+    return "\n".join(lines) + f"\nsource: {{type: mysql, config: {{tables: *a{levels}}}}}\n"
+
+
+MERGE_BOMB = "".join(f"m{n}: &m{n} {{<<: [{', '.join([f'*m{n - 1}'] * 9)}], k{n}: v}}\n" for n in range(1, 9))
+
+
+@pytest.mark.parametrize("text, problem", [
+    (billion_laughs(), r"uses the YAML alias \*a0 \(line 2, column 10\)"),
+    ("base: &base {type: mysql}\nsource: *base\n", r"uses the YAML alias \*base \(line 2, column 9\)"),
+    ("m0: &m0 {k: v}\n" + MERGE_BOMB, r"uses the YAML alias \*m0"),
+])
+def test_yaml_aliases_are_refused_before_they_expand(text, problem):
+    with pytest.raises(ConfigError, match=problem) as caught:
+        runtime_config.load_config({"config": text}, None)
+    assert "write the repeated part out" in str(caught.value)
+
+
+def test_an_anchor_nobody_refers_to_is_harmless():
+    assert runtime_config.load_config({"config": "source: &s {type: mysql}\n"}, None) == {"source": {"type": "mysql"}}
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 10_000,
+    "[" * 10_000 + "]" * 10_000,
+    '{"a": ' * 5_000 + "1" + "}" * 5_000,
+    "- " * 10_000 + "x\n",
+    "".join("  " * level + f"k{level}:\n" for level in range(150)) + "  " * 150 + "v: 1\n",
+    json.dumps({"source": {"type": "x"}, "deep": json.loads("[" * 101 + "]" * 101)}),
+])
+def test_deeply_nested_documents_are_refused_with_a_message(text):
+    limit = runtime_config.MAX_CONFIG_DEPTH
+    with pytest.raises(ConfigError, match=f"is nested more than {limit} levels deep"):
+        runtime_config.load_config({"config": text}, None)
+
+
+def test_a_config_at_the_depth_limit_loads():
+    nested = json.loads("[" * 99 + "]" * 99)
+    config = {"source": {"type": "x"}, "deep": nested}  # 100 levels: the mapping and 99 lists
+    assert runtime_config.load_config({"config": json.dumps(config)}, None) == config
+
+
+def test_invalid_utf8_in_a_file_is_named_with_its_offset(tmp_path):
+    path = tmp_path / "workflow.yaml"
+    path.write_bytes(b"source:\n  type: my\xffsql\n")
+    with pytest.raises(ConfigError, match=r"config file .*workflow.yaml is not UTF-8 text: byte 0xff at offset 18"):
+        runtime_config.load_config({}, str(path))
+
+
+def test_invalid_utf8_in_the_environment_is_named_with_its_offset():
+    # Python hands undecodable environment bytes over as lone surrogates (os.fsdecode).
+    text = "source:\n  type: my" + b"\xff".decode("utf-8", "surrogateescape") + "sql\n"
+    with pytest.raises(ConfigError, match=r"env `config` is not UTF-8 text: byte 0xff at offset 18"):
+        runtime_config.load_config({"config": text}, None)
+
+
+def test_a_utf8_byte_order_mark_is_fine(tmp_path):
+    path = tmp_path / "workflow.json"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"source": {"type": "mysql"}}')
+    assert runtime_config.load_config({}, str(path)) == {"source": {"type": "mysql"}}
+
+
+def test_a_file_over_the_size_limit_is_refused_without_reading_it_whole(tmp_path):
+    limit = runtime_config.MAX_CONFIG_BYTES
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"source": {"type": "x", "config": {"blob": "x" * (10 * 1024 * 1024)}}}))
+    with pytest.raises(ConfigError, match=f"is larger than {limit // (1024 * 1024)} MiB, the most a config may be"):
+        runtime_config.load_config({}, str(path))
+
+
+def test_a_config_just_under_the_size_limit_loads(tmp_path):
+    path = tmp_path / "large.json"
+    filler = "x" * (runtime_config.MAX_CONFIG_BYTES - 100)
+    path.write_text(json.dumps({"source": {"type": "x"}, "blob": filler}))
+    assert runtime_config.load_config({}, str(path))["blob"] == filler
 
 
 def test_json_works_without_pyyaml_and_yaml_explains(monkeypatch):
@@ -406,7 +488,8 @@ def test_reporter_writes_once_and_the_termination_log(tmp_path):
     stream = io.StringIO()
     env = {"INGESTION_TERMINATION_LOG": str(termination_log), "INGESTION_FRAMEWORK": "datahub"}
     redactor = _redactor_for({"password": PASSWORD})
-    reporter = runtime_main.Reporter(stream, env, "run", started=0.0, redactor=redactor)
+    reporter = runtime_main.Reporter(runtime_redaction.RedactingStream(stream, redactor), env, "run", started=0.0,
+                                     redactor=redactor)
     assert reporter.emit(runtime_main.Outcome(2, reason=f"source.type: Field required, {PASSWORD}")) == 2
     assert reporter.emit(runtime_main.Outcome(0)) == 2  # the first summary stands
     lines = stream.getvalue().splitlines()

@@ -111,6 +111,7 @@ FAKE_FRAMEWORK = {
 
         FAKE_FIELDS = (
             "records", "sleep", "fail", "leak", "stop_marker", "ignore_stop", "block_in_driver", "password", "payload",
+            "lose_stop_in_finalizer", "hang_logging",
         )
         source_registry = Registry({"fake": plugin(FAKE_FIELDS)})
     """,
@@ -127,6 +128,7 @@ FAKE_FRAMEWORK = {
         import logging
         import sqlite3
         import sys
+        import threading
         import time
         from types import SimpleNamespace
 
@@ -135,6 +137,16 @@ FAKE_FRAMEWORK = {
 
         class PipelineExecutionError(Exception):
             pass
+
+
+        class Finalizer:
+            # Like pydantic-core calling back into Python: whatever is raised there is only printed.
+
+            def __del__(self):
+                print("finalizing", flush=True)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    time.sleep(0.05)
 
 
         class Part:
@@ -165,6 +177,10 @@ FAKE_FRAMEWORK = {
                         self._leak_secrets()
                     if self.options.get("block_in_driver"):
                         self._block_in_driver(self.options["block_in_driver"])
+                    if self.options.get("lose_stop_in_finalizer"):
+                        Finalizer()  # collected at once; a stop arriving in __del__ is "Exception ignored"
+                    if self.options.get("hang_logging"):
+                        self._hang_logging()
                     self._work(self.options.get("sleep", 0))
                     self.sink.report.total_records_written += self.options.get("records", 0)
                     if self.options.get("fail"):
@@ -189,6 +205,19 @@ FAKE_FRAMEWORK = {
                 waiter = sqlite3.connect(database, timeout=60, isolation_level=None)
                 print("fake pipeline running", flush=True)
                 waiter.execute("BEGIN EXCLUSIVE")
+
+            def _hang_logging(self):
+                # A thread stuck in the middle of a log call: the handler's lock is never released.
+                held = threading.Event()
+                handler = logging.getLogger().handlers[0]
+
+                def stuck():
+                    handler.acquire()
+                    held.set()
+                    threading.Event().wait()  # alive, so no new thread reuses its id and owns the lock
+
+                threading.Thread(target=stuck, daemon=True).start()
+                held.wait()
 
             def _work(self, seconds):
                 deadline = time.monotonic() + seconds
@@ -475,6 +504,44 @@ def test_a_workflow_blocked_in_a_c_driver_still_exits_143_in_time(env, tmp_path)
         process.kill()
 
 
+def test_a_stop_lost_inside_a_finalizer_is_raised_again_and_exits_143_at_once(live):
+    # OpenMetadata's validation runs pydantic-core, which calls back into Python; a
+    # StopRequested raised there is printed as "Exception ignored in: ..." and lost.
+    process = live(recipe(sleep=3, fail=True, lose_stop_in_finalizer=True))
+    process.wait_for_line("finalizing")
+    sent = time.monotonic()
+    process.process.send_signal(signal.SIGTERM)
+    assert process.wait_for_exit(timeout=10) == 143, process.seen
+    assert time.monotonic() - sent < 2  # not the 3 s the lost stop would let the run go on
+    summary = json.loads(process.seen[-1])
+    assert (summary["status"], summary["reason"]) == ("stopped", "stopped by SIGTERM")
+
+
+@pytest.mark.parametrize("fail", [True, False], ids=["then-fails", "then-succeeds"])
+def test_a_swallowed_stop_still_ends_as_stopped_whatever_the_workflow_does_next(live, fail):
+    # The workflow swallows the stop, carries on and ends on its own before the grace period is over.
+    process = live(recipe(sleep=1.5, records=2, ignore_stop=True, fail=fail))
+    process.wait_for_line("fake pipeline running")
+    process.process.send_signal(signal.SIGTERM)
+    assert process.wait_for_exit(timeout=10) == 143, process.seen
+    summary = json.loads(process.seen[-1])
+    assert (summary["status"], summary["reason"]) == ("stopped", "stopped by SIGTERM")
+    assert summary["records"] == 2
+
+
+def test_the_deadline_exits_143_even_when_the_summary_cannot_be_written(env):
+    # A thread stuck in a log call holds the handler's lock: writing the summary would block forever.
+    process = LiveProcess(dict(env, INGESTION_STOP_GRACE="1"), recipe(sleep=60, ignore_stop=True, hang_logging=True))
+    try:
+        process.wait_for_line("fake pipeline running")
+        sent = time.monotonic()
+        process.process.send_signal(signal.SIGTERM)
+        assert process.wait_for_exit(timeout=10) == 143
+        assert time.monotonic() - sent < 4  # grace 1 s + at most 2 s more; Docker kills at 10 s
+    finally:
+        process.kill()
+
+
 # ------------------------------------------------------------------- oversized text
 
 
@@ -501,3 +568,38 @@ def test_config_text_and_file_together_exit_2(env, tmp_path):
     completed, summary = run_main(env, "--config", str(path), config=recipe())
     assert completed.returncode == 2
     assert "both a config text (env `config`) and a config file (--config) were given" in summary["reason"]
+
+
+# ------------------------------------------------------------------ hostile configs
+
+BILLION_LAUGHS = "\n".join(
+    ['a0: &a0 "lol"']
+    + [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]" for level in range(1, 10)]
+    + ["source: {type: fake, config: {records: 1, payload: *a9}}", "sink: {type: file, config: {filename: /tmp/x}}"]
+)
+
+
+@pytest.mark.parametrize("text, reason", [
+    (BILLION_LAUGHS, "uses the YAML alias *a0 (line 2, column 10)"),
+    ("[" * 10_000, "is nested more than 100 levels deep"),
+    ("- " * 10_000 + "x\n", "is nested more than 100 levels deep"),
+    ("my" + b"\xff".decode("utf-8", "surrogateescape") + "sql: 1\n", "is not UTF-8 text: byte 0xff at offset 2"),
+    ("- just\n- a list\n", "must be a non-empty mapping (got list)"),
+], ids=["billion-laughs", "deep-json", "deep-yaml", "invalid-utf8", "not-a-mapping"])
+def test_a_hostile_config_exits_2_at_once_with_a_reason(env, text, reason):
+    started = time.monotonic()
+    completed, summary = run_main(dict(env, config=text), "--validate", timeout=20)
+    assert completed.returncode == 2, completed.stdout[-2000:]
+    assert reason in summary["reason"]
+    assert "Traceback" not in completed.stdout + completed.stderr
+    assert time.monotonic() - started < 5  # the billion laughs used to run for 36 s, then minutes
+
+
+def test_a_10_mb_config_file_exits_2_at_once(env, tmp_path):
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(recipe(records=1, payload="p" * (10 * 1024 * 1024))))
+    started = time.monotonic()
+    completed, summary = run_main(dict(env, config_file=str(path)), "--validate")
+    assert completed.returncode == 2
+    assert "is larger than 4 MiB, the most a config may be" in summary["reason"]
+    assert time.monotonic() - started < 5
