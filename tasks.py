@@ -158,8 +158,8 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
     "cold": "Measure cold builds (empties the BuildKit cache twice; slow). --no-cold skips it.",
     "push": "Measure bytes pushed to a throwaway local registry (needs docker-registry).",
     "output": "Where the JSON goes (default: build/reports/bench-latest.json).",
-    "catalog": "Measure the whole catalog instead: its (cold) build time, disk in total and per connector, "
-               "and the no-op build and `inv list` times.",
+    "catalog": "Measure the whole catalog instead: its build time (cold: empty cache, bench namespace; "
+               "--no-cold: your images), disk in total and per connector, no-op build and `inv list` times.",
 }, iterable=["connector"])
 @reports_errors
 def bench(c, connector=None, cold=True, push=True, output=None, catalog=False):

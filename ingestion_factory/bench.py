@@ -65,7 +65,8 @@ def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: b
     api = client()
     bench_settings = settings.with_overrides(namespace=BENCH_NAMESPACE, registry="")
     if catalog:
-        bench = Bench(bench_settings, [], console)
+        # Cold, in the bench's own namespace (it empties it); warm, on the images you have.
+        bench = Bench(bench_settings if cold else settings, [], console)
         measure_catalog(bench, api, cold=cold)
         return write(bench, output)
     bench = Bench(bench_settings, list(connectors or DEFAULT_CONNECTORS), console)
@@ -217,7 +218,7 @@ def measure_catalog(bench: Bench, api, *, cold: bool) -> None:
     names = [spec.name for spec in found.available_connectors]
     bench.connectors = names
     bench.console.print(f"[bold]Whole catalog[/]: {len(found.bases)} bases + {len(names)} connectors "
-                        f"({len(found.connectors) - len(names)} unavailable), namespace {BENCH_NAMESPACE}")
+                        f"({len(found.connectors) - len(names)} unavailable), namespace {settings.namespace}")
     if cold:
         remove_tags_under(api, BENCH_NAMESPACE)
         api.images.prune(filters={"dangling": True})
