@@ -112,7 +112,11 @@ class Builder:
         """An up-to-date image is not rebuilt, but its commit and `latest` tags follow it."""
         current = item.current
         assert current is not None
-        verify.move_tags(self.api, current.id, item.ref.rpartition(":")[0], item.tags)
+        repository = item.ref.rpartition(":")[0]
+        # Only the tags that do not already point here: a no-op run over the catalog stays fast.
+        missing = [tag for tag in item.tags if f"{repository}:{tag}" not in current.tags]
+        if missing:
+            verify.move_tags(self.api, current.id, repository, missing)
         return self._finish(Result(item.name, item.ref, BuildStatus.UP_TO_DATE, item.reason, image_id=current.id,
                                    size=current.size, tags=tuple(item.tags)))
 

@@ -87,4 +87,5 @@ class DockerImageStore:
             attrs = self.api.api.inspect_image(ref)
         except (ImageNotFound, NotFound):
             return None
-        return ImageInfo(id=attrs["Id"], labels=dict(attrs["Config"].get("Labels") or {}), size=int(attrs["Size"]))
+        return ImageInfo(id=attrs["Id"], labels=dict(attrs["Config"].get("Labels") or {}), size=int(attrs["Size"]),
+                         tags=tuple(attrs.get("RepoTags") or ()))

@@ -49,6 +49,7 @@ class ImageInfo:
     id: str
     labels: dict
     size: int
+    tags: tuple[str, ...] = ()  # repository:tag references already pointing at it
 
 
 class ImageStore(Protocol):

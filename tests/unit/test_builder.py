@@ -2,7 +2,7 @@
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -25,19 +25,25 @@ class FakeEngine:
     """Plays the docker SDK (tags) and the image store at once."""
 
     images: dict = field(default_factory=dict)
+    tag_calls: int = 0
 
     @property
     def api(self):
         return self
 
     def tag(self, image_id, repository, tag):
+        self.tag_calls += 1
         self.images[f"{repository}:{tag}"] = self.images.get(image_id, ImageInfo(image_id, {}, 1))
 
     def remove_image(self, ref, noprune=False):
         self.images.pop(ref, None)
 
     def inspect(self, ref):
-        return self.images.get(ref)
+        info = self.images.get(ref)
+        if info is None:
+            return None
+        refs = tuple(r for r, other in self.images.items() if not r.startswith("sha256:") and other.id == info.id)
+        return replace(info, tags=refs)
 
 
 BOOM = Diagnosis(Cause.BUILD_STEP, "build step exited 1: boom", ("boom",), "[stage-1 3/3] RUN uv pip install")
@@ -158,3 +164,12 @@ def test_up_to_date_images_are_kept_and_get_their_tags_back(project, engine):
     assert engine.order == []
     assert {r.result for r in results.values()} == {UP_TO_DATE}
     assert engine.images[latest].id == results["a"].image_id == built["a"].image_id
+
+
+def test_a_noop_run_moves_no_tag_that_is_already_in_place(project, engine):
+    add_connector(project, "a")
+    run(project, engine, ["a"])
+    engine.tag_calls = 0
+    results = run(project, engine, ["a"])
+    assert {r.result for r in results.values()} == {UP_TO_DATE}
+    assert engine.tag_calls == 0
