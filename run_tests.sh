@@ -4,6 +4,8 @@
 # against the real Docker engine (and PostgreSQL, a registry and Airflow, which the tests start).
 #
 #   --setup-only    only the set-up
+#   --no-setup      no set-up (e.g. `./run_tests.sh --no-setup tests/unit` as a user without root);
+#                   integration tests then fail or skip on what is missing
 #   --allow-skips   accept a run in which tests were skipped (by default skips fail it: a skipped
 #                   test proves nothing)
 # Other arguments go to pytest, e.g. `./run_tests.sh tests/unit` or `-k push`.
@@ -11,19 +13,29 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 setup_only=false
+no_setup=false
 allow_skips=false
 pytest_args=()
 for arg in "$@"; do
     case "$arg" in
         --setup-only) setup_only=true ;;
+        --no-setup) no_setup=true ;;
         --allow-skips) allow_skips=true ;;
         *) pytest_args+=("$arg") ;;
     esac
 done
 
-# Stops here, with the commands to run, when it cannot set up everything the tests need.
-scripts/provision.sh
-$setup_only && exit 0
+if $no_setup; then
+    if [ ! -x .venv/bin/python ]; then
+        echo "error: --no-setup needs the tool's environment; create it (no root needed) with:" >&2
+        echo "  python3 -m venv .venv && .venv/bin/pip install -e '.[test]'" >&2
+        exit 1
+    fi
+else
+    # Stops here, with the commands to run, when it cannot set up everything the tests need.
+    scripts/provision.sh
+    $setup_only && exit 0
+fi
 
 # tests/conftest.py writes one line per skipped test here: "<test id><TAB><reason>".
 skips=$(mktemp)

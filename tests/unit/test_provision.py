@@ -185,3 +185,10 @@ def test_setup_only_runs_no_tests(machine):
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("set-up: nothing to do")
     assert machine.calls == []
+
+
+def test_no_setup_runs_the_tests_without_touching_the_machine(machine):
+    machine.set(root=False, engine_up=False)
+    completed = machine.run("--no-setup", "tests/unit", script="run_tests.sh")
+    assert completed.returncode == 0, completed.stderr
+    assert machine.calls == ["python -m pytest tests/unit"]
