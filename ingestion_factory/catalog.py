@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from .errors import ConfigError
 from .graph import parents_first
@@ -154,10 +155,10 @@ def discover(settings: Settings) -> Catalog:
 
 def framework_extras(spec: ImageSpec) -> set[str]:
     """The extras of its own framework a connector's fragment installs: mysql for `openmetadata-ingestion[mysql]`."""
-    package = spec.framework.package.lower().replace("_", "-")
+    package = canonicalize_name(spec.framework.package)
     return {extra for line in spec.requirements
             for requirement in [Requirement(line)]
-            if requirement.name.lower().replace("_", "-") == package
+            if canonicalize_name(requirement.name) == package
             for extra in requirement.extras}
 
 
@@ -357,7 +358,7 @@ def framework_drift(spec: ImageSpec) -> str | None:
     framework = spec.framework
     for line in spec.requirements:
         requirement = Requirement(line)
-        if requirement.name.lower().replace("_", "-") != framework.package.lower():
+        if canonicalize_name(requirement.name) != canonicalize_name(framework.package):
             continue
         if requirement.specifier and not requirement.specifier.contains(framework.version, prereleases=True):
             return (f"the fragment would change the framework version: it asks for {line!r} "

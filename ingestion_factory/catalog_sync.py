@@ -10,13 +10,14 @@ Three steps, each testable alone:
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 import tomlkit
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from .catalog import CONNECTOR_SETTINGS, FRAGMENT, tomllib
 from .errors import ConfigError, FactoryError
@@ -33,7 +34,7 @@ FRAGMENT_HEADER = "# Written by `inv catalog`: the framework's extra for this so
 
 
 def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+    return canonicalize_name(name)
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,10 @@ def probe(framework: Framework, image: str, api) -> Inventory:
 
 
 def _distribution(requirement: str) -> str:
-    return normalize(re.split(r"[\s\[<>=!~;(]", requirement.strip(), maxsplit=1)[0])
+    try:
+        return canonicalize_name(Requirement(requirement).name)
+    except InvalidRequirement:  # metadata we cannot parse names nothing we can match
+        return ""
 
 
 def _extra_for_modules(inventory: Inventory, modules: tuple[str, ...]) -> str | None:

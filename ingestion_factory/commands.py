@@ -146,20 +146,15 @@ def list_images(settings: Settings, as_json: bool = False) -> int:
                      "framework": "?", "parent": "?", "state": f"broken: {error.message}", "image_id": None,
                      "size": None})
     for spec in catalog:
-        item = states.get(spec.name)
-        if spec.unavailable:
-            rows.append({"name": spec.name, "image": settings.repository(spec.image_name), "kind": spec.kind,
-                         "framework": spec.framework.name, "parent": catalog[spec.parent].image_name,
-                         "state": f"unavailable: {spec.unavailable}", "image_id": None, "size": None,
-                         "description": spec.description, "source": spec.source})
-            continue
+        item = None if spec.unavailable else states.get(spec.name)
+        state = f"unavailable: {spec.unavailable}" if spec.unavailable else (item.state if item else "unknown")
         rows.append({
             "name": spec.name,
             "image": item.ref if item else settings.repository(spec.image_name),
             "kind": spec.kind,
             "framework": spec.framework.name,
             "parent": catalog[spec.parent].image_name if spec.parent else settings.python_image,
-            "state": item.state if item else "unknown",
+            "state": state,
             "image_id": item.current.id if item and item.current else None,
             "size": item.current.size if item and item.current else None,
             "description": spec.description,

@@ -7,7 +7,6 @@ is a stub that only records its call, so these tests never install or start anyt
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 from pathlib import Path
