@@ -21,6 +21,8 @@ COMMAND_CHARS = 160
 
 class Cause(Enum):
     PACKAGE_NOT_FOUND = "package not found"
+    HASH_MISMATCH = "hash does not match the lock"
+    SBOM_MISMATCH = "SBOM does not match the lock"
     PIN_CONFLICT = "version conflict with the parent's pins"
     FRAMEWORK_CHANGE = "would change the framework version"
     VERSION_CONFLICT = "version conflict"
@@ -96,6 +98,8 @@ PIN_CLASH = re.compile(
     r"(?P<package>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?(?P<wanted>(?:[<>=!~]=?[^\s,]+)(?:,\s*[<>=!~]=?[^\s,]+)*)"
     r" and (?P=package)==(?P<pinned>[^\s,]+)"
 )
+# uv: "Hash mismatch for `six==1.17.0`" (a lock edited by hand, or a file the index changed).
+HASH_MISMATCH = re.compile(r"Hash mismatch for `(?P<package>[^`]+)`")
 RESOLVER_STORY = re.compile(r"(Because .*?unsatisfiable\.|Because .*?cannot be used\.)")
 
 
@@ -115,7 +119,7 @@ def read_build_log(lines: Iterable[str], framework_package: str = "") -> Diagnos
     """Diagnose a failed BuildKit build from its plain-progress output."""
     lines = list(lines)
     step = _failing_step(lines)
-    for rule in (_network, _debian_package_missing, _package_missing, _version_conflict):
+    for rule in (_hash_mismatch, _network, _debian_package_missing, _package_missing, _version_conflict):
         diagnosis = rule(step, framework_package)
         if diagnosis:
             return diagnosis
@@ -157,6 +161,15 @@ def _explanation(output: tuple[str, ...]) -> tuple[str, ...]:
 def _short(command: str) -> str:
     command = " ".join(command.split())
     return command if len(command) <= COMMAND_CHARS else command[: COMMAND_CHARS - 1] + "…"
+
+
+def _hash_mismatch(step: _Step, framework_package: str) -> Diagnosis | None:
+    match = HASH_MISMATCH.search(step.text)
+    if not match:
+        return None
+    reason = (f"hash mismatch for {match['package']}: the file downloaded is not the one the lock pins "
+              "(a lock edited by hand, or a file changed on the index); run `inv lock` to re-resolve")
+    return Diagnosis(Cause.HASH_MISMATCH, reason, _explanation(step.output), _short(step.command))
 
 
 def _network(step: _Step, framework_package: str) -> Diagnosis | None:
