@@ -15,7 +15,7 @@ from typing import Callable
 from rich.console import Console
 
 from . import buildkit, verify
-from .catalog import BASE, ImageSpec, framework_drift
+from .catalog import BASE, framework_drift
 from .failures import Cause, Diagnosis, StepFailed, diagnose
 from .plan import (
     LABEL_FRAMEWORK,

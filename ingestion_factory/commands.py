@@ -309,6 +309,8 @@ def _print_lock_results(settings: Settings, targets, results) -> None:
     for result in results:
         if result.status is lock_mod.LockStatus.FAILED:
             console.print(f"[bold red]{result.name}: lock failed[/]: {escape(result.message)}", highlight=False)
+            for line in result.details:
+                console.print(f"    {escape(line)}", highlight=False)
             continue
         for warning in result.warnings:
             console.print(f"[yellow]{result.name}: {escape(warning)}[/]", highlight=False)

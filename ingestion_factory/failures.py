@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Iterable
 
@@ -204,10 +204,26 @@ def _package_missing(step: _Step, framework_package: str) -> Diagnosis | None:
         reason = f"package not found: there is no version of {match['version']}"
     else:
         reason = f"package not found: no matching distribution for {match['pip']}"
+    if "requirements.lock" in step.command:
+        reason += " (the lock pins a version the index no longer has: run `inv lock --upgrade-package NAME`)"
     return Diagnosis(Cause.PACKAGE_NOT_FOUND, reason, _explanation(step.output), _short(step.command))
 
 
-def _version_conflict(step: _Step, framework_package: str) -> Diagnosis | None:
+def read_resolver_output(text: str, framework_package: str = "") -> Diagnosis:
+    """Diagnose uv's output outside a build (`inv lock`): the same rules, the pins being the parent's lock's."""
+    step = _Step("uv pip compile", tuple(line for line in text.splitlines() if line.strip()), "")
+    for rule in (_network, _package_missing):
+        diagnosis = rule(step, framework_package)
+        if diagnosis:
+            return replace(diagnosis, command="")
+    diagnosis = _version_conflict(step, framework_package, pinned_by="the parent's lock")
+    if diagnosis:
+        return replace(diagnosis, command="")
+    first = next((line.strip() for line in step.output), "uv said nothing")
+    return Diagnosis(Cause.UNEXPECTED, first, _explanation(step.output))
+
+
+def _version_conflict(step: _Step, framework_package: str, pinned_by: str = "the parent image") -> Diagnosis | None:
     text = step.text
     if "No solution found" not in text and "unsatisfiable" not in text:
         return None
@@ -217,12 +233,12 @@ def _version_conflict(step: _Step, framework_package: str) -> Diagnosis | None:
         match = on_framework[0]
         cause = Cause.FRAMEWORK_CHANGE
         reason = (f"the fragment would change the framework version: it needs {match['package']}{match['wanted']} "
-                  f"but the parent image pins {match['package']}=={match['pinned']}")
+                  f"but {pinned_by} pins {match['package']}=={match['pinned']}")
     elif clashes:
         match = clashes[0]
         cause = Cause.PIN_CONFLICT
         reason = (f"version conflict with the parent's pins: the fragment needs {match['package']}{match['wanted']} "
-                  f"but the parent image pins {match['package']}=={match['pinned']}")
+                  f"but {pinned_by} pins {match['package']}=={match['pinned']}")
     else:
         story = RESOLVER_STORY.search(text)
         cause = Cause.VERSION_CONFLICT

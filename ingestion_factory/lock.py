@@ -32,7 +32,8 @@ from typing import Callable, Iterable
 
 from packaging.utils import canonicalize_name
 
-from .catalog import BASE, Catalog, framework_extras, parse_fragment
+from .catalog import BASE, Catalog, framework_drift, parse_fragment
+from .failures import read_resolver_output
 from .errors import ConfigError
 from .settings import Settings
 from .status import Status
@@ -89,6 +90,8 @@ class LockTarget:
     # A base: its framework's extras the catalog's connectors use, resolved jointly first so that the
     # packages the base shares with them are at versions they all accept (see the base Dockerfile).
     joint_request: str = ""
+    framework_package: str = ""  # named when a resolution clash is on the framework itself
+    drift: str | None = None  # why the fragment would move the framework off the base's version
 
     def inputs(self, settings: Settings, parent_digest: str | None) -> str:
         header = {
@@ -152,6 +155,7 @@ class LockResult:
     packages: int = 0
     duration_s: float = 0.0
     warnings: tuple[str, ...] = ()
+    details: tuple[str, ...] = ()  # for failures: uv's own explanation
 
 
 # --- what to lock ------------------------------------------------------------------------------------
@@ -192,9 +196,11 @@ def targets(catalog: Catalog, settings: Settings) -> dict[str, LockTarget]:
                                          allow_empty=True)
             extras = dict(spec.build_args).get("FRAMEWORK_EXTRAS", "")
             joint = spec.framework.requirement.replace("==", f"[{extras}]==", 1) if extras else ""
-            found[spec.name] = LockTarget(spec.name, spec.image_name, path, None, requirements, constraints, joint)
+            found[spec.name] = LockTarget(spec.name, spec.image_name, path, None, requirements, constraints, joint,
+                                          spec.framework.package)
         else:
-            found[spec.name] = LockTarget(spec.name, spec.image_name, path, spec.parent, spec.requirements)
+            found[spec.name] = LockTarget(spec.name, spec.image_name, path, spec.parent, spec.requirements,
+                                          framework_package=spec.framework.package, drift=framework_drift(spec))
     return found
 
 
@@ -337,7 +343,11 @@ def run_uv(args: list[str], env: dict) -> subprocess.CompletedProcess:
 
 
 class LockFailed(Exception):
-    """uv could not resolve a lock; the message is uv's own explanation."""
+    """uv could not resolve a lock: the diagnosis in one line, then uv's own explanation."""
+
+    def __init__(self, reason: str, explanation: tuple[str, ...] = ()):
+        super().__init__(reason)
+        self.explanation = explanation
 
 
 class Locker:
@@ -392,7 +402,7 @@ class Locker:
         try:
             result = self._resolve(target, upgrading)
         except LockFailed as failure:
-            result = LockResult(name, target.path, LockStatus.FAILED, str(failure))
+            result = LockResult(name, target.path, LockStatus.FAILED, str(failure), details=failure.explanation)
         except ConfigError as error:
             result = LockResult(name, target.path, LockStatus.FAILED, error.message)
         self.on_progress(name, str(result.status))
@@ -419,6 +429,8 @@ class Locker:
         if current and not (upgrading and (self.upgrade or wanted & old.packages.keys())):
             return LockResult(target.name, target.path, LockStatus.UNCHANGED, "current",
                               packages=len(old.packages))
+        if target.drift:  # exact, and before asking the index
+            raise LockFailed(target.drift)
         self.on_progress(target.name, "resolving")
         with tempfile.TemporaryDirectory(prefix="factory-lock-") as scratch:
             work = Path(scratch)
@@ -450,10 +462,11 @@ class Locker:
             return ["--upgrade"]
         return [flag for package in self.upgrade_packages for flag in ("--upgrade-package", package)]
 
-    def _uv(self, args: list[str], what: str) -> None:
+    def _uv(self, args: list[str], target: LockTarget) -> None:
         completed = self.resolver(args, self.env)
         if completed.returncode != 0:
-            raise LockFailed(_explain(completed.stderr or completed.stdout, what))
+            diagnosis = read_resolver_output(completed.stderr or completed.stdout, target.framework_package)
+            raise LockFailed(diagnosis.reason, diagnosis.explanation)
 
     def _compile(self, target: LockTarget, parent: LockFile | None, old: LockFile | None, upgrading: bool,
                  work: Path) -> tuple[str, tuple[str, ...]]:
@@ -482,14 +495,14 @@ class Locker:
             joint.write_text(preferences)
             try:
                 self._uv([*self._common(), *self._upgrade_flags(upgrading), *sets, str(joint_in),
-                          str(requirements), "--output-file", str(joint)], "the framework with the catalog's extras")
+                          str(requirements), "--output-file", str(joint)], target)
                 sets += ["--constraints", str(joint)]
             except LockFailed as failure:
                 warnings = (f"the catalog's extras cannot be resolved together, so the base is locked without "
                             f"them: {failure}",)
         output.write_text(preferences)
         self._uv([*self._common(), *self._upgrade_flags(upgrading), "--generate-hashes", *sets, *inputs,
-                  "--output-file", str(output)], target.image)
+                  "--output-file", str(output)], target)
         return output.read_text(), warnings
 
     def _source_only(self, packages: dict[str, str], platform: str) -> tuple[str, ...]:
@@ -556,17 +569,6 @@ def diff(old: dict[str, str], new: dict[str, str]) -> list[PackageChange]:
     changes = [PackageChange(name, old.get(name), new.get(name)) for name in sorted(old.keys() | new.keys())
                if old.get(name) != new.get(name)]
     return changes
-
-
-def _explain(text: str, what: str) -> str:
-    """uv's explanation in one paragraph: its resolver story names the package that does not fit."""
-    lines = [line.strip() for line in text.splitlines() if line.strip() and "pyenv" not in line]
-    story = " ".join(lines)
-    return f"cannot lock {what}: {story[:1200]}" if story else f"cannot lock {what} (uv said nothing)"
-
-
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
 
 
 def _write_atomically(path: Path, text: str) -> None:
