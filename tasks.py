@@ -32,6 +32,10 @@ SETTINGS_HELP = {
 }
 
 
+PLATFORM_HELP = ("Platform to build for (repeatable: linux/amd64, linux/arm64; default: factory.platforms). "
+                 "Foreign platforms need QEMU: see README, Images for arm64.")
+
+
 def reports_errors(function):
     """Turn FactoryError into a clear message and its exit code, at this one boundary."""
 
@@ -55,16 +59,18 @@ def reports_errors(function):
     "force": "Rebuild even when the base is up to date.",
     "no_cache": "Do not use BuildKit's layer cache.",
     "plan": "Print what would be built and why; build nothing.",
+    "platform": PLATFORM_HELP,
     **SETTINGS_HELP,
-}, iterable=["framework"])
+}, iterable=["framework", "platform"])
 @reports_errors
 def build_base(c, framework=None, version=None, force=False, no_cache=False, plan=False, namespace=None,
-               registry=None, python_image=None, tag=None, ca_bundle=None):
+               registry=None, python_image=None, tag=None, ca_bundle=None, platform=None):
     """Build the base image (framework + runtime/main.py) of a framework family."""
     if version and len(framework or []) > 1:
         raise ConfigError("--version goes with at most one --framework")
     settings = _settings(c, framework_version=version, framework=(framework or [None])[0], namespace=namespace,
-                         registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle)
+                         registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
+                         platforms=platform or None)
     return commands.build(settings, base_only=True, frameworks=framework or None, force=force,
                           no_cache=no_cache, plan_only=plan)
 
@@ -77,24 +83,27 @@ def build_base(c, framework=None, version=None, force=False, no_cache=False, pla
     "plan": "Print what would be built and why; build nothing.",
     "no_cache": "Do not use BuildKit's layer cache.",
     "framework_version": "Version of the default framework (overrides frameworks.<name>.version).",
+    "platform": PLATFORM_HELP,
     **SETTINGS_HELP,
-}, iterable=["connector"])
+}, iterable=["connector", "platform"])
 @reports_errors
 def build_connectors(c, connector=None, jobs=None, force=False, fail_fast=False, plan=False, no_cache=False,
                      framework_version=None, namespace=None, registry=None, python_image=None, tag=None,
-                     ca_bundle=None):
+                     ca_bundle=None, platform=None):
     """Build one ingestion-connector-<name> image per directory in images/connectors/."""
     settings = _settings(c, framework_version=framework_version, jobs=jobs, namespace=namespace,
-                         registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle)
+                         registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
+                         platforms=platform or None)
     return commands.build(settings, connector or None, force=force, fail_fast=fail_fast, plan_only=plan,
                           no_cache=no_cache)
 
 
-@task(name="list", help={"json": "Print JSON instead of a table."})
+@task(name="list", help={"json": "Print JSON instead of a table.", "platform": PLATFORM_HELP},
+      iterable=["platform"])
 @reports_errors
-def list_(c, json=False):
+def list_(c, json=False, platform=None):
     """List every image the repository defines, its parent and its state."""
-    return commands.list_images(_settings(c), as_json=json)
+    return commands.list_images(_settings(c, platforms=platform or None), as_json=json)
 
 
 @task(help={
@@ -135,13 +144,13 @@ def sbom(c, connector, output=None, tag=None):
     return commands.sbom(_settings(c, tag=tag), connector, output)
 
 
-@task(help={"force": "Rebuild it even if the image exists."})
+@task(help={"force": "Rebuild it even if the image exists.", "platform": PLATFORM_HELP}, iterable=["platform"])
 @reports_errors
-def python_image(c, force=False):
+def python_image(c, force=False, platform=None):
     """Build the Python runtime image from Debian packages (for machines without Docker Hub)."""
     from ingestion_factory import python_image as python_image_mod
 
-    python_image_mod.build(_settings(c), force=force)
+    python_image_mod.build_all(_settings(c, platforms=platform or None), force=force)
 
 
 @task(help={
@@ -154,13 +163,15 @@ def python_image(c, force=False):
     "username": "Registry user (or env FACTORY_REGISTRY_USERNAME; default: the `docker login` entry).",
     "password_file": "File holding the registry password, '-' for stdin "
                      "(or env FACTORY_REGISTRY_PASSWORD / FACTORY_REGISTRY_PASSWORD_FILE).",
-}, iterable=["connector"])
+    "platform": PLATFORM_HELP + " With several, each tag becomes a manifest list of all of them.",
+}, iterable=["connector", "platform"])
 @reports_errors
-def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False, username=None, password_file=None):
+def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False, username=None, password_file=None,
+         platform=None):
     """Push verified, current images with the tags the build gave them; read back and report their digests."""
     from ingestion_factory import push as push_mod
 
-    return push_mod.push(_settings(c, tag=tag), connector or None, registry=registry, latest=latest,
+    return push_mod.push(_settings(c, tag=tag, platforms=platform or None), connector or None, registry=registry, latest=latest,
                          dry_run=dry_run, username=username, password_file=password_file)
 
 

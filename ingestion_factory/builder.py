@@ -61,10 +61,12 @@ class Builder:
         self.pins: set[str] = set()
         # A repository of this run's own: a concurrent run's clean-up cannot untag what this one builds FROM.
         self.pin_repository = f"{verify.PIN_REPOSITORY}-{uuid.uuid4().hex[:8]}"
+        self.build_python_id: str | None = None
 
     def run(self, plan: Plan, *, jobs: int, fail_fast: bool) -> list[Result]:
         """A result for every image of the plan, in the plan's order."""
         results: dict[str, Result] = {}
+        self.build_python_id = plan.build_python_id  # cross-installs run in it (foreign platforms only)
         try:
             self._schedule(plan, results, jobs=jobs, fail_fast=fail_fast)
         finally:
@@ -153,11 +155,13 @@ class Builder:
             dockerfile=spec.dockerfile,
             context=spec.context,
             build_args=self._build_args(item, self._pin(parent_id)),
-            labels=self._labels(item, input_hash(spec, parent_id, self.settings), parent_id),
+            labels=self._labels(item, input_hash(spec, parent_id, self.settings, item.platform, item.install,
+                                                 self.build_python_id), parent_id),
             ca_bundle=self.ca_bundle,
             log_path=log_path,
             no_cache=self.no_cache,
             framework_package=spec.framework.package,
+            platform="" if item.platform.is_default else item.platform.name,
         )
         return self.run_build(request, on_progress=lambda text: self.progress.step(spec.name, text))
 
@@ -223,7 +227,18 @@ class Builder:
                 "CHECK_MODULES": ",".join(spec.check_modules),
                 **identity,
             }
+        if not item.platform.is_default:
+            args.update(self._platform_args(item))
         args.update(dict(spec.build_args))
+        return args
+
+    def _platform_args(self, item: PlanItem) -> dict[str, str]:
+        """What the Dockerfiles' cross stages need; amd64 builds get none of it, so they stay as they were."""
+        args = {"INSTALL": item.install,
+                "WHEEL_PLATFORM": item.platform.wheel_platform(self.settings.lock_platform)}
+        build_python = self.build_python_id
+        if item.install == "cross" and build_python:
+            args["BUILD_PYTHON_IMAGE"] = self._pin(build_python)
         return args
 
     @functools.cached_property

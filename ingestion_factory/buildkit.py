@@ -99,6 +99,7 @@ class BuildRequest:
     no_cache: bool = False
     # The framework the parent pins, so a resolver clash on it is named as a framework change.
     framework_package: str = ""
+    platform: str = ""  # e.g. linux/arm64; empty: the engine's own
 
 
 class BuildFailed(StepFailed):
@@ -124,6 +125,8 @@ def build(request: BuildRequest, on_progress: Callable[[str], None] | None = Non
         ]
         if request.no_cache:
             command.append("--no-cache")
+        if request.platform:
+            command += ["--platform", request.platform]
         if request.ca_bundle:
             command += ["--secret", f"id=ca,src={request.ca_bundle}"]
         for key, value in sorted(request.build_args.items()):

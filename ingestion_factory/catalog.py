@@ -35,7 +35,7 @@ FRAGMENT = "requirements.txt"
 CONNECTOR_SETTINGS = "connector.toml"
 IMAGE_PREFIX = "ingestion-connector-"
 CONNECTOR_KEYS = {"framework", "parent", "source", "check_modules", "os_packages", "build_packages", "description",
-                  "build_args", "unavailable", "notes"}
+                  "build_args", "unavailable", "notes", "unavailable_platforms"}
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 DEBIAN_PACKAGE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
@@ -60,6 +60,8 @@ class ImageSpec:
     build_args: tuple[tuple[str, str], ...] = ()
     description: str = ""
     unavailable: str = ""  # why this connector cannot be built here; empty when it can
+    # (platform, reason) for platforms this connector cannot exist on, e.g. ("linux/arm64", "no aarch64 driver")
+    unavailable_platforms: tuple[tuple[str, str], ...] = ()
     declared_framework: str | None = None  # what connector.toml says, before parents are resolved
     input_files: tuple[Path, ...] = field(default=(), compare=False)
 
@@ -69,6 +71,16 @@ class Catalog:
     images: dict[str, ImageSpec]
     # Connector directories that cannot be built, with the reason; the others still can.
     broken: dict[str, ConfigError] = field(default_factory=dict)
+
+    def unavailable_on(self, spec: ImageSpec, platform) -> str:
+        """Why `spec` cannot be built for `platform` (its own entry or an ancestor's); "" when it can."""
+        current: ImageSpec | None = spec
+        while current is not None:
+            reason = dict(current.unavailable_platforms).get(str(platform), "")
+            if reason:
+                return reason if current is spec else f"parent {current.name}: {reason}"
+            current = self.images.get(current.parent) if current.parent else None
+        return ""
 
     def __iter__(self):
         return iter(self.images.values())
@@ -267,8 +279,22 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
         build_args=tuple(sorted((str(k), str(v)) for k, v in build_args.items())),
         description=str(options.get("description", "")),
         unavailable=str(options.get("unavailable", "")).strip(),
+        unavailable_platforms=_unavailable_platforms(options.get("unavailable_platforms", {}),
+                                                     where / CONNECTOR_SETTINGS),
         input_files=tuple(inputs),
     )
+
+
+def _unavailable_platforms(table, shown: Path) -> tuple[tuple[str, str], ...]:
+    """`{ "linux/arm64" = "reason" }` as (platform name, reason) pairs, platform names normalized."""
+    from .platforms import parse
+
+    if not isinstance(table, dict) or not all(isinstance(v, str) and v.strip() for v in table.values()):
+        raise ConfigError(f"{shown}: unavailable_platforms must be a table of platform = \"reason\"")
+    try:
+        return tuple(sorted((parse(key).name, value.strip()) for key, value in table.items()))
+    except ConfigError as exc:
+        raise ConfigError(f"{shown}: unavailable_platforms: {exc.message}", exc.hint) from None
 
 
 def parse_fragment(path: Path, shown: Path | str, *, allow_empty: bool = False) -> tuple[str, ...]:

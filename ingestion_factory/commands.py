@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +18,7 @@ from . import catalog as catalog_mod
 from . import lock as lock_mod
 from . import catalog_table
 from . import plan as plan_mod
+from . import platforms as platforms_mod
 from .errors import ConfigError, FactoryError
 from .plan import BLOCKED, Plan, make_plan, require_buildable
 from .report import BuildStatus, Progress, Result, human_size, print_failures, summary_table, write_json
@@ -33,11 +35,25 @@ def _engine():
     return api, DockerImageStore(api)
 
 
-def plan_for(settings: Settings, catalog, targets: list[str], *, force: bool = False):
+def plan_for(settings: Settings, catalog, targets: list[str], *, force: bool = False, platform=None):
     """The plan for these catalog keys, with the engine it was made against."""
     api, store = _engine()
-    plan = make_plan(catalog, targets, store, settings, revision=git_revision(settings.root), force=force)
+    extra = {"platform": platform} if platform is not None else {}
+    plan = make_plan(catalog, targets, store, settings, revision=git_revision(settings.root), force=force, **extra)
     return plan, api, store
+
+
+def platform_targets(catalog, targets: list[str], platform, settings: Settings) -> tuple[list[str], list[Result]]:
+    """The targets that can exist on `platform`, and an UNAVAILABLE result for each one that cannot."""
+    usable, skipped = [], []
+    for name in targets:
+        reason = catalog.unavailable_on(catalog[name], platform)
+        if reason:
+            skipped.append(Result(name, plan_mod.image_ref(catalog[name], settings, platform), BuildStatus.UNAVAILABLE,
+                                  f"not on {platform}: {reason}", platform=platform.name))
+        else:
+            usable.append(name)
+    return usable, skipped
 
 
 def print_plan(plan: Plan) -> None:
@@ -63,6 +79,10 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         targets = [catalog.base_for(settings.framework_named(f).name).name for f in frameworks or [settings.framework]]
     else:
         targets = catalog.resolve(names)
+    chosen = settings.target_platforms
+    if chosen != (platforms_mod.DEFAULT,):
+        return _build_platforms(settings, catalog, targets, chosen, names=names, base_only=base_only, force=force,
+                                fail_fast=fail_fast, plan_only=plan_only, no_cache=no_cache, started=started)
     plan, api, store = plan_for(settings, catalog, targets, force=force)
     broken = catalog.broken if not names and not base_only else {}
     for name, error in broken.items():
@@ -104,6 +124,81 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         console.print(f"{len(unavailable)} connector(s) unavailable here, not built: "
                       + ", ".join(r.name for r in unavailable) + " (reasons: `inv list`)")
     _remove_replaced(plan, results, api)
+    raise_for_outcome(results, broken, settings.output_path / "logs")
+    return 0
+
+
+def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *, names, base_only: bool, force: bool,
+                     fail_fast: bool, plan_only: bool, no_cache: bool, started: float) -> int:
+    """`build` for several platforms (or a foreign one): one plan per platform, built one platform after the
+    other (the host's cores are the limit either way), results and the report over all of them."""
+    from .builder import Builder
+
+    platforms_mod.require_emulation(chosen)  # before anything is planned or built: exit 2 with the fix
+    plans, skipped = [], []
+    api = store = None
+    for platform in chosen:
+        usable, unavailable_here = platform_targets(catalog, targets, platform, settings)
+        skipped += unavailable_here
+        plan, api, store = plan_for(settings, catalog, usable, force=force, platform=platform)
+        plans.append(plan)
+    broken = catalog.broken if not names and not base_only else {}
+    for name, error in broken.items():
+        console.print(f"[bold red]{name} cannot be built:[/] {escape(error.message)}", highlight=False)
+    unavailable = [Result(spec.name, plan_mod.image_ref(spec, settings, platform), BuildStatus.UNAVAILABLE,
+                          spec.unavailable, platform=platform.name)
+                   for platform in chosen for spec in catalog.connectors
+                   if spec.unavailable] if not names and not base_only else []
+    if plan_only:
+        for plan in plans:
+            print_plan(plan)
+        raise_for_outcome([], broken, settings.output_path / "logs")
+        return 0
+    for plan in plans:
+        require_buildable(plan)
+    todo = [item for plan in plans for item in plan.to_build]
+    total = sum(len(plan.order) for plan in plans)
+    locks = lock_mod.require_current(lock_mod.targets(catalog, settings), settings,
+                                     [lock_mod.SBOM_TOOL, *{item.name for item in todo}]) if todo else {}
+    if todo:
+        from .buildkit import find_cli
+
+        find_cli()
+        console.print(f"Building {len(todo)} of {total} images for {', '.join(map(str, chosen))} with up to "
+                      f"{settings.jobs} at a time (logs in {settings.output_path / 'logs'}).")
+    results: list[Result] = []
+    for plan in plans:
+        if fail_fast and any(r.result.failed for r in results):
+            results += [Result(item.name, item.ref, BuildStatus.NOT_BUILT, "stopped by --fail-fast",
+                               platform=plan.platform.name) for item in plan]
+            continue
+        sbom_dir = settings.output_path / "reports" / "sbom" / ("" if plan.platform.is_default
+                                                                 else plan.platform.architecture)
+        with Progress(plan.order, console) if plan.to_build else nullcontext() as progress:
+            builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache,
+                              lock_digests={name: lock.digest for name, lock in locks.items()},
+                              check_sbom=functools.partial(_check_sbom, api, sbom_dir))
+            built = [replace(r, platform=plan.platform.name)
+                     for r in builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast)]
+        _remove_replaced(plan, built, api)
+        results += built
+    results += skipped + unavailable
+    report = write_json(settings.output_path / "reports" / "build-latest.json", results,
+                        {"duration_s": round(time.monotonic() - started, 2),
+                         "platforms": [p.name for p in chosen]})
+    if todo:
+        console.print(summary_table(results))
+        print_failures(console, results)
+        console.print(f"Report: {report}")
+    else:
+        console.print(f"All {total} images ({', '.join(map(str, chosen))}) are up to date; nothing to build "
+                      f"({time.monotonic() - started:.2f}s).")
+    if skipped:
+        console.print(f"{len(skipped)} image(s) cannot exist on a platform, not built: "
+                      + ", ".join(f"{r.name} ({r.platform})" for r in skipped))
+    if unavailable:
+        console.print(f"{len({r.name for r in unavailable})} connector(s) unavailable here, not built: "
+                      + ", ".join(sorted({r.name for r in unavailable})) + " (reasons: `inv list`)")
     raise_for_outcome(results, broken, settings.output_path / "logs")
     return 0
 

@@ -88,4 +88,4 @@ class DockerImageStore:
         except (ImageNotFound, NotFound):
             return None
         return ImageInfo(id=attrs["Id"], labels=dict(attrs["Config"].get("Labels") or {}), size=int(attrs["Size"]),
-                         tags=tuple(attrs.get("RepoTags") or ()))
+                         tags=tuple(attrs.get("RepoTags") or ()), architecture=str(attrs.get("Architecture") or ""))

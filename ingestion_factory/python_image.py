@@ -14,7 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import platforms
 from .errors import ConfigError, FactoryError
+from .platforms import Platform
 from .settings import Settings
 
 PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
@@ -24,20 +26,25 @@ PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
 LABEL_BUILT_BY = "io.ingestion-factory.python-image"
 
 
-def build(settings: Settings, *, force: bool = False, echo=print) -> str:
+def build_all(settings: Settings, *, force: bool = False, echo=print) -> list[str]:
+    """The Python image of every configured platform (`inv python-image --platform ...`)."""
+    targets = settings.target_platforms
+    platforms.require_emulation(targets)
+    return [build(settings, force=force, echo=echo, platform=target) for target in targets]
+
+
+def build(settings: Settings, *, force: bool = False, echo=print, platform: Platform = platforms.DEFAULT) -> str:
     """Build and tag the Python image unless it exists; returns its image ID."""
     from .engine import DockerImageStore
 
+    if not platform.is_default:
+        return _build_foreign(settings, platform, force=force, echo=echo)
     store = DockerImageStore()
     existing = store.inspect(settings.python_image)
     if existing and not force:
         echo(f"{settings.python_image} is already present ({existing.id[7:19]}); use --force to rebuild it.")
         return existing.id
-    debootstrap = shutil.which("debootstrap")
-    if not debootstrap:
-        raise ConfigError("debootstrap is not installed", "install it: `apt-get install debootstrap`")
-    if os.geteuid() != 0:
-        raise ConfigError("debootstrap needs root", "run `sudo inv python-image`")
+    debootstrap = _require_debootstrap()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="factory-python-", dir=os.environ.get("FACTORY_TMPDIR")) as scratch:
         rootfs = Path(scratch) / "rootfs"
@@ -87,6 +94,94 @@ def build(settings: Settings, *, force: bool = False, echo=print) -> str:
     echo(f"{settings.python_image}: Python {version}, {image.size / 1e6:.0f} MB, "
          f"{time.monotonic() - started:.0f}s")
     return image.id
+
+
+def _require_debootstrap() -> str:
+    debootstrap = shutil.which("debootstrap")
+    if not debootstrap:
+        raise ConfigError("debootstrap is not installed", "install it: `apt-get install debootstrap`")
+    if os.geteuid() != 0:
+        raise ConfigError("debootstrap needs root", "run `sudo inv python-image`")
+    return debootstrap
+
+
+def image_ref(settings: Settings, platform: Platform) -> str:
+    """The Python image of one platform: the setting itself for amd64, `<tag>-arm64` for arm64."""
+    return platform.ref(settings.python_image) if not platform.is_default else settings.python_image
+
+
+def _build_foreign(settings: Settings, platform: Platform, *, force: bool, echo) -> str:
+    """The same Debian packages for another architecture: debootstrap runs its second stage under QEMU.
+
+    `docker import --platform` records the host's architecture on this engine, so the root filesystem
+    goes in through a BuildKit build FROM scratch, which records the platform it was asked for.
+    """
+    from . import buildkit
+    from .engine import DockerImageStore
+
+    ref = image_ref(settings, platform)
+    store = DockerImageStore()
+    existing = store.inspect(ref)
+    if existing and not force:
+        echo(f"{ref} is already present ({existing.id[7:19]}); use --force to rebuild it.")
+        return existing.id
+    platforms.require_emulation([platform])
+    debootstrap = _require_debootstrap()
+    cli = buildkit.find_cli()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="factory-python-", dir=os.environ.get("FACTORY_TMPDIR")) as scratch:
+        rootfs = Path(scratch) / "rootfs"
+        echo(f"debootstrap {settings.debian_suite} for {platform.debian} with {', '.join(PACKAGES)} "
+             f"(under QEMU: about 5 minutes)...")
+        command = [debootstrap, f"--arch={platform.debian}", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+                   settings.debian_suite, str(rootfs), settings.debian_mirror]
+        completed = subprocess.run(command, capture_output=True, text=True)
+        if completed.returncode != 0:
+            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-10:])
+            raise FactoryError(f"debootstrap --arch={platform.debian} failed (exit {completed.returncode}):\n{tail}",
+                               f"check that {settings.debian_mirror} is reachable and QEMU works "
+                               f"({platforms.EMULATION_HINT})")
+        _prune_and_link(rootfs)
+        context = Path(scratch) / "context"
+        context.mkdir()
+        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(context / "rootfs.tar"), "."],
+                       check=True)
+        shutil.rmtree(rootfs, ignore_errors=True)
+        (context / "Dockerfile").write_text("\n".join([
+            "FROM scratch",
+            "ADD rootfs.tar /",
+            "ENV LANG=C.UTF-8",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            f"LABEL {LABEL_BUILT_BY}=debootstrap-{settings.debian_suite}",
+            'CMD ["python3"]',
+        ]) + "\n")
+        echo(f"importing as {ref} ({platform.name})...")
+        done = subprocess.run([*cli.build_command(), "--platform", platform.name, "--tag", ref, str(context)],
+                              capture_output=True, text=True, env=dict(os.environ, DOCKER_BUILDKIT="1"))
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).splitlines()[-10:])
+            raise FactoryError(f"importing the {platform.name} root filesystem failed:\n{tail}")
+    image = store.inspect(ref)
+    if image is None:
+        raise FactoryError(f"the engine did not keep the imported image {ref}")
+    if image.architecture and image.architecture != platform.architecture:
+        raise FactoryError(f"{ref} was recorded as {image.architecture}, not {platform.architecture}")
+    version = _python_version(store.api, image.id)
+    echo(f"{ref}: Python {version} ({platform.name}), {image.size / 1e6:.0f} MB, "
+         f"{time.monotonic() - started:.0f}s")
+    return image.id
+
+
+def _prune_and_link(rootfs: Path) -> None:
+    for relative in PRUNE:
+        shutil.rmtree(rootfs / relative, ignore_errors=True)
+        (rootfs / relative).mkdir(parents=True, exist_ok=True)
+    if not (rootfs / "usr/bin/python3").exists():
+        raise FactoryError("debootstrap finished but usr/bin/python3 is missing from the root filesystem")
+    (rootfs / "usr/local/bin").mkdir(parents=True, exist_ok=True)
+    link = rootfs / "usr/local/bin/python"
+    if not link.exists():
+        link.symlink_to("/usr/bin/python3")
 
 
 def _python_version(api, image_id: str) -> str:

@@ -48,6 +48,7 @@ class Result:
     tags: tuple[str, ...] = ()
     log: str = ""
     details: tuple[str, ...] = ()  # for failures: the failing tool's own explanation, then the command
+    platform: str = "linux/amd64"  # which platform's variant this line is about
 
 
 def human_size(size: int | None) -> str:

@@ -76,6 +76,17 @@ class Settings:
     demo_connector: str = "datahub-sqlite"
     demo_config: str = "examples/datahub/sqlite.yml"
     frameworks: Mapping[str, Framework] = field(default_factory=dict)
+    # Platforms images are built, pushed and listed for (platforms.py); foreign ones run under QEMU.
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    # How a foreign platform's packages are installed: "cross" (the build platform installs that
+    # platform's wheels), "emulated" (pip/uv run under QEMU), "auto" (cross unless a package lacks a wheel).
+    foreign_install: str = "auto"
+
+    @property
+    def target_platforms(self):
+        from .platforms import parse_all
+
+        return parse_all(self.platforms)
 
     @property
     def images_dir(self) -> Path:
@@ -171,11 +182,29 @@ def load(mapping: Mapping[str, Any], root: Path) -> Settings:
     if jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
     data["jobs"] = jobs
-    settings = Settings(root=root, frameworks=frameworks, **{k: str(v) if k != "jobs" else v for k, v in data.items()})
+    if "platforms" in data:
+        data["platforms"] = _platform_names(data["platforms"])
+    if str(data.get("foreign_install", "auto")) not in FOREIGN_INSTALLS:
+        raise ConfigError(f"foreign_install must be one of {', '.join(FOREIGN_INSTALLS)}, "
+                          f"got {data['foreign_install']!r}")
+    settings = Settings(root=root, frameworks=frameworks,
+                        **{k: str(v) if k not in ("jobs", "platforms") else v for k, v in data.items()})
     if not frameworks:
         raise ConfigError(f"no frameworks declared under [tool.{PYPROJECT_TABLE}.frameworks]")
     settings.framework_named(settings.framework)
     return settings
+
+
+FOREIGN_INSTALLS = ("auto", "cross", "emulated")
+
+
+def _platform_names(value: Any) -> tuple[str, ...]:
+    """A list (or a comma-separated string, as env vars give it) of platforms, validated and normalized."""
+    from .platforms import parse_all
+
+    if not isinstance(value, (str, list, tuple)):
+        raise ConfigError(f"platforms must be a list of platforms, got {value!r}")
+    return tuple(p.name for p in parse_all(value))
 
 
 def _catalog_fields(name: str, table: Mapping[str, Any]) -> dict[str, Any]:

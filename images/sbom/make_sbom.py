@@ -38,9 +38,10 @@ def python_bom(python: str) -> dict:
     return bom
 
 
-def debian_components() -> list[dict]:
+def debian_components(admindir: str = "") -> list[dict]:
+    # --dpkg-admindir: another root's database (a cross-built image, described on the build platform).
     listing = subprocess.run(
-        ["dpkg-query", "--show", "--showformat", "${Package}\t${Version}\t${Architecture}\t${db:Status-Status}\n"],
+        ["dpkg-query", *([f"--admindir={admindir}"] if admindir else []), "--show", "--showformat", "${Package}\t${Version}\t${Architecture}\t${db:Status-Status}\n"],
         capture_output=True, text=True, check=True,
     ).stdout
     components = []
@@ -63,10 +64,12 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--version", required=True)
     parser.add_argument("--output", required=True)
+    parser.add_argument("--dpkg-admindir", default="")
     args = parser.parse_args()
 
     bom = python_bom(args.python)
-    bom["components"] = sorted(bom.get("components", []) + debian_components(), key=lambda c: c["bom-ref"])
+    bom["components"] = sorted(bom.get("components", []) + debian_components(args.dpkg_admindir),
+                               key=lambda c: c["bom-ref"])
     bom["metadata"] = {
         "component": {"bom-ref": f"image:{args.name}", "type": "container", "name": args.name,
                       "version": args.version},
