@@ -240,6 +240,8 @@ def raise_for_outcome(results: list[Result], broken: dict, log_dir: Path) -> Non
 
 def list_images(settings: Settings, as_json: bool = False) -> int:
     catalog = catalog_mod.discover(settings)
+    if settings.target_platforms != (platforms_mod.DEFAULT,):
+        return _list_platforms(settings, catalog, as_json)
     try:
         plan, _, _ = plan_for(settings, catalog, [s.name for s in catalog if not s.unavailable])
         states = {item.name: item for item in plan}
@@ -267,6 +269,7 @@ def list_images(settings: Settings, as_json: bool = False) -> int:
             "size": item.current.size if item and item.current else None,
             "description": spec.description,
             "source": spec.source,
+            "unavailable_platforms": dict(spec.unavailable_platforms),
         })
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -276,6 +279,49 @@ def list_images(settings: Settings, as_json: bool = False) -> int:
         table.add_column(column)
     for row in rows:
         table.add_row(row["image"], row["framework"], row["parent"], row["state"], human_size(row["size"]))
+    console.print(table)
+    return 0
+
+
+def _list_platforms(settings: Settings, catalog, as_json: bool) -> int:
+    """`inv list --platform ...`: one row per image and platform; a platform it cannot exist on says why."""
+    rows = []
+    for name, error in catalog.broken.items():
+        rows.append({"name": name, "image": settings.repository(catalog_mod.IMAGE_PREFIX + name), "kind": "connector",
+                     "platform": "?", "state": f"broken: {error.message}", "image_id": None, "size": None})
+    for platform in settings.target_platforms:
+        usable, _ = platform_targets(catalog, [s.name for s in catalog if not s.unavailable], platform, settings)
+        try:
+            plan, _, _ = plan_for(settings, catalog, usable, platform=platform)
+            states = {item.name: item for item in plan}
+        except FactoryError as exc:
+            if as_json:
+                raise
+            console.print(f"[yellow]{exc.message}: states unknown[/]")
+            states = {}
+        for spec in catalog:
+            item = states.get(spec.name)
+            reason = spec.unavailable or catalog.unavailable_on(spec, platform)
+            state = f"unavailable: {reason}" if reason else (item.state if item else "unknown")
+            rows.append({
+                "name": spec.name,
+                "image": item.ref if item else plan_mod.image_ref(spec, settings, platform).rpartition(":")[0],
+                "kind": spec.kind, "framework": spec.framework.name, "platform": platform.name,
+                "parent": catalog[spec.parent].image_name if spec.parent else settings.python_image,
+                "state": state,
+                "image_id": item.current.id if item and item.current else None,
+                "size": item.current.size if item and item.current else None,
+                "description": spec.description, "source": spec.source,
+            })
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    table = Table(title=f"{len(rows)} images", title_justify="left")
+    for column in ("image", "platform", "framework", "state", "size"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["image"], row["platform"], row.get("framework", "?"), str(row["state"]),
+                      human_size(row["size"]))
     console.print(table)
     return 0
 

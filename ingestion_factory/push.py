@@ -22,6 +22,7 @@ from . import catalog as catalog_mod
 from .catalog import CONNECTOR
 from .errors import ConfigError, FactoryError
 from .plan import UP_TO_DATE, Plan, PlanItem
+from .platforms import DEFAULT as DEFAULT_PLATFORM
 from .registry import (
     Credentials,
     Manifest,
@@ -182,6 +183,7 @@ class PushResult:
     reason: str = ""
     duration_s: float = 0.0
     tag_results: list[TagResult] = field(default_factory=list)
+    platforms: dict[str, str] = field(default_factory=dict)  # platform -> its variant's digest (manifest lists)
 
 
 def select_tags(item: PlanItem, latest: bool = True) -> list[str]:
@@ -345,6 +347,11 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
     from .commands import plan_for
 
     out = out or console
+    if settings.target_platforms != (DEFAULT_PLATFORM,):  # one tag, several platforms: manifest lists
+        from . import manifest_list
+
+        return manifest_list.push(settings, names, registry=registry, latest=latest, dry_run=dry_run,
+                                  username=username, password_file=password_file, out=out)
     started = time.monotonic()
     target = settings.registry if registry is None else registry.strip()
     catalog = catalog_mod.discover(settings)

@@ -201,6 +201,8 @@ class Manifest:
     digest: str
     media_type: str
     config_digest: str | None  # the image ID for a single-platform image; None for an index
+    size: int = field(default=0, compare=False)  # bytes of the manifest itself (a manifest list entry records it)
+    document: dict | None = field(default=None, compare=False, repr=False)  # the parsed body
 
 
 class RegistryClient:
@@ -255,10 +257,24 @@ class RegistryClient:
         digest = response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
         media_type = response.headers.get("Content-Type", "").split(";")[0]
         try:
-            config = (response.json().get("config") or {}).get("digest")
-        except ValueError:
-            config = None
-        return Manifest(digest=digest, media_type=media_type, config_digest=config)
+            document = response.json()
+            config = (document.get("config") or {}).get("digest")
+        except (ValueError, AttributeError):
+            document, config = None, None
+        return Manifest(digest=digest, media_type=media_type, config_digest=config, size=len(body),
+                        document=document if isinstance(document, dict) else None)
+
+    def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
+        """Store a manifest (a manifest list, for multi-platform images) under `tag`; returns its digest."""
+        name = api_path(self.registry, repository)
+        response = self._request("PUT", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull,push",
+                                 headers={"Content-Type": media_type}, data=body)
+        if response.status_code == 401:
+            raise self._unauthorized()
+        if response.status_code >= 400:
+            raise RegistryError(f"storing the manifest list {repository}:{tag}: HTTP {response.status_code} "
+                                f"{response.text[:200]}")
+        return response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
 
     def _unauthorized(self) -> RegistryError:
         where = display_host(self.registry)
@@ -268,15 +284,16 @@ class RegistryClient:
         return RegistryError(f"{where} refused the credentials of {self.credentials.describe()}: unauthorized",
                              "check the username and password (the password is never shown)")
 
-    def _request(self, method: str, path: str, *, scope: str | None, headers: dict | None = None):
+    def _request(self, method: str, path: str, *, scope: str | None, headers: dict | None = None,
+                 data: bytes | None = None):
         headers = dict(headers or {})
-        response = self._send(method, path, headers, scope)
+        response = self._send(method, path, headers, scope, data)
         if response.status_code == 401 and "WWW-Authenticate" in response.headers:
             if self._answer_challenge(response.headers["WWW-Authenticate"], scope):
-                response = self._send(method, path, headers, scope)
+                response = self._send(method, path, headers, scope, data)
         return response
 
-    def _send(self, method: str, path: str, headers: dict, scope: str | None):
+    def _send(self, method: str, path: str, headers: dict, scope: str | None, data: bytes | None = None):
         if self.basic and self.credentials:
             headers["Authorization"] = "Basic " + base64.b64encode(
                 f"{self.credentials.username}:{self.credentials.password}".encode()).decode()
@@ -287,7 +304,8 @@ class RegistryClient:
         for base in bases:
             try:
                 response = self.session.request(method, base + path, headers=headers, timeout=self.timeout,
-                                                verify=self.verify, allow_redirects=True)
+                                                verify=self.verify, allow_redirects=True,
+                                                **({"data": data} if data is not None else {}))
             except Exception as exc:  # requests' ConnectionError, SSLError, Timeout...
                 last_error = exc
                 continue
