@@ -182,13 +182,16 @@ def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False,
     "pipeline_type": "OpenMetadata pipelineType passed to main.py (metadata, usage, lineage, profiler, ...).",
     "keep": "Keep the container after it exits (default: remove it).",
     "build": "Build the image first when it is missing (--no-build: fail with a hint instead).",
+    "platform": "Run this platform's variant (e.g. linux/arm64, under QEMU on an amd64 host; default: the "
+                "default platform's image).",
 })
 @reports_errors
-def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, build=True):
+def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, build=True, platform=None):
     """Run a connector image here: host network, examples at /opt/operator, live logs, its exit code."""
     from ingestion_factory import local_run
 
-    return local_run.run_local(_settings(c), connector, config, pipeline_type=pipeline_type, keep=keep, build=build)
+    return local_run.run_local(_settings(c), connector, config, pipeline_type=pipeline_type, keep=keep, build=build,
+                               platform=platform)
 
 
 @task(help={

@@ -44,9 +44,18 @@ class RunResult:
 
 
 def run_local(settings: Settings, connector: str | None = None, config: str | None = None,
-              pipeline_type: str | None = None, keep: bool = False, build: bool = True) -> int:
-    """Run the connector's image with the config; returns the container's exit code."""
+              pipeline_type: str | None = None, keep: bool = False, build: bool = True,
+              platform: str | None = None) -> int:
+    """Run the connector's image with the config; returns the container's exit code.
+
+    `platform` runs that platform's variant (linux/arm64 under QEMU on an amd64 host).
+    """
     from .commands import console
+    from .platforms import parse as parse_platform, require_emulation
+
+    chosen = parse_platform(platform) if platform else None
+    if chosen is not None:
+        require_emulation([chosen])
 
     name = connector or settings.demo_connector
     config_path = config_file_for(settings, name, config)
@@ -58,7 +67,7 @@ def run_local(settings: Settings, connector: str | None = None, config: str | No
     note = examples_mod.ensure_link(Path(settings.examples_link), examples_dir)
     if note:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    ref, name = ensure_image(settings, name, build)
+    ref, name = ensure_image(settings, name, build, chosen)
 
     from .engine import client
 
@@ -91,19 +100,22 @@ def config_file_for(settings: Settings, connector: str, config: str | None) -> P
                       "give one with --config FILE (JSON or YAML); examples are in examples/")
 
 
-def ensure_image(settings: Settings, name: str, build: bool) -> tuple[str, str]:
+def ensure_image(settings: Settings, name: str, build: bool, platform=None) -> tuple[str, str]:
     """The connector's verified image (its version tag) and catalog name; built first when missing and allowed."""
     from . import catalog as catalog_mod, commands
     from .plan import UP_TO_DATE
 
     catalog = catalog_mod.discover(settings)
     key = catalog.resolve([name])[0]
-    plan, _, _ = commands.plan_for(settings, catalog, [key])
+    if platform is not None:  # that platform's variant, built for that platform alone when missing
+        settings = settings.with_overrides(platforms=(platform.name,))
+    plan, _, _ = commands.plan_for(settings, catalog, [key], platform=platform)
     item = plan.items[key]
     if item.current is None:
         if not build:
+            flag = f" --platform {platform}" if platform is not None else ""
             raise FactoryError(f"image {item.ref} does not exist",
-                               f"build it with `inv build-connectors -c {item.name}`, or drop --no-build")
+                               f"build it with `inv build-connectors -c {item.name}{flag}`, or drop --no-build")
         commands.console.print(f"Image {item.ref} does not exist yet; building it first.")
         commands.build(settings, [item.name])
     elif item.state != UP_TO_DATE:

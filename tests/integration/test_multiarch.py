@@ -1,0 +1,188 @@
+"""Images for linux/amd64 and linux/arm64 (issue 12), for real: arm64 runs under QEMU on this host.
+
+The DataHub base and datahub-sqlite are built for both platforms in one module project, each variant
+smoke-tested before it is tagged, pushed to a local registry as one manifest list per tag, pulled back
+by platform, and the embedded demo run on arm64 writes the same metadata as on amd64. The arm64 Python
+image (a debootstrap under QEMU, ~5 minutes) is built once and kept, like the amd64 one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+import requests
+
+from ingestion_factory import metadata_file
+from ingestion_factory.platforms import ARM64, emulation_problem
+from scratch_project import REPO
+from testkit import DH_VERSION
+
+pytestmark = [pytest.mark.arm64, pytest.mark.registry]
+
+BOTH = ("--platform", "linux/amd64", "--platform", "linux/arm64")
+LIST_TYPES = ("application/vnd.docker.distribution.manifest.list.v2+json, "
+              "application/vnd.oci.image.index.v1+json")
+# Fields a second run of the same ingestion writes differently (when and which run), not what it found.
+RUN_FIELDS = {"systemMetadata", "lastObserved", "runId", "lastRunId", "timestampMillis", "lastUpdatedTimestamp"}
+
+
+@pytest.fixture(scope="session")
+def arm64_python_image(docker_api, python_image):
+    """python:3.11-slim-bookworm-arm64, built from Debian packages under QEMU once and then kept."""
+    from ingestion_factory import settings as settings_mod
+
+    problem = emulation_problem(ARM64)
+    if problem:
+        message = f"arm64 tests need QEMU: {problem} (apt-get install qemu-user-static binfmt-support)"
+        pytest.fail(message, pytrace=False) if os.environ.get("CI") else pytest.skip(message)
+    name = settings_mod.pyproject_defaults(REPO)["python_image"]
+    ref = ARM64.ref(name)
+    try:
+        docker_api.images.get(ref)
+    except Exception:
+        from scratch_project import Project
+
+        Project(REPO, "unused").inv("python-image", "--platform", "linux/arm64", timeout=1800)
+    assert docker_api.api.inspect_image(ref)["Architecture"] == "arm64"
+    return ref
+
+
+@pytest.fixture(scope="module")
+def built(module_project, arm64_python_image):
+    started = time.monotonic()
+    module_project.inv("build-connectors", "-c", "datahub-sqlite", *BOTH)
+    module_project.build_s = time.monotonic() - started
+    return module_project
+
+
+def repository(project, name: str) -> str:
+    return f"{project.namespace}/ingestion-connector-{name}"
+
+
+def test_both_platforms_are_built_smoke_tested_and_tagged_apart(built, docker_api):
+    report = json.loads((built.root / "build" / "reports" / "build-latest.json").read_text())
+    results = {(image["name"], image["platform"]): image for image in report["images"]}
+    assert set(results) == {(name, platform) for name in ("base-datahub", "datahub-sqlite")
+                            for platform in ("linux/amd64", "linux/arm64")}
+    for (name, platform), image in results.items():
+        assert image["result"] == "built", image
+        assert image["smoke_s"] > 0  # main.py --check ran in this very variant before it got its tags
+        arch = platform.split("/")[1]
+        suffix = "" if arch == "amd64" else "-arm64"
+        assert image["ref"] == f"{repository(built, name)}:{DH_VERSION}{suffix}"
+        assert all(tag.endswith(suffix) for tag in image["tags"])
+        attrs = docker_api.api.inspect_image(image["ref"])
+        assert attrs["Architecture"] == arch
+        assert attrs["Id"] == image["image_id"]
+    # amd64 keeps today's names; the arm64 variant really is an aarch64 userland with aarch64 wheels.
+    arm64_ref = results[("datahub-sqlite", "linux/arm64")]["ref"]
+    probe = docker_api.containers.run(arm64_ref, ["python", "-c", "import platform, sqlalchemy.cyextension as c, "
+                                                  "os; print(platform.machine(), os.listdir(c.__path__[0]))"],
+                                      network_mode="none", remove=True).decode()
+    assert probe.startswith("aarch64") and "aarch64-linux-gnu" in probe
+    # Each variant's SBOM was checked against the lock; the arm64 one lists arm64 Debian packages.
+    sbom = json.loads((built.root / "build" / "reports" / "sbom" / "arm64" / "datahub-sqlite.cdx.json").read_text())
+    assert any("arch=arm64" in c.get("purl", "") for c in sbom["components"])
+
+
+def test_a_no_op_multi_platform_build_stays_under_a_second(built):
+    started = time.monotonic()
+    done = built.inv("build-connectors", "-c", "datahub-sqlite", *BOTH)
+    elapsed = time.monotonic() - started
+    assert "All 4 images (linux/amd64, linux/arm64) are up to date" in done.stdout
+    tool_s = float(done.stdout.rsplit("(", 1)[1].split("s)")[0])
+    assert tool_s < 1.0, done.stdout
+    assert elapsed < 5  # the whole process, interpreter start included
+
+
+def test_push_publishes_one_manifest_list_and_each_platform_pulls_its_own(built, registries, docker_api):
+    registry = registries.open
+    built.inv("push", "-c", "datahub-sqlite", "--registry", registry.host, *BOTH)
+    report = json.loads((built.root / "build" / "reports" / "push-latest.json").read_text())
+    images = {image["name"]: image for image in report["images"]}
+    assert set(images) == {"base-datahub", "datahub-sqlite"}
+    for name, image in images.items():
+        assert image["result"] == "pushed", image
+        assert set(image["platforms"]) == {"linux/amd64", "linux/arm64"}
+        for tag in image["tags"]:  # version, commit, latest: each the same list, read straight from the registry
+            response = requests.get(f"http://{registry.host}/v2/{repository(built, name)}/manifests/{tag}",
+                                    headers={"Accept": LIST_TYPES}, timeout=10)
+            response.raise_for_status()
+            assert response.headers["Content-Type"].startswith("application/vnd.docker.distribution.manifest.list")
+            assert response.headers["Docker-Content-Digest"] == image["digest"]
+            entries = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+                       for m in response.json()["manifests"]}
+            assert entries == image["platforms"]
+    assert images["datahub-sqlite"]["tags"][0] == DH_VERSION
+    # Pulling the one tag on either architecture gets that architecture's verified image.
+    remote = f"{registry.host}/{repository(built, 'datahub-sqlite')}"
+    local = {platform: docker_api.api.inspect_image(f"{repository(built, 'datahub-sqlite')}:{DH_VERSION}{suffix}")["Id"]
+             for platform, suffix in (("linux/amd64", ""), ("linux/arm64", "-arm64"))}
+    for platform in ("linux/arm64", "linux/amd64"):
+        try:
+            docker_api.images.remove(f"{remote}:{DH_VERSION}", noprune=True)
+        except Exception:
+            pass
+        pulled = docker_api.images.pull(remote, tag=DH_VERSION, platform=platform)
+        attrs = docker_api.api.inspect_image(pulled.id)
+        assert attrs["Architecture"] == platform.split("/")[1]
+        assert pulled.id == local[platform]
+    # A second push finds every list in place.
+    built.inv("push", "-c", "datahub-sqlite", "--registry", registry.host, *BOTH)
+    again = json.loads((built.root / "build" / "reports" / "push-latest.json").read_text())
+    assert {image["result"] for image in again["images"]} == {"already present"}
+
+
+def _without_run_fields(value):
+    if isinstance(value, dict):
+        return {k: _without_run_fields(v) for k, v in value.items() if k not in RUN_FIELDS}
+    if isinstance(value, list):
+        return [_without_run_fields(v) for v in value]
+    return value
+
+
+def test_the_demo_on_arm64_writes_the_same_metadata_as_on_amd64(built, tmp_path_factory):
+    examples = built.root / "examples"
+    if not examples.exists():
+        shutil.copytree(REPO / "examples", examples, ignore=shutil.ignore_patterns(
+            "output", "sample.db", "__pycache__", "*-password", "*-jwt"))
+    link = tmp_path_factory.mktemp("link") / "examples"
+    env = {"INVOKE_FACTORY_EXAMPLES_LINK": str(link)}
+    output = examples / "output" / "datahub-sqlite.json"
+    written = {}
+    for platform in ("linux/amd64", "linux/arm64"):
+        output.unlink(missing_ok=True)
+        started = time.monotonic()
+        done = built.inv("run-local", "--platform", platform, "--no-build", env=env, timeout=600)
+        assert "Result: success (exit 0)" in done.stdout, done.stdout
+        assert f"{DH_VERSION}{'-arm64' if platform.endswith('arm64') else ''} " in done.stdout
+        written[platform] = (json.loads(output.read_text()), time.monotonic() - started)
+    amd64, arm64 = (written[p][0] for p in ("linux/amd64", "linux/arm64"))
+    assert _without_run_fields(arm64) == _without_run_fields(amd64)
+    summary = metadata_file.summarize(output)
+    assert summary.tables == ["main.customers", "main.order_items", "main.orders", "main.products"]
+    assert link.resolve() == examples.resolve()  # run-local made this project's own link
+
+
+def test_a_connector_that_cannot_exist_on_arm64_is_listed_with_its_reason_and_skipped(built):
+    """Last in the module: it edits datahub-sqlite's connector.toml (amd64 is rebuilt, arm64 passed over)."""
+    settings_file = built.connector_dir("datahub-sqlite") / "connector.toml"
+    settings_file.write_text(settings_file.read_text()
+                             + '\nunavailable_platforms = { "linux/arm64" = "no aarch64 build of the driver" }\n')
+    listed = json.loads(built.inv("list", "--json", *BOTH).stdout)
+    rows = {(row["name"], row["platform"]): row for row in listed}
+    assert rows[("datahub-sqlite", "linux/arm64")]["state"] == "unavailable: no aarch64 build of the driver"
+    assert rows[("base-datahub", "linux/arm64")]["state"] == "up to date"
+    done = built.inv("build-connectors", "-c", "datahub-sqlite", *BOTH)  # exit 0: nothing failed
+    results = {(image["name"], image["platform"]): image for image in built_report(built)}
+    assert results[("datahub-sqlite", "linux/arm64")]["result"] == "unavailable"
+    assert results[("datahub-sqlite", "linux/amd64")]["result"] == "built"
+    assert "cannot exist on a platform" in done.stdout
+
+
+def built_report(project) -> list[dict]:
+    return json.loads((project.root / "build" / "reports" / "build-latest.json").read_text())["images"]

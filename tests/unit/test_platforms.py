@@ -1,0 +1,221 @@
+"""Platforms (issue 12): parsing, per-platform plans, tags and hashes, the manifest list, exit codes."""
+
+import json
+
+import pytest
+
+from project_tree import add_connector
+from test_exit_codes import exit_code
+from ingestion_factory import catalog, manifest_list, platforms, settings as settings_mod
+from ingestion_factory.errors import ConfigError
+from ingestion_factory.plan import (
+    BLOCKED,
+    CHANGED,
+    LABEL_INPUTS,
+    LABEL_PARENT,
+    MISSING,
+    UP_TO_DATE,
+    ImageInfo,
+    input_hash,
+    install_mode,
+    make_plan,
+    require_buildable,
+)
+from ingestion_factory.platforms import AMD64, ARM64
+from test_plan import PYTHON_ID, FakeStore
+
+ARM_PYTHON_ID = "sha256:" + "a" * 64
+
+
+def setup(project, **overrides):
+    data = {**settings_mod.pyproject_defaults(project), **overrides}
+    settings = settings_mod.load(data, project)
+    return settings, catalog.discover(settings)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("linux/amd64", AMD64), ("amd64", AMD64), ("x86_64", AMD64),
+    ("linux/arm64", ARM64), ("linux/arm64/v8", ARM64), ("aarch64", ARM64), (" ARM64 ", ARM64),
+])
+def test_platform_names_people_type(text, expected):
+    assert platforms.parse(text) is expected
+
+
+def test_parse_all_keeps_order_drops_repeats_and_splits_commas():
+    assert platforms.parse_all(["linux/arm64", "amd64,linux/arm64"]) == (ARM64, AMD64)
+    assert platforms.parse_all("linux/amd64,linux/arm64") == (AMD64, ARM64)
+
+
+@pytest.mark.parametrize("bad", [["linux/s390x"], ["windows/amd64"], [], [""]])
+def test_unknown_or_no_platform_is_bad_input_exit_2(bad):
+    with pytest.raises(ConfigError) as error:
+        platforms.parse_all(bad)
+    assert exit_code(error.value) == 2
+
+
+def test_tags_and_refs_of_each_platform():
+    assert AMD64.tag("1.7.0.17") == "1.7.0.17" and AMD64.ref("ns/img:1.0") == "ns/img:1.0"
+    assert ARM64.tag("1.7.0.17") == "1.7.0.17-arm64"
+    assert ARM64.ref("python:3.11-slim-bookworm") == "python:3.11-slim-bookworm-arm64"
+    assert ARM64.ref("host:5000/python") == "host:5000/python:latest-arm64"
+    assert ARM64.wheel_platform("x86_64-manylinux_2_36") == "aarch64-manylinux_2_36"
+    assert ARM64.index_entry() == {"architecture": "arm64", "os": "linux", "variant": "v8"}
+
+
+def test_settings_default_to_amd64_and_validate_platforms(project):
+    settings, _ = setup(project)
+    assert settings.target_platforms == (AMD64,)
+    settings, _ = setup(project, platforms="linux/amd64,aarch64")  # as INVOKE_FACTORY_PLATFORMS gives it
+    assert settings.platforms == ("linux/amd64", "linux/arm64")
+    with pytest.raises(ConfigError):
+        setup(project, platforms=["linux/mips"])
+    with pytest.raises(ConfigError, match="foreign_install"):
+        setup(project, foreign_install="sometimes")
+
+
+def test_missing_binfmt_is_a_clear_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setattr(platforms, "host", lambda: AMD64)
+    with pytest.raises(ConfigError) as error:
+        platforms.require_emulation([AMD64, ARM64], binfmt_dir=tmp_path)
+    assert error.value.message.startswith("binfmt for aarch64 is not registered")
+    assert "qemu-user-static binfmt-support" in error.value.hint
+    assert exit_code(error.value) == 2
+    (tmp_path / "qemu-aarch64").write_text("disabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n")
+    assert "disabled" in platforms.emulation_problem(ARM64, tmp_path)
+    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n")
+    platforms.require_emulation([ARM64], binfmt_dir=tmp_path)  # registered: no error
+    platforms.require_emulation([AMD64], binfmt_dir=tmp_path / "none")  # the host's own platform needs nothing
+
+
+def arm_store(settings):
+    return FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 1),
+                      ARM64.ref(settings.python_image): ImageInfo(ARM_PYTHON_ID, {}, 1, architecture="arm64")})
+
+
+def test_arm64_plan_has_its_own_refs_tags_python_image_and_hashes(project):
+    add_connector(project, "mysql")
+    settings, found = setup(project)
+    store = arm_store(settings)
+    amd = make_plan(found, ["mysql"], store, settings, revision="abc123")
+    arm = make_plan(found, ["mysql"], store, settings, revision="abc123", platform=ARM64)
+    version = settings.framework_named("openmetadata").version
+    assert [i.ref for i in amd] == [f"openmetadata/ingestion-connector-base:{version}",
+                                    f"openmetadata/ingestion-connector-mysql:{version}"]
+    assert [i.ref for i in arm] == [f"openmetadata/ingestion-connector-base:{version}-arm64",
+                                    f"openmetadata/ingestion-connector-mysql:{version}-arm64"]
+    assert arm.items["base"].tags == [f"{version}-arm64", "abc123-arm64", "latest-arm64"]
+    assert amd.items["base"].tags == [version, "abc123", "latest"]
+    assert arm.python_image == "python:3.11-slim-bookworm-arm64" and arm.python_id == ARM_PYTHON_ID
+    assert arm.build_python_id == PYTHON_ID
+    assert {i.platform for i in arm} == {ARM64} and {i.state for i in arm} == {MISSING}
+    base = found["base"]
+    # The same inputs on another platform (or installed another way) are another image.
+    assert input_hash(base, PYTHON_ID, settings) != input_hash(base, PYTHON_ID, settings, ARM64)
+    assert input_hash(base, PYTHON_ID, settings, ARM64, "cross", PYTHON_ID) != \
+        input_hash(base, PYTHON_ID, settings, ARM64, "target", PYTHON_ID)
+
+
+def test_amd64_hashes_are_what_they_were_before_platforms(project):
+    settings, found = setup(project)
+    base = found["base"]
+    assert input_hash(base, PYTHON_ID, settings) == input_hash(base, PYTHON_ID, settings, AMD64, "target", "x")
+
+
+def test_an_up_to_date_arm64_image_is_skipped_and_a_wrong_architecture_is_rebuilt(project):
+    settings, found = setup(project)
+    store = arm_store(settings)
+    base = found["base"]
+    ref = f"openmetadata/ingestion-connector-base:{base.framework.version}-arm64"
+    install = install_mode(base, settings, ARM64)
+    labels = {LABEL_INPUTS: input_hash(base, ARM_PYTHON_ID, settings, ARM64, install, PYTHON_ID),
+              LABEL_PARENT: ARM_PYTHON_ID}
+    store.images[ref] = ImageInfo("sha256:" + "b" * 64, labels, 1, architecture="arm64")
+    assert make_plan(found, ["base"], store, settings, platform=ARM64).items["base"].state == UP_TO_DATE
+    store.images[ref] = ImageInfo("sha256:" + "b" * 64, labels, 1, architecture="amd64")
+    item = make_plan(found, ["base"], store, settings, platform=ARM64).items["base"]
+    assert item.state == CHANGED and "amd64 image, not arm64" in item.reason
+
+
+def test_without_the_arm64_python_image_the_plan_names_the_command(project):
+    settings, found = setup(project)
+    plan = make_plan(found, ["base"], FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 1)}), settings,
+                     platform=ARM64)
+    assert plan.items["base"].state == BLOCKED
+    with pytest.raises(ConfigError) as error:
+        require_buildable(plan)
+    assert "inv python-image --platform linux/arm64" in error.value.hint
+    assert exit_code(error.value) == 2
+
+
+def test_install_mode_cross_when_every_package_has_a_wheel(project, monkeypatch):
+    monkeypatch.setattr(platforms, "host", lambda: AMD64)
+    directory = add_connector(project, "wheels")
+    (directory / "requirements.lock").write_text("# inputs: x\n# aarch64-built-from-source: none (a wheel for every "
+                                                 "package)\npymysql==1.1.0 \\\n    --hash=sha256:00\n")
+    sdist = add_connector(project, "sdist")
+    (sdist / "requirements.lock").write_text("# inputs: x\n# aarch64-built-from-source: pyodbc\n")
+    add_connector(project, "compiles", "x\n", 'build_packages = ["gcc"]\n')
+    settings, found = setup(project)
+    assert install_mode(found["wheels"], settings, ARM64) == "cross"
+    assert install_mode(found["sdist"], settings, ARM64) == "target"  # emulated: an arm64 build of pyodbc
+    assert install_mode(found["compiles"], settings, ARM64) == "target"
+    assert install_mode(found["wheels"], settings, AMD64) == "target"
+    emulated, _ = setup(project, foreign_install="emulated")
+    assert install_mode(found["wheels"], emulated, ARM64) == "target"
+    forced, _ = setup(project, foreign_install="cross")
+    assert install_mode(found["sdist"], forced, ARM64) == "cross"
+
+
+def test_unavailable_platforms_in_connector_toml_and_inherited(project):
+    add_connector(project, "odbc", "x\n", '[unavailable_platforms]\n"arm64" = "no aarch64 driver"\n')
+    add_connector(project, "child", "y\n", 'parent = "odbc"\n')
+    settings, found = setup(project)
+    assert found["odbc"].unavailable_platforms == (("linux/arm64", "no aarch64 driver"),)
+    assert found.unavailable_on(found["odbc"], ARM64) == "no aarch64 driver"
+    assert found.unavailable_on(found["child"], ARM64) == "parent odbc: no aarch64 driver"
+    assert found.unavailable_on(found["odbc"], AMD64) == ""
+    from ingestion_factory.commands import platform_targets
+
+    usable, skipped = platform_targets(found, ["base", "odbc", "child"], ARM64, settings)
+    assert usable == ["base"] and [(r.name, r.result, r.platform) for r in skipped] == [
+        ("odbc", "unavailable", "linux/arm64"), ("child", "unavailable", "linux/arm64")]
+
+
+def test_a_bad_unavailable_platforms_table_breaks_only_that_connector(project):
+    add_connector(project, "bad", "x\n", '[unavailable_platforms]\n"linux/sparc" = "why"\n')
+    _, found = setup(project)
+    assert "unknown platform" in found.broken["bad"].message
+
+
+def test_manifest_list_document_and_read_back_check():
+    entries = [manifest_list.Entry(AMD64, "sha256:" + "1" * 64, 1000),
+               manifest_list.Entry(ARM64, "sha256:" + "2" * 64, 1001)]
+    body = manifest_list.index_document(entries)
+    document = json.loads(body)
+    assert document["mediaType"] == manifest_list.LIST_TYPE and document["schemaVersion"] == 2
+    assert [m["platform"] for m in document["manifests"]] == [
+        {"architecture": "amd64", "os": "linux"}, {"architecture": "arm64", "os": "linux", "variant": "v8"}]
+    assert document["manifests"][1] == {"mediaType": manifest_list.IMAGE_TYPE, "size": 1001,
+                                        "digest": "sha256:" + "2" * 64, "platform": ARM64.index_entry()}
+    expected = {"linux/amd64": "sha256:" + "1" * 64, "linux/arm64": "sha256:" + "2" * 64}
+    assert manifest_list.check_read_back(document, manifest_list.LIST_TYPE, expected) is None
+    wrong = {**expected, "linux/arm64": "sha256:" + "3" * 64}
+    assert "linux/arm64 is sha256:2" in manifest_list.check_read_back(document, manifest_list.LIST_TYPE, wrong)
+    assert "not a manifest list" in manifest_list.check_read_back(document, manifest_list.IMAGE_TYPE, expected)
+    assert "also names linux/arm64" in manifest_list.check_read_back(
+        document, manifest_list.LIST_TYPE, {"linux/amd64": expected["linux/amd64"]})
+
+
+def test_plain_tags_of_a_manifest_list(project):
+    add_connector(project, "mysql")
+    settings, found = setup(project)
+    store = arm_store(settings)
+    plans = [make_plan(found, ["mysql"], store, settings, revision="abc", platform=p) for p in (AMD64, ARM64)]
+    grouped = manifest_list.group(plans)
+    assert [i.platform for i in grouped["mysql"]] == [AMD64, ARM64]
+    version = found["mysql"].framework.version
+    assert manifest_list.plain_tags(grouped["mysql"]) == [version, "abc", "latest"]
+    assert manifest_list.plain_tags(grouped["mysql"][1:]) == [version, "abc", "latest"]
+    with pytest.raises(Exception) as refused:  # missing images are never pushed
+        manifest_list.require_pushable(plans)
+    assert "on linux/arm64" in refused.value.message and "--platform linux/arm64" in refused.value.hint
