@@ -3,7 +3,9 @@
 #
 #   packages  docker.io (engine and a BuildKit-capable CLI), debootstrap (`inv python-image`),
 #             postgresql, docker-registry and apache2-utils (the tests start their own servers from these);
-#             python3-venv when python3 cannot make a virtual environment
+#             python3-venv when python3 cannot make a virtual environment; qemu-user-static and
+#             binfmt-support (arm64 images are built and smoke-tested under QEMU)
+#   emulation binfmt_misc mounted and QEMU registered for aarch64, when not
 #   daemons   dockerd and the PostgreSQL cluster on 127.0.0.1:5432, when not running
 #   .venv     the tool and pytest, reinstalled only when pyproject.toml changes
 #   image     the Python image every base starts FROM (`inv python-image`), when missing
@@ -90,6 +92,8 @@ have debootstrap || missing+=(debootstrap)
 if ! have psql || ! { postgres_up || have pg_ctlcluster; }; then missing+=(postgresql); fi
 have docker-registry || missing+=(docker-registry)
 have htpasswd || missing+=(apache2-utils)
+have qemu-aarch64-static || missing+=(qemu-user-static)
+have update-binfmts || missing+=(binfmt-support)
 # Debian's python3 makes virtual environments only with python3-venv.
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     have python3 || missing+=(python3)
@@ -112,6 +116,22 @@ if [ "${#missing[@]}" -gt 0 ]; then
     else
         todo+=("install what these Debian packages provide, with this system's package manager: ${missing[*]}")
     fi
+fi
+
+# --- emulation: arm64 images run under QEMU (binfmt_misc, with the F flag qemu-user-static sets) ----
+binfmt=${FACTORY_BINFMT_DIR:-/proc/sys/fs/binfmt_misc}
+register_qemu() {
+    # In a container binfmt_misc is often not mounted, so the package could not register QEMU.
+    mountpoint -q "$binfmt" || mount -t binfmt_misc binfmt_misc "$binfmt"
+    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || update-binfmts --import qemu-aarch64
+    [ -e "$binfmt/qemu-aarch64" ] || die "QEMU for aarch64 is still not registered in $binfmt" \
+        "apt-get install --reinstall qemu-user-static binfmt-support"
+}
+
+if [ ! -e "$binfmt/qemu-aarch64" ] && { have update-binfmts || [[ " ${missing[*]} " == *" binfmt-support "* ]]; }; then
+    fix "register QEMU for aarch64 (binfmt_misc)" \
+        "${sudo}mount -t binfmt_misc binfmt_misc $binfmt; ${sudo}update-binfmts --enable qemu-aarch64" \
+        register_qemu
 fi
 
 # --- the Docker engine ----------------------------------------------------------------------------

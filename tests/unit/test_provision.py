@@ -45,6 +45,10 @@ STUBS = {
     "setsid": 'echo "setsid $*" >>"$CALLS"; touch "$STATE/engine_up"',
     "pg_ctlcluster": 'echo "pg_ctlcluster $*" >>"$CALLS"; touch "$STATE/postgres_up"',
     "pg_createcluster": 'echo "pg_createcluster $*" >>"$CALLS"',
+    "qemu-aarch64-static": "exit 0",
+    "mountpoint": '[ -e "$STATE/binfmt_mounted" ]',
+    "mount": 'echo "mount $*" >>"$CALLS"',
+    "update-binfmts": 'echo "update-binfmts $*" >>"$CALLS"; echo enabled >"$STATE/binfmt/qemu-aarch64"',
 }
 
 
@@ -74,6 +78,8 @@ class Machine:
         digest = hashlib.sha256((self.project / "pyproject.toml").read_bytes()).hexdigest()[:16]
         (self.project / ".venv" / f".installed-{digest}").touch()
         self.set(root=True, engine_up=True, postgres_up=True, image=True)
+        (self.state / "binfmt").mkdir()
+        (self.state / "binfmt" / "qemu-aarch64").write_text("enabled\n")  # QEMU registered for aarch64
 
     def stub(self, name: str, body: str, directory: Path | None = None) -> None:
         path = (directory or self.bin) / name
@@ -90,7 +96,8 @@ class Machine:
             path.touch() if value else path.unlink(missing_ok=True)
 
     def run(self, *args: str, script: str = "scripts/provision.sh") -> subprocess.CompletedProcess:
-        env = {"PATH": str(self.bin), "STATE": str(self.state), "CALLS": str(self.calls_log), "HOME": "/tmp"}
+        env = {"PATH": str(self.bin), "STATE": str(self.state), "CALLS": str(self.calls_log), "HOME": "/tmp",
+               "FACTORY_BINFMT_DIR": str(self.state / "binfmt")}
         return subprocess.run([str(self.project / script), *args], env=env, capture_output=True, text=True,
                               timeout=60)
 
@@ -191,3 +198,29 @@ def test_no_setup_runs_the_tests_without_touching_the_machine(machine):
     completed = machine.run("--no-setup", "tests/unit", script="run_tests.sh")
     assert completed.returncode == 0, completed.stderr
     assert machine.calls == ["python -m pytest tests/unit"]
+
+
+def test_qemu_for_arm64_is_installed_and_registered_when_missing(machine):
+    machine.remove("qemu-aarch64-static")
+    (machine.state / "binfmt" / "qemu-aarch64").unlink()
+    completed = machine.run("--check")
+    assert completed.stdout.splitlines()[1:3] == [
+        "  - install qemu-user-static", "  - register QEMU for aarch64 (binfmt_misc)"]
+    completed = machine.run()
+    assert completed.returncode == 0, completed.stderr
+    assert machine.calls == [
+        "apt-get update -qq",
+        "apt-get install -y -qq --no-install-recommends qemu-user-static",
+        f"mount -t binfmt_misc binfmt_misc {machine.state / 'binfmt'}",
+        "update-binfmts --enable qemu-aarch64",
+    ]
+
+
+def test_not_root_it_prints_how_to_register_qemu(machine):
+    (machine.state / "binfmt" / "qemu-aarch64").unlink()
+    machine.set(root=False)
+    completed = machine.run()
+    assert completed.returncode == 1
+    assert "sudo mount -t binfmt_misc binfmt_misc" in completed.stderr
+    assert "sudo update-binfmts --enable qemu-aarch64" in completed.stderr
+    assert machine.calls == []
