@@ -201,16 +201,18 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
     "output": "Where the JSON goes (default: build/reports/bench-latest.json).",
     "catalog": "Measure the whole catalog instead: its build time (cold: empty cache, bench namespace; "
                "--no-cold: your images), disk in total and per connector, no-op build and `inv list` times.",
+    "arm64": "Measure arm64 builds instead: the DataHub base and a connector (default datahub-sqlite), "
+             "cross-installed versus installed under QEMU, each smoke-tested (needs QEMU; slow).",
 }, iterable=["connector"])
 @reports_errors
-def bench(c, connector=None, cold=True, push=True, output=None, catalog=False):
+def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, arm64=False):
     """Measure build speed, image size, start-up and push cost next to the seed's way."""
     from ingestion_factory import bench as bench_mod
 
     settings = _settings(c)
     target = Path(output) if output else settings.output_path / "reports" / "bench-latest.json"
     bench_mod.run(settings, connector or None, cold=cold, push=push, output=target, console=commands.console,
-                  catalog=catalog)
+                  catalog=catalog, arm64=arm64)
 
 
 ns = Collection(build_base, build_connectors, catalog, lock, sbom, list_, python_image, push, run_local, bench)

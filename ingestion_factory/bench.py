@@ -58,12 +58,16 @@ class Bench:
 
 
 def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: bool, output: Path,
-        console: Console, catalog: bool = False) -> Path:
+        console: Console, catalog: bool = False, arm64: bool = False) -> Path:
     """Run every measurement (or, with catalog, the whole-catalog ones); returns the path of the JSON report."""
     from .engine import client
 
     api = client()
     bench_settings = settings.with_overrides(namespace=BENCH_NAMESPACE, registry="")
+    if arm64:
+        bench = Bench(bench_settings, list(connectors or ARM64_CONNECTORS), console)
+        measure_arm64(bench, api)
+        return write(bench, output)
     if catalog:
         # Cold, in the bench's own namespace (it empties it); warm, on the images you have.
         bench = Bench(bench_settings if cold else settings, [], console)
@@ -88,6 +92,60 @@ def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: b
     finally:
         remove_tags_under(api, SEED_REPOSITORY)
     return write(bench, output)
+
+
+# ---------------------------------------------------------------- arm64: cross vs emulated
+ARM64_CONNECTORS = ("datahub-sqlite",)
+ARM64_MODES = ("cross", "emulated")
+
+
+def measure_arm64(bench: Bench, api) -> None:
+    """The arm64 build of a base and a connector, installed both ways, each in a namespace of its own.
+
+    `--no-cache` makes both sides install (BuildKit's layer cache would otherwise make the second
+    side free); uv's download cache is kept for both, so neither side measures the network. Each
+    image is smoke-tested under QEMU before it is tagged, so a figure is only ever for a working image.
+    """
+    from .platforms import ARM64, require_emulation
+
+    require_emulation([ARM64])
+    found = catalog_mod.discover(bench.settings)
+    found.resolve(bench.connectors)
+    bench.console.print(f"[bold]arm64 builds[/] of {', '.join(bench.connectors)} and their base: "
+                        f"{' vs '.join(ARM64_MODES)} install")
+    results: dict[str, dict] = {}
+    for mode in ARM64_MODES:
+        settings = bench.settings.with_overrides(namespace=f"{BENCH_NAMESPACE}-arm64-{mode}",
+                                                 platforms=(ARM64.name,), foreign_install=mode)
+        remove_tags_under(api, settings.namespace)
+        started = time.monotonic()
+        try:
+            commands.build(settings, bench.connectors, no_cache=True)
+            failed = ""
+        except FactoryError as exc:  # a side that cannot build a working image is reported, not fatal
+            failed = exc.message
+        wall = time.monotonic() - started
+        images = _last_report(settings)
+        results[mode] = {"seconds": round(wall, 1), "failed": failed,
+                         "images": {name: {key: image.get(key) for key in ("result", "duration_s", "smoke_s", "size")}
+                                    for name, image in images.items()}}
+        remove_tags_under(api, settings.namespace)
+    bench.raw["arm64"] = results
+    working = [m for m in ARM64_MODES if not results[m]["failed"]]
+    for name in sorted({n for r in results.values() for n in r["images"]}):
+        times = {m: results[m]["images"].get(name, {}).get("duration_s") for m in ARM64_MODES}
+        smoke = {m: results[m]["images"].get(name, {}).get("smoke_s") for m in ARM64_MODES}
+        cross, emulated = times["cross"], times["emulated"]
+        bench.add(Figure(f"arm64 build of {name}, verified and tagged (cross-install)", f"{cross}s",
+                         f"emulated install {emulated}s", "faster than emulated",
+                         None if not (cross and emulated) else cross < emulated,
+                         f"x{emulated / cross:.1f}; smoke test under QEMU {smoke['cross']}s / {smoke['emulated']}s"
+                         if cross and emulated else ""))
+    fastest = min(working, key=lambda m: results[m]["seconds"]) if working else None
+    bench.raw["arm64_fastest"] = fastest
+    bench.add(Figure("arm64 base + connectors, whole run", " / ".join(f"{m} {results[m]['seconds']:.0f}s"
+                                                                      for m in ARM64_MODES),
+                     note=f"fastest working: {fastest}" if fastest else "neither side built"))
 
 
 # --------------------------------------------------------------------- 1. cold build

@@ -20,3 +20,10 @@ def test_bytes_sent_raises_on_stream_errors():
 
     with pytest.raises(FactoryError, match="denied"):
         bench._bytes_sent(iter([{"error": "denied: requested access to the resource is denied"}]), "x")
+
+
+def test_the_arm64_bench_is_a_flag_of_inv_bench():
+    import tasks
+
+    assert "arm64" in tasks.bench.help
+    assert bench.ARM64_MODES == ("cross", "emulated")
