@@ -107,9 +107,11 @@ def ensure_image(settings: Settings, name: str, build: bool, platform=None) -> t
 
     catalog = catalog_mod.discover(settings)
     key = catalog.resolve([name])[0]
+    extra = {}
     if platform is not None:  # that platform's variant, built for that platform alone when missing
         settings = settings.with_overrides(platforms=(platform.name,))
-    plan, _, _ = commands.plan_for(settings, catalog, [key], platform=platform)
+        extra["platform"] = platform
+    plan, _, _ = commands.plan_for(settings, catalog, [key], **extra)
     item = plan.items[key]
     if item.current is None:
         if not build:
