@@ -27,6 +27,8 @@ def measured(report_path: Path, catalog: Catalog) -> dict[str, tuple[str, str]]:
         results = json.loads(report_path.read_text())["images"]
     except (OSError, ValueError, KeyError):
         return {}
+    # The table is about the default platform's images; a multi-platform report has a row per platform.
+    results = [r for r in results if r.get("platform", "linux/amd64") == "linux/amd64"]
     sizes = {r["name"]: r.get("size") or 0 for r in results}
     rows = {}
     for result in results:
