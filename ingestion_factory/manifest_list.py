@@ -109,7 +109,9 @@ def require_pushable(plans: list[Plan]) -> None:
     listed = ", ".join(f"{item.name} on {item.platform} ({item.state})" for item in stale)
     flags = " ".join(f"--platform {p}" for p in dict.fromkeys(str(item.platform) for item in stale))
     raise FactoryError(f"refusing to push {len(stale)} image(s) that were not built from the current inputs and "
-                       f"verified: {listed}", f"build first: {build_commands(stale)} with {flags}; then push again")
+                       f"verified: {listed}",
+                       f"build first: {build_commands(list({i.name: i for i in stale}.values()))} with {flags}; "
+                       "then push again")
 
 
 def dry_run_list(grouped: dict[str, list[PlanItem]], repositories: dict[str, str], latest: bool) -> list[PushResult]:
