@@ -133,7 +133,7 @@ def bundled_image(item, repository: str) -> BundledImage:
 
 
 class ByteProgress:
-    """Bytes done (of a total, when known): a live bar on a terminal, a line every 10 % / 256 MB elsewhere."""
+    """Bytes done (of a total, when known): a live bar on a terminal, a line every 25 % / 256 MB elsewhere."""
 
     def __init__(self, console: Console, what: str, total: int | None = None):
         self.console, self.what, self.total = console, what, total
@@ -143,7 +143,7 @@ class ByteProgress:
         self.bar = None
 
     def _step(self) -> int:
-        return max(self.total // 10, CHUNK) if self.total else 256 * 1024 * 1024
+        return max(self.total // 4, CHUNK) if self.total else 256 * 1024 * 1024
 
     def __enter__(self):
         if self.console.is_terminal:
@@ -445,7 +445,7 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
     if not path.is_file():
         raise ConfigError(f"no bundle at {path}", "give the file `inv bundle -o FILE` wrote")
     manifest = read_manifest(path)
-    push_setup = _push_setup(settings, push_to, username, password_file) if push_to is not None else None
+    credentials = _push_setup(settings, push_to, username, password_file) if push_to is not None else None
     console.print(f"Bundle {path.name}: {len(manifest.images)} image(s), written {manifest.created or '?'}.")
     check_archive(path, manifest, console)
     api = client()
@@ -467,8 +467,8 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
                       f"{', '.join(image.tags)}", markup=False)
     console.print(f"Unbundled {len(manifest.images)} image(s), every one checked and smoke-tested "
                   f"({time.monotonic() - started:.1f}s).")
-    if push_setup is not None:
-        _push_mirror(settings, api, manifest, push_to, push_setup, console)
+    if push_to is not None:
+        _push_mirror(settings, api, manifest, push_to, credentials, console)
     return 0
 
 

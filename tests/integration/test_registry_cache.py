@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from scratch_project import empty_namespace
 from testkit import DH_VERSION
 from ingestion_factory.cache import cache_tag
 from ingestion_factory.shard import shard_of
@@ -21,30 +22,6 @@ SQLITE, ELASTIC = "datahub-sqlite", "datahub-elasticsearch"
 FAMILY = {"base-datahub", SQLITE}
 # The explicit socket of the local engine: every step below goes through DOCKER_HOST (CLI and SDK).
 LOCAL_ENGINE = {"DOCKER_HOST": "unix:///var/run/docker.sock"}
-
-
-def empty_namespace(api, namespace: str, hosts: list[str]) -> None:
-    """Remove every image of `namespace`, and the refs under `host/namespace` a push or a pull left."""
-    prefixes = [namespace + "/"] + [f"{host}/{namespace}/" for host in hosts]
-    doomed = {image.id for image in api.images.list()
-              if any(tag.startswith(tuple(prefixes)) for tag in image.tags)
-              or any(digest.startswith(tuple(prefixes)) for digest in image.attrs.get("RepoDigests") or [])}
-    for image_id in doomed:
-        for tag in api.api.inspect_image(image_id).get("RepoTags") or []:
-            if tag.startswith(tuple(prefixes)):
-                api.images.remove(tag, noprune=True)
-    from docker.errors import APIError, NotFound
-
-    for _ in range(3):  # children before parents: repeat until nothing more goes
-        for image_id in list(doomed):
-            try:
-                api.images.remove(image_id)
-            except NotFound:
-                pass
-            except APIError:  # a child still holds it: the next round
-                continue
-            doomed.discard(image_id)
-    assert not doomed, f"images of {namespace} still there: {doomed}"
 
 
 def build_report(project) -> dict:
