@@ -142,3 +142,92 @@ def test_bundling_stale_images_is_refused_and_leaves_the_output_alone(bundled, t
     assert "refusing to bundle" in done.stderr and "inv build-connectors -c datahub-postgres" in done.stderr
     assert output.read_text() == "an older bundle"
     assert [p.name for p in tmp_path.iterdir()] == ["kept.bundle"]
+
+
+# --- DOCKER_HOST: the CLI and the SDK alike --------------------------------------------------------
+
+
+class EngineProxy:
+    """A unix socket that forwards to the local engine and records the HTTP requests that pass through it."""
+
+    def __init__(self, path, engine="/var/run/docker.sock"):
+        import socket
+        import threading
+
+        self.path, self.engine = str(path), engine
+        self.requests: list[str] = []
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(self.path)
+        self.server.listen(64)
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.path}"
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.engine)
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source, sink, record):
+        import re
+
+        try:
+            while True:
+                data = source.recv(1 << 16)
+                if not data:
+                    break
+                if record:
+                    with self.lock:
+                        self.requests += re.findall(rb"(?:GET|POST|HEAD|DELETE|PUT) (/\S*) HTTP/1\.1", data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(2)
+                except OSError:
+                    pass
+
+    def seen(self, fragment: str) -> bool:
+        with self.lock:
+            return any(fragment.encode() in request for request in self.requests)
+
+    def close(self):
+        self.server.close()
+
+
+def test_every_step_honours_docker_host(bundled, docker_api, tmp_path):
+    """Build (the BuildKit CLI), smoke test, bundle and unbundle (the SDK), all through a DOCKER_HOST proxy."""
+    import tempfile
+
+    project, _, _ = bundled
+    # A short path: unix socket paths are limited to about 100 characters.
+    proxy = EngineProxy(tempfile.mkdtemp(prefix="dh-") + "/engine.sock")
+    env = {"DOCKER_HOST": proxy.docker_host}
+    try:
+        project.inv("build-connectors", "-c", SQLITE, "--force", env=env)
+        assert proxy.seen("/build") or proxy.seen("/grpc") or proxy.seen("/session"), proxy.requests[:20]  # the CLI
+        assert proxy.seen("/containers/create")  # the smoke test, through the SDK
+        output = tmp_path / "through-proxy.bundle"
+        project.inv("bundle", "-c", SQLITE, "-o", str(output), env=env)
+        assert proxy.seen("/images/get?names=")
+        project.inv("unbundle", str(output), env=env)
+        assert proxy.seen("/images/load")
+    finally:
+        proxy.close()
+    gone = project.inv("list", "--json", check=False, env=env)  # nobody listens there any more
+    assert gone.returncode == 3
+    assert proxy.docker_host in gone.stderr
