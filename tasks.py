@@ -55,16 +55,19 @@ def reports_errors(function):
     "force": "Rebuild even when the base is up to date.",
     "no_cache": "Do not use BuildKit's layer cache.",
     "plan": "Print what would be built and why; build nothing.",
+    "cache_from": "Registry host[:port] to pull the base from instead of building it, when it holds its "
+                  "inputs' tag (default: factory.cache_from).",
     **SETTINGS_HELP,
 }, iterable=["framework"])
 @reports_errors
 def build_base(c, framework=None, version=None, force=False, no_cache=False, plan=False, namespace=None,
-               registry=None, python_image=None, tag=None, ca_bundle=None):
+               registry=None, python_image=None, tag=None, ca_bundle=None, cache_from=None):
     """Build the base image (framework + runtime/main.py) of a framework family."""
     if version and len(framework or []) > 1:
         raise ConfigError("--version goes with at most one --framework")
     settings = _settings(c, framework_version=version, framework=(framework or [None])[0], namespace=namespace,
-                         registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle)
+                         registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
+                         cache_from=cache_from)
     return commands.build(settings, base_only=True, frameworks=framework or None, force=force,
                           no_cache=no_cache, plan_only=plan)
 
@@ -169,16 +172,19 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
     "output": "Where the JSON goes (default: build/reports/bench-latest.json).",
     "catalog": "Measure the whole catalog instead: its build time (cold: empty cache, bench namespace; "
                "--no-cold: your images), disk in total and per connector, no-op build and `inv list` times.",
+    "cache": "Measure --cache-from instead: pull + verify of the -c images (default datahub-sqlite) and their "
+             "parents from a throwaway registry, next to building them from scratch (cold: empty BuildKit "
+             "cache; --no-cold: --no-cache).",
 }, iterable=["connector"])
 @reports_errors
-def bench(c, connector=None, cold=True, push=True, output=None, catalog=False):
+def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, cache=False):
     """Measure build speed, image size, start-up and push cost next to the seed's way."""
     from ingestion_factory import bench as bench_mod
 
     settings = _settings(c)
     target = Path(output) if output else settings.output_path / "reports" / "bench-latest.json"
     bench_mod.run(settings, connector or None, cold=cold, push=push, output=target, console=commands.console,
-                  catalog=catalog)
+                  catalog=catalog, cache=cache)
 
 
 @task(help={

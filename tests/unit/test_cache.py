@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from project_tree import add_connector
-from test_builder import BUILT, FakeEngine, PYTHON_ID, engine, run  # noqa: F401  (engine: a fixture)
+from test_builder import BUILT, PYTHON_ID, engine  # noqa: F401  (engine: a fixture)
 from ingestion_factory import catalog, settings as settings_mod
 from ingestion_factory.builder import Builder
 from ingestion_factory.cache import (
@@ -14,7 +14,6 @@ from ingestion_factory.cache import (
     RegistryCache,
     cache_tag,
     check_pulled,
-    expected_labels,
     read_pull_stream,
 )
 from ingestion_factory.errors import FactoryError
