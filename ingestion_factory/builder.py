@@ -27,7 +27,7 @@ from .plan import (
     PlanItem,
     input_hash,
 )
-from .report import BuildStatus, Progress, Result
+from .report import BuildStatus, Progress, Result, human_size
 from .settings import Settings
 
 # buildkit.build: (request, on_progress=...) -> new image ID; raises StepFailed.
@@ -131,7 +131,8 @@ class Builder:
             smoke = self._verify(item, image_id)
             result = self._tag(item, image_id, parent_id, smoke)
             if hit:
-                result = replace(result, result=BuildStatus.PULLED, reason=f"{hit.ref} matches its inputs")
+                result = replace(result, result=BuildStatus.PULLED,
+                                 reason=f"{hit.ref} matches its inputs ({human_size(hit.bytes_pulled)} downloaded)")
         except Exception as exc:  # a step that failed, or the engine went away mid-build
             failure = diagnose(exc)
             result = Result(item.name, item.ref, BuildStatus.FAILED, failure.reason, cause=failure.cause.value,
