@@ -22,12 +22,13 @@ import os
 import tarfile
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 
 from . import catalog as catalog_mod
 from .errors import ConfigError, FactoryError
@@ -41,8 +42,9 @@ from .plan import (
     UP_TO_DATE,
     Plan,
 )
-from .report import human_size
+from .report import human_size, write_json
 from .settings import Settings
+from .status import Status
 
 BUNDLE_FORMAT = "ingestion-factory-bundle/1"
 MANIFEST_MEMBER = "bundle.json"
@@ -366,12 +368,26 @@ def _chunks(source: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
+class CheckStatus(Status):
+    """What unbundling found for one image."""
+
+    VERIFIED = "verified", "green"  # its ID and labels are the manifest's, and it passed its smoke test
+    NOT_LOADED = "not in the archive", "bold red"
+    MISMATCH = "does not match the manifest", "bold red"
+    SMOKE_FAILED = "smoke test failed", "bold red"
+
+
 @dataclass(frozen=True)
 class ImageCheck:
     name: str
     image_id: str
-    problem: str = ""  # empty: matches the manifest and passed its smoke test
+    status: CheckStatus = CheckStatus.VERIFIED
+    detail: str = ""
     smoke_s: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status is not CheckStatus.VERIFIED
 
 
 def check_loaded(api, manifest: BundleManifest) -> list[ImageCheck]:
@@ -384,39 +400,41 @@ def check_loaded(api, manifest: BundleManifest) -> list[ImageCheck]:
         try:
             attrs = api.api.inspect_image(image.image_id)
         except NotFound:
-            checks.append(ImageCheck(image.name, image.image_id, "not in the archive (image ID not loaded)"))
+            checks.append(ImageCheck(image.name, image.image_id, CheckStatus.NOT_LOADED, "image ID not loaded"))
             continue
         labels = (attrs.get("Config") or {}).get("Labels") or {}
         expected = {LABEL_INPUTS: image.input_hash, LABEL_PARENT: image.parent_id, LABEL_NAME: image.name}
         wrong = [key for key, value in expected.items() if labels.get(key) != value]
         if attrs.get("Id") != image.image_id:
-            problem = f"the engine has {attrs.get('Id')} for {image.image_id}"
+            detail = f"the engine has {attrs.get('Id')} for {image.image_id}"
         elif wrong:
-            problem = f"label {wrong[0]} is {labels.get(wrong[0])!r}, the manifest says {expected[wrong[0]]!r}"
+            detail = f"label {wrong[0]} is {labels.get(wrong[0])!r}, the manifest says {expected[wrong[0]]!r}"
         elif image.parent and ids.get(image.parent) not in (None, image.parent_id):
-            problem = f"built FROM {image.parent_id[:19]}, but the bundle's {image.parent} is {ids[image.parent][:19]}"
+            detail = f"built FROM {image.parent_id[:19]}, but the bundle's {image.parent} is {ids[image.parent][:19]}"
         else:
-            problem = ""
-        checks.append(ImageCheck(image.name, image.image_id, problem))
+            detail = ""
+        checks.append(ImageCheck(image.name, image.image_id, CheckStatus.MISMATCH if detail else CheckStatus.VERIFIED,
+                                 detail))
     return checks
 
 
-def smoke_all(api, manifest: BundleManifest, checks: list[ImageCheck], smoke_test, console: Console) -> list[ImageCheck]:
+def smoke_all(checks: list[ImageCheck], smoke_test, console: Console) -> list[ImageCheck]:
+    """Smoke-test every image that matched; the result per image, in order."""
     from .failures import StepFailed
 
     done = []
     for check in checks:
-        if check.problem:
+        if check.failed:
             done.append(check)
             continue
         console.print(f"[{time.strftime('%H:%M:%S')}] {check.name}: smoke test", markup=False)
         try:
             result = smoke_test(check.image_id)
-            done.append(ImageCheck(check.name, check.image_id, "", round(result.seconds, 1)))
+            done.append(replace(check, smoke_s=round(result.seconds, 1)))
         except StepFailed as exc:
-            done.append(ImageCheck(check.name, check.image_id, f"smoke test failed: {exc.message}"))
+            done.append(replace(check, status=CheckStatus.SMOKE_FAILED, detail=exc.message))
         except Exception as exc:  # the engine went away
-            done.append(ImageCheck(check.name, check.image_id, f"smoke test failed: {type(exc).__name__}: {exc}"))
+            done.append(replace(check, status=CheckStatus.SMOKE_FAILED, detail=f"{type(exc).__name__}: {exc}"))
     return done
 
 
@@ -450,14 +468,16 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
     check_archive(path, manifest, console)
     api = client()
     smoke_test = smoke_test or functools.partial(verify.smoke_test, api)
-    existed = {image.image_id for image in manifest.images if _exists(api, image.image_id)}
-    load_images(api, path, manifest, console)
-    checks = smoke_all(api, manifest, check_loaded(api, manifest), smoke_test, console)
-    bad = [check for check in checks if check.problem]
+    existed = set(api.api.images(quiet=True, all=True))  # what load adds is what a failure removes again
+    loaded = load_images(api, path, manifest, console)
+    _remove_unlisted(api, manifest, loaded, existed)
+    checks = smoke_all(check_loaded(api, manifest), smoke_test, console)
+    write_json(settings.output_path / "reports" / "unbundle-latest.json", checks, {"bundle": str(path)})
+    bad = [check for check in checks if check.failed]
     if bad:
         remove_new(api, manifest, existed)
         for check in bad:
-            console.print(f"[bold red]{check.name}:[/] {check.problem}")
+            console.print(f"{escape(check.name)}: {check.status.styled(check.detail)}")
         raise FactoryError(f"{len(bad)} of {len(checks)} image(s) in {path.name} failed their checks "
                            f"({', '.join(check.name for check in bad)}); nothing was tagged",
                            "the images are not what the bundle's manifest says; make the bundle again")
@@ -472,12 +492,16 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
     return 0
 
 
-def _exists(api, image_id: str) -> bool:
-    try:
-        api.api.inspect_image(image_id)
-        return True
-    except Exception:
-        return False
+def _remove_unlisted(api, manifest: BundleManifest, loaded: list[str], existed: set[str]) -> None:
+    """An image in the archive that the manifest does not list is never tagged, so it would only take space."""
+    listed = {image.image_id for image in manifest.images}
+    for image_id in loaded:
+        if image_id not in listed and image_id not in existed:
+            try:
+                if not api.api.inspect_image(image_id).get("RepoTags"):
+                    api.api.remove_image(image_id)
+            except Exception:  # in use, or gone already: leave it
+                pass
 
 
 def _push_setup(settings: Settings, registry: str, username: str | None, password_file: str | None):
@@ -491,8 +515,6 @@ def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: st
     """Every image to the mirror with the same tags (and its cache tag), through push.py's pusher."""
     from .cache import cache_tag
     from .push import FAILED, NOT_PUSHED, connect, push_table, repository_on
-    from .report import write_json
-
     target = registry.strip()
     pusher = connect(api, target, credentials, console)
     results = []

@@ -109,3 +109,57 @@ def test_a_file_that_is_not_a_bundle_is_refused(tmp_path):
     (tmp_path / "text").write_text("hello")
     with pytest.raises(BundleRefused, match="cannot be read as a bundle"):
         bundle_mod.read_manifest(tmp_path / "text")
+
+
+# --- the checks after loading, against a fake engine -----------------------------------------------
+
+
+class FakeImages:
+    def __init__(self, images):
+        self.images = images
+
+    @property
+    def api(self):
+        return self
+
+    def inspect_image(self, ref):
+        from docker.errors import NotFound
+
+        if ref not in self.images:
+            raise NotFound(f"no such image: {ref}")
+        return self.images[ref]
+
+
+def engine_attrs(image):
+    labels = {"io.ingestion-factory.inputs": image.input_hash, "io.ingestion-factory.parent-id": image.parent_id,
+              "io.ingestion-factory.name": image.name}
+    return {"Id": image.image_id, "Config": {"Labels": labels}}
+
+
+def test_loaded_images_must_match_the_manifest_and_pass_their_smoke_test():
+    from ingestion_factory.bundle import CheckStatus, check_loaded, smoke_all
+    from ingestion_factory.failures import Cause, Diagnosis
+    from ingestion_factory.verify import SmokeFailed, SmokeResult
+
+    manifest = BundleManifest(tuple(IMAGES), 1, "sha256:" + "f" * 64)
+    engine = FakeImages({image.image_id: engine_attrs(image) for image in IMAGES})
+    assert [c.status for c in check_loaded(engine, manifest)] == [CheckStatus.VERIFIED, CheckStatus.VERIFIED]
+
+    wrong = engine_attrs(IMAGES[1])
+    wrong["Config"]["Labels"]["io.ingestion-factory.inputs"] = "sha256:" + "0" * 64
+    engine.images[ID_B] = wrong
+    checks = check_loaded(engine, manifest)
+    assert checks[1].status is CheckStatus.MISMATCH and "io.ingestion-factory.inputs" in checks[1].detail
+
+    del engine.images[ID_B]
+    assert check_loaded(engine, manifest)[1].status is CheckStatus.NOT_LOADED
+
+    def smoke(image_id):
+        if image_id == ID_A:
+            raise SmokeFailed(Diagnosis(Cause.PLUGIN_IMPORT, "plugin import failed in the smoke test: x"))
+        return SmokeResult(0, "", 1.0)
+
+    engine.images[ID_B] = engine_attrs(IMAGES[1])
+    results = smoke_all(check_loaded(engine, manifest), smoke, QUIET)
+    assert [r.status for r in results] == [CheckStatus.SMOKE_FAILED, CheckStatus.VERIFIED]
+    assert results[1].smoke_s == 1.0 and results[0].failed and not results[1].failed
