@@ -120,6 +120,33 @@ def catalog(c, framework=None, prune=False, check=False):
     return commands.catalog(_settings(c), framework or None, prune=prune, check=check)
 
 
+@task(help={
+    "connector": "Image whose lock to write (repeatable; a connector, base, base-datahub or sbom-tool; "
+                 "default: all). The locks it is resolved under are brought up to date first.",
+    "upgrade": "Re-resolve to the newest versions the inputs allow (only the named locks when -c is given).",
+    "upgrade_package": "Move only this package (repeatable) to its newest allowed version, in every lock "
+                       "that holds it.",
+    "check": "Change nothing; exit 1 naming each lock that no longer matches its inputs (no index is asked).",
+    "jobs": "Locks resolved at the same time (default: factory.jobs).",
+}, iterable=["connector", "upgrade_package"])
+@reports_errors
+def lock(c, connector=None, upgrade=False, upgrade_package=None, check=False, jobs=None):
+    """Write requirements.lock for every image: its complete package set, with hashes (uv pip compile)."""
+    return commands.lock(_settings(c, jobs=jobs), connector or None, upgrade=upgrade,
+                         upgrade_packages=upgrade_package or None, check=check)
+
+
+@task(help={
+    "connector": "Connector (or base) whose SBOM to write.",
+    "output": "Where to write it ('-': stdout; default: build/reports/sbom/<name>.cdx.json).",
+    "tag": "Version tag of the image (default: the framework version).",
+})
+@reports_errors
+def sbom(c, connector, output=None, tag=None):
+    """Write the CycloneDX SBOM an image carries (its Python and Debian packages), checked against its lock."""
+    return commands.sbom(_settings(c, tag=tag), connector, output)
+
+
 @task(help={"force": "Rebuild it even if the image exists."})
 @reports_errors
 def python_image(c, force=False):
@@ -216,6 +243,6 @@ def unbundle(c, file, push=None, username=None, password_file=None):
                                password_file=password_file, console=commands.console)
 
 
-ns = Collection(build_base, build_connectors, catalog, list_, python_image, push, run_local, bench, bundle,
-                unbundle)
+ns = Collection(build_base, build_connectors, catalog, lock, sbom, list_, python_image, push, run_local, bench,
+                bundle, unbundle)
 ns.configure({"factory": settings_mod.pyproject_defaults(ROOT)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import time
 import uuid
@@ -14,15 +15,18 @@ from typing import Callable
 from rich.console import Console
 
 from . import buildkit, verify
-from .catalog import BASE, ImageSpec, framework_drift
+from .catalog import BASE, framework_drift
 from .failures import Cause, Diagnosis, StepFailed, diagnose
 from .plan import (
     LABEL_FRAMEWORK,
     LABEL_FRAMEWORK_VERSION,
     LABEL_INPUTS,
+    LABEL_LOCK,
     LABEL_NAME,
     LABEL_PARENT,
     LABEL_REVISION,
+    LABEL_SBOM,
+    SBOM_PATH,
     Plan,
     PlanItem,
     input_hash,
@@ -34,12 +38,15 @@ from .settings import Settings
 BuildRunner = Callable[..., str]
 # verify.smoke_test bound to an engine: image ID -> SmokeResult; raises StepFailed.
 SmokeTester = Callable[[str], verify.SmokeResult]
+# sbom.verify_image bound to an engine: (image ID, image name) -> anything; raises StepFailed.
+SbomChecker = Callable[[str, str], object]
 
 
 class Builder:
     def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: Progress | None = None,
                  no_cache: bool = False, run_build: BuildRunner = buildkit.build,
-                 smoke_test: SmokeTester | None = None, cache=None):
+                 smoke_test: SmokeTester | None = None, lock_digests: dict[str, str] | None = None,
+                 check_sbom: SbomChecker | None = None, cache=None):
         self.settings = settings
         self.api = api
         self.store = store
@@ -49,6 +56,8 @@ class Builder:
         self.ca_bundle = settings.resolved_ca_bundle()
         self.run_build = run_build
         self.smoke_test = smoke_test or functools.partial(verify.smoke_test, api)
+        self.check_sbom = check_sbom
+        self.lock_digests = lock_digests or {}  # image -> digest of the lock it installs (its label)
         self.pins: set[str] = set()
         self.cache = cache  # cache.RegistryCache (--cache-from), or None: every stale image is built
         # A repository of this run's own: a concurrent run's clean-up cannot untag what this one builds FROM.
@@ -148,7 +157,7 @@ class Builder:
         request = buildkit.BuildRequest(
             dockerfile=spec.dockerfile,
             context=spec.context,
-            build_args=self._build_args(spec, self._pin(parent_id)),
+            build_args=self._build_args(item, self._pin(parent_id)),
             labels=self._labels(item, input_hash(spec, parent_id, self.settings), parent_id),
             ca_bundle=self.ca_bundle,
             log_path=log_path,
@@ -170,7 +179,11 @@ class Builder:
     def _verify(self, item: PlanItem, image_id: str) -> verify.SmokeResult:
         self.progress.update(item.name, "smoke test")
         try:
-            return self.smoke_test(image_id)
+            smoke = self.smoke_test(image_id)
+            if self.check_sbom is not None:
+                self.progress.update(item.name, "SBOM check")
+                self.check_sbom(image_id, item.name)
+            return smoke
         except Exception:
             self._discard(image_id)  # never tagged, so nothing else would ever remove it
             raise
@@ -203,14 +216,18 @@ class Builder:
                 pass
         self.pins.clear()
 
-    def _build_args(self, spec: ImageSpec, parent_ref: str) -> dict[str, str]:
+    def _build_args(self, item: PlanItem, parent_ref: str) -> dict[str, str]:
+        spec = item.spec
         framework = spec.framework
+        # Named in the SBOM: the image without registry or namespace, and its version tag.
+        identity = {"IMAGE_NAME": spec.image_name, "IMAGE_VERSION": item.tags[0]}
         if spec.kind == BASE:
             args = {
                 "PYTHON_IMAGE": parent_ref,
+                "PYTHON_VERSION": self.settings.python_version,
                 "FRAMEWORK": framework.name,
-                "FRAMEWORK_REQUIREMENT": framework.requirement,
                 "FRAMEWORK_VERSION": framework.version,
+                **identity,
             }
         else:
             args = {
@@ -219,6 +236,7 @@ class Builder:
                 "BUILD_PACKAGES": " ".join(spec.build_packages),
                 "CONNECTOR_SOURCE": spec.source,
                 "CHECK_MODULES": ",".join(spec.check_modules),
+                **identity,
             }
         args.update(dict(spec.build_args))
         return args
@@ -228,28 +246,51 @@ class Builder:
         """Asked of git only when something is built, so a no-op run stays fast."""
         return _source_url(self.settings)
 
+    @functools.cached_property
+    def created(self) -> str:
+        """The commit's time, not the build's: two builds of one commit get the same label."""
+        return _commit_time(self.settings)
+
     def _labels(self, item: PlanItem, digest: str, parent_id: str) -> dict[str, str]:
         spec = item.spec
-        return {
+        labels = {
             "org.opencontainers.image.title": spec.image_name,
             "org.opencontainers.image.description": spec.description or f"{spec.framework.name} connector {spec.name}",
             "org.opencontainers.image.version": item.tags[0],
             LABEL_REVISION: self.revision or "unknown",
-            "org.opencontainers.image.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "org.opencontainers.image.source": self.source_url,
+            "org.opencontainers.image.created": self.created,
             LABEL_NAME: spec.name,
             LABEL_FRAMEWORK: spec.framework.name,
             LABEL_FRAMEWORK_VERSION: spec.framework.version,
             LABEL_PARENT: parent_id,
             LABEL_INPUTS: digest,
+            LABEL_SBOM: SBOM_PATH,
         }
+        # A local checkout's path means nothing to whoever pulls the image: the label is left out then.
+        if self.source_url:
+            labels["org.opencontainers.image.source"] = self.source_url
+        if spec.name in self.lock_digests:
+            labels[LABEL_LOCK] = self.lock_digests[spec.name]
+        return labels
+
+
+def _git(settings: Settings, *args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=settings.root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
 
 
 def _source_url(settings: Settings) -> str:
-    try:
-        url = subprocess.run(
-            ["git", "remote", "get-url", "origin"], cwd=settings.root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        url = ""
-    return url or settings.root.as_uri()
+    """The repository's remote, without credentials; empty when it has none."""
+    url = _git(settings, "remote", "get-url", "origin")
+    if not url or url.startswith(("/", "file:", ".")):
+        return ""
+    return re.sub(r"//[^/@]+@", "//", url)
+
+
+def _commit_time(settings: Settings) -> str:
+    stamp = _git(settings, "log", "-1", "--format=%ct")
+    moment = datetime.fromtimestamp(int(stamp), timezone.utc) if stamp.isdigit() else datetime.now(timezone.utc)
+    return moment.isoformat(timespec="seconds")

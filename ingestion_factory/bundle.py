@@ -36,9 +36,10 @@ from .plan import (
     LABEL_FRAMEWORK,
     LABEL_FRAMEWORK_VERSION,
     LABEL_INPUTS,
+    LABEL_LOCK,
     LABEL_NAME,
     LABEL_PARENT,
-    LABEL_PREFIX,
+    LABEL_SBOM,
     UP_TO_DATE,
     Plan,
 )
@@ -50,9 +51,6 @@ BUNDLE_FORMAT = "ingestion-factory-bundle/1"
 MANIFEST_MEMBER = "bundle.json"
 IMAGES_MEMBER = "images.tar"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-# Written by the lock and SBOM steps (issue 10) when an image has them; read here if present.
-LABEL_LOCK_DIGEST = f"{LABEL_PREFIX}.lock-digest"
-LABEL_SBOM = f"{LABEL_PREFIX}.sbom"
 CHUNK = 1024 * 1024
 
 
@@ -127,7 +125,7 @@ def bundled_image(item, repository: str) -> BundledImage:
         input_hash=labels.get(LABEL_INPUTS, ""), framework=labels.get(LABEL_FRAMEWORK, item.spec.framework.name),
         framework_version=labels.get(LABEL_FRAMEWORK_VERSION, item.spec.framework.version),
         parent=item.spec.parent, parent_id=labels.get(LABEL_PARENT, ""),
-        lock_digest=labels.get(LABEL_LOCK_DIGEST, ""), sbom=labels.get(LABEL_SBOM, ""),
+        lock_digest=labels.get(LABEL_LOCK, ""), sbom=labels.get(LABEL_SBOM, ""),
     )
 
 

@@ -204,7 +204,10 @@ def _base_spec(settings: Settings, framework: Framework) -> ImageSpec:
     runtime = sorted((root / "runtime").glob("*.py"))
     if not (root / "runtime" / "main.py").is_file():
         raise ConfigError("runtime/main.py is missing", "every image runs `python main.py`")
-    inputs = [base_dir / "Dockerfile", *sorted(p for p in framework_dir.rglob("*") if p.is_file()), *runtime]
+    # The SBOM generator's lock and script travel in every base, and connectors run them from there.
+    sbom_tool = sorted(p for p in (settings.images_dir / "sbom").glob("*") if p.is_file())
+    inputs = [base_dir / "Dockerfile", *sorted(p for p in framework_dir.rglob("*") if p.is_file()), *runtime,
+              *sbom_tool]
     return ImageSpec(
         name=base_key(framework),
         kind=BASE,
@@ -268,7 +271,7 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
     )
 
 
-def parse_fragment(path: Path, shown: Path | str) -> tuple[str, ...]:
+def parse_fragment(path: Path, shown: Path | str, *, allow_empty: bool = False) -> tuple[str, ...]:
     """Requirement lines of a fragment; comments and blanks dropped, each line validated."""
     try:
         text = path.read_text()
@@ -289,7 +292,7 @@ def parse_fragment(path: Path, shown: Path | str) -> tuple[str, ...]:
         except InvalidRequirement as exc:
             raise ConfigError(f"{shown}:{number}: not a valid requirement: {line!r} ({exc})") from None
         requirements.append(line)
-    if not requirements:
+    if not requirements and not allow_empty:
         raise ConfigError(f"{shown} lists no requirements", "add at least one package, e.g. 'pymysql>=1.1'")
     return tuple(requirements)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -13,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import catalog as catalog_mod
+from . import lock as lock_mod
 from . import catalog_table
 from . import plan as plan_mod
 from .errors import ConfigError, FactoryError
@@ -76,6 +78,9 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         return 0
     require_buildable(plan)
     todo = plan.to_build
+    # Builds install exactly the locks: a stale one stops the run here, naming the command that fixes it.
+    locks = lock_mod.require_current(lock_mod.targets(catalog, settings), settings,
+                                     [lock_mod.SBOM_TOOL, *(item.name for item in todo)]) if todo else {}
     if todo:
         from .buildkit import find_cli
 
@@ -87,6 +92,8 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     cache = _open_cache(settings, api, warnings) if todo and settings.cache_from else None
     with Progress(plan.order, console) if todo else nullcontext() as progress:
         builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache,
+                          lock_digests={name: lock.digest for name, lock in locks.items()},
+                          check_sbom=functools.partial(_check_sbom, api, settings.output_path / "reports" / "sbom"),
                           cache=cache)
         results = builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast) + unavailable
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
@@ -105,6 +112,12 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     _remove_replaced(plan, results, api)
     raise_for_outcome(results, broken, settings.output_path / "logs")
     return 0
+
+
+def _check_sbom(api, output_dir: Path, image_id: str, name: str):
+    from . import sbom
+
+    return sbom.verify_image(api, image_id, name, output_dir)
 
 
 def _shard_filter(shard: str | None):
@@ -261,3 +274,138 @@ def _print_sync(inventory, entries, check: bool) -> None:
     counts = Counter(entry.change for entry in entries)
     console.print(", ".join(f"{count} {verb if change.writes else ''}{change.value}"
                             for change, count in counts.items()) or "nothing selected")
+
+
+def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = False,
+         upgrade_packages: list[str] | None = None, check: bool = False) -> int:
+    """inv lock: write the locks that do not match their inputs (or all with --upgrade), parents first."""
+    from packaging.utils import canonicalize_name
+
+    upgrade_packages = [canonicalize_name(p) for p in upgrade_packages or []]
+    if upgrade and upgrade_packages:
+        raise ConfigError("--upgrade and --upgrade-package do not go together",
+                          "--upgrade re-resolves everything; --upgrade-package moves only the packages named")
+    if check and (upgrade or upgrade_packages):
+        raise ConfigError("--check changes nothing, so it takes no --upgrade or --upgrade-package")
+    catalog = catalog_mod.discover(settings)
+    targets = lock_mod.targets(catalog, settings)
+    for name, error in catalog.broken.items():
+        console.print(f"[bold red]{name} cannot be locked:[/] {escape(error.message)}", highlight=False)
+    if check:
+        return _check_locks(settings, targets, names, catalog.broken)
+    selected = lock_mod.select(targets, names)
+    if upgrade_packages:
+        _require_locked_somewhere(targets, upgrade_packages)
+    started = time.monotonic()
+    named = [n.removeprefix(catalog_mod.IMAGE_PREFIX) for n in names] if names else None
+
+    def progress(name: str, text: str) -> None:
+        if text not in ("resolving", "checking wheels", str(lock_mod.LockStatus.UNCHANGED)):
+            console.print(f"  {name}: {text}", highlight=False)
+
+    console.print(f"Locking {len(selected)} image(s) for Python {settings.python_version} on "
+                  f"{settings.lock_platform}, {settings.jobs} at a time...")
+    locker = lock_mod.Locker(settings, targets, upgrade=upgrade, upgrade_packages=upgrade_packages,
+                             on_progress=progress)
+    results = locker.run(selected, upgrade_names=named, jobs=settings.jobs)
+    _print_lock_results(settings, targets, results)
+    counts = ", ".join(f"{sum(r.status is status for r in results)} {status}"
+                       for status in lock_mod.LockStatus if any(r.status is status for r in results))
+    console.print(f"{counts} ({time.monotonic() - started:.1f}s)")
+    write_json(settings.output_path / "reports" / "lock-latest.json", [], {
+        "duration_s": round(time.monotonic() - started, 2),
+        "locks": [{"name": r.name, "path": str(r.path), "status": str(r.status), "message": r.message,
+                   "packages": r.packages, "changes": [str(c) for c in r.changes]} for r in results],
+    })
+    failed = [r for r in results if r.status.failed]
+    if failed:
+        raise FactoryError(f"{len(failed)} lock(s) not written: {', '.join(r.name for r in failed)}",
+                           "see uv's explanation above; the locks that were written are complete")
+    if names:
+        stale = [c for c in lock_mod.check(targets, settings) if not c.current]
+        if stale:
+            console.print(f"[yellow]{len(stale)} other lock(s) do not match their inputs (missing, or their "
+                          f"parent's lock changed): run `inv lock`[/]")
+    if catalog.broken:
+        raise ConfigError(f"{len(catalog.broken)} connector(s) cannot be locked: {', '.join(catalog.broken)}",
+                          "fix the files named above")
+    return 0
+
+
+def _require_locked_somewhere(targets, packages: list[str]) -> None:
+    found = set()
+    for target in targets.values():
+        try:
+            existing = lock_mod.read(target.path)
+        except ConfigError:
+            continue
+        if existing:
+            found |= existing.packages.keys()
+    missing = [p for p in packages if p not in found]
+    if missing:
+        raise ConfigError(f"no lock contains {', '.join(missing)}", "name a package some image installs")
+
+
+def _print_lock_results(settings: Settings, targets, results) -> None:
+    """A per-image diff; a child whose changes are exactly its parent's says so instead of repeating them."""
+    by_name = {r.name: r for r in results}
+    for result in results:
+        if result.status is lock_mod.LockStatus.FAILED:
+            console.print(f"[bold red]{result.name}: lock failed[/]: {escape(result.message)}", highlight=False)
+            for line in result.details:
+                console.print(f"    {escape(line)}", highlight=False)
+            continue
+        for warning in result.warnings:
+            console.print(f"[yellow]{result.name}: {escape(warning)}[/]", highlight=False)
+        if result.status not in (lock_mod.LockStatus.CREATED, lock_mod.LockStatus.UPDATED):
+            continue
+        where = result.path.relative_to(settings.root) if result.path.is_relative_to(settings.root) else result.path
+        if result.status is lock_mod.LockStatus.CREATED:
+            console.print(f"{result.name}: created {where} ({result.packages} packages)", highlight=False)
+            continue
+        parent = by_name.get(targets[result.name].parent or "")
+        if parent and result.changes and set(result.changes) == set(parent.changes):
+            console.print(f"{result.name}: the same changes as {parent.name}", highlight=False)
+            continue
+        if not result.changes:
+            console.print(f"{result.name}: packages unchanged ({where} records its new inputs)", highlight=False)
+            continue
+        console.print(f"{result.name} ({where}):", highlight=False)
+        for change in result.changes:
+            console.print(f"    {escape(str(change))}", highlight=False)
+
+
+def _check_locks(settings: Settings, targets, names: list[str] | None, broken: dict) -> int:
+    checks = lock_mod.check(targets, settings, names)
+    bad = [c for c in checks if not c.current]
+    for item in bad:
+        console.print(f"{item.name}: {item.state.styled(item.detail)}", highlight=False)
+    if bad:
+        raise FactoryError(f"{len(bad)} of {len(checks)} lock(s) do not match their inputs: "
+                           f"{', '.join(c.name for c in bad)}", f"run: {lock_mod.fix_command(bad)}")
+    console.print(f"All {len(checks)} locks match their inputs.")
+    if broken:
+        raise ConfigError(f"{len(broken)} connector(s) cannot be locked: {', '.join(broken)}",
+                          "fix the files named above")
+    return 0
+
+
+def sbom(settings: Settings, name: str, output: str | None = None) -> int:
+    """inv sbom: write the SBOM an image carries (checked against its lock) to a file, or to stdout with '-'."""
+    from . import sbom as sbom_mod
+
+    catalog = catalog_mod.discover(settings)
+    key = name.removeprefix(catalog_mod.IMAGE_PREFIX)
+    if key not in catalog:
+        [key] = catalog.resolve([name])  # the unknown-connector error, with suggestions
+    ref = plan_mod.image_ref(catalog[key], settings)
+    api, _ = _engine()
+    to_stdout = output == "-"
+    target = None if to_stdout else Path(output) if output else settings.output_path / "reports" / "sbom" / f"{key}.cdx.json"
+    document, summary = sbom_mod.export(api, ref, target)
+    if to_stdout:
+        sys.stdout.write(document.decode())
+        return 0
+    console.print(f"{ref}: {len(summary.python)} Python packages (exactly its lock's), "
+                  f"{len(summary.debian)} Debian packages -> {target}", highlight=False)
+    return 0

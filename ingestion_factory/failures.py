@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Iterable
 
@@ -21,6 +21,8 @@ COMMAND_CHARS = 160
 
 class Cause(Enum):
     PACKAGE_NOT_FOUND = "package not found"
+    HASH_MISMATCH = "hash does not match the lock"
+    SBOM_MISMATCH = "SBOM does not match the lock"
     PIN_CONFLICT = "version conflict with the parent's pins"
     FRAMEWORK_CHANGE = "would change the framework version"
     VERSION_CONFLICT = "version conflict"
@@ -96,6 +98,8 @@ PIN_CLASH = re.compile(
     r"(?P<package>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?(?P<wanted>(?:[<>=!~]=?[^\s,]+)(?:,\s*[<>=!~]=?[^\s,]+)*)"
     r" and (?P=package)==(?P<pinned>[^\s,]+)"
 )
+# uv: "Hash mismatch for `six==1.17.0`" (a lock edited by hand, or a file the index changed).
+HASH_MISMATCH = re.compile(r"Hash mismatch for `(?P<package>[^`]+)`")
 RESOLVER_STORY = re.compile(r"(Because .*?unsatisfiable\.|Because .*?cannot be used\.)")
 
 
@@ -115,7 +119,7 @@ def read_build_log(lines: Iterable[str], framework_package: str = "") -> Diagnos
     """Diagnose a failed BuildKit build from its plain-progress output."""
     lines = list(lines)
     step = _failing_step(lines)
-    for rule in (_network, _debian_package_missing, _package_missing, _version_conflict):
+    for rule in (_hash_mismatch, _network, _debian_package_missing, _package_missing, _version_conflict):
         diagnosis = rule(step, framework_package)
         if diagnosis:
             return diagnosis
@@ -159,6 +163,15 @@ def _short(command: str) -> str:
     return command if len(command) <= COMMAND_CHARS else command[: COMMAND_CHARS - 1] + "…"
 
 
+def _hash_mismatch(step: _Step, framework_package: str) -> Diagnosis | None:
+    match = HASH_MISMATCH.search(step.text)
+    if not match:
+        return None
+    reason = (f"hash mismatch for {match['package']}: the file downloaded is not the one the lock pins "
+              "(a lock edited by hand, or a file changed on the index); run `inv lock` to re-resolve")
+    return Diagnosis(Cause.HASH_MISMATCH, reason, _explanation(step.output), _short(step.command))
+
+
 def _network(step: _Step, framework_package: str) -> Diagnosis | None:
     hits = [line.strip() for line in step.output if any(m in line.lower() for m in NETWORK_MARKERS)]
     if not hits:
@@ -191,10 +204,26 @@ def _package_missing(step: _Step, framework_package: str) -> Diagnosis | None:
         reason = f"package not found: there is no version of {match['version']}"
     else:
         reason = f"package not found: no matching distribution for {match['pip']}"
+    if "requirements.lock" in step.command:
+        reason += " (the lock pins a version the index no longer has: run `inv lock --upgrade-package NAME`)"
     return Diagnosis(Cause.PACKAGE_NOT_FOUND, reason, _explanation(step.output), _short(step.command))
 
 
-def _version_conflict(step: _Step, framework_package: str) -> Diagnosis | None:
+def read_resolver_output(text: str, framework_package: str = "") -> Diagnosis:
+    """Diagnose uv's output outside a build (`inv lock`): the same rules, the pins being the parent's lock's."""
+    step = _Step("uv pip compile", tuple(line for line in text.splitlines() if line.strip()), "")
+    for rule in (_network, _package_missing):
+        diagnosis = rule(step, framework_package)
+        if diagnosis:
+            return replace(diagnosis, command="")
+    diagnosis = _version_conflict(step, framework_package, pinned_by="the parent's lock")
+    if diagnosis:
+        return replace(diagnosis, command="")
+    first = next((line.strip() for line in step.output), "uv said nothing")
+    return Diagnosis(Cause.UNEXPECTED, first, _explanation(step.output))
+
+
+def _version_conflict(step: _Step, framework_package: str, pinned_by: str = "the parent image") -> Diagnosis | None:
     text = step.text
     if "No solution found" not in text and "unsatisfiable" not in text:
         return None
@@ -204,12 +233,12 @@ def _version_conflict(step: _Step, framework_package: str) -> Diagnosis | None:
         match = on_framework[0]
         cause = Cause.FRAMEWORK_CHANGE
         reason = (f"the fragment would change the framework version: it needs {match['package']}{match['wanted']} "
-                  f"but the parent image pins {match['package']}=={match['pinned']}")
+                  f"but {pinned_by} pins {match['package']}=={match['pinned']}")
     elif clashes:
         match = clashes[0]
         cause = Cause.PIN_CONFLICT
         reason = (f"version conflict with the parent's pins: the fragment needs {match['package']}{match['wanted']} "
-                  f"but the parent image pins {match['package']}=={match['pinned']}")
+                  f"but {pinned_by} pins {match['package']}=={match['pinned']}")
     else:
         story = RESOLVER_STORY.search(text)
         cause = Cause.VERSION_CONFLICT

@@ -19,7 +19,7 @@ from .settings import Settings, image_tags
 from .status import Status
 
 # Bump when the way images are built changes in a way the input files do not show.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"  # 2: images install their lock and carry an SBOM
 LABEL_PREFIX = "io.ingestion-factory"
 LABEL_INPUTS = f"{LABEL_PREFIX}.inputs"
 LABEL_PARENT = f"{LABEL_PREFIX}.parent-id"
@@ -27,6 +27,10 @@ LABEL_NAME = f"{LABEL_PREFIX}.name"
 LABEL_FRAMEWORK = f"{LABEL_PREFIX}.framework"
 LABEL_FRAMEWORK_VERSION = f"{LABEL_PREFIX}.framework-version"
 LABEL_REVISION = "org.opencontainers.image.revision"
+LABEL_LOCK = f"{LABEL_PREFIX}.lock-digest"  # sha256 of the requirements.lock the image installed
+LABEL_SBOM = f"{LABEL_PREFIX}.sbom"  # where the image keeps its CycloneDX SBOM
+SBOM_PATH = "/opt/ingestion-factory/sbom.cdx.json"
+LOCK_PATH = "/opt/ingestion-factory/requirements.lock"
 
 
 class PlanState(Status):

@@ -63,6 +63,9 @@ class Settings:
     namespace: str = "openmetadata"
     tag: str = ""
     python_image: str = "python:3.11-slim-bookworm"
+    # What every lock is resolved for: the images' Python minor version and platform (glibc 2.36: bookworm).
+    python_version: str = "3.11"
+    lock_platform: str = "x86_64-manylinux_2_36"
     framework: str = "openmetadata"
     jobs: int = 2
     ca_bundle: str = "auto"

@@ -16,6 +16,7 @@ def project(tmp_path: Path) -> Path:
     """A minimal copy of the repository layout with two frameworks and no connectors."""
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     shutil.copytree(REPO / "images" / "base", tmp_path / "images" / "base")
+    shutil.copytree(REPO / "images" / "sbom", tmp_path / "images" / "sbom")
     (tmp_path / "images" / "connectors").mkdir()
     shutil.copy(REPO / "images" / "connectors" / "Dockerfile", tmp_path / "images" / "connectors" / "Dockerfile")
     (tmp_path / "runtime").mkdir()

@@ -1,0 +1,86 @@
+"""Write the image's CycloneDX SBOM: its Python packages (cyclonedx-py) and its Debian packages (dpkg).
+
+Runs in the build's `sbom` stage with the generator's own virtualenv mounted, never in the image.
+The output is reproducible: no timestamp, and a serial number derived from the content.
+
+    make_sbom.py --python /opt/venv/bin/python --name IMAGE --version TAG --output FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import uuid
+
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
+
+SPEC_VERSION = "1.6"
+# Marks where a component came from, so readers (and `inv sbom`) can tell the two apart.
+ORIGIN = "io.ingestion-factory:package-manager"
+
+
+def python_bom(python: str) -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-m", "cyclonedx_py", "environment", "--output-reproducible", "--sv", SPEC_VERSION,
+         "--of", "JSON", "-o", "-", "--mc-type", "application", python],
+        capture_output=True, text=True, check=False,
+    )
+    if completed.returncode != 0:
+        sys.exit(f"cyclonedx-py failed: {completed.stderr.strip()}")
+    bom = json.loads(completed.stdout)
+    for component in bom.get("components", []):
+        component.setdefault("properties", []).append({"name": ORIGIN, "value": "pip"})
+    return bom
+
+
+def debian_components() -> list[dict]:
+    listing = subprocess.run(
+        ["dpkg-query", "--show", "--showformat", "${Package}\t${Version}\t${Architecture}\t${db:Status-Status}\n"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    components = []
+    for line in sorted(listing.splitlines()):
+        name, version, architecture, status = line.split("\t")
+        if status != "installed":
+            continue
+        purl = PackageURL(type="deb", namespace="debian", name=name, version=version,
+                          qualifiers={"arch": architecture, "distro": "debian-12"}).to_string()
+        components.append({
+            "bom-ref": purl, "type": "library", "name": name, "version": version, "purl": purl,
+            "properties": [{"name": ORIGIN, "value": "dpkg"}],
+        })
+    return components
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--python", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+
+    bom = python_bom(args.python)
+    bom["components"] = sorted(bom.get("components", []) + debian_components(), key=lambda c: c["bom-ref"])
+    bom["metadata"] = {
+        "component": {"bom-ref": f"image:{args.name}", "type": "container", "name": args.name,
+                      "version": args.version},
+        "tools": bom.get("metadata", {}).get("tools", {}),
+    }
+    content = json.dumps(bom["components"], sort_keys=True).encode()
+    bom["serialNumber"] = uuid.uuid5(uuid.NAMESPACE_URL, hashlib.sha256(content).hexdigest()).urn
+    text = json.dumps(bom, indent=1, sort_keys=True) + "\n"
+    errors = JsonStrictValidator(SchemaVersion.from_version(SPEC_VERSION)).validate_str(text)
+    if errors:
+        sys.exit(f"the SBOM does not validate as CycloneDX {SPEC_VERSION}: {errors}")
+    with open(args.output, "w") as out:
+        out.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""inv lock against a fake uv: parents first, inputs digests, staleness, diffs, upgrades, failures."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from project_tree import add_connector
+from ingestion_factory import catalog, lock, settings as settings_mod
+from ingestion_factory.errors import ConfigError
+from ingestion_factory.lock import LockState, LockStatus
+
+NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*(?:==\s*(\S+))?")
+
+
+class FakeUv:
+    """Resolves every requirement to the newest version of a tiny index, honouring pins, preferences
+    (the existing output file) and --upgrade / --upgrade-package, like uv pip compile."""
+
+    def __init__(self, index: dict[str, list[str]], source_only: dict[str, set[str]] | None = None,
+                 fail: set[str] = frozenset()):
+        self.index = index
+        self.source_only = source_only or {}
+        self.fail = fail  # a requirement name whose resolution fails
+        self.calls: list[list[str]] = []
+
+    def __call__(self, args, env):
+        self.calls.append(args)
+        files, constraints, output, upgrade, upgrade_packages, only_binary, platform = [], [], None, False, set(), "", ""
+        it = iter(args[2:])
+        for arg in it:
+            if arg in ("--constraints", "--build-constraints"):
+                (constraints if arg == "--constraints" else []).append(next(it))
+            elif arg == "--output-file":
+                output = Path(next(it))
+            elif arg == "--upgrade":
+                upgrade = True
+            elif arg == "--upgrade-package":
+                upgrade_packages.add(next(it))
+            elif arg == "--only-binary":
+                only_binary = next(it)
+            elif arg == "--python-platform":
+                platform = next(it)
+            elif arg in ("--python-version",):
+                next(it)
+            elif not arg.startswith("--"):
+                files.append(arg)
+        if "--no-deps" in args:  # the wheel survey
+            for line in Path(files[0]).read_text().splitlines():
+                name = line.split("==")[0]
+                if name in self.source_only.get(platform, set()) and name in only_binary.split(","):
+                    return subprocess.CompletedProcess(args, 1, "", f"hint: Wheels are required for `{name}` because")
+            return subprocess.CompletedProcess(args, 0, "", "")
+        pins = {}
+        for path in constraints:
+            for line in Path(path).read_text().splitlines():
+                match = NAME.match(line.strip())
+                if match and match[2]:
+                    pins[match[1].lower()] = match[2]
+        preferred = {}
+        if output and output.exists() and not upgrade:
+            for line in output.read_text().splitlines():
+                match = NAME.match(line)
+                if match and match[2] and not line.startswith("#"):
+                    preferred[match[1].lower()] = match[2]
+        names = []
+        for path in files:
+            for line in Path(path).read_text().splitlines():
+                match = NAME.match(line.strip())
+                if match and not line.startswith("#"):
+                    names.append(match[1].lower())
+        if self.fail & set(names):
+            return subprocess.CompletedProcess(args, 1, "", "  × No solution found when resolving dependencies:\n"
+                                               f"  ╰─▶ Because {sorted(self.fail & set(names))[0]} was not found in the package "
+                                               "registry and you require it, we can conclude that your "
+                                               "requirements are unsatisfiable.")
+        lines = []
+        for name in sorted(set(names)):
+            version = pins.get(name) or (None if name in upgrade_packages else preferred.get(name)) \
+                or self.index[name][-1]
+            lines.append(f"{name}=={version} \\\n    --hash=sha256:{abs(hash((name, version))):064d}"[:200])
+        output.write_text("\n".join(lines) + "\n")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+
+INDEX = {"openmetadata-ingestion": ["1.12.14.2"], "acryl-datahub": ["1.7.0.17"], "dumb-init": ["1.2.5.post1"],
+         "cachetools": ["5.3.0", "5.5.2"], "pymysql": ["1.1.0", "1.1.1"], "psycopg2-binary": ["2.9.9"],
+         "cyclonedx-bom": ["7.5.0"], "cx-oracle": ["8.3.0"]}
+
+
+@pytest.fixture
+def tree(project):
+    add_connector(project, "mysql", "pymysql>=1.1\n")
+    add_connector(project, "postgres", "psycopg2-binary\n")
+    add_connector(project, "mysql-plus", "pymysql\n", settings='parent = "mysql"\n')
+    for path in project.glob("images/**/requirements.lock"):
+        path.unlink()
+    return project
+
+
+def setup(project):
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    found = catalog.discover(settings)
+    return settings, lock.targets(found, settings)
+
+
+def lock_all(project, uv, names=None, **options):
+    settings, targets = setup(project)
+    locker = lock.Locker(settings, targets, resolver=uv, **options)
+    named = [n for n in names] if names else None
+    return {r.name: r for r in locker.run(lock.select(targets, names), upgrade_names=named, jobs=2)}
+
+
+def test_locks_are_written_parents_first_and_hold_the_parents_pins(tree):
+    add_connector(tree, "kafka", "openmetadata-ingestion[kafka]\n")
+    uv = FakeUv(INDEX)
+    results = lock_all(tree, uv)
+    assert {r.status for r in results.values()} == {LockStatus.CREATED}
+    child = lock.read(tree / "images/connectors/mysql-plus/requirements.lock")
+    parent = lock.read(tree / "images/connectors/mysql/requirements.lock")
+    base = lock.read(tree / "images/base/frameworks/openmetadata/requirements.lock")
+    assert base.packages.keys() <= parent.packages.keys() <= child.packages.keys()
+    assert parent.packages["pymysql"] == "1.1.1"
+    assert child.header["parent-lock"] == parent.digest and parent.header["parent-lock"] == base.digest
+    assert child.header["python"] == "3.11"
+    # The base was resolved jointly with its catalog's extras first, then under that resolution.
+    joint = [c for c in uv.calls if any("joint.in" in a for a in c)]
+    assert len(joint) == 1  # only the OpenMetadata catalog uses an extra here
+    base_lock = [c for c in uv.calls if "--generate-hashes" in c and any(a.endswith("joint.txt") for a in c)]
+    assert len(base_lock) == 1  # and the OpenMetadata base was locked under that joint resolution
+
+
+def test_a_second_run_resolves_nothing_and_writes_nothing(tree):
+    lock_all(tree, FakeUv(INDEX))
+    path = tree / "images/connectors/mysql/requirements.lock"
+    before = path.stat().st_mtime_ns
+    uv = FakeUv(INDEX)
+    results = lock_all(tree, uv)
+    assert uv.calls == []
+    assert {r.status for r in results.values()} == {LockStatus.UNCHANGED}
+    assert path.stat().st_mtime_ns == before
+
+
+def test_check_names_the_lock_whose_fragment_changed(tree):
+    lock_all(tree, FakeUv(INDEX))
+    settings, targets = setup(tree)
+    assert all(c.current for c in lock.check(targets, settings))
+    (tree / "images/connectors/postgres/requirements.txt").write_text("psycopg2-binary>=2.9\n")
+    settings, targets = setup(tree)
+    stale = [c for c in lock.check(targets, settings) if not c.current]
+    assert [(c.name, c.state) for c in stale] == [("postgres", LockState.STALE)]
+    assert "requirements.txt" in stale[0].detail
+    with pytest.raises(ConfigError) as caught:
+        lock.require_current(targets, settings, ["postgres"])
+    assert caught.value.hint == "run: inv lock -c postgres"
+
+
+def test_a_relocked_parent_makes_its_children_stale(tree):
+    lock_all(tree, FakeUv(INDEX))
+    (tree / "images/connectors/mysql/requirements.txt").write_text("pymysql==1.1.0\n")
+    lock_all(tree, FakeUv(INDEX), ["mysql"])
+    settings, targets = setup(tree)
+    states = {c.name: c.state for c in lock.check(targets, settings)}
+    assert states["mysql"] is LockState.CURRENT
+    assert states["mysql-plus"] is LockState.PARENT_STALE
+    assert states["postgres"] is LockState.CURRENT
+
+
+def test_a_lock_for_another_python_is_named_as_such(tree):
+    lock_all(tree, FakeUv(INDEX))
+    path = tree / "images/connectors/mysql/requirements.lock"
+    path.write_text(path.read_text().replace("# python: 3.11", "# python: 3.12"))
+    settings, targets = setup(tree)
+    [found] = [c for c in lock.check(targets, settings, ["mysql"]) if c.name == "mysql"]
+    assert found.state is LockState.OTHER_PYTHON
+    assert "Python 3.12" in found.detail and "3.11" in found.detail
+
+
+def test_upgrade_package_changes_only_the_locks_that_hold_it(tree):
+    index = {**INDEX, "pymysql": ["1.1.0"]}
+    lock_all(tree, FakeUv(index))
+    postgres = tree / "images/connectors/postgres/requirements.lock"
+    untouched = postgres.read_bytes(), postgres.stat().st_mtime_ns
+    index["pymysql"] = ["1.1.0", "1.2.0"]
+    results = lock_all(tree, FakeUv(index), upgrade_packages=["pymysql"])
+    assert results["mysql"].status is LockStatus.UPDATED
+    assert [str(c) for c in results["mysql"].changes] == ["pymysql: 1.1.0 -> 1.2.0"]
+    assert results["mysql-plus"].status is LockStatus.UPDATED
+    assert results["postgres"].status is LockStatus.UNCHANGED
+    assert (postgres.read_bytes(), postgres.stat().st_mtime_ns) == untouched
+
+
+def test_a_failed_resolution_keeps_the_old_lock_and_locks_no_child(tree):
+    lock_all(tree, FakeUv(INDEX))
+    path = tree / "images/connectors/mysql/requirements.lock"
+    old = path.read_bytes()
+    (tree / "images/connectors/mysql/requirements.txt").write_text("pymysql\nno-such-package\n")
+    results = lock_all(tree, FakeUv(INDEX, fail={"no-such-package"}))
+    assert results["mysql"].status is LockStatus.FAILED
+    assert results["mysql"].message == ("package not found: no-such-package was not found in the package registry")
+    assert "No solution found" in results["mysql"].details[0]
+    assert results["mysql-plus"].status is LockStatus.NOT_LOCKED
+    assert path.read_bytes() == old
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_packages_without_wheels_are_recorded_per_platform(tree):
+    add_connector(tree, "oracle", "cx-oracle\n")
+    uv = FakeUv(INDEX, source_only={"aarch64-manylinux_2_36": {"cx-oracle"}})
+    lock_all(tree, uv, ["oracle"])
+    header = lock.read(tree / "images/connectors/oracle/requirements.lock").header
+    assert header["built-from-source"].startswith("none")
+    assert header["aarch64-built-from-source"] == "cx-oracle"
+
+
+def test_a_lock_without_hashes_or_header_is_refused(tmp_path):
+    path = tmp_path / "requirements.lock"
+    path.write_text("six==1.17.0\n")
+    with pytest.raises(ConfigError, match="not a lock written by"):
+        lock.read(path)
+    path.write_text("# inputs: sha256:00\nsix==1.17.0\n")
+    with pytest.raises(ConfigError, match="six pinned without --hash"):
+        lock.read(path)
+
+
+def test_a_missing_lock_is_named_with_its_fix(tree):
+    settings, targets = setup(tree)
+    checks = lock.check(targets, settings, ["mysql"])
+    assert [c.state for c in checks] == [LockState.MISSING, LockState.MISSING]  # base, then mysql
+    assert lock.fix_command(checks) == "inv lock -c base -c mysql"
+
+
+def test_unknown_names_are_refused(tree):
+    settings, targets = setup(tree)
+    with pytest.raises(ConfigError, match="no lock 'nope'"):
+        lock.select(targets, ["nope"])
+
+
+def test_a_fragment_that_moves_the_framework_is_refused_before_resolving(tree):
+    lock_all(tree, FakeUv(INDEX))
+    (tree / "images/connectors/mysql/requirements.txt").write_text("openmetadata-ingestion==1.11.0\n")
+    uv = FakeUv(INDEX)
+    results = lock_all(tree, uv, ["mysql"])
+    assert results["mysql"].status is LockStatus.FAILED
+    assert "would change the framework version" in results["mysql"].message
+    assert not [c for c in uv.calls if "--generate-hashes" in c]
+
+
+def test_the_committed_locks_match_their_inputs():
+    """What `inv lock --check` says in CI, without the subprocess: every image of the repository has a current lock."""
+    root = Path(__file__).resolve().parents[2]
+    settings = settings_mod.load(settings_mod.pyproject_defaults(root), root)
+    checks = lock.check(lock.targets(catalog.discover(settings), settings), settings)
+    assert [f"{c.name}: {c.state} ({c.detail})" for c in checks if not c.current] == []
+    assert len(checks) >= 100  # the SBOM tool, both bases and the whole catalog
+
+
+def test_the_tool_locks_with_the_uv_the_images_install_with():
+    root = Path(__file__).resolve().parents[2]
+    pinned = re.search(r'"uv==([^"]+)"', (root / "pyproject.toml").read_text())[1]
+    for dockerfile in ("images/base/Dockerfile", "images/connectors/Dockerfile"):
+        assert f"ARG UV_VERSION={pinned}\n" in (root / dockerfile).read_text(), dockerfile
