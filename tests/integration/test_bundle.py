@@ -53,6 +53,9 @@ def test_the_manifest_describes_every_image_and_layers_are_stored_once(bundled, 
         assert image.framework_version == DH_VERSION
         assert image.tags[0] == DH_VERSION and "latest" in image.tags
         assert image.repository == f"{project.namespace}/ingestion-connector-{name}"
+        # What issue 10's labels say about the image: the lock it installed and where its SBOM is.
+        assert image.lock_digest == labels["io.ingestion-factory.lock-digest"] and image.lock_digest
+        assert image.sbom == labels["io.ingestion-factory.sbom"] and image.sbom.endswith(".cdx.json")
     assert by_name[SQLITE].parent_id == ids["base-datahub"]
     sizes = sum(docker_api.api.inspect_image(ids[name])["Size"] for name in FAMILY)
     assert path.stat().st_size < sizes * 0.8  # the base's layers once, not once per image
