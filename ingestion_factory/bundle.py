@@ -17,6 +17,7 @@ images it loaded are removed again.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tarfile
@@ -138,7 +139,6 @@ class ByteProgress:
     def __init__(self, console: Console, what: str, total: int | None = None):
         self.console, self.what, self.total = console, what, total
         self.done = 0
-        self.started = time.monotonic()
         self.next_line = self._step()
         self.bar = None
 
@@ -168,10 +168,6 @@ class ByteProgress:
     def __exit__(self, *exc):
         if self.bar:
             self.bar.__exit__(*exc)
-
-    @property
-    def seconds(self) -> float:
-        return time.monotonic() - self.started
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -222,7 +218,7 @@ def write_bundle(api, images: list[BundledImage], output: Path, console: Console
             text = manifest.to_json().encode()
             info = tarfile.TarInfo(MANIFEST_MEMBER)
             info.size, info.mtime, info.mode = len(text), int(time.time()), 0o644
-            tar.addfile(info, _BytesReader(text))
+            tar.addfile(info, io.BytesIO(text))
             info = tarfile.TarInfo(IMAGES_MEMBER)
             info.size, info.mtime, info.mode = manifest.archive_size, int(time.time()), 0o644
             with saved.open("rb") as source:
@@ -232,16 +228,6 @@ def write_bundle(api, images: list[BundledImage], output: Path, console: Console
             os.fsync(raw.fileno())
         os.replace(partial, output)  # same directory, so the rename is atomic
     return manifest
-
-
-class _BytesReader:
-    def __init__(self, data: bytes):
-        self.data, self.position = data, 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self.data) if size < 0 else self.position + size
-        chunk, self.position = self.data[self.position:end], min(end, len(self.data))
-        return chunk
 
 
 class _Counting:
