@@ -140,6 +140,7 @@ class Builder:
             smoke = self._verify(item, image_id)
             result = self._tag(item, image_id, parent_id, smoke)
             if hit:
+                self.cache.release(hit)
                 result = replace(result, result=BuildStatus.PULLED,
                                  reason=f"{hit.ref} matches its inputs ({human_size(hit.bytes_pulled)} downloaded)")
         except Exception as exc:  # a step that failed, or the engine went away mid-build

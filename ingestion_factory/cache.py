@@ -151,6 +151,17 @@ class RegistryCache:
         except Exception as exc:  # the SDK's APIError (denied, unknown manifest), a dropped connection
             raise FactoryError(self.redact(f"{type(exc).__name__}: {exc}")) from None
 
+    def release(self, hit: Hit) -> None:
+        """Drop the pull's digest reference once the image has its own tags.
+
+        Left in place, `registry/ns/image@sha256:...` is a reference in a second repository, which keeps
+        the image alive after its tags move on, and makes the engine refuse to delete it by ID.
+        """
+        try:
+            self.api.api.remove_image(f"{hit.ref.rpartition(':')[0]}@{hit.digest}", noprune=True)
+        except Exception:  # already gone: nothing to release
+            pass
+
     def discard(self, ref: str) -> None:
         """Remove a pulled image nobody tagged (a mismatch, or a failed smoke test)."""
         try:

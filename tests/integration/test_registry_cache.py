@@ -78,8 +78,12 @@ def test_cache_from_on_an_emptied_engine_pulls_everything_and_builds_nothing(pub
             assert docker_api.api.inspect_image(project.ref(name, tag))["Id"] == ids[name]
     child = docker_api.api.inspect_image(ids[SQLITE])["Config"]["Labels"]
     assert child["io.ingestion-factory.parent-id"] == ids["base-datahub"]
-    # Nothing under the registry's name was left behind: the pull was by digest, the tags are the build's.
-    assert not [t for i in docker_api.images.list() for t in i.tags if t.startswith(host + "/" + project.namespace)]
+    # Nothing under the registry's name was left behind: pulled by digest, that reference dropped once
+    # the build's tags were in place (it would keep replaced images alive).
+    for image_id in ids.values():
+        attrs = docker_api.api.inspect_image(image_id)
+        assert not [ref for ref in (attrs.get("RepoTags") or []) + (attrs.get("RepoDigests") or [])
+                    if ref.startswith(host + "/")], attrs.get("RepoDigests")
 
     again = project.inv("build-connectors", "-c", SQLITE, "--cache-from", host)
     assert "up to date; nothing to build" in again.stdout

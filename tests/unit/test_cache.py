@@ -200,6 +200,9 @@ class FakeCache:
         self.engine.names[image_id] = item.name
         return Hit(image_id, f"reg/{item.name}:{input_hash[:10]}", DIGEST)
 
+    def release(self, hit):
+        self.released = getattr(self, "released", []) + [hit.ref]
+
 
 def run_with_cache(project, fake_engine, targets, hits):
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
@@ -221,6 +224,7 @@ def test_pulled_images_are_verified_and_tagged_and_children_hash_the_pulled_pare
     asked = {name: parent for name, _, parent in cache.asked}
     assert asked == {"base": PYTHON_ID, "a": base_id, "b": base_id}
     assert any(ref.endswith("ingestion-connector-a:latest") for ref in engine.images)
+    assert len(cache.released) == 2  # the pulls' digest references are dropped once the tags are in place
 
 
 def test_a_pulled_image_that_fails_its_smoke_test_fails_like_a_built_one(project, engine):
