@@ -88,6 +88,7 @@ def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: b
             commands.build(bench_settings, bench.connectors)
         measure_noop(bench, found)
         measure_one_fragment_changed(bench, found, api)
+        measure_lock_install(bench, found)
         measure_sizes(bench, found, api)
         measure_startup(bench, found, api)
         if push:
@@ -254,6 +255,7 @@ def measure_catalog(bench: Bench, api, *, cold: bool) -> None:
                      f"min {_mb(ordered[0])}, max {_mb(ordered[-1])}; largest: "
                      + ", ".join(f"{n} {_mb(v)}" for n, v in biggest)))
 
+    measure_catalog_lock(bench)
     noop_s = _timed_inv(settings, "build-connectors")
     list_s = _timed_inv(settings, "list")
     bench.raw["catalog_noop"] = {"build_connectors_s": round(noop_s, 3), "list_s": round(list_s, 3)}
@@ -338,6 +340,99 @@ def _bench_uv() -> str:
         subprocess.run([os.sys.executable, "-m", "venv", str(target)], check=True)
         subprocess.run([str(target / "bin" / "pip"), "install", "-q", "uv"], check=True)
     return str(uv)
+
+
+# -------------------------------------------------------------- 3b. install from the lock
+def measure_lock_install(bench: Bench, found, name: str | None = None) -> None:
+    """Installing a base and one connector from their locks (no resolution, hash-checked) next to the way
+    builds installed them before locks (resolve at build time), with uv on the host and a warm cache."""
+    from . import lock as lock_mod
+
+    name = name or bench.connectors[0]
+    bench.console.print(f"[bold]3b. Install from the lock[/] (the base, and {name}) next to resolving at build time")
+    settings = bench.settings
+    targets = lock_mod.targets(found, settings)
+    base, connector = targets[found[name].parent], targets[name]
+    uv = lock_mod.uv_binary()
+    env = dict(os.environ, UV_COMPILE_BYTECODE="1", UV_PYTHON_DOWNLOADS="never")
+    with tempfile.TemporaryDirectory(prefix="bench-lock-") as scratch:
+        work = Path(scratch)
+        base_in = work / "base.in"
+        base_in.write_text("\n".join(base.requirements) + "\n")
+        constraints = work / "constraints.txt"
+        constraints.write_text("\n".join(base.constraints) + "\n")
+        joint_in = work / "joint.in"
+        joint_in.write_text(base.joint_request + "\n")
+        fragment = work / "fragment.in"
+        fragment.write_text("\n".join(connector.requirements) + "\n")
+
+        def fresh(label: str, with_base: bool) -> str:
+            venv = work / label
+            subprocess.run([uv, "venv", "-q", "--python", "python3", str(venv)], check=True, env=env)
+            python = str(venv / "bin" / "python")
+            if with_base:
+                subprocess.run([uv, "pip", "sync", "-q", "--python", python, "--require-hashes", str(base.path)],
+                               check=True, env=env)
+            return python
+
+        def resolve_base(python: str) -> None:
+            joint = work / "joint.txt"
+            subprocess.run([uv, "pip", "compile", "-q", "--python", python, "-c", str(constraints), str(joint_in),
+                            str(base_in), "-o", str(joint)], check=True, env=env)
+            subprocess.run([uv, "pip", "install", "-q", "--python", python, "-r", str(base_in), "-c",
+                            str(constraints), "-c", str(joint)], check=True, env=env)
+
+        def resolve_connector(python: str) -> None:
+            frozen = work / "frozen.txt"
+            frozen.write_text(subprocess.run([uv, "pip", "freeze", "--python", python], check=True, env=env,
+                                             capture_output=True, text=True).stdout)
+            subprocess.run([uv, "pip", "install", "-q", "--python", python, "-r", str(fragment), "-c", str(frozen)],
+                           check=True, env=env)
+
+        def sync(lock_path: Path):
+            return lambda python: subprocess.run([uv, "pip", "sync", "-q", "--python", python, "--require-hashes",
+                                                  str(lock_path)], check=True, env=env)
+
+        timings = {}
+        for label, action, with_base in (("base resolved", resolve_base, False), ("base locked", sync(base.path), False),
+                                         ("connector resolved", resolve_connector, True),
+                                         ("connector locked", sync(connector.path), True)):
+            runs = []
+            for attempt in range(2):  # the first warms uv's cache; the second is timed
+                python = fresh(f"{label.replace(' ', '-')}-{attempt}", with_base)
+                started = time.monotonic()
+                action(python)
+                runs.append(time.monotonic() - started)
+            timings[label] = runs[-1]
+    bench.raw["lock_install"] = {"connector": name, **{k.replace(" ", "_") + "_s": round(v, 2)
+                                                       for k, v in timings.items()}}
+    for what, shown in (("base", base.image), ("connector", connector.image)):
+        locked, resolved = timings[f"{what} locked"], timings[f"{what} resolved"]
+        bench.add(Figure(f"install {shown} from its lock (hash-checked, no resolution)", f"{locked:.1f}s",
+                         f"resolved at build time {resolved:.1f}s", "not slower", locked <= resolved * 1.1,
+                         f"x{resolved / locked:.1f}" if locked else ""))
+
+
+def measure_catalog_lock(bench: Bench) -> None:
+    """`inv lock` writing every lock of the catalog from nothing, in a scratch copy of the project."""
+    settings = bench.settings
+    with tempfile.TemporaryDirectory(prefix="bench-catalog-lock-") as scratch:
+        copy = Path(scratch)
+        for name in ("tasks.py", "pyproject.toml"):
+            shutil.copy(settings.root / name, copy / name)
+        for name in ("images", "runtime"):
+            shutil.copytree(settings.root / name, copy / name)
+        removed = [path.unlink() for path in copy.glob("images/**/requirements.lock")]
+        started = time.monotonic()
+        subprocess.run([str(Path(os.sys.executable).parent / "inv"), "lock"], cwd=copy, check=True,
+                       capture_output=True, env=dict(os.environ, PYTHONPATH=str(settings.root)))
+        lock_s = time.monotonic() - started
+        check_s = _timed_inv(settings.with_overrides(root=copy), "lock", "--check")
+    bench.raw["catalog_lock"] = {"locks": len(removed), "seconds": round(lock_s, 1), "check_s": round(check_s, 2)}
+    bench.add(Figure("`inv lock` of the whole catalog, from no lock at all", f"{lock_s / 60:.1f} min",
+                     f"{len(removed)} locks, jobs={settings.jobs}, uv's cache warm"))
+    bench.add(Figure("`inv lock --check` over the whole catalog", f"{check_s:.2f}s",
+                     "whole process, median of 3; reads files only", "< 1 s", check_s < 1.0))
 
 
 # ---------------------------------------------------------------------------- 4. sizes

@@ -253,6 +253,8 @@ def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: b
     if check and drift:
         raise FactoryError(f"{len(drift)} item(s) differ from what the frameworks say: {', '.join(drift)}",
                            "run `inv catalog` and commit the result")
+    if drift:
+        console.print(f"{len(drift)} connector director(ies) written: run `inv lock` to lock them before building.")
     return 0
 
 

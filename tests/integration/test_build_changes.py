@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import uuid
@@ -61,23 +62,42 @@ def test_changing_one_fragment_rebuilds_only_that_connector(project, docker_api)
             docker_api.api.inspect_image(before["datahub-mysql"])
 
 
+def _pin_gone_from_the_index(lock_text: str) -> str:
+    """A lock that pins a version the index does not have: what a package yanked after locking looks like."""
+    return re.sub(r"^sqlparse==\S+", "sqlparse==0.0.999", lock_text, flags=re.M)
+
+
 def test_failed_build_keeps_the_previous_image_and_others_still_build(project, docker_api):
     before = ids(docker_api, project)
-    fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
+    lock = project.connector_dir("datahub-mysql") / "requirements.lock"
     sqlite_fragment = project.connector_dir("datahub-sqlite") / "requirements.txt"
-    with rewritten(fragment, "acryl-datahub[mysql]\nthis-package-does-not-exist==9.9.9\n"), \
+    with rewritten(lock, _pin_gone_from_the_index(lock.read_text())), \
             rewritten(sqlite_fragment, sqlite_fragment.read_text() + "# rebuilt alongside a failing one\n"):
         completed = project.inv("build-connectors", "-c", "datahub-mysql", "-c", "datahub-sqlite", check=False)
         assert completed.returncode == 1
         failure = completed.stdout[completed.stdout.index("datahub-mysql failed:"):]
         # The cause, uv's own explanation, then the command once.
-        assert failure.startswith("datahub-mysql failed: package not found: this-package-does-not-exist was not "
-                                  "found in the package registry")
-        assert failure.index("No solution found") < failure.index("failed command: [stage-")
+        assert failure.startswith("datahub-mysql failed: package not found: there is no version of "
+                                  "sqlparse==0.0.999")
+        assert failure.index("No solution found") < failure.index("failed command: [")
         assert failure.count("RUN ") == 1
         assert "1 image(s) not built: datahub-mysql" in completed.stderr
         assert project.report()["datahub-sqlite"]["result"] == "built"
         assert image_id(docker_api, project, "datahub-mysql") == before["datahub-mysql"]
+
+
+def test_a_fragment_naming_a_missing_package_fails_its_lock_and_keeps_the_old_one(project):
+    fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
+    lock = project.connector_dir("datahub-mysql") / "requirements.lock"
+    committed = lock.read_text()
+    with rewritten(fragment, "acryl-datahub[mysql]\nthis-package-does-not-exist==9.9.9\n"):
+        completed = project.inv("lock", "-c", "datahub-mysql", check=False)
+        assert completed.returncode == 1
+        assert ("datahub-mysql: lock failed: package not found: this-package-does-not-exist was not found in the "
+                "package registry") in completed.stdout
+        assert "No solution found" in completed.stdout
+        assert "1 lock(s) not written: datahub-mysql" in completed.stderr
+        assert lock.read_text() == committed
 
 
 def test_failed_smoke_test_keeps_the_previous_image(project, docker_api):
@@ -109,22 +129,26 @@ def test_connector_whose_plugin_does_not_load_fails_and_keeps_its_tag(project, d
 def test_fragment_that_moves_the_framework_is_refused_by_name(project, docker_api):
     before = image_id(docker_api, project, "datahub-mysql")
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
-    with rewritten(fragment, "acryl-datahub[mysql]==1.6.0.17\n"):
-        completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
-        assert completed.returncode == 1
-        assert "would change the framework version" in completed.stdout
-        assert "acryl-datahub" in completed.stdout
+    lock = project.connector_dir("datahub-mysql") / "requirements.lock"
+    with rewritten(fragment, "acryl-datahub[mysql]==1.6.0.17\n"), rewritten(lock, lock.read_text()):
+        locked = project.inv("lock", "-c", "datahub-mysql", check=False)
+        assert locked.returncode == 1
+        assert "would change the framework version" in locked.stdout
+        assert "acryl-datahub" in locked.stdout
+        built = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
+        assert built.returncode == 2 and "run: inv lock -c datahub-mysql" in built.stderr
         assert image_id(docker_api, project, "datahub-mysql") == before
 
 
-def test_indirect_pin_conflict_names_the_package(project, docker_api):
+def test_indirect_pin_conflict_names_the_package(project):
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
+    lock = project.connector_dir("datahub-mysql") / "requirements.lock"
     # The base pins pydantic 2.x; asking for 1.x must fail and say which package.
-    with rewritten(fragment, "acryl-datahub[mysql]\npydantic<2\n"):
-        completed = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
+    with rewritten(fragment, "acryl-datahub[mysql]\npydantic<2\n"), rewritten(lock, lock.read_text()):
+        completed = project.inv("lock", "-c", "datahub-mysql", check=False)
         assert completed.returncode == 1
-        assert ("datahub-mysql failed: version conflict with the parent's pins: the fragment needs pydantic<2 "
-                "but the parent image pins pydantic==2.") in completed.stdout
+        assert ("datahub-mysql: lock failed: version conflict with the parent's pins: the fragment needs pydantic<2 "
+                "but the parent's lock pins pydantic==2.") in completed.stdout
 
 
 def test_ca_bundle_never_lands_in_the_image(project, docker_api, tmp_path):
@@ -191,6 +215,7 @@ def test_dependent_connector_with_os_packages(project, docker_api):
     parent_fragment = project.connector_dir("datahub-sqlite") / "requirements.txt"
     original = parent_fragment.read_text()
     try:
+        project.inv("lock", "-c", "datahub-sqlite-tools")
         project.inv("build-connectors", "-c", "datahub-sqlite-tools")
         report = project.report()
         assert report["datahub-sqlite-tools"]["result"] == "built"
@@ -222,6 +247,8 @@ def test_a_broken_directory_exits_2_whether_or_not_something_was_built(scratch_p
     for directory in connectors.iterdir():
         if directory.is_dir() and directory.name != "datahub-sqlite":  # "everything" stays small
             shutil.rmtree(directory)
+    # The base's lock follows the extras its catalog uses, so a smaller catalog re-locks it first.
+    scratch_project.inv("lock", "-c", "datahub-sqlite")
     scratch_project.inv("build-connectors")
     broken = connectors / "broken-fragment"
     broken.mkdir()
@@ -239,7 +266,8 @@ def test_a_broken_directory_exits_2_whether_or_not_something_was_built(scratch_p
         assert "error: 1 connector(s) cannot be built: broken-fragment" in rebuilt.stderr
         assert scratch_project.inv("build-connectors", "--plan", check=False).returncode == 2
 
-    with rewritten(fragment, "this-package-does-not-exist==9.9.9\n"):
+    lock = connectors / "datahub-sqlite" / "requirements.lock"
+    with rewritten(lock, _pin_gone_from_the_index(lock.read_text())):
         failed = scratch_project.inv("build-connectors", check=False)
         assert failed.returncode == 1, failed.stderr
         assert ("error: 1 image(s) not built: datahub-sqlite; 1 connector(s) cannot be built: broken-fragment"

@@ -144,3 +144,34 @@ def test_anything_else_is_an_unexpected_error():
     diagnosis = diagnose(OSError(28, "No space left on device"))
     assert diagnosis.cause is Cause.UNEXPECTED
     assert diagnosis.reason == "OSError: [Errno 28] No space left on device"
+
+
+def test_a_hash_that_does_not_match_the_lock_names_the_package():
+    log = [
+        "#14 [image 3/5] RUN --mount=type=cache,target=/root/.cache/uv uv pip sync --require-hashes /tmp/requirements.lock",
+        "#14 0.412 Resolved 67 packages in 3ms",
+        "#14 0.981   × Failed to download `sqlparse==0.6.1`",
+        "#14 0.981   ╰─▶ Hash mismatch for `sqlparse==0.6.1`",
+        "#14 0.981 ",
+        "#14 0.981       Expected:",
+        "#14 0.981         sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        "#14 ERROR: process \"/bin/sh -c uv pip sync\" did not complete successfully: exit code: 1",
+    ]
+    diagnosis = read_build_log(log)
+    assert diagnosis.cause is Cause.HASH_MISMATCH
+    assert diagnosis.reason.startswith("hash mismatch for sqlparse==0.6.1: ")
+    assert "inv lock" in diagnosis.reason
+
+
+def test_a_locked_version_gone_from_the_index_says_how_to_move_on():
+    log = [
+        "#14 [image 3/5] RUN uv pip sync --require-hashes /tmp/requirements.lock",
+        "#14 0.5   × No solution found when resolving dependencies:",
+        "#14 0.5   ╰─▶ Because there is no version of sqlparse==0.0.999 and you require",
+        "#14 0.5       sqlparse==0.0.999, we can conclude that your requirements are unsatisfiable.",
+        "#14 ERROR: process \"/bin/sh -c uv pip sync\" did not complete successfully: exit code: 1",
+    ]
+    diagnosis = read_build_log(log)
+    assert diagnosis.cause is Cause.PACKAGE_NOT_FOUND
+    assert diagnosis.reason.startswith("package not found: there is no version of sqlparse==0.0.999")
+    assert "inv lock --upgrade-package" in diagnosis.reason
