@@ -53,16 +53,17 @@ def print_plan(plan: Plan) -> None:
 
 def build(settings: Settings, names: list[str] | None = None, *, base_only: bool = False,
           frameworks: list[str] | None = None, force: bool = False, fail_fast: bool = False,
-          plan_only: bool = False, no_cache: bool = False) -> int:
+          plan_only: bool = False, no_cache: bool = False, shard: str | None = None) -> int:
     """Build what is stale among the named images (or all); returns the exit status or raises (README: exit codes)."""
     from .builder import Builder
 
     started = time.monotonic()
     catalog = catalog_mod.discover(settings)
+    in_shard = _shard_filter(shard)
     if base_only:
         targets = [catalog.base_for(settings.framework_named(f).name).name for f in frameworks or [settings.framework]]
     else:
-        targets = catalog.resolve(names)
+        targets = in_shard(catalog.resolve(names))
     plan, api, store = plan_for(settings, catalog, targets, force=force)
     broken = catalog.broken if not names and not base_only else {}
     for name, error in broken.items():
@@ -70,6 +71,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     # Building "everything" passes over connectors that cannot exist here, and says so in the table.
     unavailable = [Result(spec.name, plan_mod.image_ref(spec, settings), BuildStatus.UNAVAILABLE, spec.unavailable)
                    for spec in catalog.connectors if spec.unavailable] if not names and not base_only else []
+    unavailable = [r for r in unavailable if r.name in in_shard([r.name])]
     if plan_only:
         print_plan(plan)
         raise_for_outcome([], broken, settings.output_path / "logs")
@@ -86,13 +88,17 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {settings.jobs} at a time "
                       f"(logs in {settings.output_path / 'logs'}).")
     # With nothing to build the builder still runs: up-to-date images get this commit's tags.
+    warnings: list[str] = []
+    cache = _open_cache(settings, api, warnings) if todo and settings.cache_from else None
     with Progress(plan.order, console) if todo else nullcontext() as progress:
         builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache,
                           lock_digests={name: lock.digest for name, lock in locks.items()},
-                          check_sbom=functools.partial(_check_sbom, api, settings.output_path / "reports" / "sbom"))
+                          check_sbom=functools.partial(_check_sbom, api, settings.output_path / "reports" / "sbom"),
+                          cache=cache)
         results = builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast) + unavailable
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
-                        {"duration_s": round(time.monotonic() - started, 2)})
+                        {"duration_s": round(time.monotonic() - started, 2),
+                         **_cache_report(settings, cache, results, warnings), **({"shard": shard} if shard else {})})
     if todo:
         console.print(summary_table(results))
         print_failures(console, results)
@@ -112,6 +118,37 @@ def _check_sbom(api, output_dir: Path, image_id: str, name: str):
     from . import sbom
 
     return sbom.verify_image(api, image_id, name, output_dir)
+
+
+def _shard_filter(shard: str | None):
+    """names -> the ones in this shard (--shard K/N); every name without a shard. Bad input: ConfigError."""
+    if not shard:
+        return lambda names: list(names)
+    from .shard import parse_shard, select
+
+    chosen = parse_shard(shard)
+    return lambda names: select(list(names), chosen)
+
+
+def _open_cache(settings: Settings, api, warnings: list[str]):
+    """The registry cache (--cache-from), or None after one warning when it is down or refuses us."""
+    from .cache import open_cache
+
+    def warn(text: str) -> None:
+        warnings.append(text)
+        console.print(f"[yellow]{escape(text)}[/]")
+
+    return open_cache(settings, api, settings.cache_from, warn=warn)
+
+
+def _cache_report(settings: Settings, cache, results: list[Result], warnings: list[str]) -> dict:
+    if not settings.cache_from:
+        return {}
+    return {"cache": {"registry": settings.cache_from, "used": bool(cache and not cache.off_reason),
+                      "warnings": warnings,
+                      "pulled": sum(1 for r in results if r.result == BuildStatus.PULLED),
+                      "built": sum(1 for r in results if r.result == BuildStatus.BUILT),
+                      "misses": cache.misses if cache else []}}
 
 
 def _remove_replaced(plan: Plan, results: list[Result], api) -> None:
@@ -143,8 +180,14 @@ def raise_for_outcome(results: list[Result], broken: dict, log_dir: Path) -> Non
         raise ConfigError(cannot, "fix the files named above")
 
 
-def list_images(settings: Settings, as_json: bool = False) -> int:
+def list_images(settings: Settings, as_json: bool = False, matrix=None) -> int:
     catalog = catalog_mod.discover(settings)
+    if matrix is not None:
+        from . import shard
+
+        count = shard.parse_count(matrix)
+        print(json.dumps(shard.matrix(catalog, [s.name for s in catalog.available_connectors], count), indent=2))
+        return 0
     try:
         plan, _, _ = plan_for(settings, catalog, [s.name for s in catalog if not s.unavailable])
         states = {item.name: item for item in plan}

@@ -19,11 +19,12 @@ def client():
     """A docker SDK client that has answered a ping, or DockerUnavailable."""
     import docker
     from docker.errors import DockerException
+    from requests.exceptions import RequestException
 
     try:
         api = docker.from_env(timeout=int(os.environ.get("FACTORY_DOCKER_TIMEOUT", "600")))
         api.ping()
-    except DockerException as exc:
+    except (DockerException, RequestException) as exc:  # a socket nobody listens on refuses in requests' terms
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise DockerUnavailable(f"cannot reach the Docker daemon at {where} ({_short(exc)})", NO_DAEMON_HINT) from None
     return api

@@ -76,6 +76,8 @@ class Settings:
     demo_connector: str = "datahub-sqlite"
     demo_config: str = "examples/datahub/sqlite.yml"
     frameworks: Mapping[str, Framework] = field(default_factory=dict)
+    # Registry whose `inputs-<hash>` tags stand in for builds (inv build-connectors --cache-from); "" is off.
+    cache_from: str = ""
 
     @property
     def images_dir(self) -> Path:
