@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from ingestion_factory.engine import remove_tags_under
@@ -57,6 +58,17 @@ def copy_project(destination: Path, namespace: str) -> Project:
     for name in ("images", "runtime"):
         shutil.copytree(REPO / name, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
     return Project(destination, namespace)
+
+
+@contextmanager
+def rewritten(path: Path, text: str):
+    """`path` holds `text` inside the block and exactly its original bytes again afterwards."""
+    original = path.read_bytes()
+    path.write_text(text)
+    try:
+        yield original.decode()
+    finally:
+        path.write_bytes(original)
 
 
 def remove_namespace_images(api, namespace: str) -> None:

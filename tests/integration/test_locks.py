@@ -7,12 +7,11 @@ import hashlib
 import json
 import re
 import subprocess
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from scratch_project import remove_namespace_images, scratch_projects
+from scratch_project import remove_namespace_images, rewritten, scratch_projects
 from testkit import DH_VERSION
 
 SBOM_PATH = "/opt/ingestion-factory/sbom.cdx.json"
@@ -25,16 +24,6 @@ def project(tmp_path_factory, docker_api, python_image):
     for scratch in scratch_projects(tmp_path_factory, docker_api, "locks"):
         scratch.inv("build-connectors", "-c", "datahub-sqlite")
         yield scratch
-
-
-@contextmanager
-def rewritten(path: Path, text: str):
-    original = path.read_bytes()
-    path.write_text(text)
-    try:
-        yield
-    finally:
-        path.write_bytes(original)
 
 
 def image_id(api, project, name="datahub-sqlite"):
