@@ -36,7 +36,10 @@ def _engine():
 def plan_for(settings: Settings, catalog, targets: list[str], *, force: bool = False):
     """The plan for these catalog keys, with the engine it was made against."""
     api, store = _engine()
-    plan = make_plan(catalog, targets, store, settings, revision=git_revision(settings.root), force=force)
+    from .engine import ImageSnapshot
+
+    plan = make_plan(catalog, targets, ImageSnapshot(store), settings, revision=git_revision(settings.root),
+                     force=force)
     return plan, api, store
 
 

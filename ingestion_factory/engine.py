@@ -75,6 +75,23 @@ def remove_replaced(api, image_ids: list[str], pin_repository: str) -> tuple[int
     return removed, freed
 
 
+class ImageSnapshot:
+    """The engine's tagged images from one listing call, for planning a whole catalog (one request, not one
+    per image); a reference the listing does not hold is inspected as usual."""
+
+    def __init__(self, store: "DockerImageStore"):
+        self.store = store
+        self.by_ref: dict[str, ImageInfo] = {}
+        for attrs in store.api.api.images():
+            info = ImageInfo(id=attrs["Id"], labels=dict(attrs.get("Labels") or {}), size=int(attrs.get("Size") or 0),
+                             tags=tuple(t for t in attrs.get("RepoTags") or () if t != "<none>:<none>"))
+            for tag in info.tags:
+                self.by_ref[tag] = info
+
+    def inspect(self, ref: str) -> ImageInfo | None:
+        return self.by_ref.get(ref) or self.store.inspect(ref)
+
+
 class DockerImageStore:
     """ImageStore backed by the local engine."""
 
