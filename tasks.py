@@ -59,18 +59,20 @@ def reports_errors(function):
     "force": "Rebuild even when the base is up to date.",
     "no_cache": "Do not use BuildKit's layer cache.",
     "plan": "Print what would be built and why; build nothing.",
+    "cache_from": "Registry host[:port] to pull the base from instead of building it, when it holds its "
+                  "inputs' tag (default: factory.cache_from).",
     "platform": PLATFORM_HELP,
     **SETTINGS_HELP,
 }, iterable=["framework", "platform"])
 @reports_errors
 def build_base(c, framework=None, version=None, force=False, no_cache=False, plan=False, namespace=None,
-               registry=None, python_image=None, tag=None, ca_bundle=None, platform=None):
+               registry=None, python_image=None, tag=None, ca_bundle=None, cache_from=None, platform=None):
     """Build the base image (framework + runtime/main.py) of a framework family."""
     if version and len(framework or []) > 1:
         raise ConfigError("--version goes with at most one --framework")
     settings = _settings(c, framework_version=version, framework=(framework or [None])[0], namespace=namespace,
                          registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
-                         platforms=platform or None)
+                         cache_from=cache_from, platforms=platform or None)
     return commands.build(settings, base_only=True, frameworks=framework or None, force=force,
                           no_cache=no_cache, plan_only=plan)
 
@@ -83,27 +85,35 @@ def build_base(c, framework=None, version=None, force=False, no_cache=False, pla
     "plan": "Print what would be built and why; build nothing.",
     "no_cache": "Do not use BuildKit's layer cache.",
     "framework_version": "Version of the default framework (overrides frameworks.<name>.version).",
+    "cache_from": "Registry host[:port] to pull images from instead of building them, when it holds their "
+                  "inputs' tag (`inputs-<hash>`, written by inv push); '' turns it off (default: factory.cache_from).",
+    "shard": "Build only shard K of N of the connectors (e.g. 2/4), a stable share by name; their parents "
+             "come from --cache-from when there, else are built.",
     "platform": PLATFORM_HELP,
     **SETTINGS_HELP,
 }, iterable=["connector", "platform"])
 @reports_errors
 def build_connectors(c, connector=None, jobs=None, force=False, fail_fast=False, plan=False, no_cache=False,
                      framework_version=None, namespace=None, registry=None, python_image=None, tag=None,
-                     ca_bundle=None, platform=None):
+                     ca_bundle=None, cache_from=None, shard=None, platform=None):
     """Build one ingestion-connector-<name> image per directory in images/connectors/."""
     settings = _settings(c, framework_version=framework_version, jobs=jobs, namespace=namespace,
                          registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
-                         platforms=platform or None)
+                         cache_from=cache_from, platforms=platform or None)
     return commands.build(settings, connector or None, force=force, fail_fast=fail_fast, plan_only=plan,
-                          no_cache=no_cache)
+                          no_cache=no_cache, shard=shard)
 
 
-@task(name="list", help={"json": "Print JSON instead of a table.", "platform": PLATFORM_HELP},
-      iterable=["platform"])
+@task(name="list", help={
+    "json": "Print JSON instead of a table.",
+    "matrix": "Print, as JSON, what CI fans out over: the images parents-first by stage, and the connectors "
+              "of each of N shards (for `inv build-connectors --shard K/N`). Needs no engine.",
+    "platform": PLATFORM_HELP,
+}, iterable=["platform"])
 @reports_errors
-def list_(c, json=False, platform=None):
+def list_(c, json=False, matrix=None, platform=None):
     """List every image the repository defines, its parent and its state."""
-    return commands.list_images(_settings(c, platforms=platform or None), as_json=json)
+    return commands.list_images(_settings(c, platforms=platform or None), as_json=json, matrix=matrix)
 
 
 @task(help={
@@ -201,19 +211,52 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
     "output": "Where the JSON goes (default: build/reports/bench-latest.json).",
     "catalog": "Measure the whole catalog instead: its build time (cold: empty cache, bench namespace; "
                "--no-cold: your images), disk in total and per connector, no-op build and `inv list` times.",
+    "cache": "Measure --cache-from instead: pull + verify of the -c images (default datahub-sqlite) and their "
+             "parents from a throwaway registry, next to building them from scratch (cold: empty BuildKit "
+             "cache; --no-cold: --no-cache).",
     "arm64": "Measure arm64 builds instead: the DataHub base and a connector (default datahub-sqlite), "
              "cross-installed versus installed under QEMU, each smoke-tested (needs QEMU; slow).",
 }, iterable=["connector"])
 @reports_errors
-def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, arm64=False):
+def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, cache=False, arm64=False):
     """Measure build speed, image size, start-up and push cost next to the seed's way."""
     from ingestion_factory import bench as bench_mod
 
     settings = _settings(c)
     target = Path(output) if output else settings.output_path / "reports" / "bench-latest.json"
     bench_mod.run(settings, connector or None, cold=cold, push=push, output=target, console=commands.console,
-                  catalog=catalog, arm64=arm64)
+                  catalog=catalog, cache=cache, arm64=arm64)
 
 
-ns = Collection(build_base, build_connectors, catalog, lock, sbom, list_, python_image, push, run_local, bench)
+@task(help={
+    "connector": "Connector to bundle (repeatable; default: every available one). Its parents go in too.",
+    "output": "The archive to write (written to a temp file beside it, then renamed).",
+    "tag": "Version tag of the images to bundle (default: the framework version).",
+}, iterable=["connector"])
+@reports_errors
+def bundle(c, output, connector=None, tag=None):
+    """Write verified images (shared layers once) and a checked manifest into one archive, for air-gapped sites."""
+    from ingestion_factory import bundle as bundle_mod
+
+    return bundle_mod.bundle(_settings(c, tag=tag), connector or None, Path(output), console=commands.console)
+
+
+@task(help={
+    "file": "The archive `inv bundle` wrote.",
+    "push": "Also push the images to this registry (a mirror) with the same tags, after every check passed.",
+    "username": "Mirror registry user (or env FACTORY_REGISTRY_USERNAME; default: the `docker login` entry).",
+    "password_file": "File holding the mirror's password, '-' for stdin "
+                     "(or env FACTORY_REGISTRY_PASSWORD / FACTORY_REGISTRY_PASSWORD_FILE).",
+})
+@reports_errors
+def unbundle(c, file, push=None, username=None, password_file=None):
+    """Load a bundle: checksum, image IDs and smoke tests first; only then tag (and optionally push) the images."""
+    from ingestion_factory import bundle as bundle_mod
+
+    return bundle_mod.unbundle(_settings(c), Path(file), push_to=push, username=username,
+                               password_file=password_file, console=commands.console)
+
+
+ns = Collection(build_base, build_connectors, catalog, lock, sbom, list_, python_image, push, run_local, bench,
+                bundle, unbundle)
 ns.configure({"factory": settings_mod.pyproject_defaults(ROOT)})

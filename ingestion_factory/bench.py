@@ -31,6 +31,8 @@ from .settings import Settings
 DEFAULT_CONNECTORS = ("mysql", "postgres", "mssql", "snowflake", "kafka", "tableau")
 BENCH_NAMESPACE = "ingestion-bench"
 SEED_REPOSITORY = "ingestion-bench-seed"
+CACHE_NAMESPACE = "ingestion-bench-cache"  # its own: `--cache` empties it twice
+CACHE_CONNECTORS = ("datahub-sqlite",)
 
 
 @dataclass
@@ -58,14 +60,21 @@ class Bench:
 
 
 def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: bool, output: Path,
-        console: Console, catalog: bool = False, arm64: bool = False) -> Path:
+        console: Console, catalog: bool = False, cache: bool = False, arm64: bool = False) -> Path:
     """Run every measurement (or, with catalog, the whole-catalog ones); returns the path of the JSON report."""
     from .engine import client
 
     api = client()
+    if cache:
+        cache_settings = settings.with_overrides(namespace=CACHE_NAMESPACE, registry="", cache_from="")
+        bench = Bench(cache_settings, list(connectors or CACHE_CONNECTORS), console)
+        catalog_mod.discover(cache_settings).resolve(bench.connectors)
+        measure_cache(bench, api, cold=cold)
+        return write(bench, output)
     bench_settings = settings.with_overrides(namespace=BENCH_NAMESPACE, registry="")
     if arm64:
         bench = Bench(bench_settings, list(connectors or ARM64_CONNECTORS), console)
+        bench.settings = bench_settings.with_overrides(cache_from="")  # both sides build: no registry cache
         measure_arm64(bench, api)
         return write(bench, output)
     if catalog:
@@ -636,6 +645,61 @@ def _bytes_sent(events, target: str) -> tuple[int, int]:
         elif event.get("status") == "Pushed":
             uploaded.add(layer)
     return sum(progress.get(layer, 0) for layer in uploaded), len(uploaded)
+
+
+# ------------------------------------------------------------- 7. the registry as cache
+def measure_cache(bench: Bench, api, *, cold: bool) -> None:
+    """--cache-from (pull + verify + tag) next to building the same images from scratch, in one run.
+
+    Both start from an engine without the images; "from scratch" is an empty BuildKit cache (cold: also
+    emptied before the pull, so every layer is downloaded), or with --no-cold a build that reuses no
+    layers (`--no-cache`; uv's download cache stays warm, and the pull may find layers the build cache holds).
+    """
+    from . import push as push_mod
+
+    settings = bench.settings
+    names = bench.connectors
+    registry_binary = shutil.which("docker-registry")
+    if not registry_binary:
+        raise FactoryError("inv bench --cache needs docker-registry", "apt-get install docker-registry")
+    bench.console.print(f"[bold]7. The registry as the build cache[/] ({', '.join(names)} and their parents, "
+                        f"namespace {settings.namespace})")
+    commands.build(settings, names)  # the images to publish, verified
+    with _local_registry(registry_binary) as (address, _storage):
+        push_mod.push(settings, names, registry=address, out=Console(quiet=True))
+        _empty(api, settings.namespace, address)
+        if cold:  # layers only the build cache still holds would make the pull look cheaper than it is
+            prune_build_cache()
+        started = time.monotonic()
+        commands.build(settings.with_overrides(cache_from=address), names)
+        pulled_s = time.monotonic() - started
+        report = _last_report(settings)
+    not_pulled = [name for name, image in report.items() if image["result"] != "pulled"]
+    if not_pulled:
+        raise FactoryError(f"--cache-from built instead of pulling: {', '.join(not_pulled)}")
+    _empty(api, settings.namespace, address)
+    if cold:
+        prune_build_cache()
+    started = time.monotonic()
+    commands.build(settings, names, no_cache=not cold)
+    built_s = time.monotonic() - started
+    built = _last_report(settings)
+    bench.raw["cache"] = {
+        "images": sorted(report), "cold": cold, "pull_verify_s": round(pulled_s, 1), "build_s": round(built_s, 1),
+        "per_image": {name: {"pulled_s": report[name]["duration_s"], "smoke_s": report[name]["smoke_s"],
+                             "pulled": report[name]["reason"], "built_s": built[name]["duration_s"]}
+                      for name in report},
+    }
+    scratch = "empty build cache" if cold else "no layer cache (--no-cache), warm downloads"
+    bench.add(Figure(f"--cache-from: pull + verify + tag {len(report)} images", f"{pulled_s:.1f}s",
+                     f"building them from scratch ({scratch}) {built_s:.1f}s", "faster than building",
+                     pulled_s < built_s, f"x{built_s / pulled_s:.1f}"))
+
+
+def _empty(api, namespace: str, registry: str) -> None:
+    """No image of the namespace left (its registry refs included), so nothing local can be reused."""
+    remove_tags_under(api, f"{registry}/{namespace}")
+    remove_tags_under(api, namespace)
 
 
 # --------------------------------------------------------------------------- output

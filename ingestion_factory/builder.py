@@ -31,7 +31,7 @@ from .plan import (
     PlanItem,
     input_hash,
 )
-from .report import BuildStatus, Progress, Result
+from .report import BuildStatus, Progress, Result, human_size
 from .settings import Settings
 
 # buildkit.build: (request, on_progress=...) -> new image ID; raises StepFailed.
@@ -46,7 +46,7 @@ class Builder:
     def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: Progress | None = None,
                  no_cache: bool = False, run_build: BuildRunner = buildkit.build,
                  smoke_test: SmokeTester | None = None, lock_digests: dict[str, str] | None = None,
-                 check_sbom: SbomChecker | None = None):
+                 check_sbom: SbomChecker | None = None, cache=None):
         self.settings = settings
         self.api = api
         self.store = store
@@ -59,6 +59,7 @@ class Builder:
         self.check_sbom = check_sbom
         self.lock_digests = lock_digests or {}  # image -> digest of the lock it installs (its label)
         self.pins: set[str] = set()
+        self.cache = cache  # cache.RegistryCache (--cache-from), or None: every stale image is built
         # A repository of this run's own: a concurrent run's clean-up cannot untag what this one builds FROM.
         self.pin_repository = f"{verify.PIN_REPOSITORY}-{uuid.uuid4().hex[:8]}"
         self.build_python_id: str | None = None
@@ -136,9 +137,14 @@ class Builder:
         started = time.monotonic()
         log_path = self.settings.output_path / "logs" / f"{item.name}.log"
         try:
-            image_id = self._build(item, parent_id, log_path)
+            hit = self._pull(item, parent_id)
+            image_id = hit.image_id if hit else self._build(item, parent_id, log_path)
             smoke = self._verify(item, image_id)
             result = self._tag(item, image_id, parent_id, smoke)
+            if hit:
+                self.cache.release(hit)
+                result = replace(result, result=BuildStatus.PULLED,
+                                 reason=f"{hit.ref} matches its inputs ({human_size(hit.bytes_pulled)} downloaded)")
         except Exception as exc:  # a step that failed, or the engine went away mid-build
             failure = diagnose(exc)
             result = Result(item.name, item.ref, BuildStatus.FAILED, failure.reason, cause=failure.cause.value,
@@ -164,6 +170,16 @@ class Builder:
             platform="" if item.platform.is_default else item.platform.name,
         )
         return self.run_build(request, on_progress=lambda text: self.progress.step(spec.name, text))
+
+    def _pull(self, item: PlanItem, parent_id: str):
+        """The registry cache's image for this item's inputs (cache.Hit), or None: build it."""
+        if self.cache is None:
+            return None
+        self.progress.update(item.name, "looking up the cache")
+        hit = self.cache.fetch(item, input_hash(item.spec, parent_id, self.settings), parent_id)
+        if hit:
+            self.progress.update(item.name, f"pulled {hit.ref}")
+        return hit
 
     def _verify(self, item: PlanItem, image_id: str) -> verify.SmokeResult:
         self.progress.update(item.name, "smoke test")

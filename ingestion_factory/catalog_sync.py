@@ -21,6 +21,7 @@ from packaging.utils import canonicalize_name
 
 from .catalog import CONNECTOR_SETTINGS, FRAGMENT, tomllib
 from .errors import ConfigError, FactoryError
+from .files import write_atomically
 from .settings import Framework, Settings
 
 STATE_DIR = ".catalog"
@@ -261,7 +262,7 @@ def sync(settings: Settings, framework: Framework, inventory: Inventory, derived
                                      f"catalog_sources names {wanted!r}; {inventory.package} {inventory.version} "
                                      "has no such source"))
     if not dry_run:
-        _write_atomically(state_file, json.dumps(
+        write_atomically(state_file, json.dumps(
             {"package": inventory.package, "version": inventory.version, "connectors": new_state},
             indent=1, sort_keys=True) + "\n")
     return entries
@@ -306,9 +307,9 @@ def _sync_one(directory: Path, item: Derived, previous: dict | None, dry_run: bo
     if changed and not dry_run:
         directory.mkdir(parents=True, exist_ok=True)
         if fragment != current_fragment:
-            _write_atomically(fragment_file, fragment)
+            write_atomically(fragment_file, fragment)
         if text != current_text:
-            _write_atomically(toml_file, text)
+            write_atomically(toml_file, text)
     recorded = {FRAGMENT: item.fragment, CONNECTOR_SETTINGS: item.settings}
     name = directory.name
     if not existed:
@@ -349,11 +350,3 @@ def _new_document():
     for line in TOML_HEADER.splitlines():
         document.add(tomlkit.comment(line))
     return document
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file and rename: an interrupted run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)

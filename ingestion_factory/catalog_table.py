@@ -33,7 +33,7 @@ def measured(report_path: Path, catalog: Catalog) -> dict[str, tuple[str, str]]:
     rows = {}
     for result in results:
         status = result.get("result")
-        if status in (BuildStatus.BUILT.value, BuildStatus.UP_TO_DATE.value):
+        if status in (BuildStatus.BUILT.value, BuildStatus.PULLED.value, BuildStatus.UP_TO_DATE.value):
             rows[result["name"]] = ("", "verified")
         elif status == BuildStatus.FAILED.value:
             rows[result["name"]] = ("-", "failed in the last build")

@@ -38,8 +38,11 @@ def _engine():
 def plan_for(settings: Settings, catalog, targets: list[str], *, force: bool = False, platform=None):
     """The plan for these catalog keys, with the engine it was made against."""
     api, store = _engine()
+    from .engine import ImageSnapshot
+
     extra = {"platform": platform} if platform is not None else {}
-    plan = make_plan(catalog, targets, store, settings, revision=git_revision(settings.root), force=force, **extra)
+    plan = make_plan(catalog, targets, ImageSnapshot(store), settings, revision=git_revision(settings.root),
+                     force=force, **extra)
     return plan, api, store
 
 
@@ -69,20 +72,22 @@ def print_plan(plan: Plan) -> None:
 
 def build(settings: Settings, names: list[str] | None = None, *, base_only: bool = False,
           frameworks: list[str] | None = None, force: bool = False, fail_fast: bool = False,
-          plan_only: bool = False, no_cache: bool = False) -> int:
+          plan_only: bool = False, no_cache: bool = False, shard: str | None = None) -> int:
     """Build what is stale among the named images (or all); returns the exit status or raises (README: exit codes)."""
     from .builder import Builder
 
     started = time.monotonic()
     catalog = catalog_mod.discover(settings)
+    in_shard = _shard_filter(shard)
     if base_only:
         targets = [catalog.base_for(settings.framework_named(f).name).name for f in frameworks or [settings.framework]]
     else:
-        targets = catalog.resolve(names)
+        targets = in_shard(catalog.resolve(names))
     chosen = settings.target_platforms
     if chosen != (platforms_mod.DEFAULT,):
         return _build_platforms(settings, catalog, targets, chosen, names=names, base_only=base_only, force=force,
-                                fail_fast=fail_fast, plan_only=plan_only, no_cache=no_cache, started=started)
+                                fail_fast=fail_fast, plan_only=plan_only, no_cache=no_cache, started=started,
+                                in_shard=in_shard)
     plan, api, store = plan_for(settings, catalog, targets, force=force)
     broken = catalog.broken if not names and not base_only else {}
     for name, error in broken.items():
@@ -90,6 +95,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     # Building "everything" passes over connectors that cannot exist here, and says so in the table.
     unavailable = [Result(spec.name, plan_mod.image_ref(spec, settings), BuildStatus.UNAVAILABLE, spec.unavailable)
                    for spec in catalog.connectors if spec.unavailable] if not names and not base_only else []
+    unavailable = [r for r in unavailable if r.name in in_shard([r.name])]
     if plan_only:
         print_plan(plan)
         raise_for_outcome([], broken, settings.output_path / "logs")
@@ -106,13 +112,17 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {settings.jobs} at a time "
                       f"(logs in {settings.output_path / 'logs'}).")
     # With nothing to build the builder still runs: up-to-date images get this commit's tags.
+    warnings: list[str] = []
+    cache = _open_cache(settings, api, warnings) if todo and settings.cache_from else None
     with Progress(plan.order, console) if todo else nullcontext() as progress:
         builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache,
                           lock_digests={name: lock.digest for name, lock in locks.items()},
-                          check_sbom=functools.partial(_check_sbom, api, settings.output_path / "reports" / "sbom"))
+                          check_sbom=functools.partial(_check_sbom, api, settings.output_path / "reports" / "sbom"),
+                          cache=cache)
         results = builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast) + unavailable
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
-                        {"duration_s": round(time.monotonic() - started, 2)})
+                        {"duration_s": round(time.monotonic() - started, 2),
+                         **_cache_report(settings, cache, results, warnings), **({"shard": shard} if shard else {})})
     if todo:
         console.print(summary_table(results))
         print_failures(console, results)
@@ -129,7 +139,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
 
 
 def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *, names, base_only: bool, force: bool,
-                     fail_fast: bool, plan_only: bool, no_cache: bool, started: float) -> int:
+                     fail_fast: bool, plan_only: bool, no_cache: bool, started: float, in_shard=list) -> int:
     """`build` for several platforms (or a foreign one): one plan per platform, built one platform after the
     other (the host's cores are the limit either way), results and the report over all of them."""
     from .builder import Builder
@@ -149,6 +159,7 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
                           spec.unavailable, platform=platform.name)
                    for platform in chosen for spec in catalog.connectors
                    if spec.unavailable] if not names and not base_only else []
+    unavailable = [r for r in unavailable if r.name in in_shard([r.name])]
     if plan_only:
         for plan in plans:
             print_plan(plan)
@@ -167,6 +178,9 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
         console.print(f"Building {len(todo)} of {total} images for {', '.join(map(str, chosen))} with up to "
                       f"{settings.jobs} at a time (logs in {settings.output_path / 'logs'}).")
     results: list[Result] = []
+    warnings: list[str] = []
+    # --cache-from serves the default platform's images; another platform's are built (its cache keys differ).
+    cache = _open_cache(settings, api, warnings) if todo and settings.cache_from else None
     for plan in plans:
         if fail_fast and any(r.result.failed for r in results):
             results += [Result(item.name, item.ref, BuildStatus.NOT_BUILT, "stopped by --fail-fast",
@@ -177,7 +191,8 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
         with Progress(plan.order, console) if plan.to_build else nullcontext() as progress:
             builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache,
                               lock_digests={name: lock.digest for name, lock in locks.items()},
-                              check_sbom=functools.partial(_check_sbom, api, sbom_dir))
+                              check_sbom=functools.partial(_check_sbom, api, sbom_dir),
+                              cache=cache if plan.platform.is_default else None)
             built = [replace(r, platform=plan.platform.name)
                      for r in builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast)]
         _remove_replaced(plan, built, api)
@@ -185,7 +200,7 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
     results += skipped + unavailable
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
                         {"duration_s": round(time.monotonic() - started, 2),
-                         "platforms": [p.name for p in chosen]})
+                         "platforms": [p.name for p in chosen], **_cache_report(settings, cache, results, warnings)})
     if todo:
         console.print(summary_table(results))
         print_failures(console, results)
@@ -207,6 +222,37 @@ def _check_sbom(api, output_dir: Path, image_id: str, name: str):
     from . import sbom
 
     return sbom.verify_image(api, image_id, name, output_dir)
+
+
+def _shard_filter(shard: str | None):
+    """names -> the ones in this shard (--shard K/N); every name without a shard. Bad input: ConfigError."""
+    if not shard:
+        return lambda names: list(names)
+    from .shard import parse_shard, select
+
+    chosen = parse_shard(shard)
+    return lambda names: select(list(names), chosen)
+
+
+def _open_cache(settings: Settings, api, warnings: list[str]):
+    """The registry cache (--cache-from), or None after one warning when it is down or refuses us."""
+    from .cache import open_cache
+
+    def warn(text: str) -> None:
+        warnings.append(text)
+        console.print(f"[yellow]{escape(text)}[/]")
+
+    return open_cache(settings, api, settings.cache_from, warn=warn)
+
+
+def _cache_report(settings: Settings, cache, results: list[Result], warnings: list[str]) -> dict:
+    if not settings.cache_from:
+        return {}
+    return {"cache": {"registry": settings.cache_from, "used": bool(cache and not cache.off_reason),
+                      "warnings": warnings,
+                      "pulled": sum(1 for r in results if r.result == BuildStatus.PULLED),
+                      "built": sum(1 for r in results if r.result == BuildStatus.BUILT),
+                      "misses": cache.misses if cache else []}}
 
 
 def _remove_replaced(plan: Plan, results: list[Result], api) -> None:
@@ -238,8 +284,14 @@ def raise_for_outcome(results: list[Result], broken: dict, log_dir: Path) -> Non
         raise ConfigError(cannot, "fix the files named above")
 
 
-def list_images(settings: Settings, as_json: bool = False) -> int:
+def list_images(settings: Settings, as_json: bool = False, matrix=None) -> int:
     catalog = catalog_mod.discover(settings)
+    if matrix is not None:
+        from . import shard
+
+        count = shard.parse_count(matrix)
+        print(json.dumps(shard.matrix(catalog, [s.name for s in catalog.available_connectors], count), indent=2))
+        return 0
     if settings.target_platforms != (platforms_mod.DEFAULT,):
         return _list_platforms(settings, catalog, as_json)
     try:

@@ -19,11 +19,12 @@ def client():
     """A docker SDK client that has answered a ping, or DockerUnavailable."""
     import docker
     from docker.errors import DockerException
+    from requests.exceptions import RequestException
 
     try:
         api = docker.from_env(timeout=int(os.environ.get("FACTORY_DOCKER_TIMEOUT", "600")))
         api.ping()
-    except DockerException as exc:
+    except (DockerException, RequestException) as exc:  # a socket nobody listens on refuses in requests' terms
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise DockerUnavailable(f"cannot reach the Docker daemon at {where} ({_short(exc)})", NO_DAEMON_HINT) from None
     return api
@@ -72,6 +73,23 @@ def remove_replaced(api, image_ids: list[str], pin_repository: str) -> tuple[int
         removed += 1
         freed += int(attrs.get("Size") or 0)
     return removed, freed
+
+
+class ImageSnapshot:
+    """The engine's tagged images from one listing call, for planning a whole catalog (one request, not one
+    per image); a reference the listing does not hold is inspected as usual."""
+
+    def __init__(self, store: "DockerImageStore"):
+        self.store = store
+        self.by_ref: dict[str, ImageInfo] = {}
+        for attrs in store.api.api.images():
+            info = ImageInfo(id=attrs["Id"], labels=dict(attrs.get("Labels") or {}), size=int(attrs.get("Size") or 0),
+                             tags=tuple(t for t in attrs.get("RepoTags") or () if t != "<none>:<none>"))
+            for tag in info.tags:
+                self.by_ref[tag] = info
+
+    def inspect(self, ref: str) -> ImageInfo | None:
+        return self.by_ref.get(ref) or self.store.inspect(ref)
 
 
 class DockerImageStore:

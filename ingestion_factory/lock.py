@@ -33,8 +33,9 @@ from typing import Callable, Iterable
 from packaging.utils import canonicalize_name
 
 from .catalog import BASE, Catalog, framework_drift, parse_fragment
-from .failures import read_resolver_output
 from .errors import ConfigError
+from .failures import read_resolver_output
+from .files import write_atomically
 from .settings import Settings
 from .status import Status
 
@@ -445,7 +446,7 @@ class Locker:
         if old is not None and target.path.read_text() == text:
             return LockResult(target.name, target.path, LockStatus.UNCHANGED, "re-resolved: nothing changed",
                               packages=len(new_packages), warnings=warnings)
-        _write_atomically(target.path, text)
+        write_atomically(target.path, text)
         status = LockStatus.CREATED if old is None else LockStatus.UPDATED
         message = f"{len(new_packages)} packages" + ("" if changes or old is None else "; only its inputs changed")
         return LockResult(target.name, target.path, status, message, tuple(changes), len(new_packages),
@@ -566,14 +567,6 @@ class Locker:
 
 
 def diff(old: dict[str, str], new: dict[str, str]) -> list[PackageChange]:
-    changes = [PackageChange(name, old.get(name), new.get(name)) for name in sorted(old.keys() | new.keys())
-               if old.get(name) != new.get(name)]
-    return changes
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Temporary file + rename: an interrupted run never leaves half a lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
+    """What moved between two locks' packages, by name."""
+    return [PackageChange(name, old.get(name), new.get(name)) for name in sorted(old.keys() | new.keys())
+            if old.get(name) != new.get(name)]

@@ -159,6 +159,7 @@ class IndexPusher:
                     break
         pushed = {t.tag for t in result.tag_results}
         result.tag_results += [TagResult(t, f"{repository}:{t}", NOT_PUSHED) for t in tags if t not in pushed]
+        self._push_cache_tag(items, repository, result)
         variants = result.tag_results[:len(items)]
         states = [t.result for t in result.tag_results]
         failures = [t for t in result.tag_results if t.result == FAILED]
@@ -173,6 +174,15 @@ class IndexPusher:
         result.platforms = {str(item.platform): t.digest for item, t in zip(items, variants)}
         result.duration_s = round(time.monotonic() - started, 1)
         return result
+
+    def _push_cache_tag(self, items: list[PlanItem], repository: str, result: PushResult) -> None:
+        """The default platform's `inputs-<hash>` tag, as a single-platform push gives it (--cache-from reads it)."""
+        from .cache import cache_tag
+
+        default = next((i for i in items if i.platform.is_default and i.input_hash and i.current), None)
+        if default is None or any(t.result in (FAILED, NOT_PUSHED) for t in result.tag_results):
+            return
+        result.tag_results.append(self.pusher.push_tag(default.current.id, repository, cache_tag(default.input_hash)))
 
     def _entry(self, repository: str, platform: Platform, tag: TagResult) -> Entry | None:
         """The pushed variant's manifest as a list entry (its size and type, read from the registry)."""

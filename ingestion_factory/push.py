@@ -24,6 +24,7 @@ from .errors import ConfigError, FactoryError
 from .plan import UP_TO_DATE, Plan, PlanItem
 from .platforms import DEFAULT as DEFAULT_PLATFORM
 from .registry import (
+    DOCKER_HUB,
     Credentials,
     Manifest,
     Redactor,
@@ -191,6 +192,14 @@ def select_tags(item: PlanItem, latest: bool = True) -> list[str]:
     return [tag for tag in item.tags if latest or tag != "latest"]
 
 
+def publish_tags(item: PlanItem, latest: bool = True) -> list[str]:
+    """The build's tags, then the cache tag of its input hash (`inputs-<hash>`, see cache.py) for --cache-from."""
+    from .cache import cache_tag
+
+    tags = select_tags(item, latest)
+    return tags + [cache_tag(item.input_hash)] if item.input_hash else tags
+
+
 def target_repository(settings: Settings, registry: str, image_name: str) -> str:
     """registry/namespace/image, or namespace/image for Docker Hub."""
     host = canonical_host(registry)
@@ -237,14 +246,18 @@ class Pusher:
 
     def push_image(self, item: PlanItem, repository: str, tags: list[str]) -> PushResult:
         """Every tag of one image, in order; after a failed tag the rest are not pushed."""
-        started = time.monotonic()
         assert item.current is not None
-        result = PushResult(item.name, item.ref, repository, FAILED, tags=tags, image_id=item.current.id)
+        return self.push_id(item.name, item.ref, item.current.id, repository, tags)
+
+    def push_id(self, name: str, ref: str, image_id: str, repository: str, tags: list[str]) -> PushResult:
+        """push_image for an image known by its ID (inv unbundle --push)."""
+        started = time.monotonic()
+        result = PushResult(name, ref, repository, FAILED, tags=tags, image_id=image_id)
         for tag in tags:
             if any(t.result == FAILED for t in result.tag_results):
                 result.tag_results.append(TagResult(tag, f"{repository}:{tag}", NOT_PUSHED))
             else:
-                result.tag_results.append(self.push_tag(item.current.id, repository, tag))
+                result.tag_results.append(self.push_tag(image_id, repository, tag))
         _summarise(result)
         result.duration_s = round(time.monotonic() - started, 1)
         return result
@@ -361,10 +374,9 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
                           "fix those directories, or name the connectors to push with -c")
     targets = catalog.resolve(names) if names else [spec.name for spec in catalog]
     plan, api, _ = plan_for(settings, catalog, targets)
-    jobs = [(item, target_repository(settings, target, item.spec.image_name), select_tags(item, latest))
+    jobs = [(item, target_repository(settings, target, item.spec.image_name), publish_tags(item, latest))
             for item in plan]
     credentials = read_credentials(target, username=username, password_file=password_file)
-    redact = Redactor(credentials.secrets if credentials else [])
     report_path = settings.output_path / "reports" / "push-latest.json"
     extra = {"registry": display_host(target), "auth": credentials.describe() if credentials else "anonymous",
              "dry_run": dry_run}
@@ -381,20 +393,14 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
 
     require_pushable(plan)
     results: list[PushResult] = []
+    out.print(f"Pushing {len(jobs)} image(s) to {display_host(target)} as "
+              f"{credentials.describe() if credentials else 'anonymous'}.")
     try:
-        registry_client = RegistryClient(target, credentials,
-                                         insecure=is_insecure(target, api.info().get("RegistryConfig")))
-        out.print(f"Pushing {len(jobs)} image(s) to {display_host(target)} as "
-                  f"{credentials.describe() if credentials else 'anonymous'}.")
-        with_retries(registry_client.ping, on_retry=lambda tries, delay, exc: out.print(
-            f"[yellow]{escape(redact(exc.message))}; try {tries + 1} in {delay:.0f}s[/]"))
-    except FactoryError as exc:
+        pusher = connect(api, target, credentials, out)
+    except FactoryError:
         results = [_not_pushed(item, repository, tags, "registry check failed") for item, repository, tags in jobs]
         write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
-        raise FactoryError(f"nothing was pushed: {redact(exc.message)}",
-                           exc.hint or f"check that {display_host(target)} is up and --registry is right") from None
-
-    pusher = Pusher(api, registry_client, credentials, redact=redact, out=out)
+        raise
     stopped_by: PushResult | None = None
     for item, repository, tags in jobs:
         if stopped_by:
@@ -416,6 +422,29 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
             f"pushed: {', '.join(good) if good else 'none'}; details in {report}",
         )
     return 0
+
+
+def connect(api, target: str, credentials: Credentials | None, out: Console) -> Pusher:
+    """A Pusher for a registry that answered and took the credentials; else FactoryError "nothing was pushed"."""
+    redact = Redactor(credentials.secrets if credentials else [])
+    try:
+        registry_client = RegistryClient(target, credentials,
+                                         insecure=is_insecure(target, api.info().get("RegistryConfig")))
+        with_retries(registry_client.ping, on_retry=lambda tries, delay, exc: out.print(
+            f"[yellow]{escape(redact(exc.message))}; try {tries + 1} in {delay:.0f}s[/]"))
+    except FactoryError as exc:
+        raise FactoryError(f"nothing was pushed: {redact(exc.message)}",
+                           exc.hint or f"check that {display_host(target)} is up and --registry is right") from None
+    return Pusher(api, registry_client, credentials, redact=redact, out=out)
+
+
+def repository_on(registry: str, repository: str) -> str:
+    """The same repository path on another registry: `old-host/ns/image` or `ns/image` -> `registry/ns/image`."""
+    first, _, rest = repository.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        repository = rest  # drop the registry it was built for
+    host = canonical_host(registry)
+    return repository if host == DOCKER_HUB else f"{host}/{repository}"
 
 
 def _not_pushed(item: PlanItem, repository: str, tags: list[str], reason: str) -> PushResult:

@@ -22,6 +22,7 @@ class BuildStatus(Status):
 
     BUILT = "built", "green"
     UP_TO_DATE = "up to date", "dim"
+    PULLED = "pulled", "cyan"  # from the registry cache (--cache-from), then verified and tagged like a built one
     FAILED = "failed", "bold red"
     NOT_BUILT = "not built", "yellow"  # its parent failed, or --fail-fast stopped the run
     UNAVAILABLE = "unavailable", "magenta"  # connector.toml says it cannot be built here (not a failure)
@@ -85,7 +86,7 @@ class Progress:
 
     def update(self, name: str, state: str, *, announce: bool = True) -> None:
         with self.lock:
-            if state == "building" and name not in self.started:
+            if state in ("building", "looking up the cache") and name not in self.started:
                 self.started[name] = time.monotonic()
             self.states[name] = state
             if self.live:

@@ -18,6 +18,7 @@ from docker.errors import NotFound
 from packaging.utils import canonicalize_name
 
 from .errors import ConfigError, FactoryError
+from .files import write_atomically
 from .failures import Cause, Diagnosis, StepFailed
 from .lock import PACKAGE_LINE
 from .plan import LABEL_SBOM, LOCK_PATH, SBOM_PATH
@@ -123,8 +124,5 @@ def export(api, ref: str, output: Path | None) -> tuple[bytes, SbomSummary]:
         if problems:
             raise FactoryError(f"the SBOM of {ref} differs from its lock: {'; '.join(problems[:5])}")
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        temporary = output.with_name(f".{output.name}.tmp")
-        temporary.write_bytes(files[path])
-        temporary.replace(output)
+        write_atomically(output, files[path])
     return files[path], summary

@@ -76,6 +76,8 @@ class Settings:
     demo_connector: str = "datahub-sqlite"
     demo_config: str = "examples/datahub/sqlite.yml"
     frameworks: Mapping[str, Framework] = field(default_factory=dict)
+    # Registry whose `inputs-<hash>` tags stand in for builds (inv build-connectors --cache-from); "" is off.
+    cache_from: str = ""
     # Platforms images are built, pushed and listed for (platforms.py); foreign ones run under QEMU.
     platforms: tuple[str, ...] = ("linux/amd64",)
     # How a foreign platform's packages are installed: "cross" (the build platform installs that

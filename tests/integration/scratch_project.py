@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from ingestion_factory.engine import remove_tags_under
@@ -59,6 +60,17 @@ def copy_project(destination: Path, namespace: str) -> Project:
     return Project(destination, namespace)
 
 
+@contextmanager
+def rewritten(path: Path, text: str):
+    """`path` holds `text` inside the block and exactly its original bytes again afterwards."""
+    original = path.read_bytes()
+    path.write_text(text)
+    try:
+        yield original.decode()
+    finally:
+        path.write_bytes(original)
+
+
 def remove_namespace_images(api, namespace: str) -> None:
     remove_tags_under(api, namespace)
 
@@ -70,3 +82,27 @@ def scratch_projects(tmp_path_factory, api, label: str):
     namespace = f"{TEST_NAMESPACE}{uuid.uuid4().hex[:6]}"
     yield copy_project(tmp_path_factory.mktemp(label), namespace)
     remove_namespace_images(api, namespace)
+
+
+def empty_namespace(api, namespace: str, hosts: list[str]) -> None:
+    """Remove every image of `namespace`, and the refs under `host/namespace` a push or a pull left."""
+    prefixes = [namespace + "/"] + [f"{host}/{namespace}/" for host in hosts]
+    doomed = {image.id for image in api.images.list()
+              if any(tag.startswith(tuple(prefixes)) for tag in image.tags)
+              or any(digest.startswith(tuple(prefixes)) for digest in image.attrs.get("RepoDigests") or [])}
+    for image_id in doomed:
+        for tag in api.api.inspect_image(image_id).get("RepoTags") or []:
+            if tag.startswith(tuple(prefixes)):
+                api.images.remove(tag, noprune=True)
+    from docker.errors import APIError, NotFound
+
+    for _ in range(3):  # children before parents: repeat until nothing more goes
+        for image_id in list(doomed):
+            try:
+                api.images.remove(image_id)
+            except NotFound:
+                pass
+            except APIError:  # a child still holds it: the next round
+                continue
+            doomed.discard(image_id)
+    assert not doomed, f"images of {namespace} still there: {doomed}"

@@ -6,12 +6,10 @@ import re
 import shutil
 import subprocess
 import uuid
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-from scratch_project import scratch_projects
+from scratch_project import rewritten, scratch_projects
 from testkit import DH_VERSION
 
 
@@ -21,17 +19,6 @@ def project(tmp_path_factory, docker_api, python_image):
     for scratch in scratch_projects(tmp_path_factory, docker_api, "changes"):
         scratch.inv("build-connectors", "-c", "datahub-sqlite", "-c", "datahub-mysql")
         yield scratch
-
-
-@contextmanager
-def rewritten(path: Path, text: str):
-    """`path` holds `text` inside the block and its original content again afterwards."""
-    original = path.read_text()
-    path.write_text(text)
-    try:
-        yield original
-    finally:
-        path.write_text(original)
 
 
 def image_id(api, project, name):

@@ -7,12 +7,11 @@ import hashlib
 import json
 import re
 import subprocess
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from scratch_project import remove_namespace_images, scratch_projects
+from scratch_project import remove_namespace_images, rewritten, scratch_projects
 from testkit import DH_VERSION
 
 SBOM_PATH = "/opt/ingestion-factory/sbom.cdx.json"
@@ -25,16 +24,6 @@ def project(tmp_path_factory, docker_api, python_image):
     for scratch in scratch_projects(tmp_path_factory, docker_api, "locks"):
         scratch.inv("build-connectors", "-c", "datahub-sqlite")
         yield scratch
-
-
-@contextmanager
-def rewritten(path: Path, text: str):
-    original = path.read_bytes()
-    path.write_text(text)
-    try:
-        yield
-    finally:
-        path.write_bytes(original)
 
 
 def image_id(api, project, name="datahub-sqlite"):
@@ -199,7 +188,9 @@ def _contents(api, ref: str) -> dict:
     """What a rebuild must reproduce: the installed versions, every file of the virtualenv, the SBOM."""
     freeze = run_in(api, ref, ["cat", "/opt/venv/base-constraints.txt"])  # uv pip freeze, written by the build
     files = run_in(api, ref, ["sh", "-c", "cd /opt/venv && find . -type f -printf '%P %s\\n' | sort"])
-    sbom = json.loads(run_in(api, ref, ["cat", SBOM_PATH]))
+    from ingestion_factory.sbom import read_files
+
+    sbom = json.loads(read_files(api, ref, [SBOM_PATH])[SBOM_PATH])  # not through the logs: they cut long output
     return {"freeze": freeze, "files": files, "sbom": sorted(components(sbom, "pip") | components(sbom, "dpkg")),
             "serial": sbom["serialNumber"]}
 

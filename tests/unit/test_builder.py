@@ -173,3 +173,14 @@ def test_a_noop_run_moves_no_tag_that_is_already_in_place(project, engine):
     results = run(project, engine, ["a"])
     assert {r.result for r in results.values()} == {UP_TO_DATE}
     assert engine.tag_calls == 0
+
+
+def test_the_source_label_is_a_remote_without_credentials_or_nothing(tmp_path, monkeypatch):
+    from ingestion_factory import builder as builder_mod
+
+    settings = settings_mod.load(settings_mod.pyproject_defaults(Path(__file__).resolve().parents[2]), tmp_path)
+    for remote, label in (("https://user:token@github.com/acme/factory.git", "https://github.com/acme/factory.git"),
+                          ("git@github.com:acme/factory.git", "git@github.com:acme/factory.git"),
+                          ("/srv/git/factory", ""), ("file:///srv/git/factory", ""), ("", "")):
+        monkeypatch.setattr(builder_mod, "_git", lambda settings, *args, remote=remote: remote)
+        assert builder_mod._source_url(settings) == label, remote

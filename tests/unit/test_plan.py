@@ -166,3 +166,32 @@ def test_up_to_date_image_keeps_the_commit_it_was_built_from(project):
         info.labels["org.opencontainers.image.revision"] = "0123456789ab"
     plan = make_plan(found, ["a"], store, settings, revision="fedcba987654")
     assert plan.items["a"].tags == [OM_VERSION, "0123456789ab", "latest"]
+
+
+def test_a_snapshot_answers_from_one_listing_and_inspects_only_what_it_lacks():
+    from ingestion_factory.engine import ImageSnapshot
+
+    class Api:
+        def __init__(self):
+            self.inspected = []
+            self.api = self
+
+        def images(self):
+            return [{"Id": "sha256:a", "RepoTags": ["ns/img:1", "ns/img:latest"], "Labels": {"k": "v"}, "Size": 7},
+                    {"Id": "sha256:dangling", "RepoTags": ["<none>:<none>"], "Labels": None, "Size": 1}]
+
+    class Store:
+        def __init__(self):
+            self.api = Api()
+            self.asked = []
+
+        def inspect(self, ref):
+            self.asked.append(ref)
+            return None
+
+    store = Store()
+    snapshot = ImageSnapshot(store)
+    assert snapshot.inspect("ns/img:latest") == ImageInfo("sha256:a", {"k": "v"}, 7, ("ns/img:1", "ns/img:latest"))
+    assert snapshot.inspect("ns/other:1") is None
+    assert store.asked == ["ns/other:1"]
+    assert "<none>:<none>" not in snapshot.by_ref

@@ -1,0 +1,236 @@
+"""inv bundle / inv unbundle on a real engine: a bundle made before emptying the engine restores it after.
+
+The DataHub base and datahub-sqlite, built in a module-scoped scratch project. Every command runs with
+the local engine's socket given explicitly in DOCKER_HOST.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from testkit import DH_VERSION
+from ingestion_factory import bundle as bundle_mod
+from ingestion_factory.cache import cache_tag
+from scratch_project import empty_namespace
+
+pytestmark = pytest.mark.registry
+
+SQLITE = "datahub-sqlite"
+FAMILY = ("base-datahub", SQLITE)
+LOCAL_ENGINE = {"DOCKER_HOST": "unix:///var/run/docker.sock"}  # the local engine, named explicitly
+
+
+def namespace_tags(api, namespace: str) -> list[str]:
+    return [tag for image in api.images.list() for tag in image.tags if tag.startswith(namespace + "/")]
+
+
+@pytest.fixture(scope="module")
+def bundled(module_project, docker_api, tmp_path_factory):
+    """datahub-sqlite and its base, built, then bundled; yields (project, bundle path, image IDs)."""
+    module_project.inv("build-connectors", "-c", SQLITE, env=LOCAL_ENGINE)
+    ids = {name: docker_api.api.inspect_image(module_project.ref(name, DH_VERSION))["Id"] for name in FAMILY}
+    path = tmp_path_factory.mktemp("bundle") / "datahub.bundle"
+    done = module_project.inv("bundle", "-c", SQLITE, "-o", str(path), env=LOCAL_ENGINE)
+    assert "Wrote" in done.stdout and "saving 2 image(s)" in done.stdout  # progress is shown
+    yield module_project, path, ids
+    empty_namespace(docker_api, module_project.namespace, [])
+
+
+def test_the_manifest_describes_every_image_and_layers_are_stored_once(bundled, docker_api):
+    project, path, ids = bundled
+    manifest = bundle_mod.read_manifest(path)
+    by_name = {image.name: image for image in manifest.images}
+    assert set(by_name) == set(FAMILY)
+    for name in FAMILY:
+        labels = docker_api.api.inspect_image(ids[name])["Config"]["Labels"]
+        image = by_name[name]
+        assert image.image_id == ids[name]
+        assert image.input_hash == labels["io.ingestion-factory.inputs"]
+        assert image.framework_version == DH_VERSION
+        assert image.tags[0] == DH_VERSION and "latest" in image.tags
+        assert image.repository == f"{project.namespace}/ingestion-connector-{name}"
+        # What issue 10's labels say about the image: the lock it installed and where its SBOM is.
+        assert image.lock_digest == labels["io.ingestion-factory.lock-digest"] and image.lock_digest
+        assert image.sbom == labels["io.ingestion-factory.sbom"] and image.sbom.endswith(".cdx.json")
+    assert by_name[SQLITE].parent_id == ids["base-datahub"]
+    sizes = sum(docker_api.api.inspect_image(ids[name])["Size"] for name in FAMILY)
+    assert path.stat().st_size < sizes * 0.8  # the base's layers once, not once per image
+    assert not [p for p in path.parent.iterdir() if p != path]  # no temp files left beside it
+
+
+def test_unbundle_on_an_emptied_engine_restores_verifies_and_pushes_to_a_mirror(bundled, docker_api, registries):
+    project, path, ids = bundled
+    mirror = registries.open
+    empty_namespace(docker_api, project.namespace, [mirror.host])
+    assert not namespace_tags(docker_api, project.namespace)
+
+    done = project.inv("unbundle", str(path), "--push", mirror.host, env=LOCAL_ENGINE)
+    assert "smoke test" in done.stdout and "verified, tagged" in done.stdout
+    manifest = {image.name: image for image in bundle_mod.read_manifest(path).images}
+    for name in FAMILY:
+        for tag in manifest[name].tags:
+            assert docker_api.api.inspect_image(project.ref(name, tag))["Id"] == ids[name]
+        repository = f"{project.namespace}/ingestion-connector-{name}"
+        version = mirror.manifest_digest(repository, DH_VERSION)
+        assert version is not None
+        assert mirror.manifest_digest(repository, cache_tag(manifest[name].input_hash)) == version
+    pushed = json.loads((project.root / "build" / "reports" / "push-latest.json").read_text())
+    assert {image["result"] for image in pushed["images"]} == {"pushed"}
+
+    # The restored images are current: the build has nothing to do.
+    assert "up to date; nothing to build" in project.inv("build-connectors", "-c", SQLITE).stdout
+
+
+def _rewrite(path, target, *, manifest_edit=None, images_edit=None):
+    """A copy of the bundle with bundle.json and/or images.tar changed."""
+    with tarfile.open(path) as source, tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as sink:
+        for member in source:
+            data = source.extractfile(member).read()
+            if member.name == bundle_mod.MANIFEST_MEMBER and manifest_edit:
+                data = manifest_edit(data)
+            if member.name == bundle_mod.IMAGES_MEMBER and images_edit:
+                data = images_edit(data)
+            member.size = len(data)
+            sink.addfile(member, io.BytesIO(data))
+
+
+def test_truncated_or_altered_bundles_are_refused_and_tag_nothing(bundled, docker_api, registries, tmp_path):
+    project, path, ids = bundled
+    empty_namespace(docker_api, project.namespace, [registries.open.host])
+
+    truncated = tmp_path / "truncated.bundle"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    flipped = tmp_path / "flipped.bundle"
+    _rewrite(path, flipped, images_edit=lambda data: data[:1000] + bytes([data[1000] ^ 1]) + data[1001:])
+    not_a_bundle = tmp_path / "not.bundle"
+    not_a_bundle.write_text("hello")
+    for bad, says in ((truncated, "truncated"), (flipped, "altered"), (not_a_bundle, "cannot be read as a bundle")):
+        done = project.inv("unbundle", str(bad), check=False, env=LOCAL_ENGINE)
+        assert done.returncode == 2, done.stderr
+        assert says in done.stderr
+        assert bad is not_a_bundle or "nothing was loaded" in done.stderr
+        assert not namespace_tags(docker_api, project.namespace)
+    for image_id in ids.values():  # refused before loading: the engine never saw them
+        assert not docker_api.images.list(filters={"reference": image_id})
+        with pytest.raises(Exception):
+            docker_api.api.inspect_image(image_id)
+
+    # A manifest edited to claim other inputs: the checksum holds, the loaded images do not match it.
+    def claim_other_inputs(data):
+        document = json.loads(data)
+        document["images"][1]["input_hash"] = "sha256:" + "0" * 64
+        return json.dumps(document).encode()
+
+    lying = tmp_path / "lying.bundle"
+    _rewrite(path, lying, manifest_edit=claim_other_inputs)
+    done = project.inv("unbundle", str(lying), check=False, env=LOCAL_ENGINE)
+    assert done.returncode == 1
+    assert "nothing was tagged" in done.stderr and SQLITE in done.stderr
+    assert not namespace_tags(docker_api, project.namespace)  # not even the base, which matched
+    for image_id in ids.values():  # what it loaded is removed again
+        with pytest.raises(Exception):
+            docker_api.api.inspect_image(image_id)
+
+
+def test_bundling_stale_images_is_refused_and_leaves_the_output_alone(bundled, tmp_path):
+    project, _, _ = bundled
+    output = tmp_path / "kept.bundle"
+    output.write_text("an older bundle")
+    done = project.inv("bundle", "-c", "datahub-postgres", "-o", str(output), check=False)
+    assert done.returncode == 1
+    assert "refusing to bundle" in done.stderr and "inv build-connectors -c datahub-postgres" in done.stderr
+    assert output.read_text() == "an older bundle"
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.bundle"]
+
+
+# --- DOCKER_HOST: the CLI and the SDK alike --------------------------------------------------------
+
+
+class EngineProxy:
+    """A unix socket that forwards to the local engine and records the HTTP requests that pass through it."""
+
+    def __init__(self, path, engine="/var/run/docker.sock"):
+        import socket
+        import threading
+
+        self.path, self.engine = str(path), engine
+        self.requests: list[str] = []
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(self.path)
+        self.server.listen(64)
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.path}"
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.engine)
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source, sink, record):
+        import re
+
+        try:
+            while True:
+                data = source.recv(1 << 16)
+                if not data:
+                    break
+                if record:
+                    with self.lock:
+                        self.requests += re.findall(rb"(?:GET|POST|HEAD|DELETE|PUT) (/\S*) HTTP/1\.1", data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(2)
+                except OSError:
+                    pass
+
+    def seen(self, fragment: str) -> bool:
+        with self.lock:
+            return any(fragment.encode() in request for request in self.requests)
+
+    def close(self):
+        self.server.close()
+
+
+def test_every_step_honours_docker_host(bundled, docker_api, tmp_path):
+    """Build (the BuildKit CLI), smoke test, bundle and unbundle (the SDK), all through a DOCKER_HOST proxy."""
+    import tempfile
+
+    project, _, _ = bundled
+    # A short path: unix socket paths are limited to about 100 characters.
+    proxy = EngineProxy(tempfile.mkdtemp(prefix="dh-") + "/engine.sock")
+    env = {"DOCKER_HOST": proxy.docker_host}
+    try:
+        project.inv("build-connectors", "-c", SQLITE, "--force", env=env)
+        assert proxy.seen("/build") or proxy.seen("/grpc") or proxy.seen("/session"), proxy.requests[:20]  # the CLI
+        assert proxy.seen("/containers/create")  # the smoke test, through the SDK
+        output = tmp_path / "through-proxy.bundle"
+        project.inv("bundle", "-c", SQLITE, "-o", str(output), env=env)
+        assert proxy.seen("/images/get?names=")
+        project.inv("unbundle", str(output), env=env)
+        assert proxy.seen("/images/load")
+    finally:
+        proxy.close()
+    gone = project.inv("list", "--json", check=False, env=env)  # nobody listens there any more
+    assert gone.returncode == 3
+    assert proxy.docker_host in gone.stderr

@@ -1,0 +1,264 @@
+"""The registry cache without Docker: cache tags, the checks on a pulled image, fall-back, the builder's use of it."""
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from project_tree import add_connector
+from test_builder import BUILT, PYTHON_ID, engine  # noqa: F401  (engine: a fixture)
+from ingestion_factory import catalog, settings as settings_mod
+from ingestion_factory.builder import Builder
+from ingestion_factory.cache import (
+    CacheMismatch,
+    Hit,
+    RegistryCache,
+    cache_tag,
+    check_pulled,
+    read_pull_stream,
+)
+from ingestion_factory.errors import FactoryError
+from ingestion_factory.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, ImageInfo, make_plan
+from ingestion_factory.push import publish_tags, repository_on
+from ingestion_factory.registry import Manifest, RegistryError
+from ingestion_factory.report import BuildStatus
+
+HASH = "sha256:" + "ab" * 32
+IMAGE_ID = "sha256:" + "c" * 64
+PARENT_ID = "sha256:" + "d" * 64
+DIGEST = "sha256:" + "e" * 64
+
+
+def test_the_cache_tag_is_the_first_32_hex_digits_of_the_input_hash():
+    assert cache_tag(HASH) == "inputs-" + "ab" * 16
+    assert len(cache_tag(HASH)) <= 128 and ":" not in cache_tag(HASH)
+    for bad in ("", "sha256:xyz", "md5:" + "a" * 64, "sha256:" + "A" * 64):
+        with pytest.raises(ValueError):
+            cache_tag(bad)
+
+
+def attrs(image_id=IMAGE_ID, **labels):
+    base = {LABEL_INPUTS: HASH, LABEL_PARENT: PARENT_ID, LABEL_NAME: "a"}
+    return {"Id": image_id, "Config": {"Labels": {**base, **labels}}}
+
+
+EXPECTED = {LABEL_INPUTS: HASH, LABEL_PARENT: PARENT_ID, LABEL_NAME: "a"}
+
+
+def test_a_pulled_image_must_be_the_manifests_config_and_carry_the_plans_labels():
+    check_pulled(attrs(), IMAGE_ID, EXPECTED)
+    for pulled, config, says in (
+        (attrs(image_id=PARENT_ID), IMAGE_ID, "not the manifest's config"),
+        (attrs(), None, "not the manifest's config"),  # an index, or a registry that gave no config
+        (attrs(**{LABEL_PARENT: "sha256:" + "0" * 64}), IMAGE_ID, LABEL_PARENT),
+        (attrs(**{LABEL_INPUTS: "sha256:" + "0" * 64}), IMAGE_ID, LABEL_INPUTS),
+        (attrs(**{LABEL_NAME: "b"}), IMAGE_ID, LABEL_NAME),
+    ):
+        with pytest.raises(CacheMismatch, match=says):
+            check_pulled(pulled, config, EXPECTED)
+
+
+def test_the_pull_stream_counts_bytes_and_raises_on_errors():
+    events = [{"status": "Pulling fs layer", "id": "l1"},
+              {"status": "Downloading", "id": "l1", "progressDetail": {"current": 5, "total": 100}},
+              {"status": "Downloading", "id": "l2", "progressDetail": {"current": 5, "total": 50}},
+              {"status": "Digest: " + DIGEST}]
+    assert read_pull_stream(iter(events)) == 150
+    with pytest.raises(FactoryError, match="denied"):
+        read_pull_stream(iter([{"errorDetail": {"message": "denied: access"}, "error": "denied: access"}]))
+
+
+# --- RegistryCache.fetch against fakes -----------------------------------------------------------------
+
+
+@dataclass
+class FakeClient:
+    manifests: dict = field(default_factory=dict)  # (repository, tag) -> Manifest
+    error: str = ""
+    registry: str = "127.0.0.1:5000"
+    asked: list = field(default_factory=list)
+
+    def ping(self):
+        if self.error:
+            raise RegistryError(self.error)
+
+    def manifest(self, repository, tag):
+        self.asked.append((repository, tag))
+        if self.error:
+            raise RegistryError(self.error)
+        return self.manifests.get((repository, tag))
+
+
+@dataclass
+class FakeDaemon:
+    images: dict = field(default_factory=dict)  # ref -> attrs, filled by pull
+    served: dict = field(default_factory=dict)  # repository@digest -> attrs the registry holds
+    pulls: list = field(default_factory=list)
+    removed: list = field(default_factory=list)
+    pull_error: Exception | None = None
+
+    @property
+    def api(self):
+        return self
+
+    def pull(self, repository, tag=None, **_):
+        self.pulls.append(f"{repository}@{tag}")
+        if self.pull_error:
+            raise self.pull_error
+        self.images[f"{repository}@{tag}"] = self.served[f"{repository}@{tag}"]
+        return iter([{"status": "Downloading", "id": "l1", "progressDetail": {"total": 10}}])
+
+    def inspect_image(self, ref):
+        return self.images[ref]
+
+    def remove_image(self, ref, **_):
+        self.removed.append(ref)
+
+
+@dataclass(frozen=True)
+class FakeItem:
+    name: str = "a"
+
+    @property
+    def spec(self):
+        return self
+
+    image_name = "ingestion-connector-a"
+
+
+REPO = "127.0.0.1:5000/ns/ingestion-connector-a"
+
+
+def cache_with(served_attrs=None, *, error="", pull_error=None, config=IMAGE_ID):
+    client = FakeClient(error=error)
+    daemon = FakeDaemon(pull_error=pull_error)
+    if served_attrs is not None:
+        client.manifests[(REPO, cache_tag(HASH))] = Manifest(DIGEST, "application/vnd.oci.image.manifest.v1+json",
+                                                              config)
+        daemon.served[f"{REPO}@{DIGEST}"] = served_attrs
+    warnings = []
+    cache = RegistryCache(daemon, client, lambda name: f"127.0.0.1:5000/ns/{name}", warn=warnings.append)
+    return cache, daemon, client, warnings
+
+
+def test_a_hit_is_pulled_by_digest_and_checked():
+    cache, daemon, client, warnings = cache_with(attrs())
+    hit = cache.fetch(FakeItem(), HASH, PARENT_ID)
+    assert hit == Hit(IMAGE_ID, f"{REPO}:{cache_tag(HASH)}", DIGEST, 10)
+    assert client.asked == [(REPO, cache_tag(HASH))]
+    assert daemon.pulls == [f"{REPO}@{DIGEST}"]  # by digest: the manifest just read, whatever the tag does
+    assert warnings == []
+
+
+def test_a_miss_or_a_mismatch_means_build_and_the_cache_stays_on():
+    cache, daemon, _, warnings = cache_with(None)
+    assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
+    assert daemon.pulls == [] and cache.misses == ["a: not in the cache"] and not cache.off_reason
+
+    cache, daemon, _, warnings = cache_with(attrs(**{LABEL_PARENT: "sha256:" + "0" * 64}))
+    assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
+    assert daemon.removed == [f"{REPO}@{DIGEST}"]  # the wrong image does not stay behind
+    assert "does not match" in cache.misses[0] and warnings == [] and not cache.off_reason
+
+
+@pytest.mark.parametrize("error, pull_error", [
+    ("127.0.0.1:5000 is not reachable: connection refused", None),
+    ("127.0.0.1:5000 requires a login: unauthorized", None),
+    ("", RuntimeError("pull access denied")),
+])
+def test_a_registry_that_is_down_or_refuses_turns_the_cache_off_with_one_warning(error, pull_error):
+    cache, _, client, warnings = cache_with(attrs(), error=error, pull_error=pull_error)
+    for _ in range(3):
+        assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
+    assert len(warnings) == 1 and "building instead of pulling" in warnings[0]
+    assert len(client.asked) == 1  # off after the first failure: no more round trips
+    assert cache.off_reason
+
+
+def test_ping_failure_is_the_one_warning():
+    cache, _, _, warnings = cache_with(attrs(), error="127.0.0.1:5000 is not reachable: connection refused")
+    assert cache.ping() is False
+    assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
+    assert len(warnings) == 1 and "connection refused" in warnings[0]
+
+
+# --- the builder with a cache ------------------------------------------------------------------------
+
+
+class FakeCache:
+    """Serves images by name: a hit for names in `hits`, None (build it) for the rest."""
+
+    def __init__(self, fake_engine, hits):
+        self.engine, self.hits, self.asked = fake_engine, hits, []
+        self.misses, self.off_reason = [], ""
+
+    def fetch(self, item, input_hash, parent_id):
+        self.asked.append((item.name, input_hash, parent_id))
+        if item.name not in self.hits:
+            return None
+        image_id = "sha256:" + item.name.encode().hex().rjust(64, "f")[:64]
+        self.engine.images[image_id] = ImageInfo(image_id, {LABEL_INPUTS: input_hash, LABEL_PARENT: parent_id}, 300)
+        self.engine.names[image_id] = item.name
+        return Hit(image_id, f"reg/{item.name}:{input_hash[:10]}", DIGEST)
+
+    def release(self, hit):
+        self.released = getattr(self, "released", []) + [hit.ref]
+
+
+def run_with_cache(project, fake_engine, targets, hits):
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    plan = make_plan(catalog.discover(settings), targets, fake_engine, settings)
+    cache = FakeCache(fake_engine, hits)
+    builder = Builder(settings, fake_engine, fake_engine, revision=None, run_build=fake_engine.build,
+                      smoke_test=fake_engine.smoke_test, cache=cache)
+    return {r.name: r for r in builder.run(plan, jobs=2, fail_fast=False)}, cache
+
+
+def test_pulled_images_are_verified_and_tagged_and_children_hash_the_pulled_parent(project, engine):
+    add_connector(project, "a")
+    add_connector(project, "b")
+    results, cache = run_with_cache(project, engine, ["a", "b"], hits={"base", "a"})
+    assert results["base"].result == BuildStatus.PULLED and results["a"].result == BuildStatus.PULLED
+    assert results["b"].result == BUILT
+    assert engine.order == ["b"]  # only the miss was built
+    base_id = results["base"].image_id
+    asked = {name: parent for name, _, parent in cache.asked}
+    assert asked == {"base": PYTHON_ID, "a": base_id, "b": base_id}
+    assert any(ref.endswith("ingestion-connector-a:latest") for ref in engine.images)
+    assert len(cache.released) == 2  # the pulls' digest references are dropped once the tags are in place
+
+
+def test_a_pulled_image_that_fails_its_smoke_test_fails_like_a_built_one(project, engine):
+    add_connector(project, "a")
+    engine.unverified = {"a"}
+    results, _ = run_with_cache(project, engine, ["a"], hits={"base", "a"})
+    assert results["a"].result == BuildStatus.FAILED and results["a"].cause == "plugin import failed"
+    assert not any("ingestion-connector-a:" in ref for ref in engine.images)
+
+
+# --- pushing the cache tag --------------------------------------------------------------------------
+
+
+def test_push_adds_the_inputs_tag_after_the_builds_tags():
+    @dataclass
+    class Item:
+        tags: list
+        input_hash: str | None
+
+    assert publish_tags(Item(["1.0", "abc", "latest"], HASH)) == ["1.0", "abc", "latest", cache_tag(HASH)]
+    assert publish_tags(Item(["1.0", "latest"], HASH), latest=False) == ["1.0", cache_tag(HASH)]
+    assert publish_tags(Item(["1.0"], None)) == ["1.0"]
+
+
+@pytest.mark.parametrize("registry, repository, expected", [
+    ("mirror.local:5000", "ns/ingestion-connector-a", "mirror.local:5000/ns/ingestion-connector-a"),
+    ("mirror.local:5000", "registry.example.com/ns/ingestion-connector-a", "mirror.local:5000/ns/ingestion-connector-a"),
+    ("", "127.0.0.1:5000/ns/ingestion-connector-a", "ns/ingestion-connector-a"),
+])
+def test_a_mirror_gets_the_same_repository_path(registry, repository, expected):
+    assert repository_on(registry, repository) == expected
+
+
+def test_cache_from_is_a_setting(project):
+    settings = settings_mod.load({**settings_mod.pyproject_defaults(project), "cache_from": "reg:5000"}, project)
+    assert settings.cache_from == "reg:5000"
+    assert settings_mod.load(settings_mod.pyproject_defaults(project), project).cache_from == ""
