@@ -1,5 +1,6 @@
 """Platforms (issue 12): parsing, per-platform plans, tags and hashes, the manifest list, exit codes."""
 
+import hashlib
 import json
 
 import pytest
@@ -219,3 +220,90 @@ def test_plain_tags_of_a_manifest_list(project):
     with pytest.raises(Exception) as refused:  # missing images are never pushed
         manifest_list.require_pushable(plans)
     assert "on linux/arm64" in refused.value.message and "--platform linux/arm64" in refused.value.hint
+
+
+class FakeRegistry:
+    """Manifests by digest and tag; put_manifest stores what it is given (or, corrupt=True, something else)."""
+
+    def __init__(self, corrupt=False):
+        self.by_ref = {}
+        self.corrupt = corrupt
+
+    def manifest(self, repository, reference):
+        return self.by_ref.get(reference)
+
+    def put_manifest(self, repository, tag, body, media_type):
+        from ingestion_factory.registry import Manifest
+
+        document = json.loads(body)
+        if self.corrupt:
+            document["manifests"] = document["manifests"][:1]
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        self.by_ref[tag] = Manifest(digest, media_type, None, len(body), document)
+        return digest
+
+
+class FakePusher:
+    delays, sleep = (), staticmethod(lambda s: None)
+
+    def __init__(self, client):
+        self.client = client
+        self.pushed = []
+
+    def push_tag(self, image_id, repository, tag):
+        from ingestion_factory.push import PUSHED, TagResult
+        from ingestion_factory.registry import Manifest
+
+        digest = "sha256:" + hashlib.sha256(image_id.encode()).hexdigest()
+        self.client.by_ref[digest] = Manifest(digest, manifest_list.IMAGE_TYPE, image_id, 500 + len(self.pushed))
+        self.pushed.append(tag)
+        return TagResult(tag, f"{repository}:{tag}", PUSHED, digest)
+
+    def _manifest_or_none(self, repository, tag):
+        return self.client.by_ref.get(tag)
+
+    def redact(self, text):
+        return text
+
+    def _say(self, text, markup=False):
+        pass
+
+
+def variants(project):
+    add_connector(project, "mysql")
+    settings, found = setup(project)
+    store = arm_store(settings)
+    plans = [make_plan(found, ["mysql"], store, settings, revision="abc", platform=p) for p in (AMD64, ARM64)]
+    items = manifest_list.group(plans)["mysql"]
+    for number, item in enumerate(items):
+        item.current = ImageInfo(f"sha256:{number}" + "c" * 63, {}, 1)
+        item.input_hash = "sha256:" + "d" * 64
+    return items
+
+
+def test_index_pusher_pushes_each_variant_then_one_list_per_tag(project):
+    client = FakeRegistry()
+    pusher = FakePusher(client)
+    items = variants(project)
+    tags = manifest_list.plain_tags(items)
+    result = manifest_list.IndexPusher(pusher, None).push_image(items, "reg/ns/ingestion-connector-mysql", tags)
+    version = items[0].spec.framework.version
+    assert pusher.pushed[:2] == [f"{version}-amd64", f"{version}-arm64"]
+    assert pusher.pushed[2].startswith("inputs-")  # the default platform's cache tag, as a plain push gives it
+    assert result.result == "pushed" and result.tags == tags
+    assert set(result.platforms) == {"linux/amd64", "linux/arm64"}
+    stored = client.by_ref[version]
+    assert result.digest == stored.digest
+    assert manifest_list.platform_digests(stored.document) == result.platforms
+    assert [m["size"] for m in stored.document["manifests"]] == [500, 501]
+    again = manifest_list.IndexPusher(pusher, None).push_image(items, "reg/ns/ingestion-connector-mysql", tags)
+    assert [t.result for t in again.tag_results[2:5]] == ["already present"] * 3
+
+
+def test_a_list_read_back_without_a_platform_fails_the_image(project):
+    items = variants(project)
+    pusher = FakePusher(FakeRegistry(corrupt=True))
+    result = manifest_list.IndexPusher(pusher, None).push_image(items, "reg/ns/img", manifest_list.plain_tags(items))
+    assert result.result == "failed"
+    assert "linux/arm64 is missing" in result.reason
+    assert [t.result for t in result.tag_results[3:]] == ["not pushed", "not pushed"]
