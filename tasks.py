@@ -201,7 +201,8 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
                "--no-cold: your images), disk in total and per connector, no-op build and `inv list` times.",
     "cache": "Measure --cache-from instead: pull + verify of the -c images (default datahub-sqlite) and their "
              "parents from a throwaway registry, next to building them from scratch (cold: empty BuildKit "
-             "cache; --no-cold: --no-cache).",
+             "cache; --no-cold: --no-cache). With --catalog: every available connector (needs an engine without "
+             "other copies of the catalog, or their layers are not downloaded).",
 }, iterable=["connector"])
 @reports_errors
 def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, cache=False):
