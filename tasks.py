@@ -213,7 +213,8 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
                "--no-cold: your images), disk in total and per connector, no-op build and `inv list` times.",
     "cache": "Measure --cache-from instead: pull + verify of the -c images (default datahub-sqlite) and their "
              "parents from a throwaway registry, next to building them from scratch (cold: empty BuildKit "
-             "cache; --no-cold: --no-cache).",
+             "cache; --no-cold: --no-cache). With --catalog: every available connector (needs an engine without "
+             "other copies of the catalog, or their layers are not downloaded).",
     "arm64": "Measure arm64 builds instead: the DataHub base and a connector (default datahub-sqlite), "
              "cross-installed versus installed under QEMU, each smoke-tested (needs QEMU; slow).",
 }, iterable=["connector"])

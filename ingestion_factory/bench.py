@@ -67,6 +67,8 @@ def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: b
     api = client()
     if cache:
         cache_settings = settings.with_overrides(namespace=CACHE_NAMESPACE, registry="", cache_from="")
+        if catalog:  # the whole catalog: every available connector
+            connectors = [spec.name for spec in catalog_mod.discover(cache_settings).available_connectors]
         bench = Bench(cache_settings, list(connectors or CACHE_CONNECTORS), console)
         catalog_mod.discover(cache_settings).resolve(bench.connectors)
         measure_cache(bench, api, cold=cold)
