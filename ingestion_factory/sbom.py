@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from docker.errors import NotFound
@@ -84,24 +84,32 @@ def read_files(api, image: str, paths: list[str]) -> dict[str, bytes | None]:
         container.remove(force=True)
 
 
+def _read_against_lock(api, image: str, sbom_path: str) -> tuple[bytes | None, SbomSummary, list[str]]:
+    """The SBOM an image holds (None when it has none), its packages, and how they differ from the lock it carries."""
+    files = read_files(api, image, [sbom_path, LOCK_PATH])
+    raw = files[sbom_path]
+    if raw is None:
+        return None, SbomSummary({}, {}), []
+    document = json.loads(raw)
+    summary = SbomSummary(packages(document, "pip"), packages(document, "dpkg"))
+    locked = files[LOCK_PATH]
+    problems = mismatch(summary.python, lock_packages(locked.decode())) if locked is not None else []
+    return raw, summary, problems
+
+
 def verify_image(api, image_id: str, name: str, output_dir: Path | None) -> SbomSummary:
     """The builder's check after the smoke test: the image's SBOM lists exactly its lock's packages."""
-    files = read_files(api, image_id, [SBOM_PATH, LOCK_PATH])
-    if files[SBOM_PATH] is None:
+    raw, summary, problems = _read_against_lock(api, image_id, SBOM_PATH)
+    if raw is None:
         raise StepFailed(Diagnosis(Cause.SBOM_MISMATCH, f"the image has no SBOM at {SBOM_PATH}"))
-    document = json.loads(files[SBOM_PATH])
-    python = packages(document, "pip")
-    if files[LOCK_PATH] is not None:
-        problems = mismatch(python, lock_packages(files[LOCK_PATH].decode()))
-        if problems:
-            raise StepFailed(Diagnosis(Cause.SBOM_MISMATCH, f"the SBOM differs from the lock: {problems[0]}",
-                                       tuple(problems[:15])))
-    path = None
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        path = output_dir / f"{name}.cdx.json"
-        path.write_bytes(files[SBOM_PATH])
-    return SbomSummary(python, packages(document, "dpkg"), path)
+    if problems:
+        raise StepFailed(Diagnosis(Cause.SBOM_MISMATCH, f"the SBOM differs from the lock: {problems[0]}",
+                                   tuple(problems[:15])))
+    if output_dir is None:
+        return summary
+    path = output_dir / f"{name}.cdx.json"
+    write_atomically(path, raw)
+    return replace(summary, path=path)
 
 
 def export(api, ref: str, output: Path | None) -> tuple[bytes, SbomSummary]:
@@ -114,15 +122,11 @@ def export(api, ref: str, output: Path | None) -> tuple[bytes, SbomSummary]:
         raise ConfigError(f"{ref} carries no SBOM (no {LABEL_SBOM} label): it was built before SBOMs",
                           "rebuild it: inv build-connectors -c NAME --force")
     path = image.labels[LABEL_SBOM]
-    files = read_files(api, image.id, [path, LOCK_PATH])
-    if files[path] is None:
+    raw, summary, problems = _read_against_lock(api, image.id, path)
+    if raw is None:
         raise FactoryError(f"{ref} names its SBOM {path} but has no such file")
-    document = json.loads(files[path])
-    summary = SbomSummary(packages(document, "pip"), packages(document, "dpkg"), output)
-    if files[LOCK_PATH] is not None:
-        problems = mismatch(summary.python, lock_packages(files[LOCK_PATH].decode()))
-        if problems:
-            raise FactoryError(f"the SBOM of {ref} differs from its lock: {'; '.join(problems[:5])}")
+    if problems:
+        raise FactoryError(f"the SBOM of {ref} differs from its lock: {'; '.join(problems[:5])}")
     if output is not None:
-        write_atomically(output, files[path])
-    return files[path], summary
+        write_atomically(output, raw)
+    return raw, replace(summary, path=output)
