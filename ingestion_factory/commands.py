@@ -120,19 +120,10 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
                           check_sbom=functools.partial(_check_sbom, api, settings.output_path / "reports" / "sbom"),
                           cache=cache)
         results = builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast) + unavailable
-    report = write_json(settings.output_path / "reports" / "build-latest.json", results,
-                        {"duration_s": round(time.monotonic() - started, 2),
-                         **_cache_report(settings, cache, results, warnings), **({"shard": shard} if shard else {})})
-    if todo:
-        console.print(summary_table(results))
-        print_failures(console, results)
-        console.print(f"Report: {report}")
-    else:
-        console.print(f"All {len(plan.order)} images are up to date; nothing to build "
-                      f"({time.monotonic() - started:.2f}s).")
-    if unavailable:
-        console.print(f"{len(unavailable)} connector(s) unavailable here, not built: "
-                      + ", ".join(r.name for r in unavailable) + " (reasons: `inv list`)")
+    _report_build(settings, results, started=started, built_any=bool(todo),
+                  up_to_date=f"All {len(plan.order)} images are up to date",
+                  extra={**_cache_report(settings, cache, results, warnings), **({"shard": shard} if shard else {})},
+                  unavailable=unavailable)
     _remove_replaced(plan, results, api)
     raise_for_outcome(results, broken, settings.output_path / "logs")
     return 0
@@ -198,24 +189,32 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
         _remove_replaced(plan, built, api)
         results += built
     results += skipped + unavailable
+    _report_build(settings, results, started=started, built_any=bool(todo),
+                  up_to_date=f"All {total} images ({', '.join(map(str, chosen))}) are up to date",
+                  extra={"platforms": [p.name for p in chosen], **_cache_report(settings, cache, results, warnings)},
+                  unavailable=unavailable, skipped=skipped)
+    raise_for_outcome(results, broken, settings.output_path / "logs")
+    return 0
+
+
+def _report_build(settings: Settings, results: list[Result], *, started: float, built_any: bool, up_to_date: str,
+                  extra: dict, unavailable: list[Result], skipped: list[Result] = ()) -> None:
+    """The end of every build run, on one platform or several: the JSON report, then the table or one line."""
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
-                        {"duration_s": round(time.monotonic() - started, 2),
-                         "platforms": [p.name for p in chosen], **_cache_report(settings, cache, results, warnings)})
-    if todo:
+                        {"duration_s": round(time.monotonic() - started, 2), **extra})
+    if built_any:
         console.print(summary_table(results))
         print_failures(console, results)
         console.print(f"Report: {report}")
     else:
-        console.print(f"All {total} images ({', '.join(map(str, chosen))}) are up to date; nothing to build "
-                      f"({time.monotonic() - started:.2f}s).")
+        console.print(f"{up_to_date}; nothing to build ({time.monotonic() - started:.2f}s).")
     if skipped:
         console.print(f"{len(skipped)} image(s) cannot exist on a platform, not built: "
                       + ", ".join(f"{r.name} ({r.platform})" for r in skipped))
     if unavailable:
-        console.print(f"{len({r.name for r in unavailable})} connector(s) unavailable here, not built: "
-                      + ", ".join(sorted({r.name for r in unavailable})) + " (reasons: `inv list`)")
-    raise_for_outcome(results, broken, settings.output_path / "logs")
-    return 0
+        names = sorted({r.name for r in unavailable})  # one per connector, whatever the platforms
+        console.print(f"{len(names)} connector(s) unavailable here, not built: " + ", ".join(names)
+                      + " (reasons: `inv list`)")
 
 
 def _check_sbom(api, output_dir: Path, image_id: str, name: str):
