@@ -24,6 +24,7 @@ from .plan import (
     LABEL_LOCK,
     LABEL_NAME,
     LABEL_PARENT,
+    LABEL_PLATFORM,
     LABEL_REVISION,
     LABEL_SBOM,
     SBOM_PATH,
@@ -281,6 +282,7 @@ class Builder:
             LABEL_PARENT: parent_id,
             LABEL_INPUTS: digest,
             LABEL_SBOM: SBOM_PATH,
+            LABEL_PLATFORM: item.platform.name,
         }
         # A local checkout's path means nothing to whoever pulls the image: the label is left out then.
         if self.source_url:

@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 
 from .errors import DockerUnavailable
-from .plan import ImageInfo
+from .plan import LABEL_PLATFORM, ImageInfo
 
 NO_DAEMON_HINT = (
     "start the engine (`sudo systemctl start docker`, or `sudo dockerd &` on a machine without systemd) "
@@ -77,14 +77,23 @@ def remove_replaced(api, image_ids: list[str], pin_repository: str) -> tuple[int
 
 class ImageSnapshot:
     """The engine's tagged images from one listing call, for planning a whole catalog (one request, not one
-    per image); a reference the listing does not hold is inspected as usual."""
+    per image); a reference the listing does not hold is inspected as usual.
+
+    The listing has no architecture: an image's platform label (set by every build since) stands in for it,
+    and an image without one is inspected, so the wrong-architecture check in make_plan always has one.
+    """
 
     def __init__(self, store: "DockerImageStore"):
         self.store = store
         self.by_ref: dict[str, ImageInfo] = {}
         for attrs in store.api.api.images():
-            info = ImageInfo(id=attrs["Id"], labels=dict(attrs.get("Labels") or {}), size=int(attrs.get("Size") or 0),
-                             tags=tuple(t for t in attrs.get("RepoTags") or () if t != "<none>:<none>"))
+            labels = dict(attrs.get("Labels") or {})
+            platform = labels.get(LABEL_PLATFORM, "")
+            if "/" not in platform:
+                continue
+            info = ImageInfo(id=attrs["Id"], labels=labels, size=int(attrs.get("Size") or 0),
+                             tags=tuple(t for t in attrs.get("RepoTags") or () if t != "<none>:<none>"),
+                             architecture=platform.split("/")[1])
             for tag in info.tags:
                 self.by_ref[tag] = info
 

@@ -30,6 +30,8 @@ LABEL_FRAMEWORK_VERSION = f"{LABEL_PREFIX}.framework-version"
 LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_LOCK = f"{LABEL_PREFIX}.lock-digest"  # sha256 of the requirements.lock the image installed
 LABEL_SBOM = f"{LABEL_PREFIX}.sbom"  # where the image keeps its CycloneDX SBOM
+# os/architecture it was built for: the engine's image listing shows labels but not the architecture.
+LABEL_PLATFORM = f"{LABEL_PREFIX}.platform"
 SBOM_PATH = "/opt/ingestion-factory/sbom.cdx.json"
 LOCK_PATH = "/opt/ingestion-factory/requirements.lock"
 

@@ -5,6 +5,7 @@ import pytest
 from project_tree import add_connector
 from testkit import OM_VERSION
 from ingestion_factory import catalog, settings as settings_mod
+from ingestion_factory.engine import DockerImageStore, ImageSnapshot
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.graph import parents_first
 from ingestion_factory.plan import (
@@ -13,6 +14,7 @@ from ingestion_factory.plan import (
     FORCED,
     LABEL_INPUTS,
     LABEL_PARENT,
+    LABEL_PLATFORM,
     MISSING,
     PARENT_CHANGED,
     UP_TO_DATE,
@@ -168,30 +170,61 @@ def test_up_to_date_image_keeps_the_commit_it_was_built_from(project):
     assert plan.items["a"].tags == [OM_VERSION, "0123456789ab", "latest"]
 
 
+class FakeDockerApi:
+    """The two calls DockerImageStore and ImageSnapshot make of the docker SDK's low-level client."""
+
+    def __init__(self, images):
+        self.images_by_ref = images  # ref -> `docker image inspect` attrs
+        self.inspected = []
+        self.api = self
+
+    def images(self):
+        listed = {attrs["Id"]: attrs for attrs in self.images_by_ref.values()}
+        return [{"Id": attrs["Id"], "RepoTags": attrs.get("RepoTags") or ["<none>:<none>"], "Size": attrs["Size"],
+                 "Labels": attrs["Config"].get("Labels")} for attrs in listed.values()]
+
+    def inspect_image(self, ref):
+        from docker.errors import ImageNotFound
+
+        self.inspected.append(ref)
+        if ref not in self.images_by_ref:
+            raise ImageNotFound(f"no such image: {ref}")
+        return self.images_by_ref[ref]
+
+
+def engine_attrs(image_id, labels, tags, architecture="amd64"):
+    return {"Id": image_id, "Config": {"Labels": labels}, "Size": 7, "RepoTags": list(tags),
+            "Architecture": architecture}
+
+
 def test_a_snapshot_answers_from_one_listing_and_inspects_only_what_it_lacks():
-    from ingestion_factory.engine import ImageSnapshot
-
-    class Api:
-        def __init__(self):
-            self.inspected = []
-            self.api = self
-
-        def images(self):
-            return [{"Id": "sha256:a", "RepoTags": ["ns/img:1", "ns/img:latest"], "Labels": {"k": "v"}, "Size": 7},
-                    {"Id": "sha256:dangling", "RepoTags": ["<none>:<none>"], "Labels": None, "Size": 1}]
-
-    class Store:
-        def __init__(self):
-            self.api = Api()
-            self.asked = []
-
-        def inspect(self, ref):
-            self.asked.append(ref)
-            return None
-
-    store = Store()
-    snapshot = ImageSnapshot(store)
-    assert snapshot.inspect("ns/img:latest") == ImageInfo("sha256:a", {"k": "v"}, 7, ("ns/img:1", "ns/img:latest"))
+    labels = {"k": "v", LABEL_PLATFORM: "linux/amd64"}
+    api = FakeDockerApi({"ns/img:1": engine_attrs("sha256:a", labels, ["ns/img:1", "ns/img:latest"]),
+                         "ns/img:latest": engine_attrs("sha256:a", labels, ["ns/img:1", "ns/img:latest"])})
+    snapshot = ImageSnapshot(DockerImageStore(api))
+    assert snapshot.inspect("ns/img:latest") == ImageInfo("sha256:a", labels, 7, ("ns/img:1", "ns/img:latest"),
+                                                          architecture="amd64")
     assert snapshot.inspect("ns/other:1") is None
-    assert store.asked == ["ns/other:1"]
+    assert api.inspected == ["ns/other:1"]
     assert "<none>:<none>" not in snapshot.by_ref
+
+
+@pytest.mark.parametrize("labelled", [True, False], ids=["platform label", "built before the label"])
+def test_an_image_of_another_architecture_under_the_ref_is_rebuilt_in_a_real_run(project, labelled):
+    """make_plan through ImageSnapshot and DockerImageStore (a fake docker API underneath): an arm64 image under
+    the amd64 ref, with labels that match the inputs, is rebuilt."""
+    add_connector(project, "a")
+    settings, found = setup(project)
+    built = built_store(settings, found, ["a"])
+    images = {}
+    for ref, info in built.images.items():
+        architecture = "arm64" if ref.endswith(f"ingestion-connector-a:{OM_VERSION}") else "amd64"
+        labels = dict(info.labels, **({LABEL_PLATFORM: f"linux/{architecture}"} if labelled and info.labels else {}))
+        images[ref] = engine_attrs(info.id, labels, [ref], architecture)
+    api = FakeDockerApi(images)
+    plan = make_plan(found, ["a"], ImageSnapshot(DockerImageStore(api)), settings)
+    assert plan.items["base"].state is UP_TO_DATE
+    assert plan.items["a"].state is CHANGED
+    assert plan.items["a"].reason.endswith("is a arm64 image, not amd64")
+    if labelled:  # the listing told it all: only the Python image (no factory label) was inspected
+        assert api.inspected == [settings.python_image]
