@@ -84,8 +84,9 @@ def read_files(api, image: str, paths: list[str]) -> dict[str, bytes | None]:
         container.remove(force=True)
 
 
-def _read_against_lock(api, image: str, sbom_path: str) -> tuple[bytes | None, SbomSummary, list[str]]:
-    """The SBOM an image holds (None when it has none), its packages, and how they differ from the lock it carries."""
+def _read_against_lock(api, image: str, sbom_path: str) -> tuple[bytes | None, SbomSummary, list[str] | None]:
+    """The SBOM an image holds (None when it has none), its packages, and how they differ from the lock it
+    carries (None when it carries no lock: nothing to check the SBOM against, which is a failure too)."""
     files = read_files(api, image, [sbom_path, LOCK_PATH])
     raw = files[sbom_path]
     if raw is None:
@@ -93,7 +94,7 @@ def _read_against_lock(api, image: str, sbom_path: str) -> tuple[bytes | None, S
     document = json.loads(raw)
     summary = SbomSummary(packages(document, "pip"), packages(document, "dpkg"))
     locked = files[LOCK_PATH]
-    problems = mismatch(summary.python, lock_packages(locked.decode())) if locked is not None else []
+    problems = mismatch(summary.python, lock_packages(locked.decode())) if locked is not None else None
     return raw, summary, problems
 
 
@@ -102,6 +103,9 @@ def verify_image(api, image_id: str, name: str, output_dir: Path | None) -> Sbom
     raw, summary, problems = _read_against_lock(api, image_id, SBOM_PATH)
     if raw is None:
         raise StepFailed(Diagnosis(Cause.SBOM_MISMATCH, f"the image has no SBOM at {SBOM_PATH}"))
+    if problems is None:
+        raise StepFailed(Diagnosis(Cause.SBOM_MISMATCH,
+                                   f"{name} has no lock at {LOCK_PATH}: its SBOM cannot be checked"))
     if problems:
         raise StepFailed(Diagnosis(Cause.SBOM_MISMATCH, f"the SBOM differs from the lock: {problems[0]}",
                                    tuple(problems[:15])))
@@ -125,6 +129,9 @@ def export(api, ref: str, output: Path | None) -> tuple[bytes, SbomSummary]:
     raw, summary, problems = _read_against_lock(api, image.id, path)
     if raw is None:
         raise FactoryError(f"{ref} names its SBOM {path} but has no such file")
+    if problems is None:
+        raise FactoryError(f"{ref} has no lock at {LOCK_PATH}: its SBOM cannot be checked against it",
+                           "rebuild it: inv build-connectors -c NAME --force")
     if problems:
         raise FactoryError(f"the SBOM of {ref} differs from its lock: {'; '.join(problems[:5])}")
     if output is not None:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
+
+import pytest
+
 from ingestion_factory import sbom
+from ingestion_factory.errors import FactoryError
+from ingestion_factory.failures import Cause, StepFailed
 
 LOCK = """# inputs: sha256:00
 six==1.17.0 \\
@@ -34,3 +42,68 @@ def test_every_difference_is_named():
         "pyyaml is 6.0.1, the lock says 6.0.2",
         "six 1.17.0 is locked but not installed",
     ]
+
+
+# --- the checks on an image, against a fake engine that serves its files --------------------------
+
+
+class FakeContainer:
+    def __init__(self, files):
+        self.files = files
+
+    def get_archive(self, path):
+        from docker.errors import NotFound
+
+        if path not in self.files:
+            raise NotFound(f"no such file: {path}")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            info = tarfile.TarInfo(path.rsplit("/", 1)[-1])
+            info.size = len(self.files[path])
+            archive.addfile(info, io.BytesIO(self.files[path]))
+        return iter([buffer.getvalue()]), {}
+
+    def remove(self, force=False):
+        pass
+
+
+class FakeImage:
+    def __init__(self, labels):
+        self.id, self.labels = "sha256:" + "a" * 64, labels
+
+
+class FakeEngine:
+    """An engine with one image holding `files` (path -> bytes); what the SDK calls of it, nothing more."""
+
+    def __init__(self, files):
+        self.files = files
+        self.containers = self
+        self.images = self
+
+    def create(self, image, command, **_):
+        return FakeContainer(self.files)
+
+    def get(self, ref):
+        return FakeImage({"io.ingestion-factory.sbom": sbom.SBOM_PATH})
+
+
+SBOM = json.dumps({"components": [component("six", "1.17.0", "pip"), component("PyYAML", "6.0.2", "pip")]}).encode()
+
+
+def test_an_image_whose_sbom_is_its_lock_passes_and_a_copy_is_written(tmp_path):
+    engine = FakeEngine({sbom.SBOM_PATH: SBOM, sbom.LOCK_PATH: LOCK.encode()})
+    summary = sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", tmp_path)
+    assert summary.python == {"six": "1.17.0", "pyyaml": "6.0.2"}
+    assert summary.path == tmp_path / "mysql.cdx.json" and summary.path.read_bytes() == SBOM
+
+
+def test_an_image_without_a_lock_fails_the_check_naming_the_image(tmp_path):
+    engine = FakeEngine({sbom.SBOM_PATH: SBOM})
+    with pytest.raises(StepFailed) as failed:
+        sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", tmp_path)
+    assert failed.value.diagnosis.cause is Cause.SBOM_MISMATCH
+    assert failed.value.message == f"mysql has no lock at {sbom.LOCK_PATH}: its SBOM cannot be checked"
+    assert not (tmp_path / "mysql.cdx.json").exists()
+    with pytest.raises(FactoryError, match=f"^ns/ingestion-connector-mysql:1 has no lock at {sbom.LOCK_PATH}"):
+        sbom.export(engine, "ns/ingestion-connector-mysql:1", tmp_path / "out.json")
+    assert not (tmp_path / "out.json").exists()
