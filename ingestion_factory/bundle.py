@@ -242,8 +242,10 @@ class _Counting:
         return chunk
 
 
-def bundle(settings: Settings, names: list[str] | None, output: Path, *, console: Console) -> int:
-    """`inv bundle`: the named connectors (default: every available one) and the images they are built FROM."""
+def bundle(settings: Settings, names: list[str] | None, output: Path, *, console: Console, engine=None) -> int:
+    """`inv bundle`: the named connectors (default: every available one) and the images they are built FROM.
+
+    `engine`: (docker API client, image store) instead of the local engine's (tests pass fakes)."""
     from .commands import plan_for
 
     started = time.monotonic()
@@ -251,7 +253,7 @@ def bundle(settings: Settings, names: list[str] | None, output: Path, *, console
     if not names and catalog.broken:
         raise ConfigError(f"cannot bundle everything: {', '.join(sorted(catalog.broken))} cannot be built",
                           "fix those directories, or name the connectors to bundle with -c")
-    plan, api, _ = plan_for(settings, catalog, catalog.resolve(names))
+    plan, api, _ = plan_for(settings, catalog, catalog.resolve(names), engine=engine)
     require_current(plan)
     images = [bundled_image(item, item.ref.rpartition(":")[0]) for item in plan]
     console.print(f"Bundling {len(images)} image(s) into {output}.")

@@ -28,16 +28,19 @@ from .settings import Settings, git_revision
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
-def _engine():
+def _engine(engine=None):
+    """(docker API client, image store): `engine` when given (tests pass fakes), else the local engine's."""
+    if engine is not None:
+        return engine
     from .engine import DockerImageStore, client
 
     api = client()
     return api, DockerImageStore(api)
 
 
-def plan_for(settings: Settings, catalog, targets: list[str], *, force: bool = False, platform=None):
-    """The plan for these catalog keys, with the engine it was made against."""
-    api, store = _engine()
+def plan_for(settings: Settings, catalog, targets: list[str], *, force: bool = False, platform=None, engine=None):
+    """The plan for these catalog keys, with the engine it was made against (`engine`: see _engine)."""
+    api, store = _engine(engine)
     from .engine import ImageSnapshot
 
     extra = {"platform": platform} if platform is not None else {}
@@ -72,8 +75,10 @@ def print_plan(plan: Plan) -> None:
 
 def build(settings: Settings, names: list[str] | None = None, *, base_only: bool = False,
           frameworks: list[str] | None = None, force: bool = False, fail_fast: bool = False,
-          plan_only: bool = False, no_cache: bool = False, shard: str | None = None) -> int:
-    """Build what is stale among the named images (or all); returns the exit status or raises (README: exit codes)."""
+          plan_only: bool = False, no_cache: bool = False, shard: str | None = None, engine=None) -> int:
+    """Build what is stale among the named images (or all); returns the exit status or raises (README: exit codes).
+
+    `engine`: (docker API client, image store) to use instead of the local engine's (tests pass fakes)."""
     from .builder import Builder
 
     started = time.monotonic()
@@ -87,8 +92,8 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     if chosen != (platforms_mod.DEFAULT,):
         return _build_platforms(settings, catalog, targets, chosen, names=names, base_only=base_only, force=force,
                                 fail_fast=fail_fast, plan_only=plan_only, no_cache=no_cache, started=started,
-                                in_shard=in_shard)
-    plan, api, store = plan_for(settings, catalog, targets, force=force)
+                                in_shard=in_shard, engine=engine)
+    plan, api, store = plan_for(settings, catalog, targets, force=force, engine=engine)
     broken = catalog.broken if not names and not base_only else {}
     for name, error in broken.items():
         console.print(f"[bold red]{name} cannot be built:[/] {escape(error.message)}", highlight=False)
@@ -130,7 +135,8 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
 
 
 def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *, names, base_only: bool, force: bool,
-                     fail_fast: bool, plan_only: bool, no_cache: bool, started: float, in_shard=list) -> int:
+                     fail_fast: bool, plan_only: bool, no_cache: bool, started: float, in_shard=list,
+                     engine=None) -> int:
     """`build` for several platforms (or a foreign one): one plan per platform, built one platform after the
     other (the host's cores are the limit either way), results and the report over all of them."""
     from .builder import Builder
@@ -141,7 +147,7 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
     for platform in chosen:
         usable, unavailable_here = platform_targets(catalog, targets, platform, settings)
         skipped += unavailable_here
-        plan, api, store = plan_for(settings, catalog, usable, force=force, platform=platform)
+        plan, api, store = plan_for(settings, catalog, usable, force=force, platform=platform, engine=engine)
         plans.append(plan)
     broken = catalog.broken if not names and not base_only else {}
     for name, error in broken.items():
@@ -378,11 +384,11 @@ def _list_platforms(settings: Settings, catalog, as_json: bool) -> int:
 
 
 def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: bool = False,
-            check: bool = False) -> int:
+            check: bool = False, engine=None) -> int:
     """inv catalog: derive connector directories from each framework's base image; 1 with --check on drift."""
     from . import catalog_sync
 
-    api, _ = _engine()
+    api, _ = _engine(engine)
     drift = []
     bases = catalog_mod.discover(settings)
     for name in frameworks or list(settings.frameworks):

@@ -163,3 +163,18 @@ def test_loaded_images_must_match_the_manifest_and_pass_their_smoke_test():
     results = smoke_all(check_loaded(engine, manifest), smoke, QUIET)
     assert [r.status for r in results] == [CheckStatus.SMOKE_FAILED, CheckStatus.VERIFIED]
     assert results[1].smoke_s == 1.0 and results[0].failed and not results[1].failed
+
+
+def test_a_loaded_child_built_from_another_parent_than_the_bundles_is_refused():
+    """Its own labels agree with the manifest, but the manifest's parent is another image: not what was tested."""
+    from dataclasses import replace
+
+    from ingestion_factory.bundle import CheckStatus, check_loaded
+
+    other_parent = "sha256:" + "c" * 64
+    child = replace(IMAGES[1], parent_id=other_parent)
+    manifest = BundleManifest((IMAGES[0], child), 1, "sha256:" + "f" * 64)
+    engine = FakeImages({image.image_id: engine_attrs(image) for image in manifest.images})
+    checks = check_loaded(engine, manifest)
+    assert [c.status for c in checks] == [CheckStatus.VERIFIED, CheckStatus.MISMATCH]
+    assert checks[1].detail == f"built FROM {other_parent[:19]}, but the bundle's base-datahub is {ID_A[:19]}"

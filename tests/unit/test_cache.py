@@ -19,7 +19,7 @@ from ingestion_factory.cache import (
 from ingestion_factory.errors import FactoryError
 from ingestion_factory.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, ImageInfo, make_plan
 from ingestion_factory.push import publish_tags, repository_on
-from ingestion_factory.registry import Manifest, RegistryError
+from ingestion_factory.registry import REDACTED, Credentials, Manifest, RegistryError
 from ingestion_factory.report import BuildStatus
 
 HASH = "sha256:" + "ab" * 32
@@ -128,7 +128,7 @@ class FakeItem:
 REPO = "127.0.0.1:5000/ns/ingestion-connector-a"
 
 
-def cache_with(served_attrs=None, *, error="", pull_error=None, config=IMAGE_ID):
+def cache_with(served_attrs=None, *, error="", pull_error=None, config=IMAGE_ID, credentials=None):
     client = FakeClient(error=error)
     daemon = FakeDaemon(pull_error=pull_error)
     if served_attrs is not None:
@@ -136,7 +136,8 @@ def cache_with(served_attrs=None, *, error="", pull_error=None, config=IMAGE_ID)
                                                               config)
         daemon.served[f"{REPO}@{DIGEST}"] = served_attrs
     warnings = []
-    cache = RegistryCache(daemon, client, lambda name: f"127.0.0.1:5000/ns/{name}", warn=warnings.append)
+    cache = RegistryCache(daemon, client, lambda name: f"127.0.0.1:5000/ns/{name}", credentials=credentials,
+                          warn=warnings.append)
     return cache, daemon, client, warnings
 
 
@@ -179,6 +180,21 @@ def test_ping_failure_is_the_one_warning():
     assert cache.ping() is False
     assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
     assert len(warnings) == 1 and "connection refused" in warnings[0]
+
+
+PASSWORD = "Pw-7f3c91e2d4"
+
+
+@pytest.mark.parametrize("error, pull_error", [
+    (f"https://factory:{PASSWORD}@127.0.0.1:5000/v2/ refused: unauthorized", None),
+    ("", RuntimeError(f"pull access denied for factory:{PASSWORD}")),
+])
+def test_a_refusal_never_shows_the_password(error, pull_error):
+    cache, _, _, warnings = cache_with(attrs(), error=error, pull_error=pull_error,
+                                       credentials=Credentials("factory", PASSWORD, source="test"))
+    assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
+    assert PASSWORD not in cache.off_reason and REDACTED in cache.off_reason
+    assert len(warnings) == 1 and PASSWORD not in warnings[0] and REDACTED in warnings[0]
 
 
 # --- the builder with a cache ------------------------------------------------------------------------

@@ -169,6 +169,17 @@ def test_a_relocked_parent_makes_its_children_stale(tree):
     assert states["postgres"] is LockState.CURRENT
 
 
+def test_a_stale_parent_lock_makes_its_children_stale_before_it_is_rewritten(tree):
+    lock_all(tree, FakeUv(INDEX))
+    (tree / "images/connectors/mysql/requirements.txt").write_text("pymysql>=1.1.1\n")
+    settings, targets = setup(tree)
+    checks = {c.name: c for c in lock.check(targets, settings)}
+    assert checks["mysql"].state is LockState.STALE
+    assert checks["mysql-plus"].state is LockState.PARENT_STALE
+    assert checks["mysql-plus"].detail == "the lock of mysql must be written first"
+    assert checks["postgres"].state is LockState.CURRENT
+
+
 def test_a_lock_for_another_python_is_named_as_such(tree):
     lock_all(tree, FakeUv(INDEX))
     path = tree / "images/connectors/mysql/requirements.lock"

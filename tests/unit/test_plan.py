@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from fake_docker import FakeDockerApi, engine_attrs
 from project_tree import add_connector
 from testkit import OM_VERSION
 from ingestion_factory import catalog, settings as settings_mod
@@ -168,33 +169,6 @@ def test_up_to_date_image_keeps_the_commit_it_was_built_from(project):
         info.labels["org.opencontainers.image.revision"] = "0123456789ab"
     plan = make_plan(found, ["a"], store, settings, revision="fedcba987654")
     assert plan.items["a"].tags == [OM_VERSION, "0123456789ab", "latest"]
-
-
-class FakeDockerApi:
-    """The two calls DockerImageStore and ImageSnapshot make of the docker SDK's low-level client."""
-
-    def __init__(self, images):
-        self.images_by_ref = images  # ref -> `docker image inspect` attrs
-        self.inspected = []
-        self.api = self
-
-    def images(self):
-        listed = {attrs["Id"]: attrs for attrs in self.images_by_ref.values()}
-        return [{"Id": attrs["Id"], "RepoTags": attrs.get("RepoTags") or ["<none>:<none>"], "Size": attrs["Size"],
-                 "Labels": attrs["Config"].get("Labels")} for attrs in listed.values()]
-
-    def inspect_image(self, ref):
-        from docker.errors import ImageNotFound
-
-        self.inspected.append(ref)
-        if ref not in self.images_by_ref:
-            raise ImageNotFound(f"no such image: {ref}")
-        return self.images_by_ref[ref]
-
-
-def engine_attrs(image_id, labels, tags, architecture="amd64"):
-    return {"Id": image_id, "Config": {"Labels": labels}, "Size": 7, "RepoTags": list(tags),
-            "Architecture": architecture}
 
 
 def test_a_snapshot_answers_from_one_listing_and_inspects_only_what_it_lacks():

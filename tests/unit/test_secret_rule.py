@@ -70,6 +70,9 @@ SECRET_TABLE = [
     ("host_port", f"ingest:{MARK}-pw@localhost:5432", True),
     ("host_port", "localhost:5432", False),
     ("hostPort", "ingest@localhost:5432", False),
+    # user:password@host counts as the whole value only; inside text it needs a scheme (the URL rule above).
+    ("schedule", "shifts 09:00@berlin and 17:00@london", False),
+    ("host_port", f"  ingest:{MARK}-pw@localhost:5432\n", True),
     ("options", f"sslmode=require password={MARK}-pw", True),
     ("jdbc_url", f"jdbc:mysql://db/shop?user=ingest&password={MARK}-pw", True),
     ("Authorization", f"Bearer abcdefgh{MARK}", True),
@@ -103,3 +106,16 @@ def test_one_rule_decides_what_is_masked_and_what_travels_as_a_file(tmp_path, na
             assert _hidden(text) not in redactor.redact(line)
         else:
             assert redactor.redact(line) == line
+
+
+def test_a_100_kib_value_is_checked_in_linear_time():
+    """The whole-value rule is anchored at both ends (fullmatch): searching for it at every offset of a long
+    value without a colon is quadratic (about a minute for 100 KiB), where one anchored try takes milliseconds."""
+    import time
+
+    value = "0123456789abcdef" * 6400  # 100 KiB: a certificate or a blob in one config field
+    started = time.monotonic()
+    assert runtime_redaction.find_secrets({"source": {"config": {"caCertificate": value, "sslKey": value}}}) == [
+        runtime_redaction.Secret("sslKey", value)]
+    assert runtime_redaction.secrets_in_value(value) == []
+    assert time.monotonic() - started < 5  # generous: the anchored rule takes ~0.1 s on a loaded machine

@@ -1,0 +1,164 @@
+"""The task functions tasks.py calls, run on a scratch project against a fake engine (fake_docker.py):
+what they select, what they refuse before building, and the exit code they end with at the tasks' boundary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from invoke import Exit
+from rich.console import Console
+
+import tasks
+from fake_docker import FakeDockerApi, built_images, fake_engine
+from project_tree import add_connector
+from test_lock import INDEX, FakeUv
+from testkit import OM_VERSION
+from ingestion_factory import bundle as bundle_mod
+from ingestion_factory import catalog as catalog_mod
+from ingestion_factory import catalog_table
+from ingestion_factory import commands
+from ingestion_factory import lock as lock_mod
+from ingestion_factory import settings as settings_mod
+from ingestion_factory.errors import ConfigError, FactoryError
+from ingestion_factory.shard import shard_of
+
+CONNECTORS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
+QUIET = Console(quiet=True)
+
+
+def load(project):
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    return settings, catalog_mod.discover(settings)
+
+
+def exit_code(function, *args, **kwargs) -> int:
+    """What `inv` exits with when the task's function returns or raises this."""
+    try:
+        tasks.reports_errors(function)(*args, **kwargs)
+    except Exit as exc:
+        return exc.code
+    return 0
+
+
+def report_names(settings) -> set[str]:
+    report = json.loads((settings.output_path / "reports" / "build-latest.json").read_text())
+    return {image["name"] for image in report["images"]}
+
+
+@pytest.fixture
+def no_buildkit(monkeypatch):
+    """No BuildKit CLI: a build that got past the checks under test stops with exit 3 instead of building."""
+    monkeypatch.setenv("FACTORY_DOCKER_CLI", "/nonexistent/docker")
+
+
+# --- build ------------------------------------------------------------------------------------------
+
+
+def test_a_shard_builds_only_its_connectors_and_their_parents(project, no_buildkit):
+    for name in CONNECTORS:
+        add_connector(project, name)
+    settings, catalog = load(project)
+    first = {name for name in CONNECTORS if shard_of(name, 2) == 1}
+    assert first and first != set(CONNECTORS)  # both shards hold some of them
+    api = FakeDockerApi(built_images(settings, catalog, list(CONNECTORS)))
+    assert exit_code(commands.build, settings, shard="1/2", engine=fake_engine(api)) == 0
+    assert report_names(settings) == {"base", *first}
+    assert exit_code(commands.build, settings, shard="2/2", engine=fake_engine(api)) == 0
+    assert report_names(settings) == {"base", *(set(CONNECTORS) - first)}
+    assert api.tagged == []  # all up to date with every tag: nothing to do
+
+
+def test_a_build_stops_at_a_stale_lock_before_anything_is_built(project, no_buildkit):
+    add_connector(project, "alpha")  # no requirements.lock yet
+    settings, catalog = load(project)
+    api = FakeDockerApi(built_images(settings, catalog, []))  # only the Python image
+    with pytest.raises(ConfigError) as refused:
+        commands.build(settings, ["alpha"], engine=fake_engine(api))
+    assert "lock(s) do not match their inputs" in refused.value.message and "alpha: missing" in refused.value.message
+    assert "inv lock" in refused.value.hint and "-c alpha" in refused.value.hint
+    assert exit_code(commands.build, settings, ["alpha"], engine=fake_engine(api)) == 2
+    assert api.tagged == [] and not (settings.output_path / "reports" / "build-latest.json").exists()
+
+
+# --- lock --check -----------------------------------------------------------------------------------
+
+
+def write_locks(project):
+    settings, catalog = load(project)
+    targets = lock_mod.targets(catalog, settings)
+    lock_mod.Locker(settings, targets, resolver=FakeUv(INDEX)).run(lock_mod.select(targets, None), jobs=2)
+
+
+def test_lock_check_exits_0_when_current_and_1_on_drift_naming_the_stale_child_too(project):
+    add_connector(project, "mysql", "pymysql>=1.1\n")
+    add_connector(project, "mysql-plus", "pymysql\n", settings='parent = "mysql"\n')
+    add_connector(project, "postgres", "psycopg2-binary\n")
+    write_locks(project)
+    settings, _ = load(project)
+    assert exit_code(commands.lock, settings, check=True) == 0
+
+    # mysql's fragment changes: its lock is stale, and so is the lock of the child built on it.
+    (project / "images/connectors/mysql/requirements.txt").write_text("pymysql>=1.1.1\n")
+    with pytest.raises(FactoryError) as stale:
+        commands.lock(settings, check=True)
+    assert stale.value.message.endswith("lock(s) do not match their inputs: mysql, mysql-plus")
+    assert stale.value.hint == "run: inv lock -c mysql -c mysql-plus"
+    assert exit_code(commands.lock, settings, check=True) == 1
+    before = (project / "images/connectors/mysql/requirements.lock").read_bytes()
+    assert exit_code(commands.lock, settings, ["mysql-plus"], check=True) == 1  # the child alone: still stale
+    assert (project / "images/connectors/mysql/requirements.lock").read_bytes() == before  # --check writes nothing
+
+
+# --- catalog --check --------------------------------------------------------------------------------
+
+
+def om_inventory(settings, sources):
+    framework = settings.framework_named("openmetadata")
+    extras = {extra: [] for names in framework.catalog_extras.values() for extra in names}
+    return {"package": framework.package, "version": OM_VERSION, "python": settings.python_version,
+            "extras": extras, "installed": [],
+            "sources": [{"kind": "database", "name": name,
+                         "plugin_module": f"metadata.ingestion.source.database.{name}.metadata"} for name in sources]}
+
+
+def test_catalog_check_exits_1_on_drift_and_0_once_synced(project):
+    (project / "README.md").write_text(f"# Connectors\n\n{catalog_table.START}\n{catalog_table.END}\n")
+    settings, _ = load(project)
+    api = FakeDockerApi(inventory=om_inventory(settings, ["mysql", "oracle"]))
+    with pytest.raises(FactoryError) as drift:
+        commands.catalog(settings, ["openmetadata"], check=True, engine=fake_engine(api))
+    assert drift.value.message == ("3 item(s) differ from what the frameworks say: mysql, oracle, "
+                                   "README.md's catalog table")
+    assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=fake_engine(api)) == 1
+    assert not (project / "images/connectors/mysql").exists()  # --check writes nothing
+
+    assert exit_code(commands.catalog, settings, ["openmetadata"], engine=fake_engine(api)) == 0
+    assert (project / "images/connectors/mysql/requirements.txt").is_file()
+    assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=fake_engine(api)) == 0
+
+    drifted = FakeDockerApi(inventory=om_inventory(settings, ["mysql", "oracle", "db2"]))
+    assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=fake_engine(drifted)) == 1
+
+
+# --- bundle -----------------------------------------------------------------------------------------
+
+
+def test_bundle_refuses_images_not_built_from_the_current_inputs(project, tmp_path):
+    add_connector(project, "alpha")
+    add_connector(project, "bravo")
+    settings, catalog = load(project)
+    output = tmp_path / "site.bundle"
+    stale = FakeDockerApi(built_images(settings, catalog, ["alpha", "bravo"], stale=("bravo",)))
+    with pytest.raises(FactoryError) as refused:
+        bundle_mod.bundle(settings, ["alpha", "bravo"], output, console=QUIET, engine=fake_engine(stale))
+    assert refused.value.message.startswith("refusing to bundle 1 image(s)")
+    assert "bravo (inputs changed)" in refused.value.message and "alpha" not in refused.value.message
+    assert exit_code(bundle_mod.bundle, settings, ["alpha"], output, console=QUIET,
+                     engine=fake_engine(FakeDockerApi(built_images(settings, catalog, [])))) == 1  # missing
+    assert not output.exists()
+
+    current = FakeDockerApi(built_images(settings, catalog, ["alpha", "bravo"]))
+    assert exit_code(bundle_mod.bundle, settings, ["alpha", "bravo"], output, console=QUIET,
+                     engine=fake_engine(current)) == 0
+    assert [image.name for image in bundle_mod.read_manifest(output).images] == ["base", "alpha", "bravo"]
