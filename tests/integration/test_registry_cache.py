@@ -38,9 +38,11 @@ def image_ids(api, project, names) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def published(module_project, registries, docker_api):
-    """datahub-sqlite and its base built and pushed (with their inputs tags) to the open registry."""
+    """datahub-sqlite and its base built and pushed (with their inputs tags) to the open registry, and that
+    push's report (read now: the shard test pushes again)."""
     module_project.inv("build-connectors", "-c", SQLITE, env=LOCAL_ENGINE)
     module_project.inv("push", "-c", SQLITE, "--registry", registries.open.host, env=LOCAL_ENGINE)
+    module_project.push_report = json.loads((module_project.root / "build" / "reports" / "push-latest.json").read_text())
     ids = image_ids(docker_api, module_project, FAMILY)
     yield module_project, ids
     empty_namespace(docker_api, module_project.namespace, [registries.open.host])
@@ -48,8 +50,7 @@ def published(module_project, registries, docker_api):
 
 def test_push_publishes_the_inputs_tag(published, registries, docker_api):
     project, ids = published
-    pushed = {image["name"]: image for image in
-              json.loads((project.root / "build" / "reports" / "push-latest.json").read_text())["images"]}
+    pushed = {image["name"]: image for image in project.push_report["images"]}
     for name in FAMILY:
         labels = docker_api.api.inspect_image(ids[name])["Config"]["Labels"]
         tag = cache_tag(labels["io.ingestion-factory.inputs"])
@@ -92,6 +93,11 @@ def test_cache_from_on_an_emptied_engine_pulls_everything_and_builds_nothing(pub
 def test_the_setting_works_like_the_flag_and_a_cache_miss_is_built(published, registries, docker_api):
     project, ids = published
     host = registries.open.host
+    # The published images, whatever an earlier test left (a rebuilt base has another ID, so its child's
+    # inputs would not be the published ones): pulled from the cache onto an emptied engine.
+    empty_namespace(docker_api, project.namespace, [host])
+    project.inv("build-connectors", "-c", SQLITE, "--cache-from", host, env=LOCAL_ENGINE)
+    assert results(project) == {"base-datahub": "pulled", SQLITE: "pulled"}
     fragment = project.connector_dir(SQLITE) / "requirements.txt"
     original = fragment.read_text()
     fragment.write_text(original + "# not in the cache\n")
