@@ -79,8 +79,9 @@ class ImageSnapshot:
     """The engine's tagged images from one listing call, for planning a whole catalog (one request, not one
     per image); a reference the listing does not hold is inspected as usual.
 
-    The listing has no architecture: an image's platform label (set by every build since) stands in for it,
-    and an image without one is inspected, so the wrong-architecture check in make_plan always has one.
+    The listing has no architecture: the platform label every build sets stands in for it, so make_plan's
+    wrong-architecture check works from the listing. An image built before that label stays "unknown" rather
+    than costing an inspect per image on every no-op run; its inputs hash still ties it to its platform.
     """
 
     def __init__(self, store: "DockerImageStore"):
@@ -88,12 +89,9 @@ class ImageSnapshot:
         self.by_ref: dict[str, ImageInfo] = {}
         for attrs in store.api.api.images():
             labels = dict(attrs.get("Labels") or {})
-            platform = labels.get(LABEL_PLATFORM, "")
-            if "/" not in platform:
-                continue
             info = ImageInfo(id=attrs["Id"], labels=labels, size=int(attrs.get("Size") or 0),
                              tags=tuple(t for t in attrs.get("RepoTags") or () if t != "<none>:<none>"),
-                             architecture=platform.split("/")[1])
+                             architecture=labels.get(LABEL_PLATFORM, "").partition("/")[2])
             for tag in info.tags:
                 self.by_ref[tag] = info
 
