@@ -7,9 +7,9 @@ from invoke import Exit
 
 import tasks
 from testkit import REPO
-from ingestion_factory.commands import raise_for_outcome
+from ingestion_factory.cli.commands import raise_for_outcome
 from ingestion_factory.errors import ConfigError, DockerUnavailable, FactoryError
-from ingestion_factory.report import BuildStatus, Result
+from ingestion_factory.cli.report import BuildStatus, Result
 
 
 def exit_code(outcome) -> int:

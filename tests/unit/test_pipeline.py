@@ -8,13 +8,17 @@ import pytest
 from project_tree import add_connector
 from test_builder import FakeEngine, engine  # noqa: F401  (the fixture)
 from test_platforms import ARM_PYTHON_ID, FakePusher, FakeRegistry, variants
-from ingestion_factory import catalog, manifest_list, platforms, push, settings as settings_mod
-from ingestion_factory.builder import Builder
+from ingestion_factory.model import catalog
+from ingestion_factory.workflows import manifest_list
+from ingestion_factory import platforms
+from ingestion_factory.workflows import push
+from ingestion_factory import settings as settings_mod
+from ingestion_factory.workflows.builder import Builder
 from ingestion_factory.errors import ConfigError, FactoryError
-from ingestion_factory.plan import LABEL_INPUTS, LABEL_PARENT, input_hash
-from ingestion_factory.plan import BLOCKED, UP_TO_DATE, ImageInfo, make_plan, require_buildable, require_verified
+from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, input_hash
+from ingestion_factory.model.plan import BLOCKED, UP_TO_DATE, ImageInfo, make_plan, require_buildable, require_verified
 from ingestion_factory.platforms import ARM64
-from ingestion_factory.report import BuildStatus
+from ingestion_factory.cli.report import BuildStatus
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ingestion_factory"
 
@@ -99,10 +103,10 @@ def test_one_rule_refuses_stale_images_for_push_and_bundle(project):
 
 def test_build_list_and_push_have_one_path_for_every_platform_count():
     """The one-platform forks are gone: no function of the command or push modules is only for several."""
-    names = {node.name for path in (PACKAGE / "commands.py", PACKAGE / "push.py", PACKAGE / "manifest_list.py",
-                                    PACKAGE / "bundle.py")
+    names = {node.name for path in (PACKAGE / "cli" / "commands.py", PACKAGE / "workflows" / "push.py", PACKAGE / "workflows" / "manifest_list.py",
+                                    PACKAGE / "workflows" / "bundle.py")
              if path.exists() for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)}
     assert not names & {"_build_platforms", "_list_platforms", "require_pushable", "require_current"}
-    assert "push" not in {node.name for node in ast.parse((PACKAGE / "manifest_list.py").read_text()).body
-                          if isinstance(node, ast.FunctionDef)} if (PACKAGE / "manifest_list.py").exists() else True
+    assert "push" not in {node.name for node in ast.parse((PACKAGE / "workflows" / "manifest_list.py").read_text()).body
+                          if isinstance(node, ast.FunctionDef)} if (PACKAGE / "workflows" / "manifest_list.py").exists() else True
     assert UP_TO_DATE.name == "UP_TO_DATE"

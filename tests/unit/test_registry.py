@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 import pytest
 from rich.console import Console
 
-from ingestion_factory import catalog, push, registry, settings as settings_mod
+from ingestion_factory.model import catalog
+from ingestion_factory.workflows import push
+from ingestion_factory.engine import registry
+from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError, FactoryError
-from ingestion_factory.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan, require_verified
-from ingestion_factory.registry import Credentials, Manifest, Redactor, RegistryClient, RegistryError
+from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan, require_verified
+from ingestion_factory.engine.registry import Credentials, Manifest, Redactor, RegistryClient, RegistryError
 
 DIGEST = "sha256:" + "a" * 64
 OTHER_DIGEST = "sha256:" + "b" * 64
