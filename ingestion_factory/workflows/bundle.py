@@ -44,7 +44,7 @@ from ..model.plan import (
     UP_TO_DATE,
     Plan,
 )
-from ..cli.report import human_size, write_json
+from ..model.results import human_size, write_json
 from ..settings import Settings
 from ..status import Status
 

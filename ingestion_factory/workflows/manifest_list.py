@@ -236,7 +236,7 @@ def push(settings, names: list[str] | None, *, registry: str | None, latest: boo
     from ..errors import ConfigError
     from .push import target_repository
     from ..engine.registry import Redactor, RegistryClient, display_host, is_insecure, read_credentials
-    from ..cli.report import write_json
+    from ..model.results import write_json
 
     started = time.monotonic()
     chosen = settings.target_platforms
