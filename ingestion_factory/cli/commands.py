@@ -21,7 +21,8 @@ from ..model import plan as plan_mod
 from .. import platforms as platforms_mod
 from ..errors import ConfigError, FactoryError
 from ..model.plan import BLOCKED, Plan, make_plan, require_buildable
-from .report import BuildStatus, Progress, Result, human_size, print_failures, summary_table, write_json
+from ..model.results import BuildStatus, Result, human_size, write_json
+from .report import Progress, print_failures, summary_table
 from ..settings import Settings, git_revision
 
 # Wide when piped (CI logs), so image names are never cut.

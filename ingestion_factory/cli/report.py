@@ -1,66 +1,16 @@
-"""Live progress while images build, then a table and a JSON report."""
+"""Live progress while images build, then the table of results and the failures."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.live import Live
 from rich.table import Table
 
-from ..status import Status
-
-
-class BuildStatus(Status):
-    """What happened to one image in a build run."""
-
-    BUILT = "built", "green"
-    UP_TO_DATE = "up to date", "dim"
-    PULLED = "pulled", "cyan"  # from the registry cache (--cache-from), then verified and tagged like a built one
-    FAILED = "failed", "bold red"
-    NOT_BUILT = "not built", "yellow"  # its parent failed, or --fail-fast stopped the run
-    UNAVAILABLE = "unavailable", "magenta"  # connector.toml says it cannot be built here (not a failure)
-
-    @property
-    def failed(self) -> bool:
-        return self in (BuildStatus.FAILED, BuildStatus.NOT_BUILT)
-
-
-@dataclass(frozen=True)
-class Result:
-    """One image's line in the table and the JSON report."""
-
-    name: str
-    ref: str
-    result: BuildStatus
-    reason: str = ""
-    cause: str = ""  # for failures: what kind (failures.Cause), e.g. "package not found"
-    duration_s: float = 0.0
-    smoke_s: float = 0.0
-    image_id: str = ""
-    size: int = 0
-    added: int | None = None
-    tags: tuple[str, ...] = ()
-    log: str = ""
-    details: tuple[str, ...] = ()  # for failures: the failing tool's own explanation, then the command
-    platform: str = "linux/amd64"  # which platform's variant this line is about
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
+from ..model.results import BuildStatus, Result, human_size
 
 
 class Progress:
@@ -139,14 +89,3 @@ def print_failures(console: Console, results: list[Result]) -> None:
             console.print(f"    {line}", markup=False, highlight=False)
         if result.log:
             console.print(f"    full log: {result.log}")
-
-
-def write_json(path: Path, results: list[Result], extra: dict | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **(extra or {}),
-        "images": [asdict(r) for r in results],
-    }
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path

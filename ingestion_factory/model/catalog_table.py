@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from .catalog import Catalog
-from ..cli.report import BuildStatus, human_size
+from .results import BuildStatus, human_size
 
 START = "<!-- catalog-table:start (written by `inv catalog`; sizes and status from the last build report) -->"
 END = "<!-- catalog-table:end -->"

@@ -10,9 +10,7 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Callable
-
-from rich.console import Console
+from typing import Callable, Protocol
 
 from ..engine import buildkit, verify
 from ..model.catalog import BASE, framework_drift
@@ -32,7 +30,7 @@ from ..model.plan import (
     PlanItem,
     input_hash,
 )
-from ..cli.report import BuildStatus, Progress, Result, human_size
+from ..model.results import BuildStatus, Result, human_size
 from ..settings import Settings
 
 # buildkit.build: (request, on_progress=...) -> new image ID; raises StepFailed.
@@ -43,8 +41,29 @@ SmokeTester = Callable[[str], verify.SmokeResult]
 SbomChecker = Callable[[str, str], object]
 
 
+class BuildProgress(Protocol):
+    """Where the builder reports each image's state (the command layer shows it: cli.report.Progress)."""
+
+    def update(self, name: str, state: str, *, announce: bool = True) -> None: ...
+    def finish(self, result: Result) -> None: ...
+    def step(self, name: str, text: str) -> None: ...
+
+
+class Silent:
+    """No one is watching: states go nowhere."""
+
+    def update(self, name: str, state: str, *, announce: bool = True) -> None:
+        pass
+
+    def finish(self, result: Result) -> None:
+        pass
+
+    def step(self, name: str, text: str) -> None:
+        pass
+
+
 class Builder:
-    def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: Progress | None = None,
+    def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: BuildProgress | None = None,
                  no_cache: bool = False, run_build: BuildRunner = buildkit.build,
                  smoke_test: SmokeTester | None = None, lock_digests: dict[str, str] | None = None,
                  check_sbom: SbomChecker | None = None, cache=None):
@@ -52,7 +71,7 @@ class Builder:
         self.api = api
         self.store = store
         self.revision = revision
-        self.progress = progress or Progress([], Console(quiet=True))
+        self.progress = progress or Silent()
         self.no_cache = no_cache
         self.ca_bundle = settings.resolved_ca_bundle()
         self.run_build = run_build

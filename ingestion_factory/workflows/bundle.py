@@ -43,7 +43,7 @@ from ..model.plan import (
     LABEL_SBOM,
     require_verified,
 )
-from ..cli.report import human_size, write_json
+from ..model.results import human_size, write_json
 from ..settings import Settings
 from ..status import Status
 

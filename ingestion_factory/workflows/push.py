@@ -34,7 +34,7 @@ from ..engine.registry import (
     is_insecure,
     read_credentials,
 )
-from ..cli.report import write_json
+from ..model.results import write_json
 from ..settings import Settings
 from ..status import Status
 

@@ -15,7 +15,7 @@ from ingestion_factory.engine import verify
 from ingestion_factory.workflows.builder import Builder
 from ingestion_factory.model.failures import Cause, Diagnosis, StepFailed
 from ingestion_factory.model.plan import ImageInfo, make_plan
-from ingestion_factory.cli.report import BuildStatus
+from ingestion_factory.model.results import BuildStatus
 
 BUILT, FAILED, NOT_BUILT, UP_TO_DATE = (BuildStatus.BUILT, BuildStatus.FAILED, BuildStatus.NOT_BUILT,
                                         BuildStatus.UP_TO_DATE)

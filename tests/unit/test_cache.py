@@ -21,7 +21,7 @@ from ingestion_factory.errors import FactoryError
 from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, ImageInfo, make_plan
 from ingestion_factory.workflows.push import publish_tags, repository_on
 from ingestion_factory.engine.registry import Manifest, RegistryError
-from ingestion_factory.cli.report import BuildStatus
+from ingestion_factory.model.results import BuildStatus
 
 HASH = "sha256:" + "ab" * 32
 IMAGE_ID = "sha256:" + "c" * 64

@@ -9,7 +9,7 @@ import tasks
 from testkit import REPO
 from ingestion_factory.cli.commands import raise_for_outcome
 from ingestion_factory.errors import ConfigError, DockerUnavailable, FactoryError
-from ingestion_factory.cli.report import BuildStatus, Result
+from ingestion_factory.model.results import BuildStatus, Result
 
 
 def exit_code(outcome) -> int:
