@@ -34,7 +34,7 @@ SETTINGS_HELP = {
 
 
 PLATFORM_HELP = ("Platform to build for (repeatable: linux/amd64, linux/arm64; default: factory.platforms). "
-                 "Foreign platforms need QEMU: see README, Images for arm64.")
+                 "Foreign platforms need QEMU: see docs/arm64.md.")
 
 
 def reports_errors(function):

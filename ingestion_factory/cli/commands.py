@@ -75,7 +75,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
           frameworks: list[str] | None = None, force: bool = False, fail_fast: bool = False,
           plan_only: bool = False, no_cache: bool = False, shard: str | None = None) -> int:
     """Build what is stale among the named images (or all), on every target platform; returns the exit status
-    or raises (README: exit codes). One plan per platform, built one platform after the other (the host's
+    or raises (docs/exit-codes.md). One plan per platform, built one platform after the other (the host's
     cores are the limit either way); the default platform alone is the ordinary case of it."""
     from ..workflows.builder import Builder  # the builder pulls in the docker SDK: only a build needs it
 
@@ -315,13 +315,13 @@ def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: b
         entries = catalog_sync.sync(settings, framework, inventory, derived, prune=prune, dry_run=check)
         _print_sync(inventory, entries, check)
         drift += [entry.directory for entry in entries if entry.change.writes]
-    readme = settings.root / "README.md"
+    page = settings.root / catalog_table.PAGE
     found = catalog_mod.discover(settings)
     if check:
-        if readme.is_file() and not catalog_table.is_current(readme.read_text(), found):
-            drift.append("README.md's catalog table")
-    elif catalog_table.update_readme(readme, found, settings.output_path / "reports" / "build-latest.json"):
-        console.print(f"Updated the catalog table in {readme.name}.")
+        if page.is_file() and not catalog_table.is_current(page.read_text(), found):
+            drift.append(f"the catalog table in {catalog_table.PAGE}")
+    elif catalog_table.update_page(page, found, settings.output_path / "reports" / "build-latest.json"):
+        console.print(f"Updated the catalog table in {catalog_table.PAGE}.")
     if check and drift:
         raise FactoryError(f"{len(drift)} item(s) differ from what the frameworks say: {', '.join(drift)}",
                            "run `inv catalog` and commit the result")
