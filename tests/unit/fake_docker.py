@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
-from ingestion_factory.engine import DockerImageStore
-from ingestion_factory.graph import parents_first
-from ingestion_factory.plan import LABEL_INPUTS, LABEL_PARENT, LABEL_PLATFORM, image_ref, input_hash
+from ingestion_factory.engine.daemon import DockerImageStore
+from ingestion_factory.model.graph import parents_first
+from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, LABEL_PLATFORM, image_ref, input_hash
 
 PYTHON_ID = "sha256:" + "1" * 64
 

@@ -14,14 +14,14 @@ from fake_docker import FakeDockerApi, built_images, fake_engine
 from project_tree import add_connector
 from test_lock import INDEX, FakeUv
 from testkit import OM_VERSION
-from ingestion_factory import bundle as bundle_mod
-from ingestion_factory import catalog as catalog_mod
-from ingestion_factory import catalog_table
-from ingestion_factory import commands
-from ingestion_factory import lock as lock_mod
 from ingestion_factory import settings as settings_mod
+from ingestion_factory.cli import commands
 from ingestion_factory.errors import ConfigError, FactoryError
-from ingestion_factory.shard import shard_of
+from ingestion_factory.model import catalog as catalog_mod
+from ingestion_factory.model import catalog_table
+from ingestion_factory.model.shard import shard_of
+from ingestion_factory.workflows import bundle as bundle_mod
+from ingestion_factory.workflows import lock as lock_mod
 
 CONNECTORS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
 QUIET = Console(quiet=True)
@@ -123,13 +123,15 @@ def om_inventory(settings, sources):
 
 
 def test_catalog_check_exits_1_on_drift_and_0_once_synced(project):
-    (project / "README.md").write_text(f"# Connectors\n\n{catalog_table.START}\n{catalog_table.END}\n")
+    page = project / catalog_table.PAGE
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(f"# Connectors\n\n{catalog_table.START}\n{catalog_table.END}\n")
     settings, _ = load(project)
     api = FakeDockerApi(inventory=om_inventory(settings, ["mysql", "oracle"]))
     with pytest.raises(FactoryError) as drift:
         commands.catalog(settings, ["openmetadata"], check=True, engine=fake_engine(api))
     assert drift.value.message == ("3 item(s) differ from what the frameworks say: mysql, oracle, "
-                                   "README.md's catalog table")
+                                   f"the catalog table in {catalog_table.PAGE}")
     assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=fake_engine(api)) == 1
     assert not (project / "images/connectors/mysql").exists()  # --check writes nothing
 
