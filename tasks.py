@@ -180,10 +180,8 @@ def python_image(c, force=False, platform=None):
 def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False, username=None, password_file=None,
          platform=None):
     """Push verified, current images with the tags the build gave them; read back and report their digests."""
-    from ingestion_factory.workflows import push as push_mod
-
-    return push_mod.push(_settings(c, tag=tag, platforms=platform or None), connector or None, registry=registry, latest=latest,
-                         dry_run=dry_run, username=username, password_file=password_file)
+    return commands.push(_settings(c, tag=tag, platforms=platform or None), connector or None, registry=registry,
+                         latest=latest, dry_run=dry_run, username=username, password_file=password_file)
 
 
 @task(help={
@@ -199,10 +197,8 @@ def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False,
 @reports_errors
 def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, build=True, platform=None):
     """Run a connector image here: host network, examples at /opt/operator, live logs, its exit code."""
-    from ingestion_factory.workflows import local_run
-
-    return local_run.run_local(_settings(c), connector, config, pipeline_type=pipeline_type, keep=keep, build=build,
-                               platform=platform)
+    return commands.run_local(_settings(c), connector, config, pipeline_type=pipeline_type, keep=keep, build=build,
+                              platform=platform)
 
 
 @task(help={

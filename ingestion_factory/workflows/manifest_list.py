@@ -15,8 +15,13 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import FactoryError
-from ..model.plan import UP_TO_DATE, Plan, PlanItem
+from ..engine.daemon import plan_for
+from ..engine.registry import Redactor, RegistryClient, display_host, is_insecure, read_credentials
+from ..errors import ConfigError, FactoryError
+from ..model import catalog as catalog_mod
+from ..model.names import cache_tag, target_repository
+from ..model.plan import UP_TO_DATE, Plan, PlanItem, platform_targets
+from ..model.results import write_json
 from ..platforms import Platform
 from .push import (
     FAILED,
@@ -29,6 +34,7 @@ from .push import (
     Pusher,
     PushResult,
     TagResult,
+    build_commands,
     push_table,
     with_retries,
 )
@@ -101,8 +107,6 @@ def group(plans: list[Plan]) -> dict[str, list[PlanItem]]:
 
 
 def require_pushable(plans: list[Plan]) -> None:
-    from .push import build_commands
-
     stale = [item for plan in plans for item in plan if item.state != UP_TO_DATE]
     if not stale:
         return
@@ -177,8 +181,6 @@ class IndexPusher:
 
     def _push_cache_tag(self, items: list[PlanItem], repository: str, result: PushResult) -> None:
         """The default platform's `inputs-<hash>` tag, as a single-platform push gives it (--cache-from reads it)."""
-        from .cache import cache_tag
-
         default = next((i for i in items if i.platform.is_default and i.input_hash and i.current), None)
         if default is None or any(t.result in (FAILED, NOT_PUSHED) for t in result.tag_results):
             return
@@ -231,13 +233,6 @@ class IndexPusher:
 def push(settings, names: list[str] | None, *, registry: str | None, latest: bool, dry_run: bool,
          username: str | None, password_file: str | None, out: Console) -> int:
     """`inv push` with several platforms (or a foreign one): one manifest list per image and tag."""
-    from ..model import catalog as catalog_mod
-    from ..cli.commands import plan_for, platform_targets
-    from ..errors import ConfigError
-    from .push import target_repository
-    from ..engine.registry import Redactor, RegistryClient, display_host, is_insecure, read_credentials
-    from ..model.results import write_json
-
     started = time.monotonic()
     chosen = settings.target_platforms
     target = settings.registry if registry is None else registry.strip()

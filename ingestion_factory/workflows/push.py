@@ -18,18 +18,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..engine.daemon import plan_for
+from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
 from ..model.catalog import CONNECTOR
-from ..errors import ConfigError, FactoryError
+from ..model.names import cache_tag, target_repository
 from ..model.plan import UP_TO_DATE, Plan, PlanItem
-from ..platforms import DEFAULT as DEFAULT_PLATFORM
 from ..engine.registry import (
-    DOCKER_HUB,
     Credentials,
     Manifest,
     Redactor,
     RegistryClient,
-    canonical_host,
     display_host,
     is_insecure,
     read_credentials,
@@ -194,17 +193,8 @@ def select_tags(item: PlanItem, latest: bool = True) -> list[str]:
 
 def publish_tags(item: PlanItem, latest: bool = True) -> list[str]:
     """The build's tags, then the cache tag of its input hash (`inputs-<hash>`, see cache.py) for --cache-from."""
-    from .cache import cache_tag
-
     tags = select_tags(item, latest)
     return tags + [cache_tag(item.input_hash)] if item.input_hash else tags
-
-
-def target_repository(settings: Settings, registry: str, image_name: str) -> str:
-    """registry/namespace/image, or namespace/image for Docker Hub."""
-    host = canonical_host(registry)
-    prefix = "" if host == "docker.io" else host
-    return "/".join(part for part in (prefix, settings.namespace, image_name) if part)
 
 
 def require_pushable(plan: Plan) -> None:
@@ -356,15 +346,9 @@ def _summarise(result: PushResult) -> None:
 def push(settings: Settings, names: list[str] | None = None, *, registry: str | None = None, latest: bool = True,
          dry_run: bool = False, username: str | None = None, password_file: str | None = None,
          out: Console | None = None) -> int:
-    """`inv push`: the named images (or all) and the bases they need, to `registry` (default factory.registry)."""
-    from ..cli.commands import plan_for
-
+    """`inv push` on the default platform: the named images (or all) and the bases they need, to `registry`
+    (default factory.registry). Several platforms push manifest lists instead (manifest_list.push)."""
     out = out or console
-    if settings.target_platforms != (DEFAULT_PLATFORM,):  # one tag, several platforms: manifest lists
-        from . import manifest_list
-
-        return manifest_list.push(settings, names, registry=registry, latest=latest, dry_run=dry_run,
-                                  username=username, password_file=password_file, out=out)
     started = time.monotonic()
     target = settings.registry if registry is None else registry.strip()
     catalog = catalog_mod.discover(settings)
@@ -436,15 +420,6 @@ def connect(api, target: str, credentials: Credentials | None, out: Console) -> 
         raise FactoryError(f"nothing was pushed: {redact(exc.message)}",
                            exc.hint or f"check that {display_host(target)} is up and --registry is right") from None
     return Pusher(api, registry_client, credentials, redact=redact, out=out)
-
-
-def repository_on(registry: str, repository: str) -> str:
-    """The same repository path on another registry: `old-host/ns/image` or `ns/image` -> `registry/ns/image`."""
-    first, _, rest = repository.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        repository = rest  # drop the registry it was built for
-    host = canonical_host(registry)
-    return repository if host == DOCKER_HUB else f"{host}/{repository}"
 
 
 def _not_pushed(item: PlanItem, repository: str, tags: list[str], reason: str) -> PushResult:

@@ -14,7 +14,7 @@ import pytest
 
 from testkit import DH_VERSION
 from ingestion_factory.workflows import bundle as bundle_mod
-from ingestion_factory.workflows.cache import cache_tag
+from ingestion_factory.model.names import cache_tag
 from scratch_project import empty_namespace
 
 pytestmark = pytest.mark.registry

@@ -13,13 +13,13 @@ from ingestion_factory.workflows.cache import (
     CacheMismatch,
     Hit,
     RegistryCache,
-    cache_tag,
     check_pulled,
     read_pull_stream,
 )
 from ingestion_factory.errors import FactoryError
 from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, ImageInfo, make_plan
-from ingestion_factory.workflows.push import publish_tags, repository_on
+from ingestion_factory.model.names import cache_tag, repository_on
+from ingestion_factory.workflows.push import publish_tags
 from ingestion_factory.engine.registry import Manifest, RegistryError
 from ingestion_factory.model.results import BuildStatus
 

@@ -177,7 +177,7 @@ def test_unavailable_platforms_in_connector_toml_and_inherited(project):
     assert found.unavailable_on(found["odbc"], ARM64) == "no aarch64 driver"
     assert found.unavailable_on(found["child"], ARM64) == "parent odbc: no aarch64 driver"
     assert found.unavailable_on(found["odbc"], AMD64) == ""
-    from ingestion_factory.cli.commands import platform_targets
+    from ingestion_factory.model.plan import platform_targets
 
     usable, skipped = platform_targets(found, ["base", "odbc", "child"], ARM64, settings)
     assert usable == ["base"] and [(r.name, r.result, r.platform) for r in skipped] == [
