@@ -8,6 +8,7 @@ inside a function is the exception (a heavy or optional import) and says why in 
 from __future__ import annotations
 
 import ast
+import functools
 import graphlib
 import io
 import tokenize
@@ -33,12 +34,14 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.lru_cache(maxsize=None)
 def is_module(name: str) -> bool:
     path = PACKAGE.parent.joinpath(*name.split("."))
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-def imports_of(path: Path) -> list[Import]:
+@functools.lru_cache(maxsize=None)
+def imports_of(path: Path) -> tuple[Import, ...]:
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(), str(path))
@@ -61,7 +64,7 @@ def imports_of(path: Path) -> list[Import]:
         else:
             continue
         found += [Import(name, target, node.lineno, id(node) in local_nodes) for target in dict.fromkeys(targets)]
-    return found
+    return tuple(found)
 
 
 def all_imports() -> list[Import]:
