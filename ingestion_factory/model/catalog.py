@@ -22,8 +22,8 @@ from packaging.utils import canonicalize_name
 
 from ..errors import ConfigError
 from ..platforms import parse as parse_platform
-from .graph import parents_first
 from ..settings import Framework, Settings
+from .graph import parents_first
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -12,14 +12,14 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
-from .catalog import BASE, Catalog, ImageSpec
 from ..errors import ConfigError
-from .graph import parents_first
-from .names import python_image_ref
-from .results import BuildStatus, Result
 from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform, is_native
 from ..settings import Settings, image_tags
 from ..status import Status
+from .catalog import BASE, Catalog, ImageSpec
+from .graph import parents_first
+from .names import python_image_ref
+from .results import BuildStatus, Result
 
 # Bump when the way images are built changes in a way the input files do not show.
 RECIPE_VERSION = "2"  # 2: images install their lock and carry an SBOM

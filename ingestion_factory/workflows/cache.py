@@ -17,10 +17,10 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from ..engine.registry import Credentials, Redactor, RegistryClient, display_host, is_insecure, read_credentials
 from ..errors import FactoryError
 from ..model.names import cache_tag, target_repository
 from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, PlanItem
-from ..engine.registry import Credentials, Redactor, RegistryClient, display_host, is_insecure, read_credentials
 
 class CacheMismatch(FactoryError):
     """The registry's image is not the one the plan asks for (never used: the image is built instead)."""

@@ -19,11 +19,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..engine.daemon import plan_for
-from ..errors import ConfigError, FactoryError
-from ..model import catalog as catalog_mod
-from ..model.catalog import CONNECTOR
-from ..model.names import cache_tag, target_repository
-from ..model.plan import UP_TO_DATE, Plan, PlanItem
 from ..engine.registry import (
     Credentials,
     Manifest,
@@ -33,6 +28,11 @@ from ..engine.registry import (
     is_insecure,
     read_credentials,
 )
+from ..errors import ConfigError, FactoryError
+from ..model import catalog as catalog_mod
+from ..model.catalog import CONNECTOR
+from ..model.names import cache_tag, target_repository
+from ..model.plan import UP_TO_DATE, Plan, PlanItem
 from ..model.results import write_json
 from ..settings import Settings
 from ..status import Status

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ingestion_factory.workflows import examples, local_run, metadata_file, run_config
 from ingestion_factory.errors import ConfigError, FactoryError
 from ingestion_factory.settings import Settings
+from ingestion_factory.workflows import examples, local_run, metadata_file, run_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,10 +7,9 @@ import pytest
 
 from project_tree import add_connector
 from test_exit_codes import exit_code
-from ingestion_factory.model import catalog
-from ingestion_factory.workflows import manifest_list
 from ingestion_factory import platforms, settings as settings_mod
 from ingestion_factory.errors import ConfigError
+from ingestion_factory.model import catalog
 from ingestion_factory.model.plan import (
     BLOCKED,
     CHANGED,
@@ -25,6 +24,7 @@ from ingestion_factory.model.plan import (
     require_buildable,
 )
 from ingestion_factory.platforms import AMD64, ARM64
+from ingestion_factory.workflows import manifest_list
 from test_plan import PYTHON_ID, FakeStore
 
 ARM_PYTHON_ID = "sha256:" + "a" * 64
@@ -253,8 +253,8 @@ class FakePusher:
         self.pushed = []
 
     def push_tag(self, image_id, repository, tag):
-        from ingestion_factory.workflows.push import PUSHED, TagResult
         from ingestion_factory.engine.registry import Manifest
+        from ingestion_factory.workflows.push import PUSHED, TagResult
 
         digest = "sha256:" + hashlib.sha256(image_id.encode()).hexdigest()
         self.client.by_ref[digest] = Manifest(digest, manifest_list.IMAGE_TYPE, image_id, 500 + len(self.pushed))

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 import pytest
 from rich.console import Console
 
-from ingestion_factory.model import catalog, names
-from ingestion_factory.workflows import push
-from ingestion_factory.engine import registry
 from ingestion_factory import settings as settings_mod
-from ingestion_factory.errors import ConfigError, FactoryError
-from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan
+from ingestion_factory.engine import registry
 from ingestion_factory.engine.registry import Credentials, Manifest, Redactor, RegistryClient, RegistryError
+from ingestion_factory.errors import ConfigError, FactoryError
+from ingestion_factory.model import catalog, names
+from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan
+from ingestion_factory.workflows import push
 
 DIGEST = "sha256:" + "a" * 64
 OTHER_DIGEST = "sha256:" + "b" * 64
