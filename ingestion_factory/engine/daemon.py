@@ -1,4 +1,4 @@
-"""The Docker engine through the SDK: connect with a clear error, inspect images, remove the tags under a prefix."""
+"""The Docker engine through the SDK: connect with a clear error, inspect images, plan against them, remove tags."""
 
 from __future__ import annotations
 
