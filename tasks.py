@@ -34,7 +34,7 @@ SETTINGS_HELP = {
 
 
 PLATFORM_HELP = ("Platform to build for (repeatable: linux/amd64, linux/arm64; default: factory.platforms). "
-                 "Foreign platforms need QEMU: see README, Images for arm64.")
+                 "Foreign platforms need QEMU: see docs/arm64.md.")
 
 
 def reports_errors(function):
@@ -180,8 +180,10 @@ def python_image(c, force=False, platform=None):
 def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False, username=None, password_file=None,
          platform=None):
     """Push verified, current images with the tags the build gave them; read back and report their digests."""
-    return commands.push(_settings(c, tag=tag, platforms=platform or None), connector or None, registry=registry,
-                         latest=latest, dry_run=dry_run, username=username, password_file=password_file)
+    from ingestion_factory.workflows import push as push_mod
+
+    return push_mod.push(_settings(c, tag=tag, platforms=platform or None), connector or None, registry=registry, latest=latest,
+                         dry_run=dry_run, username=username, password_file=password_file)
 
 
 @task(help={

@@ -50,7 +50,9 @@ def print_plan(plan: Plan) -> None:
 def build(settings: Settings, names: list[str] | None = None, *, base_only: bool = False,
           frameworks: list[str] | None = None, force: bool = False, fail_fast: bool = False,
           plan_only: bool = False, no_cache: bool = False, shard: str | None = None) -> int:
-    """Build what is stale among the named images (or all); returns the exit status or raises (README: exit codes)."""
+    """Build what is stale among the named images (or all), on every target platform; returns the exit status
+    or raises (docs/exit-codes.md). One plan per platform, built one platform after the other (the host's
+    cores are the limit either way); the default platform alone is the ordinary case of it."""
     started = time.monotonic()
     catalog = catalog_mod.discover(settings)
     in_shard = _shard_filter(shard)
@@ -59,53 +61,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     else:
         targets = in_shard(catalog.resolve(names))
     chosen = settings.target_platforms
-    if chosen != (platforms_mod.DEFAULT,):
-        return _build_platforms(settings, catalog, targets, chosen, names=names, base_only=base_only, force=force,
-                                fail_fast=fail_fast, plan_only=plan_only, no_cache=no_cache, started=started,
-                                in_shard=in_shard)
-    plan, api, store = plan_for(settings, catalog, targets, force=force)
-    broken = catalog.broken if not names and not base_only else {}
-    for name, error in broken.items():
-        console.print(f"[bold red]{name} cannot be built:[/] {escape(error.message)}", highlight=False)
-    # Building "everything" passes over connectors that cannot exist here, and says so in the table.
-    unavailable = [Result(spec.name, plan_mod.image_ref(spec, settings), BuildStatus.UNAVAILABLE, spec.unavailable)
-                   for spec in catalog.connectors if spec.unavailable] if not names and not base_only else []
-    unavailable = [r for r in unavailable if r.name in in_shard([r.name])]
-    if plan_only:
-        print_plan(plan)
-        raise_for_outcome([], broken, settings.output_path / "logs")
-        return 0
-    require_buildable(plan)
-    todo = plan.to_build
-    # Builds install exactly the locks: a stale one stops the run here, naming the command that fixes it.
-    locks = lock_mod.require_current(lock_mod.targets(catalog, settings), settings,
-                                     [lock_mod.SBOM_TOOL, *(item.name for item in todo)]) if todo else {}
-    if todo:
-        find_cli()  # no BuildKit-capable CLI: one clear error with the install hint, not N failed builds
-        console.print(f"Building {len(todo)} of {len(plan.order)} images with up to {settings.jobs} at a time "
-                      f"(logs in {settings.output_path / 'logs'}).")
-    # With nothing to build the builder still runs: up-to-date images get this commit's tags.
-    warnings: list[str] = []
-    cache = _open_cache(settings, api, warnings) if todo and settings.cache_from else None
-    with Progress(plan.order, console) if todo else nullcontext() as progress:
-        builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache,
-                          lock_digests={name: lock.digest for name, lock in locks.items()},
-                          check_sbom=functools.partial(_check_sbom, api, settings.output_path / "reports" / "sbom"),
-                          cache=cache)
-        results = builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast) + unavailable
-    _report_build(settings, results, started=started, built_any=bool(todo),
-                  up_to_date=f"All {len(plan.order)} images are up to date",
-                  extra={**_cache_report(settings, cache, results, warnings), **({"shard": shard} if shard else {})},
-                  unavailable=unavailable)
-    _remove_replaced(plan, results, api)
-    raise_for_outcome(results, broken, settings.output_path / "logs")
-    return 0
-
-
-def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *, names, base_only: bool, force: bool,
-                     fail_fast: bool, plan_only: bool, no_cache: bool, started: float, in_shard=list) -> int:
-    """`build` for several platforms (or a foreign one): one plan per platform, built one platform after the
-    other (the host's cores are the limit either way), results and the report over all of them."""
+    several = chosen != (platforms_mod.DEFAULT,)
     platforms_mod.require_emulation(chosen)  # before anything is planned or built: exit 2 with the fix
     plans, skipped = [], []
     api = store = None
@@ -114,13 +70,14 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
         skipped += unavailable_here
         plan, api, store = plan_for(settings, catalog, usable, force=force, platform=platform)
         plans.append(plan)
-    broken = catalog.broken if not names and not base_only else {}
+    everything = not names and not base_only
+    broken = catalog.broken if everything else {}
     for name, error in broken.items():
         console.print(f"[bold red]{name} cannot be built:[/] {escape(error.message)}", highlight=False)
+    # Building "everything" passes over connectors that cannot exist here, and says so in the table.
     unavailable = [Result(spec.name, plan_mod.image_ref(spec, settings, platform), BuildStatus.UNAVAILABLE,
                           spec.unavailable, platform=platform.name)
-                   for platform in chosen for spec in catalog.connectors
-                   if spec.unavailable] if not names and not base_only else []
+                   for platform in chosen for spec in catalog.connectors if spec.unavailable] if everything else []
     unavailable = [r for r in unavailable if r.name in in_shard([r.name])]
     if plan_only:
         for plan in plans:
@@ -131,12 +88,14 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
         require_buildable(plan)
     todo = [item for plan in plans for item in plan.to_build]
     total = sum(len(plan.order) for plan in plans)
+    where = f" for {', '.join(map(str, chosen))}" if several else ""
+    # Builds install exactly the locks: a stale one stops the run here, naming the command that fixes it.
     locks = lock_mod.require_current(lock_mod.targets(catalog, settings), settings,
-                                     [lock_mod.SBOM_TOOL, *{item.name for item in todo}]) if todo else {}
+                                     [lock_mod.SBOM_TOOL, *dict.fromkeys(item.name for item in todo)]) if todo else {}
     if todo:
-        find_cli()
-        console.print(f"Building {len(todo)} of {total} images for {', '.join(map(str, chosen))} with up to "
-                      f"{settings.jobs} at a time (logs in {settings.output_path / 'logs'}).")
+        find_cli()  # no BuildKit-capable CLI: one clear error with the install hint, not N failed builds
+        console.print(f"Building {len(todo)} of {total} images{where} with up to {settings.jobs} at a time "
+                      f"(logs in {settings.output_path / 'logs'}).")
     results: list[Result] = []
     warnings: list[str] = []
     # --cache-from serves the default platform's images; another platform's are built (its cache keys differ).
@@ -148,6 +107,7 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
             continue
         sbom_dir = settings.output_path / "reports" / "sbom" / ("" if plan.platform.is_default
                                                                  else plan.platform.architecture)
+        # With nothing to build the builder still runs: up-to-date images get this commit's tags.
         with Progress(plan.order, console) if plan.to_build else nullcontext() as progress:
             builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache,
                               lock_digests={name: lock.digest for name, lock in locks.items()},
@@ -159,8 +119,10 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
         results += built
     results += skipped + unavailable
     _report_build(settings, results, started=started, built_any=bool(todo),
-                  up_to_date=f"All {total} images ({', '.join(map(str, chosen))}) are up to date",
-                  extra={"platforms": [p.name for p in chosen], **_cache_report(settings, cache, results, warnings)},
+                  up_to_date=f"All {total} images" + (f" ({', '.join(map(str, chosen))})" if several else "")
+                  + " are up to date",
+                  extra={**({"platforms": [p.name for p in chosen]} if several else {}),
+                         **_cache_report(settings, cache, results, warnings), **({"shard": shard} if shard else {})},
                   unavailable=unavailable, skipped=skipped)
     raise_for_outcome(results, broken, settings.output_path / "logs")
     return 0
@@ -194,6 +156,7 @@ def _shard_filter(shard: str | None):
     """names -> the ones in this shard (--shard K/N); every name without a shard. Bad input: ConfigError."""
     if not shard:
         return lambda names: list(names)
+
     chosen = shard_mod.parse_shard(shard)
     return lambda names: shard_mod.select(list(names), chosen)
 
@@ -246,61 +209,20 @@ def raise_for_outcome(results: list[Result], broken: dict, log_dir: Path) -> Non
 
 
 def list_images(settings: Settings, as_json: bool = False, matrix=None) -> int:
+    """inv list: one row per image and target platform; a platform it cannot exist on says why."""
     catalog = catalog_mod.discover(settings)
     if matrix is not None:
         count = shard_mod.parse_count(matrix)
         print(json.dumps(shard_mod.matrix(catalog, [s.name for s in catalog.available_connectors], count), indent=2))
         return 0
-    if settings.target_platforms != (platforms_mod.DEFAULT,):
-        return _list_platforms(settings, catalog, as_json)
-    try:
-        plan, _, _ = plan_for(settings, catalog, [s.name for s in catalog if not s.unavailable])
-        states = {item.name: item for item in plan}
-    except FactoryError as exc:
-        if as_json:
-            raise
-        console.print(f"[yellow]{exc.message}: states unknown[/]")
-        states = {}
+    chosen = settings.target_platforms
+    several = chosen != (platforms_mod.DEFAULT,)
     rows = []
     for name, error in catalog.broken.items():
         rows.append({"name": name, "image": settings.repository(catalog_mod.IMAGE_PREFIX + name), "kind": "connector",
-                     "framework": "?", "parent": "?", "state": f"broken: {error.message}", "image_id": None,
-                     "size": None})
-    for spec in catalog:
-        item = None if spec.unavailable else states.get(spec.name)
-        state = f"unavailable: {spec.unavailable}" if spec.unavailable else (item.state if item else "unknown")
-        rows.append({
-            "name": spec.name,
-            "image": item.ref if item else settings.repository(spec.image_name),
-            "kind": spec.kind,
-            "framework": spec.framework.name,
-            "parent": catalog[spec.parent].image_name if spec.parent else settings.python_image,
-            "state": state,
-            "image_id": item.current.id if item and item.current else None,
-            "size": item.current.size if item and item.current else None,
-            "description": spec.description,
-            "source": spec.source,
-            "unavailable_platforms": dict(spec.unavailable_platforms),
-        })
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    table = Table(title=f"{len(rows)} images", title_justify="left")
-    for column in ("image", "framework", "parent", "state", "size"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["image"], row["framework"], row["parent"], row["state"], human_size(row["size"]))
-    console.print(table)
-    return 0
-
-
-def _list_platforms(settings: Settings, catalog, as_json: bool) -> int:
-    """`inv list --platform ...`: one row per image and platform; a platform it cannot exist on says why."""
-    rows = []
-    for name, error in catalog.broken.items():
-        rows.append({"name": name, "image": settings.repository(catalog_mod.IMAGE_PREFIX + name), "kind": "connector",
-                     "platform": "?", "state": f"broken: {error.message}", "image_id": None, "size": None})
-    for platform in settings.target_platforms:
+                     "framework": "?", "parent": "?", "platform": "?", "state": f"broken: {error.message}",
+                     "image_id": None, "size": None})
+    for platform in chosen:
         usable, _ = platform_targets(catalog, [s.name for s in catalog if not s.unavailable], platform, settings)
         try:
             plan, _, _ = plan_for(settings, catalog, usable, platform=platform)
@@ -317,22 +239,27 @@ def _list_platforms(settings: Settings, catalog, as_json: bool) -> int:
             rows.append({
                 "name": spec.name,
                 "image": item.ref if item else plan_mod.image_ref(spec, settings, platform).rpartition(":")[0],
-                "kind": spec.kind, "framework": spec.framework.name, "platform": platform.name,
+                "kind": spec.kind,
+                "framework": spec.framework.name,
+                "platform": platform.name,
                 "parent": catalog[spec.parent].image_name if spec.parent else settings.python_image,
                 "state": state,
                 "image_id": item.current.id if item and item.current else None,
                 "size": item.current.size if item and item.current else None,
-                "description": spec.description, "source": spec.source,
+                "description": spec.description,
+                "source": spec.source,
+                "unavailable_platforms": dict(spec.unavailable_platforms),
             })
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
+    columns = ("image", "platform", "framework", "parent", "state", "size") if several else \
+        ("image", "framework", "parent", "state", "size")
     table = Table(title=f"{len(rows)} images", title_justify="left")
-    for column in ("image", "platform", "framework", "state", "size"):
+    for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(row["image"], row["platform"], row.get("framework", "?"), str(row["state"]),
-                      human_size(row["size"]))
+        table.add_row(*(human_size(row["size"]) if column == "size" else str(row[column]) for column in columns))
     console.print(table)
     return 0
 
@@ -352,13 +279,13 @@ def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: b
         entries = catalog_sync.sync(settings, framework, inventory, derived, prune=prune, dry_run=check)
         _print_sync(inventory, entries, check)
         drift += [entry.directory for entry in entries if entry.change.writes]
-    readme = settings.root / "README.md"
+    page = settings.root / catalog_table.PAGE
     found = catalog_mod.discover(settings)
     if check:
-        if readme.is_file() and not catalog_table.is_current(readme.read_text(), found):
-            drift.append("README.md's catalog table")
-    elif catalog_table.update_readme(readme, found, settings.output_path / "reports" / "build-latest.json"):
-        console.print(f"Updated the catalog table in {readme.name}.")
+        if page.is_file() and not catalog_table.is_current(page.read_text(), found):
+            drift.append(f"the catalog table in {catalog_table.PAGE}")
+    elif catalog_table.update_page(page, found, settings.output_path / "reports" / "build-latest.json"):
+        console.print(f"Updated the catalog table in {catalog_table.PAGE}.")
     if check and drift:
         raise FactoryError(f"{len(drift)} item(s) differ from what the frameworks say: {', '.join(drift)}",
                            "run `inv catalog` and commit the result")
@@ -497,15 +424,6 @@ def _check_locks(settings: Settings, targets, names: list[str] | None, broken: d
         raise ConfigError(f"{len(broken)} connector(s) cannot be locked: {', '.join(broken)}",
                           "fix the files named above")
     return 0
-
-
-def push(settings: Settings, names: list[str] | None = None, **options) -> int:
-    """inv push: images on the default platform; with several platforms (or a foreign one), manifest lists."""
-    from ..workflows import manifest_list, push as push_mod  # only inv push needs them: a lighter start-up
-
-    if settings.target_platforms != (platforms_mod.DEFAULT,):  # one tag, several platforms
-        return manifest_list.push(settings, names, out=console, **options)
-    return push_mod.push(settings, names, out=console, **options)
 
 
 def run_local(settings: Settings, connector: str | None = None, config: str | None = None, **options) -> int:

@@ -1,8 +1,8 @@
-"""The README's catalog table: one row per connector, from the catalog and the last build report.
+"""The catalog table in docs/catalog.md: one row per connector, from the catalog and the last build report.
 
 The identity columns (connector, framework, source, unavailable reason) come from the catalog alone,
-so a test can hold the README to the catalog; the size and status columns come from the last build
-report when there is one, and otherwise stay as the README had them.
+so a test can hold the page to the catalog; the size and status columns come from the last build
+report when there is one, and otherwise stay as the page had them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .results import BuildStatus, human_size
 
 START = "<!-- catalog-table:start (written by `inv catalog`; sizes and status from the last build report) -->"
 END = "<!-- catalog-table:end -->"
+PAGE = Path("docs/catalog.md")  # relative to the repository: the page that holds the table
 HEADER = ("| connector | framework | source | added over the base | status |\n"
           "|---|---|---|---:|---|\n")
 ROW = re.compile(r"^\| `(?P<name>[^`]+)` \| [^|]* \| [^|]* \| (?P<added>[^|]*) \| (?P<status>.*) \|$")
@@ -43,10 +44,10 @@ def measured(report_path: Path, catalog: Catalog) -> dict[str, tuple[str, str]]:
     return rows
 
 
-def previous(readme_text: str) -> dict[str, tuple[str, str]]:
-    """name -> (size, status) as the README's table has them."""
+def previous(page_text: str) -> dict[str, tuple[str, str]]:
+    """name -> (size, status) as the page's table has them."""
     rows = {}
-    for line in _section(readme_text).splitlines():
+    for line in _section(page_text).splitlines():
         match = ROW.match(line.strip())
         if match:
             rows[match["name"]] = (match["added"].strip(), match["status"].strip())
@@ -67,9 +68,9 @@ def render(catalog: Catalog, cells: dict[str, tuple[str, str]]) -> str:
     return "".join(lines)
 
 
-def update_readme(readme: Path, catalog: Catalog, report_path: Path) -> bool:
-    """Rewrite the table between the markers; True when the README changed."""
-    text = readme.read_text()
+def update_page(page: Path, catalog: Catalog, report_path: Path) -> bool:
+    """Rewrite the table between the markers; True when the page changed."""
+    text = page.read_text()
     if START not in text or END not in text:
         return False
     cells = previous(text)
@@ -78,13 +79,13 @@ def update_readme(readme: Path, catalog: Catalog, report_path: Path) -> bool:
     table = render(catalog, cells)
     updated = text[:text.index(START) + len(START)] + "\n" + table + text[text.index(END):]
     if updated != text:
-        readme.write_text(updated)
+        page.write_text(updated)
     return updated != text
 
 
-def is_current(readme_text: str, catalog: Catalog) -> bool:
-    """The README's table lists exactly the catalog's connectors with their identity (sizes aside)."""
-    return _section(readme_text).strip() == render(catalog, previous(readme_text)).strip()
+def is_current(page_text: str, catalog: Catalog) -> bool:
+    """The page's table lists exactly the catalog's connectors with their identity (sizes aside)."""
+    return _section(page_text).strip() == render(catalog, previous(page_text)).strip()
 
 
 def _section(text: str) -> str:

@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FactoryError
 from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform, is_native
 from ..settings import Settings, image_tags
 from ..status import Status
-from .catalog import BASE, Catalog, ImageSpec
+from .catalog import BASE, CONNECTOR, Catalog, ImageSpec
 from .graph import parents_first
 from .names import python_image_ref
 from .results import BuildStatus, Result
@@ -47,8 +47,13 @@ class PlanState(Status):
     BLOCKED = "blocked", "bold red"
 
 
-# The short names the rest of the tool uses.
-MISSING, CHANGED, PARENT_CHANGED, FORCED, UP_TO_DATE, BLOCKED = PlanState
+# The short names the rest of the tool uses (by name: reordering the enum must not swap them).
+MISSING = PlanState.MISSING
+CHANGED = PlanState.CHANGED
+PARENT_CHANGED = PlanState.PARENT_CHANGED
+FORCED = PlanState.FORCED
+UP_TO_DATE = PlanState.UP_TO_DATE
+BLOCKED = PlanState.BLOCKED
 
 
 @dataclass(frozen=True)
@@ -202,13 +207,14 @@ def make_plan(
         if parent_id:
             item.input_hash = input_hash(spec, parent_id, settings, platform, install,
                                          build_python.id if build_python else None)
-        if parent_state is None and install == "cross" and build_python is None:
+        cross_blocked = parent_state is None and install == "cross" and build_python is None
+        if cross_blocked:
             parent_state = BLOCKED  # the cross-install runs in the build platform's Python image
         if parent_state == BLOCKED:
             item.state = BLOCKED
             item.reason = (
                 f"Python image {python_image if python is None else settings.python_image} is missing"
-                if spec.kind == BASE
+                if spec.kind == BASE or cross_blocked
                 else f"parent {spec.parent} is blocked"
             )
         elif current is None:
@@ -252,7 +258,8 @@ def platform_targets(catalog, targets: list[str], platform, settings: Settings) 
 
 
 def require_buildable(plan: Plan) -> None:
-    blocked = [item for item in plan if item.state == BLOCKED and item.spec.kind == BASE]
+    """Refuse a plan with a blocked image (its Python image is missing), bases and connectors alike."""
+    blocked = [item for item in plan if item.state == BLOCKED]
     if blocked:
         if not plan.platform.is_default and plan.python_id:  # only the build platform's image is missing
             raise ConfigError("cross-installing needs the build platform's Python image, which is missing",
@@ -266,3 +273,36 @@ def require_buildable(plan: Plan) -> None:
             f"the Python image {plan.python_image} is not in the local engine",
             f"run `docker pull {plan.python_image}`, or `inv python-image` to build it from Debian packages",
         )
+
+
+def require_verified(items, action: str = "push") -> None:
+    """Refuse to `action` (push, bundle) when any image is not verified and current: the one rule for both.
+
+    "Verified and current" means the image's version tag exists and its inputs have not changed since:
+    that tag is moved only after the smoke test and the SBOM check passed.
+    """
+    stale = [item for item in items if item.state != UP_TO_DATE]
+    if not stale:
+        return
+    foreign = list(dict.fromkeys(str(item.platform) for item in stale if not item.platform.is_default))
+    where = (lambda item: f"{item.name} on {item.platform}") if foreign else (lambda item: item.name)
+    listed = ", ".join(f"{where(item)} ({item.state})" for item in stale)
+    flags = "".join(f" --platform {platform}" for platform in foreign)
+    raise FactoryError(f"refusing to {action} {len(stale)} image(s) that were not built from the current inputs "
+                       f"and verified: {listed}",
+                       f"build first: {build_commands(list({i.name: i for i in stale}.values()), flags)}; "
+                       f"then {action} again")
+
+
+def build_commands(stale: list[PlanItem], flags: str = "") -> str:
+    """The `inv build-*` commands that make these images current (bases only where no connector covers them)."""
+    connectors = [item.name for item in stale if item.spec.kind == CONNECTOR]
+    covered = {item.spec.framework.name for item in stale if item.spec.kind == CONNECTOR}
+    frameworks = sorted({item.spec.framework.name for item in stale
+                         if item.spec.kind != CONNECTOR and item.spec.framework.name not in covered})
+    commands = []
+    if frameworks:
+        commands.append("`inv build-base " + " ".join(f"--framework {f}" for f in frameworks) + flags + "`")
+    if connectors:
+        commands.append("`inv build-connectors " + " ".join(f"-c {n}" for n in connectors) + flags + "`")
+    return " and ".join(commands)

@@ -25,6 +25,7 @@ from ..model.plan import (
     LABEL_REVISION,
     LABEL_SBOM,
     SBOM_PATH,
+    BLOCKED,
     Plan,
     PlanItem,
     input_hash,
@@ -110,6 +111,8 @@ class Builder:
                     parent = results.get(item.spec.parent)
                     if parent and parent.result.failed:
                         results[name] = self._not_built(item, f"parent {parent.name} was not built")
+                    elif item.state == BLOCKED:  # never "kept": it has no image to keep
+                        results[name] = self._not_built(item, item.reason)
                     elif not item.needs_build:
                         results[name] = self._keep(item)
                     elif stopping:

@@ -48,13 +48,12 @@ from ..model.plan import (
     LABEL_NAME,
     LABEL_PARENT,
     LABEL_SBOM,
-    UP_TO_DATE,
-    Plan,
+    require_verified,
 )
 from ..model.results import human_size, write_json
 from ..settings import Settings
 from ..status import Status
-from .push import FAILED, NOT_PUSHED, build_commands, connect, push_table
+from .push import FAILED, NOT_PUSHED, connect, push_table
 
 BUNDLE_FORMAT = "ingestion-factory-bundle/1"
 MANIFEST_MEMBER = "bundle.json"
@@ -190,14 +189,6 @@ def save_stream(api, image_ids: list[str]) -> Iterator[bytes]:
     return api.api._stream_raw_result(response, CHUNK, False)
 
 
-def require_current(plan: Plan) -> None:
-    stale = [item for item in plan if item.state != UP_TO_DATE]
-    if stale:
-        listed = ", ".join(f"{item.name} ({item.state})" for item in stale)
-        raise FactoryError(f"refusing to bundle {len(stale)} image(s) that were not built from the current inputs "
-                           f"and verified: {listed}", f"build first: {build_commands(stale)}; then bundle again")
-
-
 def write_bundle(api, images: list[BundledImage], output: Path, console: Console,
                  chunks: Iterable[bytes] | None = None) -> BundleManifest:
     """Save the images, then write bundle.json + images.tar to a temp file beside `output` and rename it.
@@ -256,7 +247,7 @@ def bundle(settings: Settings, names: list[str] | None, output: Path, *, console
         raise ConfigError(f"cannot bundle everything: {', '.join(sorted(catalog.broken))} cannot be built",
                           "fix those directories, or name the connectors to bundle with -c")
     plan, api, _ = plan_for(settings, catalog, catalog.resolve(names))
-    require_current(plan)
+    require_verified(plan, "bundle")
     images = [bundled_image(item, item.ref.rpartition(":")[0]) for item in plan]
     console.print(f"Bundling {len(images)} image(s) into {output}.")
     manifest = write_bundle(api, images, output, console)

@@ -30,12 +30,13 @@ from ..engine.registry import (
 )
 from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
-from ..model.catalog import CONNECTOR
 from ..model.names import cache_tag, target_repository
-from ..model.plan import UP_TO_DATE, Plan, PlanItem
+from ..model.plan import UP_TO_DATE, PlanItem, platform_targets, require_verified
 from ..model.results import write_json
+from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform
 from ..settings import Settings
 from ..status import Status
+from .manifest_list import IMAGE_TYPE, LIST_TYPE, Entry, check_read_back, group, index_document, plain_tags
 
 
 class PushStatus(Status):
@@ -49,8 +50,13 @@ class PushStatus(Status):
     REFUSED = "refused", "bold red"  # --dry-run: not verified and current
 
 
-# The short names this module and its tests use.
-PUSHED, PRESENT, FAILED, NOT_PUSHED, WOULD_PUSH, REFUSED = PushStatus
+# The short names this module and its tests use (by name: reordering the enum must not swap them).
+PUSHED = PushStatus.PUSHED
+PRESENT = PushStatus.PRESENT
+FAILED = PushStatus.FAILED
+NOT_PUSHED = PushStatus.NOT_PUSHED
+WOULD_PUSH = PushStatus.WOULD_PUSH
+REFUSED = PushStatus.REFUSED
 
 AUTH = "auth"
 TRANSIENT = "transient"
@@ -197,29 +203,6 @@ def publish_tags(item: PlanItem, latest: bool = True) -> list[str]:
     return tags + [cache_tag(item.input_hash)] if item.input_hash else tags
 
 
-def require_pushable(plan: Plan) -> None:
-    """Refuse the whole push when any image is not verified and current."""
-    stale = [item for item in plan if item.state != UP_TO_DATE]
-    if not stale:
-        return
-    listed = ", ".join(f"{item.name} ({item.state})" for item in stale)
-    raise FactoryError(f"refusing to push {len(stale)} image(s) that were not built from the current inputs and "
-                       f"verified: {listed}", f"build first: {build_commands(stale)}; then push again")
-
-
-def build_commands(stale: list[PlanItem]) -> str:
-    connectors = [item.name for item in stale if item.spec.kind == CONNECTOR]
-    covered = {item.spec.framework.name for item in stale if item.spec.kind == CONNECTOR}
-    frameworks = sorted({item.spec.framework.name for item in stale
-                         if item.spec.kind != CONNECTOR and item.spec.framework.name not in covered})
-    commands = []
-    if frameworks:
-        commands.append("`inv build-base " + " ".join(f"--framework {f}" for f in frameworks) + "`")
-    if connectors:
-        commands.append("`inv build-connectors " + " ".join(f"-c {n}" for n in connectors) + "`")
-    return " and ".join(commands)
-
-
 # --- pushing -----------------------------------------------------------------------------------
 
 
@@ -320,6 +303,105 @@ class Pusher:
                        markup=markup, highlight=False)
 
 
+class IndexPusher:
+    """Pushes one image's platform variants and the manifest list that joins them."""
+
+    def __init__(self, pusher: Pusher, out: Console):
+        self.pusher = pusher
+        self.client = pusher.client
+        self.out = out
+
+    def push_image(self, items: list[PlanItem], repository: str, tags: list[str]) -> PushResult:
+        started = time.monotonic()
+        result = PushResult(items[0].name, items[0].ref, repository, FAILED, tags=tags,
+                            image_id=",".join(item.current.id for item in items if item.current))
+        entries: list[Entry] = []
+        for item in items:
+            assert item.current is not None
+            # Every variant under a tag of its own, amd64 too: the plain tags are the list's.
+            tag = self.pusher.push_tag(item.current.id, repository, f"{tags[0]}-{item.platform.architecture}")
+            result.tag_results.append(tag)
+            if tag.result == FAILED:
+                break
+            entry = self._entry(repository, item.platform, tag)
+            if entry is None:
+                break
+            entries.append(entry)
+            result.platforms[str(item.platform)] = entry.digest  # only a variant that was pushed and read back
+        if len(entries) == len(items):
+            body = index_document(entries)
+            expected = {e.platform.name: e.digest for e in entries}
+            for tag in tags:
+                result.tag_results.append(self._put_list(repository, tag, body, expected))
+                if result.tag_results[-1].result == FAILED:
+                    break
+        pushed = {t.tag for t in result.tag_results}
+        result.tag_results += [TagResult(t, f"{repository}:{t}", NOT_PUSHED) for t in tags if t not in pushed]
+        self._push_cache_tag(items, repository, result)
+        states = [t.result for t in result.tag_results]
+        failures = [t for t in result.tag_results if t.result == FAILED]
+        if failures:
+            result.result, result.reason = FAILED, f"{failures[0].tag}: {failures[0].reason}"
+        elif NOT_PUSHED in states:
+            result.result = NOT_PUSHED
+        else:
+            result.result = PUSHED if PUSHED in states else PRESENT
+        lists = [t for t in result.tag_results[len(items):] if t.digest]
+        result.digest = lists[0].digest if lists else ""
+        result.duration_s = round(time.monotonic() - started, 1)
+        return result
+
+    def _push_cache_tag(self, items: list[PlanItem], repository: str, result: PushResult) -> None:
+        """The default platform's `inputs-<hash>` tag, as a single-platform push gives it (--cache-from reads it)."""
+        default = next((i for i in items if i.platform.is_default and i.input_hash and i.current), None)
+        if default is None or any(t.result in (FAILED, NOT_PUSHED) for t in result.tag_results):
+            return
+        result.tag_results.append(self.pusher.push_tag(default.current.id, repository, cache_tag(default.input_hash)))
+
+    def _entry(self, repository: str, platform: Platform, tag: TagResult) -> Entry | None:
+        """The pushed variant's manifest as a list entry (its size and type, read from the registry)."""
+        try:
+            manifest, _ = with_retries(lambda: self.client.manifest(repository, tag.digest),
+                                       delays=self.pusher.delays, sleep=self.pusher.sleep)
+        except FactoryError as exc:
+            tag.result, tag.reason = FAILED, self.pusher.redact(exc.message)
+            return None
+        if manifest is None or manifest.digest != tag.digest:
+            tag.result, tag.reason = FAILED, f"read-back: the registry has no {repository}@{tag.digest}"
+            return None
+        return Entry(platform, manifest.digest, manifest.size, manifest.media_type or IMAGE_TYPE)
+
+    def _put_list(self, repository: str, tag: str, body: bytes, expected: dict[str, str]) -> TagResult:
+        started = time.monotonic()
+        ref = f"{repository}:{tag}"
+        outcome = TagResult(tag, ref, FAILED)
+        try:
+            there = self.pusher._manifest_or_none(repository, tag)
+            if there and not check_read_back(there.document, there.media_type, expected):
+                outcome.result, outcome.digest = PRESENT, there.digest
+                self.pusher._say(f"{ref}: manifest list already present ({there.digest})")
+                return outcome
+            media = LIST_TYPE
+            digest, outcome.tries = with_retries(lambda: self.client.put_manifest(repository, tag, body, media),
+                                                 delays=self.pusher.delays, sleep=self.pusher.sleep)
+            back, _ = with_retries(lambda: self.client.manifest(repository, tag), delays=self.pusher.delays,
+                                   sleep=self.pusher.sleep)
+            if back is None:
+                raise PushError(f"read-back: the registry has no {ref} after storing the manifest list")
+            problem = check_read_back(back.document, back.media_type, expected)
+            if problem or back.digest != digest:
+                raise PushError(f"read-back of {ref}: {problem or f'digest {back.digest}, stored {digest}'}")
+            outcome.result, outcome.digest = PUSHED, digest
+            self.pusher._say(f"{ref}: manifest list {digest} ({', '.join(expected)}), read back")
+        except FactoryError as exc:
+            outcome.reason = self.pusher.redact(exc.message)
+            outcome.tries = getattr(exc, "tries", outcome.tries) or 1
+            self.pusher._say(f"[bold red]{escape(ref)}: failed[/] {escape(outcome.reason)}", markup=True)
+        finally:
+            outcome.duration_s = round(time.monotonic() - started, 1)
+        return outcome
+
+
 def stops_the_run(result: PushResult) -> bool:
     """Bad credentials or a registry that stayed unreachable: the images after it cannot succeed either."""
     return result.result == FAILED and classify(result.reason) in (AUTH, TRANSIENT)
@@ -346,54 +428,67 @@ def _summarise(result: PushResult) -> None:
 def push(settings: Settings, names: list[str] | None = None, *, registry: str | None = None, latest: bool = True,
          dry_run: bool = False, username: str | None = None, password_file: str | None = None,
          out: Console | None = None) -> int:
-    """`inv push` on the default platform: the named images (or all) and the bases they need, to `registry`
-    (default factory.registry). Several platforms push manifest lists instead (manifest_list.push)."""
+    """`inv push`: the named images (or every available one) and the bases they need, to `registry`
+    (default factory.registry), on every target platform.
+
+    The default platform alone: each image under its build's tags and its `inputs-<hash>` cache tag.
+    Several platforms (or a foreign one): each platform's variant under `<version>-<arch>`, then one
+    manifest list per plain tag (see manifest_list.py).
+    """
     out = out or console
     started = time.monotonic()
+    chosen = settings.target_platforms
+    as_lists = chosen != (DEFAULT_PLATFORM,)
     target = settings.registry if registry is None else registry.strip()
     catalog = catalog_mod.discover(settings)
     if not names and catalog.broken:
         # "Everything" includes directories that cannot even be built: say so rather than skip them.
         raise ConfigError(f"cannot push everything: {', '.join(sorted(catalog.broken))} cannot be built",
                           "fix those directories, or name the connectors to push with -c")
-    targets = catalog.resolve(names) if names else [spec.name for spec in catalog]
-    plan, api, _ = plan_for(settings, catalog, targets)
-    jobs = [(item, target_repository(settings, target, item.spec.image_name), publish_tags(item, latest))
-            for item in plan]
+    # "Everything" is what `inv build-connectors` builds: unavailable connectors have no image to push.
+    targets = catalog.resolve(names) if names else [spec.name for spec in catalog if not spec.unavailable]
+    plans, api = [], None
+    for platform in chosen:
+        usable, _ = platform_targets(catalog, targets, platform, settings)
+        plan, api, _ = plan_for(settings, catalog, usable, platform=platform)
+        plans.append(plan)
+    jobs = []  # (variants of one image, repository, tags)
+    for items in group(plans).values():
+        tags = [t for t in plain_tags(items) if latest or t != "latest"] if as_lists else publish_tags(items[0], latest)
+        jobs.append((items, target_repository(settings, target, items[0].spec.image_name), tags))
     credentials = read_credentials(target, username=username, password_file=password_file)
     report_path = settings.output_path / "reports" / "push-latest.json"
     extra = {"registry": display_host(target), "auth": credentials.describe() if credentials else "anonymous",
-             "dry_run": dry_run}
+             "dry_run": dry_run, **({"platforms": [p.name for p in chosen]} if as_lists else {})}
+    kind = f" (manifest lists of {', '.join(map(str, chosen))})" if as_lists else ""
 
     if dry_run:
-        results = [PushResult(item.name, item.ref, repository,
-                              WOULD_PUSH if item.state == UP_TO_DATE else REFUSED, tags=tags,
-                              image_id=item.current.id if item.current else "",
-                              reason="" if item.state == UP_TO_DATE else f"{item.state}: {item.reason}")
-                   for item, repository, tags in jobs]
-        out.print(push_table(results, f"Would push to {display_host(target)} (dry run; nothing pushed)"))
-        require_pushable(plan)
+        results = [_would_push(items, repository, tags, as_lists) for items, repository, tags in jobs]
+        out.print(push_table(results, f"Would push to {display_host(target)}{kind} (dry run; nothing pushed)"))
+        require_verified([item for plan in plans for item in plan], "push")
         return 0
 
-    require_pushable(plan)
+    require_verified([item for plan in plans for item in plan], "push")
     results: list[PushResult] = []
-    out.print(f"Pushing {len(jobs)} image(s) to {display_host(target)} as "
-              f"{credentials.describe() if credentials else 'anonymous'}.")
+    out.print(f"Pushing {len(jobs)} image(s){' for ' + ', '.join(map(str, chosen)) if as_lists else ''} to "
+              f"{display_host(target)} as {credentials.describe() if credentials else 'anonymous'}.")
     try:
         pusher = connect(api, target, credentials, out)
     except FactoryError:
-        results = [_not_pushed(item, repository, tags, "registry check failed") for item, repository, tags in jobs]
+        results = [_not_pushed(items, repository, tags, "registry check failed") for items, repository, tags in jobs]
         write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
         raise
+    index_pusher = IndexPusher(pusher, out)
     stopped_by: PushResult | None = None
-    for item, repository, tags in jobs:
+    for items, repository, tags in jobs:
         if stopped_by:
-            results.append(_not_pushed(item, repository, tags, f"stopped after {stopped_by.name} failed"))
+            results.append(_not_pushed(items, repository, tags, f"stopped after {stopped_by.name} failed"))
             continue
-        results.append(pusher.push_image(item, repository, tags))
+        results.append(index_pusher.push_image(items, repository, tags) if as_lists
+                       else pusher.push_image(items[0], repository, tags))
         if stops_the_run(results[-1]):
             stopped_by = results[-1]
-    out.print(push_table(results, f"Pushed to {display_host(target)}"))
+    out.print(push_table(results, f"Pushed to {display_host(target)}{kind}"))
     report = write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
     out.print(f"Report: {report}")
     bad = [r for r in results if r.result in (FAILED, NOT_PUSHED)]
@@ -406,6 +501,17 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
             f"pushed: {', '.join(good) if good else 'none'}; details in {report}",
         )
     return 0
+
+
+def _would_push(items: list[PlanItem], repository: str, tags: list[str], as_list: bool) -> PushResult:
+    """--dry-run: what would be pushed, or why an image would be refused."""
+    stale = [item for item in items if item.state != UP_TO_DATE]
+    where = (lambda item: f"{item.platform} ") if as_list else (lambda item: "")
+    reason = "; ".join(f"{where(i)}{i.state}: {i.reason}" for i in stale)
+    if not reason and as_list:
+        reason = "manifest list of " + ", ".join(str(i.platform) for i in items)
+    return PushResult(items[0].name, items[0].ref, repository, REFUSED if stale else WOULD_PUSH, tags=tags,
+                      image_id=",".join(i.current.id for i in items if i.current), reason=reason)
 
 
 def connect(api, target: str, credentials: Credentials | None, out: Console) -> Pusher:
@@ -422,9 +528,9 @@ def connect(api, target: str, credentials: Credentials | None, out: Console) -> 
     return Pusher(api, registry_client, credentials, redact=redact, out=out)
 
 
-def _not_pushed(item: PlanItem, repository: str, tags: list[str], reason: str) -> PushResult:
-    return PushResult(item.name, item.ref, repository, NOT_PUSHED, tags=tags,
-                      image_id=item.current.id if item.current else "", reason=reason,
+def _not_pushed(items: list[PlanItem], repository: str, tags: list[str], reason: str) -> PushResult:
+    return PushResult(items[0].name, items[0].ref, repository, NOT_PUSHED, tags=tags,
+                      image_id=",".join(i.current.id for i in items if i.current), reason=reason,
                       tag_results=[TagResult(tag, f"{repository}:{tag}", NOT_PUSHED) for tag in tags])
 
 

@@ -212,7 +212,7 @@ def test_a_rebuild_from_an_empty_cache_holds_the_same_packages_and_files(project
         assert second[name]["files"] == first[name]["files"], name
     second_ids = {name: image_id(docker_api, project, name) for name in refs}
     # Identical IDs need BuildKit's SOURCE_DATE_EPOCH (0.11+): this engine's BuildKit stamps layers with the
-    # build time, so the IDs differ. Recorded for the README, not asserted.
+    # build time, so the IDs differ. Recorded in docs/reproducibility.md, not asserted.
     report = project.root / "build" / "reports" / "reproducibility.json"
     report.write_text(json.dumps({"same_ids": first_ids == second_ids, "first": first_ids, "second": second_ids}))
     print(f"image IDs identical after a cold rebuild: {first_ids == second_ids}")
