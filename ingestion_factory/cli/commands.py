@@ -156,7 +156,6 @@ def _shard_filter(shard: str | None):
     """names -> the ones in this shard (--shard K/N); every name without a shard. Bad input: ConfigError."""
     if not shard:
         return lambda names: list(names)
-
     chosen = shard_mod.parse_shard(shard)
     return lambda names: shard_mod.select(list(names), chosen)
 
