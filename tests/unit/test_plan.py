@@ -5,10 +5,10 @@ import pytest
 from fake_docker import FakeDockerApi, engine_attrs
 from project_tree import add_connector
 from testkit import OM_VERSION
-from ingestion_factory.model import catalog
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine.daemon import DockerImageStore, ImageSnapshot
 from ingestion_factory.errors import ConfigError
+from ingestion_factory.model import catalog
 from ingestion_factory.model.graph import parents_first
 from ingestion_factory.model.plan import (
     BLOCKED,

@@ -8,9 +8,9 @@ import tarfile
 
 import pytest
 
-from ingestion_factory.engine import sbom
 from ingestion_factory.errors import FactoryError
 from ingestion_factory.model.failures import Cause, StepFailed
+from ingestion_factory.workflows import sbom
 
 LOCK = """# inputs: sha256:00
 six==1.17.0 \\
