@@ -1,6 +1,6 @@
 import pytest
 
-from ingestion_factory import buildkit
+from ingestion_factory.engine import buildkit
 
 
 @pytest.mark.parametrize(
