@@ -30,7 +30,7 @@ def test_the_arm64_bench_is_a_flag_of_inv_bench():
 
 
 def test_buildkit_steps_reads_each_steps_time_from_a_plain_progress_log():
-    from ingestion_factory.bench import buildkit_steps
+    from benchmarks.bench import buildkit_steps
 
     log = "\n".join([
         "#1 [internal] load build definition from Dockerfile",
