@@ -205,8 +205,8 @@ COPY make_sbom_earlier.py /opt/
 
 
 def test_the_sbom_is_the_one_the_earlier_generator_writes(project, docker_api, tmp_path):
-    from ingestion_factory import buildkit, verify
-    from ingestion_factory.sbom import read_files
+    from ingestion_factory.engine import buildkit, verify
+    from ingestion_factory.engine.sbom import read_files
     from ingestion_factory.settings import load, pyproject_defaults
 
     earlier = subprocess.run(["git", "show", EARLIER_GENERATOR], cwd=Path(__file__).parent, capture_output=True,
