@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ingestion_factory.engine import buildkit, verify
@@ -225,7 +226,7 @@ def add_step_table(bench: Bench, report: dict) -> None:
     table.add_column("step")
     table.add_column("seconds", justify="right")
     for step, seconds in rows:
-        table.add_row(step, "cached" if seconds is None else f"{seconds:.1f}")
+        table.add_row(escape(step), "cached" if seconds is None else f"{seconds:.1f}")
     bench.console.print(table)
     sbom = [seconds for step, seconds in steps if step.startswith("[sbom-") and seconds is not None]
     if sbom:
