@@ -2,7 +2,9 @@
 
 Every figure that has a target is a ratio or a difference of two measurements
 taken in the same run, because the machines are shared and noisy. The result
-is printed as a table and written as JSON.
+is printed as a table and written as JSON. A measurement that changes an input
+changes it in a scratch copy of the project, so a bench killed half-way leaves
+the working tree as it was.
 """
 
 from __future__ import annotations
@@ -19,16 +21,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ingestion_factory.engine import buildkit, verify
-from ingestion_factory.model import catalog as catalog_mod
 from ingestion_factory.cli import commands
+from ingestion_factory.engine import buildkit, verify
 from ingestion_factory.engine.daemon import remove_tags_under
 from ingestion_factory.errors import FactoryError
+from ingestion_factory.model import catalog as catalog_mod
 from ingestion_factory.model.plan import image_ref
 from ingestion_factory.settings import Settings
 
@@ -381,37 +384,50 @@ def measure_catalog(bench: Bench, api, *, cold: bool) -> None:
                      "< 1 s", list_s < 1.0))
 
 
+@contextmanager
+def scratch_project(settings: Settings) -> Iterator[Settings]:
+    """A copy of what builds and locks read (images/, runtime/, pyproject.toml, tasks.py) in a temporary
+    directory, and the settings pointed at it. Paths inside are the same, so are input hashes; reports and
+    logs still go to the real output directory."""
+    with tempfile.TemporaryDirectory(prefix="bench-project-") as scratch:
+        copy = Path(scratch)
+        for name in ("tasks.py", "pyproject.toml"):
+            shutil.copy(settings.root / name, copy / name)
+        for name in ("images", "runtime"):
+            shutil.copytree(settings.root / name, copy / name)
+        yield settings.with_overrides(root=copy, output_dir=str(settings.output_path))
+
+
 # ------------------------------------------------------------- 3. one fragment changed
 FRAGMENT_ADDITIONS = ("humanize", "texttable", "tabulate")  # small pure-Python packages; the first one missing
 
 
-def measure_one_fragment_changed(bench: Bench, found, api, name: str | None = None) -> None:
-    """A user's edit, on a warm cache: add a package to a fragment (in a scratch copy of the project), re-lock
-    it, rebuild it. Warm: the copy first rebuilds the connector once (a comment added), as the user's own
-    previous build would have left BuildKit's cache; both steps are whole `inv` processes, timed apart."""
+def measure_one_fragment_changed(bench: Bench, found, api, name: str | None = None, *,
+                                 build: Callable[[Settings, list[str]], int] = commands.build,
+                                 lock: Callable[[Settings, list[str]], int] = commands.lock) -> None:
+    """A user's edit on a warm cache, in a scratch copy of the project: add a package to a fragment, re-lock
+    it, rebuild it (re-lock and rebuild timed apart). Warm: the copy first rebuilds the connector once (a
+    comment added), as the user's own previous build would have left BuildKit's cache."""
     name = name or bench.connectors[0]
-    spec = found[name]
-    locked = spec.fragment.with_name("requirements.lock").read_text().lower()
+    lock_path = found[name].fragment.with_name("requirements.lock")
+    locked = lock_path.read_text().lower() if lock_path.is_file() else ""
     package = next((p for p in FRAGMENT_ADDITIONS if f"\n{p}==" not in locked), FRAGMENT_ADDITIONS[0])
     bench.console.print(f"[bold]3. One fragment changed[/] ({name}: + {package}), warm cache, in a scratch copy")
-    settings = bench.settings
-    with tempfile.TemporaryDirectory(prefix="bench-fragment-") as scratch:
-        copy = Path(scratch)
-        for item in ("tasks.py", "pyproject.toml", ".dockerignore"):
-            shutil.copy(settings.root / item, copy / item)
-        for item in ("images", "runtime"):
-            shutil.copytree(settings.root / item, copy / item, ignore=shutil.ignore_patterns("__pycache__"))
-        copied = settings.with_overrides(root=copy)
-        fragment = copy / spec.fragment.relative_to(settings.root)
+    with scratch_project(bench.settings) as settings:
+        fragment = settings.root / found[name].fragment.relative_to(bench.settings.root)
         original = fragment.read_text()
-        fragment.write_text(original + "# the user's previous build\n")
-        _run_inv(copied, "build-connectors", "-c", name)  # warms BuildKit's cache with this connector's layers
+        fragment.write_text(original + f"# the user's previous build, {time.time_ns()}\n")
+        build(settings, [name])  # warms BuildKit's cache with this connector's layers
         fragment.write_text(original + f"{package}\n")
-        lock_s = _run_inv(copied, "lock", "-c", name)
-        rebuild_s = _run_inv(copied, "build-connectors", "-c", name)
-        image = _last_report(copied)[name]
-        extra = _extra_packages(api, found, name, settings)
-    commands.build(settings, [name])  # the namespace's image back to the committed inputs
+        started = time.monotonic()
+        lock(settings, [name])
+        lock_s = time.monotonic() - started
+        started = time.monotonic()
+        build(settings, [name])
+        rebuild_s = time.monotonic() - started
+        image = _last_report(settings)[name]
+        extra = _extra_packages(api, found, name, bench.settings)
+    build(bench.settings, [name])  # the image back to the committed inputs, for the measurements after this
     plain_s = _plain_venv_install(extra)
     build_s = image["build_s"]
     bench.raw["one_changed"] = {"connector": name, "added": package, "lock_s": round(lock_s, 1),
@@ -420,25 +436,12 @@ def measure_one_fragment_changed(bench: Bench, found, api, name: str | None = No
                                 "packages": len(extra)}
     reference = f"uv into a plain venv {plain_s:.1f}s ({len(extra)} packages)"
     bench.add(Figure(f"re-lock after a fragment change ({name}: + {package})", f"{lock_s:.1f}s",
-                     f"`inv lock -c {name}`, whole process"))
+                     f"`inv lock -c {name}`"))
     bench.add(Figure(f"rebuild after the change ({name}), verified and tagged", f"{rebuild_s:.1f}s",
-                     f"`inv build-connectors -c {name}`, whole process; smoke test {image['smoke_s']}s, "
+                     f"`inv build-connectors -c {name}`; smoke test {image['smoke_s']}s, "
                      f"SBOM check {image['sbom_check_s']}s"))
     bench.add(Figure("  of which the build (install, SBOM, export)", f"{build_s:.1f}s", reference,
                      "<= plain + 3 s", build_s <= plain_s + 3))
-
-
-def _run_inv(settings: Settings, *args: str) -> float:
-    """Seconds one whole `inv` process takes in `settings.root` (a scratch copy: this package on PYTHONPATH)."""
-    started = time.monotonic()
-    completed = subprocess.run([str(Path(os.sys.executable).parent / "inv"), *args], cwd=settings.root,
-                               env=dict(os.environ, INVOKE_FACTORY_NAMESPACE=settings.namespace,
-                                        INVOKE_FACTORY_REGISTRY="", PYTHONPATH=str(Path(__file__).parents[1])),
-                               capture_output=True, text=True)
-    if completed.returncode != 0:
-        raise FactoryError(f"inv {' '.join(args)} failed in {settings.root}:\n{completed.stdout[-2000:]}"
-                           f"{completed.stderr[-2000:]}")
-    return time.monotonic() - started
 
 
 def _last_report(settings: Settings) -> dict:
@@ -563,18 +566,14 @@ def measure_lock_install(bench: Bench, found, name: str | None = None) -> None:
 def measure_catalog_lock(bench: Bench) -> None:
     """`inv lock` writing every lock of the catalog from nothing, in a scratch copy of the project."""
     settings = bench.settings
-    with tempfile.TemporaryDirectory(prefix="bench-catalog-lock-") as scratch:
-        copy = Path(scratch)
-        for name in ("tasks.py", "pyproject.toml"):
-            shutil.copy(settings.root / name, copy / name)
-        for name in ("images", "runtime"):
-            shutil.copytree(settings.root / name, copy / name)
+    with scratch_project(settings) as scratch:
+        copy = scratch.root
         removed = [path.unlink() for path in copy.glob("images/**/requirements.lock")]
         started = time.monotonic()
         subprocess.run([str(Path(os.sys.executable).parent / "inv"), "lock"], cwd=copy, check=True,
                        capture_output=True, env=dict(os.environ, PYTHONPATH=str(settings.root)))
         lock_s = time.monotonic() - started
-        check_s = _timed_inv(settings.with_overrides(root=copy), "lock", "--check")
+        check_s = _timed_inv(scratch, "lock", "--check")
     bench.raw["catalog_lock"] = {"locks": len(removed), "seconds": round(lock_s, 1), "check_s": round(check_s, 2)}
     bench.add(Figure("`inv lock` of the whole catalog, from no lock at all", f"{lock_s / 60:.1f} min",
                      f"{len(removed)} locks, jobs={settings.jobs}, uv's cache warm"))
