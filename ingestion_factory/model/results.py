@@ -36,6 +36,10 @@ class Result:
     cause: str = ""  # for failures: what kind (failures.Cause), e.g. "package not found"
     duration_s: float = 0.0
     smoke_s: float = 0.0
+    # Where the rest of duration_s went (`inv bench` prints them as a per-step table).
+    build_s: float = 0.0  # the BuildKit build (each step's time is in the build log)
+    sbom_check_s: float = 0.0
+    tag_s: float = 0.0
     image_id: str = ""
     size: int = 0
     added: int | None = None

@@ -162,8 +162,12 @@ class Builder:
         try:
             hit = self._pull(item, parent_id)
             image_id = hit.image_id if hit else self._build(item, parent_id, log_path)
-            smoke = self._verify(item, image_id)
+            built = time.monotonic()
+            smoke, sbom_check_s = self._verify(item, image_id)
+            tagging = time.monotonic()
             result = self._tag(item, image_id, parent_id, smoke)
+            result = replace(result, build_s=round(built - started, 1), sbom_check_s=round(sbom_check_s, 1),
+                             tag_s=round(time.monotonic() - tagging, 1))
             if hit:
                 self.cache.release(hit)
                 result = replace(result, result=BuildStatus.PULLED,
@@ -204,14 +208,16 @@ class Builder:
             self.progress.update(item.name, f"pulled {hit.ref}")
         return hit
 
-    def _verify(self, item: PlanItem, image_id: str) -> verify.SmokeResult:
+    def _verify(self, item: PlanItem, image_id: str) -> tuple[verify.SmokeResult, float]:
+        """The smoke test's result, and the seconds the SBOM check took."""
         self.progress.update(item.name, "smoke test")
         try:
             smoke = self.smoke_test(image_id)
+            started = time.monotonic()
             if self.check_sbom is not None:
                 self.progress.update(item.name, "SBOM check")
                 self.check_sbom(image_id, item.name)
-            return smoke
+            return smoke, time.monotonic() - started
         except Exception:
             self._discard(image_id)  # never tagged, so nothing else would ever remove it
             raise

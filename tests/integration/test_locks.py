@@ -4,9 +4,12 @@ rebuild from an empty build cache that holds the same packages and files."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import re
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -182,6 +185,62 @@ def test_every_image_carries_an_sbom_of_exactly_its_lock(project, docker_api, tm
         .count("No module named 'cyclonedx'") == 1
     assert "sbom-tool\n" not in run_in(docker_api, ref, ["ls", "/opt"])
     assert (project.root / "build/reports/sbom/datahub-sqlite.cdx.json").is_file()
+
+
+# The generator before the SBOM step was made fast (cyclonedx-py's own validation, then rfc3987-syntax's
+# IRI check: 30-40 s per image); a fast one must write the very same document.
+EARLIER_GENERATOR = "c27c26eeb6b4:images/sbom/make_sbom.py"
+GENERATOR_IMAGE = """\
+ARG IMAGE
+FROM ${IMAGE}
+USER root
+RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \\
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca SSL_CERT_FILE=/run/secrets/ca; fi \\
+    && python3 -m venv /opt/uv && /opt/uv/bin/pip install --quiet "uv==0.9.30" \\
+    && /opt/uv/bin/uv venv --quiet /opt/sbom-tool --python "$(/opt/venv/bin/python -c 'import sys; print(sys._base_executable)')" \\
+    && /opt/uv/bin/uv pip sync --quiet --python /opt/sbom-tool/bin/python --require-hashes \\
+        /opt/ingestion-factory/sbom-tool/requirements.lock
+COPY make_sbom_earlier.py /opt/
+"""
+
+
+def test_the_sbom_is_the_one_the_earlier_generator_writes(project, docker_api, tmp_path):
+    from ingestion_factory.engine import buildkit, verify
+    from ingestion_factory.workflows.sbom import read_files
+    from ingestion_factory.settings import load, pyproject_defaults
+
+    earlier = subprocess.run(["git", "show", EARLIER_GENERATOR], cwd=Path(__file__).parent, capture_output=True,
+                             text=True)
+    assert earlier.returncode == 0, f"needs the repository's history (git show {EARLIER_GENERATOR}): {earlier.stderr}"
+    (tmp_path / "make_sbom_earlier.py").write_text(earlier.stdout)
+    (tmp_path / "Dockerfile").write_text(GENERATOR_IMAGE)
+    ref = project.ref("datahub-sqlite", DH_VERSION)
+    carried = json.loads(read_files(docker_api, ref, [SBOM_PATH])[SBOM_PATH])
+    identity = carried["metadata"]["component"]
+    ca = load(pyproject_defaults(project.root), project.root).resolved_ca_bundle()
+    tool_ref = f"{project.namespace}/sbom-generator-check:test"
+    command = [*buildkit.find_cli().build_command(), "--network=host", "-t", tool_ref,
+               "--build-arg", f"IMAGE={verify.pin(docker_api, docker_api.images.get(ref).id)}",
+               *(["--secret", f"id=ca,src={ca}"] if ca else []), str(tmp_path)]
+    built = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, DOCKER_BUILDKIT="1"))
+    assert built.returncode == 0, built.stderr[-3000:]
+    try:
+        container = docker_api.containers.create(tool_ref, ["sh", "-c", (
+            "/opt/sbom-tool/bin/python /opt/make_sbom_earlier.py --python /opt/venv/bin/python "
+            f"--name {identity['name']} --version {identity['version']} --output /tmp/earlier.cdx.json")],
+            network_mode="none", user="root")
+        try:
+            container.start()
+            assert container.wait(timeout=600)["StatusCode"] == 0, container.logs().decode()[-2000:]
+            stream, _ = container.get_archive("/tmp/earlier.cdx.json")
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+                earlier_document = json.loads(archive.extractfile(archive.next()).read())
+        finally:
+            container.remove(force=True)
+    finally:
+        docker_api.images.remove(tool_ref, noprune=False)
+    assert [c["bom-ref"] for c in carried["components"]] == [c["bom-ref"] for c in earlier_document["components"]]
+    assert carried == earlier_document  # every field: purls, versions, licences, properties, dependencies, serial
 
 
 def _contents(api, ref: str) -> dict:

@@ -31,6 +31,31 @@ def test_the_arm64_bench_is_a_flag_of_inv_bench():
     assert bench.ARM64_MODES == ("cross", "emulated")
 
 
+def test_buildkit_steps_reads_each_steps_time_from_a_plain_progress_log():
+    from benchmarks.bench import buildkit_steps
+
+    log = "\n".join([
+        "#1 [internal] load build definition from Dockerfile",
+        "#1 DONE 0.0s",
+        "#6 [uv 2/2] RUN --mount=type=cache,target=/root/.cache/pip     --mount=type=secret,id=ca     python3 -m venv /opt/uv",
+        "#5 [os 2/2] RUN true",
+        "#5 CACHED",
+        "#6 0.512 Collecting uv",
+        "#6 DONE 10.3s",
+        "#10 [sbom-target 1/1] RUN /opt/sbom-tool/bin/python make_sbom.py",
+        "#10 DONE 2.4s",
+        "#12 exporting to image",
+        "#12 exporting layers 0.1s done",
+        "#12 DONE 0.1s",
+    ])
+    assert buildkit_steps(log) == [
+        ("[uv 2/2] RUN python3 -m venv /opt/uv", 10.3),
+        ("[os 2/2] RUN true", None),
+        ("[sbom-target 1/1] RUN /opt/sbom-tool/bin/python make_sbom.py", 2.4),
+        ("exporting to image", 0.1),
+    ]
+
+
 def test_the_fragment_change_is_made_in_a_scratch_copy_never_in_the_working_tree(project):
     """A bench killed while it rebuilds the changed connector leaves `git status` clean."""
     import pytest
