@@ -161,6 +161,7 @@ def discover(settings: Settings) -> Catalog:
             images[spec.name] = spec
     _drop_children_of_broken(images, broken)
     _resolve_parents(images, settings)
+    _pass_unavailability_down(images)
     _give_bases_their_extras(images)
     return Catalog(images, broken)
 
@@ -186,6 +187,17 @@ def _give_bases_their_extras(images: dict[str, ImageSpec]) -> None:
                 extras |= framework_extras(spec)
         if extras:
             images[name] = replace(base, build_args=(("FRAMEWORK_EXTRAS", ",".join(sorted(extras))),))
+
+
+def _pass_unavailability_down(images: dict[str, ImageSpec]) -> None:
+    """A connector built FROM an unavailable one cannot be built either: it is unavailable too, with a
+    reason naming its parent, so build, list and lock all pass over it the same way."""
+    for name in parents_first({n: s.parent for n, s in images.items()}):
+        spec = images[name]
+        parent = images.get(spec.parent) if spec.parent else None
+        if parent is not None and parent.unavailable and not spec.unavailable:
+            images[name] = replace(spec, unavailable=f"built FROM {parent.name}, which is unavailable: "
+                                                     f"{parent.unavailable}")
 
 
 def _drop_children_of_broken(images: dict[str, ImageSpec], broken: dict[str, ConfigError]) -> None:

@@ -442,6 +442,8 @@ def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = 
     targets = lock_mod.targets(catalog, settings)
     for name, error in catalog.broken.items():
         console.print(f"[bold red]{name} cannot be locked:[/] {escape(error.message)}", highlight=False)
+    if names:  # an unavailable connector (or one built FROM it) is named with its reason, not as unknown
+        catalog.resolve([n for n in names if n.removeprefix(catalog_mod.IMAGE_PREFIX) in catalog])
     if check:
         return _check_locks(settings, targets, names, catalog.broken)
     selected = lock_mod.select(targets, names)

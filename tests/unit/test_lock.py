@@ -263,3 +263,27 @@ def test_the_tool_locks_with_the_uv_the_images_install_with():
     pinned = re.search(r'"uv==([^"]+)"', (root / "pyproject.toml").read_text())[1]
     for dockerfile in ("images/base/Dockerfile", "images/connectors/Dockerfile"):
         assert f"ARG UV_VERSION={pinned}\n" in (root / dockerfile).read_text(), dockerfile
+
+
+# --- a connector built FROM an unavailable one ------------------------------------------------------------
+
+
+def test_a_child_of_an_unavailable_connector_is_unavailable_too_and_locking_skips_it(tree):
+    add_connector(tree, "oracle", "cx-oracle\n", 'unavailable = "needs a licensed client"\n')
+    add_connector(tree, "oracle-plus", "pymysql\n", 'parent = "oracle"\n')
+    settings, targets = setup(tree)
+    assert {c.name for c in lock.check(targets, settings)} == set(targets)  # was a KeyError: 'oracle'
+    results = lock_all(tree, FakeUv(INDEX))
+    assert set(results) == set(targets)
+    assert "oracle" not in targets and "oracle-plus" not in targets
+    found = catalog.discover(settings)
+    assert found["oracle-plus"].unavailable == "built FROM oracle, which is unavailable: needs a licensed client"
+    assert "oracle-plus" not in found.resolve(None)
+    with pytest.raises(ConfigError, match="oracle-plus.*built FROM oracle, which is unavailable"):
+        found.resolve(["oracle-plus"])
+    # `inv lock -c oracle-plus` (and --check) exits 2 with that reason rather than "no lock".
+    from ingestion_factory import commands
+
+    for check in (True, False):
+        with pytest.raises(ConfigError, match="oracle-plus.*built FROM oracle, which is unavailable"):
+            commands.lock(settings, ["oracle-plus"], check=check)
