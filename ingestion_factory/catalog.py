@@ -58,6 +58,9 @@ class ImageSpec:
     os_packages: tuple[str, ...] = ()  # Debian packages the image keeps (runtime libraries, binaries)
     build_packages: tuple[str, ...] = ()  # Debian packages only a build stage gets (compilers, -dev)
     build_args: tuple[tuple[str, str], ...] = ()
+    # A base: the framework's extras its available connectors install. Only its lock is resolved with them
+    # (see lock.targets); the image is what that lock pins, so they are not an input of the image itself.
+    extras: tuple[str, ...] = ()
     description: str = ""
     unavailable: str = ""  # why this connector cannot be built here; empty when it can
     # (platform, reason) for platforms this connector cannot exist on, e.g. ("linux/arm64", "no aarch64 driver")
@@ -186,7 +189,7 @@ def _give_bases_their_extras(images: dict[str, ImageSpec]) -> None:
             if spec.kind == CONNECTOR and not spec.unavailable and spec.framework.name == base.framework.name:
                 extras |= framework_extras(spec)
         if extras:
-            images[name] = replace(base, build_args=(("FRAMEWORK_EXTRAS", ",".join(sorted(extras))),))
+            images[name] = replace(base, extras=tuple(sorted(extras)))
 
 
 def _pass_unavailability_down(images: dict[str, ImageSpec]) -> None:

@@ -478,7 +478,7 @@ def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = 
         stale = [c for c in lock_mod.check(targets, settings) if not c.current]
         if stale:
             console.print(f"[yellow]{len(stale)} other lock(s) do not match their inputs (missing, or their "
-                          f"parent's lock changed): run `inv lock`[/]")
+                          f"parent's packages changed): run `inv lock`[/]")
     if catalog.broken:
         raise ConfigError(f"{len(catalog.broken)} connector(s) cannot be locked: {', '.join(catalog.broken)}",
                           "fix the files named above")
@@ -520,8 +520,13 @@ def _print_lock_results(settings: Settings, targets, results) -> None:
         if parent and result.changes and set(result.changes) == set(parent.changes):
             console.print(f"{result.name}: the same changes as {parent.name}", highlight=False)
             continue
+        if result.same_content:
+            console.print(f"{result.name}: packages and hashes unchanged ({where} records its new inputs; its "
+                          f"image and the locks built on it stay current)", highlight=False)
+            continue
         if not result.changes:
-            console.print(f"{result.name}: packages unchanged ({where} records its new inputs)", highlight=False)
+            console.print(f"{result.name}: the same versions with other hashes ({where}; the index changed a "
+                          f"file): its image and the locks built on it follow", highlight=False)
             continue
         console.print(f"{result.name} ({where}):", highlight=False)
         for change in result.changes:

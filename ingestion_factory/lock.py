@@ -7,8 +7,12 @@ One lock per image, committed next to its inputs:
 
 A lock is uv's `pip compile --generate-hashes` output for the images' Python and platform, under a
 short header. The header's `inputs` digest covers what the resolution depended on (requirements,
-constraints, Python, platform, the parent's lock), so `inv lock --check` tells a stale lock without
-asking any index. Builds install exactly the lock (`uv pip sync --require-hashes`): no resolution.
+constraints, Python, platform, the parent lock's packages), so `inv lock --check` tells a stale lock
+without asking any index. Builds install exactly the lock (`uv pip sync --require-hashes`): no resolution.
+
+A lock's identity is its content digest: its pins and hashes, not its header. Children record it and
+image input hashes count it, so a re-lock that pins the same packages (a base whose catalog gained an
+extra that moves nothing) keeps every child lock current and every image up to date.
 """
 
 from __future__ import annotations
@@ -113,7 +117,7 @@ class LockFile:
     path: Path
     header: dict[str, str]
     packages: dict[str, str]  # canonical name -> version
-    digest: str  # sha256 of the whole file: the image's lock-digest label
+    digest: str  # content_digest: what children record and the image's lock-digest label
 
     @property
     def pins(self) -> str:
@@ -157,6 +161,7 @@ class LockResult:
     duration_s: float = 0.0
     warnings: tuple[str, ...] = ()
     details: tuple[str, ...] = ()  # for failures: uv's own explanation
+    same_content: bool = False  # re-written with the same pins and hashes: its identity did not move
 
 
 # --- what to lock ------------------------------------------------------------------------------------
@@ -195,7 +200,7 @@ def targets(catalog: Catalog, settings: Settings) -> dict[str, LockTarget]:
                 framework_dir / "requirements.txt", shown / "requirements.txt", allow_empty=True))
             constraints = parse_fragment(framework_dir / "constraints.txt", shown / "constraints.txt",
                                          allow_empty=True)
-            extras = dict(spec.build_args).get("FRAMEWORK_EXTRAS", "")
+            extras = ",".join(spec.extras)
             joint = spec.framework.requirement.replace("==", f"[{extras}]==", 1) if extras else ""
             found[spec.name] = LockTarget(spec.name, spec.image_name, path, None, requirements, constraints, joint,
                                           spec.framework.package)
@@ -251,7 +256,34 @@ def read(path: Path) -> LockFile | None:
         raise ConfigError(f"{path} is not a lock written by `inv lock`", "delete it and run `inv lock`")
     if unhashed:
         raise ConfigError(f"{path}: {', '.join(unhashed)} pinned without --hash", "locks pin every package with its hashes; run `inv lock`")
-    return LockFile(path, header, packages, "sha256:" + hashlib.sha256(data).hexdigest())
+    return LockFile(path, header, packages, content_digest(text))
+
+
+def content_digest(text: str) -> str:
+    """sha256 of what a lock installs: each requirement with its sorted hashes, in name order.
+
+    Header lines (comments) and the layout are left out, so a re-lock that pins the same packages with
+    the same hashes has the same digest; any other line is kept, so nothing a build reads goes unseen.
+    """
+    entries: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        pending += " " + line.removesuffix("\\")
+        if line.endswith("\\"):
+            continue
+        tokens = pending.split()
+        pending = ""
+        hashes = sorted(t for t in tokens if t.startswith("--hash="))
+        requirement = " ".join(t for t in tokens if not t.startswith("--hash="))
+        if match := PACKAGE_LINE.match(requirement):
+            requirement = canonicalize_name(match["name"]) + requirement[len(match["name"]):]
+        entries.append(" ".join([requirement, *hashes]))
+    if pending.strip():
+        entries.append(" ".join(pending.split()))
+    return "sha256:" + hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
 
 
 def check(all_targets: dict[str, LockTarget], settings: Settings, names: Iterable[str] | None = None) -> list[LockCheck]:
@@ -448,9 +480,10 @@ class Locker:
                               packages=len(new_packages), warnings=warnings)
         write_atomically(target.path, text)
         status = LockStatus.CREATED if old is None else LockStatus.UPDATED
-        message = f"{len(new_packages)} packages" + ("" if changes or old is None else "; only its inputs changed")
+        same_content = old is not None and old.digest == content_digest(text)
+        message = f"{len(new_packages)} packages" + ("; only its inputs changed" if same_content else "")
         return LockResult(target.name, target.path, status, message, tuple(changes), len(new_packages),
-                          warnings=warnings)
+                          warnings=warnings, same_content=same_content)
 
     def _common(self) -> list[str]:
         return ["pip", "compile", "--python-version", self.settings.python_version,

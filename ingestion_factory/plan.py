@@ -15,6 +15,7 @@ from typing import Protocol
 from .catalog import BASE, Catalog, ImageSpec
 from .errors import ConfigError
 from .graph import parents_first
+from .lock import LOCK_NAME, content_digest
 from .platforms import DEFAULT as DEFAULT_PLATFORM, Platform
 from .settings import Settings, image_tags
 from .status import Status
@@ -28,7 +29,7 @@ LABEL_NAME = f"{LABEL_PREFIX}.name"
 LABEL_FRAMEWORK = f"{LABEL_PREFIX}.framework"
 LABEL_FRAMEWORK_VERSION = f"{LABEL_PREFIX}.framework-version"
 LABEL_REVISION = "org.opencontainers.image.revision"
-LABEL_LOCK = f"{LABEL_PREFIX}.lock-digest"  # sha256 of the requirements.lock the image installed
+LABEL_LOCK = f"{LABEL_PREFIX}.lock-digest"  # the content digest of the lock the image installed
 LABEL_SBOM = f"{LABEL_PREFIX}.sbom"  # where the image keeps its CycloneDX SBOM
 SBOM_PATH = "/opt/ingestion-factory/sbom.cdx.json"
 LOCK_PATH = "/opt/ingestion-factory/requirements.lock"
@@ -161,7 +162,10 @@ def input_hash(spec: ImageSpec, parent_id: str, settings: Settings, platform: Pl
     digest.update(json.dumps(header, sort_keys=True).encode())
     for path in sorted(set(spec.input_files)):
         digest.update(b"\0" + str(path.relative_to(settings.root)).encode() + b"\0")
-        digest.update(path.read_bytes())
+        data = path.read_bytes()
+        if path.name == LOCK_NAME:  # a lock counts by what it pins, not by its header (lock.content_digest)
+            data = content_digest(data.decode("utf-8", errors="replace")).encode()
+        digest.update(data)
     return "sha256:" + digest.hexdigest()
 
 

@@ -158,10 +158,10 @@ def test_check_names_the_lock_whose_fragment_changed(tree):
     assert caught.value.hint == "run: inv lock -c postgres"
 
 
-def test_a_relocked_parent_makes_its_children_stale(tree):
+def test_a_relocked_parent_whose_packages_moved_makes_its_children_stale(tree):
     lock_all(tree, FakeUv(INDEX))
-    (tree / "images/connectors/mysql/requirements.txt").write_text("pymysql==1.1.0\n")
-    lock_all(tree, FakeUv(INDEX), ["mysql"])
+    (tree / "images/connectors/mysql/requirements.txt").write_text("pymysql\npsycopg2-binary\n")
+    assert lock_all(tree, FakeUv(INDEX), ["mysql"])["mysql"].changes
     settings, targets = setup(tree)
     states = {c.name: c.state for c in lock.check(targets, settings)}
     assert states["mysql"] is LockState.CURRENT
@@ -263,6 +263,57 @@ def test_the_tool_locks_with_the_uv_the_images_install_with():
     pinned = re.search(r'"uv==([^"]+)"', (root / "pyproject.toml").read_text())[1]
     for dockerfile in ("images/base/Dockerfile", "images/connectors/Dockerfile"):
         assert f"ARG UV_VERSION={pinned}\n" in (root / dockerfile).read_text(), dockerfile
+
+
+# --- identity by content: a lock counts by what it pins, not by its header --------------------------------
+
+
+def test_the_content_digest_ignores_the_header_and_the_layout():
+    body = "six==1.17.0 \\\n    --hash=sha256:bb \\\n    --hash=sha256:aa\nPyYAML==6.0.2 \\\n    --hash=sha256:cc\n"
+    first = lock.content_digest("# inputs: sha256:01\n# parent-lock: sha256:02\n" + body)
+    assert first == lock.content_digest("# inputs: sha256:99\n# built-from-source: six\n" + body)
+    # Same pins and hashes in another order and spelling: the same packages.
+    assert first == lock.content_digest("pyyaml==6.0.2 --hash=sha256:cc\nsix==1.17.0 --hash=sha256:aa "
+                                        "--hash=sha256:bb\n")
+
+
+def test_the_content_digest_moves_with_a_version_a_hash_or_a_package():
+    body = "six==1.17.0 \\\n    --hash=sha256:aa\n"
+    first = lock.content_digest(body)
+    assert lock.content_digest(body.replace("1.17.0", "1.16.0")) != first
+    assert lock.content_digest(body.replace("aa", "ab")) != first
+    assert lock.content_digest(body + "pyyaml==6.0.2 \\\n    --hash=sha256:cc\n") != first
+
+
+def test_a_relock_that_pins_the_same_packages_keeps_the_childrens_locks_current(tree):
+    """Adding a connector with a new extra re-locks the base (its joint request moved); when no package
+    moved, the base keeps its identity and no other lock becomes stale."""
+    lock_all(tree, FakeUv(INDEX))
+    base = tree / "images/base/frameworks/openmetadata/requirements.lock"
+    before = lock.read(base)
+    add_connector(tree, "kafka", "openmetadata-ingestion[kafka]\n")
+    settings, targets = setup(tree)
+    states = {c.name: c.state for c in lock.check(targets, settings)}
+    assert states["base"] is LockState.STALE  # --check still says the base must be re-locked
+    results = lock_all(tree, FakeUv(INDEX), ["kafka"])
+    assert results["base"].status is LockStatus.UPDATED and results["base"].changes == ()
+    assert results["base"].same_content and results["kafka"].status is LockStatus.CREATED
+    assert set(results) == {"base", "kafka"}  # its siblings were not even looked at
+    after = lock.read(base)
+    assert after.header["inputs"] != before.header["inputs"] and after.digest == before.digest
+    settings, targets = setup(tree)
+    assert [c.name for c in lock.check(targets, settings) if not c.current] == []
+
+
+def test_a_parent_whose_packages_moved_makes_its_children_stale(tree):
+    lock_all(tree, FakeUv(INDEX))
+    mysql = tree / "images/connectors/mysql/requirements.lock"
+    # Same header, one hash different: the parent's content moved, so its child must be re-locked.
+    mysql.write_text(re.sub(r"(pymysql==\S+ \\\n    --hash=sha256:)\d", r"\g<1>x", mysql.read_text()))
+    settings, targets = setup(tree)
+    states = {c.name: c.state for c in lock.check(targets, settings)}
+    assert states["mysql-plus"] is LockState.PARENT_STALE
+    assert states["postgres"] is LockState.CURRENT
 
 
 # --- a connector built FROM an unavailable one ------------------------------------------------------------
