@@ -306,11 +306,14 @@ def check(all_targets: dict[str, LockTarget], settings: Settings, names: Iterabl
             state, detail = LockState.OTHER_PYTHON, (
                 f"{shown} is for Python {lock.header.get('python', '?')}; the images run Python "
                 f"{settings.python_version} (factory.python_version)")
-        elif parent is not None and not parent.current:
+        elif parent is not None and digests.get(target.parent) is None:
             state, detail = LockState.PARENT_STALE, f"the lock of {target.parent} must be written first"
+        # A parent that is merely stale does not make its children stale: only a re-lock that moves its
+        # packages does (then `parent-lock` differs), so a header-only re-lock leaves them current.
         elif lock.header["inputs"] != target.inputs(settings, digests.get(target.parent)):
             if target.parent and lock.header.get("parent-lock") != digests.get(target.parent):
-                state, detail = LockState.PARENT_STALE, f"the lock of {target.parent} changed since {shown} was written"
+                state, detail = LockState.PARENT_STALE, (f"the packages of {target.parent}'s lock changed since "
+                                                         f"{shown} was written")
             else:
                 state, detail = LockState.STALE, f"{_inputs_named(target)} changed since {shown} was written"
         else:
