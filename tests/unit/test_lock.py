@@ -343,3 +343,11 @@ def test_a_child_of_an_unavailable_connector_is_unavailable_too_and_locking_skip
     for check in (True, False):
         with pytest.raises(ConfigError, match="oracle-plus.*built FROM oracle, which is unavailable"):
             commands.lock(settings, ["oracle-plus"], check=check)
+
+
+def test_a_child_whose_parent_lock_is_missing_waits_for_it(tree):
+    lock_all(tree, FakeUv(INDEX))
+    (tree / "images/connectors/mysql/requirements.lock").unlink()
+    settings, targets = setup(tree)
+    [child] = [c for c in lock.check(targets, settings) if c.name == "mysql-plus"]
+    assert child.state is LockState.PARENT_STALE and child.detail == "the lock of mysql must be written first"
