@@ -328,6 +328,8 @@ def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = 
     targets = lock_mod.targets(catalog, settings)
     for name, error in catalog.broken.items():
         console.print(f"[bold red]{name} cannot be locked:[/] {escape(error.message)}", highlight=False)
+    if names:  # an unavailable connector (or one built FROM it) is named with its reason, not as unknown
+        catalog.resolve([n for n in names if n.removeprefix(catalog_mod.IMAGE_PREFIX) in catalog])
     if check:
         return _check_locks(settings, targets, names, catalog.broken)
     selected = lock_mod.select(targets, names)
@@ -362,7 +364,7 @@ def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = 
         stale = [c for c in lock_mod.check(targets, settings) if not c.current]
         if stale:
             console.print(f"[yellow]{len(stale)} other lock(s) do not match their inputs (missing, or their "
-                          f"parent's lock changed): run `inv lock`[/]")
+                          f"parent's packages changed): run `inv lock`[/]")
     if catalog.broken:
         raise ConfigError(f"{len(catalog.broken)} connector(s) cannot be locked: {', '.join(catalog.broken)}",
                           "fix the files named above")
@@ -404,8 +406,13 @@ def _print_lock_results(settings: Settings, targets, results) -> None:
         if parent and result.changes and set(result.changes) == set(parent.changes):
             console.print(f"{result.name}: the same changes as {parent.name}", highlight=False)
             continue
+        if result.same_content:
+            console.print(f"{result.name}: packages and hashes unchanged ({where} records its new inputs; its "
+                          f"image and the locks built on it stay current)", highlight=False)
+            continue
         if not result.changes:
-            console.print(f"{result.name}: packages unchanged ({where} records its new inputs)", highlight=False)
+            console.print(f"{result.name}: the same versions with other hashes ({where}; the index changed a "
+                          f"file): its image and the locks built on it follow", highlight=False)
             continue
         console.print(f"{result.name} ({where}):", highlight=False)
         for change in result.changes:

@@ -59,6 +59,9 @@ class ImageSpec:
     os_packages: tuple[str, ...] = ()  # Debian packages the image keeps (runtime libraries, binaries)
     build_packages: tuple[str, ...] = ()  # Debian packages only a build stage gets (compilers, -dev)
     build_args: tuple[tuple[str, str], ...] = ()
+    # A base: the framework's extras its available connectors install. Only its lock is resolved with them
+    # (see lock.targets); the image is what that lock pins, so they are not an input of the image itself.
+    extras: tuple[str, ...] = ()
     description: str = ""
     unavailable: str = ""  # why this connector cannot be built here; empty when it can
     # (platform, reason) for platforms this connector cannot exist on, e.g. ("linux/arm64", "no aarch64 driver")
@@ -162,6 +165,7 @@ def discover(settings: Settings) -> Catalog:
             images[spec.name] = spec
     _drop_children_of_broken(images, broken)
     _resolve_parents(images, settings)
+    _pass_unavailability_down(images)
     _give_bases_their_extras(images)
     return Catalog(images, broken)
 
@@ -186,7 +190,18 @@ def _give_bases_their_extras(images: dict[str, ImageSpec]) -> None:
             if spec.kind == CONNECTOR and not spec.unavailable and spec.framework.name == base.framework.name:
                 extras |= framework_extras(spec)
         if extras:
-            images[name] = replace(base, build_args=(("FRAMEWORK_EXTRAS", ",".join(sorted(extras))),))
+            images[name] = replace(base, extras=tuple(sorted(extras)))
+
+
+def _pass_unavailability_down(images: dict[str, ImageSpec]) -> None:
+    """A connector built FROM an unavailable one cannot be built either: it is unavailable too, with a
+    reason naming its parent, so build, list and lock all pass over it the same way."""
+    for name in parents_first({n: s.parent for n, s in images.items()}):
+        spec = images[name]
+        parent = images.get(spec.parent) if spec.parent else None
+        if parent is not None and parent.unavailable and not spec.unavailable:
+            images[name] = replace(spec, unavailable=f"built FROM {parent.name}, which is unavailable: "
+                                                     f"{parent.unavailable}")
 
 
 def _drop_children_of_broken(images: dict[str, ImageSpec], broken: dict[str, ConfigError]) -> None:

@@ -18,6 +18,7 @@ from ..settings import Settings, image_tags
 from ..status import Status
 from .catalog import BASE, CONNECTOR, Catalog, ImageSpec
 from .graph import parents_first
+from .lockfile import LOCK_NAME, content_digest
 from .names import python_image_ref
 from .results import BuildStatus, Result
 
@@ -30,7 +31,7 @@ LABEL_NAME = f"{LABEL_PREFIX}.name"
 LABEL_FRAMEWORK = f"{LABEL_PREFIX}.framework"
 LABEL_FRAMEWORK_VERSION = f"{LABEL_PREFIX}.framework-version"
 LABEL_REVISION = "org.opencontainers.image.revision"
-LABEL_LOCK = f"{LABEL_PREFIX}.lock-digest"  # sha256 of the requirements.lock the image installed
+LABEL_LOCK = f"{LABEL_PREFIX}.lock-digest"  # the content digest of the lock the image installed
 LABEL_SBOM = f"{LABEL_PREFIX}.sbom"  # where the image keeps its CycloneDX SBOM
 # os/architecture it was built for: the engine's image listing shows labels but not the architecture.
 LABEL_PLATFORM = f"{LABEL_PREFIX}.platform"
@@ -168,7 +169,10 @@ def input_hash(spec: ImageSpec, parent_id: str, settings: Settings, platform: Pl
     digest.update(json.dumps(header, sort_keys=True).encode())
     for path in sorted(set(spec.input_files)):
         digest.update(b"\0" + str(path.relative_to(settings.root)).encode() + b"\0")
-        digest.update(path.read_bytes())
+        data = path.read_bytes()
+        if path.name == LOCK_NAME:  # a lock counts by what it pins, not by its header (lock.content_digest)
+            data = content_digest(data.decode("utf-8", errors="replace")).encode()
+        digest.update(data)
     return "sha256:" + digest.hexdigest()
 
 

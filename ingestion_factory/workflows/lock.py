@@ -7,8 +7,12 @@ One lock per image, committed next to its inputs:
 
 A lock is uv's `pip compile --generate-hashes` output for the images' Python and platform, under a
 short header. The header's `inputs` digest covers what the resolution depended on (requirements,
-constraints, Python, platform, the parent's lock), so `inv lock --check` tells a stale lock without
-asking any index. Builds install exactly the lock (`uv pip sync --require-hashes`): no resolution.
+constraints, Python, platform, the parent lock's packages), so `inv lock --check` tells a stale lock
+without asking any index. Builds install exactly the lock (`uv pip sync --require-hashes`): no resolution.
+
+A lock's identity is its content digest: its pins and hashes, not its header. Children record it and
+image input hashes count it, so a re-lock that pins the same packages (a base whose catalog gained an
+extra that moves nothing) keeps every child lock current and every image up to date.
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ from ..errors import ConfigError
 from ..files import write_atomically
 from ..model.catalog import BASE, Catalog, framework_drift, parse_fragment
 from ..model.failures import read_resolver_output
+from ..model.lockfile import LOCK_NAME, PACKAGE_LINE, content_digest
 from ..settings import Settings
 from ..status import Status
 
-LOCK_NAME = "requirements.lock"
 SBOM_TOOL = "sbom-tool"
 # Bump when the way locks are resolved changes in a way their inputs do not show.
 RECIPE_VERSION = "1"
@@ -48,7 +52,6 @@ BUILD_CONSTRAINTS = "setuptools<81\n"
 # The other platform a lock records wheel coverage for (issue: arm64 images).
 OTHER_PLATFORM = "aarch64-manylinux_2_36"
 HEADER_LINE = re.compile(r"^# (?P<key>[a-z][a-z0-9-]*): (?P<value>.*)$")
-PACKAGE_LINE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)")
 UV_TIMEOUT_S = 900
 NEEDS_WHEEL = re.compile(r"Wheels are required for `(?P<name>[^`]+)`")
 
@@ -113,7 +116,7 @@ class LockFile:
     path: Path
     header: dict[str, str]
     packages: dict[str, str]  # canonical name -> version
-    digest: str  # sha256 of the whole file: the image's lock-digest label
+    digest: str  # content_digest: what children record and the image's lock-digest label
 
     @property
     def pins(self) -> str:
@@ -157,6 +160,7 @@ class LockResult:
     duration_s: float = 0.0
     warnings: tuple[str, ...] = ()
     details: tuple[str, ...] = ()  # for failures: uv's own explanation
+    same_content: bool = False  # re-written with the same pins and hashes: its identity did not move
 
 
 # --- what to lock ------------------------------------------------------------------------------------
@@ -195,7 +199,7 @@ def targets(catalog: Catalog, settings: Settings) -> dict[str, LockTarget]:
                 framework_dir / "requirements.txt", shown / "requirements.txt", allow_empty=True))
             constraints = parse_fragment(framework_dir / "constraints.txt", shown / "constraints.txt",
                                          allow_empty=True)
-            extras = dict(spec.build_args).get("FRAMEWORK_EXTRAS", "")
+            extras = ",".join(spec.extras)
             joint = spec.framework.requirement.replace("==", f"[{extras}]==", 1) if extras else ""
             found[spec.name] = LockTarget(spec.name, spec.image_name, path, None, requirements, constraints, joint,
                                           spec.framework.package)
@@ -251,7 +255,7 @@ def read(path: Path) -> LockFile | None:
         raise ConfigError(f"{path} is not a lock written by `inv lock`", "delete it and run `inv lock`")
     if unhashed:
         raise ConfigError(f"{path}: {', '.join(unhashed)} pinned without --hash", "locks pin every package with its hashes; run `inv lock`")
-    return LockFile(path, header, packages, "sha256:" + hashlib.sha256(data).hexdigest())
+    return LockFile(path, header, packages, content_digest(text))
 
 
 def check(all_targets: dict[str, LockTarget], settings: Settings, names: Iterable[str] | None = None) -> list[LockCheck]:
@@ -274,11 +278,14 @@ def check(all_targets: dict[str, LockTarget], settings: Settings, names: Iterabl
             state, detail = LockState.OTHER_PYTHON, (
                 f"{shown} is for Python {lock.header.get('python', '?')}; the images run Python "
                 f"{settings.python_version} (factory.python_version)")
-        elif parent is not None and not parent.current:
+        elif parent is not None and digests.get(target.parent) is None:
             state, detail = LockState.PARENT_STALE, f"the lock of {target.parent} must be written first"
+        # A parent that is merely stale does not make its children stale: only a re-lock that moves its
+        # packages does (then `parent-lock` differs), so a header-only re-lock leaves them current.
         elif lock.header["inputs"] != target.inputs(settings, digests.get(target.parent)):
             if target.parent and lock.header.get("parent-lock") != digests.get(target.parent):
-                state, detail = LockState.PARENT_STALE, f"the lock of {target.parent} changed since {shown} was written"
+                state, detail = LockState.PARENT_STALE, (f"the packages of {target.parent}'s lock changed since "
+                                                         f"{shown} was written")
             else:
                 state, detail = LockState.STALE, f"{_inputs_named(target)} changed since {shown} was written"
         else:
@@ -448,9 +455,10 @@ class Locker:
                               packages=len(new_packages), warnings=warnings)
         write_atomically(target.path, text)
         status = LockStatus.CREATED if old is None else LockStatus.UPDATED
-        message = f"{len(new_packages)} packages" + ("" if changes or old is None else "; only its inputs changed")
+        same_content = old is not None and old.digest == content_digest(text)
+        message = f"{len(new_packages)} packages" + ("; only its inputs changed" if same_content else "")
         return LockResult(target.name, target.path, status, message, tuple(changes), len(new_packages),
-                          warnings=warnings)
+                          warnings=warnings, same_content=same_content)
 
     def _common(self) -> list[str]:
         return ["pip", "compile", "--python-version", self.settings.python_version,

@@ -89,7 +89,7 @@ def test_sync_writes_directories_the_catalog_can_build(project):
     assert spec.requirements == ("openmetadata-ingestion[mongo]",)
     assert spec.check_modules == ("metadata.ingestion.source.database.mongodb.metadata", "pymongo")
     assert spec.source == "mongodb"
-    assert found.base_for("openmetadata").build_args == (("FRAMEWORK_EXTRAS", "datalake-s3,mongo,mysql,pandas"),)
+    assert found.base_for("openmetadata").extras == ("datalake-s3", "mongo", "mysql", "pandas")
 
 
 def test_second_sync_is_a_no_op(project):
@@ -174,7 +174,7 @@ def test_unavailable_connectors_are_listed_but_not_built_by_default(project):
     assert "mongodb" not in found.resolve(None)
     with pytest.raises(ConfigError, match="needs a licensed driver"):
         found.resolve(["mongodb"])
-    assert "mongo" not in dict(found.base_for("openmetadata").build_args)["FRAMEWORK_EXTRAS"].split(",")
+    assert "mongo" not in found.base_for("openmetadata").extras
 
 
 def test_a_key_a_person_removed_stays_removed(project):

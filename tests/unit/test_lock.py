@@ -160,26 +160,15 @@ def test_check_names_the_lock_whose_fragment_changed(tree):
     assert caught.value.hint == "run: inv lock -c postgres"
 
 
-def test_a_relocked_parent_makes_its_children_stale(tree):
+def test_a_relocked_parent_whose_packages_moved_makes_its_children_stale(tree):
     lock_all(tree, FakeUv(INDEX))
-    (tree / "images/connectors/mysql/requirements.txt").write_text("pymysql==1.1.0\n")
-    lock_all(tree, FakeUv(INDEX), ["mysql"])
+    (tree / "images/connectors/mysql/requirements.txt").write_text("pymysql\npsycopg2-binary\n")
+    assert lock_all(tree, FakeUv(INDEX), ["mysql"])["mysql"].changes
     settings, targets = setup(tree)
     states = {c.name: c.state for c in lock.check(targets, settings)}
     assert states["mysql"] is LockState.CURRENT
     assert states["mysql-plus"] is LockState.PARENT_STALE
     assert states["postgres"] is LockState.CURRENT
-
-
-def test_a_stale_parent_lock_makes_its_children_stale_before_it_is_rewritten(tree):
-    lock_all(tree, FakeUv(INDEX))
-    (tree / "images/connectors/mysql/requirements.txt").write_text("pymysql>=1.1.1\n")
-    settings, targets = setup(tree)
-    checks = {c.name: c for c in lock.check(targets, settings)}
-    assert checks["mysql"].state is LockState.STALE
-    assert checks["mysql-plus"].state is LockState.PARENT_STALE
-    assert checks["mysql-plus"].detail == "the lock of mysql must be written first"
-    assert checks["postgres"].state is LockState.CURRENT
 
 
 def test_a_lock_for_another_python_is_named_as_such(tree):
@@ -276,3 +265,91 @@ def test_the_tool_locks_with_the_uv_the_images_install_with():
     pinned = re.search(r'"uv==([^"]+)"', (root / "pyproject.toml").read_text())[1]
     for dockerfile in ("images/base/Dockerfile", "images/connectors/Dockerfile"):
         assert f"ARG UV_VERSION={pinned}\n" in (root / dockerfile).read_text(), dockerfile
+
+
+# --- identity by content: a lock counts by what it pins, not by its header --------------------------------
+
+
+def test_the_content_digest_ignores_the_header_and_the_layout():
+    body = "six==1.17.0 \\\n    --hash=sha256:bb \\\n    --hash=sha256:aa\nPyYAML==6.0.2 \\\n    --hash=sha256:cc\n"
+    first = lock.content_digest("# inputs: sha256:01\n# parent-lock: sha256:02\n" + body)
+    assert first == lock.content_digest("# inputs: sha256:99\n# built-from-source: six\n" + body)
+    # Same pins and hashes in another order and spelling: the same packages.
+    assert first == lock.content_digest("pyyaml==6.0.2 --hash=sha256:cc\nsix==1.17.0 --hash=sha256:aa "
+                                        "--hash=sha256:bb\n")
+
+
+def test_the_content_digest_moves_with_a_version_a_hash_or_a_package():
+    body = "six==1.17.0 \\\n    --hash=sha256:aa\n"
+    first = lock.content_digest(body)
+    assert lock.content_digest(body.replace("1.17.0", "1.16.0")) != first
+    assert lock.content_digest(body.replace("aa", "ab")) != first
+    assert lock.content_digest(body + "pyyaml==6.0.2 \\\n    --hash=sha256:cc\n") != first
+
+
+def test_a_relock_that_pins_the_same_packages_keeps_the_childrens_locks_current(tree):
+    """Adding a connector with a new extra re-locks the base (its joint request moved); when no package
+    moved, the base keeps its identity and no other lock becomes stale."""
+    lock_all(tree, FakeUv(INDEX))
+    base = tree / "images/base/frameworks/openmetadata/requirements.lock"
+    before = lock.read(base)
+    add_connector(tree, "kafka", "openmetadata-ingestion[kafka]\n")
+    settings, targets = setup(tree)
+    states = {c.name: c.state for c in lock.check(targets, settings)}
+    # --check still says the base must be re-locked, and names no child of it: whether they must follow
+    # is known once the base is re-locked.
+    assert {name: state for name, state in states.items() if state is not LockState.CURRENT} == {
+        "base": LockState.STALE, "kafka": LockState.MISSING}
+    with pytest.raises(ConfigError, match="base: inputs changed"):  # nothing under it builds meanwhile
+        lock.require_current(targets, settings, ["mysql"])
+    results = lock_all(tree, FakeUv(INDEX), ["kafka"])
+    assert results["base"].status is LockStatus.UPDATED and results["base"].changes == ()
+    assert results["base"].same_content and results["kafka"].status is LockStatus.CREATED
+    assert set(results) == {"base", "kafka"}  # its siblings were not even looked at
+    after = lock.read(base)
+    assert after.header["inputs"] != before.header["inputs"] and after.digest == before.digest
+    settings, targets = setup(tree)
+    assert [c.name for c in lock.check(targets, settings) if not c.current] == []
+
+
+def test_a_parent_whose_packages_moved_makes_its_children_stale(tree):
+    lock_all(tree, FakeUv(INDEX))
+    mysql = tree / "images/connectors/mysql/requirements.lock"
+    # Same header, one hash different: the parent's content moved, so its child must be re-locked.
+    mysql.write_text(re.sub(r"(pymysql==\S+ \\\n    --hash=sha256:)\d", r"\g<1>x", mysql.read_text()))
+    settings, targets = setup(tree)
+    states = {c.name: c.state for c in lock.check(targets, settings)}
+    assert states["mysql-plus"] is LockState.PARENT_STALE
+    assert states["postgres"] is LockState.CURRENT
+
+
+# --- a connector built FROM an unavailable one ------------------------------------------------------------
+
+
+def test_a_child_of_an_unavailable_connector_is_unavailable_too_and_locking_skips_it(tree):
+    add_connector(tree, "oracle", "cx-oracle\n", 'unavailable = "needs a licensed client"\n')
+    add_connector(tree, "oracle-plus", "pymysql\n", 'parent = "oracle"\n')
+    settings, targets = setup(tree)
+    assert {c.name for c in lock.check(targets, settings)} == set(targets)  # was a KeyError: 'oracle'
+    results = lock_all(tree, FakeUv(INDEX))
+    assert set(results) == set(targets)
+    assert "oracle" not in targets and "oracle-plus" not in targets
+    found = catalog.discover(settings)
+    assert found["oracle-plus"].unavailable == "built FROM oracle, which is unavailable: needs a licensed client"
+    assert "oracle-plus" not in found.resolve(None)
+    with pytest.raises(ConfigError, match="oracle-plus.*built FROM oracle, which is unavailable"):
+        found.resolve(["oracle-plus"])
+    # `inv lock -c oracle-plus` (and --check) exits 2 with that reason rather than "no lock".
+    from ingestion_factory.cli import commands
+
+    for check in (True, False):
+        with pytest.raises(ConfigError, match="oracle-plus.*built FROM oracle, which is unavailable"):
+            commands.lock(settings, ["oracle-plus"], check=check)
+
+
+def test_a_child_whose_parent_lock_is_missing_waits_for_it(tree):
+    lock_all(tree, FakeUv(INDEX))
+    (tree / "images/connectors/mysql/requirements.lock").unlink()
+    settings, targets = setup(tree)
+    [child] = [c for c in lock.check(targets, settings) if c.name == "mysql-plus"]
+    assert child.state is LockState.PARENT_STALE and child.detail == "the lock of mysql must be written first"

@@ -145,6 +145,38 @@ def test_hash_covers_build_args_and_connector_settings(project):
     assert input_hash(found["a"], PYTHON_ID, settings) != first
 
 
+LOCK = ("# Lock of ingestion-connector-a: every Python package it installs, pinned with hashes.\n"
+        "# python: 3.11\n# inputs: sha256:{inputs}\n# parent-lock: sha256:{parent}\n"
+        "pymysql==1.1.1 \\\n    --hash=sha256:{hash}\n")
+
+
+def test_a_lock_counts_by_its_packages_not_its_header(project):
+    directory = add_connector(project, "a", "pymysql\n")
+    lock = directory / "requirements.lock"
+    lock.write_text(LOCK.format(inputs="1" * 64, parent="2" * 64, hash="3" * 64))
+    settings, found = setup(project)
+    first = input_hash(found["a"], PYTHON_ID, settings)
+    lock.write_text(LOCK.format(inputs="4" * 64, parent="5" * 64, hash="3" * 64))  # re-locked, same packages
+    settings, found = setup(project)
+    assert input_hash(found["a"], PYTHON_ID, settings) == first
+    lock.write_text(LOCK.format(inputs="4" * 64, parent="5" * 64, hash="6" * 64))  # a hash moved
+    settings, found = setup(project)
+    assert input_hash(found["a"], PYTHON_ID, settings) != first
+
+
+def test_adding_a_connector_with_a_new_extra_builds_only_that_connector(project):
+    """The base's lock follows its catalog's extras, but the base image counts by what its lock pins:
+    a new extra that moves no package leaves the base and every sibling up to date."""
+    add_connector(project, "mysql", "openmetadata-ingestion[mysql]\n")
+    settings, found = setup(project)
+    store = built_store(settings, found, ["mysql"])
+    add_connector(project, "kafka", "openmetadata-ingestion[kafka]\n")
+    settings, found = setup(project)
+    assert found["base"].extras == ("kafka", "mysql")
+    plan = make_plan(found, ["mysql", "kafka"], store, settings)
+    assert {i.name: i.state for i in plan} == {"base": UP_TO_DATE, "mysql": UP_TO_DATE, "kafka": MISSING}
+
+
 def test_framework_version_is_an_input_of_the_base(project):
     settings, found = setup(project)
     first = input_hash(found["base"], PYTHON_ID, settings)
