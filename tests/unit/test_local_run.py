@@ -458,3 +458,18 @@ def test_a_stale_image_runs_with_a_note(monkeypatch, tmp_path, capsys):
     assert local_run.ensure_image(Settings(root=tmp_path), "mysql", build=True)[0] == "ns/ingestion-connector-mysql:1.0"
     assert builds == []
     assert "is not current (inputs changed: why); running it anyway" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("source: {type: x}\nsince: 2024-01-31\n", "has a YAML date"),
+    ("source: {type: x}\nkey: !!binary aGVsbG8=\n", "has a YAML !!binary value"),
+    ("source: {type: x}\nnames: !!set {a, b}\n", "has a YAML !!set"),
+    (f"source: {{type: x}}\nn: {'9' * 5000}\n", "has an integer of 5000 characters"),
+], ids=["date", "binary", "set", "int-over-4300-digits"])
+def test_run_local_refuses_what_json_cannot_carry_with_exit_2(tmp_path, text, reason):
+    """These once made run-local print a traceback when it turned the config into JSON."""
+    path = tmp_path / "workflow.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=reason) as caught:
+        run_config.load(path, env={})
+    assert caught.value.exit_code == 2
