@@ -16,6 +16,7 @@ from rich.console import Console
 
 from . import buildkit, verify
 from .catalog import BASE, framework_drift
+from .errors import ConfigError
 from .failures import Cause, Diagnosis, StepFailed, diagnose
 from .plan import (
     LABEL_FRAMEWORK,
@@ -245,6 +246,11 @@ class Builder:
             }
         if not item.platform.is_default:
             args.update(self._platform_args(item))
+        # The catalog refuses these already; checked again where it matters, for specs made elsewhere.
+        overridden = sorted(set(args) & set(dict(spec.build_args)))
+        if overridden:
+            raise ConfigError(f"{spec.name}: build_args cannot override {', '.join(overridden)}, which the "
+                              "factory sets")
         args.update(dict(spec.build_args))
         return args
 
