@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -154,8 +155,11 @@ class _Outcome:
 
 def _stream(command: list[str], env: dict, log_path: Path, on_progress) -> _Outcome:
     lines: list[str] = []
-    with open(log_path, "w") as log:
-        log.write("$ " + " ".join(command) + "\n")
+    # Appended, each run under its own header: two runs (other namespaces share build/logs) never
+    # truncate each other's log, and an earlier failure's log survives the retry.
+    with open(log_path, "a") as log:
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        log.write(f"\n===== {started} pid {os.getpid()} =====\n$ " + " ".join(command) + "\n")
         log.flush()
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,

@@ -21,6 +21,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from .errors import ConfigError
+from .files import is_temporary
 from .graph import parents_first
 from .runtime_modules import runtime_redaction  # the runtime's secret rule: the one its log masking uses
 from .settings import Framework, Settings
@@ -236,9 +237,9 @@ def _base_spec(settings: Settings, framework: Framework) -> ImageSpec:
     if not (root / "runtime" / "main.py").is_file():
         raise ConfigError("runtime/main.py is missing", "every image runs `python main.py`")
     # The SBOM generator's lock and script travel in every base, and connectors run them from there.
-    sbom_tool = sorted(p for p in (settings.images_dir / "sbom").glob("*") if p.is_file())
-    inputs = [base_dir / "Dockerfile", *sorted(p for p in framework_dir.rglob("*") if p.is_file()), *runtime,
-              *sbom_tool]
+    sbom_tool = sorted(p for p in (settings.images_dir / "sbom").glob("*") if p.is_file() and not is_temporary(p))
+    framework_files = sorted(p for p in framework_dir.rglob("*") if p.is_file() and not is_temporary(p))
+    inputs = [base_dir / "Dockerfile", *framework_files, *runtime, *sbom_tool]
     return ImageSpec(
         name=base_key(framework),
         kind=BASE,
@@ -279,7 +280,8 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
             raise ConfigError(f"{where / CONNECTOR_SETTINGS}: {package!r} is not a Debian package name")
     build_args = _checked_build_args(options.get("build_args", {}), reserved, where / CONNECTOR_SETTINGS)
     # Every file of the directory: a connector's own Dockerfile may COPY any of them.
-    inputs = [dockerfile, *sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
+    inputs = [dockerfile, *sorted(p for p in directory.rglob("*")
+                                  if p.is_file() and "__pycache__" not in p.parts and not is_temporary(p))]
     return ImageSpec(
         name=name,
         kind=CONNECTOR,

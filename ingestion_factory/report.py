@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.live import Live
 from rich.table import Table
 
+from .files import write_atomically
 from .status import Status
 
 
@@ -148,5 +149,5 @@ def write_json(path: Path, results: list[Result], extra: dict | None = None) -> 
         **(extra or {}),
         "images": [asdict(r) for r in results],
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    write_atomically(path, json.dumps(document, indent=2) + "\n")  # a reader never sees half a report
     return path
