@@ -8,7 +8,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from ingestion_factory import commands, run_lock, settings as settings_mod
+from ingestion_factory import commands, interrupts, run_lock, settings as settings_mod
 from ingestion_factory.errors import ConfigError, FactoryError
 
 ROOT = Path(__file__).resolve().parent
@@ -54,11 +54,12 @@ def reports_errors(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
-            status = function(*args, **kwargs)
+            with interrupts.terminate_as_interrupt():
+                status = function(*args, **kwargs)
         except FactoryError as exc:
             raise Exit(exc.render(), code=exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise Exit("interrupted", code=130) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM: 143 (interrupts.py)
+            raise Exit(f"interrupted by {interrupts.signal_name(exc)}", code=interrupts.exit_code(exc)) from None
         if status:
             raise Exit(code=status)
 

@@ -17,6 +17,7 @@ from rich.table import Table
 from . import catalog as catalog_mod
 from . import lock as lock_mod
 from . import catalog_table
+from . import interrupts
 from . import plan as plan_mod
 from . import platforms as platforms_mod
 from .errors import ConfigError, FactoryError
@@ -122,9 +123,12 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         results = builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast) + unavailable
     _report_build(settings, results, started=started, built_any=bool(todo),
                   up_to_date=f"All {len(plan.order)} images are up to date",
-                  extra={**_cache_report(settings, cache, results, warnings), **({"shard": shard} if shard else {})},
+                  extra={**_cache_report(settings, cache, results, warnings), **({"shard": shard} if shard else {}),
+                         **_interrupted(builder)},
                   unavailable=unavailable)
     _remove_replaced(plan, results, api)
+    if builder.interrupted:  # after the report, which says what was done before it
+        raise builder.interrupted
     raise_for_outcome(results, broken, settings.output_path / "logs")
     return 0
 
@@ -172,7 +176,12 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
     warnings: list[str] = []
     # --cache-from serves the default platform's images; another platform's are built (its cache keys differ).
     cache = _open_cache(settings, api, warnings) if todo and settings.cache_from else None
+    interrupted = None
     for plan in plans:
+        if interrupted:
+            results += [Result(item.name, item.ref, BuildStatus.NOT_BUILT, "interrupted", platform=plan.platform.name)
+                        for item in plan]
+            continue
         if fail_fast and any(r.result.failed for r in results):
             results += [Result(item.name, item.ref, BuildStatus.NOT_BUILT, "stopped by --fail-fast",
                                platform=plan.platform.name) for item in plan]
@@ -188,11 +197,15 @@ def _build_platforms(settings: Settings, catalog, targets: list[str], chosen, *,
                      for r in builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast)]
         _remove_replaced(plan, built, api)
         results += built
+        interrupted = builder.interrupted
     results += skipped + unavailable
     _report_build(settings, results, started=started, built_any=bool(todo),
                   up_to_date=f"All {total} images ({', '.join(map(str, chosen))}) are up to date",
-                  extra={"platforms": [p.name for p in chosen], **_cache_report(settings, cache, results, warnings)},
+                  extra={"platforms": [p.name for p in chosen], **_cache_report(settings, cache, results, warnings),
+                         **({"interrupted": interrupts.signal_name(interrupted)} if interrupted else {})},
                   unavailable=unavailable, skipped=skipped)
+    if interrupted:
+        raise interrupted
     raise_for_outcome(results, broken, settings.output_path / "logs")
     return 0
 
@@ -215,6 +228,10 @@ def _report_build(settings: Settings, results: list[Result], *, started: float, 
         names = sorted({r.name for r in unavailable})  # one per connector, whatever the platforms
         console.print(f"{len(names)} connector(s) unavailable here, not built: " + ", ".join(names)
                       + " (reasons: `inv list`)")
+
+
+def _interrupted(builder) -> dict:
+    return {"interrupted": builder.interrupted_by} if builder.interrupted else {}
 
 
 def _check_sbom(api, output_dir: Path, image_id: str, name: str):

@@ -473,3 +473,44 @@ def test_run_local_refuses_what_json_cannot_carry_with_exit_2(tmp_path, text, re
     with pytest.raises(ConfigError, match=reason) as caught:
         run_config.load(path, env={})
     assert caught.value.exit_code == 2
+
+
+def test_a_stop_just_after_the_start_still_stops_the_container(monkeypatch):
+    container = FakeContainer()
+
+    class Out:
+        write = staticmethod(lambda text: None)
+        flush = staticmethod(lambda: None)
+
+    def interrupted_on_entry():
+        raise KeyboardInterrupt  # SIGTERM between the start and the wait
+
+    monkeypatch.setattr(local_run, "_stop_signals_as_interrupt", interrupted_on_entry)
+    with pytest.raises(KeyboardInterrupt):
+        local_run.run_container(FakeApi(container), "ns/img:1", {}, [], name="run-local-x", keep=True, out=Out)
+    assert container.calls[0] == "stop 10"  # stopped even though --keep keeps it
+
+
+def test_the_log_stream_has_no_read_timeout(monkeypatch):
+    """The engine client's 600 s read timeout cut a quiet workflow's log stream and lost its summary."""
+    import docker
+
+    opened = {}
+
+    class Client:
+        def __init__(self, timeout):
+            opened["timeout"] = timeout
+            self.api = self
+
+        def logs(self, container_id, stream, follow):
+            opened.update(id=container_id, stream=stream, follow=follow)
+            return iter([b"done\n"])
+
+    monkeypatch.setattr(docker, "from_env", lambda timeout: Client(timeout))
+
+    class SdkContainer:
+        client = object()
+        id = "abc123"
+
+    assert list(local_run._follow(SdkContainer())) == [b"done\n"]
+    assert opened == {"timeout": None, "id": "abc123", "stream": True, "follow": True}

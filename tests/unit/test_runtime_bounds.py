@@ -147,10 +147,11 @@ def test_a_4_mib_yaml_config_parses_or_is_refused_within_3_s_and_300_mib(tmp_pat
 # ------------------------------------------------------------ a stop at any moment
 
 
-# Says "ready" once the interpreter itself is up (a signal before that is the interpreter's
-# business, not main.py's), then runs main.py exactly as `python main.py` would.
+# Says "ready" once the interpreter itself is up, with the modules main.py's first lines import
+# (a signal before that is the interpreter's business, not main.py's), then runs main.py exactly
+# as `python main.py` would.
 LAUNCHER = (
-    "import sys; path = sys.argv[1]; sys.argv = [path]; sys.path.insert(0, path.rsplit('/', 1)[0]); "
+    "import os, signal, sys; path = sys.argv[1]; sys.argv = [path]; sys.path.insert(0, path.rsplit('/', 1)[0]); "
     "code = compile(open(path).read(), path, 'exec'); print('ready', flush=True); "
     "exec(code, {'__name__': '__main__', '__file__': path})"
 )
