@@ -8,7 +8,8 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from ingestion_factory import commands, interrupts, run_lock, settings as settings_mod
+from ingestion_factory.cli import commands
+from ingestion_factory import interrupts, run_lock, settings as settings_mod
 from ingestion_factory.errors import ConfigError, FactoryError
 
 ROOT = Path(__file__).resolve().parent
@@ -45,7 +46,7 @@ def _one_run(settings, no_wait):
 
 
 PLATFORM_HELP = ("Platform to build for (repeatable: linux/amd64, linux/arm64; default: factory.platforms). "
-                 "Foreign platforms need QEMU: see README, Images for arm64.")
+                 "Foreign platforms need QEMU: see docs/arm64.md.")
 
 
 def reports_errors(function):
@@ -182,7 +183,7 @@ def sbom(c, connector, output=None, tag=None):
 @reports_errors
 def python_image(c, force=False, platform=None):
     """Build the Python runtime image from Debian packages (for machines without Docker Hub)."""
-    from ingestion_factory import python_image as python_image_mod
+    from ingestion_factory.engine import python_image as python_image_mod
 
     python_image_mod.build_all(_settings(c, platforms=platform or None), force=force)
 
@@ -204,7 +205,7 @@ def python_image(c, force=False, platform=None):
 def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False, username=None, password_file=None,
          platform=None, no_wait=False):
     """Push verified, current images with the tags the build gave them; read back and report their digests."""
-    from ingestion_factory import push as push_mod
+    from ingestion_factory.workflows import push as push_mod
 
     settings = _settings(c, tag=tag, platforms=platform or None)
     with _one_run(settings, no_wait):
@@ -225,7 +226,7 @@ def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False,
 @reports_errors
 def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, build=True, platform=None):
     """Run a connector image here: host network, examples at /opt/operator, live logs, its exit code."""
-    from ingestion_factory import local_run
+    from ingestion_factory.workflows import local_run
 
     return local_run.run_local(_settings(c), connector, config, pipeline_type=pipeline_type, keep=keep, build=build,
                                platform=platform)
@@ -248,7 +249,7 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
 @reports_errors
 def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, cache=False, arm64=False):
     """Measure build speed, image size, start-up and push cost next to the seed's way."""
-    from ingestion_factory import bench as bench_mod
+    from benchmarks import bench as bench_mod
 
     settings = _settings(c)
     target = Path(output) if output else settings.output_path / "reports" / "bench-latest.json"
@@ -264,7 +265,7 @@ def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, c
 @reports_errors
 def bundle(c, output, connector=None, tag=None):
     """Write verified images (shared layers once) and a checked manifest into one archive, for air-gapped sites."""
-    from ingestion_factory import bundle as bundle_mod
+    from ingestion_factory.workflows import bundle as bundle_mod
 
     return bundle_mod.bundle(_settings(c, tag=tag), connector or None, Path(output), console=commands.console)
 
@@ -280,7 +281,7 @@ def bundle(c, output, connector=None, tag=None):
 @reports_errors
 def unbundle(c, file, push=None, username=None, password_file=None, no_wait=False):
     """Load a bundle: checksum, image IDs and smoke tests first; only then tag (and optionally push) the images."""
-    from ingestion_factory import bundle as bundle_mod
+    from ingestion_factory.workflows import bundle as bundle_mod
 
     settings = _settings(c)
     with _one_run(settings, no_wait):

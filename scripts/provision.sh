@@ -228,7 +228,7 @@ print(pyproject_defaults(Path("."))["python_image"])')
             .venv/bin/inv python-image
     fi
     if ! cli_problem=$(.venv/bin/python -c 'import sys
-from ingestion_factory import buildkit
+from ingestion_factory.engine import buildkit
 from ingestion_factory.errors import FactoryError
 try:
     buildkit.find_cli()

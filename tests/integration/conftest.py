@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(items):
 
 def _engine_problem() -> str | None:
     sys.path.insert(0, str(REPO))
-    from ingestion_factory import buildkit, engine
+    from ingestion_factory.engine import buildkit, daemon as engine
     from ingestion_factory.errors import FactoryError
 
     try:
@@ -55,7 +55,7 @@ def docker_api():
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    from ingestion_factory import engine
+    from ingestion_factory.engine import daemon as engine
 
     return engine.client()
 
@@ -321,7 +321,7 @@ def run_local_project(factory_project, tmp_path_factory):
 
     `Project.inv` runs with INVOKE_FACTORY_EXAMPLES_LINK set through `env`; tests pass `run_env`.
     """
-    from ingestion_factory import examples as examples_mod
+    from ingestion_factory.workflows import examples as examples_mod
 
     destination = factory_project.root / "examples"
     if not destination.exists():

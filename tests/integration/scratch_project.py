@@ -14,7 +14,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from ingestion_factory.engine import remove_tags_under
+from ingestion_factory.engine.daemon import remove_tags_under
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_NAMESPACE = "factorytest"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ingestion_factory import metadata_file
+from ingestion_factory.workflows import metadata_file
 
 pytestmark = pytest.mark.airflow
 

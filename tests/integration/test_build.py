@@ -12,8 +12,8 @@ import time
 import pytest
 
 from testkit import DH_VERSION, OM_VERSION
-from ingestion_factory import verify
-from ingestion_factory.failures import Cause
+from ingestion_factory.engine import verify
+from ingestion_factory.model.failures import Cause
 
 CONNECTORS = ("mysql", "datahub-sqlite")
 

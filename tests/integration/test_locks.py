@@ -188,7 +188,7 @@ def _contents(api, ref: str) -> dict:
     """What a rebuild must reproduce: the installed versions, every file of the virtualenv, the SBOM."""
     freeze = run_in(api, ref, ["cat", "/opt/venv/base-constraints.txt"])  # uv pip freeze, written by the build
     files = run_in(api, ref, ["sh", "-c", "cd /opt/venv && find . -type f -printf '%P %s\\n' | sort"])
-    from ingestion_factory.sbom import read_files
+    from ingestion_factory.engine.sbom import read_files
 
     sbom = json.loads(read_files(api, ref, [SBOM_PATH])[SBOM_PATH])  # not through the logs: they cut long output
     return {"freeze": freeze, "files": files, "sbom": sorted(components(sbom, "pip") | components(sbom, "dpkg")),
@@ -212,7 +212,7 @@ def test_a_rebuild_from_an_empty_cache_holds_the_same_packages_and_files(project
         assert second[name]["files"] == first[name]["files"], name
     second_ids = {name: image_id(docker_api, project, name) for name in refs}
     # Identical IDs need BuildKit's SOURCE_DATE_EPOCH (0.11+): this engine's BuildKit stamps layers with the
-    # build time, so the IDs differ. Recorded for the README, not asserted.
+    # build time, so the IDs differ. Recorded in docs/reproducibility.md, not asserted.
     report = project.root / "build" / "reports" / "reproducibility.json"
     report.write_text(json.dumps({"same_ids": first_ids == second_ids, "first": first_ids, "second": second_ids}))
     print(f"image IDs identical after a cold rebuild: {first_ids == second_ids}")

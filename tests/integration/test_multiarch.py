@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-from ingestion_factory import metadata_file
+from ingestion_factory.workflows import metadata_file
 from ingestion_factory.platforms import ARM64, emulation_problem
 from scratch_project import REPO
 from testkit import DH_VERSION

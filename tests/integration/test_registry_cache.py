@@ -13,8 +13,8 @@ import pytest
 
 from scratch_project import empty_namespace
 from testkit import DH_VERSION
-from ingestion_factory.cache import cache_tag
-from ingestion_factory.shard import shard_of
+from ingestion_factory.workflows.cache import cache_tag
+from ingestion_factory.model.shard import shard_of
 
 pytestmark = pytest.mark.registry
 

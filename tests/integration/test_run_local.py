@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ingestion_factory import metadata_file
+from ingestion_factory.workflows import metadata_file
 from testkit import DH_VERSION, free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,8 +20,8 @@ import pytest
 
 from scratch_project import REPO
 from testkit import DH_VERSION
-from ingestion_factory import verify
-from ingestion_factory.plan import LABEL_NAME, LABEL_PARENT
+from ingestion_factory.engine import verify
+from ingestion_factory.model.plan import LABEL_NAME, LABEL_PARENT
 
 CONNECTOR = "datahub-sqlite"
 

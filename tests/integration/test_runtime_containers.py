@@ -27,7 +27,7 @@ import pytest
 import requests
 import yaml
 
-from ingestion_factory import metadata_file
+from ingestion_factory.workflows import metadata_file
 from scratch_project import REPO
 from testkit import DH_VERSION, OM_VERSION, free_port
 

@@ -1,4 +1,4 @@
-from ingestion_factory import bench
+from benchmarks import bench
 
 
 def test_bytes_sent_counts_only_uploaded_layers():

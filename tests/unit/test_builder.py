@@ -9,11 +9,13 @@ import pytest
 
 from project_tree import add_connector
 from testkit import OM_VERSION
-from ingestion_factory import catalog, settings as settings_mod, verify
-from ingestion_factory.builder import Builder
-from ingestion_factory.failures import Cause, Diagnosis, StepFailed
-from ingestion_factory.plan import ImageInfo, make_plan
-from ingestion_factory.report import BuildStatus
+from ingestion_factory.model import catalog
+from ingestion_factory import settings as settings_mod
+from ingestion_factory.engine import verify
+from ingestion_factory.workflows.builder import Builder
+from ingestion_factory.model.failures import Cause, Diagnosis, StepFailed
+from ingestion_factory.model.plan import ImageInfo, make_plan
+from ingestion_factory.model.results import BuildStatus
 
 BUILT, FAILED, NOT_BUILT, UP_TO_DATE = (BuildStatus.BUILT, BuildStatus.FAILED, BuildStatus.NOT_BUILT,
                                         BuildStatus.UP_TO_DATE)
@@ -176,7 +178,7 @@ def test_a_noop_run_moves_no_tag_that_is_already_in_place(project, engine):
 
 
 def test_the_source_label_is_a_remote_without_credentials_or_nothing(tmp_path, monkeypatch):
-    from ingestion_factory import builder as builder_mod
+    from ingestion_factory.workflows import builder as builder_mod
 
     settings = settings_mod.load(settings_mod.pyproject_defaults(Path(__file__).resolve().parents[2]), tmp_path)
     for remote, label in (("https://user:token@github.com/acme/factory.git", "https://github.com/acme/factory.git"),

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from ingestion_factory import buildkit
-from ingestion_factory.failures import Cause
+from ingestion_factory.engine import buildkit
+from ingestion_factory.model.failures import Cause
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import tarfile
 import pytest
 from rich.console import Console
 
-from ingestion_factory import bundle as bundle_mod
-from ingestion_factory.bundle import BundledImage, BundleManifest, BundleRefused
+from ingestion_factory.workflows import bundle as bundle_mod
+from ingestion_factory.workflows.bundle import BundledImage, BundleManifest, BundleRefused
 
 ID_A, ID_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 IMAGES = [
@@ -137,9 +137,9 @@ def engine_attrs(image):
 
 
 def test_loaded_images_must_match_the_manifest_and_pass_their_smoke_test():
-    from ingestion_factory.bundle import CheckStatus, check_loaded, smoke_all
-    from ingestion_factory.failures import Cause, Diagnosis
-    from ingestion_factory.verify import SmokeFailed, SmokeResult
+    from ingestion_factory.workflows.bundle import CheckStatus, check_loaded, smoke_all
+    from ingestion_factory.model.failures import Cause, Diagnosis
+    from ingestion_factory.engine.verify import SmokeFailed, SmokeResult
 
     manifest = BundleManifest(tuple(IMAGES), 1, "sha256:" + "f" * 64)
     engine = FakeImages({image.image_id: engine_attrs(image) for image in IMAGES})

@@ -4,7 +4,8 @@ import pytest
 
 from project_tree import add_connector
 from testkit import OM_VERSION
-from ingestion_factory import catalog, settings as settings_mod
+from ingestion_factory.model import catalog
+from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
 
 
@@ -176,7 +177,7 @@ def test_build_args_cannot_override_what_the_factory_sets(project, name):
 
 
 def test_every_arg_the_shared_dockerfiles_declare_is_reserved(project):
-    from ingestion_factory.catalog import reserved_build_args
+    from ingestion_factory.model.catalog import reserved_build_args
 
     reserved = reserved_build_args(project / "images" / "base" / "Dockerfile",
                                    project / "images" / "connectors" / "Dockerfile")

@@ -7,9 +7,9 @@ from invoke import Exit
 
 import tasks
 from testkit import REPO
-from ingestion_factory.commands import raise_for_outcome
+from ingestion_factory.cli.commands import raise_for_outcome
 from ingestion_factory.errors import ConfigError, DockerUnavailable, FactoryError
-from ingestion_factory.report import BuildStatus, Result
+from ingestion_factory.model.results import BuildStatus, Result
 
 
 def exit_code(outcome) -> int:
@@ -58,10 +58,8 @@ def test_a_broken_directory_exits_2_whatever_was_built(tmp_path, status):
     raise_for_outcome([result("a", status)], {}, tmp_path)  # nothing wrong: no error
 
 
-def test_the_readme_documents_the_exit_codes_of_every_task():
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("### Exit codes of the tasks"):]
-    section = section[:section.index("\n#")]
+def test_the_docs_give_the_exit_codes_of_every_task():
+    section = (REPO / "docs" / "exit-codes.md").read_text()
     documented = set(re.findall(r"^\| `([a-z-]+)` \|", section, flags=re.M))
     assert documented == set(tasks.ns.task_names)
     assert "| task | 0 | 1 | 2 | 3 |" in section

@@ -1,7 +1,7 @@
 import pytest
 
 from ingestion_factory.errors import ConfigError
-from ingestion_factory.graph import parents_first
+from ingestion_factory.model.graph import parents_first
 
 FOREST = {"base": None, "base-datahub": None, "a": "base", "b": "a", "c": "base", "d": "base-datahub"}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestion_factory import examples, local_run, metadata_file, run_config
+from ingestion_factory.workflows import examples, local_run, metadata_file, run_config
 from ingestion_factory.errors import ConfigError, FactoryError
 from ingestion_factory.settings import Settings
 
@@ -408,7 +408,8 @@ class FakeCatalog:
 def fake_plan(monkeypatch, current, state="up to date"):
     from types import SimpleNamespace
 
-    from ingestion_factory import catalog, commands
+    from ingestion_factory.model import catalog
+    from ingestion_factory.cli import commands
 
     item = SimpleNamespace(name="mysql", ref="ns/ingestion-connector-mysql:1.0", current=current, state=state,
                            reason="why")

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ingestion_factory import buildkit, files, report, run_lock
-from ingestion_factory.report import BuildStatus, Result
+from ingestion_factory import files, run_lock
+from ingestion_factory.engine import buildkit
+from ingestion_factory.model import results as report
+from ingestion_factory.model.results import BuildStatus, Result
 
 # ----------------------------------------------------------------------------- the run lock
 

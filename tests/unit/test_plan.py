@@ -4,10 +4,11 @@ import pytest
 
 from project_tree import add_connector
 from testkit import OM_VERSION
-from ingestion_factory import catalog, settings as settings_mod
+from ingestion_factory.model import catalog
+from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
-from ingestion_factory.graph import parents_first
-from ingestion_factory.plan import (
+from ingestion_factory.model.graph import parents_first
+from ingestion_factory.model.plan import (
     BLOCKED,
     CHANGED,
     FORCED,
@@ -169,7 +170,7 @@ def test_up_to_date_image_keeps_the_commit_it_was_built_from(project):
 
 
 def test_a_snapshot_answers_from_one_listing_and_inspects_only_what_it_lacks():
-    from ingestion_factory.engine import ImageSnapshot
+    from ingestion_factory.engine.daemon import ImageSnapshot
 
     class Api:
         def __init__(self):

@@ -7,9 +7,13 @@ import pytest
 
 from project_tree import add_connector
 from test_exit_codes import exit_code
-from ingestion_factory import catalog, manifest_list, platforms, settings as settings_mod
+from ingestion_factory.model import catalog
+from ingestion_factory.workflows import manifest_list
+from ingestion_factory import platforms
+from ingestion_factory.workflows import push
+from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
-from ingestion_factory.plan import (
+from ingestion_factory.model.plan import (
     BLOCKED,
     CHANGED,
     LABEL_INPUTS,
@@ -21,6 +25,7 @@ from ingestion_factory.plan import (
     install_mode,
     make_plan,
     require_buildable,
+    require_verified,
 )
 from ingestion_factory.platforms import AMD64, ARM64
 from test_plan import PYTHON_ID, FakeStore
@@ -175,7 +180,7 @@ def test_unavailable_platforms_in_connector_toml_and_inherited(project):
     assert found.unavailable_on(found["odbc"], ARM64) == "no aarch64 driver"
     assert found.unavailable_on(found["child"], ARM64) == "parent odbc: no aarch64 driver"
     assert found.unavailable_on(found["odbc"], AMD64) == ""
-    from ingestion_factory.commands import platform_targets
+    from ingestion_factory.cli.commands import platform_targets
 
     usable, skipped = platform_targets(found, ["base", "odbc", "child"], ARM64, settings)
     assert usable == ["base"] and [(r.name, r.result, r.platform) for r in skipped] == [
@@ -218,7 +223,7 @@ def test_plain_tags_of_a_manifest_list(project):
     assert manifest_list.plain_tags(grouped["mysql"]) == [version, "abc", "latest"]
     assert manifest_list.plain_tags(grouped["mysql"][1:]) == [version, "abc", "latest"]
     with pytest.raises(Exception) as refused:  # missing images are never pushed
-        manifest_list.require_pushable(plans)
+        require_verified([item for plan in plans for item in plan])
     assert "on linux/arm64" in refused.value.message and "--platform linux/arm64" in refused.value.hint
 
 
@@ -233,7 +238,7 @@ class FakeRegistry:
         return self.by_ref.get(reference)
 
     def put_manifest(self, repository, tag, body, media_type):
-        from ingestion_factory.registry import Manifest
+        from ingestion_factory.engine.registry import Manifest
 
         document = json.loads(body)
         if self.corrupt:
@@ -251,8 +256,8 @@ class FakePusher:
         self.pushed = []
 
     def push_tag(self, image_id, repository, tag):
-        from ingestion_factory.push import PUSHED, TagResult
-        from ingestion_factory.registry import Manifest
+        from ingestion_factory.workflows.push import PUSHED, TagResult
+        from ingestion_factory.engine.registry import Manifest
 
         digest = "sha256:" + hashlib.sha256(image_id.encode()).hexdigest()
         self.client.by_ref[digest] = Manifest(digest, manifest_list.IMAGE_TYPE, image_id, 500 + len(self.pushed))
@@ -286,7 +291,7 @@ def test_index_pusher_pushes_each_variant_then_one_list_per_tag(project):
     pusher = FakePusher(client)
     items = variants(project)
     tags = manifest_list.plain_tags(items)
-    result = manifest_list.IndexPusher(pusher, None).push_image(items, "reg/ns/ingestion-connector-mysql", tags)
+    result = push.IndexPusher(pusher, None).push_image(items, "reg/ns/ingestion-connector-mysql", tags)
     version = items[0].spec.framework.version
     assert pusher.pushed[:2] == [f"{version}-amd64", f"{version}-arm64"]
     assert pusher.pushed[2].startswith("inputs-")  # the default platform's cache tag, as a plain push gives it
@@ -296,14 +301,14 @@ def test_index_pusher_pushes_each_variant_then_one_list_per_tag(project):
     assert result.digest == stored.digest
     assert manifest_list.platform_digests(stored.document) == result.platforms
     assert [m["size"] for m in stored.document["manifests"]] == [500, 501]
-    again = manifest_list.IndexPusher(pusher, None).push_image(items, "reg/ns/ingestion-connector-mysql", tags)
+    again = push.IndexPusher(pusher, None).push_image(items, "reg/ns/ingestion-connector-mysql", tags)
     assert [t.result for t in again.tag_results[2:5]] == ["already present"] * 3
 
 
 def test_a_list_read_back_without_a_platform_fails_the_image(project):
     items = variants(project)
     pusher = FakePusher(FakeRegistry(corrupt=True))
-    result = manifest_list.IndexPusher(pusher, None).push_image(items, "reg/ns/img", manifest_list.plain_tags(items))
+    result = push.IndexPusher(pusher, None).push_image(items, "reg/ns/img", manifest_list.plain_tags(items))
     assert result.result == "failed"
     assert "linux/arm64 is missing" in result.reason
     assert [t.result for t in result.tag_results[3:]] == ["not pushed", "not pushed"]

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 import pytest
 from rich.console import Console
 
-from ingestion_factory import catalog, push, registry, settings as settings_mod
+from ingestion_factory.model import catalog
+from ingestion_factory.workflows import push
+from ingestion_factory.engine import registry
+from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError, FactoryError
-from ingestion_factory.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan
-from ingestion_factory.registry import Credentials, Manifest, Redactor, RegistryClient, RegistryError
+from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan, require_verified
+from ingestion_factory.engine.registry import Credentials, Manifest, Redactor, RegistryClient, RegistryError
 
 DIGEST = "sha256:" + "a" * 64
 OTHER_DIGEST = "sha256:" + "b" * 64
@@ -515,7 +518,7 @@ def test_up_to_date_images_may_be_pushed_with_their_build_tags(project):
     add_connector(project, "mysql")
     settings, found, store = plan_with(project, ["mysql"])
     plan = make_plan(found, ["mysql"], store, settings, revision="999999999999-dirty")
-    push.require_pushable(plan)
+    require_verified(plan)
     item = plan.items["mysql"]
     version = settings.frameworks["openmetadata"].version
     assert push.select_tags(item) == [version, "abcdef123456", "latest"]
@@ -541,7 +544,7 @@ def test_stale_or_missing_images_are_refused_with_the_build_command(project):
     plan = make_plan(found, ["mysql", "postgres"], store, settings, revision="abc")
     assert plan.items["base"].state == UP_TO_DATE
     with pytest.raises(FactoryError) as caught:
-        push.require_pushable(plan)
+        require_verified(plan)
     text = caught.value.render()
     assert "mysql (inputs changed)" in text and "postgres (missing)" in text
     assert "`inv build-connectors -c mysql -c postgres`" in text
@@ -552,7 +555,7 @@ def test_stale_base_alone_names_build_base(project):
     (project / "runtime" / "main.py").write_text("print('changed')\n")
     plan = make_plan(found, ["base-datahub"], store, settings, revision="abc")
     with pytest.raises(FactoryError) as caught:
-        push.require_pushable(plan)
+        require_verified(plan)
     assert "base-datahub (inputs changed)" in caught.value.message
     assert caught.value.hint.startswith("build first: `inv build-base --framework datahub`")
 

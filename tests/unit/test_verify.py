@@ -7,8 +7,8 @@ import pytest
 import requests
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from ingestion_factory import verify
-from ingestion_factory.failures import Cause
+from ingestion_factory.engine import verify
+from ingestion_factory.model.failures import Cause
 
 
 class FakeContainer:

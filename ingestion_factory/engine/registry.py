@@ -1,0 +1,371 @@
+"""A registry's HTTP API (distribution v2): where it is, who we are, which manifest a tag names.
+
+The docker daemon does the pushing; this module only talks to the registry
+directly to check it answers and accepts our credentials before anything is
+pushed, to skip tags that already hold the image, and to read each pushed
+manifest back.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import os
+import re
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from ..errors import ConfigError, FactoryError
+
+DOCKER_HUB = "docker.io"
+HUB_ALIASES = {"", "docker.io", "index.docker.io", "registry-1.docker.io"}
+HUB_API = "https://registry-1.docker.io"
+HUB_AUTH_KEY = "https://index.docker.io/v1/"
+MANIFEST_TYPES = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+ENV_USERNAME = "FACTORY_REGISTRY_USERNAME"
+ENV_PASSWORD = "FACTORY_REGISTRY_PASSWORD"
+ENV_PASSWORD_FILE = "FACTORY_REGISTRY_PASSWORD_FILE"
+REDACTED = "******"
+TIMEOUT_S = 30
+
+
+class RegistryError(FactoryError):
+    """A registry request that failed; the message never holds a secret."""
+
+
+# --- credentials -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str = ""
+    password: str = field(default="", repr=False)
+    identity_token: str = field(default="", repr=False)
+    source: str = ""
+
+    @property
+    def secrets(self) -> list[str]:
+        values = [self.password, self.identity_token]
+        if self.username and self.password:
+            values.append(base64.b64encode(f"{self.username}:{self.password}".encode()).decode())
+        return [v for v in values if v]
+
+    def auth_config(self, registry: str) -> dict:
+        """The X-Registry-Auth payload the daemon expects."""
+        address = HUB_AUTH_KEY if canonical_host(registry) == DOCKER_HUB else registry
+        if self.identity_token:
+            return {"identitytoken": self.identity_token, "serveraddress": address}
+        return {"username": self.username, "password": self.password, "serveraddress": address}
+
+    def describe(self) -> str:
+        who = self.username or "identity token"
+        return f"{who} (from {self.source})"
+
+
+def read_credentials(registry: str, *, username: str | None = None, password_file: str | None = None,
+                     environ: Mapping[str, str] | None = None, docker_config: bool = True) -> Credentials | None:
+    """Who to push as: flags, then FACTORY_REGISTRY_* env, then the Docker config (`docker login`).
+
+    A username and a password must come together; the password is read from a
+    file (or `-` for stdin) or the environment, never from a command-line value.
+    """
+    env = os.environ if environ is None else environ
+    user = username or env.get(ENV_USERNAME, "")
+    password, source = "", ""
+    if password_file:
+        password, source = _read_secret_file(password_file, "--password-file"), "--password-file"
+    elif env.get(ENV_PASSWORD):
+        password, source = env[ENV_PASSWORD], ENV_PASSWORD
+    elif env.get(ENV_PASSWORD_FILE):
+        password, source = _read_secret_file(env[ENV_PASSWORD_FILE], ENV_PASSWORD_FILE), ENV_PASSWORD_FILE
+    if user and password:
+        return Credentials(user, password, source=source)
+    if user or password:
+        missing = "a password" if user else "a username"
+        raise ConfigError(
+            f"registry credentials lack {missing}",
+            f"give both: --username (or {ENV_USERNAME}) and --password-file (or {ENV_PASSWORD} / "
+            f"{ENV_PASSWORD_FILE})",
+        )
+    return _docker_config_credentials(registry) if docker_config else None
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).expanduser().read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the password file given by {what} ({exc.strerror})") from None
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise ConfigError(f"the password file given by {what} is empty")
+    return secret
+
+
+def _docker_config_credentials(registry: str) -> Credentials | None:
+    """The entry `docker login` stored for this registry (config.json, credential helpers)."""
+    from docker import auth
+    from docker.errors import DockerException
+
+    try:
+        entry = auth.load_config().resolve_authconfig(None if canonical_host(registry) == DOCKER_HUB else registry)
+    except DockerException as exc:
+        raise RegistryError(f"cannot read the Docker credentials for {display_host(registry)}: {exc}",
+                            "run `docker login` again, or pass --username and --password-file") from None
+    if not entry:
+        return None
+    entry = {key.lower(): value for key, value in entry.items() if value}
+    if not (entry.get("password") or entry.get("identitytoken")):
+        return None
+    return Credentials(entry.get("username", ""), entry.get("password", ""), entry.get("identitytoken", ""),
+                       source="Docker config")
+
+
+class Redactor:
+    """Removes every secret it knows from text that is about to be shown or written."""
+
+    def __init__(self, secrets: list[str] | None = None):
+        self.secrets = sorted({s for s in secrets or [] if s}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+# --- where the registry is ---------------------------------------------------------------------
+
+
+def canonical_host(registry: str) -> str:
+    host = registry.strip().removeprefix("https://").removeprefix("http://").rstrip("/")
+    return DOCKER_HUB if host in HUB_ALIASES else host
+
+
+def display_host(registry: str) -> str:
+    host = canonical_host(registry)
+    return "Docker Hub (docker.io)" if host == DOCKER_HUB else host
+
+
+def api_path(registry: str, repository: str) -> str:
+    """The repository as the HTTP API names it: without the host, one-part Hub names under library/."""
+    host = canonical_host(registry)
+    for prefix in {host, registry.strip().rstrip("/")} - {""}:
+        repository = repository.removeprefix(prefix + "/")
+    if host == DOCKER_HUB and "/" not in repository:
+        return f"library/{repository}"
+    return repository
+
+
+def is_insecure(registry: str, registry_config: Mapping | None) -> bool:
+    """Whether the daemon talks plain HTTP to this registry (daemon insecure-registries, 127.0.0.0/8 by default)."""
+    host = canonical_host(registry)
+    if host == DOCKER_HUB:
+        return False
+    config = registry_config or {}
+    index = (config.get("IndexConfigs") or {}).get(host)
+    if index is not None:
+        return not index.get("Secure", True)
+    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in config.get("InsecureRegistryCIDRs") or []]
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    hostname = hostname.strip("[]")
+    for address in _addresses(hostname):
+        if any(address in network for network in networks):
+            return True
+    return False
+
+
+def _addresses(hostname: str) -> list:
+    try:
+        return [ipaddress.ip_address(hostname)]
+    except ValueError:
+        pass
+    try:
+        return [ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(hostname, None)]
+    except (OSError, ValueError):
+        return []
+
+
+# --- talking to it ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str
+    media_type: str
+    config_digest: str | None  # the image ID for a single-platform image; None for an index
+    size: int = field(default=0, compare=False)  # bytes of the manifest itself (a manifest list entry records it)
+    document: dict | None = field(default=None, compare=False, repr=False)  # the parsed body
+
+
+class RegistryClient:
+    """Just enough of the distribution API: ping with auth, and GET a manifest by tag."""
+
+    def __init__(self, registry: str, credentials: Credentials | None = None, *, insecure: bool = False,
+                 session=None, timeout: float = TIMEOUT_S):
+        import requests
+
+        self.registry = registry
+        self.host = canonical_host(registry)
+        self.credentials = credentials
+        self.insecure = insecure
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.redact = Redactor(credentials.secrets if credentials else [])
+        self.base: str | None = HUB_API if self.host == DOCKER_HUB else None
+        self.tokens: dict[str, str] = {}
+        self.basic = False
+        if insecure:  # the daemon skips TLS verification for these too; say so once, not per request
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    @property
+    def verify(self):
+        certs = Path("/etc/docker/certs.d") / self.host / "ca.crt"
+        if self.insecure:
+            return False
+        return str(certs) if certs.is_file() else True
+
+    def ping(self) -> None:
+        """Check the registry answers and takes our credentials; raises RegistryError."""
+        response = self._request("GET", "/v2/", scope=None)
+        if response.status_code == 401:
+            raise self._unauthorized()
+        if response.status_code >= 400:
+            raise RegistryError(f"{display_host(self.registry)} answered /v2/ with HTTP {response.status_code}")
+
+    def manifest(self, repository: str, tag: str) -> Manifest | None:
+        """The manifest a tag names now, or None when the registry has no such tag."""
+        name = api_path(self.registry, repository)
+        response = self._request("GET", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull",
+                                 headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        if response.status_code == 404:
+            return None
+        if response.status_code == 401:
+            raise self._unauthorized()
+        if response.status_code >= 400:
+            raise RegistryError(f"reading {repository}:{tag} back: HTTP {response.status_code}")
+        body = response.content
+        digest = response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+        media_type = response.headers.get("Content-Type", "").split(";")[0]
+        try:
+            document = response.json()
+            config = (document.get("config") or {}).get("digest")
+        except (ValueError, AttributeError):
+            document, config = None, None
+        return Manifest(digest=digest, media_type=media_type, config_digest=config, size=len(body),
+                        document=document if isinstance(document, dict) else None)
+
+    def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
+        """Store a manifest (a manifest list, for multi-platform images) under `tag`; returns its digest."""
+        name = api_path(self.registry, repository)
+        response = self._request("PUT", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull,push",
+                                 headers={"Content-Type": media_type}, data=body)
+        if response.status_code == 401:
+            raise self._unauthorized()
+        if response.status_code >= 400:
+            raise RegistryError(f"storing the manifest list {repository}:{tag}: HTTP {response.status_code} "
+                                f"{response.text[:200]}")
+        return response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def _unauthorized(self) -> RegistryError:
+        where = display_host(self.registry)
+        if not self.credentials:
+            return RegistryError(f"{where} requires a login: unauthorized",
+                                 f"`docker login {self.host}`, or pass --username and --password-file")
+        return RegistryError(f"{where} refused the credentials of {self.credentials.describe()}: unauthorized",
+                             "check the username and password (the password is never shown)")
+
+    def _request(self, method: str, path: str, *, scope: str | None, headers: dict | None = None,
+                 data: bytes | None = None):
+        headers = dict(headers or {})
+        response = self._send(method, path, headers, scope, data)
+        if response.status_code == 401 and "WWW-Authenticate" in response.headers:
+            if self._answer_challenge(response.headers["WWW-Authenticate"], scope):
+                response = self._send(method, path, headers, scope, data)
+        return response
+
+    def _send(self, method: str, path: str, headers: dict, scope: str | None, data: bytes | None = None):
+        if self.basic and self.credentials:
+            headers["Authorization"] = "Basic " + base64.b64encode(
+                f"{self.credentials.username}:{self.credentials.password}".encode()).decode()
+        elif self.tokens.get(scope):
+            headers["Authorization"] = f"Bearer {self.tokens[scope]}"
+        bases = [self.base] if self.base else self._candidate_bases()
+        last_error: Exception | None = None
+        for base in bases:
+            try:
+                response = self.session.request(method, base + path, headers=headers, timeout=self.timeout,
+                                                verify=self.verify, allow_redirects=True,
+                                                **({"data": data} if data is not None else {}))
+            except Exception as exc:  # requests' ConnectionError, SSLError, Timeout...
+                last_error = exc
+                continue
+            self.base = base
+            return response
+        raise RegistryError(self.redact(f"{display_host(self.registry)} is not reachable: {describe(last_error)}"))
+
+    def _candidate_bases(self) -> list[str]:
+        # Like the daemon: HTTPS first; plain HTTP only for registries the daemon treats as insecure.
+        return [f"https://{self.host}"] + ([f"http://{self.host}"] if self.insecure else [])
+
+    def _answer_challenge(self, header: str, scope: str | None) -> bool:
+        scheme, params = parse_challenge(header)
+        if scheme == "basic":
+            if not self.credentials or not self.credentials.password or self.basic:
+                return False
+            self.basic = True
+            return True
+        if scheme == "bearer" and params.get("realm"):
+            self.tokens[scope] = self._token(params, scope)
+            return True
+        return False
+
+    def _token(self, params: dict, scope: str | None) -> str:
+        query = {"service": params["service"]} if params.get("service") else {}
+        if scope or params.get("scope"):
+            query["scope"] = scope or params["scope"]
+        auth = None
+        if self.credentials and self.credentials.password:
+            auth = (self.credentials.username, self.credentials.password)
+        try:
+            response = self.session.get(params["realm"], params=query, auth=auth, timeout=self.timeout,
+                                        verify=self.verify)
+        except Exception as exc:
+            raise RegistryError(self.redact(f"token service {params['realm']} is not reachable: {describe(exc)}")) from None
+        if response.status_code == 401:
+            raise self._unauthorized()
+        if response.status_code >= 400:
+            raise RegistryError(f"token service {params['realm']} answered HTTP {response.status_code}")
+        data = response.json()
+        return data.get("token") or data.get("access_token") or ""
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="...",service="..."` -> ("bearer", {"realm": ..., "service": ...})."""
+    scheme, _, rest = header.strip().partition(" ")
+    return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
+
+
+def describe(exc: Exception | None) -> str:
+    """A short reason for a requests failure: 'connection refused', 'timed out', ..."""
+    if exc is None:
+        return "no answer"
+    text = str(exc)
+    lowered = text.lower()
+    for needle, short in (("connection refused", "connection refused"), ("timed out", "timed out"),
+                          ("name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),
+                          ("connection reset", "connection reset"), ("certificate verify failed",
+                                                                      "TLS certificate not trusted")):
+        if needle in lowered:
+            return short
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) < 200 else first[:197] + "..."

@@ -1,0 +1,379 @@
+"""Runs a plan: builds in dependency order, in parallel up to `jobs`, each one build -> verify -> tag."""
+
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+import threading
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Callable, Protocol
+
+from .. import interrupts
+from ..engine import buildkit, verify
+from ..errors import ConfigError
+from ..model.catalog import BASE, framework_drift
+from ..model.failures import Cause, Diagnosis, StepFailed, diagnose
+from ..model.plan import (
+    LABEL_FRAMEWORK,
+    LABEL_FRAMEWORK_VERSION,
+    LABEL_INPUTS,
+    LABEL_LOCK,
+    LABEL_NAME,
+    LABEL_PARENT,
+    LABEL_REVISION,
+    LABEL_SBOM,
+    SBOM_PATH,
+    BLOCKED,
+    Plan,
+    PlanItem,
+    input_hash,
+)
+from ..model.results import BuildStatus, Result, human_size
+from ..settings import Settings
+
+# buildkit.build: (request, on_progress=...) -> new image ID; raises StepFailed.
+BuildRunner = Callable[..., str]
+# verify.smoke_test bound to an engine: image ID -> SmokeResult; raises StepFailed.
+SmokeTester = Callable[[str], verify.SmokeResult]
+# sbom.verify_image bound to an engine: (image ID, image name) -> anything; raises StepFailed.
+SbomChecker = Callable[[str, str], object]
+
+
+class BuildProgress(Protocol):
+    """Where the builder reports each image's state (the command layer shows it: cli.report.Progress)."""
+
+    def update(self, name: str, state: str, *, announce: bool = True) -> None: ...
+    def finish(self, result: Result) -> None: ...
+    def step(self, name: str, text: str) -> None: ...
+
+
+class Silent:
+    """No one is watching: states go nowhere."""
+
+    def update(self, name: str, state: str, *, announce: bool = True) -> None:
+        pass
+
+    def finish(self, result: Result) -> None:
+        pass
+
+    def step(self, name: str, text: str) -> None:
+        pass
+
+
+class Builder:
+    def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: BuildProgress | None = None,
+                 no_cache: bool = False, run_build: BuildRunner = buildkit.build,
+                 smoke_test: SmokeTester | None = None, lock_digests: dict[str, str] | None = None,
+                 check_sbom: SbomChecker | None = None, cache=None,
+                 end_builds: Callable[[str], None] = buildkit.end_builds):
+        self.settings = settings
+        self.api = api
+        self.store = store
+        self.revision = revision
+        self.progress = progress or Silent()
+        self.no_cache = no_cache
+        self.ca_bundle = settings.resolved_ca_bundle()
+        self.run_build = run_build
+        self.smoke_test = smoke_test or functools.partial(verify.smoke_test, api)
+        self.check_sbom = check_sbom
+        self.lock_digests = lock_digests or {}  # image -> digest of the lock it installs (its label)
+        self.pins: set[str] = set()
+        self.cache = cache  # cache.RegistryCache (--cache-from), or None: every stale image is built
+        # A repository of this run's own: a concurrent run's clean-up cannot untag what this one builds FROM.
+        self.pin_repository = f"{verify.PIN_REPOSITORY}-{uuid.uuid4().hex[:8]}"
+        self.build_python_id: str | None = None
+        self.end_builds = end_builds
+        # Set by an interrupt (KeyboardInterrupt, or SIGTERM turned into one): no tag moves after it.
+        self.interrupted: BaseException | None = None
+        self._tagging = threading.Lock()
+
+    def run(self, plan: Plan, *, jobs: int, fail_fast: bool) -> list[Result]:
+        """A result for every image of the plan, in the plan's order."""
+        results: dict[str, Result] = {}
+        self.build_python_id = plan.build_python_id  # cross-installs run in it (foreign platforms only)
+        try:
+            self._schedule(plan, results, jobs=jobs, fail_fast=fail_fast)
+        finally:
+            self._unpin()
+        if self.interrupted:  # what was done stays in the results; the rest says why it was not
+            why = f"interrupted ({self.interrupted_by})"
+            for name in plan.order:
+                results.setdefault(name, Result(name, plan.items[name].ref, BuildStatus.NOT_BUILT, why))
+        return [results[name] for name in plan.order]
+
+    @property
+    def interrupted_by(self) -> str:
+        return interrupts.signal_name(self.interrupted) if self.interrupted else ""
+
+    def interrupt(self, exc: BaseException) -> None:
+        """From now on no tag moves and no build starts; the running builds are ended."""
+        with self._tagging:  # a tag move under way finishes first; none starts after this
+            self.interrupted = exc
+        self.end_builds(f"interrupted ({self.interrupted_by})")
+
+    def _schedule(self, plan: Plan, results: dict[str, Result], *, jobs: int, fail_fast: bool) -> None:
+        """Start an image once its parent has a result, at most `jobs` at a time.
+
+        Builds wait here rather than in the pool, so --fail-fast can still hold them back.
+        plan.order has parents first, so with nothing running the first pending image can start.
+        """
+        pending = list(plan.order)
+        running: dict[Future, str] = {}
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as pool:
+            try:
+                self._loop(plan, results, pool, pending, running, jobs, fail_fast)
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupts.py): end the builds, keep what is done
+                self.interrupt(exc)
+                for future in wait(running).done:
+                    results[running[future]] = future.result()
+
+    def _loop(self, plan: Plan, results: dict[str, Result], pool, pending: list[str], running: dict[Future, str],
+              jobs: int, fail_fast: bool) -> None:
+        stopping = False
+        while pending or running:
+            unresolved = plan.items.keys() - results.keys()
+            for name in [n for n in pending if plan.items[n].spec.parent not in unresolved]:
+                item = plan.items[name]
+                parent = results.get(item.spec.parent)
+                if parent and parent.result.failed:
+                    results[name] = self._not_built(item, f"parent {parent.name} was not built")
+                elif item.state == BLOCKED:  # never "kept": it has no image to keep
+                    results[name] = self._not_built(item, item.reason)
+                elif not item.needs_build:
+                    results[name] = self._keep(item)
+                elif stopping:
+                    results[name] = self._not_built(item, "stopped by --fail-fast")
+                elif len(running) < jobs:
+                    running[pool.submit(self._build_one, item, self._parent_id(plan, item, results))] = name
+                else:
+                    self.progress.update(name, "queued", announce=False)
+                    continue
+                pending.remove(name)
+            if running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    result = results[running.pop(future)] = future.result()
+                    stopping = stopping or (fail_fast and result.result.failed)
+
+    def _parent_id(self, plan: Plan, item: PlanItem, results: dict[str, Result]) -> str:
+        if item.spec.kind == BASE:
+            # The ID the plan hashed; require_buildable() already refused a plan without one.
+            return plan.python_id
+        return results[item.spec.parent].image_id
+
+    def _finish(self, result: Result) -> Result:
+        self.progress.finish(result)
+        return result
+
+    def _not_built(self, item: PlanItem, reason: str) -> Result:
+        return self._finish(Result(item.name, item.ref, BuildStatus.NOT_BUILT, reason))
+
+    def _keep(self, item: PlanItem) -> Result:
+        """An up-to-date image is not rebuilt, but its commit and `latest` tags follow it."""
+        current = item.current
+        assert current is not None
+        repository = item.ref.rpartition(":")[0]
+        # Only the tags that do not already point here: a no-op run over the catalog stays fast.
+        missing = [tag for tag in item.tags if f"{repository}:{tag}" not in current.tags]
+        if missing:
+            verify.move_tags(self.api, current.id, repository, missing)
+        return self._finish(Result(item.name, item.ref, BuildStatus.UP_TO_DATE, item.reason, image_id=current.id,
+                                   size=current.size, tags=tuple(item.tags)))
+
+    def _build_one(self, item: PlanItem, parent_id: str) -> Result:
+        """build -> verify -> tag. Never raises: a failure becomes a FAILED result naming its cause."""
+        started = time.monotonic()
+        log_path = self.settings.output_path / "logs" / f"{item.name}.log"
+        try:
+            hit = self._pull(item, parent_id)
+            image_id = hit.image_id if hit else self._build(item, parent_id, log_path)
+            smoke = self._verify(item, image_id)
+            result = self._tag(item, image_id, parent_id, smoke)
+            if hit:
+                self.cache.release(hit)
+                result = replace(result, result=BuildStatus.PULLED,
+                                 reason=f"{hit.ref} matches its inputs ({human_size(hit.bytes_pulled)} downloaded)")
+        except Exception as exc:  # a step that failed, or the engine went away mid-build
+            if self.interrupted:  # the build was ended by the interrupt, not broken
+                return self._finish(Result(item.name, item.ref, BuildStatus.NOT_BUILT,
+                                           f"interrupted ({self.interrupted_by})", log=str(log_path)))
+            failure = diagnose(exc)
+            result = Result(item.name, item.ref, BuildStatus.FAILED, failure.reason, cause=failure.cause.value,
+                            log=str(log_path), details=failure.details)
+        return self._finish(replace(result, duration_s=round(time.monotonic() - started, 1)))
+
+    def _build(self, item: PlanItem, parent_id: str, log_path) -> str:
+        spec = item.spec
+        self.progress.update(spec.name, "building")
+        drift = framework_drift(spec)
+        if drift:  # exact, and before anything is downloaded; the parent's pins catch indirect moves
+            raise StepFailed(Diagnosis(Cause.FRAMEWORK_CHANGE, drift))
+        request = buildkit.BuildRequest(
+            dockerfile=spec.dockerfile,
+            context=spec.context,
+            build_args=self._build_args(item, self._pin(parent_id)),
+            labels=self._labels(item, input_hash(spec, parent_id, self.settings, item.platform, item.install,
+                                                 self.build_python_id), parent_id),
+            ca_bundle=self.ca_bundle,
+            log_path=log_path,
+            no_cache=self.no_cache,
+            framework_package=spec.framework.package,
+            platform="" if item.platform.is_default else item.platform.name,
+            timeout_s=self.settings.build_timeout,
+            no_output_timeout_s=self.settings.build_no_output_timeout,
+        )
+        return self.run_build(request, on_progress=lambda text: self.progress.step(spec.name, text))
+
+    def _pull(self, item: PlanItem, parent_id: str):
+        """The registry cache's image for this item's inputs (cache.Hit), or None: build it."""
+        if self.cache is None:
+            return None
+        self.progress.update(item.name, "looking up the cache")
+        hit = self.cache.fetch(item, input_hash(item.spec, parent_id, self.settings), parent_id)
+        if hit:
+            self.progress.update(item.name, f"pulled {hit.ref}")
+        return hit
+
+    def _verify(self, item: PlanItem, image_id: str) -> verify.SmokeResult:
+        self.progress.update(item.name, "smoke test")
+        try:
+            smoke = self.smoke_test(image_id)
+            if self.check_sbom is not None:
+                self.progress.update(item.name, "SBOM check")
+                self.check_sbom(image_id, item.name)
+            return smoke
+        except Exception:
+            self._discard(image_id)  # never tagged, so nothing else would ever remove it
+            raise
+
+    def _tag(self, item: PlanItem, image_id: str, parent_id: str, smoke: verify.SmokeResult) -> Result:
+        """Only a verified image gets the tags; then its size and what it adds over its parent."""
+        with self._tagging:
+            if self.interrupted:  # built and verified, but after the interrupt: no tag moves
+                self._discard(image_id)
+                raise buildkit.BuildInterrupted(Diagnosis(Cause.INTERRUPTED, "interrupted before tagging"))
+            verify.move_tags(self.api, image_id, item.ref.rpartition(":")[0], item.tags)
+        info, parent = self.store.inspect(image_id), self.store.inspect(parent_id)
+        return Result(item.name, item.ref, BuildStatus.BUILT, item.reason, image_id=image_id,
+                      smoke_s=round(smoke.seconds, 1), size=info.size if info else 0,
+                      added=info.size - parent.size if info and parent else None, tags=tuple(item.tags))
+
+    def _pin(self, image_id: str) -> str:
+        ref = verify.pin(self.api, image_id, self.pin_repository)
+        self.pins.add(ref)
+        return ref
+
+    def _discard(self, image_id: str) -> None:
+        try:
+            self.api.api.remove_image(image_id)
+        except Exception:  # in use, or the engine is gone: the failure that matters is being reported
+            pass
+
+    def _unpin(self) -> None:
+        """Drop the ID-derived tags, so replaced images can still be pruned."""
+        for ref in self.pins:
+            try:
+                self.api.api.remove_image(ref, noprune=True)
+            except Exception:  # already gone, or in use by a container: harmless
+                pass
+        self.pins.clear()
+
+    def _build_args(self, item: PlanItem, parent_ref: str) -> dict[str, str]:
+        spec = item.spec
+        framework = spec.framework
+        # Named in the SBOM: the image without registry or namespace, and its version tag.
+        identity = {"IMAGE_NAME": spec.image_name, "IMAGE_VERSION": item.tags[0]}
+        if spec.kind == BASE:
+            args = {
+                "PYTHON_IMAGE": parent_ref,
+                "PYTHON_VERSION": self.settings.python_version,
+                "FRAMEWORK": framework.name,
+                "FRAMEWORK_VERSION": framework.version,
+                **identity,
+            }
+        else:
+            args = {
+                "PARENT_IMAGE": parent_ref,
+                "OS_PACKAGES": " ".join(spec.os_packages),
+                "BUILD_PACKAGES": " ".join(spec.build_packages),
+                "CONNECTOR_SOURCE": spec.source,
+                "CHECK_MODULES": ",".join(spec.check_modules),
+                **identity,
+            }
+        if not item.platform.is_default:
+            args.update(self._platform_args(item))
+        # The catalog refuses these already; checked again where it matters, for specs made elsewhere.
+        overridden = sorted(set(args) & set(dict(spec.build_args)))
+        if overridden:
+            raise ConfigError(f"{spec.name}: build_args cannot override {', '.join(overridden)}, which the "
+                              "factory sets")
+        args.update(dict(spec.build_args))
+        return args
+
+    def _platform_args(self, item: PlanItem) -> dict[str, str]:
+        """What the Dockerfiles' cross stages need; amd64 builds get none of it, so they stay as they were."""
+        args = {"INSTALL": item.install,
+                "WHEEL_PLATFORM": item.platform.wheel_platform(self.settings.lock_platform)}
+        build_python = self.build_python_id
+        if item.install == "cross" and build_python:
+            args["BUILD_PYTHON_IMAGE"] = self._pin(build_python)
+        return args
+
+    @functools.cached_property
+    def source_url(self) -> str:
+        """Asked of git only when something is built, so a no-op run stays fast."""
+        return _source_url(self.settings)
+
+    @functools.cached_property
+    def created(self) -> str:
+        """The commit's time, not the build's: two builds of one commit get the same label."""
+        return _commit_time(self.settings)
+
+    def _labels(self, item: PlanItem, digest: str, parent_id: str) -> dict[str, str]:
+        spec = item.spec
+        labels = {
+            "org.opencontainers.image.title": spec.image_name,
+            "org.opencontainers.image.description": spec.description or f"{spec.framework.name} connector {spec.name}",
+            "org.opencontainers.image.version": item.tags[0],
+            LABEL_REVISION: self.revision or "unknown",
+            "org.opencontainers.image.created": self.created,
+            LABEL_NAME: spec.name,
+            LABEL_FRAMEWORK: spec.framework.name,
+            LABEL_FRAMEWORK_VERSION: spec.framework.version,
+            LABEL_PARENT: parent_id,
+            LABEL_INPUTS: digest,
+            LABEL_SBOM: SBOM_PATH,
+        }
+        # A local checkout's path means nothing to whoever pulls the image: the label is left out then.
+        if self.source_url:
+            labels["org.opencontainers.image.source"] = self.source_url
+        if spec.name in self.lock_digests:
+            labels[LABEL_LOCK] = self.lock_digests[spec.name]
+        return labels
+
+
+def _git(settings: Settings, *args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=settings.root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def _source_url(settings: Settings) -> str:
+    """The repository's remote, without credentials; empty when it has none."""
+    url = _git(settings, "remote", "get-url", "origin")
+    if not url or url.startswith(("/", "file:", ".")):
+        return ""
+    return re.sub(r"//[^/@]+@", "//", url)
+
+
+def _commit_time(settings: Settings) -> str:
+    stamp = _git(settings, "log", "-1", "--format=%ct")
+    moment = datetime.fromtimestamp(int(stamp), timezone.utc) if stamp.isdigit() else datetime.now(timezone.utc)
+    return moment.isoformat(timespec="seconds")

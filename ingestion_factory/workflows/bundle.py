@@ -1,0 +1,505 @@
+"""Air-gapped sites: `inv bundle` writes verified images and a manifest into one archive; `inv unbundle` loads it.
+
+The archive is a plain tar with two members, in this order:
+
+- `bundle.json`: the format, and per image its name, repository, ID, tags, input hash, framework version,
+  parent ID, and the lock digest and SBOM path when the image carries them; plus the size and sha256
+  of the second member;
+- `images.tar`: one `docker save` of every image at once (shared layers stored once), saved by image
+  ID so that loading it creates no tag.
+
+Unbundling checks the checksum before anything reaches the engine, loads the images untagged, checks
+every image ID and its labels against the manifest, smoke-tests every image, and only then tags them
+(and, with --push, pushes them to a mirror). A bundle that fails any check tags nothing, and the
+images it loaded are removed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from rich.console import Console
+from rich.markup import escape
+
+from ..model import catalog as catalog_mod
+from ..errors import ConfigError, FactoryError
+from ..model.plan import (
+    LABEL_FRAMEWORK,
+    LABEL_FRAMEWORK_VERSION,
+    LABEL_INPUTS,
+    LABEL_LOCK,
+    LABEL_NAME,
+    LABEL_PARENT,
+    LABEL_SBOM,
+    require_verified,
+)
+from ..model.results import human_size, write_json
+from ..settings import Settings
+from ..status import Status
+
+BUNDLE_FORMAT = "ingestion-factory-bundle/1"
+MANIFEST_MEMBER = "bundle.json"
+IMAGES_MEMBER = "images.tar"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+CHUNK = 1024 * 1024
+
+
+class BundleRefused(ConfigError):
+    """The archive is truncated, altered or not a bundle: nothing is tagged (exit 2: bad input)."""
+
+
+@dataclass(frozen=True)
+class BundledImage:
+    name: str
+    repository: str  # [registry/]namespace/ingestion-connector-<name>, as it was built
+    image_id: str
+    tags: tuple[str, ...]
+    input_hash: str
+    framework: str
+    framework_version: str
+    parent: str | None  # catalog key of the image it is built FROM (None: the Python image)
+    parent_id: str
+    lock_digest: str = ""
+    sbom: str = ""
+
+    @property
+    def refs(self) -> list[str]:
+        return [f"{self.repository}:{tag}" for tag in self.tags]
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    images: tuple[BundledImage, ...]
+    archive_size: int
+    archive_sha256: str
+    created: str = ""
+    format: str = BUNDLE_FORMAT
+
+    def to_json(self) -> str:
+        document = asdict(self)
+        document["images"] = [asdict(image) for image in self.images]
+        return json.dumps(document, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "BundleManifest":
+        """Parse and validate bundle.json; anything unexpected is BundleRefused."""
+        try:
+            document = json.loads(text)
+            if document.get("format") != BUNDLE_FORMAT:
+                raise BundleRefused(f"not a bundle of this tool: format {document.get('format')!r}, "
+                                    f"expected {BUNDLE_FORMAT!r}")
+            images = tuple(BundledImage(**{**image, "tags": tuple(image["tags"])}) for image in document["images"])
+            manifest = cls(images=images, archive_size=int(document["archive_size"]),
+                           archive_sha256=str(document["archive_sha256"]), created=str(document.get("created", "")))
+        except BundleRefused:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise BundleRefused(f"its {MANIFEST_MEMBER} is not a valid manifest ({type(exc).__name__}: {exc})") from None
+        problems = [image.name for image in images if not _is_sha256(image.image_id) or not image.tags]
+        if not images or problems or not _is_sha256(manifest.archive_sha256):
+            raise BundleRefused(f"its {MANIFEST_MEMBER} lacks image IDs, tags or the archive checksum"
+                                + (f" ({', '.join(problems)})" if problems else ""))
+        return manifest
+
+
+def _is_sha256(value: str) -> bool:
+    algorithm, _, hexdigest = str(value).partition(":")
+    return algorithm == "sha256" and len(hexdigest) == 64 and all(c in "0123456789abcdef" for c in hexdigest)
+
+
+def bundled_image(item, repository: str) -> BundledImage:
+    """A manifest entry from an up-to-date plan item (its labels are what the build wrote)."""
+    labels = item.current.labels
+    return BundledImage(
+        name=item.name, repository=repository, image_id=item.current.id, tags=tuple(item.tags),
+        input_hash=labels.get(LABEL_INPUTS, ""), framework=labels.get(LABEL_FRAMEWORK, item.spec.framework.name),
+        framework_version=labels.get(LABEL_FRAMEWORK_VERSION, item.spec.framework.version),
+        parent=item.spec.parent, parent_id=labels.get(LABEL_PARENT, ""),
+        lock_digest=labels.get(LABEL_LOCK, ""), sbom=labels.get(LABEL_SBOM, ""),
+    )
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+
+class ByteProgress:
+    """Bytes done (of a total, when known): a live bar on a terminal, a line every 25 % / 256 MB elsewhere."""
+
+    def __init__(self, console: Console, what: str, total: int | None = None):
+        self.console, self.what, self.total = console, what, total
+        self.done = 0
+        self.next_line = self._step()
+        self.bar = None
+
+    def _step(self) -> int:
+        return max(self.total // 4, CHUNK) if self.total else 256 * 1024 * 1024
+
+    def __enter__(self):
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+            self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), console=self.console, transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.what, total=self.total)
+        return self
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self.bar:
+            self.bar.update(self.task, completed=self.done)
+        elif self.done >= self.next_line:
+            self.next_line += self._step()
+            of = f" of {human_size(self.total)}" if self.total else ""
+            self.console.print(f"[{time.strftime('%H:%M:%S')}] {self.what}: {human_size(self.done)}{of}",
+                               markup=False, highlight=False)
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def save_stream(api, image_ids: list[str]) -> Iterator[bytes]:
+    """`docker save` of several images in one archive, through the SDK's connection (DOCKER_HOST included).
+
+    The SDK's get_image() takes one name; the engine's /images/get takes many, and stores each layer once.
+    """
+    response = api.api._get(api.api._url("/images/get"), params={"names": image_ids}, stream=True)
+    return api.api._stream_raw_result(response, CHUNK, False)
+
+
+def write_bundle(api, images: list[BundledImage], output: Path, console: Console,
+                 chunks: Iterable[bytes] | None = None) -> BundleManifest:
+    """Save the images, then write bundle.json + images.tar to a temp file beside `output` and rename it.
+
+    The engine's archive goes to a scratch file first (its size and checksum must precede it in the
+    tar); a failure at any point leaves `output` as it was.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".bundle-", dir=output.parent) as scratch:
+        saved = Path(scratch) / IMAGES_MEMBER
+        digest = hashlib.sha256()
+        stream = chunks if chunks is not None else save_stream(api, [image.image_id for image in images])
+        with ByteProgress(console, f"saving {len(images)} image(s)") as progress, saved.open("wb") as sink:
+            for chunk in stream:
+                sink.write(chunk)
+                digest.update(chunk)
+                progress.advance(len(chunk))
+        manifest = BundleManifest(images=tuple(images), archive_size=saved.stat().st_size,
+                                  archive_sha256="sha256:" + digest.hexdigest(),
+                                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        partial = Path(scratch) / "bundle.partial"
+        with ByteProgress(console, f"writing {output.name}", manifest.archive_size) as progress, \
+                partial.open("wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            text = manifest.to_json().encode()
+            info = tarfile.TarInfo(MANIFEST_MEMBER)
+            info.size, info.mtime, info.mode = len(text), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(text))
+            info = tarfile.TarInfo(IMAGES_MEMBER)
+            info.size, info.mtime, info.mode = manifest.archive_size, int(time.time()), 0o644
+            with saved.open("rb") as source:
+                tar.addfile(info, _Counting(source, progress.advance))
+            tar.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(partial, output)  # same directory, so the rename is atomic
+    return manifest
+
+
+class _Counting:
+    """A file that reports how much has been read from it."""
+
+    def __init__(self, source: IO[bytes], on_read):
+        self.source, self.on_read = source, on_read
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.source.read(size)
+        self.on_read(len(chunk))
+        return chunk
+
+
+def bundle(settings: Settings, names: list[str] | None, output: Path, *, console: Console) -> int:
+    """`inv bundle`: the named connectors (default: every available one) and the images they are built FROM."""
+    from ..cli.commands import plan_for
+
+    started = time.monotonic()
+    catalog = catalog_mod.discover(settings)
+    if not names and catalog.broken:
+        raise ConfigError(f"cannot bundle everything: {', '.join(sorted(catalog.broken))} cannot be built",
+                          "fix those directories, or name the connectors to bundle with -c")
+    plan, api, _ = plan_for(settings, catalog, catalog.resolve(names))
+    require_verified(plan, "bundle")
+    images = [bundled_image(item, item.ref.rpartition(":")[0]) for item in plan]
+    console.print(f"Bundling {len(images)} image(s) into {output}.")
+    manifest = write_bundle(api, images, output, console)
+    console.print(f"Wrote {output}: {len(images)} image(s), {human_size(output.stat().st_size)}, images "
+                  f"{manifest.archive_sha256[:19]}... ({time.monotonic() - started:.1f}s).")
+    for image in images:
+        console.print(f"  {image.repository}  {image.image_id[:19]}  {', '.join(image.tags)}", markup=False)
+    return 0
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def read_manifest(path: Path) -> BundleManifest:
+    """bundle.json of a bundle; BundleRefused when the file is not one."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            member = tar.next()
+            if member is None or member.name != MANIFEST_MEMBER or not member.isfile():
+                raise BundleRefused(f"{path} is not a bundle: it does not start with {MANIFEST_MEMBER}")
+            if member.size > MAX_MANIFEST_BYTES:
+                raise BundleRefused(f"{path}: {MANIFEST_MEMBER} is {member.size} bytes, more than a manifest is")
+            text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleRefused(f"{path} cannot be read as a bundle ({type(exc).__name__}: {exc})") from None
+    return BundleManifest.from_json(text)
+
+
+def images_archive(tar: tarfile.TarFile, path: Path, manifest: BundleManifest) -> IO[bytes]:
+    member = tar.next()  # right after bundle.json
+    while member is not None and member.name != IMAGES_MEMBER:
+        member = tar.next()
+    if member is None:
+        raise BundleRefused(f"{path} has no {IMAGES_MEMBER}: truncated, or not a bundle")
+    if member.size != manifest.archive_size:
+        raise BundleRefused(f"{path}: {IMAGES_MEMBER} is {member.size} bytes, the manifest says "
+                            f"{manifest.archive_size}: altered")
+    return tar.extractfile(member)
+
+
+def check_archive(path: Path, manifest: BundleManifest, console: Console) -> None:
+    """The image archive's size and sha256 against the manifest, before anything reaches the engine."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with tarfile.open(path, mode="r:") as tar, \
+                ByteProgress(console, f"checking {path.name}", manifest.archive_size) as progress:
+            source = images_archive(tar, path, manifest)
+            while True:
+                chunk = source.read(CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                size += len(chunk)
+                progress.advance(len(chunk))
+    except BundleRefused:
+        raise
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleRefused(f"{path} is truncated or damaged ({type(exc).__name__}: {exc}); nothing was loaded",
+                            "copy the bundle again and compare its size with the original") from None
+    if size != manifest.archive_size:
+        raise BundleRefused(f"{path} is truncated: {size} of {manifest.archive_size} bytes of {IMAGES_MEMBER}; "
+                            "nothing was loaded", "copy the bundle again")
+    if "sha256:" + digest.hexdigest() != manifest.archive_sha256:
+        raise BundleRefused(f"{path} was altered: the checksum of {IMAGES_MEMBER} is not the manifest's; "
+                            "nothing was loaded", "use the bundle as it was written")
+
+
+def load_images(api, path: Path, manifest: BundleManifest, console: Console) -> list[str]:
+    """Stream images.tar into the engine (no tags: it was saved by ID); returns the IDs the engine reported."""
+    loaded: list[str] = []
+    with tarfile.open(path, mode="r:") as tar, \
+            ByteProgress(console, "loading into the engine", manifest.archive_size) as progress:
+        source = _Counting(images_archive(tar, path, manifest), progress.advance)
+        try:
+            for event in api.api.load_image(_chunks(source)):
+                if not isinstance(event, dict):
+                    continue
+                if "error" in event or "errorDetail" in event:
+                    detail = event.get("errorDetail") or {}
+                    raise FactoryError(f"the engine refused {path}: {detail.get('message') or event.get('error')}")
+                text = str(event.get("stream") or "")
+                if "Loaded image ID:" in text:
+                    loaded.append(text.split("Loaded image ID:", 1)[1].strip())
+        except FactoryError:
+            raise
+        except Exception as exc:  # the SDK's APIError, a dropped connection
+            raise FactoryError(f"loading {path} failed: {type(exc).__name__}: {exc}") from None
+    return loaded
+
+
+def _chunks(source: IO[bytes]) -> Iterator[bytes]:
+    while True:
+        chunk = source.read(CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+class CheckStatus(Status):
+    """What unbundling found for one image."""
+
+    VERIFIED = "verified", "green"  # its ID and labels are the manifest's, and it passed its smoke test
+    NOT_LOADED = "not in the archive", "bold red"
+    MISMATCH = "does not match the manifest", "bold red"
+    SMOKE_FAILED = "smoke test failed", "bold red"
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    name: str
+    image_id: str
+    status: CheckStatus = CheckStatus.VERIFIED
+    detail: str = ""
+    smoke_s: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status is not CheckStatus.VERIFIED
+
+
+def check_loaded(api, manifest: BundleManifest) -> list[ImageCheck]:
+    """Every manifest image is in the engine under its ID, with the labels the manifest records."""
+    from docker.errors import NotFound
+
+    ids = {image.name: image.image_id for image in manifest.images}
+    checks = []
+    for image in manifest.images:
+        try:
+            attrs = api.api.inspect_image(image.image_id)
+        except NotFound:
+            checks.append(ImageCheck(image.name, image.image_id, CheckStatus.NOT_LOADED, "image ID not loaded"))
+            continue
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        expected = {LABEL_INPUTS: image.input_hash, LABEL_PARENT: image.parent_id, LABEL_NAME: image.name}
+        wrong = [key for key, value in expected.items() if labels.get(key) != value]
+        if attrs.get("Id") != image.image_id:
+            detail = f"the engine has {attrs.get('Id')} for {image.image_id}"
+        elif wrong:
+            detail = f"label {wrong[0]} is {labels.get(wrong[0])!r}, the manifest says {expected[wrong[0]]!r}"
+        elif image.parent and ids.get(image.parent) not in (None, image.parent_id):
+            detail = f"built FROM {image.parent_id[:19]}, but the bundle's {image.parent} is {ids[image.parent][:19]}"
+        else:
+            detail = ""
+        checks.append(ImageCheck(image.name, image.image_id, CheckStatus.MISMATCH if detail else CheckStatus.VERIFIED,
+                                 detail))
+    return checks
+
+
+def smoke_all(checks: list[ImageCheck], smoke_test, console: Console) -> list[ImageCheck]:
+    """Smoke-test every image that matched; the result per image, in order."""
+    from ..model.failures import StepFailed
+
+    done = []
+    for check in checks:
+        if check.failed:
+            done.append(check)
+            continue
+        console.print(f"[{time.strftime('%H:%M:%S')}] {check.name}: smoke test", markup=False)
+        try:
+            result = smoke_test(check.image_id)
+            done.append(replace(check, smoke_s=round(result.seconds, 1)))
+        except StepFailed as exc:
+            done.append(replace(check, status=CheckStatus.SMOKE_FAILED, detail=exc.message))
+        except Exception as exc:  # the engine went away
+            done.append(replace(check, status=CheckStatus.SMOKE_FAILED, detail=f"{type(exc).__name__}: {exc}"))
+    return done
+
+
+def remove_new(api, manifest: BundleManifest, existed: set[str]) -> None:
+    """Images this unbundle added and nobody tagged: removed, children first."""
+    for image in reversed(manifest.images):
+        if image.image_id in existed:
+            continue
+        try:
+            if not api.api.inspect_image(image.image_id).get("RepoTags"):
+                api.api.remove_image(image.image_id)
+        except Exception:  # gone already, or in use: leave it
+            pass
+
+
+def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, username: str | None = None,
+             password_file: str | None = None, console: Console, smoke_test=None) -> int:
+    """`inv unbundle`: check, load, verify and smoke-test every image, then tag them all; optionally push."""
+    import functools
+
+    from ..engine import verify
+    from ..engine.daemon import client
+    from ..engine.verify import move_tags
+
+    started = time.monotonic()
+    if not path.is_file():
+        raise ConfigError(f"no bundle at {path}", "give the file `inv bundle -o FILE` wrote")
+    manifest = read_manifest(path)
+    credentials = _push_setup(settings, push_to, username, password_file) if push_to is not None else None
+    console.print(f"Bundle {path.name}: {len(manifest.images)} image(s), written {manifest.created or '?'}.")
+    check_archive(path, manifest, console)
+    api = client()
+    smoke_test = smoke_test or functools.partial(verify.smoke_test, api)
+    existed = set(api.api.images(quiet=True, all=True))  # what load adds is what a failure removes again
+    loaded = load_images(api, path, manifest, console)
+    _remove_unlisted(api, manifest, loaded, existed)
+    checks = smoke_all(check_loaded(api, manifest), smoke_test, console)
+    write_json(settings.output_path / "reports" / "unbundle-latest.json", checks, {"bundle": str(path)})
+    bad = [check for check in checks if check.failed]
+    if bad:
+        remove_new(api, manifest, existed)
+        for check in bad:
+            console.print(f"{escape(check.name)}: {check.status.styled(check.detail)}")
+        raise FactoryError(f"{len(bad)} of {len(checks)} image(s) in {path.name} failed their checks "
+                           f"({', '.join(check.name for check in bad)}); nothing was tagged",
+                           "the images are not what the bundle's manifest says; make the bundle again")
+    for image in manifest.images:
+        move_tags(api, image.image_id, image.repository, list(image.tags))
+        console.print(f"  {image.repository}:{image.tags[0]}  {image.image_id[:19]}  verified, tagged "
+                      f"{', '.join(image.tags)}", markup=False)
+    console.print(f"Unbundled {len(manifest.images)} image(s), every one checked and smoke-tested "
+                  f"({time.monotonic() - started:.1f}s).")
+    if push_to is not None:
+        _push_mirror(settings, api, manifest, push_to, credentials, console)
+    return 0
+
+
+def _remove_unlisted(api, manifest: BundleManifest, loaded: list[str], existed: set[str]) -> None:
+    """An image in the archive that the manifest does not list is never tagged, so it would only take space."""
+    listed = {image.image_id for image in manifest.images}
+    for image_id in loaded:
+        if image_id not in listed and image_id not in existed:
+            try:
+                if not api.api.inspect_image(image_id).get("RepoTags"):
+                    api.api.remove_image(image_id)
+            except Exception:  # in use, or gone already: leave it
+                pass
+
+
+def _push_setup(settings: Settings, registry: str, username: str | None, password_file: str | None):
+    """Credentials for the mirror, read before anything is loaded (a bad password file is exit 2 up front)."""
+    from ..engine.registry import read_credentials
+
+    return read_credentials(registry.strip(), username=username, password_file=password_file)
+
+
+def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: str, credentials, console) -> None:
+    """Every image to the mirror with the same tags (and its cache tag), through push.py's pusher."""
+    from .cache import cache_tag
+    from .push import FAILED, NOT_PUSHED, connect, push_table, repository_on
+    target = registry.strip()
+    pusher = connect(api, target, credentials, console)
+    results = []
+    for image in manifest.images:
+        tags = list(image.tags) + ([cache_tag(image.input_hash)] if _is_sha256(image.input_hash) else [])
+        repository = repository_on(target, image.repository)
+        results.append(pusher.push_id(image.name, f"{image.repository}:{image.tags[0]}", image.image_id,
+                                      repository, tags))
+    console.print(push_table(results, f"Pushed to the mirror {target}"))
+    report = write_json(settings.output_path / "reports" / "push-latest.json", results, {"registry": target,
+                                                                                        "from_bundle": True})
+    bad = [r for r in results if r.result in (FAILED, NOT_PUSHED)]
+    if bad:
+        raise FactoryError(f"{len(bad)} of {len(results)} image(s) not pushed to {target}: "
+                           f"{bad[0].name}: {bad[0].reason}", f"the images are tagged here; details in {report}")

@@ -1,0 +1,190 @@
+"""The registry as the build cache: an image's input hash names a tag, and a hit is pulled instead of built.
+
+`inv push` publishes every image under `inputs-<first 32 hex digits of its input hash>` as well as its
+normal tags. `inv build-connectors --cache-from REGISTRY` asks for that tag once an image's parent is
+known (built or pulled), because the input hash covers the parent's image ID. A hit is pulled by the
+manifest's digest and kept only when the engine's image ID is the manifest's config digest and its
+labels match the plan (same inputs, same parent ID, same name); then it is smoke-tested and tagged
+like a built image. Anything else (no tag, a mismatch) is a miss, and the image is built.
+
+A registry that is down or refuses access never fails a build: the first such error turns the cache
+off for the rest of the run, with one warning, and everything left is built.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import FactoryError
+from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, PlanItem
+from ..engine.registry import Credentials, Redactor, RegistryClient, display_host, is_insecure, read_credentials
+
+CACHE_TAG_PREFIX = "inputs-"
+CACHE_TAG_HEX = 32  # 128 bits of the sha256: collisions are not a concern, and the tag stays readable
+
+
+def cache_tag(input_hash: str) -> str:
+    """`sha256:<64 hex>` -> `inputs-<first 32 hex>`: a valid tag (at most 128 characters, no colon)."""
+    algorithm, _, hexdigest = input_hash.partition(":")
+    if algorithm != "sha256" or len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
+        raise ValueError(f"not a sha256 input hash: {input_hash!r}")
+    return CACHE_TAG_PREFIX + hexdigest[:CACHE_TAG_HEX]
+
+
+class CacheMismatch(FactoryError):
+    """The registry's image is not the one the plan asks for (never used: the image is built instead)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    image_id: str
+    ref: str  # repository:cache-tag in the registry
+    digest: str  # the manifest digest it was pulled by
+    bytes_pulled: int = 0
+
+
+def expected_labels(item: PlanItem, input_hash: str, parent_id: str) -> dict[str, str]:
+    """The labels a pulled image must carry to stand in for a build of this plan item."""
+    return {LABEL_INPUTS: input_hash, LABEL_PARENT: parent_id, LABEL_NAME: item.spec.name}
+
+
+def check_pulled(attrs: dict, manifest_config: str | None, expected: dict[str, str]) -> None:
+    """Raise CacheMismatch unless the pulled image is exactly what the manifest and the plan say."""
+    image_id = attrs.get("Id", "")
+    if not manifest_config or image_id != manifest_config:
+        raise CacheMismatch(f"pulled image {image_id[:19]} is not the manifest's config {str(manifest_config)[:19]}")
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    for key, value in expected.items():
+        if labels.get(key) != value:
+            raise CacheMismatch(f"label {key} is {labels.get(key)!r}, the plan expects {value!r}")
+
+
+def read_pull_stream(events) -> int:
+    """Bytes downloaded, from the daemon's pull stream; raises FactoryError on an error event."""
+    sizes: dict[str, int] = {}
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        if "error" in event or "errorDetail" in event:
+            detail = event.get("errorDetail") or {}
+            raise FactoryError(str(detail.get("message") or event.get("error")))
+        if event.get("status") == "Downloading" and event.get("id"):
+            total = (event.get("progressDetail") or {}).get("total") or 0
+            sizes[event["id"]] = max(sizes.get(event["id"], 0), int(total))
+    return sum(sizes.values())
+
+
+class RegistryCache:
+    """Looks images up by input hash in one registry; turns itself off at the first registry failure."""
+
+    def __init__(self, api, client: RegistryClient, repository_of: Callable[[str], str], *,
+                 credentials: Credentials | None = None, warn: Callable[[str], None] = print):
+        self.api = api
+        self.client = client
+        self.repository_of = repository_of  # image name -> registry/namespace/image
+        self.credentials = credentials
+        self.redact = Redactor(credentials.secrets if credentials else [])
+        self.warn = warn
+        self.lock = threading.Lock()
+        self.off_reason = ""
+        self.misses: list[str] = []  # "name: why", for the report
+
+    @property
+    def where(self) -> str:
+        return display_host(self.client.registry)
+
+    def turn_off(self, reason: str) -> None:
+        with self.lock:
+            if self.off_reason:
+                return
+            self.off_reason = self.redact(reason)
+        self.warn(f"warning: the build cache {self.where} is not usable ({self.off_reason}); "
+                  f"building instead of pulling")
+
+    def ping(self) -> bool:
+        try:
+            self.client.ping()
+        except FactoryError as exc:
+            self.turn_off(exc.message)
+            return False
+        return True
+
+    def fetch(self, item: PlanItem, input_hash: str, parent_id: str) -> Hit | None:
+        """The verified-by-content image for these inputs, pulled; None when the image must be built."""
+        if self.off_reason:
+            return None
+        repository = self.repository_of(item.spec.image_name)
+        tag = cache_tag(input_hash)
+        try:
+            manifest = self.client.manifest(repository, tag)
+        except FactoryError as exc:
+            self.turn_off(exc.message)
+            return None
+        if manifest is None:
+            self._missed(item, "not in the cache")
+            return None
+        try:
+            pulled = self._pull(repository, manifest.digest)
+        except FactoryError as exc:
+            # Pull errors are the registry's or the network's: the cache is unusable for this run.
+            self.turn_off(f"pulling {repository}:{tag}: {exc.message}")
+            return None
+        try:
+            attrs = self.api.api.inspect_image(f"{repository}@{manifest.digest}")
+            check_pulled(attrs, manifest.config_digest, expected_labels(item, input_hash, parent_id))
+        except Exception as exc:  # CacheMismatch, or the engine lost the image
+            self._missed(item, f"{repository}:{tag} does not match: {exc}")
+            self.discard(f"{repository}@{manifest.digest}")
+            return None
+        return Hit(attrs["Id"], f"{repository}:{tag}", manifest.digest, pulled)
+
+    def _pull(self, repository: str, digest: str) -> int:
+        auth = self.credentials.auth_config(self.client.registry) if self.credentials else None
+        try:
+            # By digest: what is pulled is the manifest just read, even if the tag moves meanwhile.
+            events = self.api.api.pull(repository, tag=digest, stream=True, decode=True, auth_config=auth)
+            return read_pull_stream(events)
+        except FactoryError:
+            raise
+        except Exception as exc:  # the SDK's APIError (denied, unknown manifest), a dropped connection
+            raise FactoryError(self.redact(f"{type(exc).__name__}: {exc}")) from None
+
+    def release(self, hit: Hit) -> None:
+        """Drop the pull's digest reference once the image has its own tags.
+
+        Left in place, `registry/ns/image@sha256:...` is a reference in a second repository, which keeps
+        the image alive after its tags move on, and makes the engine refuse to delete it by ID.
+        """
+        try:
+            self.api.api.remove_image(f"{hit.ref.rpartition(':')[0]}@{hit.digest}", noprune=True)
+        except Exception:  # already gone: nothing to release
+            pass
+
+    def discard(self, ref: str) -> None:
+        """Remove a pulled image nobody tagged (a mismatch, or a failed smoke test)."""
+        try:
+            self.api.api.remove_image(ref)
+        except Exception:  # in use, or tagged by someone meanwhile: leave it
+            pass
+
+    def _missed(self, item: PlanItem, why: str) -> None:
+        with self.lock:
+            self.misses.append(f"{item.name}: {why}")
+
+
+def open_cache(settings, api, registry: str, *, warn: Callable[[str], None]) -> RegistryCache | None:
+    """A RegistryCache for `registry` that has answered a ping, or None (after one warning)."""
+    from .push import target_repository
+
+    credentials = read_credentials(registry)  # half-given credentials are bad input (ConfigError, exit 2)
+    try:
+        insecure = is_insecure(registry, api.info().get("RegistryConfig"))
+    except Exception as exc:
+        warn(f"warning: the build cache {display_host(registry)} is not usable ({exc}); building instead")
+        return None
+    client = RegistryClient(registry, credentials, insecure=insecure, timeout=10)
+    cache = RegistryCache(api, client, lambda image_name: target_repository(settings, registry, image_name),
+                          credentials=credentials, warn=warn)
+    return cache if cache.ping() else None

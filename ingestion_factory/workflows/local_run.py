@@ -1,0 +1,316 @@
+"""`inv run-local`: one connector container on this machine, the way an orchestrator runs it.
+
+Host network, the examples at /opt/operator, the config in env `config` (or
+a mounted read-only file when large or secret), logs streamed live, Ctrl-C
+forwarded as `docker stop`, and the container's exit code as ours.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import tempfile
+import threading
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from . import examples as examples_mod
+from . import metadata_file, run_config
+from rich.markup import escape
+
+from ..errors import ConfigError, FactoryError
+from ..settings import Settings
+
+CONTAINER_EXAMPLES = PurePosixPath("/opt/operator")
+# Outside /opt/operator: a file mounted inside another bind mount would leave
+# an empty placeholder file behind in the host's examples/.
+CONTAINER_CONFIG_FILE = "/run/secrets/ingestion-config.json"
+COMMAND = ["python", "main.py"]
+# Docker's SIGTERM -> SIGKILL delay; main.py winds down within 6 s of SIGTERM.
+STOP_TIMEOUT_S = 10
+RUN_LABEL = "io.ingestion-factory.run-local"
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    summary: dict | None
+    container: str
+    kept: bool
+
+
+def run_local(settings: Settings, connector: str | None = None, config: str | None = None,
+              pipeline_type: str | None = None, keep: bool = False, build: bool = True,
+              platform: str | None = None) -> int:
+    """Run the connector's image with the config; returns the container's exit code.
+
+    `platform` runs that platform's variant (linux/arm64 under QEMU on an amd64 host).
+    """
+    from ..cli.commands import console
+    from ..platforms import parse as parse_platform, require_emulation
+
+    chosen = parse_platform(platform) if platform else None
+    if chosen is not None:
+        require_emulation([chosen])
+
+    name = connector or settings.demo_connector
+    config_path = config_file_for(settings, name, config)
+    # The config first: a typo there should not wait for an image build.
+    run_conf = run_config.load(config_path)
+    examples_dir = settings.examples_dir
+    examples_mod.ensure_sample_db(examples_dir)
+    examples_mod.ensure_output_dir(examples_dir)
+    note = examples_mod.ensure_link(Path(settings.examples_link), examples_dir)
+    if note:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    ref, name = ensure_image(settings, name, build, chosen)
+
+    from ..engine.daemon import client
+
+    api = client()
+    console.print(escape(f"Running {ref} (network host; {settings.examples_link} -> {examples_dir} at "
+                         f"{CONTAINER_EXAMPLES}; config {describe_transport(run_conf)})"))
+    with config_delivery(run_conf) as (environment, mounts):
+        if pipeline_type:
+            environment["pipelineType"] = pipeline_type
+        mounts.append(_bind(str(Path(settings.examples_link).resolve()), str(CONTAINER_EXAMPLES)))
+        result = run_container(api, ref, environment, mounts, name=f"run-local-{name}-{uuid.uuid4().hex[:6]}",
+                               keep=keep, out=sys.stdout)
+    console.print(result_line(result), markup=False)
+    if result.kept:
+        console.print(f"Kept container {result.container}: `docker logs {result.container}`, "
+                      f"`docker rm {result.container}` when done.")
+    if result.exit_code == 0:
+        output = sink_file_on_host(run_conf.document, examples_dir)
+        if output is not None:
+            console.print(output_line(output, settings.root), markup=False)
+    return result.exit_code
+
+
+def config_file_for(settings: Settings, connector: str, config: str | None) -> Path:
+    if config:
+        return Path(config).expanduser().resolve()
+    if connector.removeprefix("ingestion-connector-") == settings.demo_connector and settings.demo_config:
+        return settings.root / settings.demo_config
+    raise ConfigError(f"no config for connector {connector!r}",
+                      "give one with --config FILE (JSON or YAML); examples are in examples/")
+
+
+def ensure_image(settings: Settings, name: str, build: bool, platform=None) -> tuple[str, str]:
+    """The connector's verified image (its version tag) and catalog name; built first when missing and allowed."""
+    from ..model import catalog as catalog_mod
+    from ..cli import commands
+    from ..model.plan import UP_TO_DATE
+
+    catalog = catalog_mod.discover(settings)
+    key = catalog.resolve([name])[0]
+    extra = {}
+    if platform is not None:  # that platform's variant, built for that platform alone when missing
+        settings = settings.with_overrides(platforms=(platform.name,))
+        extra["platform"] = platform
+    plan, _, _ = commands.plan_for(settings, catalog, [key], **extra)
+    item = plan.items[key]
+    if item.current is None:
+        if not build:
+            flag = f" --platform {platform}" if platform is not None else ""
+            raise FactoryError(f"image {item.ref} does not exist",
+                               f"build it with `inv build-connectors -c {item.name}{flag}`, or drop --no-build")
+        commands.console.print(f"Image {item.ref} does not exist yet; building it first.")
+        commands.build(settings, [item.name])
+    elif item.state != UP_TO_DATE:
+        commands.console.print(f"[yellow]note:[/] {escape(item.ref)} is not current ({escape(item.state)}: "
+                               f"{escape(item.reason)}); running it anyway. `inv build-connectors -c {item.name}` "
+                               "refreshes it.")
+    return item.ref, item.name
+
+
+def describe_transport(run_conf: run_config.RunConfig) -> str:
+    if run_conf.transport == run_config.FILE_TRANSPORT:
+        return f"as read-only file {CONTAINER_CONFIG_FILE}, because {run_conf.why_file()}"
+    return "in env `config`"
+
+
+@contextmanager
+def config_delivery(run_conf: run_config.RunConfig) -> Iterator[tuple[dict, list]]:
+    """Environment and mounts carrying the config; a file lives only as long as the run."""
+    if run_conf.transport == run_config.ENV_TRANSPORT:
+        yield {"config": run_conf.text}, []
+        return
+    # A private directory on the host; the file itself is world-readable because
+    # the container's user (uid 1000) is not the host user, and the bind mount of
+    # the file alone never exposes the directory.
+    with tempfile.TemporaryDirectory(prefix="run-local-") as private:
+        path = Path(private) / "config.json"
+        path.write_text(run_conf.text, encoding="utf-8")
+        path.chmod(0o644)
+        yield {"config_file": CONTAINER_CONFIG_FILE}, [_bind(str(path), CONTAINER_CONFIG_FILE, read_only=True)]
+
+
+def _bind(source: str, target: str, read_only: bool = False):
+    from docker.types import Mount
+
+    return Mount(target=target, source=source, type="bind", read_only=read_only)
+
+
+def run_container(api, image: str, environment: dict, mounts: list, *, name: str, keep: bool, out) -> RunResult:
+    """Start, stream logs, stop on Ctrl-C/SIGTERM, collect the exit code, remove unless kept."""
+    container = api.containers.run(image, COMMAND, detach=True, network_mode="host", environment=environment,
+                                   mounts=mounts, name=name, labels={RUN_LABEL: image})
+    try:
+        tail = LastLines()
+        streamer = threading.Thread(target=_stream_logs, args=(container, out, tail), name="logs", daemon=True)
+        streamer.start()
+        with _stop_signals_as_interrupt():
+            status = _wait(container)
+        streamer.join(timeout=5)
+        return RunResult(status, parse_summary(tail.last()), container.name, keep)
+    except KeyboardInterrupt:  # a stop outside _wait (just after the start): the container must not run on
+        _stop_quietly(container)
+        raise
+    finally:
+        if not keep:
+            try:
+                container.remove(force=True)
+            except Exception:  # noqa: BLE001 - already gone is fine
+                pass
+
+
+def _stop_quietly(container) -> None:
+    try:
+        container.stop(timeout=STOP_TIMEOUT_S)
+    except BaseException:  # noqa: BLE001 - a second interrupt, or already gone: kill what may be left
+        try:
+            container.kill()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _wait(container) -> int:
+    """The exit code; the first Ctrl-C stops the container gracefully, a second one kills it."""
+    try:
+        return int(container.wait()["StatusCode"])
+    except KeyboardInterrupt:
+        print(f"\nStopping {container.name} (SIGTERM, SIGKILL after {STOP_TIMEOUT_S}s; Ctrl-C again to kill)...",
+              file=sys.stderr, flush=True)
+    try:
+        container.stop(timeout=STOP_TIMEOUT_S)
+    except KeyboardInterrupt:
+        container.kill()
+    return int(container.wait()["StatusCode"])
+
+
+@contextmanager
+def _stop_signals_as_interrupt():
+    """Ctrl-C, and SIGTERM to `inv` (a CI timeout, a supervisor), both stop the container.
+
+    SIGINT gets its handler explicitly: a process started in the background
+    by a shell inherits SIGINT as ignored, and would never see Ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _follow(container):
+    """The container's log stream, followed until the container ends, however long it stays quiet.
+
+    The engine client gives up on a read after FACTORY_DOCKER_TIMEOUT (600 s) of silence, which
+    ended the stream of a quiet workflow and lost its summary; this stream gets a client of its
+    own without a read timeout.
+    """
+    client = getattr(container, "client", None)
+    if client is None:  # not an SDK container (tests)
+        return container.logs(stream=True, follow=True)
+    import docker  # heavy: only when a real container runs
+
+    return docker.from_env(timeout=None).api.logs(container.id, stream=True, follow=True)
+
+
+def _stream_logs(container, out, tail: "LastLines") -> None:
+    try:
+        for chunk in _follow(container):
+            text = chunk.decode("utf-8", errors="replace")
+            out.write(text)
+            out.flush()
+            tail.feed(text)
+    except Exception:  # noqa: BLE001 - the stream ends abruptly when the container is removed
+        pass
+
+
+class LastLines:
+    """Keeps the last complete line of a stream that arrives in arbitrary chunks."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+        self._last = ""
+
+    def feed(self, text: str) -> None:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        for line in lines:
+            if line.strip():
+                self._last = line.strip()
+
+    def last(self) -> str:
+        return self._pending.strip() or self._last
+
+
+def parse_summary(line: str) -> dict | None:
+    """main.py's last line: a one-line JSON summary (None when the image printed something else)."""
+    try:
+        summary = json.loads(line)
+    except ValueError:
+        return None
+    return summary if isinstance(summary, dict) and "status" in summary else None
+
+
+def result_line(result: RunResult) -> str:
+    summary = result.summary
+    if not summary:
+        return f"Container exited {result.exit_code} (no JSON summary on its last line)."
+    text = (f"Result: {summary.get('status')} (exit {result.exit_code}): {summary.get('records', 0)} records, "
+            f"{summary.get('warnings', 0)} warnings, {summary.get('failures', 0)} failures "
+            f"in {summary.get('duration_s', '?')}s")
+    if summary.get("reason"):
+        text += f"\nReason: {summary['reason']}"
+    return text
+
+
+def sink_file_on_host(document: dict, examples_dir: Path) -> Path | None:
+    """Where a DataHub `file` sink under /opt/operator lands on the host, if that is what the config uses."""
+    sink = document.get("sink")
+    if not isinstance(sink, dict) or sink.get("type") != "file":
+        return None
+    filename = (sink.get("config") or {}).get("filename")
+    if not filename:
+        return None
+    try:
+        relative = PurePosixPath(filename).relative_to(CONTAINER_EXAMPLES)
+    except ValueError:
+        return None
+    return Path(examples_dir) / relative
+
+
+def output_line(path: Path, root: Path) -> str:
+    shown = path.relative_to(root) if path.is_relative_to(root) else path
+    if not path.is_file():
+        return f"The config's file sink {shown} was not written."
+    try:
+        summary = metadata_file.summarize(path)
+    except FactoryError as exc:
+        return f"Metadata written to {shown} ({exc.message})."
+    return f"Metadata written to {shown}: {summary.describe()}."

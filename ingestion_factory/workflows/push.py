@@ -1,0 +1,572 @@
+"""Push verified images: refuse stale ones, read the daemon's stream, retry, read every manifest back.
+
+Only an image that is up to date under its version tag may be pushed: that tag
+is moved only after the smoke test passed, and "up to date" means its inputs
+have not changed since. Its tags (version, git revision, `latest` unless a
+pre-release) are exactly the ones `inv build-*` gives it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..model import catalog as catalog_mod
+from ..errors import ConfigError, FactoryError
+from .manifest_list import IMAGE_TYPE, LIST_TYPE, Entry, check_read_back, group, index_document, plain_tags
+from ..model.plan import UP_TO_DATE, PlanItem, require_verified
+from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform
+from ..engine.registry import (
+    DOCKER_HUB,
+    Credentials,
+    Manifest,
+    Redactor,
+    RegistryClient,
+    canonical_host,
+    display_host,
+    is_insecure,
+    read_credentials,
+)
+from ..model.results import write_json
+from ..settings import Settings
+from ..status import Status
+
+
+class PushStatus(Status):
+    """What happened to one tag, or one image, in a push."""
+
+    PUSHED = "pushed", "green"
+    PRESENT = "already present", "dim"
+    FAILED = "failed", "bold red"
+    NOT_PUSHED = "not pushed", "yellow"
+    WOULD_PUSH = "would push", "cyan"  # --dry-run
+    REFUSED = "refused", "bold red"  # --dry-run: not verified and current
+
+
+# The short names this module and its tests use (by name: reordering the enum must not swap them).
+PUSHED = PushStatus.PUSHED
+PRESENT = PushStatus.PRESENT
+FAILED = PushStatus.FAILED
+NOT_PUSHED = PushStatus.NOT_PUSHED
+WOULD_PUSH = PushStatus.WOULD_PUSH
+REFUSED = PushStatus.REFUSED
+
+AUTH = "auth"
+TRANSIENT = "transient"
+PERMANENT = "permanent"
+RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # waits between tries: 4 tries in all
+
+AUTH_MARKERS = ("unauthorized", "denied", "authentication required", "no basic auth credentials", "forbidden",
+                "incorrect username or password", "refused the credentials")
+PERMANENT_MARKERS = ("unknown blob", "blob unknown", "manifest invalid", "manifest unknown", "name unknown",
+                     "name invalid", "tag does not exist", "no such image", "unsupported")
+TRANSIENT_MARKERS = ("connection reset", "connection refused", "connection aborted", "timeout", "timed out",
+                     "temporarily unavailable", "service unavailable", "bad gateway", "internal server error",
+                     "too many requests", "toomanyrequests", "broken pipe", "unexpected eof", "not reachable",
+                     "stream ended", "tls handshake")
+TRANSIENT_STATUS = re.compile(r"\b(5\d\d|429)\b")
+DIGEST_STATUS = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+class PushError(FactoryError):
+    """One push or read-back that failed; `kind` says whether trying again can help."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message, hint)
+        self.kind = classify(message)
+
+
+def classify(message: str) -> str:
+    """AUTH (never retried, stops the run), TRANSIENT (retried with backoff) or PERMANENT."""
+    text = message.lower()
+    if any(marker in text for marker in AUTH_MARKERS):
+        return AUTH
+    if any(marker in text for marker in PERMANENT_MARKERS):
+        return PERMANENT
+    if any(marker in text for marker in TRANSIENT_MARKERS) or TRANSIENT_STATUS.search(text):
+        return TRANSIENT
+    return PERMANENT
+
+
+def with_retries(action: Callable, *, delays: Iterable[float] = RETRY_DELAYS_S, sleep=time.sleep,
+                 on_retry: Callable[[int, float, FactoryError], None] | None = None):
+    """Run action; on a transient FactoryError wait and try again. Returns (value, tries)."""
+    waits = list(delays)
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return action(), tries
+        except FactoryError as exc:
+            if classify(exc.message) != TRANSIENT or tries > len(waits):
+                exc.tries = tries
+                raise
+            delay = waits[tries - 1]
+            if on_retry:
+                on_retry(tries, delay, exc)
+            sleep(delay)
+
+
+@dataclass
+class StreamOutcome:
+    digest: str
+    size: int | None = None
+    layers_pushed: int = 0
+    layers_present: int = 0
+
+
+def read_push_stream(events: Iterable[dict], on_layer: Callable[[int, int], None] | None = None) -> StreamOutcome:
+    """The digest a push ended with; raises PushError on any error event.
+
+    The daemon answers a push with HTTP 200 and then reports failures (denied,
+    unknown blob, manifest invalid, registry unreachable) inside the stream, so
+    every event is read.
+    """
+    digest, size = None, None
+    layers: dict[str, str] = {}
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        if "error" in event or "errorDetail" in event:
+            detail = event.get("errorDetail") or {}
+            raise PushError(str(detail.get("message") or event.get("error") or "the daemon reported an error"))
+        aux = event.get("aux") or {}
+        if aux.get("Digest"):
+            digest, size = aux["Digest"], aux.get("Size")
+            continue
+        status = str(event.get("status") or "")
+        found = DIGEST_STATUS.search(status)
+        if found and not digest:
+            digest = found.group(1)
+        if event.get("id") and status:
+            layers[event["id"]] = status
+            if on_layer:
+                done = sum(1 for s in layers.values() if s in ("Pushed", "Layer already exists") or
+                           s.startswith("Mounted from"))
+                on_layer(done, len(layers))
+    if not digest:
+        raise PushError("the push stream ended without a digest")
+    return StreamOutcome(
+        digest=digest,
+        size=size,
+        layers_pushed=sum(1 for s in layers.values() if s == "Pushed"),
+        layers_present=sum(1 for s in layers.values() if s == "Layer already exists" or s.startswith("Mounted")),
+    )
+
+
+# --- what to push ------------------------------------------------------------------------------
+
+
+@dataclass
+class TagResult:
+    tag: str
+    ref: str
+    result: PushStatus
+    digest: str = ""
+    reason: str = ""
+    tries: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class PushResult:
+    name: str
+    image: str  # the verified local image, repository:version-tag
+    repository: str  # where it goes, without tag
+    result: PushStatus
+    tags: list[str] = field(default_factory=list)
+    digest: str = ""
+    image_id: str = ""
+    reason: str = ""
+    duration_s: float = 0.0
+    tag_results: list[TagResult] = field(default_factory=list)
+    platforms: dict[str, str] = field(default_factory=dict)  # platform -> its variant's digest (manifest lists)
+
+
+def select_tags(item: PlanItem, latest: bool = True) -> list[str]:
+    """The tags the build gave this image; `latest=False` (--no-latest) leaves `latest` where it is."""
+    return [tag for tag in item.tags if latest or tag != "latest"]
+
+
+def publish_tags(item: PlanItem, latest: bool = True) -> list[str]:
+    """The build's tags, then the cache tag of its input hash (`inputs-<hash>`, see cache.py) for --cache-from."""
+    from .cache import cache_tag
+
+    tags = select_tags(item, latest)
+    return tags + [cache_tag(item.input_hash)] if item.input_hash else tags
+
+
+def target_repository(settings: Settings, registry: str, image_name: str) -> str:
+    """registry/namespace/image, or namespace/image for Docker Hub."""
+    host = canonical_host(registry)
+    prefix = "" if host == "docker.io" else host
+    return "/".join(part for part in (prefix, settings.namespace, image_name) if part)
+
+
+# --- pushing -----------------------------------------------------------------------------------
+
+
+class Pusher:
+    def __init__(self, api, client: RegistryClient, credentials: Credentials | None, *, redact: Redactor,
+                 out: Console, delays: Iterable[float] = RETRY_DELAYS_S, sleep=time.sleep):
+        self.api = api
+        self.client = client
+        self.credentials = credentials
+        self.redact = redact
+        self.out = out
+        self.delays = tuple(delays)
+        self.sleep = sleep
+
+    def push_image(self, item: PlanItem, repository: str, tags: list[str]) -> PushResult:
+        """Every tag of one image, in order; after a failed tag the rest are not pushed."""
+        assert item.current is not None
+        return self.push_id(item.name, item.ref, item.current.id, repository, tags)
+
+    def push_id(self, name: str, ref: str, image_id: str, repository: str, tags: list[str]) -> PushResult:
+        """push_image for an image known by its ID (inv unbundle --push)."""
+        started = time.monotonic()
+        result = PushResult(name, ref, repository, FAILED, tags=tags, image_id=image_id)
+        for tag in tags:
+            if any(t.result == FAILED for t in result.tag_results):
+                result.tag_results.append(TagResult(tag, f"{repository}:{tag}", NOT_PUSHED))
+            else:
+                result.tag_results.append(self.push_tag(image_id, repository, tag))
+        _summarise(result)
+        result.duration_s = round(time.monotonic() - started, 1)
+        return result
+
+    def push_tag(self, image_id: str, repository: str, tag: str) -> TagResult:
+        started = time.monotonic()
+        ref = f"{repository}:{tag}"
+        outcome = TagResult(tag, ref, FAILED)
+        try:
+            there = self._manifest_or_none(repository, tag)
+            if there and there.config_digest == image_id:
+                outcome.result, outcome.digest = PRESENT, there.digest
+                self._say(f"{ref}: already present ({there.digest})")
+                return outcome
+            self.api.api.tag(image_id, repository, tag)
+            self._say(f"{ref}: pushing")
+            pushed, outcome.tries = with_retries(lambda: self._push_once(repository, tag), delays=self.delays,
+                                                 sleep=self.sleep, on_retry=self._retrying(ref))
+            back, _ = with_retries(lambda: self.client.manifest(repository, tag), delays=self.delays,
+                                   sleep=self.sleep, on_retry=self._retrying(f"{ref} (read-back)"))
+            if back is None:
+                raise PushError(f"read-back: the registry has no {ref} after the push")
+            if back.digest != pushed.digest:
+                raise PushError(f"read-back: the registry serves {back.digest} for {ref}, "
+                                f"but the push ended with {pushed.digest}")
+            outcome.result, outcome.digest = PUSHED, pushed.digest
+            self._say(f"{ref}: pushed {pushed.digest} ({pushed.layers_pushed} layer(s) uploaded, "
+                      f"{pushed.layers_present} already there), read back")
+        except FactoryError as exc:
+            outcome.reason = self.redact(exc.message)
+            outcome.tries = getattr(exc, "tries", outcome.tries) or 1
+            self._say(f"[bold red]{escape(ref)}: failed[/] {escape(outcome.reason)}", markup=True)
+        finally:
+            outcome.duration_s = round(time.monotonic() - started, 1)
+        return outcome
+
+    def _manifest_or_none(self, repository: str, tag: str) -> Manifest | None:
+        """What the tag holds now; any problem reading it just means "push it"."""
+        try:
+            return self.client.manifest(repository, tag)
+        except FactoryError:
+            return None
+
+    def _push_once(self, repository: str, tag: str) -> StreamOutcome:
+        auth = self.credentials.auth_config(self.client.registry) if self.credentials else None
+        status = self.out.status(f"pushing {repository}:{tag}") if self.out.is_terminal else None
+        try:
+            if status:
+                status.start()
+            events = self.api.api.push(repository, tag, stream=True, decode=True, auth_config=auth)
+            return read_push_stream(events, on_layer=(lambda done, total: status.update(
+                f"pushing {repository}:{tag}: {done}/{total} layers")) if status else None)
+        except PushError:
+            raise
+        except Exception as exc:  # the SDK's APIError, a dropped connection to the daemon, a read timeout
+            raise PushError(self.redact(f"{type(exc).__name__}: {exc}")) from None
+        finally:
+            if status:
+                status.stop()
+
+    def _retrying(self, what: str):
+        def announce(tries: int, delay: float, exc: FactoryError) -> None:
+            self._say(f"[yellow]{escape(what)}: {escape(self.redact(exc.message))}; try {tries + 1} in "
+                      f"{delay:.0f}s[/]", markup=True)
+
+        return announce
+
+    def _say(self, text: str, markup: bool = False) -> None:
+        self.out.print(f"[{time.strftime('%H:%M:%S')}] " + (text if markup else self.redact(text)),
+                       markup=markup, highlight=False)
+
+
+class IndexPusher:
+    """Pushes one image's platform variants and the manifest list that joins them."""
+
+    def __init__(self, pusher: Pusher, out: Console):
+        self.pusher = pusher
+        self.client = pusher.client
+        self.out = out
+
+    def push_image(self, items: list[PlanItem], repository: str, tags: list[str]) -> PushResult:
+        started = time.monotonic()
+        result = PushResult(items[0].name, items[0].ref, repository, FAILED, tags=tags,
+                            image_id=",".join(item.current.id for item in items if item.current))
+        entries: list[Entry] = []
+        for item in items:
+            assert item.current is not None
+            # Every variant under a tag of its own, amd64 too: the plain tags are the list's.
+            tag = self.pusher.push_tag(item.current.id, repository, f"{tags[0]}-{item.platform.architecture}")
+            result.tag_results.append(tag)
+            if tag.result == FAILED:
+                break
+            entry = self._entry(repository, item.platform, tag)
+            if entry is None:
+                break
+            entries.append(entry)
+            result.platforms[str(item.platform)] = entry.digest  # only a variant that was pushed and read back
+        if len(entries) == len(items):
+            body = index_document(entries)
+            expected = {e.platform.name: e.digest for e in entries}
+            for tag in tags:
+                result.tag_results.append(self._put_list(repository, tag, body, expected))
+                if result.tag_results[-1].result == FAILED:
+                    break
+        pushed = {t.tag for t in result.tag_results}
+        result.tag_results += [TagResult(t, f"{repository}:{t}", NOT_PUSHED) for t in tags if t not in pushed]
+        self._push_cache_tag(items, repository, result)
+        states = [t.result for t in result.tag_results]
+        failures = [t for t in result.tag_results if t.result == FAILED]
+        if failures:
+            result.result, result.reason = FAILED, f"{failures[0].tag}: {failures[0].reason}"
+        elif NOT_PUSHED in states:
+            result.result = NOT_PUSHED
+        else:
+            result.result = PUSHED if PUSHED in states else PRESENT
+        lists = [t for t in result.tag_results[len(items):] if t.digest]
+        result.digest = lists[0].digest if lists else ""
+        result.duration_s = round(time.monotonic() - started, 1)
+        return result
+
+    def _push_cache_tag(self, items: list[PlanItem], repository: str, result: PushResult) -> None:
+        """The default platform's `inputs-<hash>` tag, as a single-platform push gives it (--cache-from reads it)."""
+        from .cache import cache_tag  # cache.py imports this module
+
+        default = next((i for i in items if i.platform.is_default and i.input_hash and i.current), None)
+        if default is None or any(t.result in (FAILED, NOT_PUSHED) for t in result.tag_results):
+            return
+        result.tag_results.append(self.pusher.push_tag(default.current.id, repository, cache_tag(default.input_hash)))
+
+    def _entry(self, repository: str, platform: Platform, tag: TagResult) -> Entry | None:
+        """The pushed variant's manifest as a list entry (its size and type, read from the registry)."""
+        try:
+            manifest, _ = with_retries(lambda: self.client.manifest(repository, tag.digest),
+                                       delays=self.pusher.delays, sleep=self.pusher.sleep)
+        except FactoryError as exc:
+            tag.result, tag.reason = FAILED, self.pusher.redact(exc.message)
+            return None
+        if manifest is None or manifest.digest != tag.digest:
+            tag.result, tag.reason = FAILED, f"read-back: the registry has no {repository}@{tag.digest}"
+            return None
+        return Entry(platform, manifest.digest, manifest.size, manifest.media_type or IMAGE_TYPE)
+
+    def _put_list(self, repository: str, tag: str, body: bytes, expected: dict[str, str]) -> TagResult:
+        started = time.monotonic()
+        ref = f"{repository}:{tag}"
+        outcome = TagResult(tag, ref, FAILED)
+        try:
+            there = self.pusher._manifest_or_none(repository, tag)
+            if there and not check_read_back(there.document, there.media_type, expected):
+                outcome.result, outcome.digest = PRESENT, there.digest
+                self.pusher._say(f"{ref}: manifest list already present ({there.digest})")
+                return outcome
+            media = LIST_TYPE
+            digest, outcome.tries = with_retries(lambda: self.client.put_manifest(repository, tag, body, media),
+                                                 delays=self.pusher.delays, sleep=self.pusher.sleep)
+            back, _ = with_retries(lambda: self.client.manifest(repository, tag), delays=self.pusher.delays,
+                                   sleep=self.pusher.sleep)
+            if back is None:
+                raise PushError(f"read-back: the registry has no {ref} after storing the manifest list")
+            problem = check_read_back(back.document, back.media_type, expected)
+            if problem or back.digest != digest:
+                raise PushError(f"read-back of {ref}: {problem or f'digest {back.digest}, stored {digest}'}")
+            outcome.result, outcome.digest = PUSHED, digest
+            self.pusher._say(f"{ref}: manifest list {digest} ({', '.join(expected)}), read back")
+        except FactoryError as exc:
+            outcome.reason = self.pusher.redact(exc.message)
+            outcome.tries = getattr(exc, "tries", outcome.tries) or 1
+            self.pusher._say(f"[bold red]{escape(ref)}: failed[/] {escape(outcome.reason)}", markup=True)
+        finally:
+            outcome.duration_s = round(time.monotonic() - started, 1)
+        return outcome
+
+
+def stops_the_run(result: PushResult) -> bool:
+    """Bad credentials or a registry that stayed unreachable: the images after it cannot succeed either."""
+    return result.result == FAILED and classify(result.reason) in (AUTH, TRANSIENT)
+
+
+def _summarise(result: PushResult) -> None:
+    """One result per image from its tags: failed > not pushed > pushed > already present."""
+    states = [t.result for t in result.tag_results]
+    digests = [t.digest for t in result.tag_results if t.digest]
+    result.digest = digests[0] if digests else ""
+    failures = [t for t in result.tag_results if t.result == FAILED]
+    if failures:
+        result.result, result.reason = FAILED, f"{failures[0].tag}: {failures[0].reason}"
+    elif NOT_PUSHED in states:
+        result.result = NOT_PUSHED
+    elif PUSHED in states:
+        result.result = PUSHED
+    else:
+        result.result = PRESENT
+    if len(set(digests)) > 1:  # one image pushed to one repository has one manifest
+        result.reason = (result.reason + "; " if result.reason else "") + "tags hold different digests"
+
+
+def push(settings: Settings, names: list[str] | None = None, *, registry: str | None = None, latest: bool = True,
+         dry_run: bool = False, username: str | None = None, password_file: str | None = None,
+         out: Console | None = None) -> int:
+    """`inv push`: the named images (or every available one) and the bases they need, to `registry`
+    (default factory.registry), on every target platform.
+
+    The default platform alone: each image under its build's tags and its `inputs-<hash>` cache tag.
+    Several platforms (or a foreign one): each platform's variant under `<version>-<arch>`, then one
+    manifest list per plain tag (see manifest_list.py).
+    """
+    from ..cli.commands import plan_for  # planning reads the engine (docker SDK); commands imports this module
+
+    out = out or console
+    started = time.monotonic()
+    chosen = settings.target_platforms
+    as_lists = chosen != (DEFAULT_PLATFORM,)
+    target = settings.registry if registry is None else registry.strip()
+    catalog = catalog_mod.discover(settings)
+    if not names and catalog.broken:
+        # "Everything" includes directories that cannot even be built: say so rather than skip them.
+        raise ConfigError(f"cannot push everything: {', '.join(sorted(catalog.broken))} cannot be built",
+                          "fix those directories, or name the connectors to push with -c")
+    # "Everything" is what `inv build-connectors` builds: unavailable connectors have no image to push.
+    targets = catalog.resolve(names) if names else [spec.name for spec in catalog if not spec.unavailable]
+    plans, api = [], None
+    for platform in chosen:
+        usable, _ = _platform_targets(catalog, targets, platform, settings)
+        plan, api, _ = plan_for(settings, catalog, usable, platform=platform)
+        plans.append(plan)
+    jobs = []  # (variants of one image, repository, tags)
+    for items in group(plans).values():
+        tags = [t for t in plain_tags(items) if latest or t != "latest"] if as_lists else publish_tags(items[0], latest)
+        jobs.append((items, target_repository(settings, target, items[0].spec.image_name), tags))
+    credentials = read_credentials(target, username=username, password_file=password_file)
+    report_path = settings.output_path / "reports" / "push-latest.json"
+    extra = {"registry": display_host(target), "auth": credentials.describe() if credentials else "anonymous",
+             "dry_run": dry_run, **({"platforms": [p.name for p in chosen]} if as_lists else {})}
+    kind = f" (manifest lists of {', '.join(map(str, chosen))})" if as_lists else ""
+
+    if dry_run:
+        results = [_would_push(items, repository, tags, as_lists) for items, repository, tags in jobs]
+        out.print(push_table(results, f"Would push to {display_host(target)}{kind} (dry run; nothing pushed)"))
+        require_verified([item for plan in plans for item in plan], "push")
+        return 0
+
+    require_verified([item for plan in plans for item in plan], "push")
+    results: list[PushResult] = []
+    out.print(f"Pushing {len(jobs)} image(s){' for ' + ', '.join(map(str, chosen)) if as_lists else ''} to "
+              f"{display_host(target)} as {credentials.describe() if credentials else 'anonymous'}.")
+    try:
+        pusher = connect(api, target, credentials, out)
+    except FactoryError:
+        results = [_not_pushed(items, repository, tags, "registry check failed") for items, repository, tags in jobs]
+        write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
+        raise
+    index_pusher = IndexPusher(pusher, out)
+    stopped_by: PushResult | None = None
+    for items, repository, tags in jobs:
+        if stopped_by:
+            results.append(_not_pushed(items, repository, tags, f"stopped after {stopped_by.name} failed"))
+            continue
+        results.append(index_pusher.push_image(items, repository, tags) if as_lists
+                       else pusher.push_image(items[0], repository, tags))
+        if stops_the_run(results[-1]):
+            stopped_by = results[-1]
+    out.print(push_table(results, f"Pushed to {display_host(target)}{kind}"))
+    report = write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
+    out.print(f"Report: {report}")
+    bad = [r for r in results if r.result in (FAILED, NOT_PUSHED)]
+    if bad:
+        good = [r.name for r in results if r.result in (PUSHED, PRESENT)]
+        first = next((r for r in bad if r.result == FAILED), bad[0])
+        raise FactoryError(
+            f"{len(bad)} of {len(results)} image(s) not pushed ({', '.join(r.name for r in bad)}): "
+            f"{first.name}: {first.reason}",
+            f"pushed: {', '.join(good) if good else 'none'}; details in {report}",
+        )
+    return 0
+
+
+def _platform_targets(catalog, targets: list[str], platform: Platform, settings: Settings) -> tuple[list, list]:
+    from ..cli.commands import platform_targets  # the command layer owns it today; see _platform_targets' callers
+
+    return platform_targets(catalog, targets, platform, settings)
+
+
+def _would_push(items: list[PlanItem], repository: str, tags: list[str], as_list: bool) -> PushResult:
+    """--dry-run: what would be pushed, or why an image would be refused."""
+    stale = [item for item in items if item.state != UP_TO_DATE]
+    where = (lambda item: f"{item.platform} ") if as_list else (lambda item: "")
+    reason = "; ".join(f"{where(i)}{i.state}: {i.reason}" for i in stale)
+    if not reason and as_list:
+        reason = "manifest list of " + ", ".join(str(i.platform) for i in items)
+    return PushResult(items[0].name, items[0].ref, repository, REFUSED if stale else WOULD_PUSH, tags=tags,
+                      image_id=",".join(i.current.id for i in items if i.current), reason=reason)
+
+
+def connect(api, target: str, credentials: Credentials | None, out: Console) -> Pusher:
+    """A Pusher for a registry that answered and took the credentials; else FactoryError "nothing was pushed"."""
+    redact = Redactor(credentials.secrets if credentials else [])
+    try:
+        registry_client = RegistryClient(target, credentials,
+                                         insecure=is_insecure(target, api.info().get("RegistryConfig")))
+        with_retries(registry_client.ping, on_retry=lambda tries, delay, exc: out.print(
+            f"[yellow]{escape(redact(exc.message))}; try {tries + 1} in {delay:.0f}s[/]"))
+    except FactoryError as exc:
+        raise FactoryError(f"nothing was pushed: {redact(exc.message)}",
+                           exc.hint or f"check that {display_host(target)} is up and --registry is right") from None
+    return Pusher(api, registry_client, credentials, redact=redact, out=out)
+
+
+def repository_on(registry: str, repository: str) -> str:
+    """The same repository path on another registry: `old-host/ns/image` or `ns/image` -> `registry/ns/image`."""
+    first, _, rest = repository.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        repository = rest  # drop the registry it was built for
+    host = canonical_host(registry)
+    return repository if host == DOCKER_HUB else f"{host}/{repository}"
+
+
+def _not_pushed(items: list[PlanItem], repository: str, tags: list[str], reason: str) -> PushResult:
+    return PushResult(items[0].name, items[0].ref, repository, NOT_PUSHED, tags=tags,
+                      image_id=",".join(i.current.id for i in items if i.current), reason=reason,
+                      tag_results=[TagResult(tag, f"{repository}:{tag}", NOT_PUSHED) for tag in tags])
+
+
+def push_table(results: list[PushResult], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("image", "tags", "digest", "result"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        outcome = result.result.styled(result.reason)
+        table.add_row(result.repository, ", ".join(result.tags), result.digest or "-", outcome)
+    return table

@@ -1,0 +1,139 @@
+"""The package's layers, read from its imports (all of them, including those inside functions).
+
+model <- engine <- workflows <- cli: a module imports from its own layer or a layer to its left, and the
+foundations (the package's top-level modules) from anywhere; no import cycle between modules; an import
+inside a function is the exception (a heavy or optional import) and says why in a comment.
+"""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+import io
+import tokenize
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "ingestion_factory"
+LAYERS = ("model", "engine", "workflows", "cli")  # left to right: each may import the ones before it
+DATA = ("resources",)  # files read as text (run inside images), imported by no module
+MAX_LOCAL_IMPORTS = 14
+
+
+@dataclass(frozen=True)
+class Import:
+    importer: str  # dotted module name
+    target: str  # dotted module name (a module, or a package's __init__)
+    line: int
+    local: bool  # inside a function
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def imports_of(path: Path) -> list[Import]:
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
+    local_nodes = {id(node) for function in ast.walk(tree) if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   for node in ast.walk(function)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE.name]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{base}.{node.module}" if node.module else base
+            elif (node.module or "").split(".")[0] == PACKAGE.name:
+                base = node.module
+            else:
+                continue
+            # `from .pkg import module` imports the module; `from .module import name` the module itself
+            targets = [f"{base}.{alias.name}" if is_module(f"{base}.{alias.name}") else base for alias in node.names]
+        else:
+            continue
+        found += [Import(name, target, node.lineno, id(node) in local_nodes) for target in dict.fromkeys(targets)]
+    return found
+
+
+def all_imports() -> list[Import]:
+    return [item for path in sorted(PACKAGE.rglob("*.py")) for item in imports_of(path)]
+
+
+def layer(module: str) -> int:
+    """-1 for a foundation (a top-level module, or the package itself), else the index in LAYERS (data: past them all,
+    so no module may import it)."""
+    parts = module.split(".")
+    if len(parts) == 1 or (len(parts) == 2 and (PACKAGE / f"{parts[1]}.py").is_file()):
+        return -1
+    return LAYERS.index(parts[1]) if parts[1] in LAYERS else len(LAYERS)
+
+
+def against_layers(imports: list[Import]) -> list[str]:
+    return [f"{i.importer} (line {i.line}) imports {i.target}" for i in imports
+            if layer(i.target) > layer(i.importer)]
+
+
+def cycle(imports: list[Import]) -> list[str]:
+    graph: dict[str, set[str]] = {}
+    for item in imports:
+        if item.target != item.importer:
+            graph.setdefault(item.importer, set()).add(item.target)
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as error:
+        return list(error.args[1])
+    return []
+
+
+def comment_lines(path: Path) -> set[int]:
+    tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+    return {token.start[0] for token in tokens if token.type == tokenize.COMMENT}
+
+
+def local_imports() -> list[tuple[Import, bool]]:
+    """Each in-function internal import statement, and whether a comment on its line or the one before says why."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        comments = comment_lines(path)
+        lines = {}
+        for item in imports_of(path):
+            if item.local:
+                lines.setdefault(item.line, item)
+        found += [(item, bool({line, line - 1} & comments)) for line, item in lines.items()]
+    return found
+
+
+def test_the_layers_are_the_packages_subpackages():
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert subpackages == set(LAYERS) | set(DATA)
+
+
+def test_no_import_goes_against_the_layers():
+    assert against_layers(all_imports()) == []
+
+
+def test_no_import_cycle():
+    assert cycle(all_imports()) == []
+
+
+def test_imports_inside_functions_are_few_and_say_why():
+    found = local_imports()
+    assert len(found) <= MAX_LOCAL_IMPORTS, [f"{i.importer}:{i.line}" for i, _ in found]
+    assert [f"{i.importer}:{i.line} imports {i.target}" for i, commented in found if not commented] == []
+
+
+def test_the_checks_see_a_back_import_and_a_cycle(tmp_path):
+    """The rule itself: a model module importing the cli is reported, and so is a two-module loop."""
+    back = Import("ingestion_factory.model.plan", "ingestion_factory.cli.commands", 1, False)
+    forth = Import("ingestion_factory.cli.commands", "ingestion_factory.model.plan", 1, False)
+    assert against_layers([back, forth]) == ["ingestion_factory.model.plan (line 1) imports ingestion_factory.cli.commands"]
+    assert set(cycle([back, forth])) == {back.importer, forth.importer}
