@@ -20,12 +20,13 @@ fail() {
 }
 
 # --- Docker ---------------------------------------------------------------------------------------
-command -v docker >/dev/null 2>&1 \
-    || fail "Docker is not installed." \
-            "install Docker Engine (https://docs.docker.com/engine/install/, or 'sudo apt install docker.io'), start it, and run this again."
-if ! docker info >/dev/null 2>&1; then
-    fail "cannot reach a Docker daemon${DOCKER_HOST:+ at $DOCKER_HOST}." \
-         "start it ('sudo systemctl start docker', or 'sudo dockerd &' without systemd), make sure you may use it ('sudo usermod -aG docker \$USER', then log in again), and run this again."
+# No engine, or none that answers: the set-up script's engine part installs and starts one (as root on
+# Debian/Ubuntu, printing each step), or prints the exact commands that would.
+if ! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then
+    echo "No usable Docker engine${DOCKER_HOST:+ at $DOCKER_HOST}; setting one up: scripts/provision.sh --engine-only" >&2
+    scripts/provision.sh --engine-only >&2 \
+        || fail "no Docker engine to build and run the demo with." \
+                "run the commands above (or 'sudo scripts/provision.sh --engine-only'), then ./run_local_docker.sh again."
 fi
 
 # --- the tool's Python environment ------------------------------------------------------------------

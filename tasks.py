@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from ingestion_factory import settings as settings_mod
+from ingestion_factory import interrupts, run_lock, settings as settings_mod
 from ingestion_factory.cli import commands
 from ingestion_factory.errors import ConfigError, FactoryError
 
@@ -33,6 +34,17 @@ SETTINGS_HELP = {
 }
 
 
+NO_WAIT_HELP = ("Exit 2 at once when another run holds this output directory and namespace "
+                "(default: wait for it, saying which process it is).")
+
+
+def _one_run(settings, no_wait):
+    """The lock that keeps a second writing run in this output directory and namespace out until the first ends."""
+    command = "inv " + " ".join(sys.argv[1:]) if sys.argv[1:] else "inv"
+    return run_lock.held(settings.output_path, settings.namespace, command, wait=not no_wait,
+                         notify=lambda text: commands.console.print(text, markup=False, highlight=False))
+
+
 PLATFORM_HELP = ("Platform to build for (repeatable: linux/amd64, linux/arm64; default: factory.platforms). "
                  "Foreign platforms need QEMU: see docs/arm64.md.")
 
@@ -43,11 +55,12 @@ def reports_errors(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
-            status = function(*args, **kwargs)
+            with interrupts.terminate_as_interrupt():
+                status = function(*args, **kwargs)
         except FactoryError as exc:
             raise Exit(exc.render(), code=exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise Exit("interrupted", code=130) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM: 143 (interrupts.py)
+            raise Exit(f"interrupted by {interrupts.signal_name(exc)}", code=interrupts.exit_code(exc)) from None
         if status:
             raise Exit(code=status)
 
@@ -63,19 +76,22 @@ def reports_errors(function):
     "cache_from": "Registry host[:port] to pull the base from instead of building it, when it holds its "
                   "inputs' tag (default: factory.cache_from).",
     "platform": PLATFORM_HELP,
+    "no_wait": NO_WAIT_HELP,
     **SETTINGS_HELP,
 }, iterable=["framework", "platform"])
 @reports_errors
 def build_base(c, framework=None, version=None, force=False, no_cache=False, plan=False, namespace=None,
-               registry=None, python_image=None, tag=None, ca_bundle=None, cache_from=None, platform=None):
+               registry=None, python_image=None, tag=None, ca_bundle=None, cache_from=None, platform=None,
+               no_wait=False):
     """Build the base image (framework + runtime/main.py) of a framework family."""
     if version and len(framework or []) > 1:
         raise ConfigError("--version goes with at most one --framework")
     settings = _settings(c, framework_version=version, framework=(framework or [None])[0], namespace=namespace,
                          registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
                          cache_from=cache_from, platforms=platform or None)
-    return commands.build(settings, base_only=True, frameworks=framework or None, force=force,
-                          no_cache=no_cache, plan_only=plan)
+    with _one_run(settings, no_wait):
+        return commands.build(settings, base_only=True, frameworks=framework or None, force=force,
+                              no_cache=no_cache, plan_only=plan)
 
 
 @task(help={
@@ -91,18 +107,20 @@ def build_base(c, framework=None, version=None, force=False, no_cache=False, pla
     "shard": "Build only shard K of N of the connectors (e.g. 2/4), a stable share by name; their parents "
              "come from --cache-from when there, else are built.",
     "platform": PLATFORM_HELP,
+    "no_wait": NO_WAIT_HELP,
     **SETTINGS_HELP,
 }, iterable=["connector", "platform"])
 @reports_errors
 def build_connectors(c, connector=None, jobs=None, force=False, fail_fast=False, plan=False, no_cache=False,
                      framework_version=None, namespace=None, registry=None, python_image=None, tag=None,
-                     ca_bundle=None, cache_from=None, shard=None, platform=None):
+                     ca_bundle=None, cache_from=None, shard=None, platform=None, no_wait=False):
     """Build one ingestion-connector-<name> image per directory in images/connectors/."""
     settings = _settings(c, framework_version=framework_version, jobs=jobs, namespace=namespace,
                          registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
                          cache_from=cache_from, platforms=platform or None)
-    return commands.build(settings, connector or None, force=force, fail_fast=fail_fast, plan_only=plan,
-                          no_cache=no_cache, shard=shard)
+    with _one_run(settings, no_wait):
+        return commands.build(settings, connector or None, force=force, fail_fast=fail_fast, plan_only=plan,
+                              no_cache=no_cache, shard=shard)
 
 
 @task(name="list", help={
@@ -121,11 +139,14 @@ def list_(c, json=False, matrix=None, platform=None):
     "framework": "Framework whose sources to derive (repeatable; default: every declared framework).",
     "prune": "Delete directories of sources the framework no longer has (only those nobody edited).",
     "check": "Change nothing; exit 1 when images/connectors/ differs from what the frameworks say.",
+    "no_wait": NO_WAIT_HELP,
 }, iterable=["framework"])
 @reports_errors
-def catalog(c, framework=None, prune=False, check=False):
+def catalog(c, framework=None, prune=False, check=False, no_wait=False):
     """Write images/connectors/<name>/ for every source the frameworks ship, read from their base images."""
-    return commands.catalog(_settings(c), framework or None, prune=prune, check=check)
+    settings = _settings(c)
+    with _one_run(settings, no_wait):
+        return commands.catalog(settings, framework or None, prune=prune, check=check)
 
 
 @task(help={
@@ -136,12 +157,15 @@ def catalog(c, framework=None, prune=False, check=False):
                        "that holds it.",
     "check": "Change nothing; exit 1 naming each lock that no longer matches its inputs (no index is asked).",
     "jobs": "Locks resolved at the same time (default: factory.jobs).",
+    "no_wait": NO_WAIT_HELP,
 }, iterable=["connector", "upgrade_package"])
 @reports_errors
-def lock(c, connector=None, upgrade=False, upgrade_package=None, check=False, jobs=None):
+def lock(c, connector=None, upgrade=False, upgrade_package=None, check=False, jobs=None, no_wait=False):
     """Write requirements.lock for every image: its complete package set, with hashes (uv pip compile)."""
-    return commands.lock(_settings(c, jobs=jobs), connector or None, upgrade=upgrade,
-                         upgrade_packages=upgrade_package or None, check=check)
+    settings = _settings(c, jobs=jobs)
+    with _one_run(settings, no_wait):
+        return commands.lock(settings, connector or None, upgrade=upgrade,
+                             upgrade_packages=upgrade_package or None, check=check)
 
 
 @task(help={
@@ -175,15 +199,18 @@ def python_image(c, force=False, platform=None):
     "password_file": "File holding the registry password, '-' for stdin "
                      "(or env FACTORY_REGISTRY_PASSWORD / FACTORY_REGISTRY_PASSWORD_FILE).",
     "platform": PLATFORM_HELP + " With several, each tag becomes a manifest list of all of them.",
+    "no_wait": NO_WAIT_HELP,
 }, iterable=["connector", "platform"])
 @reports_errors
 def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False, username=None, password_file=None,
-         platform=None):
+         platform=None, no_wait=False):
     """Push verified, current images with the tags the build gave them; read back and report their digests."""
     from ingestion_factory.workflows import push as push_mod
 
-    return push_mod.push(_settings(c, tag=tag, platforms=platform or None), connector or None, registry=registry, latest=latest,
-                         dry_run=dry_run, username=username, password_file=password_file)
+    settings = _settings(c, tag=tag, platforms=platform or None)
+    with _one_run(settings, no_wait):
+        return push_mod.push(settings, connector or None, registry=registry, latest=latest,
+                             dry_run=dry_run, username=username, password_file=password_file)
 
 
 @task(help={
@@ -247,14 +274,17 @@ def bundle(c, output, connector=None, tag=None):
     "username": "Mirror registry user (or env FACTORY_REGISTRY_USERNAME; default: the `docker login` entry).",
     "password_file": "File holding the mirror's password, '-' for stdin "
                      "(or env FACTORY_REGISTRY_PASSWORD / FACTORY_REGISTRY_PASSWORD_FILE).",
+    "no_wait": NO_WAIT_HELP,
 })
 @reports_errors
-def unbundle(c, file, push=None, username=None, password_file=None):
+def unbundle(c, file, push=None, username=None, password_file=None, no_wait=False):
     """Load a bundle: checksum, image IDs and smoke tests first; only then tag (and optionally push) the images."""
     from ingestion_factory.workflows import bundle as bundle_mod
 
-    return bundle_mod.unbundle(_settings(c), Path(file), push_to=push, username=username,
-                               password_file=password_file, console=commands.console)
+    settings = _settings(c)
+    with _one_run(settings, no_wait):
+        return bundle_mod.unbundle(settings, Path(file), push_to=push, username=username,
+                                   password_file=password_file, console=commands.console)
 
 
 ns = Collection(build_base, build_connectors, catalog, lock, sbom, list_, python_image, push, run_local, bench,

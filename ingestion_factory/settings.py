@@ -7,6 +7,8 @@ mapping into a typed, validated object.
 
 from __future__ import annotations
 
+import math
+
 import os
 import re
 import subprocess
@@ -84,6 +86,10 @@ class Settings:
     # How a foreign platform's packages are installed: "cross" (the build platform installs that
     # platform's wheels), "emulated" (pip/uv run under QEMU), "auto" (cross unless a package lacks a wheel).
     foreign_install: str = "auto"
+    # Seconds one image's build may take, and may go without printing a line (a stalled download);
+    # the failure names which one fired. 0 turns one off.
+    build_timeout: float = 3600
+    build_no_output_timeout: float = 900
 
     @property
     def target_platforms(self):
@@ -183,13 +189,17 @@ def load(mapping: Mapping[str, Any], root: Path) -> Settings:
     if jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
     data["jobs"] = jobs
+    for key in TIMEOUT_SETTINGS:
+        if key in data:
+            data[key] = _seconds(key, data[key])
     if "platforms" in data:
         data["platforms"] = _platform_names(data["platforms"])
     if str(data.get("foreign_install", "auto")) not in FOREIGN_INSTALLS:
         raise ConfigError(f"foreign_install must be one of {', '.join(FOREIGN_INSTALLS)}, "
                           f"got {data['foreign_install']!r}")
     settings = Settings(root=root, frameworks=frameworks,
-                        **{k: str(v) if k not in ("jobs", "platforms") else v for k, v in data.items()})
+                        **{k: str(v) if k not in ("jobs", "platforms", *TIMEOUT_SETTINGS) else v
+                           for k, v in data.items()})
     if not frameworks:
         raise ConfigError(f"no frameworks declared under [tool.{PYPROJECT_TABLE}.frameworks]")
     settings.framework_named(settings.framework)
@@ -197,6 +207,17 @@ def load(mapping: Mapping[str, Any], root: Path) -> Settings:
 
 
 FOREIGN_INSTALLS = ("auto", "cross", "emulated")
+TIMEOUT_SETTINGS = ("build_timeout", "build_no_output_timeout")
+
+
+def _seconds(key: str, value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"{key} must be a finite number of seconds (0: no limit), got {value!r}")
+    return seconds
 
 
 def _platform_names(value: Any) -> tuple[str, ...]:

@@ -16,8 +16,10 @@ Configuration (exactly one of)
     --config PATH              a file, typically a mounted volume or secret
     env config_file / CONFIG_FILE   the same, for orchestrators that only set env
 
-    At most 4 MiB of UTF-8, nested at most 100 levels, and no YAML aliases
-    (`*name`): anything else is exit 2, so no config can hang the container.
+    At most 4 MiB of UTF-8, 100,000 YAML values, nested at most 100 levels,
+    and no YAML aliases (`*name`); JSON data only (no YAML dates, !!binary,
+    !!set, no integer over 4300 digits): anything else is exit 2 with its
+    position, so no config can hang or crash the container.
 
     Keep secrets in a mounted file, not in env `config`: environment variables
     are shown by `docker inspect`, in Airflow's rendered task fields and UI, and
@@ -39,8 +41,9 @@ Environment baked into images
     INGESTION_CONNECTOR        the source type the image carries (checked by --check)
     INGESTION_CHECK_MODULES    comma-separated modules --check must import
 Tunables
-    INGESTION_SERVER_TIMEOUT   seconds to wait for the server to answer the probe (default 5)
-    INGESTION_STOP_GRACE       seconds a stop signal leaves the workflow to wind down (default 6)
+    INGESTION_SERVER_TIMEOUT   seconds to wait for the server to answer the probe (default 5, at most 3600)
+    INGESTION_STOP_GRACE       seconds a stop signal leaves the workflow to wind down (default 6, 1 to 3600)
+    Either one not a finite number in its range is exit 2 before anything runs.
     INGESTION_TERMINATION_LOG  where the failure reason goes (default /dev/termination-log, if writable)
 
 Exit codes
@@ -62,12 +65,20 @@ Output
 
 from __future__ import annotations
 
+import os
+import signal
+
+if __name__ == "__main__":
+    # Until main() installs its handlers (the imports below take a while), a stop
+    # still ends the process 143, never in a KeyboardInterrupt traceback (exit 1).
+    for _signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(_signum, lambda _signum, _frame: os._exit(143))
+
 import _thread
 import argparse
 import json
 import logging
-import os
-import signal
+import math
 import socket
 import ssl
 import sys
@@ -100,6 +111,8 @@ STATUS_BY_EXIT_CODE = {
 }
 
 DEFAULT_SERVER_TIMEOUT_S = 5.0
+# An hour is beyond any sensible wait; beyond it (and inf, nan) timers and joins misbehave.
+MAX_SETTING_S = 3600.0
 # Docker sends SIGKILL 10 s after SIGTERM; leave room for the summary and exit.
 DEFAULT_STOP_GRACE_S = 6.0
 # After the grace period, how long writing the summary may take before the process exits without it.
@@ -249,7 +262,10 @@ class StopSignals:
     def __init__(self, on_deadline: Callable[[str], None], grace_s: float = DEFAULT_STOP_GRACE_S) -> None:
         self.grace_s = grace_s
         self._on_deadline = on_deadline
-        self._shielded = False
+        # Shielded until main() is inside the try that turns StopRequested into exit 143: a stop
+        # before that is only recorded (the summary still says `stopped`), never raised where
+        # nothing catches it.
+        self._shielded = True
         self._interrupted = False
         self._lost = threading.Event()
         self._lock = threading.Lock()
@@ -282,6 +298,13 @@ class StopSignals:
     def shield(self) -> None:
         """From here on (cleanup and summary) a signal must not interrupt."""
         self._shielded = True
+
+    def unshield(self) -> None:
+        """From here on a stop signal interrupts the main thread (StopRequested), once."""
+        self._shielded = False
+        if self.received is not None and not self._interrupted:  # one came while shielded
+            self._interrupted = True
+            raise StopRequested(self.reason)
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self._start_watchdog(signum)
@@ -391,7 +414,10 @@ def describe_connection_error(error: Any, timeout_s: float) -> str:
 # -------------------------------------------------------------------- modes
 
 
-def seconds_from_env(env: Mapping[str, str], name: str, default: float) -> float:
+def seconds_from_env(
+    env: Mapping[str, str], name: str, default: float, least: float = 0.0, most: float = MAX_SETTING_S
+) -> float:
+    """A number of seconds from the environment: finite, above `least` (or equal when it is not 0), at most `most`."""
     raw = env.get(name)
     if not raw:
         return default
@@ -399,9 +425,19 @@ def seconds_from_env(env: Mapping[str, str], name: str, default: float) -> float
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive")
+    too_small = value <= 0 if least == 0 else value < least
+    if not math.isfinite(value) or too_small or value > most:
+        lower = "more than 0" if least == 0 else f"at least {least:g}"
+        raise ConfigError(f"{name}={raw!r} must be a finite number of seconds, {lower} and at most {most:g}")
     return value
+
+
+def server_timeout(env: Mapping[str, str]) -> float:
+    return seconds_from_env(env, "INGESTION_SERVER_TIMEOUT", DEFAULT_SERVER_TIMEOUT_S)
+
+
+def stop_grace(env: Mapping[str, str]) -> float:
+    return seconds_from_env(env, "INGESTION_STOP_GRACE", DEFAULT_STOP_GRACE_S, least=1.0)
 
 
 def run_checks(adapter: FrameworkAdapter, env: Mapping[str, str], out: TextIO) -> Outcome:
@@ -490,11 +526,7 @@ def execute(
             return Outcome(EXIT_SUCCESS)
         server = adapter.server_url(config)
         if server:
-            probe_server(
-                server,
-                adapter.server_label,
-                seconds_from_env(env, "INGESTION_SERVER_TIMEOUT", DEFAULT_SERVER_TIMEOUT_S),
-            )
+            probe_server(server, adapter.server_label, server_timeout(env))
         return run_workflow(adapter, config, stop_signals)
     except ConfigError as exc:
         logger.error("invalid configuration: %s", exc)
@@ -616,15 +648,26 @@ def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] 
         mode = "check" if args.check else "validate" if args.validate else "run"
         stop_signals = StopSignals(lambda reason: exit_now(reporter.emit(Outcome(EXIT_STOPPED, reason=reason))))
         reporter = Reporter(out, env, mode, started, redactor, stop_reason=lambda: stop_signals.reason)
+        try:  # settings first: a bad one is exit 2 before anything runs
+            stop_signals.grace_s = stop_grace(env)
+            server_timeout(env)
+        except ConfigError as exc:
+            logger.error("invalid configuration: %s", exc)
+            return reporter.emit(Outcome(EXIT_CONFIG_ERROR, reason=f"invalid configuration: {exc}"))
         with stop_signals.installed():
+            # The handlers start shielded; the stop that unshield() or any later instant raises
+            # is caught by one of the two handlers below, wherever it lands.
             try:
-                stop_signals.grace_s = seconds_from_env(env, "INGESTION_STOP_GRACE", DEFAULT_STOP_GRACE_S)
-                outcome = execute(args, env, redactor, stop_signals, reporter, out)
+                try:
+                    stop_signals.unshield()
+                    outcome = execute(args, env, redactor, stop_signals, reporter, out)
+                except ConfigError as exc:
+                    outcome = Outcome(EXIT_CONFIG_ERROR, reason=f"invalid configuration: {exc}")
+                finally:
+                    stop_signals.shield()
             except StopRequested as exc:  # a signal in the instant around execute()
+                stop_signals.shield()
                 outcome = Outcome(EXIT_STOPPED, reason=str(exc))
-            except ConfigError as exc:
-                outcome = Outcome(EXIT_CONFIG_ERROR, reason=f"invalid configuration: {exc}")
-            stop_signals.shield()
             return reporter.emit(outcome)
 
 

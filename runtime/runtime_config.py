@@ -8,9 +8,12 @@ Two ways in, never both at once:
   (``CONFIG_FILE`` works too) - meant for a mounted volume or secret.
 
 Parsing is bounded, so no config can hang or crash the container (exit 2 and
-one line saying why instead): at most MAX_CONFIG_BYTES of UTF-8 text, nested at
-most MAX_CONFIG_DEPTH levels, and no YAML aliases, because a handful of them can
-expand a 20-line document into billions of values ("billion laughs").
+one line saying why instead): at most MAX_CONFIG_BYTES of UTF-8 text, at most
+MAX_YAML_NODES YAML values, nested at most MAX_CONFIG_DEPTH levels, and no YAML
+aliases, because a handful of them can expand a 20-line document into billions
+of values ("billion laughs"). A config is JSON data, YAML only another spelling
+of it: YAML-only types (dates, !!binary, !!set) and integers Python refuses to
+convert (more than 4300 digits) are refused with their position.
 
 Stdlib only (PyYAML when importable): this module runs inside every image and
 must not depend on the build tool. The build tool reads configs with it too.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -44,6 +48,16 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # Workflow configs are about ten levels deep; the bound keeps every recursive
 # walk of the document (parsers, validation, redaction) far from Python's limit.
 MAX_CONFIG_DEPTH = 100
+# Each YAML value costs about 9 microseconds and 0.4 KiB to compose and construct even
+# with libyaml (measured: 200,000 values in 1.9 s and 86 MiB on a busy 2-core host),
+# so a 4 MiB file of one-character list items (over a million values) would take
+# 20 s and 400 MiB. This bound keeps any YAML config, accepted or refused, under
+# 1.5 s and 150 MiB (measured in the base image), half the 3 s / 300 MiB budget;
+# real configs have a few hundred values, a 20,000-table filter list 20,000.
+MAX_YAML_NODES = 100_000
+# Without libyaml (an image whose PyYAML came without its C extension) the
+# pure-Python parser is about ten times slower, so it gets a tenth of the size.
+MAX_PURE_PYTHON_YAML_BYTES = MAX_CONFIG_BYTES // 10
 
 
 class ConfigError(Exception):
@@ -175,6 +189,8 @@ def _parse_json(config: ConfigText) -> Any:
         raise ConfigError(
             f"config from {config.origin} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except ValueError as exc:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise ConfigError(f"config from {config.origin} is not valid JSON: {exc}") from None
 
 
 def _parse_yaml(config: ConfigText) -> Any:
@@ -183,15 +199,86 @@ def _parse_yaml(config: ConfigText) -> Any:
             f"config from {config.origin} is not JSON, and YAML needs PyYAML, "
             "which this image lacks; pass the config as JSON"
         )
-    try:
-        return yaml.load(config.text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
-    except _AliasFound as found:
+    if not _HAS_LIBYAML and len(config.text) > MAX_PURE_PYTHON_YAML_BYTES:
         raise ConfigError(
-            f"config from {config.origin} uses the YAML alias *{found.anchor} ({_position(found.mark)}); aliases are "
-            "refused because a few of them can expand a short config without bound: write the repeated part out"
-        ) from None
+            f"config from {config.origin} is YAML larger than {MAX_PURE_PYTHON_YAML_BYTES // 1024} KiB, and this "
+            "image's PyYAML lacks libyaml to parse that in bounded time; pass the config as JSON"
+        )
+    # Every explicitly tagged value skips the resolver, where values are counted; each needs a `!`.
+    budget = MAX_YAML_NODES - config.text.count("!")
+    if budget < 0:
+        raise _too_many_values(config)
+    loader = _BoundedLoader(config.text)
+    loader.budget = budget
+    try:
+        root = loader.get_single_node()  # composed in C: aliases are not expanded yet, only shared
+        if root is None:
+            return None
+        _refuse_shared_nodes(root, config)
+        return loader.construct_document(root)
+    except _TooManyValues:
+        raise _too_many_values(config) from None
+    except _NotJsonData as refused:
+        raise ConfigError(f"config from {config.origin} {refused.what} ({_position(refused.mark)}): {refused.hint}") from None
     except yaml.YAMLError as exc:
+        if "maximum nesting depth" in str(exc):  # libyaml's own bound (1000 levels)
+            raise _too_deep(config) from None
         raise ConfigError(f"config from {config.origin} is not valid YAML: {_yaml_problem(exc)}") from None
+    finally:
+        loader.dispose()
+
+
+def _refuse_shared_nodes(root: Any, config: ConfigText) -> None:
+    """Refuse the first alias, and a nesting deeper than MAX_CONFIG_DEPTH, before anything is constructed.
+
+    An alias composes to the very node its anchor named, so a node reached twice
+    is one. Walked in document order, without recursion: the first repeat is
+    the first alias.
+    """
+    seen = set()
+    pending = [(root, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if id(node) in seen:
+            raise _alias_error(node, config)
+        seen.add(id(node))
+        if depth > MAX_CONFIG_DEPTH:
+            raise _too_deep(config)
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            continue
+        pending.extend((child, depth + 1) for child in reversed(children))
+
+
+def _alias_error(node: Any, config: ConfigText) -> ConfigError:
+    # Composed nodes keep no anchor name: read it at the anchored node's start, then find its first use.
+    lines = config.text.split("\n")
+    mark = node.start_mark
+    anchored = lines[mark.line][mark.column:] if mark.line < len(lines) else ""
+    name = re.match(r"&([^\s,\[\]{}]+)", anchored)
+    where = ""
+    if name:
+        offset = sum(len(line) + 1 for line in lines[: mark.line]) + mark.column + len(name.group(0))
+        use = re.compile(r"\*" + re.escape(name.group(1)) + r"(?![^\s,\[\]{}])").search(config.text, offset)
+        if use:
+            line = config.text.count("\n", 0, use.start())
+            column = use.start() - (config.text.rfind("\n", 0, use.start()) + 1)
+            where = f" ({_position_of(line, column)})"
+    alias = f"*{name.group(1)}" if name else f"alias of the value at {_position(mark)}"
+    return ConfigError(
+        f"config from {config.origin} uses the YAML alias {alias}{where}; aliases are refused because a few of "
+        "them can expand a short config without bound: write the repeated part out"
+    )
+
+
+def _too_many_values(config: ConfigText) -> ConfigError:
+    return ConfigError(
+        f"config from {config.origin} has more than {MAX_YAML_NODES:,} YAML values, more than a config "
+        "can need and more than parse in bounded time; pass long lists as JSON or shorten them"
+    )
 
 
 def _yaml_problem(exc: Exception) -> str:
@@ -203,25 +290,63 @@ def _yaml_problem(exc: Exception) -> str:
 
 
 def _position(mark: Any) -> str:
-    return f"line {mark.line + 1}, column {mark.column + 1}"
+    return _position_of(mark.line, mark.column)
 
 
-class _AliasFound(Exception):
-    def __init__(self, event: Any) -> None:
-        super().__init__(event.anchor)
-        self.anchor = event.anchor
-        self.mark = event.start_mark
+def _position_of(line: int, column: int) -> str:
+    return f"line {line + 1}, column {column + 1}"
+
+
+class _TooManyValues(Exception):
+    pass
+
+
+class _NotJsonData(Exception):
+    """A YAML value with no JSON equivalent (raised while constructing, with its position)."""
+
+    def __init__(self, what: str, mark: Any, hint: str) -> None:
+        super().__init__(what)
+        self.what, self.mark, self.hint = what, mark, hint
 
 
 if yaml is not None:
+    _HAS_LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
+    _BaseLoader = yaml.CSafeLoader if _HAS_LIBYAML else yaml.SafeLoader
 
-    class _NoAliasLoader(yaml.SafeLoader):
-        """PyYAML's safe loader, stopping at the first alias before anything expands."""
+    class _BoundedLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+        """PyYAML's safe loader (libyaml's when present) that counts values and builds JSON data only."""
 
-        def compose_node(self, parent: Any, index: Any) -> Any:
-            if self.check_event(yaml.AliasEvent):
-                raise _AliasFound(self.peek_event())
-            return super().compose_node(parent, index)
+        budget = MAX_YAML_NODES
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            # Called for every value without an explicit tag, while composing: stop early, not after.
+            self.budget -= 1
+            if self.budget < 0:
+                raise _TooManyValues()
+            return super().resolve(kind, value, implicit)
+
+        def construct_yaml_int(self, node: Any) -> Any:
+            try:
+                return super().construct_yaml_int(node)
+            except ValueError:
+                raise _NotJsonData(
+                    f"has an integer of {len(node.value)} characters", node.start_mark,
+                    "Python converts at most 4300 digits; quote it to pass it as text"
+                ) from None
+
+        def _refuse(self, node: Any) -> Any:
+            kind = node.tag.rsplit(":", 1)[-1]
+            what = {"timestamp": "a YAML date", "binary": "a YAML !!binary value", "set": "a YAML !!set"}.get(
+                kind, f"a YAML !!{kind} value"
+            )
+            raise _NotJsonData(f"has {what}, which JSON has no equivalent for", node.start_mark,
+                               "a config is JSON data; quote a date to pass it as text, write sets as lists")
+
+    _BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+    for _tag in ("timestamp", "binary", "set", "omap", "pairs"):
+        _BoundedLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _BoundedLoader._refuse)
+else:  # pragma: no cover
+    _HAS_LIBYAML = False
 
 
 def load_config(env: Mapping[str, str], cli_path: Optional[str]) -> dict:

@@ -16,6 +16,7 @@
 #
 #   scripts/provision.sh           set up (./run_tests.sh runs this first; so does CI, through it)
 #   scripts/provision.sh --check   change nothing; list what a set-up would do (exit 1 if anything)
+#   scripts/provision.sh --engine-only   only the Docker engine (docker.io, dockerd): what the demo needs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # dockerd and debootstrap live in sbin, which a non-root PATH may lack.
@@ -23,12 +24,17 @@ PATH="$PATH:/usr/sbin:/sbin"
 started=${EPOCHREALTIME//[!0-9]/}
 
 check=false
+engine_only=false
 case "${1:-}" in
     "") ;;
     --check) check=true ;;
-    -h | --help) sed -n '2,16s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    *) echo "usage: scripts/provision.sh [--check]" >&2; exit 2 ;;
+    --engine-only) engine_only=true ;;
+    -h | --help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) echo "usage: scripts/provision.sh [--check | --engine-only]" >&2; exit 2 ;;
 esac
+# What the set-up is for, in its messages: the tests, or (--engine-only) ./run_local_docker.sh's demo.
+purpose="the tests need" again="./run_tests.sh"
+$engine_only && purpose="the demo needs (a Docker engine)" again="./run_local_docker.sh"
 
 as_root=false
 [ "$(id -u)" = 0 ] && as_root=true
@@ -88,6 +94,7 @@ wait_for() {  # wait_for SECONDS COMMAND...: true as soon as COMMAND succeeds
 # Probed by command, not by dpkg: an engine from Docker's own packages (docker-ce) counts too.
 missing=()
 if ! have docker || ! { engine_up || have dockerd; }; then missing+=(docker.io); fi
+if ! $engine_only; then
 have debootstrap || missing+=(debootstrap)
 if ! have psql || ! { postgres_up || have pg_ctlcluster; }; then missing+=(postgresql); fi
 have docker-registry || missing+=(docker-registry)
@@ -98,6 +105,7 @@ have update-binfmts || missing+=(binfmt-support)
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     have python3 || missing+=(python3)
     missing+=(python3-venv)
+fi
 fi
 
 install_packages() {
@@ -128,7 +136,7 @@ register_qemu() {
         "apt-get install --reinstall qemu-user-static binfmt-support"
 }
 
-if [ ! -e "$binfmt/qemu-aarch64" ] && { have update-binfmts || [[ " ${missing[*]} " == *" binfmt-support "* ]]; }; then
+if ! $engine_only && [ ! -e "$binfmt/qemu-aarch64" ] && { have update-binfmts || [[ " ${missing[*]} " == *" binfmt-support "* ]]; }; then
     fix "register QEMU for aarch64 (binfmt_misc)" \
         "${sudo}mount -t binfmt_misc binfmt_misc $binfmt; ${sudo}update-binfmts --enable qemu-aarch64" \
         register_qemu
@@ -165,6 +173,8 @@ if ! engine_up && have dockerd; then
     fi
 fi
 
+# The rest serves the tests only.
+if ! $engine_only; then
 # --- PostgreSQL (the tests create their own role and database in it) --------------------------------
 start_postgres() {  # start_postgres VERSION CLUSTER [create]
     [ "${3:-}" != create ] || pg_createcluster --port 5432 "$1" "$2" >/dev/null
@@ -239,6 +249,8 @@ if $as_root && engine_up && [ -x "$cache_cli" ]; then
     case "$reclaimed" in ""|0B) ;; *) changed+=("pruned $reclaimed of build cache over ${FACTORY_BUILD_CACHE_LIMIT:-25GB}") ;; esac
 fi
 
+fi
+
 # --- what happened --------------------------------------------------------------------------------
 elapsed() { local us=$((${EPOCHREALTIME//[!0-9]/} - started)); printf '%d.%d s' $((us / 1000000)) $((us / 100000 % 10)); }
 
@@ -251,10 +263,10 @@ if [ "${#todo[@]}" -gt 0 ]; then
         why=""
         $as_root || why=" as $(id -un) (not root)"
         $debian || why="$why on a system without apt-get"
-        echo "error: cannot finish the set-up the tests need$why. Run:" >&2
+        echo "error: cannot finish the set-up $purpose$why. Run:" >&2
         printf '  %s\n' "${todo[@]}" >&2
-        echo "then ./run_tests.sh again." >&2
-        ! $root_would_do || echo "Or all of it at once: sudo scripts/provision.sh" >&2
+        echo "then $again again." >&2
+        ! $root_would_do || echo "Or all of it at once: sudo scripts/provision.sh$($engine_only && echo ' --engine-only')" >&2
     fi
     exit 1
 fi

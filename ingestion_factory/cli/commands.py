@@ -23,6 +23,7 @@ from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
 from ..model import catalog_table
 from ..model import plan as plan_mod
+from .. import interrupts
 from ..model import shard as shard_mod
 from ..model.plan import BLOCKED, Plan, platform_targets, require_buildable
 from ..model.results import BuildStatus, Result, human_size, write_json
@@ -102,7 +103,13 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     warnings: list[str] = []
     # --cache-from serves the default platform's images; another platform's are built (its cache keys differ).
     cache = _open_cache(settings, api, warnings) if todo and settings.cache_from else None
+    interrupted = None
     for plan in plans:
+        if interrupted:
+            results += [Result(item.name, item.ref, BuildStatus.NOT_BUILT,
+                               f"interrupted ({interrupts.signal_name(interrupted)})", platform=plan.platform.name)
+                        for item in plan]
+            continue
         if fail_fast and any(r.result.failed for r in results):
             results += [Result(item.name, item.ref, BuildStatus.NOT_BUILT, "stopped by --fail-fast",
                                platform=plan.platform.name) for item in plan]
@@ -119,13 +126,17 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
                      for r in builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast)]
         _remove_replaced(plan, built, api)
         results += built
+        interrupted = builder.interrupted
     results += skipped + unavailable
     _report_build(settings, results, started=started, built_any=bool(todo),
                   up_to_date=f"All {total} images" + (f" ({', '.join(map(str, chosen))})" if several else "")
                   + " are up to date",
                   extra={**({"platforms": [p.name for p in chosen]} if several else {}),
-                         **_cache_report(settings, cache, results, warnings), **({"shard": shard} if shard else {})},
+                         **_cache_report(settings, cache, results, warnings), **({"shard": shard} if shard else {}),
+                         **({"interrupted": interrupts.signal_name(interrupted)} if interrupted else {})},
                   unavailable=unavailable, skipped=skipped)
+    if interrupted:  # after the report, which says what was done before it
+        raise interrupted
     raise_for_outcome(results, broken, settings.output_path / "logs")
     return 0
 

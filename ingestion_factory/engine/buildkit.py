@@ -9,15 +9,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 from ..errors import DockerUnavailable
-from ..model.failures import StepFailed, read_build_log
+from ..model.failures import Cause, Diagnosis, StepFailed, read_build_log
 
 CLI_CANDIDATES = ("/usr/bin/docker", "docker", "/usr/local/bin/docker")
 PROXY_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
@@ -100,10 +104,82 @@ class BuildRequest:
     # The framework the parent pins, so a resolver clash on it is named as a framework change.
     framework_package: str = ""
     platform: str = ""  # e.g. linux/arm64; empty: the engine's own
+    # Seconds the whole build may take, and may go without printing a line (a stalled download); 0: no limit.
+    timeout_s: float = 0
+    no_output_timeout_s: float = 0
 
 
 class BuildFailed(StepFailed):
     """The build exited non-zero; its diagnosis is read from BuildKit's output."""
+
+
+class BuildInterrupted(StepFailed):
+    """The run was interrupted (end_builds): this build was ended, or never started."""
+
+
+# How long an ended build's docker CLI gets to cancel the build in the engine before it is killed.
+END_GRACE_S = 10.0
+
+
+class _Builds:
+    """The docker build processes of this run, so an interrupt can end every one of them.
+
+    Each runs in a session of its own: a Ctrl-C at the terminal reaches only the factory, which
+    then ends the builds itself (SIGINT: the CLI cancels the build in the engine), and no build
+    can start, finish or be tagged behind its back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._processes: set[subprocess.Popen] = set()
+        self.ended: str | None = None
+
+    def start(self, command: list[str], env: dict) -> subprocess.Popen:
+        with self._lock:
+            if self.ended:
+                raise BuildInterrupted(Diagnosis(Cause.INTERRUPTED, f"not started: {self.ended}"))
+            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       bufsize=1, errors="replace", start_new_session=True)
+            self._processes.add(process)
+            return process
+
+    def forget(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._processes.discard(process)
+
+    def end_all(self, reason: str) -> None:
+        """No build starts from now on; the running ones are cancelled, then killed after END_GRACE_S."""
+        with self._lock:
+            self.ended = reason
+            running = list(self._processes)
+        for process in running:
+            end_process(process)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.ended = None
+
+
+def end_process(process: subprocess.Popen, grace_s: float = END_GRACE_S) -> None:
+    """Cancel a build's process group (SIGINT, what the CLI cancels a build on), then kill what is left."""
+    for signum, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+BUILDS = _Builds()
+
+
+def end_builds(reason: str) -> None:
+    """Interrupt: end every build this process runs, and start none."""
+    BUILDS.end_all(reason)
 
 
 STEP_PATTERN = re.compile(r"^#\d+ \[(?:[\w-]+ )?(\d+)/(\d+)\] (.*)")
@@ -139,8 +215,13 @@ def build(request: BuildRequest, on_progress: Callable[[str], None] | None = Non
             command += ["--label", f"{key}={value}"]
         command.append(str(request.context))
         env = dict(os.environ, DOCKER_BUILDKIT="1", BUILDKIT_PROGRESS="plain")
-        outcome = _stream(command, env, request.log_path, on_progress)
+        outcome = _stream(command, env, request.log_path, on_progress, timeout_s=request.timeout_s,
+                          no_output_timeout_s=request.no_output_timeout_s)
         image_id = iidfile.read_text().strip() if iidfile.exists() else ""
+        if BUILDS.ended:
+            raise BuildInterrupted(Diagnosis(Cause.INTERRUPTED, BUILDS.ended), f"full log: {request.log_path}")
+        if outcome.timed_out:
+            raise BuildFailed(outcome.timed_out, f"full log: {request.log_path}")
         if outcome.returncode != 0 or not image_id:
             raise BuildFailed(read_build_log(outcome.lines, request.framework_package), f"full log: {request.log_path}")
         return image_id
@@ -150,25 +231,71 @@ def build(request: BuildRequest, on_progress: Callable[[str], None] | None = Non
 class _Outcome:
     returncode: int
     lines: list[str]  # all of BuildKit's output: the step that failed may be far from the end
+    timed_out: Diagnosis | None = None  # which timeout ended the build
 
 
-def _stream(command: list[str], env: dict, log_path: Path, on_progress) -> _Outcome:
+def _stream(command: list[str], env: dict, log_path: Path, on_progress, *, timeout_s: float = 0,
+            no_output_timeout_s: float = 0) -> _Outcome:
     lines: list[str] = []
-    with open(log_path, "w") as log:
-        log.write("$ " + " ".join(command) + "\n")
+    # Appended, each run under its own header: two runs (other namespaces share build/logs) never
+    # truncate each other's log, and an earlier failure's log survives the retry.
+    with open(log_path, "a") as log:
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        log.write(f"\n===== {started} pid {os.getpid()} =====\n$ " + " ".join(command) + "\n")
         log.flush()
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            errors="replace",
-        )
-        assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            line = line.rstrip("\n")
-            lines.append(line)
-            if on_progress:
-                match = STEP_PATTERN.match(line)
-                if match:
-                    on_progress(f"step {match.group(1)}/{match.group(2)}: {match.group(3)[:60]}")
-        returncode = process.wait()
-    return _Outcome(returncode, lines)
+        process = BUILDS.start(command, env)
+        watch = _Watch(process, timeout_s, no_output_timeout_s)
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                watch.saw_output()
+                log.write(line)
+                line = line.rstrip("\n")
+                lines.append(line)
+                if on_progress:
+                    match = STEP_PATTERN.match(line)
+                    if match:
+                        on_progress(f"step {match.group(1)}/{match.group(2)}: {match.group(3)[:60]}")
+            returncode = process.wait()
+        finally:
+            watch.stop()
+            if process.poll() is None:  # this thread was interrupted: the build must not go on without us
+                end_process(process)
+            BUILDS.forget(process)
+        if watch.fired:
+            log.write(f"\n{watch.fired.reason}\n")
+    return _Outcome(returncode, lines, watch.fired)
+
+
+class _Watch:
+    """Ends a build that runs longer than its timeout, or prints nothing for longer than its no-output timeout."""
+
+    def __init__(self, process: subprocess.Popen, timeout_s: float, no_output_timeout_s: float) -> None:
+        self.process = process
+        self.timeout_s = timeout_s
+        self.no_output_timeout_s = no_output_timeout_s
+        self.started = self.last_output = time.monotonic()
+        self.fired: Diagnosis | None = None
+        self._stopped = threading.Event()
+        if timeout_s or no_output_timeout_s:
+            threading.Thread(target=self._run, name="build-timeout", daemon=True).start()
+
+    def saw_output(self) -> None:
+        self.last_output = time.monotonic()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(0.5):
+            now = time.monotonic()
+            if self.timeout_s and now - self.started >= self.timeout_s:
+                self.fired = Diagnosis(Cause.BUILD_TIMEOUT, f"the build timeout fired: still running after "
+                                       f"{self.timeout_s:g}s (setting build_timeout)")
+            elif self.no_output_timeout_s and now - self.last_output >= self.no_output_timeout_s:
+                self.fired = Diagnosis(Cause.NO_OUTPUT_TIMEOUT, f"the no-output timeout fired: nothing printed for "
+                                       f"{self.no_output_timeout_s:g}s, a stalled download or step "
+                                       "(setting build_no_output_timeout)")
+            if self.fired:
+                end_process(self.process)
+                return

@@ -21,7 +21,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..errors import ConfigError
+from ..files import is_temporary
 from ..platforms import parse as parse_platform
+from .runtime_modules import runtime_redaction  # the runtime's secret rule: the one its log masking uses
 from ..settings import Framework, Settings
 from .graph import parents_first
 
@@ -38,7 +40,24 @@ IMAGE_PREFIX = "ingestion-connector-"
 CONNECTOR_KEYS = {"framework", "parent", "source", "check_modules", "os_packages", "build_packages", "description",
                   "build_args", "unavailable", "notes", "unavailable_platforms"}
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+# Debian policy 5.6.1: lowercase letters, digits, + - . ; at least two characters, starting alphanumeric.
+# Nothing else (no space, quote, $ ; | * ...) can reach the shell that installs them.
 DEBIAN_PACKAGE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+# Build arguments a connector.toml must not set: those the factory's Dockerfiles declare (the builder
+# sets them: parent image, packages, install mode, identity) are added from the Dockerfiles themselves;
+# these BuildKit reads on its own (the frontend image, proxies the build's downloads go through, platforms).
+BUILDKIT_BUILD_ARGS = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy",
+                                 "https_proxy", "ftp_proxy", "no_proxy", "all_proxy", "BUILDPLATFORM", "BUILDOS",
+                                 "BUILDARCH", "BUILDVARIANT", "TARGETPLATFORM", "TARGETOS", "TARGETARCH",
+                                 "TARGETVARIANT", "FRAMEWORK_EXTRAS"})
+BUILD_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ARG_LINE = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+
+
+def reserved_build_args(*dockerfiles: Path) -> frozenset[str]:
+    """Every build argument the factory sets or BuildKit reads: never a connector.toml's to choose."""
+    declared = {name for path in dockerfiles if path.is_file() for name in _ARG_LINE.findall(path.read_text())}
+    return frozenset(declared) | BUILDKIT_BUILD_ARGS
 
 
 @dataclass(frozen=True)
@@ -152,10 +171,11 @@ def discover(settings: Settings) -> Catalog:
         images[spec.name] = spec
     connectors_dir = images_dir / "connectors"
     shared_dockerfile = connectors_dir / "Dockerfile"
+    reserved = reserved_build_args(base_dir / "Dockerfile", shared_dockerfile)
     if connectors_dir.is_dir():
         for directory in sorted(p for p in connectors_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             try:
-                spec = _connector_spec(settings, directory, shared_dockerfile)
+                spec = _connector_spec(settings, directory, shared_dockerfile, reserved)
             except ConfigError as error:
                 # One bad directory must not stop the other connectors from building.
                 broken[directory.name] = error
@@ -233,9 +253,9 @@ def _base_spec(settings: Settings, framework: Framework) -> ImageSpec:
     if not (root / "runtime" / "main.py").is_file():
         raise ConfigError("runtime/main.py is missing", "every image runs `python main.py`")
     # The SBOM generator's lock and script travel in every base, and connectors run them from there.
-    sbom_tool = sorted(p for p in (settings.images_dir / "sbom").glob("*") if p.is_file())
-    inputs = [base_dir / "Dockerfile", *sorted(p for p in framework_dir.rglob("*") if p.is_file()), *runtime,
-              *sbom_tool]
+    sbom_tool = sorted(p for p in (settings.images_dir / "sbom").glob("*") if p.is_file() and not is_temporary(p))
+    framework_files = sorted(p for p in framework_dir.rglob("*") if p.is_file() and not is_temporary(p))
+    inputs = [base_dir / "Dockerfile", *framework_files, *runtime, *sbom_tool]
     return ImageSpec(
         name=base_key(framework),
         kind=BASE,
@@ -250,7 +270,8 @@ def _base_spec(settings: Settings, framework: Framework) -> ImageSpec:
     )
 
 
-def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path) -> ImageSpec:
+def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path,
+                    reserved: frozenset[str] = BUILDKIT_BUILD_ARGS) -> ImageSpec:
     name = directory.name
     where = directory.relative_to(settings.root)
     if not NAME_PATTERN.match(name):
@@ -273,9 +294,10 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
     for package in os_packages + build_packages:
         if not DEBIAN_PACKAGE_PATTERN.match(package):
             raise ConfigError(f"{where / CONNECTOR_SETTINGS}: {package!r} is not a Debian package name")
-    build_args = options.get("build_args", {})
+    build_args = _checked_build_args(options.get("build_args", {}), reserved, where / CONNECTOR_SETTINGS)
     # Every file of the directory: a connector's own Dockerfile may COPY any of them.
-    inputs = [dockerfile, *sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
+    inputs = [dockerfile, *sorted(p for p in directory.rglob("*")
+                                  if p.is_file() and "__pycache__" not in p.parts and not is_temporary(p))]
     return ImageSpec(
         name=name,
         kind=CONNECTOR,
@@ -299,6 +321,31 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
                                                      where / CONNECTOR_SETTINGS),
         input_files=tuple(inputs),
     )
+
+
+def _checked_build_args(table: dict, reserved: frozenset[str], shown: Path) -> dict[str, str]:
+    """build_args that can neither override the factory's own arguments nor carry a secret.
+
+    Build arguments are recorded in the image's history (`docker history`) and in the build log,
+    so a secret passed this way is published with the image.
+    """
+    checked = {}
+    for name, value in table.items():
+        if not BUILD_ARG_NAME.match(name):
+            raise ConfigError(f"{shown}: build_args: {name!r} is not a valid build argument name")
+        if name in reserved or name.startswith("BUILDKIT_"):
+            raise ConfigError(f"{shown}: build_args: {name} is set by the factory (or read by BuildKit) and "
+                              "cannot be overridden", "use os_packages, build_packages, parent or check_modules "
+                              "for what they cover; remove the key otherwise")
+        if not isinstance(value, (str, int, float, bool)):
+            raise ConfigError(f"{shown}: build_args: {name} must be a string, number or boolean")
+        text = str(value)
+        if runtime_redaction.is_secret_field(name) or runtime_redaction.secrets_in_value(text):
+            raise ConfigError(f"{shown}: build_args: {name} looks like a secret; build arguments are stored in "
+                              "the image's history and the build log for anyone to read",
+                              "give secrets to the container at run time, or to the build as a BuildKit secret")
+        checked[name] = text
+    return checked
 
 
 def _unavailable_platforms(table, shown: Path) -> tuple[tuple[str, str], ...]:

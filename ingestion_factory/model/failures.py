@@ -32,6 +32,9 @@ class Cause(Enum):
     PLUGIN_IMPORT = "plugin import failed"
     SMOKE_TEST = "smoke test failed"
     SMOKE_TIMEOUT = "smoke test timed out"
+    BUILD_TIMEOUT = "build timed out"
+    NO_OUTPUT_TIMEOUT = "build printed nothing for too long"
+    INTERRUPTED = "interrupted"
     ENGINE = "Docker engine error"
     UNEXPECTED = "unexpected error"
 

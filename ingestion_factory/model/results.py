@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..files import write_atomically
 from ..status import Status
 
 
@@ -67,5 +68,5 @@ def write_json(path: Path, results: list[Result], extra: dict | None = None) -> 
         **(extra or {}),
         "images": [asdict(r) for r in results],
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    write_atomically(path, json.dumps(document, indent=2) + "\n")  # a reader never sees half a report
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import subprocess
+import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -12,7 +13,9 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Protocol
 
+from .. import interrupts
 from ..engine import buildkit, verify
+from ..errors import ConfigError
 from ..model.catalog import BASE, framework_drift
 from ..model.failures import Cause, Diagnosis, StepFailed, diagnose
 from ..model.plan import (
@@ -67,7 +70,8 @@ class Builder:
     def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: BuildProgress | None = None,
                  no_cache: bool = False, run_build: BuildRunner = buildkit.build,
                  smoke_test: SmokeTester | None = None, lock_digests: dict[str, str] | None = None,
-                 check_sbom: SbomChecker | None = None, cache=None):
+                 check_sbom: SbomChecker | None = None, cache=None,
+                 end_builds: Callable[[str], None] = buildkit.end_builds):
         self.settings = settings
         self.api = api
         self.store = store
@@ -84,6 +88,10 @@ class Builder:
         # A repository of this run's own: a concurrent run's clean-up cannot untag what this one builds FROM.
         self.pin_repository = f"{verify.PIN_REPOSITORY}-{uuid.uuid4().hex[:8]}"
         self.build_python_id: str | None = None
+        self.end_builds = end_builds
+        # Set by an interrupt (KeyboardInterrupt, or SIGTERM turned into one): no tag moves after it.
+        self.interrupted: BaseException | None = None
+        self._tagging = threading.Lock()
 
     def run(self, plan: Plan, *, jobs: int, fail_fast: bool) -> list[Result]:
         """A result for every image of the plan, in the plan's order."""
@@ -93,7 +101,21 @@ class Builder:
             self._schedule(plan, results, jobs=jobs, fail_fast=fail_fast)
         finally:
             self._unpin()
+        if self.interrupted:  # what was done stays in the results; the rest says why it was not
+            why = f"interrupted ({self.interrupted_by})"
+            for name in plan.order:
+                results.setdefault(name, Result(name, plan.items[name].ref, BuildStatus.NOT_BUILT, why))
         return [results[name] for name in plan.order]
+
+    @property
+    def interrupted_by(self) -> str:
+        return interrupts.signal_name(self.interrupted) if self.interrupted else ""
+
+    def interrupt(self, exc: BaseException) -> None:
+        """From now on no tag moves and no build starts; the running builds are ended."""
+        with self._tagging:  # a tag move under way finishes first; none starts after this
+            self.interrupted = exc
+        self.end_builds(f"interrupted ({self.interrupted_by})")
 
     def _schedule(self, plan: Plan, results: dict[str, Result], *, jobs: int, fail_fast: bool) -> None:
         """Start an image once its parent has a result, at most `jobs` at a time.
@@ -103,32 +125,41 @@ class Builder:
         """
         pending = list(plan.order)
         running: dict[Future, str] = {}
-        stopping = False
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as pool:
-            while pending or running:
-                unresolved = plan.items.keys() - results.keys()
-                for name in [n for n in pending if plan.items[n].spec.parent not in unresolved]:
-                    item = plan.items[name]
-                    parent = results.get(item.spec.parent)
-                    if parent and parent.result.failed:
-                        results[name] = self._not_built(item, f"parent {parent.name} was not built")
-                    elif item.state == BLOCKED:  # never "kept": it has no image to keep
-                        results[name] = self._not_built(item, item.reason)
-                    elif not item.needs_build:
-                        results[name] = self._keep(item)
-                    elif stopping:
-                        results[name] = self._not_built(item, "stopped by --fail-fast")
-                    elif len(running) < jobs:
-                        running[pool.submit(self._build_one, item, self._parent_id(plan, item, results))] = name
-                    else:
-                        self.progress.update(name, "queued", announce=False)
-                        continue
-                    pending.remove(name)
-                if running:
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        result = results[running.pop(future)] = future.result()
-                        stopping = stopping or (fail_fast and result.result.failed)
+            try:
+                self._loop(plan, results, pool, pending, running, jobs, fail_fast)
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupts.py): end the builds, keep what is done
+                self.interrupt(exc)
+                for future in wait(running).done:
+                    results[running[future]] = future.result()
+
+    def _loop(self, plan: Plan, results: dict[str, Result], pool, pending: list[str], running: dict[Future, str],
+              jobs: int, fail_fast: bool) -> None:
+        stopping = False
+        while pending or running:
+            unresolved = plan.items.keys() - results.keys()
+            for name in [n for n in pending if plan.items[n].spec.parent not in unresolved]:
+                item = plan.items[name]
+                parent = results.get(item.spec.parent)
+                if parent and parent.result.failed:
+                    results[name] = self._not_built(item, f"parent {parent.name} was not built")
+                elif item.state == BLOCKED:  # never "kept": it has no image to keep
+                    results[name] = self._not_built(item, item.reason)
+                elif not item.needs_build:
+                    results[name] = self._keep(item)
+                elif stopping:
+                    results[name] = self._not_built(item, "stopped by --fail-fast")
+                elif len(running) < jobs:
+                    running[pool.submit(self._build_one, item, self._parent_id(plan, item, results))] = name
+                else:
+                    self.progress.update(name, "queued", announce=False)
+                    continue
+                pending.remove(name)
+            if running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    result = results[running.pop(future)] = future.result()
+                    stopping = stopping or (fail_fast and result.result.failed)
 
     def _parent_id(self, plan: Plan, item: PlanItem, results: dict[str, Result]) -> str:
         if item.spec.kind == BASE:
@@ -173,6 +204,9 @@ class Builder:
                 result = replace(result, result=BuildStatus.PULLED,
                                  reason=f"{hit.ref} matches its inputs ({human_size(hit.bytes_pulled)} downloaded)")
         except Exception as exc:  # a step that failed, or the engine went away mid-build
+            if self.interrupted:  # the build was ended by the interrupt, not broken
+                return self._finish(Result(item.name, item.ref, BuildStatus.NOT_BUILT,
+                                           f"interrupted ({self.interrupted_by})", log=str(log_path)))
             failure = diagnose(exc)
             result = Result(item.name, item.ref, BuildStatus.FAILED, failure.reason, cause=failure.cause.value,
                             log=str(log_path), details=failure.details)
@@ -195,6 +229,8 @@ class Builder:
             no_cache=self.no_cache,
             framework_package=spec.framework.package,
             platform="" if item.platform.is_default else item.platform.name,
+            timeout_s=self.settings.build_timeout,
+            no_output_timeout_s=self.settings.build_no_output_timeout,
         )
         return self.run_build(request, on_progress=lambda text: self.progress.step(spec.name, text))
 
@@ -224,7 +260,11 @@ class Builder:
 
     def _tag(self, item: PlanItem, image_id: str, parent_id: str, smoke: verify.SmokeResult) -> Result:
         """Only a verified image gets the tags; then its size and what it adds over its parent."""
-        verify.move_tags(self.api, image_id, item.ref.rpartition(":")[0], item.tags)
+        with self._tagging:
+            if self.interrupted:  # built and verified, but after the interrupt: no tag moves
+                self._discard(image_id)
+                raise buildkit.BuildInterrupted(Diagnosis(Cause.INTERRUPTED, "interrupted before tagging"))
+            verify.move_tags(self.api, image_id, item.ref.rpartition(":")[0], item.tags)
         info, parent = self.store.inspect(image_id), self.store.inspect(parent_id)
         return Result(item.name, item.ref, BuildStatus.BUILT, item.reason, image_id=image_id,
                       smoke_s=round(smoke.seconds, 1), size=info.size if info else 0,
@@ -274,6 +314,11 @@ class Builder:
             }
         if not item.platform.is_default:
             args.update(self._platform_args(item))
+        # The catalog refuses these already; checked again where it matters, for specs made elsewhere.
+        overridden = sorted(set(args) & set(dict(spec.build_args)))
+        if overridden:
+            raise ConfigError(f"{spec.name}: build_args cannot override {', '.join(overridden)}, which the "
+                              "factory sets")
         args.update(dict(spec.build_args))
         return args
 

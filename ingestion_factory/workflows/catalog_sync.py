@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 
 from ..errors import ConfigError, FactoryError
 from ..files import write_atomically
-from ..model.catalog import CONNECTOR_SETTINGS, FRAGMENT, tomllib
+from ..model.catalog import CONNECTOR_SETTINGS, FRAGMENT, NAME_PATTERN, tomllib
 from ..settings import Framework, Settings
 
 STATE_DIR = ".catalog"
@@ -244,6 +244,11 @@ def sync(settings: Settings, framework: Framework, inventory: Inventory, derived
     connectors_dir = settings.images_dir / "connectors"
     state_file = state_path(settings, framework)
     previous = _read_state(state_file)
+    # Names from the probe's output and from the state file become paths that are written and
+    # (with --prune) removed: every one must be a plain directory name before anything is touched.
+    for directory, origin in [(item.directory, "the framework's inventory") for item in derived] + \
+            [(directory, str(state_file)) for directory in previous]:
+        _require_directory_name(directory, origin)
     entries: list[SyncEntry] = []
     new_state: dict[str, dict] = {}
     for item in derived:
@@ -266,6 +271,13 @@ def sync(settings: Settings, framework: Framework, inventory: Inventory, derived
             {"package": inventory.package, "version": inventory.version, "connectors": new_state},
             indent=1, sort_keys=True) + "\n")
     return entries
+
+
+def _require_directory_name(name: object, origin: str) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(f"{origin} names the connector directory {name!r}, which is not a valid image name; "
+                          "nothing was changed", "names are lowercase letters, digits and single - _ . separators; "
+                          "restore the state file from git if it was edited")
 
 
 def _sync_one(directory: Path, item: Derived, previous: dict | None, dry_run: bool) -> tuple[SyncEntry, dict]:

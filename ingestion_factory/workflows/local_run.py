@@ -167,12 +167,25 @@ def run_container(api, image: str, environment: dict, mounts: list, *, name: str
             status = _wait(container)
         streamer.join(timeout=5)
         return RunResult(status, parse_summary(tail.last()), container.name, keep)
+    except KeyboardInterrupt:  # a stop outside _wait (just after the start): the container must not run on
+        _stop_quietly(container)
+        raise
     finally:
         if not keep:
             try:
                 container.remove(force=True)
             except Exception:  # noqa: BLE001 - already gone is fine
                 pass
+
+
+def _stop_quietly(container) -> None:
+    try:
+        container.stop(timeout=STOP_TIMEOUT_S)
+    except BaseException:  # noqa: BLE001 - a second interrupt, or already gone: kill what may be left
+        try:
+            container.kill()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _wait(container) -> int:
@@ -211,9 +224,24 @@ def _stop_signals_as_interrupt():
             signal.signal(signum, handler)
 
 
+def _follow(container):
+    """The container's log stream, followed until the container ends, however long it stays quiet.
+
+    The engine client gives up on a read after FACTORY_DOCKER_TIMEOUT (600 s) of silence, which
+    ended the stream of a quiet workflow and lost its summary; this stream gets a client of its
+    own without a read timeout.
+    """
+    client = getattr(container, "client", None)
+    if client is None:  # not an SDK container (tests)
+        return container.logs(stream=True, follow=True)
+    import docker  # heavy: only when a real container runs
+
+    return docker.from_env(timeout=None).api.logs(container.id, stream=True, follow=True)
+
+
 def _stream_logs(container, out, tail: "LastLines") -> None:
     try:
-        for chunk in container.logs(stream=True, follow=True):
+        for chunk in _follow(container):
             text = chunk.decode("utf-8", errors="replace")
             out.write(text)
             out.flush()

@@ -186,3 +186,32 @@ def test_the_source_label_is_a_remote_without_credentials_or_nothing(tmp_path, m
                           ("/srv/git/factory", ""), ("file:///srv/git/factory", ""), ("", "")):
         monkeypatch.setattr(builder_mod, "_git", lambda settings, *args, remote=remote: remote)
         assert builder_mod._source_url(settings) == label, remote
+
+
+def test_an_interrupt_moves_no_tag_ends_the_builds_and_keeps_what_was_done(project, engine):
+    """Ctrl-C once let in-flight builds finish, smoke-test and tag after the interrupt."""
+    import os
+    import signal
+
+    add_connector(project, "a")
+    ended = threading.Event()
+    plain_build = engine.build
+
+    def build(request, on_progress=None):
+        if Path(request.log_path).stem == "a":
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while this build runs
+            assert ended.wait(10), "the interrupt did not end the running build"
+        return plain_build(request, on_progress)  # it finishes anyway, just after the interrupt
+
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    plan = make_plan(catalog.discover(settings), ["a"], engine, settings)
+    reasons = []
+    builder = Builder(settings, engine, engine, revision=None, run_build=build, smoke_test=engine.smoke_test,
+                      end_builds=lambda reason: (reasons.append(reason), ended.set()))
+    results = {r.name: r for r in builder.run(plan, jobs=2, fail_fast=False)}
+    assert isinstance(builder.interrupted, KeyboardInterrupt) and reasons == ["interrupted (SIGINT)"]
+    assert results["base"].result == BUILT  # done before the interrupt: kept, and in the report
+    assert (results["a"].result, results["a"].reason, results["a"].details) == (NOT_BUILT, "interrupted (SIGINT)", ())
+    assert not any("ingestion-connector-a:" in ref for ref in engine.images)  # no tag moved after it
+    assert "sha256:" + b"a".hex().ljust(64, "0") not in engine.images  # the untagged image is not left behind
+    assert not any(ref.startswith(verify.PIN_REPOSITORY) for ref in engine.images)

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from project_tree import add_connector
@@ -163,3 +165,45 @@ def test_framework_drift_is_caught_before_building(project, fragment, drifts):
     assert (message is not None) is drifts
     if drifts:
         assert f"openmetadata-ingestion=={OM_VERSION}" in message
+
+
+@pytest.mark.parametrize("name", ["PARENT_IMAGE", "OS_PACKAGES", "BUILD_PACKAGES", "INSTALL", "IMAGE_VERSION",
+                                  "CHECK_MODULES", "HTTPS_PROXY", "BUILDKIT_SYNTAX", "FRAMEWORK_EXTRAS"])
+def test_build_args_cannot_override_what_the_factory_sets(project, name):
+    add_connector(project, "x", "pkg\n", f'[build_args]\n{name} = "attacker/image"\n')
+    with pytest.raises(ConfigError, match=f"build_args: {name} is set by the factory") as caught:
+        discover(project).resolve(["x"])
+    assert caught.value.exit_code == 2
+
+
+def test_every_arg_the_shared_dockerfiles_declare_is_reserved(project):
+    from ingestion_factory.model.catalog import reserved_build_args
+
+    reserved = reserved_build_args(project / "images" / "base" / "Dockerfile",
+                                   project / "images" / "connectors" / "Dockerfile")
+    assert {"PARENT_IMAGE", "OS_PACKAGES", "BUILD_PACKAGES", "INSTALL", "PYTHON_IMAGE", "UV_VERSION"} <= reserved
+
+
+@pytest.mark.parametrize("toml, problem", [
+    ('[build_args]\nDB_PASSWORD = "hunter22"\n', "DB_PASSWORD looks like a secret"),
+    ('[build_args]\nINDEX_URL = "https://user:s3cretpass@pypi.example.com/simple"\n', "INDEX_URL looks like a secret"),
+    ('[build_args]\n"BAD NAME" = "x"\n', "not a valid build argument name"),
+])
+def test_secret_looking_or_malformed_build_args_are_refused(project, toml, problem):
+    add_connector(project, "x", "pkg\n", toml)
+    with pytest.raises(ConfigError, match=problem):
+        discover(project).resolve(["x"])
+
+
+def test_an_ordinary_build_arg_is_kept(project):
+    add_connector(project, "x", "pkg\n", '[build_args]\nDRIVER_VERSION = "1.2"\n')
+    assert discover(project).images["x"].build_args == (("DRIVER_VERSION", "1.2"),)
+
+
+@pytest.mark.parametrize("package", ["lib odbc", "libpq5;id", "$(id)", "Libpq5", "a", "-y", "libpq5*", "x\ny"])
+def test_os_and_build_packages_must_be_debian_package_names(project, package):
+    for key in ("os_packages", "build_packages"):
+        add_connector(project, key.replace("_", "-"), "pkg\n", f"{key} = [{json.dumps(package)}]\n")
+        with pytest.raises(ConfigError, match="not a Debian package name") as caught:
+            discover(project).resolve([key.replace("_", "-")])
+        assert caught.value.exit_code == 2

@@ -219,3 +219,24 @@ def test_probe_reads_the_inventory_json(project):
     assert found.version == "1.12.14.2" and found.sources == ()
     with pytest.raises(catalog_sync.FactoryError, match="not what inv catalog expects"):
         catalog_sync.probe(framework, "img", FakeApi(b"{truncated"))
+
+
+def test_a_state_file_naming_a_path_outside_the_catalog_removes_nothing(project):
+    sync(project)
+    victim = project / "victim"
+    (victim / "sub").mkdir(parents=True)
+    state_file = project / "images" / "connectors" / ".catalog" / "openmetadata.json"
+    state = json.loads(state_file.read_text())
+    state["connectors"]["../../victim"] = state["connectors"]["mongodb"]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match=r"names the connector directory '../../victim'.*nothing was changed"):
+        sync(project, inventory(sources=[]), prune=True)
+    assert victim.is_dir() and (project / "images" / "connectors" / "mongodb").is_dir()
+
+
+def test_a_probed_source_name_that_is_no_directory_name_is_refused_before_writing(project):
+    evil = {"kind": "database", "name": "../../escape", "plugin_module": "metadata.x"}
+    with pytest.raises(ConfigError, match="the framework's inventory names the connector directory"):
+        sync(project, inventory(sources=[evil]))
+    assert not (project / "escape").exists()
+    assert list((project / "images" / "connectors").iterdir()) == [project / "images" / "connectors" / "Dockerfile"]

@@ -397,21 +397,6 @@ def test_result_lines():
 # ----------------------------------------------------------------------- run_local_docker.sh
 
 
-def test_the_demo_script_explains_a_missing_daemon(tmp_path):
-    import subprocess
-
-    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
-    completed = subprocess.run([str(REPO / "run_local_docker.sh")], env=env, capture_output=True, text=True,
-                               timeout=60)
-
-    assert completed.returncode == 1
-    lines = completed.stderr.strip().splitlines()
-    assert lines[0] in (f"error: cannot reach a Docker daemon at unix://{tmp_path}/no-docker.sock.",
-                        "error: Docker is not installed.")
-    assert lines[1].startswith("hint: ") and len(lines) == 2
-    assert completed.stdout == ""
-
-
 # ------------------------------------------------------------------------- missing images
 
 
@@ -461,3 +446,59 @@ def test_a_stale_image_runs_with_a_note(monkeypatch, tmp_path, capsys):
         "ns/ingestion-connector-mysql:1.0"
     assert builds == []
     assert "is not current (inputs changed: why); running it anyway" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("source: {type: x}\nsince: 2024-01-31\n", "has a YAML date"),
+    ("source: {type: x}\nkey: !!binary aGVsbG8=\n", "has a YAML !!binary value"),
+    ("source: {type: x}\nnames: !!set {a, b}\n", "has a YAML !!set"),
+    (f"source: {{type: x}}\nn: {'9' * 5000}\n", "has an integer of 5000 characters"),
+], ids=["date", "binary", "set", "int-over-4300-digits"])
+def test_run_local_refuses_what_json_cannot_carry_with_exit_2(tmp_path, text, reason):
+    """These once made run-local print a traceback when it turned the config into JSON."""
+    path = tmp_path / "workflow.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=reason) as caught:
+        run_config.load(path, env={})
+    assert caught.value.exit_code == 2
+
+
+def test_a_stop_just_after_the_start_still_stops_the_container(monkeypatch):
+    container = FakeContainer()
+
+    class Out:
+        write = staticmethod(lambda text: None)
+        flush = staticmethod(lambda: None)
+
+    def interrupted_on_entry():
+        raise KeyboardInterrupt  # SIGTERM between the start and the wait
+
+    monkeypatch.setattr(local_run, "_stop_signals_as_interrupt", interrupted_on_entry)
+    with pytest.raises(KeyboardInterrupt):
+        local_run.run_container(FakeApi(container), "ns/img:1", {}, [], name="run-local-x", keep=True, out=Out)
+    assert container.calls[0] == "stop 10"  # stopped even though --keep keeps it
+
+
+def test_the_log_stream_has_no_read_timeout(monkeypatch):
+    """The engine client's 600 s read timeout cut a quiet workflow's log stream and lost its summary."""
+    import docker
+
+    opened = {}
+
+    class Client:
+        def __init__(self, timeout):
+            opened["timeout"] = timeout
+            self.api = self
+
+        def logs(self, container_id, stream, follow):
+            opened.update(id=container_id, stream=stream, follow=follow)
+            return iter([b"done\n"])
+
+    monkeypatch.setattr(docker, "from_env", lambda timeout: Client(timeout))
+
+    class SdkContainer:
+        client = object()
+        id = "abc123"
+
+    assert list(local_run._follow(SdkContainer())) == [b"done\n"]
+    assert opened == {"timeout": None, "id": "abc123", "stream": True, "follow": True}

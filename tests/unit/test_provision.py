@@ -22,7 +22,7 @@ SHOWN_START_DOCKERD = ("sudo systemctl start docker" if SYSTEMD
 
 # Real tools the scripts use; nothing else from the host is on PATH (sbin is, the script adds it).
 TOOLS = ("bash", "dirname", "date", "seq", "sleep", "sha256sum", "cut", "rm", "touch", "sed", "awk", "ls", "sort",
-         "tail", "mktemp", "wc", "uniq", "cat")
+         "tail", "mktemp", "wc", "uniq", "cat", "cp")
 
 # name -> body; "$STATE" holds the fake machine's facts, "$CALLS" the log of changing commands.
 STUBS = {
@@ -63,6 +63,7 @@ class Machine:
         (self.project / "scripts").mkdir(parents=True)
         shutil.copy(REPO / "scripts" / "provision.sh", self.project / "scripts")
         shutil.copy(REPO / "run_tests.sh", self.project)
+        shutil.copy(REPO / "run_local_docker.sh", self.project)
         shutil.copy(REPO / "pyproject.toml", self.project)
         self.bin.mkdir()
         self.state.mkdir()
@@ -224,3 +225,63 @@ def test_not_root_it_prints_how_to_register_qemu(machine):
     assert "sudo mount -t binfmt_misc binfmt_misc" in completed.stderr
     assert "sudo update-binfmts --enable qemu-aarch64" in completed.stderr
     assert machine.calls == []
+
+
+# ------------------------------------------------------- --engine-only: what ./run_local_docker.sh needs
+
+
+def without_docker(machine):
+    """No docker at all; the stub apt-get installs the stub docker CLI."""
+    machine.remove("docker")
+    stub = machine.state.parent / "docker-stub"
+    stub.write_text("#!/bin/bash\n" + STUBS["docker"] + "\n")
+    stub.chmod(0o755)
+    machine.stub("apt-get", f'echo "apt-get $*" >>"$CALLS"; [ "$1" != install ] || cp {stub} "$(dirname "$0")/docker"')
+    machine.set(engine_up=False)
+
+
+def test_engine_only_as_root_installs_and_starts_the_engine_and_nothing_else(machine):
+    without_docker(machine)
+    machine.remove("docker-registry", "htpasswd")
+    machine.set(postgres_up=False, image=False)
+    completed = machine.run("--engine-only")
+    assert completed.returncode == 0, completed.stderr
+    assert machine.calls == ["apt-get update -qq", "apt-get install -y -qq --no-install-recommends docker.io",
+                             START_DOCKERD]
+    steps = [line for line in completed.stdout.splitlines() if line.startswith("== ")]
+    assert [step.split(" (")[0] for step in steps] == ["== install docker.io", "== start dockerd"]
+
+
+def test_engine_only_not_as_root_prints_the_exact_commands(machine):
+    machine.remove("docker")
+    machine.set(root=False, engine_up=False, postgres_up=False)
+    completed = machine.run("--engine-only")
+    assert completed.returncode == 1 and machine.calls == []
+    assert "cannot finish the set-up the demo needs (a Docker engine) as tester (not root). Run:" in completed.stderr
+    assert "sudo apt-get update && sudo apt-get install -y --no-install-recommends docker.io" in completed.stderr
+    assert SHOWN_START_DOCKERD in completed.stderr
+    assert "then ./run_local_docker.sh again." in completed.stderr
+    assert "sudo scripts/provision.sh --engine-only" in completed.stderr
+    assert "pg_" not in completed.stderr  # the tests' PostgreSQL is no business of the demo
+
+
+def test_the_demo_without_an_engine_sets_one_up_as_root_then_goes_on(machine):
+    without_docker(machine)
+    completed = machine.run(script="run_local_docker.sh")
+    assert machine.calls[:3] == ["apt-get update -qq", "apt-get install -y -qq --no-install-recommends docker.io",
+                                 START_DOCKERD]
+    assert "No usable Docker engine; setting one up: scripts/provision.sh --engine-only" in completed.stderr
+    # Past the engine: the next step needs python3, which this fake machine lacks.
+    assert "Python 3.10 or newer is needed" in completed.stderr
+
+
+def test_the_demo_without_an_engine_and_not_root_says_what_to_run(machine):
+    machine.remove("docker")
+    machine.set(root=False, engine_up=False)
+    completed = machine.run(script="run_local_docker.sh")
+    assert completed.returncode == 1 and machine.calls == []
+    lines = completed.stderr.strip().splitlines()
+    assert "sudo apt-get update && sudo apt-get install -y --no-install-recommends docker.io" in completed.stderr
+    assert lines[-2] == "error: no Docker engine to build and run the demo with."
+    assert lines[-1].startswith("hint: run the commands above")
+    assert completed.stdout == ""
