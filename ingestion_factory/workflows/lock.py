@@ -397,6 +397,19 @@ class Locker:
                     sorter.done(name)
         return [results[name] for name in names]
 
+    def newest(self, name: str) -> dict[str, str]:
+        """What a fresh resolution of this lock's inputs picks (as `--upgrade` would), writing nothing:
+        `inv audit`'s answer to "which locked packages could move"."""
+        target = self.targets[name]
+        parent = self._parent_lock(target)
+        try:
+            old = read(target.path)
+        except ConfigError:
+            old = None
+        with tempfile.TemporaryDirectory(prefix="factory-newest-") as scratch:
+            body, _ = self._compile(replace(target), parent, old, True, Path(scratch))
+        return {canonicalize_name(m["name"]): m["version"] for line in body.splitlines() if (m := PACKAGE_LINE.match(line))}
+
     def _lock_one(self, name: str, upgrading: bool) -> LockResult:
         target = self.targets[name]
         started = time.monotonic()
