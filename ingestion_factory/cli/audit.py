@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from ..engine import debian_archive
+from ..engine import debian_archive, python_image
 from ..files import write_atomically
 from ..model import catalog as catalog_mod
 from ..model import osv
@@ -17,7 +17,9 @@ from ..model import plan as plan_mod
 from ..settings import Settings
 from ..workflows import audit as audit_mod
 from ..workflows import lock as lock_mod
-from .commands import _engine, console
+from ..workflows import sbom as sbom_mod
+from ..engine.daemon import connect
+from .commands import console
 
 
 def audit(settings: Settings, names: list[str] | None = None, *, json_path: str | None = None,
@@ -32,7 +34,7 @@ def audit(settings: Settings, names: list[str] | None = None, *, json_path: str 
     def engine():
         nonlocal api
         if api is None:
-            api, _ = _engine()
+            api, _ = connect()
         return api
 
     def read_sbom(name: str):
@@ -40,8 +42,6 @@ def audit(settings: Settings, names: list[str] | None = None, *, json_path: str 
         if copy.is_file():
             return json.loads(copy.read_text()), str(copy.relative_to(settings.root) if copy.is_relative_to(
                 settings.root) else copy)
-        from ..engine import sbom as sbom_mod
-
         ref = plan_mod.image_ref(catalog[name], settings)
         try:
             engine().images.get(ref)
@@ -51,8 +51,6 @@ def audit(settings: Settings, names: list[str] | None = None, *, json_path: str 
         return json.loads(raw), ref
 
     def read_python_image():
-        from ..engine import python_image
-
         try:
             image = engine().images.get(settings.python_image)
         except Exception:

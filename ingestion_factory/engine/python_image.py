@@ -23,7 +23,7 @@ from ..model.names import python_image_ref
 from ..platforms import Platform
 from ..settings import Settings
 from . import buildkit
-from .daemon import DockerImageStore
+from .daemon import DockerImageStore, read_files
 
 PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "debian-archive-keyring")
 # Left out of the image: documentation and caches no container reads.
@@ -45,15 +45,13 @@ def build_all(settings: Settings, *, force: bool = False, echo=print) -> list[st
 def refresh_all(settings: Settings, *, echo=print, archive: debian_archive.Archive | None = None) -> list[str]:
     """`inv python-image --refresh`: rebuild each platform's Python image only when the archive has newer
     versions of its Debian packages (or it is missing); otherwise change nothing."""
-    from .daemon import DockerImageStore
-
     targets = settings.target_platforms
     platforms.require_emulation(targets)
     archive = archive or debian_archive.Archive(settings)
     store = DockerImageStore()
     built = []
     for target in targets:
-        ref = image_ref(settings, target)
+        ref = python_image_ref(settings, target)
         existing = store.inspect(ref)
         if existing is None:
             echo(f"{ref} is missing: building it.")
@@ -82,8 +80,6 @@ def pending_updates(api, image: str, platform: Platform, archive: debian_archive
 
 def installed_packages(api, image: str) -> dict[str, tuple[str, str]]:
     """The image's installed Debian packages, name -> (version, architecture), from its dpkg database."""
-    from .sbom import read_files
-
     status = read_files(api, image, [DPKG_STATUS])[DPKG_STATUS]
     if status is None:
         raise FactoryError(f"{image} has no {DPKG_STATUS}: it is not a Debian image")
