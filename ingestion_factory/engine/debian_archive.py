@@ -175,12 +175,12 @@ class Archive:
     """The configured suites' package indexes for one architecture, verified and cached."""
 
     def __init__(self, settings: Settings, *, cache_dir: Path | None = None, fetch: Fetcher = http_get,
-                 verify: Callable[[bytes, Path], bytes] | None = None):
+                 verify: Callable[..., bytes] = verify_release):
         self.settings = settings
         self.suites = suites(settings)
         self.cache_dir = cache_dir or settings.output_path / "cache" / "debian"
         self.fetch = fetch
-        self.verify = verify or (lambda signed, keyring: verify_release(signed, keyring))
+        self.verify = verify  # (signed bytes, keyring, source=url) -> the verified content
         self._indexes: dict[str, list[tuple[str, dict[str, str]]]] = {}
         self._sources: dict[str, dict[str, str]] = {}
 
@@ -203,7 +203,7 @@ class Archive:
 
     def _index(self, suite: Suite, architecture: str, keyring: Path) -> tuple[dict[str, str], dict[str, str]]:
         release_url = suite.url("InRelease")
-        payload = self.verify(self.fetch(release_url), keyring)
+        payload = self.verify(self.fetch(release_url), keyring, source=release_url)
         entries = release_entries(payload, source=release_url)
         path = f"{COMPONENT}/binary-{architecture}/Packages.xz"
         entry = entries.get(path)

@@ -162,12 +162,12 @@ def test_updates_come_from_the_newest_suite_and_the_cache_serves_a_warm_run(sett
     keyring.write_bytes(b"")
     settings = settings.with_overrides(debian_keyring=str(keyring))
     fetch, fetched = fake_mirror(settings, {"bookworm-security": lzma.compress(PACKAGES.encode())})
-    archive = Archive(settings, cache_dir=tmp_path / "cache", fetch=fetch, verify=lambda signed, key: signed)
+    archive = Archive(settings, cache_dir=tmp_path / "cache", fetch=fetch, verify=lambda signed, key, source: signed)
     [update] = archive.updates({"libc6": "2.36-9+deb12u9", "tzdata": "2025b-0+deb12u1", "gone": "1"}, "amd64")
     assert (update.name, update.fixed, update.suite) == ("libc6", "2.36-9+deb12u10", "bookworm-security")
     assert archive.source_of("libc6", "amd64") == "glibc"
     fetched.clear()
-    warm = Archive(settings, cache_dir=tmp_path / "cache", fetch=fetch, verify=lambda signed, key: signed)
+    warm = Archive(settings, cache_dir=tmp_path / "cache", fetch=fetch, verify=lambda signed, key, source: signed)
     assert warm.updates({"libc6": "2.36-9+deb12u10"}, "amd64") == []
     assert all(url.endswith("InRelease") for url in fetched)  # the indexes came from the cache
 
