@@ -253,3 +253,36 @@ def test_fixes_give_exit_1_and_a_clean_image_exit_0(settings):
     assert audit.exit_code(clean.run(["base"], python_image=False)) == 0
     missing = audit.Auditor(settings, FixedArchive({}), lambda name: None).run(["base"], python_image=False)
     assert missing[0].status is audit.AuditStatus.NOT_BUILT and audit.exit_code(missing) == 0
+
+
+def test_python_updates_are_the_resolvers_answer_and_the_framework_is_marked_apart(settings):
+    """A fake uv: the fresh resolution moves requests; the newest framework release is 9.9.9."""
+    from ingestion_factory.model import catalog as catalog_mod
+    from ingestion_factory.workflows import lock as lock_mod
+
+    calls = []
+
+    def resolver(args, env):
+        calls.append(args)
+        output = Path(args[args.index("--output-file") + 1])
+        if "--no-deps" in args:
+            output.write_text("openmetadata-ingestion==9.9.9\n")
+        else:
+            output.write_text("requests==2.32.3 \\\n    --hash=sha256:aa\nsix==1.17.0 \\\n    --hash=sha256:bb\n")
+        return __import__("subprocess").CompletedProcess(args, 0, "", "")
+
+    targets = lock_mod.targets(catalog_mod.discover(settings), settings)
+    locker = lock_mod.Locker(settings, targets, resolver=resolver, upgrade=True)
+    document = sbom(("requests", "2.31.0", "pip", "pkg:pypi/requests@2.31.0"),
+                    ("six", "1.17.0", "pip", "pkg:pypi/six@1.17.0"),
+                    ("openmetadata-ingestion", "1.12.14.2", "pip", "pkg:pypi/openmetadata-ingestion@1.12.14.2"))
+    auditor = audit.Auditor(settings, FixedArchive({}), lambda name: (document, "copy"), locker=locker)
+    [result] = auditor.run(["base"], python_image=False)
+    assert [(u.name, u.newest, u.framework) for u in result.python] == [
+        ("requests", "2.32.3", False), ("openmetadata-ingestion", "9.9.9", True)]
+    assert audit.upgrade_packages([result]) == ["requests"]
+    assert any("--upgrade" in args for args in calls)
+    # A second run within the hour reuses the resolution (only the framework release is asked again).
+    calls.clear()
+    audit.Auditor(settings, FixedArchive({}), lambda name: (document, "copy"), locker=locker).run(["base"], python_image=False)
+    assert all("--no-deps" in args for args in calls)
