@@ -124,14 +124,20 @@ class Auditor:
     def run(self, names: list[str], *, python_image: bool = True) -> list[ImageAudit]:
         catalog = catalog_mod.discover(self.settings)
         results = [self._python_image()] if python_image and self.read_python_image else []
-        documents = {name: self.read_sbom(name) for name in names}
+        documents, unreadable = {}, {}
+        for name in names:
+            try:
+                documents[name] = self.read_sbom(name)
+            except FactoryError as error:  # e.g. an image built before SBOMs: a row, not the end of the audit
+                documents[name], unreadable[name] = None, error.message
         built = [name for name in names if documents[name] is not None]
         newest = self._resolve_all(built) if self.locker else {}
         for name in names:
             spec = catalog[name]
             ref = plan_mod.image_ref(spec, self.settings)
             if documents[name] is None:
-                results.append(ImageAudit(name, ref, AuditStatus.NOT_BUILT, detail="no SBOM copy and no image"))
+                results.append(ImageAudit(name, ref, AuditStatus.NOT_BUILT,
+                                          detail=unreadable.get(name, "no SBOM copy and no image")))
                 continue
             document, source = documents[name]
             results.append(self._image(name, ref, spec, document, source, newest))
