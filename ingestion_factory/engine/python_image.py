@@ -42,22 +42,25 @@ def build_all(settings: Settings, *, force: bool = False, echo=print) -> list[st
     return [build(settings, force=force, echo=echo, platform=target) for target in targets]
 
 
-def refresh_all(settings: Settings, *, echo=print, archive: debian_archive.Archive | None = None) -> list[str]:
+def refresh_all(settings: Settings, *, echo=print, archive: debian_archive.Archive | None = None, store=None,
+                installed=None, rebuild=None) -> list[str]:
     """`inv python-image --refresh`: rebuild each platform's Python image only when the archive has newer
     versions of its Debian packages (or it is missing); otherwise change nothing."""
     targets = settings.target_platforms
     platforms.require_emulation(targets)
     archive = archive or debian_archive.Archive(settings)
-    store = DockerImageStore()
+    store = store or DockerImageStore()
+    installed = installed or installed_packages  # (api, image) -> name -> (version, architecture)
+    rebuild = rebuild or build
     built = []
     for target in targets:
         ref = python_image_ref(settings, target)
         existing = store.inspect(ref)
         if existing is None:
             echo(f"{ref} is missing: building it.")
-            built.append(build(settings, echo=echo, platform=target))
+            built.append(rebuild(settings, echo=echo, platform=target))
             continue
-        updates = pending_updates(store.api, existing.id, target, archive)
+        updates = pending_updates(installed(store.api, existing.id), target, archive)
         if not updates:
             echo(f"{ref} is up to date with {', '.join(s.name for s in archive.suites)} ({existing.id[7:19]}).")
             built.append(existing.id)
@@ -65,14 +68,13 @@ def refresh_all(settings: Settings, *, echo=print, archive: debian_archive.Archi
         shown = ", ".join(f"{u.name} {u.installed} -> {u.fixed}" for u in updates[:5])
         more = f" and {len(updates) - 5} more" if len(updates) > 5 else ""
         echo(f"{ref}: {len(updates)} Debian package(s) have updates ({shown}{more}): rebuilding it.")
-        built.append(build(settings, force=True, echo=echo, platform=target))
+        built.append(rebuild(settings, force=True, echo=echo, platform=target))
     return built
 
 
-def pending_updates(api, image: str, platform: Platform, archive: debian_archive.Archive) -> list[debian_archive.DebianUpdate]:
-    """The image's installed Debian packages (its dpkg database, read without running it) that the archive
-    has newer versions of."""
-    installed = installed_packages(api, image)
+def pending_updates(installed: dict[str, tuple[str, str]], platform: Platform,
+                    archive: debian_archive.Archive) -> list[debian_archive.DebianUpdate]:
+    """The installed Debian packages (name -> (version, architecture)) the archive has newer versions of."""
     grouped = debian_archive.by_architecture(((name, version, arch) for name, (version, arch) in installed.items()),
                                              platform.debian)
     return [update for arch, packages in grouped.items() for update in archive.updates(packages, arch)]

@@ -286,3 +286,33 @@ def test_python_updates_are_the_resolvers_answer_and_the_framework_is_marked_apa
     calls.clear()
     audit.Auditor(settings, FixedArchive({}), lambda name: (document, "copy"), locker=locker).run(["base"], python_image=False)
     assert all("--no-deps" in args for args in calls)
+
+
+class Store:
+    api = None
+
+    def __init__(self, images):
+        self.images = images
+
+    def inspect(self, ref):
+        return self.images.get(ref)
+
+
+def test_refresh_rebuilds_only_when_the_suites_have_newer_packages(settings):
+    from ingestion_factory.model.plan import ImageInfo
+
+    store = Store({settings.python_image: ImageInfo("sha256:" + "1" * 64, {}, 1)})
+    rebuilt = []
+
+    def rebuild(settings, **kwargs):
+        rebuilt.append(kwargs)
+        return "sha256:new"
+
+    installed = lambda api, image: {"libc6": ("2.36-9+deb12u9", "amd64"), "tzdata": ("2025b", "all")}
+    lines = []
+    assert python_image.refresh_all(settings, archive=FixedArchive({}), store=store, installed=installed,
+                                    rebuild=rebuild, echo=lines.append) == ["sha256:" + "1" * 64]
+    assert rebuilt == [] and "is up to date" in lines[-1]
+    python_image.refresh_all(settings, archive=FixedArchive({"libc6": "2.36-9+deb12u10"}), store=store,
+                             installed=installed, rebuild=rebuild, echo=lines.append)
+    assert rebuilt[0]["force"] is True and "libc6 2.36-9+deb12u9 -> 2.36-9+deb12u10" in lines[-1]
