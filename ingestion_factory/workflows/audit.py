@@ -85,8 +85,10 @@ class ImageAudit:
         if framework:
             parts.append(f"framework {framework[0].installed} -> {framework[0].newest} released")
         if self.osv_checked:
-            parts.append(f"{len(self.vulnerabilities)} known vulnerabilit{'y' if len(self.vulnerabilities) == 1 else 'ies'}"
-                         f" ({len(self.fixable_vulnerabilities)} fixed upstream)")
+            advisories = {f.id for f in self.vulnerabilities}
+            fixed = {f.id for f in self.fixable_vulnerabilities}
+            parts.append(f"{len(advisories)} known advisor{'y' if len(advisories) == 1 else 'ies'} "
+                         f"({len(fixed)} with a fixed version)")
         return f"{self.name}: {self.status}: " + ", ".join(parts)
 
     def as_json(self) -> dict:
