@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -248,25 +248,8 @@ class Auditor:
         if self.locker is None:
             return None
         if package not in self._newest_framework:
-            self._newest_framework[package] = newest_release(self.locker, package)
+            self._newest_framework[package] = self.locker.newest_release(package)
         return self._newest_framework[package]
-
-
-def newest_release(locker: lock_mod.Locker, package: str) -> str | None:
-    """The newest release of one package for the images' Python and platform (its dependencies aside)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="factory-release-") as scratch:
-        source, output = Path(scratch) / "in.txt", Path(scratch) / "out.txt"
-        source.write_text(f"{package}\n")
-        completed = locker.resolver([*locker._common(), "--no-deps", "--output-file", str(output), str(source)],
-                                    locker.env)
-        if completed.returncode != 0 or not output.is_file():
-            return None
-        for line in output.read_text().splitlines():
-            if match := lock_mod.PACKAGE_LINE.match(line):
-                return match["version"]
-    return None
 
 
 def sbom_components(document: dict) -> list[osv.Component]:
@@ -317,8 +300,6 @@ def _newer(candidate: str, installed: str) -> bool:
 
 
 def _with_status(audit: ImageAudit) -> ImageAudit:
-    from dataclasses import replace
-
     return replace(audit, status=AuditStatus.FIXABLE if audit.fixable else AuditStatus.CLEAN)
 
 
