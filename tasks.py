@@ -179,13 +179,42 @@ def sbom(c, connector, output=None, tag=None):
     return commands.sbom(_settings(c, tag=tag), connector, output)
 
 
-@task(help={"force": "Rebuild it even if the image exists.", "platform": PLATFORM_HELP}, iterable=["platform"])
+@task(help={
+    "connector": "Image to audit (repeatable: a connector, base, base-datahub, or python-image; default: the "
+                 "Python image and every available image).",
+    "json": "Where the JSON report goes (default: build/reports/audit-latest.json).",
+    "osv": "Directory or zip of OSV records (repeatable; e.g. OSV's PyPI and Debian all.zip): match every "
+           "SBOM component, offline, and write a CycloneDX VEX document.",
+    "vex": "Where the VEX document goes (default: build/reports/audit-vex.cdx.json).",
+    "python": "Ask the resolver which locked packages could move (--no-python: Debian and OSV only).",
+    "fresh": "Re-resolve even when a resolution of the same lock is less than an hour old.",
+}, iterable=["connector", "osv"])
 @reports_errors
-def python_image(c, force=False, platform=None):
-    """Build the Python runtime image from Debian packages (for machines without Docker Hub)."""
+def audit(c, connector=None, json=None, osv=None, vex=None, python=True, fresh=False):
+    """What could be fixed in each image: Debian updates, newer allowed Python packages, known vulnerabilities.
+    Exit 1 when a fix is available."""
+    from ingestion_factory.cli import audit as audit_cli
+
+    return audit_cli.audit(_settings(c), connector or None, json_path=json, osv_sources=osv or [], vex_path=vex,
+                           python=python, fresh=fresh)
+
+
+@task(help={"force": "Rebuild it even if the image exists.",
+            "refresh": "Rebuild it only when the suite, -updates or -security has newer versions of its Debian "
+                       "packages (a no-op otherwise); for scheduled runs.",
+            "platform": PLATFORM_HELP}, iterable=["platform"])
+@reports_errors
+def python_image(c, force=False, refresh=False, platform=None):
+    """Build the Python runtime image from Debian packages, with the suite's security and stable updates."""
     from ingestion_factory.engine import python_image as python_image_mod
 
-    python_image_mod.build_all(_settings(c, platforms=platform or None), force=force)
+    settings = _settings(c, platforms=platform or None)
+    if refresh and force:
+        raise ConfigError("--refresh and --force contradict each other", "give one of them")
+    if refresh:
+        python_image_mod.refresh_all(settings)
+    else:
+        python_image_mod.build_all(settings, force=force)
 
 
 @task(help={
@@ -287,6 +316,6 @@ def unbundle(c, file, push=None, username=None, password_file=None, no_wait=Fals
                                    password_file=password_file, console=commands.console)
 
 
-ns = Collection(build_base, build_connectors, catalog, lock, sbom, list_, python_image, push, run_local, bench,
-                bundle, unbundle)
+ns = Collection(build_base, build_connectors, catalog, lock, sbom, list_, python_image, audit, push, run_local,
+                bench, bundle, unbundle)
 ns.configure({"factory": settings_mod.pyproject_defaults(ROOT)})

@@ -74,7 +74,10 @@ class Settings:
     ca_bundle: str = "auto"
     output_dir: str = "build"
     debian_suite: str = "bookworm"
-    debian_mirror: str = "http://deb.debian.org/debian"
+    debian_mirror: str = "http://deb.debian.org/debian"  # the suite and its -updates suite
+    debian_security_mirror: str = "http://deb.debian.org/debian-security"  # the -security suite
+    # What every Release file of those mirrors must be signed with (package debian-archive-keyring).
+    debian_keyring: str = "/usr/share/keyrings/debian-archive-keyring.gpg"
     examples_link: str = "/tmp/openmetadata/examples"
     demo_connector: str = "datahub-sqlite"
     demo_config: str = "examples/datahub/sqlite.yml"

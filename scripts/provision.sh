@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up what the test suite needs on this machine, and only what is missing:
 #
-#   packages  docker.io (engine and a BuildKit-capable CLI), debootstrap (`inv python-image`),
+#   packages  docker.io (engine and a BuildKit-capable CLI), debootstrap, gpgv and debian-archive-keyring
+#             (`inv python-image` and `inv audit` verify the Debian archive with them),
 #             postgresql, docker-registry and apache2-utils (the tests start their own servers from these);
 #             python3-venv when python3 cannot make a virtual environment; qemu-user-static and
 #             binfmt-support (arm64 images are built and smoke-tested under QEMU)
@@ -96,6 +97,9 @@ missing=()
 if ! have docker || ! { engine_up || have dockerd; }; then missing+=(docker.io); fi
 if ! $engine_only; then
 have debootstrap || missing+=(debootstrap)
+# inv python-image and inv audit check the Debian archive's signatures with these.
+have gpgv || missing+=(gpgv)
+[ -f "${FACTORY_DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}" ] || missing+=(debian-archive-keyring)
 if ! have psql || ! { postgres_up || have pg_ctlcluster; }; then missing+=(postgresql); fi
 have docker-registry || missing+=(docker-registry)
 have htpasswd || missing+=(apache2-utils)

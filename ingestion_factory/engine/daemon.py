@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from functools import lru_cache
 
 from ..errors import DockerUnavailable
@@ -34,6 +36,28 @@ def client():
 def _short(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text if len(text) < 160 else text[:157] + "..."
+
+
+def read_files(api, image: str, paths: list[str]) -> dict[str, bytes | None]:
+    """Files from an image, without running it (a created container, read through the engine's archive API)."""
+    from docker.errors import NotFound  # the docker SDK loads when the engine is used, not at start-up
+
+    container = api.containers.create(image, ["true"], network_mode="none")
+    try:
+        found: dict[str, bytes | None] = {}
+        for path in paths:
+            try:
+                stream, _ = container.get_archive(path)
+            except NotFound:  # the image has no such file
+                found[path] = None
+                continue
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+                member = archive.next()
+                extracted = archive.extractfile(member) if member else None
+                found[path] = extracted.read() if extracted else None
+        return found
+    finally:
+        container.remove(force=True)
 
 
 def remove_tags_under(api, prefix: str, *, noprune: bool = False) -> None:

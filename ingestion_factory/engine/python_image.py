@@ -1,8 +1,10 @@
 """The Python runtime image built from Debian packages, for machines that cannot reach Docker Hub.
 
-debootstrap installs a minimal Debian with python3, venv and pip into a
-directory; the directory is imported as an image tagged with exactly the name
-the base Dockerfile starts FROM.
+debootstrap installs a minimal Debian with python3, venv and pip into a directory, checking the
+suite's Release signature against the archive keyring; apt inside it then upgrades to the suite's
+-updates and -security suites, which its sources keep naming (so the Dockerfiles' apt-get steps see
+the fixes too). The directory is imported as an image tagged with exactly the name the base
+Dockerfile starts FROM. `--refresh` rebuilds it only when the archive has newer packages.
 """
 
 from __future__ import annotations
@@ -15,18 +17,22 @@ import time
 from pathlib import Path
 
 from .. import platforms
+from . import debian_archive
 from ..errors import ConfigError, FactoryError
 from ..model.names import python_image_ref
 from ..platforms import Platform
 from ..settings import Settings
 from . import buildkit
-from .daemon import DockerImageStore
+from .daemon import DockerImageStore, read_files
 
-PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
+PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "debian-archive-keyring")
 # Left out of the image: documentation and caches no container reads.
 PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt/archives",
          "var/lib/apt/lists")
 LABEL_BUILT_BY = "io.ingestion-factory.python-image"
+SOURCES = "etc/apt/sources.list.d/debian.sources"
+DPKG_STATUS = "/var/lib/dpkg/status"
+APT_TIMEOUT_S = 1800  # under QEMU an upgrade of a few dozen packages takes minutes
 
 
 def build_all(settings: Settings, *, force: bool = False, echo=print) -> list[str]:
@@ -34,6 +40,52 @@ def build_all(settings: Settings, *, force: bool = False, echo=print) -> list[st
     targets = settings.target_platforms
     platforms.require_emulation(targets)
     return [build(settings, force=force, echo=echo, platform=target) for target in targets]
+
+
+def refresh_all(settings: Settings, *, echo=print, archive: debian_archive.Archive | None = None, store=None,
+                installed=None, rebuild=None) -> list[str]:
+    """`inv python-image --refresh`: rebuild each platform's Python image only when the archive has newer
+    versions of its Debian packages (or it is missing); otherwise change nothing."""
+    targets = settings.target_platforms
+    platforms.require_emulation(targets)
+    archive = archive or debian_archive.Archive(settings)
+    store = store or DockerImageStore()
+    installed = installed or installed_packages  # (api, image) -> name -> (version, architecture)
+    rebuild = rebuild or build
+    built = []
+    for target in targets:
+        ref = python_image_ref(settings, target)
+        existing = store.inspect(ref)
+        if existing is None:
+            echo(f"{ref} is missing: building it.")
+            built.append(rebuild(settings, echo=echo, platform=target))
+            continue
+        updates = pending_updates(installed(store.api, existing.id), target, archive)
+        if not updates:
+            echo(f"{ref} is up to date with {', '.join(s.name for s in archive.suites)} ({existing.id[7:19]}).")
+            built.append(existing.id)
+            continue
+        shown = ", ".join(f"{u.name} {u.installed} -> {u.fixed}" for u in updates[:5])
+        more = f" and {len(updates) - 5} more" if len(updates) > 5 else ""
+        echo(f"{ref}: {len(updates)} Debian package(s) have updates ({shown}{more}): rebuilding it.")
+        built.append(rebuild(settings, force=True, echo=echo, platform=target))
+    return built
+
+
+def pending_updates(installed: dict[str, tuple[str, str]], platform: Platform,
+                    archive: debian_archive.Archive) -> list[debian_archive.DebianUpdate]:
+    """The installed Debian packages (name -> (version, architecture)) the archive has newer versions of."""
+    grouped = debian_archive.by_architecture(((name, version, arch) for name, (version, arch) in installed.items()),
+                                             platform.debian)
+    return [update for arch, packages in grouped.items() for update in archive.updates(packages, arch)]
+
+
+def installed_packages(api, image: str) -> dict[str, tuple[str, str]]:
+    """The image's installed Debian packages, name -> (version, architecture), from its dpkg database."""
+    status = read_files(api, image, [DPKG_STATUS])[DPKG_STATUS]
+    if status is None:
+        raise FactoryError(f"{image} has no {DPKG_STATUS}: it is not a Debian image")
+    return debian_archive.dpkg_status(status.decode("utf-8", errors="replace"))
 
 
 def build(settings: Settings, *, force: bool = False, echo=print, platform: Platform = platforms.DEFAULT) -> str:
@@ -49,25 +101,8 @@ def build(settings: Settings, *, force: bool = False, echo=print, platform: Plat
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="factory-python-", dir=os.environ.get("FACTORY_TMPDIR")) as scratch:
         rootfs = Path(scratch) / "rootfs"
-        echo(f"debootstrap {settings.debian_suite} with {', '.join(PACKAGES)} (about a minute)...")
-        command = [debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                   settings.debian_suite, str(rootfs), settings.debian_mirror]
-        completed = subprocess.run(command, capture_output=True, text=True)
-        if completed.returncode != 0:
-            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-10:])
-            raise FactoryError(f"debootstrap failed (exit {completed.returncode}):\n{tail}",
-                               f"check that {settings.debian_mirror} is reachable, or set factory.debian_mirror")
-        for relative in PRUNE:
-            shutil.rmtree(rootfs / relative, ignore_errors=True)
-            (rootfs / relative).mkdir(parents=True, exist_ok=True)
-        python = rootfs / "usr/bin/python3"
-        if not python.exists():
-            raise FactoryError("debootstrap finished but usr/bin/python3 is missing from the root filesystem")
-        # Official python images answer to `python` too; keep that promise.
-        (rootfs / "usr/local/bin").mkdir(parents=True, exist_ok=True)
-        link = rootfs / "usr/local/bin/python"
-        if not link.exists():
-            link.symlink_to("/usr/bin/python3")
+        _debootstrap(settings, platforms.DEFAULT, rootfs, debootstrap, echo)
+        _prune_and_link(rootfs)
         echo(f"importing as {settings.python_image}...")
         changes = [
             "ENV LANG=C.UTF-8",
@@ -124,16 +159,7 @@ def _build_foreign(settings: Settings, platform: Platform, *, force: bool, echo)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="factory-python-", dir=os.environ.get("FACTORY_TMPDIR")) as scratch:
         rootfs = Path(scratch) / "rootfs"
-        echo(f"debootstrap {settings.debian_suite} for {platform.debian} with {', '.join(PACKAGES)} "
-             f"(under QEMU: about 5 minutes)...")
-        command = [debootstrap, f"--arch={platform.debian}", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                   settings.debian_suite, str(rootfs), settings.debian_mirror]
-        completed = subprocess.run(command, capture_output=True, text=True)
-        if completed.returncode != 0:
-            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-10:])
-            raise FactoryError(f"debootstrap --arch={platform.debian} failed (exit {completed.returncode}):\n{tail}",
-                               f"check that {settings.debian_mirror} is reachable and QEMU works "
-                               f"({platforms.EMULATION_HINT})")
+        _debootstrap(settings, platform, rootfs, debootstrap, echo)
         _prune_and_link(rootfs)
         context = Path(scratch) / "context"
         context.mkdir()
@@ -163,6 +189,60 @@ def _build_foreign(settings: Settings, platform: Platform, *, force: bool, echo)
     echo(f"{ref}: Python {version} ({platform.name}), {image.size / 1e6:.0f} MB, "
          f"{time.monotonic() - started:.0f}s")
     return image.id
+
+
+def debootstrap_command(settings: Settings, platform: Platform, rootfs: Path, debootstrap: str = "debootstrap",
+                        keyring: Path | None = None) -> list[str]:
+    """The suite from debian_mirror, its Release signature checked against the keyring (a bad one fails)."""
+    return [debootstrap, *([f"--arch={platform.debian}"] if not platform.is_default else []),
+            f"--keyring={keyring or settings.debian_keyring}", "--variant=minbase",
+            f"--include={','.join(PACKAGES)}", settings.debian_suite, str(rootfs), settings.debian_mirror]
+
+
+UPGRADE_SCRIPT = (
+    # --error-on=any: a suite that fails its signature check (or cannot be read) stops the build.
+    "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update --error-on=any; "
+    "apt-get -y -o Dpkg::Options::=--force-confold upgrade; apt-get clean"
+)
+
+
+def _debootstrap(settings: Settings, platform: Platform, rootfs: Path, debootstrap: str, echo) -> None:
+    """debootstrap the suite, then upgrade from all three suites with the image's own apt (under QEMU abroad)."""
+    keyring = debian_archive.require_keyring(settings)
+    arch = f" for {platform.debian}" if not platform.is_default else ""
+    slow = " (under QEMU: about 5 minutes)" if not platform.is_default else " (about a minute)"
+    echo(f"debootstrap {settings.debian_suite}{arch} with {', '.join(PACKAGES)}{slow}...")
+    completed = subprocess.run(debootstrap_command(settings, platform, rootfs, debootstrap, keyring),
+                               capture_output=True, text=True)
+    if completed.returncode != 0:
+        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-10:])
+        emulation = "" if platform.is_default else f" and QEMU works ({platforms.EMULATION_HINT})"
+        raise FactoryError(f"debootstrap{arch} failed (exit {completed.returncode}):\n{tail}",
+                           f"check that {settings.debian_mirror} is reachable, is signed by a key in "
+                           f"{keyring}{emulation}, or set factory.debian_mirror / factory.debian_keyring")
+    (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
+    sources = rootfs / SOURCES
+    sources.parent.mkdir(parents=True, exist_ok=True)
+    sources.write_text(debian_archive.apt_sources(settings))
+    echo(f"apt-get upgrade from {', '.join(s.name for s in debian_archive.suites(settings))}...")
+    resolv = rootfs / "etc/resolv.conf"
+    had_resolv = resolv.exists() or resolv.is_symlink()
+    if not had_resolv and Path("/etc/resolv.conf").is_file():
+        shutil.copy("/etc/resolv.conf", resolv)  # name resolution inside the chroot; not kept in the image
+    try:
+        completed = subprocess.run(["chroot", str(rootfs), "/bin/sh", "-c", UPGRADE_SCRIPT], capture_output=True,
+                                   text=True, timeout=APT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise FactoryError(f"apt-get upgrade{arch} did not finish within {APT_TIMEOUT_S} s") from None
+    finally:
+        if not had_resolv:
+            resolv.unlink(missing_ok=True)
+    if completed.returncode != 0:
+        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-10:])
+        raise FactoryError(f"apt-get update/upgrade from the -updates and -security suites failed "
+                           f"(exit {completed.returncode}):\n{tail}",
+                           f"check that {settings.debian_mirror} and {settings.debian_security_mirror} are "
+                           f"reachable and signed by a key in the archive keyring")
 
 
 def _prune_and_link(rootfs: Path) -> None:

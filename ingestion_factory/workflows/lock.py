@@ -404,6 +404,32 @@ class Locker:
                     sorter.done(name)
         return [results[name] for name in names]
 
+    def newest(self, name: str) -> dict[str, str]:
+        """What a fresh resolution of this lock's inputs picks (as `--upgrade` would), writing nothing:
+        `inv audit`'s answer to "which locked packages could move"."""
+        target = self.targets[name]
+        parent = self._parent_lock(target)
+        try:
+            old = read(target.path)
+        except ConfigError:
+            old = None
+        with tempfile.TemporaryDirectory(prefix="factory-newest-") as scratch:
+            body, _ = self._compile(target, parent, old, True, Path(scratch))
+        return {canonicalize_name(m["name"]): m["version"] for line in body.splitlines() if (m := PACKAGE_LINE.match(line))}
+
+    def newest_release(self, package: str) -> str | None:
+        """The newest release of one package for the images' Python and platform, its dependencies aside
+        (None when the index has none): a framework's next version."""
+        with tempfile.TemporaryDirectory(prefix="factory-release-") as scratch:
+            source, output = Path(scratch) / "in.txt", Path(scratch) / "out.txt"
+            source.write_text(f"{package}\n")
+            completed = self.resolver([*self._common(), "--no-deps", "--output-file", str(output), str(source)],
+                                      self.env)
+            if completed.returncode != 0 or not output.is_file():
+                return None
+            return next((m["version"] for line in output.read_text().splitlines()
+                         if (m := PACKAGE_LINE.match(line))), None)
+
     def _lock_one(self, name: str, upgrading: bool) -> LockResult:
         target = self.targets[name]
         started = time.monotonic()

@@ -8,9 +8,7 @@ lock's fails the build. `inv sbom` reads it from any image.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from packaging.utils import canonicalize_name
 from ..errors import ConfigError, FactoryError
 from ..files import write_atomically
 from ..model.failures import Cause, Diagnosis, StepFailed
+from ..engine.daemon import read_files
 from ..model.plan import LABEL_SBOM, LOCK_PATH, SBOM_PATH
 from .lock import PACKAGE_LINE
 
@@ -61,28 +60,6 @@ def mismatch(sbom_python: dict[str, str], locked: dict[str, str]) -> list[str]:
         else:
             problems.append(f"{name} is {have}, the lock says {want}")
     return problems
-
-
-def read_files(api, image: str, paths: list[str]) -> dict[str, bytes | None]:
-    """Files from an image, without running it (a created container, read through the engine's archive API)."""
-    from docker.errors import NotFound  # the docker SDK loads when the engine is used, not at start-up
-
-    container = api.containers.create(image, ["true"], network_mode="none")
-    try:
-        found: dict[str, bytes | None] = {}
-        for path in paths:
-            try:
-                stream, _ = container.get_archive(path)
-            except NotFound:  # the image has no such file
-                found[path] = None
-                continue
-            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-                member = archive.next()
-                extracted = archive.extractfile(member) if member else None
-                found[path] = extracted.read() if extracted else None
-        return found
-    finally:
-        container.remove(force=True)
 
 
 def _read_against_lock(api, image: str, sbom_path: str) -> tuple[bytes | None, SbomSummary, list[str] | None]:

@@ -39,6 +39,7 @@ STUBS = {
     "psql": "exit 0",
     "docker-registry": "exit 0",
     "htpasswd": "exit 0",
+    "gpgv": "exit 0",
     "apt-get": 'echo "apt-get $*" >>"$CALLS"',
     "systemctl": 'echo "systemctl $*" >>"$CALLS"; [ "$*" != "start docker" ] || touch "$STATE/engine_up"',
     "dockerd": 'echo "dockerd $*" >>"$CALLS"',
@@ -67,6 +68,8 @@ class Machine:
         shutil.copy(REPO / "pyproject.toml", self.project)
         self.bin.mkdir()
         self.state.mkdir()
+        self.keyring = self.state / "debian-archive-keyring.gpg"
+        self.keyring.touch()
         for tool in TOOLS:
             (self.bin / tool).symlink_to(shutil.which(tool))
         for name, body in STUBS.items():
@@ -98,7 +101,7 @@ class Machine:
 
     def run(self, *args: str, script: str = "scripts/provision.sh") -> subprocess.CompletedProcess:
         env = {"PATH": str(self.bin), "STATE": str(self.state), "CALLS": str(self.calls_log), "HOME": "/tmp",
-               "FACTORY_BINFMT_DIR": str(self.state / "binfmt")}
+               "FACTORY_BINFMT_DIR": str(self.state / "binfmt"), "FACTORY_DEBIAN_KEYRING": str(self.keyring)}
         return subprocess.run([str(self.project / script), *args], env=env, capture_output=True, text=True,
                               timeout=60)
 
@@ -135,6 +138,14 @@ def test_as_root_on_debian_it_installs_and_starts_only_what_is_missing(machine):
         "inv python-image",
     ]
     assert completed.stdout.splitlines()[-1].startswith("set-up: done in ")
+
+
+def test_the_debian_archive_is_checked_with_gpgv_and_the_archive_keyring(machine):
+    machine.remove("gpgv")
+    machine.keyring.unlink()
+    completed = machine.run()
+    assert completed.returncode == 0, completed.stderr
+    assert "apt-get install -y -qq --no-install-recommends gpgv debian-archive-keyring" in machine.calls
 
 
 def test_a_dockerd_that_is_starting_is_waited_for_not_started_twice(machine):

@@ -1,0 +1,103 @@
+"""`inv audit`: the table, the JSON report, the VEX document and one summary line per image."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from ..engine import debian_archive, python_image
+from ..files import write_atomically
+from ..model import catalog as catalog_mod
+from ..model import osv
+from ..model import plan as plan_mod
+from ..settings import Settings
+from ..workflows import audit as audit_mod
+from ..workflows import lock as lock_mod
+from ..workflows import sbom as sbom_mod
+from ..engine.daemon import connect
+from .commands import console
+
+
+def audit(settings: Settings, names: list[str] | None = None, *, json_path: str | None = None,
+          osv_sources: list[str] | None = None, vex_path: str | None = None, python: bool = True,
+          fresh: bool = False) -> int:
+    started = time.monotonic()
+    selected = audit_mod.select(settings, names)
+    database = audit_mod.read_osv(osv_sources or [])  # bad input fails before any work
+    catalog = catalog_mod.discover(settings)
+    api = None
+
+    def engine():
+        nonlocal api
+        if api is None:
+            api, _ = connect()
+        return api
+
+    def read_sbom(name: str):
+        copy = settings.output_path / "reports" / "sbom" / f"{name}.cdx.json"
+        if copy.is_file():
+            return json.loads(copy.read_text()), str(copy.relative_to(settings.root) if copy.is_relative_to(
+                settings.root) else copy)
+        ref = plan_mod.image_ref(catalog[name], settings)
+        try:
+            engine().images.get(ref)
+        except Exception:
+            return None
+        raw, _ = sbom_mod.export(engine(), ref, None)
+        return json.loads(raw), ref
+
+    def read_python_image():
+        try:
+            image = engine().images.get(settings.python_image)
+        except Exception:
+            return None
+        return python_image.installed_packages(engine(), image.id)
+
+    include_python_image = not names or audit_mod.PYTHON_IMAGE in (names or [])
+    selected = [name for name in selected if name != audit_mod.PYTHON_IMAGE]
+    locker = None
+    if python:
+        targets = lock_mod.targets(catalog, settings)
+        locker = lock_mod.Locker(settings, targets, upgrade=True)
+    auditor = audit_mod.Auditor(settings, debian_archive.Archive(settings), read_sbom,
+                                read_python_image if include_python_image else None, locker, database,
+                                jobs=settings.jobs, fresh=fresh)
+    results = auditor.run(selected, python_image=include_python_image)
+    _print_table(results)
+    for result in results:
+        console.print(escape(result.summary()), highlight=False)
+    code = audit_mod.exit_code(results)
+    report = {"duration_s": round(time.monotonic() - started, 2), "exit_code": code,
+              "suites": [s.name for s in debian_archive.suites(settings)],
+              "upgrade_packages": audit_mod.upgrade_packages(results),
+              "images": [r.as_json() for r in results]}
+    target = Path(json_path) if json_path else settings.output_path / "reports" / "audit-latest.json"
+    write_atomically(target, json.dumps(report, indent=1) + "\n")
+    if database is not None:
+        vex_target = Path(vex_path) if vex_path else settings.output_path / "reports" / "audit-vex.cdx.json"
+        findings = [f for r in results for f in r.vulnerabilities]
+        write_atomically(vex_target, json.dumps(osv.vex(findings), indent=1) + "\n")
+        console.print(f"VEX ({len(findings)} finding(s), each in_triage until you record a decision): {vex_target}")
+    fixable = sum(r.fixable for r in results)
+    console.print(f"{fixable} of {len(results)} image(s) have fixes available; report: {target} "
+                  f"({time.monotonic() - started:.1f}s)")
+    return code
+
+
+def _print_table(results: list[audit_mod.ImageAudit]) -> None:
+    table = Table("image", "status", "Debian fixes", "Python updates", "vulnerabilities", show_lines=False)
+    for result in results:
+        debian = ", ".join(f"{u.name} {u.fixed}" for u in result.debian[:4]) + (
+            f" +{len(result.debian) - 4}" if len(result.debian) > 4 else "")
+        python = ", ".join(f"{u.name} {u.newest}" + (" (framework)" if u.framework else "")
+                           for u in result.python[:4]) + (f" +{len(result.python) - 4}" if len(result.python) > 4 else "")
+        vulns = ", ".join(sorted({f.aliases[0] if f.aliases else f.id for f in result.vulnerabilities})[:4]) + (
+            f" +{len(result.vulnerabilities) - 4}" if len(result.vulnerabilities) > 4 else "")
+        table.add_row(escape(result.name), result.status.styled(), escape(debian) or "-", escape(python) or "-",
+                      escape(vulns) or "-")
+    console.print(table)
+
