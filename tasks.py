@@ -248,13 +248,14 @@ def bundle(c, output, connector=None, tag=None):
     "username": "Mirror registry user (or env FACTORY_REGISTRY_USERNAME; default: the `docker login` entry).",
     "password_file": "File holding the mirror's password, '-' for stdin "
                      "(or env FACTORY_REGISTRY_PASSWORD / FACTORY_REGISTRY_PASSWORD_FILE).",
+    "namespace": "Accept images for this namespace's repositories (default: factory.namespace).",
 })
 @reports_errors
-def unbundle(c, file, push=None, username=None, password_file=None):
+def unbundle(c, file, push=None, username=None, password_file=None, namespace=None):
     """Load a bundle: checksum, image IDs and smoke tests first; only then tag (and optionally push) the images."""
     from ingestion_factory import bundle as bundle_mod
 
-    return bundle_mod.unbundle(_settings(c), Path(file), push_to=push, username=username,
+    return bundle_mod.unbundle(_settings(c, namespace=namespace), Path(file), push_to=push, username=username,
                                password_file=password_file, console=commands.console)
 
 

@@ -300,7 +300,49 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
+        if _ECHO in text and self._secrets:
+            text = _mask_shortened_echoes(text, self._secrets)
         return _mask_patterns(text)
+
+
+_ECHO = "input_value="
+# A secret's head or tail shorter than this is left in a shortened echo: too short to tell from chance.
+_MIN_ECHO_PIECE = 6
+
+
+def _mask_shortened_echoes(text: str, secrets: tuple) -> str:
+    """Mask the pieces of secrets in pydantic's `input_value=<head>...<tail>` echoes.
+
+    A secret inside a longer input (`{'value': 'secret'}`) is cut anywhere, so its
+    shortened forms cannot be listed in advance: the head may end with any start
+    of the secret, and the tail begin with any end of it.
+    """
+    pieces, done = [], 0
+    for echo in re.finditer(re.escape(_ECHO), text):
+        cut = text.find("...", echo.end(), echo.end() + _ECHO_HEAD + 4)
+        if cut < done or cut < 0:
+            continue
+        head_start, tail_end = cut, cut + 3
+        for secret in secrets:
+            head_start = min(head_start, cut - _common_edge(text[echo.end():cut], secret, at_end=True))
+            tail = text[cut + 3:cut + 3 + _ECHO_TAIL]
+            tail_end = max(tail_end, cut + 3 + _common_edge(tail, secret, at_end=False))
+        if head_start < cut:
+            pieces += [text[done:head_start], MASK]
+            done = cut
+        if tail_end > cut + 3:
+            pieces += [text[done:cut + 3], MASK]
+            done = tail_end
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _common_edge(window: str, secret: str, at_end: bool) -> int:
+    """The longest start of `secret` ending `window` (at_end), or end of `secret` starting it."""
+    for size in range(min(len(window), len(secret)), _MIN_ECHO_PIECE - 1, -1):
+        if (window.endswith(secret[:size]) if at_end else window.startswith(secret[-size:])):
+            return size
+    return 0
 
 
 class RedactingStream(io.TextIOBase):

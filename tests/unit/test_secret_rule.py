@@ -199,10 +199,21 @@ def test_pydantics_shortened_echo_of_a_secret_is_masked():
     assert MARK not in redacted and LONG_SECRET[-20:] not in redacted
 
 
+def test_pieces_of_a_secret_in_a_shortened_echo_of_a_larger_input_are_masked():
+    redactor = runtime_redaction.Redactor()
+    redactor.add_secrets_from({"config": {"password": LONG_SECRET}})
+    shown = repr({"value": LONG_SECRET})
+    echo = f"Input should be a valid string [type=string_type, input_value={shown[:25]}...{shown[-24:]}, input_type=dict]"
+    redacted = redactor.redact(echo)
+    assert LONG_SECRET[:8] not in redacted and LONG_SECRET[-8:] not in redacted
+    assert redacted.startswith("Input should be a valid string [type=string_type, input_value={'value': '********...")
+
+
 # Long values of the characters the patterns look for. Each rule must stay linear in the length of what
 # it reads (a name matched whole, patterns that start only where their run starts): a search where a
 # fullmatch belongs, or an unanchored repeat, turns 100 KiB into minutes.
-LONG_INPUTS = ["a", "a-", "a:a@", "a=b ", "x://a:", "eyJaaaaa.", "'--a', ", "basic ", "token 1", "jaas.config="]
+LONG_INPUTS = ["a", "a-", "a:a@", "a=b ", "x://a:", "eyJaaaaa.", "'--a', ", "basic ", "token 1", "jaas.config=",
+               "input_value=S3cret..."]
 
 
 @pytest.mark.parametrize("unit", LONG_INPUTS)
