@@ -658,7 +658,8 @@ def _push_setup(settings: Settings, registry: str, username: str | None, passwor
     """Credentials for the mirror, read before anything is loaded (a bad password file is exit 2 up front)."""
     from .registry import read_credentials
 
-    return read_credentials(registry.strip(), username=username, password_file=password_file)
+    # FACTORY_REGISTRY_* are for the factory's own registry: a mirror named here gets the flags' credentials.
+    return read_credentials(registry.strip(), username=username, password_file=password_file, home=settings.registry)
 
 
 def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: str, credentials, console) -> None:
