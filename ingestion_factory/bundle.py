@@ -335,20 +335,29 @@ def images_archive(tar: tarfile.TarFile, path: Path, manifest: BundleManifest) -
 
 
 def check_archive(path: Path, manifest: BundleManifest, console: Console) -> None:
-    """The image archive's size and sha256 against the manifest, before anything reaches the engine."""
+    """The image archive's size, sha256 and names against the manifest, before anything reaches the engine.
+
+    `inv bundle` saves by image ID, so its archive names no image: one that does (RepoTags in its
+    manifest.json, a `repositories` file) was made to tag something on load, and is refused.
+    """
     digest = hashlib.sha256()
     size = 0
+
+    def count(chunk: bytes) -> None:
+        nonlocal size
+        digest.update(chunk)
+        size += len(chunk)
+        progress.advance(len(chunk))
+
     try:
         with tarfile.open(path, mode="r:") as tar, \
                 ByteProgress(console, f"checking {path.name}", manifest.archive_size) as progress:
-            source = images_archive(tar, path, manifest)
-            while True:
-                chunk = source.read(CHUNK)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                size += len(chunk)
-                progress.advance(len(chunk))
+            source = _Tee(images_archive(tar, path, manifest), count)
+            names, problem = archive_names(source)
+            if source.error is not None:
+                raise source.error
+            while source.read(CHUNK):
+                pass
     except BundleRefused:
         raise
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -360,6 +369,52 @@ def check_archive(path: Path, manifest: BundleManifest, console: Console) -> Non
     if "sha256:" + digest.hexdigest() != manifest.archive_sha256:
         raise BundleRefused(f"{path} was altered: the checksum of {IMAGES_MEMBER} is not the manifest's; "
                             "nothing was loaded", "use the bundle as it was written")
+    if problem:
+        raise BundleRefused(f"{path}: {IMAGES_MEMBER} is not an image archive ({problem}); nothing was loaded")
+    if names:
+        raise BundleRefused(f"{path}: its {IMAGES_MEMBER} names images ({', '.join(sorted(names)[:3])}), which "
+                            "loading would tag; `inv bundle` saves images by ID, so it did not make this archive; "
+                            "nothing was loaded", "make the bundle again with `inv bundle`")
+
+
+class _Tee:
+    """A file whose reads are also handed to `on_read`; remembers a failure of the file itself."""
+
+    def __init__(self, source: IO[bytes], on_read):
+        self.source, self.on_read = source, on_read
+        self.error: Exception | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            chunk = self.source.read(size)
+        except Exception as exc:  # the bundle's own tar is damaged: not the image archive's fault
+            self.error = exc
+            raise
+        self.on_read(chunk)
+        return chunk
+
+
+def archive_names(source) -> tuple[list[str], str]:
+    """The image names a `docker save` archive would apply on load, read as it streams; and a problem, if any."""
+    names: list[str] = []
+    try:
+        with tarfile.open(fileobj=source, mode="r|") as archive:
+            for member in archive:
+                name = member.name.removeprefix("./")
+                if not member.isfile() or name not in ("manifest.json", "repositories"):
+                    continue
+                if member.size > MAX_MANIFEST_BYTES:
+                    return names, f"its {name} is {member.size} bytes"
+                document = json.loads(archive.extractfile(member).read())
+                if name == "manifest.json":
+                    names += [tag for entry in document for tag in entry.get("RepoTags") or []]
+                else:
+                    names += [f"{repository}:{tag}" for repository, tags in document.items() for tag in tags]
+    except (tarfile.TarError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        if getattr(source, "error", None) is not None:
+            return names, ""
+        return names, f"{type(exc).__name__}: {exc}"
+    return names, ""
 
 
 def load_images(api, path: Path, manifest: BundleManifest, console: Console) -> list[str]:

@@ -18,7 +18,20 @@ IMAGES = [
                  "sha256:" + "2" * 64, "datahub", "1.7.0.17", "base-datahub", ID_A,
                  lock_digest="sha256:" + "3" * 64, sbom="/opt/ingestion/sbom.json"),
 ]
-PAYLOAD = [b"layer-one " * 1000, b"layer-two " * 2000, b"manifest.json"]
+def _tar(members: dict) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+# What `docker save` by image ID writes: layers, and a manifest.json naming no image.
+SAVED = _tar({"l1/layer.tar": b"layer-one " * 1000, "l2/layer.tar": b"layer-two " * 2000,
+              "manifest.json": json.dumps([{"Config": "c.json", "RepoTags": None, "Layers": ["l1/layer.tar"]}]).encode()})
+PAYLOAD = [SAVED[:5000], SAVED[5000:20000], SAVED[20000:]]
 QUIET = Console(quiet=True)
 
 
@@ -183,15 +196,6 @@ def test_only_this_factorys_repositories_are_accepted(tmp_path):
         bundle_mod.check_targets(forged, Settings(root=tmp_path, namespace="ns"))
 
 
-def _tar(members: dict) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return raw.getvalue()
-
 
 def test_the_archives_own_names_are_removed_as_it_streams():
     layer = b"x" * 300_000
@@ -249,3 +253,16 @@ def test_restoring_puts_back_moved_tags_and_removes_new_ones():
 
     assert engine.tags == {"ns/a:1": ID_A, "localhost:5000/ns/b:2": ID_B}
     assert sorted(changed) == ["localhost:5000/ns/b:2", "ns/a:1", "ns/new:x"]
+
+
+@pytest.mark.parametrize("members, says", [
+    ({"manifest.json": json.dumps([{"RepoTags": ["python:3.11-slim-bookworm"]}]).encode()}, "names images"),
+    ({"repositories": json.dumps({"ns/victim": {"latest": "abc"}}).encode()}, "names images"),
+    ({"manifest.json": b"not json"}, "not an image archive"),
+])
+def test_an_image_archive_that_names_images_is_refused_before_loading(tmp_path, members, says):
+    output = tmp_path / "forged.bundle"
+    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_tar(members)]))
+    with pytest.raises(BundleRefused, match=says) as refused:
+        bundle_mod.check_archive(output, bundle_mod.read_manifest(output), QUIET)
+    assert "nothing was loaded" in refused.value.message
