@@ -304,13 +304,14 @@ def bundle(c, output, connector=None, tag=None):
     "password_file": "File holding the mirror's password, '-' for stdin "
                      "(or env FACTORY_REGISTRY_PASSWORD / FACTORY_REGISTRY_PASSWORD_FILE).",
     "no_wait": NO_WAIT_HELP,
+    "namespace": "Accept images for this namespace's repositories (default: factory.namespace).",
 })
 @reports_errors
-def unbundle(c, file, push=None, username=None, password_file=None, no_wait=False):
+def unbundle(c, file, push=None, username=None, password_file=None, namespace=None, no_wait=False):
     """Load a bundle: checksum, image IDs and smoke tests first; only then tag (and optionally push) the images."""
     from ingestion_factory.workflows import bundle as bundle_mod
 
-    settings = _settings(c)
+    settings = _settings(c, namespace=namespace)
     with _one_run(settings, no_wait):
         return bundle_mod.unbundle(settings, Path(file), push_to=push, username=username,
                                    password_file=password_file, console=commands.console)

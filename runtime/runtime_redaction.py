@@ -19,75 +19,133 @@ the text that looks like a secret by the second kind of rule.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import io
 import json
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, List, Optional, TextIO
+from typing import Any, Callable, Iterable, Iterator, List, Optional, TextIO
+from urllib.parse import quote
 
 MASK = "********"
 
-# A name's words, for snake_case, kebab-case and camelCase names alike.
+# A name's words, for snake_case, kebab-case, dotted and camelCase names alike.
 _NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
-# A word ending in one of these names a secret: `password`, `PGPASSWORD`, `clientsecret`, `idToken`.
+# A word ending in one of these names a secret: `password`, `PGPASSWORD`, `clientsecret`, `idToken`, `keytab`.
 _SECRET_WORD_ENDINGS = (
-    "password", "passwd", "pwd", "passphrase", "secret", "token", "jwt", "credential", "authorization",
+    "password", "passwd", "pwd", "passphrase", "secret", "token", "jwt", "credential", "authorization", "keytab",
 )
 # Two words that name a secret together (also written as one word: `apikey`).
 _SECRET_PAIRS = (
     "apikey", "privatekey", "accesskey", "accountkey", "secretkey", "sslkey", "clientkey", "encryptionkey",
-    "masterkey", "sharedkey", "signingkey", "connectionstring",
+    "masterkey", "sharedkey", "signingkey", "connectionstring", "tlskey",
+    "password", "passphrase",  # passWord, passPhrase
+    "userinfo",  # Kafka schema registry's basic.auth.user.info (user:password)
+    "jaasconfig",  # Kafka's sasl.jaas.config holds the password inside a login module line
+    "httpauth", "basicauth",  # Elasticsearch's http_auth: user:password
 )
+# A word that names a secret wherever it stands: a personal access token (`databricksPAT`).
+_SECRET_WORDS = frozenset({"pat"})
 # A last word that says the value only points at or describes the secret.
 _POINTER_WORDS = frozenset({
     "file", "path", "url", "uri", "endpoint", "type", "name", "provider", "loader", "manager", "expiry",
     "expiration", "location", "region", "enabled", "header", "prefix", "mode", "env", "variable", "field", "length",
 })
-_KNOWN_WORDS = frozenset(_SECRET_WORD_ENDINGS) | frozenset(_SECRET_PAIRS) | _POINTER_WORDS | {"key", "string"}
+_KNOWN_WORDS = (frozenset(_SECRET_WORD_ENDINGS) | frozenset(_SECRET_PAIRS) | _SECRET_WORDS | _POINTER_WORDS
+                | {"key", "string"})
 # Values this short are more likely flags ("none", "JWT") than secrets; masking
 # them everywhere would garble the logs without protecting anything.
 _MIN_SECRET_LENGTH = 4
+# Keys whose value is named by what holds it: {"password": {"value": ...}}, {"name": "X-Api-Key", "value": ...}.
+_VALUE_KEYS = frozenset({"value", "values", "secretvalue", "data", "content"})
+_ENTRY_NAME_KEYS = frozenset({"name", "key", "header", "headername", "field"})
+# A command-line flag in an argument list: ["--password", X].
+_FLAG = re.compile(r"--?([A-Za-z][\w.-]*)")
+# pydantic shortens a value it echoes (`input_value='abc...xyz'`) to this many characters of its repr.
+_ECHO_LIMIT, _ECHO_HEAD, _ECHO_TAIL = 50, 25, 24
 
 
+@functools.lru_cache(maxsize=4096)  # log lines repeat the same few names
 def is_secret_field(name: str) -> bool:
     """Whether a field (or an assignment in text) of this name holds a secret."""
     words = [_singular(word.lower()) for word in _NAME_WORDS.findall(str(name))]
     if not words or words[-1] in _POINTER_WORDS:
         return False
     pairs = [first + second for first, second in zip(words, words[1:])]
-    return any(word.endswith(_SECRET_WORD_ENDINGS + _SECRET_PAIRS) for word in words) or any(
-        pair in _SECRET_PAIRS for pair in pairs
-    )
+    return (any(word.endswith(_SECRET_WORD_ENDINGS + _SECRET_PAIRS) or word in _SECRET_WORDS for word in words)
+            or any(pair in _SECRET_PAIRS for pair in pairs))
 
 
 def _singular(word: str) -> str:
     return word[:-1] if word.endswith("s") and word[:-1] in _KNOWN_WORDS else word
 
 
+def _is_basic_credential(text: str) -> bool:
+    """Whether text is base64 of `user:password` (HTTP Basic), not an ordinary word after "basic"."""
+    try:
+        decoded = base64.b64decode(text, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return False
+    return ":" in decoded
+
+
 @dataclass(frozen=True)
 class _SecretPattern:
-    """Text that holds a secret whatever the config says; `secret_group` is the secret itself."""
+    """Text that holds a secret whatever the config says; `secret_group` is the secret itself.
+
+    Every pattern may only start where the run of characters it scans starts
+    (a lookbehind or a literal), and its repeats are bounded or end at a
+    character outside their class: each character is then scanned a bounded
+    number of times, and a 100 KiB log line costs no more than a short one times its length.
+    """
 
     regex: "re.Pattern[str]"
     secret_group: int
     name_group: Optional[int] = None  # when set, the match counts only if this group names a secret field
+    accept: Optional[Callable[[str], bool]] = None  # when set, the secret must also pass this check
 
     def matches(self, text: str) -> Iterator["re.Match[str]"]:
         for match in self.regex.finditer(text):
-            if self.name_group is None or is_secret_field(match.group(self.name_group)):
-                yield match
+            if self.name_group is not None and not is_secret_field(match.group(self.name_group)):
+                continue
+            if self.accept is not None and not self.accept(match.group(self.secret_group)):
+                continue
+            yield match
 
 
 _SECRET_PATTERNS = (
-    _SecretPattern(re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), 0),  # a JWT
+    # A JWT.
+    _SecretPattern(re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), 0),
+    # A private key's body, also JSON-escaped (a GCP key file's "private_key").
+    _SecretPattern(re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----([A-Za-z0-9+/=\s\\]{16,})"), 1),
+    # The credentials of an Authorization header, whatever the scheme (`Basic <b64>`, `token X`, `Bearer X`).
+    _SecretPattern(re.compile(
+        r"(?i)(?<![\w-])(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?"
+        r"(?:(?:basic|bearer|token|digest|negotiate|ntlm|apikey)\s+)?(?!\*{4})([^\s\"',;]+)"), 1),
     _SecretPattern(re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/=-]{8,})"), 1),
+    _SecretPattern(re.compile(r"(?i)\bbasic\s+([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])"), 1,
+                   accept=_is_basic_credential),
+    # `token X` as GitHub-style APIs print it: a long token word with a digit (not "token validation").
+    _SecretPattern(re.compile(r"(?i)(?<![\w-])token\s+(?=[A-Za-z0-9._~+/=-]*[0-9])([A-Za-z0-9._~+/=-]{16,})"), 1),
+    # Kafka's sasl.jaas.config, masked whole up to its closing `;` (the login module line names user and password).
+    _SecretPattern(re.compile(r"(?i)\b(?:sasl\.)?jaas\.config[\"']?\s*[:=]\s*[\"']?([^;\n]{1,4096};?)"), 1),
     # A password in a URL: scheme://user:password@host
-    _SecretPattern(re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:([^@/?#\s]+)@"), 1),
-    # password=..., "apiKey": "...", PGPASSWORD=... (never a value already masked)
-    _SecretPattern(re.compile(r"\b([\w-]+)[\"']?\s*[:=]\s*[\"']?(?!\*{4})([^\s\"',;&}]+)"), 2, name_group=1),
+    _SecretPattern(re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://[^:/?#@\s]*:([^@/?#\s]+)@"), 1),
+    # A flag and its value: `--password X`, "'--password', 'X'" (a printed argument list).
+    _SecretPattern(re.compile(
+        r"(?<![\w-])--?([A-Za-z][\w.-]{0,127})(?:[\"']?\s*,\s*[\"']?|\s+[\"']?)(?![-*])([^\s\"',;]+)"), 2,
+        name_group=1),
+    # password=..., "apiKey": "..." (also JSON-escaped), PGPASSWORD=..., ssl.keystore.password=...
+    # (never a value already masked, nor a null)
+    _SecretPattern(re.compile(
+        r"(?<![\w.-])([\w.-]{1,128})(?:\\?[\"'])?\s*[:=]\s*(?:\\?[\"'])?(?!\*{4}|(?:null|None|true|false)\b)"
+        r"([^\s\"',;&}\\]+)"), 2, name_group=1),
 )
-# A whole value of the form user:password@host[:port] (a `host_port` with credentials).
+# A whole value of the form user:password@host[:port] (a `host_port` with credentials). Always
+# matched whole (fullmatch): searched for, it would try every start of a long value, quadratic in its length.
 _USERINFO_VALUE = re.compile(r"[^\s:/@]+:([^\s@/]+)@[^\s@]+")
 
 
@@ -110,6 +168,13 @@ def find_secrets(document: Any) -> List[Secret]:
             found.append(Secret(name, text))
         else:
             found.extend(Secret(name, secret) for secret in secrets_in_value(text))
+        # A document given as a JSON string (a GCP key file in `credentials_json`) holds secrets of its own.
+        embedded = _embedded_document(text)
+        if embedded is not None:
+            try:
+                found.extend(find_secrets(embedded))
+            except RecursionError:  # nested too deep to be a key file; the field's own rule decided above
+                pass
     return found
 
 
@@ -133,31 +198,89 @@ def _scalar_text(value: Any) -> str:
     return str(value)
 
 
-def _leaves(document: Any, key: str = "") -> Iterable[tuple]:
+def _embedded_document(text: str) -> Any:
+    stripped = text.strip()
+    if not (stripped[:1], stripped[-1:]) in (("{", "}"), ("[", "]")):
+        return None
+    try:
+        return json.loads(stripped)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _leaves(document: Any, key: str = "", in_list: bool = False) -> Iterable[tuple]:
+    """(name, scalar) pairs; a scalar is named by its key, or by what names it in the structure around it."""
     if isinstance(document, dict):
+        entry_name = _entry_name(document)
         for child_key, child in document.items():
-            yield from _leaves(child, str(child_key))
+            name = str(child_key)
+            if name.lower() in _VALUE_KEYS:
+                name = entry_name or key or name
+            yield from _leaves(child, name)
     elif isinstance(document, list):
-        for child in document:
-            yield from _leaves(child, key)
+        for index, child in enumerate(document):
+            flag = _flag_name(document, index, in_list)
+            yield from _leaves(child, flag or key, in_list=True)
     else:
         yield key, document
 
 
+def _entry_name(entry: dict) -> Optional[str]:
+    """The secret name a {"name": ..., "value": ...} entry (a header, a parameter) gives its value."""
+    for name_key, name in entry.items():
+        if str(name_key).lower() in _ENTRY_NAME_KEYS and isinstance(name, str) and is_secret_field(name):
+            return name
+    return None
+
+
+def _flag_name(items: list, index: int, in_list: bool) -> Optional[str]:
+    """The secret name the previous item gives this one: ["--password", X], or a [name, value] pair in a list."""
+    if index == 0 or not isinstance(items[index - 1], str):
+        return None
+    previous = items[index - 1]
+    flag = _FLAG.fullmatch(previous)
+    if flag is not None:
+        name = flag.group(1)
+    elif in_list and len(items) == 2:  # headers as [["Authorization", "token X"], ...]
+        name = previous
+    else:
+        return None
+    return name if is_secret_field(name) else None
+
+
 def _variants(secret: str) -> Iterable[str]:
-    """The forms a secret can take in output: as is, JSON-escaped, line by line."""
-    yield secret.strip()
+    """The forms a secret can take in output: as is, escaped, URL-quoted, line by line, shortened."""
+    secret = secret.strip()
+    yield secret
     yield json.dumps(secret)[1:-1]
+    yield repr(secret)[1:-1]
+    yield quote(secret, safe="")
     # A multi-line secret (a PEM private key) is printed line by line.
     yield from (line.strip() for line in secret.splitlines())
+    # pydantic echoes a long input as the first 25 and last 24 characters of its repr.
+    shown = repr(secret)
+    if len(shown) > _ECHO_LIMIT:
+        yield shown[1:_ECHO_HEAD]
+        yield shown[-_ECHO_TAIL:-1]
 
 
 def _mask_patterns(text: str) -> str:
     for pattern in _SECRET_PATTERNS:
         spans = [match.span(pattern.secret_group) for match in pattern.matches(text)]
-        for start, end in reversed(spans):  # from the end, so earlier spans stay valid
-            text = text[:start] + MASK + text[end:]
+        if spans:
+            text = _masked(text, spans)
     return text
+
+
+def _masked(text: str, spans: List[tuple]) -> str:
+    # Joined once: replacing span by span would copy a long line once per secret in it.
+    pieces, done = [], 0
+    for start, end in spans:
+        if start >= done:
+            pieces += [text[done:start], MASK]
+            done = end
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 class Redactor:
@@ -177,7 +300,49 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
+        if _ECHO in text and self._secrets:
+            text = _mask_shortened_echoes(text, self._secrets)
         return _mask_patterns(text)
+
+
+_ECHO = "input_value="
+# A secret's head or tail shorter than this is left in a shortened echo: too short to tell from chance.
+_MIN_ECHO_PIECE = 6
+
+
+def _mask_shortened_echoes(text: str, secrets: tuple) -> str:
+    """Mask the pieces of secrets in pydantic's `input_value=<head>...<tail>` echoes.
+
+    A secret inside a longer input (`{'value': 'secret'}`) is cut anywhere, so its
+    shortened forms cannot be listed in advance: the head may end with any start
+    of the secret, and the tail begin with any end of it.
+    """
+    pieces, done = [], 0
+    for echo in re.finditer(re.escape(_ECHO), text):
+        cut = text.find("...", echo.end(), echo.end() + _ECHO_HEAD + 4)
+        if cut < done or cut < 0:
+            continue
+        head_start, tail_end = cut, cut + 3
+        for secret in secrets:
+            head_start = min(head_start, cut - _common_edge(text[echo.end():cut], secret, at_end=True))
+            tail = text[cut + 3:cut + 3 + _ECHO_TAIL]
+            tail_end = max(tail_end, cut + 3 + _common_edge(tail, secret, at_end=False))
+        if head_start < cut:
+            pieces += [text[done:head_start], MASK]
+            done = cut
+        if tail_end > cut + 3:
+            pieces += [text[done:cut + 3], MASK]
+            done = tail_end
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def _common_edge(window: str, secret: str, at_end: bool) -> int:
+    """The longest start of `secret` ending `window` (at_end), or end of `secret` starting it."""
+    for size in range(min(len(window), len(secret)), _MIN_ECHO_PIECE - 1, -1):
+        if (window.endswith(secret[:size]) if at_end else window.startswith(secret[-size:])):
+            return size
+    return 0
 
 
 class RedactingStream(io.TextIOBase):

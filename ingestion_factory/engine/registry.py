@@ -4,6 +4,10 @@ The docker daemon does the pushing; this module only talks to the registry
 directly to check it answers and accepts our credentials before anything is
 pushed, to skip tags that already hold the image, and to read each pushed
 manifest back.
+
+Credentials belong to one registry host and go nowhere else: a token service
+(`realm`) on another host gets them only over https, and a client never uses
+credentials read for another host.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError, FactoryError
 from ..model.names import DOCKER_HUB, canonical_host
@@ -33,6 +38,8 @@ MANIFEST_TYPES = (
 ENV_USERNAME = "FACTORY_REGISTRY_USERNAME"
 ENV_PASSWORD = "FACTORY_REGISTRY_PASSWORD"
 ENV_PASSWORD_FILE = "FACTORY_REGISTRY_PASSWORD_FILE"
+# The registry host the FACTORY_REGISTRY_* credentials belong to (default: the command's own registry).
+ENV_HOST = "FACTORY_REGISTRY_HOST"
 REDACTED = "******"
 TIMEOUT_S = 30
 
@@ -50,6 +57,7 @@ class Credentials:
     password: str = field(default="", repr=False)
     identity_token: str = field(default="", repr=False)
     source: str = ""
+    host: str = ""  # the registry host these belong to (canonical_host); "" only in tests
 
     @property
     def secrets(self) -> list[str]:
@@ -71,13 +79,24 @@ class Credentials:
 
 
 def read_credentials(registry: str, *, username: str | None = None, password_file: str | None = None,
-                     environ: Mapping[str, str] | None = None, docker_config: bool = True) -> Credentials | None:
-    """Who to push as: flags, then FACTORY_REGISTRY_* env, then the Docker config (`docker login`).
+                     environ: Mapping[str, str] | None = None, docker_config: bool = True,
+                     home: str | None = None) -> Credentials | None:
+    """Who to be at `registry`: flags, then FACTORY_REGISTRY_* env, then the Docker config (`docker login`).
 
     A username and a password must come together; the password is read from a
     file (or `-` for stdin) or the environment, never from a command-line value.
+    Flags are for the registry of the command they are given to. The env
+    credentials are for FACTORY_REGISTRY_HOST, or else for `home` (the registry
+    the command is about: `inv push`'s target, the factory's own registry for a
+    cache or a mirror), so `--cache-from B` never sends them to B. The Docker
+    config is looked up per host (its `auths` and credential helpers).
     """
     env = os.environ if environ is None else environ
+    host = canonical_host(registry)
+    if not (username or password_file):
+        owner = env.get(ENV_HOST, "").strip() or (home or "").strip() or registry
+        if canonical_host(owner) != host:  # another registry's: leave them out entirely
+            env = {}
     user = username or env.get(ENV_USERNAME, "")
     password, source = "", ""
     if password_file:
@@ -87,7 +106,7 @@ def read_credentials(registry: str, *, username: str | None = None, password_fil
     elif env.get(ENV_PASSWORD_FILE):
         password, source = _read_secret_file(env[ENV_PASSWORD_FILE], ENV_PASSWORD_FILE), ENV_PASSWORD_FILE
     if user and password:
-        return Credentials(user, password, source=source)
+        return Credentials(user, password, source=source, host=host)
     if user or password:
         missing = "a password" if user else "a username"
         raise ConfigError(
@@ -125,7 +144,7 @@ def _docker_config_credentials(registry: str) -> Credentials | None:
     if not (entry.get("password") or entry.get("identitytoken")):
         return None
     return Credentials(entry.get("username", ""), entry.get("password", ""), entry.get("identitytoken", ""),
-                       source="Docker config")
+                       source="Docker config", host=canonical_host(registry))
 
 
 class Redactor:
@@ -208,6 +227,8 @@ class RegistryClient:
 
         self.registry = registry
         self.host = canonical_host(registry)
+        if credentials is not None and credentials.host and credentials.host != self.host:
+            credentials = None  # read for another registry: never sent here
         self.credentials = credentials
         self.insecure = insecure
         self.timeout = timeout
@@ -274,7 +295,9 @@ class RegistryClient:
         where = display_host(self.registry)
         if not self.credentials:
             return RegistryError(f"{where} requires a login: unauthorized",
-                                 f"`docker login {self.host}`, or pass --username and --password-file")
+                                 f"`docker login {self.host}`, or pass --username and --password-file "
+                                 f"({ENV_USERNAME}/{ENV_PASSWORD} are used only for {ENV_HOST}, or else the "
+                                 "command's own registry)")
         return RegistryError(f"{where} refused the credentials of {self.credentials.describe()}: unauthorized",
                              "check the username and password (the password is never shown)")
 
@@ -324,23 +347,44 @@ class RegistryClient:
         return False
 
     def _token(self, params: dict, scope: str | None) -> str:
+        realm = params["realm"]
         query = {"service": params["service"]} if params.get("service") else {}
         if scope or params.get("scope"):
             query["scope"] = scope or params["scope"]
-        auth = None
-        if self.credentials and self.credentials.password:
-            auth = (self.credentials.username, self.credentials.password)
         try:
-            response = self.session.get(params["realm"], params=query, auth=auth, timeout=self.timeout,
-                                        verify=self.verify)
+            parts = urlsplit(realm)
+            realm_host = parts.netloc.rpartition("@")[2].lower()
+        except ValueError:
+            parts, realm_host = None, ""
+        if parts is None or parts.scheme not in ("http", "https") or not realm_host:
+            raise RegistryError(f"{display_host(self.registry)} names a token service {realm!r} that is no http(s) URL")
+        same_host = realm_host == self.host.lower()
+        auth = None
+        # The registry chooses the realm: our password goes there only over https, or to the registry itself.
+        if self.credentials and self.credentials.password and (parts.scheme == "https" or same_host):
+            auth = (self.credentials.username, self.credentials.password)
+        # Certificate checks are off only for the registry the daemon itself treats as insecure.
+        verify = self.verify if same_host else True
+        try:
+            response = self.session.get(realm, params=query, auth=auth, timeout=self.timeout, verify=verify,
+                                        allow_redirects=False)
         except Exception as exc:
-            raise RegistryError(self.redact(f"token service {params['realm']} is not reachable: {describe(exc)}")) from None
+            raise RegistryError(self.redact(f"token service {realm} is not reachable: {describe(exc)}")) from None
         if response.status_code == 401:
             raise self._unauthorized()
-        if response.status_code >= 400:
-            raise RegistryError(f"token service {params['realm']} answered HTTP {response.status_code}")
-        data = response.json()
-        return data.get("token") or data.get("access_token") or ""
+        if response.status_code >= 400 or response.status_code in (301, 302, 303, 307, 308):
+            raise RegistryError(f"token service {realm} answered HTTP {response.status_code}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise RegistryError(f"token service {realm} answered something that is not JSON "
+                                f"(HTTP {response.status_code}, {response.headers.get('Content-Type') or 'no type'})",
+                                "the registry's token service is broken or misconfigured") from None
+        token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"token service {realm} answered JSON without a token",
+                                "the registry's token service is broken or misconfigured")
+        return token
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:

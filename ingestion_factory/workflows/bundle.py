@@ -12,6 +12,12 @@ Unbundling checks the checksum before anything reaches the engine, loads the ima
 every image ID and its labels against the manifest, smoke-tests every image, and only then tags them
 (and, with --push, pushes them to a mirror). A bundle that fails any check tags nothing, and the
 images it loaded are removed again.
+
+The checksum only proves the copy is whole: whoever writes a bundle also writes its bundle.json. So
+the names a bundle may tag are checked too (this factory's `namespace/ingestion-connector-<name>`,
+Docker tag syntax), the archive's own names (`RepoTags` in its manifest.json, its `repositories`
+and index.json names) are removed while it streams into the engine, and every tag in the engine is
+recorded first and restored should anything have moved one.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -60,6 +68,9 @@ MANIFEST_MEMBER = "bundle.json"
 IMAGES_MEMBER = "images.tar"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 CHUNK = 1024 * 1024
+# Docker's grammar: a tag, and one path component of a repository name.
+TAG_SYNTAX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+NAME_SYNTAX = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 
 class BundleRefused(ConfigError):
@@ -106,7 +117,7 @@ class BundleManifest:
             if document.get("format") != BUNDLE_FORMAT:
                 raise BundleRefused(f"not a bundle of this tool: format {document.get('format')!r}, "
                                     f"expected {BUNDLE_FORMAT!r}")
-            images = tuple(BundledImage(**{**image, "tags": tuple(image["tags"])}) for image in document["images"])
+            images = tuple(BundledImage(**{**image, "tags": _tags(image["tags"])}) for image in document["images"])
             manifest = cls(images=images, archive_size=int(document["archive_size"]),
                            archive_sha256=str(document["archive_sha256"]), created=str(document.get("created", "")))
         except BundleRefused:
@@ -117,7 +128,37 @@ class BundleManifest:
         if not images or problems or not _is_sha256(manifest.archive_sha256):
             raise BundleRefused(f"its {MANIFEST_MEMBER} lacks image IDs, tags or the archive checksum"
                                 + (f" ({', '.join(problems)})" if problems else ""))
+        for image in images:
+            if not isinstance(image.name, str) or not NAME_SYNTAX.fullmatch(image.name):
+                raise BundleRefused(f"its {MANIFEST_MEMBER} names an image {image.name!r}, which is no connector name")
+            if not isinstance(image.repository, str):
+                raise BundleRefused(f"its {MANIFEST_MEMBER} gives {image.name} no repository name")
         return manifest
+
+
+def _tags(value) -> tuple[str, ...]:
+    """The manifest's tags: a list of Docker tags (a string here would be read as its characters)."""
+    if not isinstance(value, list):
+        raise BundleRefused(f"its {MANIFEST_MEMBER} gives tags as {type(value).__name__}, not a list")
+    bad = [tag for tag in value if not isinstance(tag, str) or not TAG_SYNTAX.fullmatch(tag)]
+    if bad:
+        raise BundleRefused(f"its {MANIFEST_MEMBER} has a tag that is no Docker tag: {bad[0]!r}")
+    return tuple(value)
+
+
+def check_targets(manifest: BundleManifest, settings: Settings) -> None:
+    """Every image goes to this factory's repository for its name; any other name is refused (exit 2).
+
+    bundle.json is written by whoever wrote the bundle, so its repositories are a request, not a fact:
+    unchecked, a bundle could retag any local image or, with --push, write any repository on the mirror.
+    """
+    for image in manifest.images:
+        expected = settings.repository(catalog_mod.IMAGE_PREFIX + image.name)
+        if image.repository != expected:
+            raise BundleRefused(f"the bundle's {image.name} is for repository {image.repository!r}; this factory "
+                                f"tags it only as {expected!r}; nothing was loaded",
+                                "if the bundle comes from a factory with another namespace you trust, "
+                                "give it with --namespace")
 
 
 def _is_sha256(value: str) -> bool:
@@ -291,20 +332,29 @@ def images_archive(tar: tarfile.TarFile, path: Path, manifest: BundleManifest) -
 
 
 def check_archive(path: Path, manifest: BundleManifest, console: Console) -> None:
-    """The image archive's size and sha256 against the manifest, before anything reaches the engine."""
+    """The image archive's size, sha256 and names against the manifest, before anything reaches the engine.
+
+    `inv bundle` saves by image ID, so its archive names no image: one that does (RepoTags in its
+    manifest.json, a `repositories` file) was made to tag something on load, and is refused.
+    """
     digest = hashlib.sha256()
     size = 0
+
+    def count(chunk: bytes) -> None:
+        nonlocal size
+        digest.update(chunk)
+        size += len(chunk)
+        progress.advance(len(chunk))
+
     try:
         with tarfile.open(path, mode="r:") as tar, \
                 ByteProgress(console, f"checking {path.name}", manifest.archive_size) as progress:
-            source = images_archive(tar, path, manifest)
-            while True:
-                chunk = source.read(CHUNK)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                size += len(chunk)
-                progress.advance(len(chunk))
+            source = _Tee(images_archive(tar, path, manifest), count)
+            names, problem = archive_names(source)
+            if source.error is not None:
+                raise source.error
+            while source.read(CHUNK):
+                pass
     except BundleRefused:
         raise
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -316,6 +366,52 @@ def check_archive(path: Path, manifest: BundleManifest, console: Console) -> Non
     if "sha256:" + digest.hexdigest() != manifest.archive_sha256:
         raise BundleRefused(f"{path} was altered: the checksum of {IMAGES_MEMBER} is not the manifest's; "
                             "nothing was loaded", "use the bundle as it was written")
+    if problem:
+        raise BundleRefused(f"{path}: {IMAGES_MEMBER} is not an image archive ({problem}); nothing was loaded")
+    if names:
+        raise BundleRefused(f"{path}: its {IMAGES_MEMBER} names images ({', '.join(sorted(names)[:3])}), which "
+                            "loading would tag; `inv bundle` saves images by ID, so it did not make this archive; "
+                            "nothing was loaded", "make the bundle again with `inv bundle`")
+
+
+class _Tee:
+    """A file whose reads are also handed to `on_read`; remembers a failure of the file itself."""
+
+    def __init__(self, source: IO[bytes], on_read):
+        self.source, self.on_read = source, on_read
+        self.error: Exception | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            chunk = self.source.read(size)
+        except Exception as exc:  # the bundle's own tar is damaged: not the image archive's fault
+            self.error = exc
+            raise
+        self.on_read(chunk)
+        return chunk
+
+
+def archive_names(source) -> tuple[list[str], str]:
+    """The image names a `docker save` archive would apply on load, read as it streams; and a problem, if any."""
+    names: list[str] = []
+    try:
+        with tarfile.open(fileobj=source, mode="r|") as archive:
+            for member in archive:
+                name = member.name.removeprefix("./")
+                if not member.isfile() or name not in ("manifest.json", "repositories"):
+                    continue
+                if member.size > MAX_MANIFEST_BYTES:
+                    return names, f"its {name} is {member.size} bytes"
+                document = json.loads(archive.extractfile(member).read())
+                if name == "manifest.json":
+                    names += [tag for entry in document for tag in entry.get("RepoTags") or []]
+                else:
+                    names += [f"{repository}:{tag}" for repository, tags in document.items() for tag in tags]
+    except (tarfile.TarError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        if getattr(source, "error", None) is not None:
+            return names, ""
+        return names, f"{type(exc).__name__}: {exc}"
+    return names, ""
 
 
 def load_images(api, path: Path, manifest: BundleManifest, console: Console) -> list[str]:
@@ -324,11 +420,13 @@ def load_images(api, path: Path, manifest: BundleManifest, console: Console) -> 
     with tarfile.open(path, mode="r:") as tar, \
             ByteProgress(console, "loading into the engine", manifest.archive_size) as progress:
         source = _Counting(images_archive(tar, path, manifest), progress.advance)
+        archive = UntaggedArchive(source)
         try:
-            for event in api.api.load_image(_chunks(source)):
+            for event in api.api.load_image(iter(archive)):
                 if not isinstance(event, dict):
                     continue
                 if "error" in event or "errorDetail" in event:
+                    archive.raise_failure(path)
                     detail = event.get("errorDetail") or {}
                     raise FactoryError(f"the engine refused {path}: {detail.get('message') or event.get('error')}")
                 text = str(event.get("stream") or "")
@@ -337,16 +435,114 @@ def load_images(api, path: Path, manifest: BundleManifest, console: Console) -> 
         except FactoryError:
             raise
         except Exception as exc:  # the SDK's APIError, a dropped connection
+            archive.raise_failure(path)
             raise FactoryError(f"loading {path} failed: {type(exc).__name__}: {exc}") from None
+        archive.raise_failure(path)
     return loaded
 
 
-def _chunks(source: IO[bytes]) -> Iterator[bytes]:
-    while True:
-        chunk = source.read(CHUNK)
-        if not chunk:
-            return
-        yield chunk
+# The members of a `docker save` archive that name images: docker load applies these names itself.
+_NAMING_MEMBERS = frozenset({"repositories"})
+_NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
+
+
+class UntaggedArchive:
+    """A `docker save` archive streamed on with every name in it removed, so loading it tags nothing.
+
+    The engine applies the `RepoTags` of the archive's manifest.json (and the names in `repositories`
+    and index.json) as it loads, before any check of ours: a forged archive naming an existing local
+    tag would move it. The tar is rewritten member by member in a thread, through a pipe, so a
+    bundle of many GB needs neither memory nor scratch space for it.
+    """
+
+    def __init__(self, source: IO[bytes]):
+        self.source = source
+        self.failure: str = ""
+
+    def __iter__(self) -> Iterator[bytes]:
+        read_fd, write_fd = os.pipe()
+        writer = threading.Thread(target=self._rewrite, args=(write_fd,), name="untag-archive", daemon=True)
+        writer.start()
+        try:
+            with os.fdopen(read_fd, "rb") as pipe:
+                while True:
+                    chunk = pipe.read(CHUNK)
+                    if not chunk:
+                        break
+                    yield chunk
+        finally:
+            writer.join(timeout=60)
+        if self.failure:
+            raise BundleRefused(self.failure)
+
+    def raise_failure(self, path: Path) -> None:
+        if self.failure:
+            raise BundleRefused(f"{path}: {self.failure}; nothing was tagged")
+
+    def _rewrite(self, write_fd: int) -> None:
+        try:
+            with os.fdopen(write_fd, "wb") as sink, tarfile.open(fileobj=self.source, mode="r|") as archive, \
+                    tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out:
+                for member in archive:
+                    name = member.name.removeprefix("./")
+                    if name in _NAMING_MEMBERS:
+                        continue
+                    if not member.isfile():
+                        out.addfile(member)
+                    elif name in ("manifest.json", "index.json"):
+                        if member.size > MAX_MANIFEST_BYTES:
+                            raise ValueError(f"its {name} is {member.size} bytes")
+                        text = _without_names(name, archive.extractfile(member).read())
+                        member.size = len(text)
+                        out.addfile(member, io.BytesIO(text))
+                    else:
+                        out.addfile(member, archive.extractfile(member))
+        except BrokenPipeError:  # the engine stopped reading: its own error says why
+            pass
+        except (tarfile.TarError, OSError, EOFError, ValueError, TypeError, AttributeError) as exc:
+            self.failure = f"{IMAGES_MEMBER} is not an image archive ({type(exc).__name__}: {exc})"
+
+
+def _without_names(member: str, text: bytes) -> bytes:
+    document = json.loads(text)
+    if member == "manifest.json":
+        for entry in document:
+            entry["RepoTags"] = []
+    else:
+        for entry in document.get("manifests") or []:
+            for key in _NAME_ANNOTATIONS:
+                (entry.get("annotations") or {}).pop(key, None)
+    return json.dumps(document).encode()
+
+
+def tag_state(api) -> dict[str, str]:
+    """Every tag in the engine and the image ID it names."""
+    return {tag: image["Id"] for image in api.api.images(all=True)
+            for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"}
+
+
+def restore_tags(api, before: dict[str, str]) -> list[str]:
+    """Put every tag back on the image it named in `before`, remove tags that did not exist; returns the changed."""
+    changed = []
+    now = tag_state(api)
+    for tag, image_id in now.items():
+        if before.get(tag) == image_id:
+            continue
+        changed.append(tag)
+        if tag in before:
+            repository, _, name = tag.rpartition(":")
+            api.api.tag(before[tag], repository, name, force=True)
+        else:
+            try:
+                api.api.remove_image(tag, noprune=True)
+            except Exception:  # in use by a container: the tag stays, and is reported
+                pass
+    for tag, image_id in before.items():
+        if tag not in now:
+            changed.append(tag)
+            repository, _, name = tag.rpartition(":")
+            api.api.tag(image_id, repository, name, force=True)
+    return changed
 
 
 class CheckStatus(Status):
@@ -431,18 +627,51 @@ def remove_new(api, manifest: BundleManifest, existed: set[str]) -> None:
 
 def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, username: str | None = None,
              password_file: str | None = None, console: Console, smoke_test=None) -> int:
-    """`inv unbundle`: check, load, verify and smoke-test every image, then tag them all; optionally push."""
+    """`inv unbundle`: check, load, verify and smoke-test every image, then tag them all; optionally push.
+
+    Whatever fails before the images are tagged, every tag in the engine is left as it was.
+    """
     started = time.monotonic()
     if not path.is_file():
         raise ConfigError(f"no bundle at {path}", "give the file `inv bundle -o FILE` wrote")
     manifest = read_manifest(path)
+    check_targets(manifest, settings)
     credentials = _push_setup(settings, push_to, username, password_file) if push_to is not None else None
+    api = client()
+    before = tag_state(api)
+    try:
+        _unbundle(settings, api, path, manifest, console, smoke_test)
+    except BaseException:
+        restore_tags(api, before)
+        raise
+    if push_to is not None:
+        _push_mirror(settings, api, manifest, push_to, credentials, console)
+    return 0
+
+
+def _unbundle(settings: Settings, api, path: Path, manifest: BundleManifest, console: Console, smoke_test) -> None:
+    import functools
+
+    from . import verify
+    from .verify import move_tags
+
+    started = time.monotonic()
     console.print(f"Bundle {path.name}: {len(manifest.images)} image(s), written {manifest.created or '?'}.")
     check_archive(path, manifest, console)
-    api = client()
     smoke_test = smoke_test or functools.partial(verify.smoke_test, api)
     existed = set(api.api.images(quiet=True, all=True))  # what load adds is what a failure removes again
-    loaded = load_images(api, path, manifest, console)
+    before = tag_state(api)
+    try:
+        loaded = load_images(api, path, manifest, console)
+    except BaseException:
+        restore_tags(api, before)
+        remove_new(api, manifest, existed)
+        raise
+    moved = restore_tags(api, before)  # none, as the archive's names were removed; an engine may add its own
+    if moved:
+        remove_new(api, manifest, existed)
+        raise BundleRefused(f"loading {path.name} tagged {', '.join(sorted(moved)[:3])}: its archive names images; "
+                            "every tag was put back and nothing was tagged", "make the bundle again with `inv bundle`")
     _remove_unlisted(api, manifest, loaded, existed)
     checks = smoke_all(check_loaded(api, manifest), smoke_test, console)
     write_json(settings.output_path / "reports" / "unbundle-latest.json", checks, {"bundle": str(path)})
@@ -460,9 +689,6 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
                       f"{', '.join(image.tags)}", markup=False)
     console.print(f"Unbundled {len(manifest.images)} image(s), every one checked and smoke-tested "
                   f"({time.monotonic() - started:.1f}s).")
-    if push_to is not None:
-        _push_mirror(settings, api, manifest, push_to, credentials, console)
-    return 0
 
 
 def _remove_unlisted(api, manifest: BundleManifest, loaded: list[str], existed: set[str]) -> None:
@@ -479,7 +705,8 @@ def _remove_unlisted(api, manifest: BundleManifest, loaded: list[str], existed: 
 
 def _push_setup(settings: Settings, registry: str, username: str | None, password_file: str | None):
     """Credentials for the mirror, read before anything is loaded (a bad password file is exit 2 up front)."""
-    return read_credentials(registry.strip(), username=username, password_file=password_file)
+    # FACTORY_REGISTRY_* are for the factory's own registry: a mirror named here gets the flags' credentials.
+    return read_credentials(registry.strip(), username=username, password_file=password_file, home=settings.registry)
 
 
 def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: str, credentials, console) -> None:

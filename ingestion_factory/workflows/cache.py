@@ -165,7 +165,8 @@ class RegistryCache:
 
 def open_cache(settings, api, registry: str, *, warn: Callable[[str], None]) -> RegistryCache | None:
     """A RegistryCache for `registry` that has answered a ping, or None (after one warning)."""
-    credentials = read_credentials(registry)  # half-given credentials are bad input (ConfigError, exit 2)
+    # half-given credentials are bad input (ConfigError, exit 2); FACTORY_REGISTRY_* are for our own registry only
+    credentials = read_credentials(registry, home=settings.registry)
     try:
         insecure = is_insecure(registry, api.info().get("RegistryConfig"))
     except Exception as exc:

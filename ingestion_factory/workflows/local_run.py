@@ -1,6 +1,7 @@
 """`inv run-local`: one connector container on this machine, the way an orchestrator runs it.
 
-Host network, the examples at /opt/operator, the config in env `config` (or
+Host network, the examples at /opt/operator (read-only but for output/, and
+never examples/secrets/), the config in env `config` (or
 a mounted read-only file when large or secret), logs streamed live, Ctrl-C
 forwarded as `docker stop`, and the container's exit code as ours.
 """
@@ -40,6 +41,8 @@ STOP_TIMEOUT_S = 10
 RUN_LABEL = "io.ingestion-factory.run-local"
 # Builds the named connectors' images (commands.build): (settings, names) -> exit status.
 ImageBuilder = Callable[[Settings, list[str]], int]
+# examples/secrets/: the values configs name with ${file:...}, read on the host only.
+SECRETS_DIR = "secrets"
 
 
 @dataclass
@@ -79,7 +82,7 @@ def run_local(settings: Settings, connector: str | None = None, config: str | No
     with config_delivery(run_conf) as (environment, mounts):
         if pipeline_type:
             environment["pipelineType"] = pipeline_type
-        mounts.append(_bind(str(Path(settings.examples_link).resolve()), str(CONTAINER_EXAMPLES)))
+        mounts.extend(examples_mounts(Path(settings.examples_link), examples_dir))
         result = run_container(api, ref, environment, mounts, name=f"run-local-{name}-{uuid.uuid4().hex[:6]}",
                                keep=keep, out=sys.stdout)
     console.print(result_line(result), markup=False)
@@ -147,6 +150,24 @@ def config_delivery(run_conf: run_config.RunConfig) -> Iterator[tuple[dict, list
         path.write_text(run_conf.text, encoding="utf-8")
         path.chmod(0o644)
         yield {"config_file": CONTAINER_CONFIG_FILE}, [_bind(str(path), CONTAINER_CONFIG_FILE, read_only=True)]
+
+
+def examples_mounts(link: Path, examples_dir: Path) -> list:
+    """examples/ at /opt/operator, read-only: the container writes only output/ and never sees secrets/.
+
+    The config's secrets are resolved on the host and reach the container in its
+    config alone; an empty read-only tmpfs hides examples/secrets/ from any code in the image.
+    """
+    from docker.types import Mount
+
+    examples_dir = Path(examples_dir)
+    mounts = [_bind(str(link.resolve()), str(CONTAINER_EXAMPLES), read_only=True),
+              _bind(str(examples_dir / examples_mod.OUTPUT_DIR), str(CONTAINER_EXAMPLES / examples_mod.OUTPUT_DIR))]
+    # Only over a folder that exists: the engine cannot make a mount point inside a read-only bind.
+    if (examples_dir / SECRETS_DIR).is_dir():
+        mounts.append(Mount(target=str(CONTAINER_EXAMPLES / SECRETS_DIR), source=None, type="tmpfs",
+                            read_only=True, tmpfs_size="64k"))
+    return mounts
 
 
 def _bind(source: str, target: str, read_only: bool = False):

@@ -234,3 +234,85 @@ def test_every_step_honours_docker_host(bundled, docker_api, tmp_path):
     gone = project.inv("list", "--json", check=False, env=env)  # nobody listens there any more
     assert gone.returncode == 3
     assert proxy.docker_host in gone.stderr
+
+
+def _images_with_names(path, names: list[str]) -> bytes:
+    """The bundle's images.tar, its manifest.json rewritten to name `names` (as `docker save NAME` would)."""
+    with tarfile.open(path) as bundle:
+        saved = bundle.extractfile(bundle_mod.IMAGES_MEMBER).read()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(saved)) as source, tarfile.open(fileobj=out, mode="w") as sink:
+        for member in source:
+            data = source.extractfile(member).read() if member.isfile() else None
+            if member.name == "manifest.json":
+                document = json.loads(data)
+                document[0]["RepoTags"] = names
+                data = json.dumps(document).encode()
+                member.size = len(data)
+            sink.addfile(member, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+def test_forged_bundles_exit_2_and_leave_every_tag_as_it_was(bundled, docker_api, registries, tmp_path):
+    import hashlib
+
+    from rich.console import Console
+
+    project, path, ids = bundled
+    empty_namespace(docker_api, project.namespace, [registries.open.host])
+    python_image = docker_api.api.inspect_image("python:3.11-slim-bookworm")["Id"]
+    victim = f"{project.namespace}/victim"
+    docker_api.api.tag(python_image, victim, "keep")
+    try:
+        before = bundle_mod.tag_state(docker_api)
+
+        def edit_image(**changes):
+            def edit(data):
+                document = json.loads(data)
+                document["images"][1].update(changes)
+                return json.dumps(document).encode()
+            return edit
+
+        forged_images = _images_with_names(path, ["python:3.11-slim-bookworm", f"{victim}:keep",
+                                                  f"{victim}:new"])
+
+        def with_forged_images(data):
+            document = json.loads(data)
+            document["archive_size"] = len(forged_images)
+            document["archive_sha256"] = "sha256:" + hashlib.sha256(forged_images).hexdigest()
+            return json.dumps(document).encode()
+
+        cases = {
+            "retag python": (dict(manifest_edit=edit_image(repository="python", tags=["3.11-slim-bookworm"])),
+                             "tags it only as"),
+            "retag a local image": (dict(manifest_edit=edit_image(repository=victim, tags=["keep"])),
+                                    "tags it only as"),
+            "tags as a string": (dict(manifest_edit=edit_image(tags="latest")), "not a list"),
+            "not a tag": (dict(manifest_edit=edit_image(tags=["ok", "../x"])), "no Docker tag"),
+            "archive names local images": (dict(manifest_edit=with_forged_images,
+                                                images_edit=lambda data: forged_images), "names images"),
+        }
+        for case, (edits, says) in cases.items():
+            forged = tmp_path / f"{case.replace(' ', '-')}.bundle"
+            _rewrite(path, forged, **edits)
+            done = project.inv("unbundle", str(forged), check=False, env=LOCAL_ENGINE)
+            assert done.returncode == 2, (case, done.stdout[-1000:], done.stderr)
+            assert says in done.stderr, (case, done.stderr)
+            assert bundle_mod.tag_state(docker_api) == before, case
+            for image_id in ids.values():  # refused before loading
+                assert not docker_api.images.list(filters={"reference": image_id}), case
+
+        # Should such an archive reach the engine anyway, loading it applies none of its names.
+        forged = tmp_path / "archive-names-local-images.bundle"
+        manifest = bundle_mod.read_manifest(forged)
+        loaded = bundle_mod.load_images(docker_api, forged, manifest, Console(quiet=True))
+        assert set(loaded) == set(ids.values())
+        assert bundle_mod.tag_state(docker_api) == before
+    finally:
+        docker_api.api.remove_image(f"{victim}:keep", noprune=True)
+        empty_namespace(docker_api, project.namespace, [registries.open.host])
+        for image_id in ids.values():
+            try:
+                docker_api.api.remove_image(image_id)
+            except Exception:
+                pass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
+import json
 import os
 import signal
 import subprocess
@@ -216,3 +218,56 @@ def test_the_newcomer_script_runs_the_demo(run_local_project, tmp_path):
     assert lines[-2].startswith("Metadata written to examples/output/datahub-sqlite.json: 4 tables"), lines[-3:]
     assert lines[-1].startswith("Done in ")
     assert metadata_file.summarize(output).views == ["main.customer_revenue"]
+
+
+def _canary_fields(canary: str) -> dict:
+    """The fields of real configs that hold secrets (tests/unit/test_secret_rule.py), each with its own canary."""
+    pem = f"-----BEGIN PRIVATE KEY-----\nMIIEv{canary}-pem\n-----END PRIVATE KEY-----"
+    basic = base64.b64encode(f"ingest:{canary}-basic".encode()).decode()
+    return {
+        "passPhrase": f"{canary}-passphrase",
+        "basic.auth.user.info": f"registry:{canary}-userinfo",
+        "keytab": f"BQIAAABH{canary}-keytab",
+        "tls.key": pem,
+        "service_account_info": json.dumps({"type": "service_account", "private_key_id": f"{canary}-keyid",
+                                            "private_key": pem.replace("-pem", "-gcp")}),
+        "http_auth": f"elastic:{canary}-httpauth",
+        "databricksPAT": f"dapi{canary}-pat",
+        "password": {"value": f"{canary}-valuepassword"},
+        "args": ["--user", "ingest", "--password", f"{canary}-argument"],
+        "headers": [{"name": "X-API-Key", "value": f"{canary}-header"}, ["Authorization", f"token {canary}-pair"]],
+        "sasl.jaas.config": ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+                             f'username="ingest" password="{canary}-jaas";'),
+        "Authorization": f"Basic {basic}",
+    }
+
+
+def test_a_canary_in_every_secret_field_never_leaves_the_host_config(run_local_project, docker_api):
+    project = run_local_project
+    canary = "Canary7" + os.urandom(12).hex()  # long enough for pydantic to echo it shortened
+    fields = _canary_fields(canary)
+    recipe = yaml.safe_load((project.examples / "datahub" / "sqlite.yml").read_text())
+    recipe["source"]["config"].update(fields)  # unknown to DataHub: its validation errors echo them
+    config = project.examples / "datahub" / "test-canary.yml"
+    config.write_text(yaml.safe_dump(recipe))
+    basic = fields["Authorization"].split()[1]
+
+    result = run_local(project, "--config", str(config), "--keep")
+
+    kept = leftover_containers(docker_api, project)
+    try:
+        assert len(kept) == 1, result.stdout[-2000:]
+        attrs = docker_api.api.inspect_container(kept[0].id)
+        logs = kept[0].logs().decode(errors="replace")
+        reports = [path.read_text(errors="replace") for path in (project.root / "build").rglob("*") if path.is_file()]
+        assert "because it holds secrets" in result.stdout
+        assert result.returncode != 0 and "Result:" in result.stdout  # the container ran and said why it failed
+        for where, text in {"inspect": json.dumps(attrs), "container log": logs, "run-local output":
+                            result.stdout + result.stderr, "build logs and reports": "\n".join(reports)}.items():
+            assert canary not in text and basic not in text, f"a canary reached the {where}"
+        mounts = {mount["Destination"]: mount for mount in attrs["Mounts"]}
+        assert mounts["/opt/operator"]["RW"] is False and mounts["/opt/operator/output"]["RW"] is True
+        assert mounts["/opt/operator/secrets"]["Type"] == "tmpfs"
+    finally:
+        for container in kept:
+            container.remove(force=True)

@@ -18,7 +18,20 @@ IMAGES = [
                  "sha256:" + "2" * 64, "datahub", "1.7.0.17", "base-datahub", ID_A,
                  lock_digest="sha256:" + "3" * 64, sbom="/opt/ingestion/sbom.json"),
 ]
-PAYLOAD = [b"layer-one " * 1000, b"layer-two " * 2000, b"manifest.json"]
+def _tar(members: dict) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+# What `docker save` by image ID writes: layers, and a manifest.json naming no image.
+SAVED = _tar({"l1/layer.tar": b"layer-one " * 1000, "l2/layer.tar": b"layer-two " * 2000,
+              "manifest.json": json.dumps([{"Config": "c.json", "RepoTags": None, "Layers": ["l1/layer.tar"]}]).encode()})
+PAYLOAD = [SAVED[:5000], SAVED[5000:20000], SAVED[20000:]]
 QUIET = Console(quiet=True)
 
 
@@ -92,6 +105,10 @@ def manifest_json(**changes):
     (manifest_json(archive_sha256="md5:x"), "lacks image IDs"),
     (manifest_json(images=[{**json.loads(manifest_json())["images"][0], "image_id": "latest"}]), "base-datahub"),
     (manifest_json(images=[{"name": "x"}]), "not a valid manifest"),
+    (manifest_json(images=[{**json.loads(manifest_json())["images"][0], "tags": "latest"}]), "not a list"),
+    (manifest_json(images=[{**json.loads(manifest_json())["images"][0], "tags": ["ok", "no/tag"]}]), "no Docker tag"),
+    (manifest_json(images=[{**json.loads(manifest_json())["images"][0], "tags": [".hidden"]}]), "no Docker tag"),
+    (manifest_json(images=[{**json.loads(manifest_json())["images"][0], "name": "../x"}]), "no connector name"),
 ])
 def test_bad_manifests_are_refused(text, says):
     with pytest.raises(BundleRefused, match=says):
@@ -178,3 +195,89 @@ def test_a_loaded_child_built_from_another_parent_than_the_bundles_is_refused():
     checks = check_loaded(engine, manifest)
     assert [c.status for c in checks] == [CheckStatus.VERIFIED, CheckStatus.MISMATCH]
     assert checks[1].detail == f"built FROM {other_parent[:19]}, but the bundle's base-datahub is {ID_A[:19]}"
+
+
+def test_only_this_factorys_repositories_are_accepted(tmp_path):
+    from ingestion_factory.settings import Settings
+
+    manifest = BundleManifest(tuple(IMAGES), 10, "sha256:" + "f" * 64)
+    bundle_mod.check_targets(manifest, Settings(root=tmp_path, namespace="ns"))
+    with pytest.raises(BundleRefused, match="tags it only as 'openmetadata/ingestion-connector-base-datahub'") as refused:
+        bundle_mod.check_targets(manifest, Settings(root=tmp_path, namespace="openmetadata"))
+    assert "--namespace" in refused.value.hint
+    forged = BundleManifest((IMAGES[0], BundledImage(**{**IMAGES[1].__dict__, "repository": "ns/victim"})), 10,
+                            "sha256:" + "f" * 64)
+    with pytest.raises(BundleRefused, match="'ns/victim'"):
+        bundle_mod.check_targets(forged, Settings(root=tmp_path, namespace="ns"))
+
+
+
+def test_the_archives_own_names_are_removed_as_it_streams():
+    layer = b"x" * 300_000
+    archive = _tar({
+        "manifest.json": json.dumps([{"Config": "c.json", "RepoTags": ["ns/victim:latest"], "Layers": ["l/layer.tar"]}]).encode(),
+        "repositories": json.dumps({"ns/victim": {"latest": "abc"}}).encode(),
+        "index.json": json.dumps({"manifests": [{"digest": "sha256:1", "annotations": {
+            "io.containerd.image.name": "ns/victim:latest", "org.opencontainers.image.ref.name": "latest",
+            "other": "kept"}}]}).encode(),
+        "l/layer.tar": layer,
+    })
+
+    rewritten = b"".join(bundle_mod.UntaggedArchive(io.BytesIO(archive)))
+
+    with tarfile.open(fileobj=io.BytesIO(rewritten)) as tar:
+        assert tar.getnames() == ["manifest.json", "index.json", "l/layer.tar"]
+        assert json.loads(tar.extractfile("manifest.json").read())[0]["RepoTags"] == []
+        assert json.loads(tar.extractfile("index.json").read())["manifests"][0]["annotations"] == {"other": "kept"}
+        assert tar.extractfile("l/layer.tar").read() == layer
+
+
+def test_an_archive_that_is_no_image_archive_is_refused():
+    archive = bundle_mod.UntaggedArchive(io.BytesIO(_tar({"manifest.json": b"not json"})))
+    with pytest.raises(BundleRefused, match="not an image archive"):
+        b"".join(archive)
+
+
+class FakeTags:
+    """An engine's tags: image IDs by tag, changed through the SDK's low-level calls."""
+
+    def __init__(self, tags: dict):
+        self.tags = dict(tags)
+        self.api = self
+
+    def images(self, all=True):
+        by_id = {}
+        for tag, image_id in self.tags.items():
+            by_id.setdefault(image_id, []).append(tag)
+        return [{"Id": image_id, "RepoTags": tags} for image_id, tags in by_id.items()]
+
+    def tag(self, image_id, repository, tag, force=False):
+        self.tags[f"{repository}:{tag}"] = image_id
+
+    def remove_image(self, ref, noprune=False):
+        del self.tags[ref]
+
+
+def test_restoring_puts_back_moved_tags_and_removes_new_ones():
+    engine = FakeTags({"ns/a:1": ID_A, "localhost:5000/ns/b:2": ID_B})
+    before = bundle_mod.tag_state(engine)
+    engine.tags.update({"ns/a:1": ID_B, "ns/new:x": ID_B})
+    del engine.tags["localhost:5000/ns/b:2"]
+
+    changed = bundle_mod.restore_tags(engine, before)
+
+    assert engine.tags == {"ns/a:1": ID_A, "localhost:5000/ns/b:2": ID_B}
+    assert sorted(changed) == ["localhost:5000/ns/b:2", "ns/a:1", "ns/new:x"]
+
+
+@pytest.mark.parametrize("members, says", [
+    ({"manifest.json": json.dumps([{"RepoTags": ["python:3.11-slim-bookworm"]}]).encode()}, "names images"),
+    ({"repositories": json.dumps({"ns/victim": {"latest": "abc"}}).encode()}, "names images"),
+    ({"manifest.json": b"not json"}, "not an image archive"),
+])
+def test_an_image_archive_that_names_images_is_refused_before_loading(tmp_path, members, says):
+    output = tmp_path / "forged.bundle"
+    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_tar(members)]))
+    with pytest.raises(BundleRefused, match=says) as refused:
+        bundle_mod.check_archive(output, bundle_mod.read_manifest(output), QUIET)
+    assert "nothing was loaded" in refused.value.message

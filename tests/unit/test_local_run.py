@@ -300,6 +300,25 @@ def test_a_secret_config_is_a_read_only_file_only_for_the_run(tmp_path):
         assert environment == {"config": demo.text} and mounts == []
 
 
+def test_examples_are_mounted_read_only_but_output_and_secrets_stay_hidden(tmp_path):
+    examples = tmp_path / "examples"
+    (examples / "secrets").mkdir(parents=True)
+    (examples / "output").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(examples)
+
+    mounts = {mount["Target"]: mount for mount in local_run.examples_mounts(link, examples)}
+
+    assert mounts["/opt/operator"]["Source"] == str(examples) and mounts["/opt/operator"]["ReadOnly"] is True
+    assert mounts["/opt/operator/output"]["Source"] == str(examples / "output")
+    assert mounts["/opt/operator/output"]["ReadOnly"] is False
+    secrets = mounts["/opt/operator/secrets"]
+    assert secrets["Type"] == "tmpfs" and secrets["Source"] is None and secrets["ReadOnly"] is True
+
+    (examples / "secrets").rmdir()  # nothing to hide, and no mount point to make inside a read-only bind
+    assert "/opt/operator/secrets" not in {mount["Target"] for mount in local_run.examples_mounts(link, examples)}
+
+
 class FakeContainer:
     """Records what run_container does; `interrupts` KeyboardInterrupts come from the first waits."""
 

@@ -1,7 +1,10 @@
 """`inv push` without Docker: stream parsing, retries, credentials, redaction, the registry client, planning."""
 
 import base64
+import http.server
 import json
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -574,3 +577,104 @@ def test_summary_of_an_image_from_its_tags():
     assert image(push.PUSHED, push.FAILED, push.NOT_PUSHED).result == push.FAILED
     assert image(push.PUSHED, push.FAILED).reason == "1: boom"
     assert image(push.PUSHED).digest == DIGEST
+
+
+# --- credentials stay with their registry --------------------------------------------------------
+
+
+def test_env_credentials_belong_to_one_registry_host():
+    env = {registry.ENV_USERNAME: "ci", registry.ENV_PASSWORD: PASSWORD, registry.ENV_HOST: "home:5000"}
+    assert registry.read_credentials("home:5000", environ=env, docker_config=False).host == "home:5000"
+    assert registry.read_credentials("cache.example:5000", environ=env, docker_config=False) is None
+    # Without FACTORY_REGISTRY_HOST they are for the command's own registry (`home`), not a cache or mirror it names.
+    del env[registry.ENV_HOST]
+    assert registry.read_credentials("cache.example", environ=env, docker_config=False, home="home:5000") is None
+    assert registry.read_credentials("home:5000", environ=env, docker_config=False, home="home:5000").password == PASSWORD
+
+
+def test_a_client_never_uses_credentials_read_for_another_host():
+    client = RegistryClient("cache.example", Credentials("u", PASSWORD, source="env", host="home:5000"),
+                            session=FakeSession({}))
+    assert client.credentials is None
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """A registry or a token service on loopback; `server.answer(handler)` decides, every request is recorded."""
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self.server.seen.append((self.path, self.headers.get("Authorization")))
+        status, headers, body = self.server.answer(self)
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def loopback(answer, host="127.0.0.1"):
+    server = http.server.ThreadingHTTPServer((host, 0), _Recorder)
+    server.seen, server.answer = [], answer
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server, f"{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _token_registry(realm: str):
+    def answer(handler):
+        if handler.headers.get("Authorization") == "Bearer t0ken":
+            return 200, {}, b"{}"
+        return 401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="test"'}, b"{}"
+    return answer
+
+
+def test_a_token_realm_on_another_host_over_http_never_gets_the_credentials():
+    with loopback(lambda handler: (200, {"Content-Type": "application/json"}, b'{"token": "t0ken"}')) as (realm, realm_at), \
+            loopback(_token_registry(f"http://localhost:{realm_at.split(':')[1]}/token")) as (_, registry_at):
+        client = RegistryClient(registry_at, Credentials("user", PASSWORD, source="env", host=registry_at),
+                                insecure=True)
+        client.ping()  # the registry takes the anonymous token; our password never left for the realm
+    assert realm.seen and all(authorization is None for _, authorization in realm.seen)
+
+
+def test_the_registrys_own_token_service_gets_the_credentials():
+    def answer(handler):
+        if handler.path.startswith("/token"):
+            return 200, {}, b'{"token": "t0ken"}'
+        return registry_answer(handler)
+
+    with loopback(answer) as (server, registry_at):
+        registry_answer = _token_registry(f"http://{registry_at}/token")
+        RegistryClient(registry_at, Credentials("user", PASSWORD, source="env", host=registry_at), insecure=True).ping()
+    basic = "Basic " + base64.b64encode(f"user:{PASSWORD}".encode()).decode()
+    assert (next(auth for path, auth in server.seen if path.startswith("/token"))) == basic
+
+
+@pytest.mark.parametrize("body, says", [(b"<html>oops</html>", "not JSON"), (b'["x"]', "without a token"),
+                                        (b'{"token": ""}', "without a token")])
+def test_a_broken_token_service_is_one_clear_registry_error(body, says):
+    with loopback(lambda handler: (200, {"Content-Type": "text/html"}, body)) as (_, realm_at), \
+            loopback(_token_registry(f"http://{realm_at}/token")) as (_, registry_at):
+        client = RegistryClient(registry_at, None, insecure=True)
+        with pytest.raises(RegistryError, match=says):
+            client.ping()
+
+
+def test_with_a_cache_a_broken_token_service_is_one_warning():
+    from ingestion_factory.workflows.cache import RegistryCache
+
+    warnings = []
+    with loopback(lambda handler: (200, {}, b"not json")) as (_, realm_at), \
+            loopback(_token_registry(f"http://{realm_at}/token")) as (_, registry_at):
+        cache = RegistryCache(None, RegistryClient(registry_at, None, insecure=True), lambda name: name,
+                              warn=warnings.append)
+        assert cache.ping() is False
+    assert len(warnings) == 1 and "not JSON" in warnings[0] and "building instead" in warnings[0]

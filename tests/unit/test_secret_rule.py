@@ -7,7 +7,9 @@ sends any config in which that rule finds something as a mounted file instead of
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 
 import pytest
 
@@ -18,6 +20,16 @@ from ingestion_factory.workflows import run_config
 MARK = "S3cret"
 JWT = f"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJpbmdlc3QifQ.{MARK}-signature"
 PEM = f"-----BEGIN PRIVATE KEY-----\nMIIEv{MARK}QIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"
+# A GCP service-account key file pasted into a config as one JSON string.
+GCP_KEY_FILE = json.dumps({"type": "service_account", "project_id": "shop", "private_key_id": f"id-{MARK}",
+                           "private_key": PEM, "client_email": "ingest@shop.iam.gserviceaccount.com"})
+JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="ingest" '
+        f'password="{MARK}-pw";')
+
+
+def _basic(credentials: str) -> str:
+    return base64.b64encode(credentials.encode()).decode()
+
 
 SECRET_TABLE = [
     # name, value, secret?
@@ -78,12 +90,40 @@ SECRET_TABLE = [
     ("Authorization", f"Bearer abcdefgh{MARK}", True),
     ("description", f"signed {JWT}", True),
     ("description", "orders placed in the shop", False),
+    # Fields of real connector configs.
+    ("passPhrase", f"words-{MARK}", True),  # Snowflake's private key passphrase
+    ("basic.auth.user.info", f"registry:{MARK}-pw", True),  # Kafka schema registry
+    ("keytab", f"BQIAAABHAAEAC0VYQU1QTEUuQ09N{MARK}AAAAAQ==", True),  # Kerberos keytab, base64
+    ("keytabFile", "/etc/krb5.keytab", False),
+    ("tls.key", PEM, True),
+    ("tls.crt", "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----", False),
+    ("service_account_info", GCP_KEY_FILE, True),
+    ("http_auth", f"elastic:{MARK}-pw", True),  # Elasticsearch
+    ("databricksPAT", f"dapi{MARK}0123456789abcdef", True),
+    ("password", {"value": f"pw-{MARK}"}, True),
+    ("args", ["--password", f"pw-{MARK}"], True),
+    ("command", ["ingest", "--user", "ingest", "--password", f"pw-{MARK}", "--verbose"], True),
+    ("args", ["--password-file", "/run/secrets/pw", "--user", "ingest"], False),
+    ("headers", [{"name": "X-API-Key", "value": f"k-{MARK}"}, {"name": "Accept", "value": "text/plain"}], True),
+    ("headers", [{"name": "Accept", "value": "application/json"}], False),
+    ("headers", [["Authorization", f"token abc{MARK}123"], ["Accept", "text/plain"]], True),
+    ("exclude_columns", ["password", "ssn"], False),  # names of columns, not a name/value pair
+    ("sasl.jaas.config", JAAS, True),
+    ("sasl.mechanism", "PLAIN", False),
+    ("Authorization", f"Basic {_basic('ingest:' + MARK)}", True),
 ]
 
 
 def _hidden(value) -> str:
     """What must not appear in the output: the marked part, or the whole value."""
     return MARK if MARK in str(value) else str(value)
+
+
+def _printed(document, value) -> list:
+    """The ways a config's values reach a log: as is, element by element, as JSON, as a Python repr."""
+    items = value if isinstance(value, list) else []
+    return [f"connecting with {value}", *(f"connecting with {item}" for item in items), json.dumps(document),
+            repr(document)]
 
 
 @pytest.mark.parametrize("name, value, secret", SECRET_TABLE, ids=lambda item: repr(item)[:30])
@@ -100,10 +140,9 @@ def test_one_rule_decides_what_is_masked_and_what_travels_as_a_file(tmp_path, na
 
     redactor = runtime_redaction.Redactor()
     redactor.add_secrets_from(document)
-    for text in (value if isinstance(value, list) else [value]):
-        line = f"connecting with {text}"
+    for line in _printed(document, value):
         if secret:
-            assert _hidden(text) not in redactor.redact(line)
+            assert _hidden(value) not in redactor.redact(line)
         else:
             assert redactor.redact(line) == line
 
@@ -119,3 +158,86 @@ def test_a_100_kib_value_is_checked_in_linear_time():
         runtime_redaction.Secret("sslKey", value)]
     assert runtime_redaction.secrets_in_value(value) == []
     assert time.monotonic() - started < 5  # generous: the anchored rule takes ~0.1 s on a loaded machine
+
+
+LONG_SECRET = f"{MARK}-0123456789abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# Log lines with a secret the redactor knows nothing about (no config): what must not survive.
+LOG_TABLE = [
+    (f"GET /api Authorization: Basic {_basic('ingest:' + MARK)}", _basic("ingest:" + MARK)),
+    (f"headers={{'Authorization': 'Basic {_basic('ingest:' + MARK)}'}}", _basic("ingest:" + MARK)),
+    (f"request failed, sent basic {_basic('ingest:' + MARK)}", _basic("ingest:" + MARK)),
+    (f"Authorization: token ghp_{MARK}0123456789", MARK),
+    (f"using token ghp_{MARK}0123456789abcdef", MARK),
+    (f"sasl.jaas.config={JAAS} sasl.mechanism=PLAIN", "PlainLoginModule"),
+    (json.dumps({"sasl.jaas.config": JAAS}), "PlainLoginModule"),
+    (f"running ingest --user ingest --password {MARK}-pw --verbose", MARK),
+    (f"argv: ['ingest', '--password', '{MARK}-pw']", MARK),
+    (f"argv: ingest --password={MARK}-pw", MARK),
+    (f"basic.auth.user.info=registry:{MARK}-pw", MARK),
+    (f"http_auth: elastic:{MARK}-pw", MARK),
+    (f"ssl.keystore.password={MARK}-pw", MARK),
+    (f"key: {json.dumps(PEM)}", MARK),
+    (f"credentials_json={json.dumps(GCP_KEY_FILE)}", MARK),
+]
+CLEAN_LINES = [
+    "basic authentication failed for user ingest",
+    "token validation failed, retrying",
+    "running ingest --password-file /run/secrets/pw --verbose",
+    "sasl.mechanism=PLAIN security.protocol=SASL_SSL",
+    "-----BEGIN CERTIFICATE-----",
+]
+
+
+@pytest.mark.parametrize("line, leaked", LOG_TABLE, ids=lambda item: repr(item)[:40])
+def test_log_lines_are_masked_without_knowing_the_config(line, leaked):
+    assert leaked not in runtime_redaction.Redactor().redact(line)
+
+
+@pytest.mark.parametrize("line", CLEAN_LINES)
+def test_lines_without_secrets_are_left_alone(line):
+    assert runtime_redaction.Redactor().redact(line) == line
+
+
+def test_a_jaas_config_is_masked_whole_not_up_to_its_first_space():
+    redacted = runtime_redaction.Redactor().redact(f"sasl.jaas.config={JAAS} next=1")
+    assert redacted == f"sasl.jaas.config={runtime_redaction.MASK} next=1"
+
+
+def test_pydantics_shortened_echo_of_a_secret_is_masked():
+    redactor = runtime_redaction.Redactor()
+    redactor.add_secrets_from({"config": {"password": LONG_SECRET}})
+    # How pydantic 2 prints an input it rejects: its repr's first 25 and last 24 characters.
+    shown = repr(LONG_SECRET)
+    echo = (f"1 validation error for Config\nport\n  Input should be a valid integer "
+            f"[type=int_parsing, input_value={shown[:25]}...{shown[-24:]}, input_type=str]")
+    redacted = redactor.redact(echo)
+    assert MARK not in redacted and LONG_SECRET[-20:] not in redacted
+
+
+def test_pieces_of_a_secret_in_a_shortened_echo_of_a_larger_input_are_masked():
+    redactor = runtime_redaction.Redactor()
+    redactor.add_secrets_from({"config": {"password": LONG_SECRET}})
+    shown = repr({"value": LONG_SECRET})
+    echo = f"Input should be a valid string [type=string_type, input_value={shown[:25]}...{shown[-24:]}, input_type=dict]"
+    redacted = redactor.redact(echo)
+    assert LONG_SECRET[:8] not in redacted and LONG_SECRET[-8:] not in redacted
+    assert redacted.startswith("Input should be a valid string [type=string_type, input_value={'value': '********...")
+
+
+# Long values of the characters the patterns look for. Each rule must stay linear in the length of what
+# it reads (a name matched whole, patterns that start only where their run starts): a search where a
+# fullmatch belongs, or an unanchored repeat, turns 100 KiB into minutes.
+LONG_INPUTS = ["a", "a-", "a:a@", "a=b ", "x://a:", "eyJaaaaa.", "'--a', ", "basic ", "token 1", "jaas.config=",
+               "input_value=S3cret..."]
+
+
+@pytest.mark.parametrize("unit", LONG_INPUTS)
+def test_a_100_kib_value_or_name_stays_fast(unit):
+    text = (unit * (100 * 1024 // len(unit) + 1))[:100 * 1024]
+    redactor = runtime_redaction.Redactor()
+    redactor.add_secrets_from({"password": LONG_SECRET})
+    started = time.perf_counter()
+    runtime_redaction.find_secrets({"host_port": text, text: "x"})
+    redactor.redact(text)
+    assert time.perf_counter() - started < 2.0
