@@ -650,11 +650,6 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
 
 
 def _unbundle(settings: Settings, api, path: Path, manifest: BundleManifest, console: Console, smoke_test) -> None:
-    import functools
-
-    from . import verify
-    from .verify import move_tags
-
     started = time.monotonic()
     console.print(f"Bundle {path.name}: {len(manifest.images)} image(s), written {manifest.created or '?'}.")
     check_archive(path, manifest, console)
