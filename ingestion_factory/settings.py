@@ -83,6 +83,11 @@ class Settings:
     # How a foreign platform's packages are installed: "cross" (the build platform installs that
     # platform's wheels), "emulated" (pip/uv run under QEMU), "auto" (cross unless a package lacks a wheel).
     foreign_install: str = "auto"
+    # Signed provenance (docs/trust.md): the private key `inv push` signs with ("" is off; its passphrase
+    # comes from FACTORY_SIGNING_PASSPHRASE or --passphrase-file), and the public keys trusted when images
+    # are taken in (--cache-from, inv unbundle, inv verify); paths relative to the project.
+    signing_key: str = ""
+    trusted_keys: tuple[str, ...] = ()
 
     @property
     def target_platforms(self):
@@ -186,11 +191,14 @@ def load(mapping: Mapping[str, Any], root: Path) -> Settings:
     data["jobs"] = jobs
     if "platforms" in data:
         data["platforms"] = _platform_names(data["platforms"])
+    if "trusted_keys" in data:
+        data["trusted_keys"] = _paths(data["trusted_keys"], "trusted_keys")
     if str(data.get("foreign_install", "auto")) not in FOREIGN_INSTALLS:
         raise ConfigError(f"foreign_install must be one of {', '.join(FOREIGN_INSTALLS)}, "
                           f"got {data['foreign_install']!r}")
     settings = Settings(root=root, frameworks=frameworks,
-                        **{k: str(v) if k not in ("jobs", "platforms") else v for k, v in data.items()})
+                        **{k: str(v) if k not in ("jobs", "platforms", "trusted_keys") else v
+                           for k, v in data.items()})
     if not frameworks:
         raise ConfigError(f"no frameworks declared under [tool.{PYPROJECT_TABLE}.frameworks]")
     settings.framework_named(settings.framework)
@@ -207,6 +215,15 @@ def _platform_names(value: Any) -> tuple[str, ...]:
     if not isinstance(value, (str, list, tuple)):
         raise ConfigError(f"platforms must be a list of platforms, got {value!r}")
     return tuple(p.name for p in parse_all(value))
+
+
+def _paths(value: Any, name: str) -> tuple[str, ...]:
+    """A list of file paths (or a comma-separated string, as env vars give it)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name} must be a list of file paths, got {value!r}")
+    return tuple(v for v in value if v)
 
 
 def _catalog_fields(name: str, table: Mapping[str, Any]) -> dict[str, Any]:

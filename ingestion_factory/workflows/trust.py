@@ -1,0 +1,343 @@
+"""Signed provenance in the registry: sign what `inv push` pushed, and check it wherever an image is taken in.
+
+Signing writes, for one manifest digest, cosign's signature (`sha256-<hex>.sig`) and attestation
+(`sha256-<hex>.att`) into the image's repository through the registry's HTTP API. Checking reads them
+back and answers, check by check: is there such a digest, does a trusted key sign it, does a trusted
+key sign an attestation about it, and does the attested record match what the caller expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterable
+
+from .. import __version__
+from ..engine.registry import RegistryClient
+from ..engine.sbom import read_files
+from ..engine.verify import SMOKE_COMMAND
+from ..engine.signing import PublicKey, Signer, load_public_keys, load_signer, read_passphrase
+from ..errors import ConfigError, FactoryError
+from ..model import trust_records as records
+from ..model.plan import (
+    LABEL_FRAMEWORK,
+    LABEL_FRAMEWORK_VERSION,
+    LABEL_INPUTS,
+    LABEL_LOCK,
+    LABEL_PARENT,
+    LABEL_REVISION,
+    SBOM_PATH,
+    PlanItem,
+)
+from ..model.trust_records import RecordError, VerificationRecord
+from ..settings import Settings
+
+LABEL_SOURCE = "org.opencontainers.image.source"
+
+
+class Check(str, Enum):
+    """The checks `inv verify` (and --cache-from, with trusted_keys) makes, in order."""
+
+    DIGEST = "digest"
+    SIGNATURE = "signature"
+    ATTESTATION = "attestation"
+    SUBJECT = "subject"
+    POLICY = "policy"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: Check
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reference: str
+    digest: str
+    checks: tuple[CheckResult, ...]
+    record: VerificationRecord | None = None
+    key: str = ""  # the trusted key file that signed it
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def failure(self) -> CheckResult | None:
+        return next((c for c in self.checks if not c.ok), None)
+
+    def why(self) -> str:
+        failed = self.failure
+        return f"{failed.check.value} check failed: {failed.detail}" if failed else "verified"
+
+    def as_dict(self) -> dict:
+        return {"reference": self.reference, "digest": self.digest, "verified": self.verified,
+                "key": self.key, "checks": [{"check": c.check.value, "ok": c.ok, "detail": c.detail}
+                                            for c in self.checks],
+                "record": self.record.as_dict() if self.record else None}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the attested record must say; None: not checked (the caller does not know it)."""
+
+    platforms: tuple[str, ...] | None = None
+    input_hash: str | None = None
+    parent_id: str | None = None
+    image: str | None = None
+
+
+# --- settings -> keys -------------------------------------------------------------------------
+
+
+def signer_from(settings: Settings, passphrase_file: str | None = None) -> Signer | None:
+    """The signing key when `signing_key` is set (opened now, so a wrong passphrase stops before any push)."""
+    if not settings.signing_key:
+        return None
+    return load_signer(settings.root / settings.signing_key, read_passphrase(passphrase_file))
+
+
+def trusted_keys(settings: Settings) -> tuple[PublicKey, ...]:
+    return load_public_keys(settings.root / path for path in settings.trusted_keys)
+
+
+# --- the record of one pushed image -----------------------------------------------------------
+
+
+def builder_id() -> str:
+    return f"urn:ingestion-factory:{__version__}@{socket.gethostname()}"
+
+
+def record_for(item: PlanItem, sbom_digest: str, platform: str | None = None) -> VerificationRecord:
+    """The verification record of a verified, current image (push refuses any other), from its labels."""
+    assert item.current is not None
+    labels = item.current.labels
+    return VerificationRecord(
+        image=item.name, platform=platform or str(item.platform), input_hash=labels.get(LABEL_INPUTS, ""),
+        parent_id=labels.get(LABEL_PARENT, ""), image_id=item.current.id, lock_digest=labels.get(LABEL_LOCK, ""),
+        sbom_digest=sbom_digest, framework=labels.get(LABEL_FRAMEWORK, item.spec.framework.name),
+        framework_version=labels.get(LABEL_FRAMEWORK_VERSION, item.spec.framework.version),
+        source_revision=labels.get(LABEL_REVISION, ""), source_uri=labels.get(LABEL_SOURCE, ""),
+        builder=builder_id(), smoke_command=" ".join(SMOKE_COMMAND),
+        # The version tag push reads is moved only after the smoke test and the SBOM check passed.
+        smoke_result="passed",
+    )
+
+
+def sbom_digest(api, image_id: str) -> str:
+    """sha256 of the SBOM the image carries ("" when it has none)."""
+    raw = read_files(api, image_id, [SBOM_PATH])[SBOM_PATH]
+    return records.sha256_digest(raw) if raw is not None else ""
+
+
+# --- signing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Signed:
+    digest: str
+    signature: str  # "signed" or "present"
+    attestation: str
+
+
+class TrustError(FactoryError):
+    """Signing failed (the registry refused a blob or manifest)."""
+
+
+def sign(client: RegistryClient, signer: Signer, repository: str, digest: str,
+         record: VerificationRecord) -> Signed:
+    """Write the signature and the attestation of `repository@digest`; what a trusted copy already has is kept."""
+    outcome = Signed(digest, "present", "present")
+    sig_tag, att_tag = records.signature_tag(digest), records.attestation_tag(digest)
+    earlier = _layers(client, repository, sig_tag)
+    if not any(_signature_ok(client, repository, layer, digest, (signer.public,)) for layer in earlier):
+        payload = records.simple_signing_payload(repository, digest)
+        image = records.signature_image(payload, signer.sign(payload), earlier)
+        _store(client, repository, sig_tag, image)
+        outcome.signature = "signed"
+    earlier = _layers(client, repository, att_tag)
+    if not any(_attested(client, repository, layer, (signer.public,), digest, record) for layer in earlier):
+        statement = records.canonical_json(records.statement(repository, digest, record))
+        signature = signer.sign(records.pae(records.INTOTO_PAYLOAD_TYPE, statement))
+        envelope = records.canonical_json(records.envelope(records.INTOTO_PAYLOAD_TYPE, statement, signature,
+                                                           signer.public.keyid))
+        _store(client, repository, att_tag, records.attestation_image(envelope, earlier=earlier))
+        outcome.attestation = "signed"
+    return outcome
+
+
+def _store(client: RegistryClient, repository: str, tag: str, image: records.SignatureImage) -> None:
+    client.put_blob(repository, image.layer)
+    client.put_blob(repository, image.config)
+    client.put_manifest(repository, tag, image.manifest, records.OCI_MANIFEST)
+
+
+def _layers(client: RegistryClient, repository: str, tag: str) -> list[records.Layer]:
+    """The layers already under a signature tag (none when the tag is absent or not a cosign manifest)."""
+    manifest = client.manifest(repository, tag)
+    if manifest is None:
+        return []
+    try:
+        return records.layers_of(manifest.document)
+    except RecordError:
+        return []
+
+
+def _signature_ok(client, repository: str, layer: records.Layer, digest: str, keys) -> PublicKey | None:
+    if layer.media_type != records.SIMPLE_SIGNING_TYPE:
+        return None
+    try:
+        signature = base64.b64decode(layer.annotations.get(records.SIGNATURE_ANNOTATION, ""), validate=True)
+    except ValueError:
+        return None
+    payload = client.blob(repository, layer.digest)
+    if payload is None:
+        return None
+    key = next((k for k in keys if k.verify(signature, payload)), None)
+    if key is None:
+        return None
+    try:
+        _, signed_digest = records.read_simple_signing(payload)
+    except RecordError:
+        return None
+    return key if signed_digest == digest else None
+
+
+def _attested(client, repository: str, layer: records.Layer, keys, digest: str,
+              record: VerificationRecord) -> bool:
+    """Whether this layer is an attestation by one of `keys` saying exactly `record` about `digest`."""
+    found = _read_attestation(client, repository, layer, keys)
+    if not isinstance(found, tuple):
+        return False
+    attested, _ = found
+    return digest in [d for _, d in attested.subjects] and attested.record == record
+
+
+def _read_attestation(client, repository: str, layer: records.Layer, keys):
+    """(Attested, key) for a layer a trusted key signed; else a string saying why not."""
+    if layer.media_type != records.DSSE_TYPE:
+        return f"layer {layer.digest[:19]} is {layer.media_type}, not a DSSE envelope"
+    data = client.blob(repository, layer.digest)
+    if data is None:
+        return f"the registry has no blob {layer.digest[:19]}"
+    try:
+        envelope = records.read_envelope(data)
+    except RecordError as exc:
+        return str(exc)
+    if envelope.payload_type != records.INTOTO_PAYLOAD_TYPE:
+        return f"envelope payload type is {envelope.payload_type!r}"
+    signed = envelope.signed_bytes
+    key = next((k for k in keys for _, sig in envelope.signatures if k.verify(sig, signed)), None)
+    if key is None:
+        return "the envelope's signature does not verify with any trusted key"
+    try:
+        return records.read_statement(envelope.payload), key
+    except RecordError as exc:
+        return str(exc)
+
+
+# --- checking -----------------------------------------------------------------------------------
+
+
+def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[PublicKey],
+          expect: Expectation, reference: str = "") -> Verdict:
+    """Every check for one manifest digest, stopping at the first that fails (later ones cannot be trusted)."""
+    keys = tuple(keys)
+    reference = reference or f"{repository}@{digest}"
+    done: list[CheckResult] = []
+
+    def verdict(record=None, key="") -> Verdict:
+        return Verdict(reference, digest, tuple(done), record, key)
+
+    try:
+        manifest = client.manifest(repository, digest)
+    except FactoryError as exc:
+        done.append(CheckResult(Check.DIGEST, False, exc.message))
+        return verdict()
+    if manifest is None or manifest.digest != digest:
+        done.append(CheckResult(Check.DIGEST, False, f"the registry has no {repository}@{digest}"))
+        return verdict()
+    done.append(CheckResult(Check.DIGEST, True, digest))
+
+    try:
+        layers = _layers(client, repository, records.signature_tag(digest))
+        signer = next((key for layer in layers if (key := _signature_ok(client, repository, layer, digest, keys))),
+                      None)
+    except FactoryError as exc:
+        done.append(CheckResult(Check.SIGNATURE, False, exc.message))
+        return verdict()
+    if signer is None:
+        why = (f"no signature ({records.signature_tag(digest)} is absent)" if not layers
+               else f"none of the {len(layers)} signature(s) in {records.signature_tag(digest)} verifies with a "
+                    f"trusted key for this digest")
+        done.append(CheckResult(Check.SIGNATURE, False, why))
+        return verdict()
+    done.append(CheckResult(Check.SIGNATURE, True, f"signed by {signer.source}"))
+
+    try:
+        layers = _layers(client, repository, records.attestation_tag(digest))
+        found = [_read_attestation(client, repository, layer, keys) for layer in layers]
+    except FactoryError as exc:
+        done.append(CheckResult(Check.ATTESTATION, False, exc.message))
+        return verdict(key=signer.source)
+    good = [item for item in found if isinstance(item, tuple)]
+    if not good:
+        why = (f"no attestation ({records.attestation_tag(digest)} is absent)" if not layers
+               else "; ".join(str(item) for item in found))
+        done.append(CheckResult(Check.ATTESTATION, False, why))
+        return verdict(key=signer.source)
+    done.append(CheckResult(Check.ATTESTATION, True, f"SLSA provenance signed by {good[-1][1].source}"))
+
+    about = [(attested, key) for attested, key in good if digest in [d for _, d in attested.subjects]]
+    if not about:
+        subjects = ", ".join(d for attested, _ in good for _, d in attested.subjects)
+        done.append(CheckResult(Check.SUBJECT, False, f"the attestation is about {subjects}, not {digest}"))
+        return verdict(key=signer.source)
+    done.append(CheckResult(Check.SUBJECT, True, digest))
+
+    attested, _ = about[-1]  # the newest one (cosign appends)
+    problem = policy_problem(attested.record, expect)
+    done.append(CheckResult(Check.POLICY, problem is None, problem or _policy_summary(attested.record, expect)))
+    return verdict(attested.record, signer.source)
+
+
+def policy_problem(record: VerificationRecord, expect: Expectation) -> str | None:
+    if record.smoke_result != "passed":
+        return f"the smoke test result is {record.smoke_result!r}"
+    if expect.image and record.image != expect.image:
+        return f"the record is for {record.image}, not {expect.image}"
+    if expect.platforms is not None and record.platform not in expect.platforms:
+        return f"platform {record.platform}, the policy accepts {', '.join(expect.platforms)}"
+    if expect.input_hash and record.input_hash != expect.input_hash:
+        return f"input hash {record.input_hash[:19]}, the plan's is {expect.input_hash[:19]}"
+    if expect.parent_id and record.parent_id != expect.parent_id:
+        return f"parent {record.parent_id[:19]}, the plan's is {expect.parent_id[:19]}"
+    return None
+
+
+def _policy_summary(record: VerificationRecord, expect: Expectation) -> str:
+    checked = ["smoke test passed"]
+    if expect.platforms is not None:
+        checked.append(f"platform {record.platform}")
+    if expect.input_hash:
+        checked.append("input hash matches the plan")
+    if expect.parent_id:
+        checked.append("parent matches the plan")
+    return ", ".join(checked)
+
+
+def summary_json(verdicts: list[Verdict]) -> str:
+    return json.dumps({"verified": all(v.verified for v in verdicts), "images": [v.as_dict() for v in verdicts]},
+                      indent=2)
+
+
+def require_keys(keys: tuple[PublicKey, ...], what: str) -> None:
+    if not keys:
+        raise ConfigError(f"{what} needs trusted keys", "set factory.trusted_keys to a list of public key files "
+                          "(e.g. the factory-signing.pub `inv keys generate` wrote)")
+
