@@ -212,14 +212,22 @@ def _attested(client, repository: str, layer: records.Layer, keys, digest: str,
               record: VerificationRecord) -> bool:
     """Whether this layer is an attestation by one of `keys` saying exactly `record` about `digest`."""
     found = _read_attestation(client, repository, layer, keys)
-    if not isinstance(found, tuple):
-        return False
-    attested, _ = found
-    return digest in [d for _, d in attested.subjects] and attested.record == record
+    return isinstance(found, Found) and found.about(digest) and found.attested.record == record
+
+
+@dataclass(frozen=True)
+class Found:
+    """An attestation a trusted key signed, and that key."""
+
+    attested: records.Attested
+    key: PublicKey
+
+    def about(self, digest: str) -> bool:
+        return digest in [subject_digest for _, subject_digest in self.attested.subjects]
 
 
 def _read_attestation(client, repository: str, layer: records.Layer, keys):
-    """(Attested, key) for a layer a trusted key signed; else a string saying why not."""
+    """Found, for a layer a trusted key signed; else a string saying why not."""
     if layer.media_type != records.DSSE_TYPE:
         return f"layer {layer.digest[:19]} is {layer.media_type}, not a DSSE envelope"
     data = client.blob(repository, layer.digest)
@@ -236,7 +244,7 @@ def _read_attestation(client, repository: str, layer: records.Layer, keys):
     if key is None:
         return "the envelope's signature does not verify with any trusted key"
     try:
-        return records.read_statement(envelope.payload), key
+        return Found(records.read_statement(envelope.payload), key)
     except RecordError as exc:
         return str(exc)
 
@@ -285,25 +293,25 @@ def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[P
     except FactoryError as exc:
         done.append(CheckResult(Check.ATTESTATION, False, exc.message))
         return verdict(key=signer.source)
-    good = [item for item in found if isinstance(item, tuple)]
+    good = [item for item in found if isinstance(item, Found)]
     if not good:
         why = (f"no attestation ({records.attestation_tag(digest)} is absent)" if not layers
                else "; ".join(str(item) for item in found))
         done.append(CheckResult(Check.ATTESTATION, False, why))
         return verdict(key=signer.source)
-    done.append(CheckResult(Check.ATTESTATION, True, f"SLSA provenance signed by {good[-1][1].source}"))
+    done.append(CheckResult(Check.ATTESTATION, True, f"SLSA provenance signed by {good[-1].key.source}"))
 
-    about = [(attested, key) for attested, key in good if digest in [d for _, d in attested.subjects]]
+    about = [item for item in good if item.about(digest)]
     if not about:
-        subjects = ", ".join(d for attested, _ in good for _, d in attested.subjects)
+        subjects = ", ".join(d for item in good for _, d in item.attested.subjects)
         done.append(CheckResult(Check.SUBJECT, False, f"the attestation is about {subjects}, not {digest}"))
         return verdict(key=signer.source)
     done.append(CheckResult(Check.SUBJECT, True, digest))
 
-    attested, _ = about[-1]  # the newest one (cosign appends)
-    problem = policy_problem(attested.record, expect)
-    done.append(CheckResult(Check.POLICY, problem is None, problem or _policy_summary(attested.record, expect)))
-    return verdict(attested.record, signer.source)
+    record = about[-1].attested.record  # the newest one (cosign appends)
+    problem = policy_problem(record, expect)
+    done.append(CheckResult(Check.POLICY, problem is None, problem or _policy_summary(record, expect)))
+    return verdict(record, signer.source)
 
 
 def policy_problem(record: VerificationRecord, expect: Expectation) -> str | None:
