@@ -33,6 +33,8 @@ SETTINGS_HELP = {
 }
 
 
+PASSPHRASE_HELP = "File holding the signing key's passphrase (or env FACTORY_SIGNING_PASSPHRASE)."
+
 PLATFORM_HELP = ("Platform to build for (repeatable: linux/amd64, linux/arm64; default: factory.platforms). "
                  "Foreign platforms need QEMU: see docs/arm64.md.")
 
@@ -175,15 +177,17 @@ def python_image(c, force=False, platform=None):
     "password_file": "File holding the registry password, '-' for stdin "
                      "(or env FACTORY_REGISTRY_PASSWORD / FACTORY_REGISTRY_PASSWORD_FILE).",
     "platform": PLATFORM_HELP + " With several, each tag becomes a manifest list of all of them.",
+    "passphrase_file": PASSPHRASE_HELP + " Used when factory.signing_key is set: every pushed digest is signed.",
 }, iterable=["connector", "platform"])
 @reports_errors
 def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False, username=None, password_file=None,
-         platform=None):
+         platform=None, passphrase_file=None):
     """Push verified, current images with the tags the build gave them; read back and report their digests."""
     from ingestion_factory.workflows import push as push_mod
 
     return push_mod.push(_settings(c, tag=tag, platforms=platform or None), connector or None, registry=registry, latest=latest,
-                         dry_run=dry_run, username=username, password_file=password_file)
+                         dry_run=dry_run, username=username, password_file=password_file,
+                         passphrase_file=passphrase_file)
 
 
 @task(help={
@@ -259,6 +263,35 @@ def unbundle(c, file, push=None, username=None, password_file=None):
                                password_file=password_file, console=commands.console)
 
 
+@task(positional=["action"], help={
+    "action": "generate: write a new ECDSA P-256 key pair (factory-signing.key, encrypted, and .pub).",
+    "output": "Directory to write the pair into (default: build/keys).",
+    "passphrase_file": PASSPHRASE_HELP,
+    "force": "Replace a pair already there.",
+})
+@reports_errors
+def keys(c, action, output=None, passphrase_file=None, force=False):
+    """Signing keys for `inv push` (signing_key) and the trust policy (trusted_keys): `inv keys generate`."""
+    from ingestion_factory.cli import trust_commands
+
+    return trust_commands.keys(_settings(c), action, output, passphrase_file, force=force)
+
+
+@task(positional=["connector"], help={
+    "connector": "Connector whose pushed image to check (-c NAME), or an image reference "
+                 "(registry/namespace/image:tag or @sha256:<digest>).",
+    "registry": "Registry host[:port] of -c NAME's image (default: factory.registry).",
+    "json": "Print the checks as JSON.",
+})
+@reports_errors
+def verify(c, connector, registry=None, json=False):
+    """Check an image's digest, signature, SLSA attestation and policy with factory.trusted_keys: exit 0 verified,
+    1 not verified (naming the check), 2 bad input."""
+    from ingestion_factory.cli import trust_commands
+
+    return trust_commands.verify(_settings(c), connector, registry=registry, as_json=json)
+
+
 ns = Collection(build_base, build_connectors, catalog, lock, sbom, list_, python_image, push, run_local, bench,
-                bundle, unbundle)
+                bundle, unbundle, keys, verify)
 ns.configure({"factory": settings_mod.pyproject_defaults(ROOT)})

@@ -35,6 +35,7 @@ from ..engine.registry import (
     read_credentials,
 )
 from ..model.results import write_json
+from . import trust
 from ..settings import Settings
 from ..status import Status
 
@@ -190,6 +191,7 @@ class PushResult:
     duration_s: float = 0.0
     tag_results: list[TagResult] = field(default_factory=list)
     platforms: dict[str, str] = field(default_factory=dict)  # platform -> its variant's digest (manifest lists)
+    signed: dict[str, str] = field(default_factory=dict)  # digest -> "signed" / "present" (signing_key set)
 
 
 def select_tags(item: PlanItem, latest: bool = True) -> list[str]:
@@ -438,7 +440,7 @@ def _summarise(result: PushResult) -> None:
 
 def push(settings: Settings, names: list[str] | None = None, *, registry: str | None = None, latest: bool = True,
          dry_run: bool = False, username: str | None = None, password_file: str | None = None,
-         out: Console | None = None) -> int:
+         out: Console | None = None, passphrase_file: str | None = None) -> int:
     """`inv push`: the named images (or every available one) and the bases they need, to `registry`
     (default factory.registry), on every target platform.
 
@@ -482,6 +484,7 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
         return 0
 
     require_verified([item for plan in plans for item in plan], "push")
+    signer = trust.signer_from(settings, passphrase_file)  # opened now: a wrong passphrase pushes nothing
     results: list[PushResult] = []
     out.print(f"Pushing {len(jobs)} image(s){' for ' + ', '.join(map(str, chosen)) if as_lists else ''} to "
               f"{display_host(target)} as {credentials.describe() if credentials else 'anonymous'}.")
@@ -499,6 +502,8 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
             continue
         results.append(index_pusher.push_image(items, repository, tags) if as_lists
                        else pusher.push_image(items[0], repository, tags))
+        if signer and results[-1].result in (PUSHED, PRESENT):
+            _sign(pusher, signer, api, items, results[-1])
         if stops_the_run(results[-1]):
             stopped_by = results[-1]
     out.print(push_table(results, f"Pushed to {display_host(target)}{kind}"))
@@ -514,6 +519,19 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
             f"pushed: {', '.join(good) if good else 'none'}; details in {report}",
         )
     return 0
+
+
+def _sign(pusher: Pusher, signer, api, items: list[PlanItem], result: PushResult) -> None:
+    """Sign every digest of a pushed image (trust.py); a failure to sign fails the image's push."""
+    try:
+        for signed in trust.sign_pushed(pusher.client, signer, api, items, result.repository, result.digest,
+                                        result.platforms):
+            result.signed[signed.digest] = signed.signature if signed.signature == signed.attestation else "signed"
+            pusher._say(f"{result.repository}@{signed.digest}: signature {signed.signature}, "
+                        f"attestation {signed.attestation}")
+    except FactoryError as exc:
+        result.result, result.reason = FAILED, pusher.redact(f"signing: {exc.message}")
+        pusher._say(f"[bold red]{escape(result.repository)}: signing failed[/] {escape(result.reason)}", markup=True)
 
 
 def _platform_targets(catalog, targets: list[str], platform: Platform, settings: Settings) -> tuple[list, list]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 from dataclasses import dataclass
 from enum import Enum
@@ -349,3 +350,93 @@ def require_keys(keys: tuple[PublicKey, ...], what: str) -> None:
         raise ConfigError(f"{what} needs trusted keys", "set factory.trusted_keys to a list of public key files "
                           "(e.g. the factory-signing.pub `inv keys generate` wrote)")
 
+
+
+# --- the hook `inv push` calls --------------------------------------------------------------------
+
+
+def sign_pushed(client: RegistryClient, signer: Signer, api, items: list[PlanItem], repository: str,
+                digest: str, platforms: dict[str, str]) -> list[Signed]:
+    """Sign what one image's push left in the registry: each platform variant, and the manifest list.
+
+    Single-platform pushes have one digest (`digest`, `platforms` empty). For a manifest list, the list's
+    record is its default variant's with every platform named (a consumer checks each variant's own).
+    """
+    by_platform = {str(item.platform): item for item in items}
+    sboms = {item.current.id: sbom_digest(api, item.current.id) for item in items if item.current}
+    done = []
+    for platform, variant_digest in platforms.items():
+        item = by_platform[platform]
+        done.append(sign(client, signer, repository, variant_digest, record_for(item, sboms[item.current.id])))
+    if digest:
+        item = next((i for i in items if i.platform.is_default), items[0])
+        joined = ",".join(platforms) if platforms else None
+        done.append(sign(client, signer, repository, digest, record_for(item, sboms[item.current.id], joined)))
+    return done
+
+
+# --- `inv verify` --------------------------------------------------------------------------------
+
+REFERENCE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._/:\[\]-]*?)(?::(?P<tag>[\w][\w.-]{0,127}))?"
+                       r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    registry: str  # host[:port]; "docker.io" for Docker Hub
+    repository: str  # as push names it: host/namespace/image, or namespace/image on Docker Hub
+    tag: str
+    digest: str
+
+    @property
+    def reference(self) -> str:
+        return self.digest or self.tag
+
+
+def looks_like_image(text: str) -> bool:
+    return any(mark in text for mark in "/:@")
+
+
+def parse_reference(text: str) -> Reference:
+    """`[host[:port]/]path[:tag][@sha256:...]` -> its parts; ConfigError (bad input) otherwise."""
+    found = REFERENCE.match(text.strip())
+    if not found or "//" in found["name"] or found["name"].endswith("/"):
+        raise ConfigError(f"{text!r} is not an image reference",
+                          "give registry/namespace/image:tag, or an image @sha256:<digest>, or -c NAME")
+    name = found["name"]
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        registry, repository = first, name
+    else:
+        registry, repository = "docker.io", name
+    return Reference(registry, repository, found["tag"] or ("" if found["digest"] else "latest"),
+                     found["digest"] or "")
+
+
+def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expectation) -> list[Verdict]:
+    """Resolve a tag (or take the digest) and check it; a manifest list is checked, then each of its variants."""
+    try:
+        manifest = client.manifest(ref.repository, ref.reference)
+    except FactoryError as exc:
+        return [Verdict(f"{ref.repository}:{ref.reference}", "", (CheckResult(Check.DIGEST, False, exc.message),))]
+    if manifest is None or (ref.digest and manifest.digest != ref.digest):
+        return [Verdict(f"{ref.repository}:{ref.reference}", ref.digest,
+                        (CheckResult(Check.DIGEST, False, f"the registry has no {ref.repository}:{ref.reference}"),))]
+    shown = f"{ref.repository}:{ref.tag}" if ref.tag else ref.repository
+    variants = [entry for entry in (manifest.document or {}).get("manifests") or [] if isinstance(entry, dict)]
+    if not variants:
+        return [check(client, ref.repository, manifest.digest, keys, expect, f"{shown}@{manifest.digest}")]
+    # The list's record names every platform; each variant's record names its own, checked against the policy.
+    verdicts = [check(client, ref.repository, manifest.digest, keys,
+                      Expectation(image=expect.image), f"{shown}@{manifest.digest} (manifest list)")]
+    for entry in variants:
+        platform = entry.get("platform") or {}
+        name = "/".join(part for part in (platform.get("os"), platform.get("architecture"), platform.get("variant"))
+                        if part)
+        wanted = expect.platforms is None or name in expect.platforms
+        verdicts.append(check(client, ref.repository, str(entry.get("digest", "")), keys,
+                              Expectation(platforms=(name,) if wanted else expect.platforms,
+                                          input_hash=expect.input_hash if name == "linux/amd64" else None,
+                                          image=expect.image),
+                              f"{shown}@{entry.get('digest')} ({name})"))
+    return verdicts
