@@ -33,6 +33,8 @@ SETTINGS_HELP = {
 }
 
 
+REVERIFY_HELP = ("With factory.trusted_keys: smoke-test cache images even when a trusted attestation says they "
+                 "passed.")
 PASSPHRASE_HELP = "File holding the signing key's passphrase (or env FACTORY_SIGNING_PASSPHRASE)."
 
 PLATFORM_HELP = ("Platform to build for (repeatable: linux/amd64, linux/arm64; default: factory.platforms). "
@@ -65,11 +67,13 @@ def reports_errors(function):
     "cache_from": "Registry host[:port] to pull the base from instead of building it, when it holds its "
                   "inputs' tag (default: factory.cache_from).",
     "platform": PLATFORM_HELP,
+    "reverify": REVERIFY_HELP,
     **SETTINGS_HELP,
 }, iterable=["framework", "platform"])
 @reports_errors
 def build_base(c, framework=None, version=None, force=False, no_cache=False, plan=False, namespace=None,
-               registry=None, python_image=None, tag=None, ca_bundle=None, cache_from=None, platform=None):
+               registry=None, python_image=None, tag=None, ca_bundle=None, cache_from=None, platform=None,
+               reverify=False):
     """Build the base image (framework + runtime/main.py) of a framework family."""
     if version and len(framework or []) > 1:
         raise ConfigError("--version goes with at most one --framework")
@@ -77,7 +81,7 @@ def build_base(c, framework=None, version=None, force=False, no_cache=False, pla
                          registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
                          cache_from=cache_from, platforms=platform or None)
     return commands.build(settings, base_only=True, frameworks=framework or None, force=force,
-                          no_cache=no_cache, plan_only=plan)
+                          no_cache=no_cache, plan_only=plan, reverify=reverify)
 
 
 @task(help={
@@ -93,18 +97,19 @@ def build_base(c, framework=None, version=None, force=False, no_cache=False, pla
     "shard": "Build only shard K of N of the connectors (e.g. 2/4), a stable share by name; their parents "
              "come from --cache-from when there, else are built.",
     "platform": PLATFORM_HELP,
+    "reverify": REVERIFY_HELP,
     **SETTINGS_HELP,
 }, iterable=["connector", "platform"])
 @reports_errors
 def build_connectors(c, connector=None, jobs=None, force=False, fail_fast=False, plan=False, no_cache=False,
                      framework_version=None, namespace=None, registry=None, python_image=None, tag=None,
-                     ca_bundle=None, cache_from=None, shard=None, platform=None):
+                     ca_bundle=None, cache_from=None, shard=None, platform=None, reverify=False):
     """Build one ingestion-connector-<name> image per directory in images/connectors/."""
     settings = _settings(c, framework_version=framework_version, jobs=jobs, namespace=namespace,
                          registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
                          cache_from=cache_from, platforms=platform or None)
     return commands.build(settings, connector or None, force=force, fail_fast=fail_fast, plan_only=plan,
-                          no_cache=no_cache, shard=shard)
+                          no_cache=no_cache, shard=shard, reverify=reverify)
 
 
 @task(name="list", help={
