@@ -14,6 +14,7 @@ from ingestion_factory.engine.registry import Manifest
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import trust_records as records
 from ingestion_factory.workflows import trust
+from test_builder import engine  # noqa: F401  (a fixture)
 
 DIGEST = "sha256:" + "ab" * 32
 REPO = "127.0.0.1:5000/openmetadata/ingestion-connector-datahub-sqlite"
@@ -171,17 +172,19 @@ class MemoryRegistry:
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, bytes] = {}  # tag or digest -> body
         self.manifests[DIGEST] = b"the image"
+        self.digests: dict[str, str] = {}  # tag -> digest, where the test says what a tag names
 
     def manifest(self, repository, reference):
         body = self.manifests.get(reference)
         if body is None:
             return None
-        digest = DIGEST if reference == DIGEST else records.sha256_digest(body)
+        digest = self.digests.get(reference) or (DIGEST if reference == DIGEST else records.sha256_digest(body))
         try:
             document = json.loads(body)
         except ValueError:
             document = None
-        return Manifest(digest, records.OCI_MANIFEST, None, len(body), document)
+        config = (document.get("config") or {}).get("digest") if isinstance(document, dict) else None
+        return Manifest(digest, records.OCI_MANIFEST, config, len(body), document)
 
     def blob(self, repository, digest):
         return self.blobs.get(digest)
@@ -298,3 +301,101 @@ def test_keyid_is_the_sha256_of_the_public_key(keys):
 
     der = public.key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert signer.public.keyid == hashlib.sha256(der).hexdigest()
+
+
+# --- --cache-from with trusted keys ------------------------------------------------------------------
+
+
+def trusted_cache(keys_used, signer=None, signed_record=None):
+    """A RegistryCache over a MemoryRegistry holding one cache image (signed when `signer` is given)."""
+    from dataclasses import dataclass
+
+    from test_cache import FakeDaemon, attrs
+    from ingestion_factory.platforms import DEFAULT
+    from ingestion_factory.workflows.cache import RegistryCache, cache_tag
+
+    @dataclass(frozen=True)
+    class Item:
+        name: str = "datahub-sqlite"
+        image_name: str = "ingestion-connector-datahub-sqlite"
+        platform: object = DEFAULT
+
+        @property
+        def spec(self):
+            return self
+
+    registry = MemoryRegistry()
+    image_id = "sha256:" + "33" * 32
+    body = json.dumps({"config": {"digest": image_id}}).encode()
+    registry.manifests[cache_tag(record().input_hash)] = body
+    registry.digests[cache_tag(record().input_hash)] = DIGEST
+    registry.manifests[DIGEST] = body
+    daemon = FakeDaemon()
+    from ingestion_factory.model.plan import LABEL_NAME
+
+    daemon.served[f"{REPO}@{DIGEST}"] = attrs(image_id, **{"io.ingestion-factory.inputs": record().input_hash,
+                                                          "io.ingestion-factory.parent-id": record().parent_id,
+                                                          LABEL_NAME: "datahub-sqlite"})
+    if signer:
+        trust.sign(registry, signer, REPO, DIGEST, signed_record or record())
+    warnings = []
+    cache = RegistryCache(daemon, registry, lambda name: REPO, warn=warnings.append, keys=tuple(keys_used))
+    return cache, Item(), daemon, warnings
+
+
+
+def test_cache_takes_a_signed_attested_image_as_attested(keys):
+    signer, public, _ = keys
+    cache, item, daemon, warnings = trusted_cache([public], signer)
+    hit = cache.fetch(item, record().input_hash, record().parent_id)
+    assert hit is not None and hit.attested and warnings == []
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("unsigned", "signature check failed"),
+    ("other key", "signature check failed"),
+    ("other inputs", "policy check failed: input hash"),
+])
+def test_cache_builds_an_unsigned_untrusted_or_mismatched_image_with_one_warning(keys, case, needle):
+    signer, public, other = keys
+    if case == "unsigned":
+        cache, item, daemon, warnings = trusted_cache([public])
+    elif case == "other key":
+        cache, item, daemon, warnings = trusted_cache([other], signer)
+    else:
+        cache, item, daemon, warnings = trusted_cache([public], signer,
+                                                      record(input_hash="sha256:" + "99" * 32))
+    assert cache.fetch(item, record().input_hash, record().parent_id) is None
+    assert daemon.pulls == []  # never pulled
+    assert len(warnings) == 1 and needle in warnings[0] and "building it instead" in warnings[0]
+    assert not cache.off_reason
+
+
+def test_an_attested_hit_skips_the_smoke_test_unless_reverify(project, engine):
+    from project_tree import add_connector
+    from test_cache import FakeCache
+    from ingestion_factory import settings as settings_mod
+    from ingestion_factory.model import catalog
+    from ingestion_factory.model.plan import make_plan
+    from ingestion_factory.model.results import BuildStatus
+    from ingestion_factory.workflows.builder import Builder
+    from ingestion_factory.workflows.cache import Hit
+
+    class AttestedCache(FakeCache):
+        def fetch(self, item, input_hash, parent_id):
+            hit = super().fetch(item, input_hash, parent_id)
+            return Hit(hit.image_id, hit.ref, hit.digest, attested=True) if hit else None
+
+    add_connector(project, "a")
+    add_connector(project, "b")
+    engine.unverified = {"a", "b"}  # their smoke tests would fail
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    for name, reverify, expected in (("a", False, BuildStatus.PULLED), ("b", True, BuildStatus.FAILED)):
+        plan = make_plan(catalog.discover(settings), [name], engine, settings)
+        builder = Builder(settings, engine, engine, revision=None, run_build=engine.build,
+                          smoke_test=engine.smoke_test, cache=AttestedCache(engine, {"base", name}),
+                          reverify=reverify)
+        results = {r.name: r for r in builder.run(plan, jobs=1, fail_fast=False)}
+        assert results[name].result == expected, results[name]
+        if not reverify:
+            assert "smoke test not re-run" in results[name].reason
