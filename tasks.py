@@ -243,13 +243,15 @@ def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, c
     "connector": "Connector to bundle (repeatable; default: every available one). Its parents go in too.",
     "output": "The archive to write (written to a temp file beside it, then renamed).",
     "tag": "Version tag of the images to bundle (default: the framework version).",
+    "passphrase_file": PASSPHRASE_HELP + " Used when factory.signing_key is set: the bundle is signed.",
 }, iterable=["connector"])
 @reports_errors
-def bundle(c, output, connector=None, tag=None):
+def bundle(c, output, connector=None, tag=None, passphrase_file=None):
     """Write verified images (shared layers once) and a checked manifest into one archive, for air-gapped sites."""
     from ingestion_factory.workflows import bundle as bundle_mod
 
-    return bundle_mod.bundle(_settings(c, tag=tag), connector or None, Path(output), console=commands.console)
+    return bundle_mod.bundle(_settings(c, tag=tag), connector or None, Path(output), console=commands.console,
+                             passphrase_file=passphrase_file)
 
 
 @task(help={
@@ -258,14 +260,16 @@ def bundle(c, output, connector=None, tag=None):
     "username": "Mirror registry user (or env FACTORY_REGISTRY_USERNAME; default: the `docker login` entry).",
     "password_file": "File holding the mirror's password, '-' for stdin "
                      "(or env FACTORY_REGISTRY_PASSWORD / FACTORY_REGISTRY_PASSWORD_FILE).",
+    "allow_unsigned": "With factory.trusted_keys: accept a bundle no trusted key signed (with a warning).",
 })
 @reports_errors
-def unbundle(c, file, push=None, username=None, password_file=None):
+def unbundle(c, file, push=None, username=None, password_file=None, allow_unsigned=False):
     """Load a bundle: checksum, image IDs and smoke tests first; only then tag (and optionally push) the images."""
     from ingestion_factory.workflows import bundle as bundle_mod
 
     return bundle_mod.unbundle(_settings(c), Path(file), push_to=push, username=username,
-                               password_file=password_file, console=commands.console)
+                               password_file=password_file, console=commands.console,
+                               allow_unsigned=allow_unsigned)
 
 
 @task(positional=["action"], help={

@@ -440,3 +440,56 @@ def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expect
                                           image=expect.image),
                               f"{shown}@{entry.get('digest')} ({name})"))
     return verdicts
+
+
+# --- bundles ----------------------------------------------------------------------------------------
+
+BUNDLE_PAYLOAD_TYPE = "application/vnd.ingestion-factory.bundle.v1+json"  # the envelope's payload: bundle.json
+TRUST_MEMBER = "trust.json"  # the bundle's last member: its signature and the images' attestations
+
+
+def sign_bundle(signer: Signer, manifest_bytes: bytes, attested: list[tuple[str, str, VerificationRecord]]) -> bytes:
+    """trust.json: a DSSE envelope over bundle.json's exact bytes, and one attestation per (repository, image ID,
+    record); in a bundle an image is named by its ID (its config digest), not a registry manifest digest."""
+    def envelope(payload_type: str, payload: bytes) -> dict:
+        return records.envelope(payload_type, payload, signer.sign(records.pae(payload_type, payload)),
+                                signer.public.keyid)
+
+    attestations = [envelope(records.INTOTO_PAYLOAD_TYPE,
+                             records.canonical_json(records.statement(repository, image_id, record)))
+                    for repository, image_id, record in attested]
+    return records.canonical_json({"bundle": envelope(BUNDLE_PAYLOAD_TYPE, manifest_bytes),
+                                   "attestations": attestations})
+
+
+def check_bundle(trust_bytes: bytes | None, manifest_bytes: bytes, image_ids: list[str], keys) -> str | None:
+    """Why a bundle is not trusted (None: signed by a trusted key, every image attested by one)."""
+    if trust_bytes is None:
+        return f"it is not signed (no {TRUST_MEMBER})"
+    try:
+        document = json.loads(trust_bytes)
+        bundle = records.read_envelope(json.dumps(document["bundle"]).encode())
+        attestations = [records.read_envelope(json.dumps(item).encode()) for item in document["attestations"]]
+    except (ValueError, KeyError, TypeError, RecordError) as exc:
+        return f"its {TRUST_MEMBER} is malformed ({exc})"
+    if bundle.payload_type != BUNDLE_PAYLOAD_TYPE or bundle.payload != manifest_bytes:
+        return "its signature is over another bundle.json"
+    if not _signed_by(bundle, keys):
+        return "its signature does not verify with any trusted key"
+    attested_ids = set()
+    for item in attestations:
+        if item.payload_type != records.INTOTO_PAYLOAD_TYPE or not _signed_by(item, keys):
+            return "an image attestation does not verify with any trusted key"
+        try:
+            attested_ids.update(digest for _, digest in records.read_statement(item.payload).subjects)
+        except RecordError as exc:
+            return f"an image attestation is malformed ({exc})"
+    missing = [image_id for image_id in image_ids if image_id not in attested_ids]
+    if missing:
+        return f"no trusted attestation for image {missing[0][:19]}"
+    return None
+
+
+def _signed_by(envelope: records.Envelope, keys) -> PublicKey | None:
+    return next((key for key in keys for _, sig in envelope.signatures if key.verify(sig, envelope.signed_bytes)),
+                None)

@@ -399,3 +399,46 @@ def test_an_attested_hit_skips_the_smoke_test_unless_reverify(project, engine):
         assert results[name].result == expected, results[name]
         if not reverify:
             assert "smoke test not re-run" in results[name].reason
+
+
+# --- bundles -------------------------------------------------------------------------------------------
+
+
+IMAGE_ID = "sha256:" + "33" * 32
+
+
+def test_a_bundle_signature_covers_bundle_json_and_every_image(keys):
+    signer, public, other = keys
+    manifest = b'{"format": "ingestion-factory-bundle/1"}\n'
+    signed = trust.sign_bundle(signer, manifest, [(REPO, IMAGE_ID, record())])
+    assert trust.check_bundle(signed, manifest, [IMAGE_ID], [public]) is None
+    assert "not signed" in trust.check_bundle(None, manifest, [IMAGE_ID], [public])
+    assert "does not verify" in trust.check_bundle(signed, manifest, [IMAGE_ID], [other])
+    assert "another bundle.json" in trust.check_bundle(signed, manifest.replace(b"1", b"2"), [IMAGE_ID], [public])
+    assert "no trusted attestation" in trust.check_bundle(signed, manifest, [IMAGE_ID, DIGEST], [public])
+    assert "malformed" in trust.check_bundle(b"{}", manifest, [IMAGE_ID], [public])
+
+
+def test_unbundle_refuses_an_unsigned_bundle_unless_allowed(keys, tmp_path):
+    from rich.console import Console
+
+    from ingestion_factory import settings as settings_mod
+    from ingestion_factory.workflows import bundle as bundle_mod
+    from test_bundle_manifest import IMAGES, PAYLOAD, QUIET
+
+    signer, public, _ = keys
+    settings = settings_mod.load({**settings_mod.pyproject_defaults(settings_mod.Path.cwd()),
+                                  "trusted_keys": [public.source]}, settings_mod.Path.cwd())
+    ids = [image.image_id for image in IMAGES]
+    signed_path, unsigned_path = tmp_path / "signed.tar", tmp_path / "unsigned.tar"
+    bundle_mod.write_bundle(None, IMAGES, signed_path, QUIET, chunks=iter(PAYLOAD),
+                            sign=lambda text: trust.sign_bundle(signer, text, [(REPO, i, record()) for i in ids]))
+    manifest = bundle_mod.write_bundle(None, IMAGES, unsigned_path, QUIET, chunks=iter(PAYLOAD))
+    bundle_mod.require_trusted(settings, signed_path, manifest, False, QUIET)
+    with pytest.raises(bundle_mod.BundleRefused, match="not signed") as refused:
+        bundle_mod.require_trusted(settings, unsigned_path, manifest, False, QUIET)
+    assert refused.value.exit_code == 2
+    loud = Console(record=True, width=200)
+    bundle_mod.require_trusted(settings, unsigned_path, manifest, True, loud)
+    shown = loud.export_text()
+    assert "WARNING" in shown and "--allow-unsigned" in shown
