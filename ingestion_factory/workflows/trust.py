@@ -146,10 +146,6 @@ class Signed:
     attestation: str
 
 
-class TrustError(FactoryError):
-    """Signing failed (the registry refused a blob or manifest)."""
-
-
 def sign(client: RegistryClient, signer: Signer, repository: str, digest: str,
          record: VerificationRecord) -> Signed:
     """Write the signature and the attestation of `repository@digest`; what a trusted copy already has is kept."""
