@@ -442,3 +442,22 @@ def test_unbundle_refuses_an_unsigned_bundle_unless_allowed(keys, tmp_path):
     bundle_mod.require_trusted(settings, unsigned_path, manifest, True, loud)
     shown = loud.export_text()
     assert "WARNING" in shown and "--allow-unsigned" in shown
+
+
+def test_an_independent_dsse_implementation_verifies_our_attestation(keys, tmp_path):
+    """securesystemslib (in-toto's DSSE and key library) checks the envelope `sign` stored: PAE, base64, ECDSA."""
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import SSlibKey
+
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, REPO, DIGEST, record())
+    layer = json.loads(registry.manifests[records.attestation_tag(DIGEST)])["layers"][0]
+    envelope = Envelope.from_dict(json.loads(registry.blobs[layer["digest"]]))
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    pem = (tmp_path / "ours" / "factory-signing.pub").read_bytes()
+    key = SSlibKey.from_crypto(load_pem_public_key(pem), keyid=signer.public.keyid)
+    assert key.scheme == "ecdsa-sha2-nistp256"
+    assert set(envelope.verify([key], 1)) == {signer.public.keyid}
+    assert envelope.pae() == records.pae(records.INTOTO_PAYLOAD_TYPE, envelope.payload)
