@@ -479,7 +479,8 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
 
     if dry_run:
         results = [_would_push(items, repository, tags, as_lists) for items, repository, tags in jobs]
-        out.print(push_table(results, f"Would push to {display_host(target)}{kind} (dry run; nothing pushed)"))
+        signing = ", each digest signed" if settings.signing_key else ""
+        out.print(push_table(results, f"Would push to {display_host(target)}{kind}{signing} (dry run; nothing pushed)"))
         require_verified([item for plan in plans for item in plan], "push")
         return 0
 
@@ -487,7 +488,8 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
     signer = trust.signer_from(settings, passphrase_file)  # opened now: a wrong passphrase pushes nothing
     results: list[PushResult] = []
     out.print(f"Pushing {len(jobs)} image(s){' for ' + ', '.join(map(str, chosen)) if as_lists else ''} to "
-              f"{display_host(target)} as {credentials.describe() if credentials else 'anonymous'}.")
+              f"{display_host(target)} as {credentials.describe() if credentials else 'anonymous'}"
+              + (f", signing with {settings.signing_key} (key id {signer.public.keyid[:16]})." if signer else "."))
     try:
         pusher = connect(api, target, credentials, out)
     except FactoryError:
