@@ -352,14 +352,15 @@ def require_keys(keys: tuple[PublicKey, ...], what: str) -> None:
 
 
 def sign_pushed(client: RegistryClient, signer: Signer, api, items: list[PlanItem], repository: str,
-                digest: str, platforms: dict[str, str]) -> list[Signed]:
+                digest: str, platforms: dict[str, str], sbom_of=None) -> list[Signed]:
     """Sign what one image's push left in the registry: each platform variant, and the manifest list.
 
     Single-platform pushes have one digest (`digest`, `platforms` empty). For a manifest list, the list's
     record is its default variant's with every platform named (a consumer checks each variant's own).
     """
     by_platform = {str(item.platform): item for item in items}
-    sboms = {item.current.id: sbom_digest(api, item.current.id) for item in items if item.current}
+    sbom_of = sbom_of or (lambda image_id: sbom_digest(api, image_id))  # injectable: tests have no engine
+    sboms = {item.current.id: sbom_of(item.current.id) for item in items if item.current}
     done = []
     for platform, variant_digest in platforms.items():
         item = by_platform[platform]

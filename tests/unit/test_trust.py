@@ -461,3 +461,33 @@ def test_an_independent_dsse_implementation_verifies_our_attestation(keys, tmp_p
     assert key.scheme == "ecdsa-sha2-nistp256"
     assert set(envelope.verify([key], 1)) == {signer.public.keyid}
     assert envelope.pae() == records.pae(records.INTOTO_PAYLOAD_TYPE, envelope.payload)
+
+
+def test_a_multi_platform_push_signs_each_variant_and_the_manifest_list(keys, project):
+    from test_platforms import variants
+
+    signer, public, _ = keys
+    items = variants(project)
+    for item in items:
+        item.current = replace_labels(item.current, {"io.ingestion-factory.inputs": item.input_hash,
+                                                     "io.ingestion-factory.parent-id": "sha256:" + "22" * 32})
+    registry = MemoryRegistry()
+    amd64, arm64, index = ("sha256:" + c * 64 for c in "123")
+    for digest in (amd64, arm64, index):
+        registry.manifests[digest] = b"an image"
+        registry.digests[digest] = digest
+    done = trust.sign_pushed(registry, signer, None, items, REPO, index,
+                             {"linux/amd64": amd64, "linux/arm64": arm64}, sbom_of=lambda image_id: "")
+    assert [s.digest for s in done] == [amd64, arm64, index]
+    for digest, platform in ((amd64, "linux/amd64"), (arm64, "linux/arm64")):
+        verdict = trust.check(registry, REPO, digest, [public], trust.Expectation(platforms=(platform,)))
+        assert verdict.verified, verdict.why()
+        assert verdict.record.platform == platform
+    verdict = trust.check(registry, REPO, index, [public], trust.Expectation())
+    assert verdict.verified and verdict.record.platform == "linux/amd64,linux/arm64"
+
+
+def replace_labels(info, labels):
+    from dataclasses import replace
+
+    return replace(info, labels={**info.labels, **labels})
