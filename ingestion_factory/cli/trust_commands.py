@@ -32,7 +32,7 @@ def keys(settings: Settings, action: str, output: str | None = None, passphrase_
     console.print(f"Wrote {private} (ECDSA P-256, encrypted; keep it secret) and {public} (key id {key.keyid[:16]}).",
                   markup=False)
     console.print("To sign on `inv push` and trust these signatures, put in invoke.yaml:\n"
-                  f"  factory:\n    signing_key: {private}\n    trusted_keys: [{public}]\n"
+                  f"  factory:\n    signing_key: {private}\n    trusted_keys: {public}\n"
                   f"and give the passphrase in {signing.ENV_PASSPHRASE} (or --passphrase-file).", markup=False)
     return 0
 

@@ -25,8 +25,9 @@ def signed(module_project, registries):
     """Keys generated, the family built and pushed with signing on; returns (project, registry, push report)."""
     project = module_project
     project.inv("keys", "generate", "--output", "keys", env=ENV)
+    # trusted_keys as a string (comma-separated), so INVOKE_FACTORY_TRUSTED_KEYS can override it below.
     (project.root / "invoke.yaml").write_text(
-        "factory:\n  signing_key: keys/factory-signing.key\n  trusted_keys: [keys/factory-signing.pub]\n")
+        "factory:\n  signing_key: keys/factory-signing.key\n  trusted_keys: keys/factory-signing.pub\n")
     project.inv("build-connectors", "-c", "datahub-sqlite")
     project.inv("push", "-c", "datahub-sqlite", "--registry", registries.open.host, env=ENV)
     report = json.loads((project.root / "build" / "reports" / "push-latest.json").read_text())
