@@ -127,3 +127,30 @@ def test_another_key_or_one_changed_byte_of_the_attestation_fails_with_exit_1(si
     assert "attestation check failed" in broken.stderr and "does not verify" in broken.stderr
     # The other image of the family is untouched and still verifies.
     assert project.inv("verify", "-c", "base-datahub", "--registry", registry.host, check=False).returncode == 0
+
+
+def test_cache_from_with_trusted_keys_pulls_attested_images_without_smoke_tests_and_builds_untrusted_ones(
+        signed, docker_api, tmp_path):
+    from scratch_project import remove_namespace_images, remove_tags_under
+
+    project, registry, _ = signed
+
+    def empty_engine():
+        remove_tags_under(docker_api, f"{registry.host}/{project.namespace}")
+        remove_namespace_images(docker_api, project.namespace)
+
+    empty_engine()
+    pulled = project.inv("build-connectors", "-c", "datahub-sqlite", "--cache-from", registry.host)
+    for name, image in project.report().items():
+        assert image["result"] == "pulled", image
+        assert "signed and attested: smoke test not re-run" in image["reason"]
+        assert image["smoke_s"] == 0
+    assert "not trusted" not in pulled.stdout
+
+    project.inv("keys", "generate", "--output", str(tmp_path / "other"), env=ENV)
+    empty_engine()
+    built = project.inv("build-connectors", "-c", "datahub-sqlite", "--cache-from", registry.host,
+                        env={"INVOKE_FACTORY_TRUSTED_KEYS": str(tmp_path / "other" / "factory-signing.pub")})
+    assert {image["result"] for image in project.report().values()} == {"built"}
+    warnings = [line for line in built.stdout.splitlines() if "is not trusted" in line]
+    assert len(warnings) == 2 and all("signature check failed" in line for line in warnings)  # one per image
