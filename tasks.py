@@ -7,8 +7,8 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from ingestion_factory.cli import commands
 from ingestion_factory import settings as settings_mod
+from ingestion_factory.cli import commands
 from ingestion_factory.errors import ConfigError, FactoryError
 
 ROOT = Path(__file__).resolve().parent
@@ -208,10 +208,8 @@ def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False,
 @reports_errors
 def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, build=True, platform=None):
     """Run a connector image here: host network, examples at /opt/operator, live logs, its exit code."""
-    from ingestion_factory.workflows import local_run
-
-    return local_run.run_local(_settings(c), connector, config, pipeline_type=pipeline_type, keep=keep, build=build,
-                               platform=platform)
+    return commands.run_local(_settings(c), connector, config, pipeline_type=pipeline_type, keep=keep, build=build,
+                              platform=platform)
 
 
 @task(help={

@@ -2,7 +2,9 @@
 
 Every figure that has a target is a ratio or a difference of two measurements
 taken in the same run, because the machines are shared and noisy. The result
-is printed as a table and written as JSON.
+is printed as a table and written as JSON. A measurement that changes an input
+changes it in a scratch copy of the project, so a bench killed half-way leaves
+the working tree as it was.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.table import Table
 
-from ingestion_factory.engine import buildkit, verify
-from ingestion_factory.model import catalog as catalog_mod
 from ingestion_factory.cli import commands
+from ingestion_factory.engine import buildkit, verify
 from ingestion_factory.engine.daemon import remove_tags_under
 from ingestion_factory.errors import FactoryError
+from ingestion_factory.model import catalog as catalog_mod
 from ingestion_factory.model.plan import image_ref
 from ingestion_factory.settings import Settings
 
@@ -328,22 +331,34 @@ def measure_catalog(bench: Bench, api, *, cold: bool) -> None:
                      "< 1 s", list_s < 1.0))
 
 
+@contextmanager
+def scratch_project(settings: Settings) -> Iterator[Settings]:
+    """A copy of what builds and locks read (images/, runtime/, pyproject.toml, tasks.py) in a temporary
+    directory, and the settings pointed at it. Paths inside are the same, so are input hashes; reports and
+    logs still go to the real output directory."""
+    with tempfile.TemporaryDirectory(prefix="bench-project-") as scratch:
+        copy = Path(scratch)
+        for name in ("tasks.py", "pyproject.toml"):
+            shutil.copy(settings.root / name, copy / name)
+        for name in ("images", "runtime"):
+            shutil.copytree(settings.root / name, copy / name)
+        yield settings.with_overrides(root=copy, output_dir=str(settings.output_path))
+
+
 # ------------------------------------------------------------- 3. one fragment changed
-def measure_one_fragment_changed(bench: Bench, found, api, name: str | None = None) -> None:
+def measure_one_fragment_changed(bench: Bench, found, api, name: str | None = None, *,
+                                 build: Callable[[Settings, list[str]], int] = commands.build) -> None:
     name = name or bench.connectors[0]
     bench.console.print(f"[bold]3. One fragment changed[/] ({name})")
-    spec = found[name]
-    original = spec.fragment.read_text()
-    try:
+    with scratch_project(bench.settings) as settings:
+        fragment = settings.root / found[name].fragment.relative_to(bench.settings.root)
         # A comment unique to this run, so no earlier build of the same text can come from the cache.
-        spec.fragment.write_text(original + f"# benchmark: touched {time.time_ns()}\n")
+        fragment.write_text(fragment.read_text() + f"# benchmark: touched {time.time_ns()}\n")
         started = time.monotonic()
-        commands.build(bench.settings, [name])
+        build(settings, [name])
         rebuild_s = time.monotonic() - started
-        smoke_s = _last_report(bench.settings)[name]["smoke_s"]
-    finally:
-        spec.fragment.write_text(original)
-    commands.build(bench.settings, [name])  # back to the committed inputs
+        smoke_s = _last_report(settings)[name]["smoke_s"]
+    build(bench.settings, [name])  # the image back to the committed inputs, for the measurements after this
     extra = _extra_packages(api, found, name, bench.settings)
     plain_s = _plain_venv_install(extra)
     build_s = rebuild_s - smoke_s
@@ -479,18 +494,14 @@ def measure_lock_install(bench: Bench, found, name: str | None = None) -> None:
 def measure_catalog_lock(bench: Bench) -> None:
     """`inv lock` writing every lock of the catalog from nothing, in a scratch copy of the project."""
     settings = bench.settings
-    with tempfile.TemporaryDirectory(prefix="bench-catalog-lock-") as scratch:
-        copy = Path(scratch)
-        for name in ("tasks.py", "pyproject.toml"):
-            shutil.copy(settings.root / name, copy / name)
-        for name in ("images", "runtime"):
-            shutil.copytree(settings.root / name, copy / name)
+    with scratch_project(settings) as scratch:
+        copy = scratch.root
         removed = [path.unlink() for path in copy.glob("images/**/requirements.lock")]
         started = time.monotonic()
         subprocess.run([str(Path(os.sys.executable).parent / "inv"), "lock"], cwd=copy, check=True,
                        capture_output=True, env=dict(os.environ, PYTHONPATH=str(settings.root)))
         lock_s = time.monotonic() - started
-        check_s = _timed_inv(settings.with_overrides(root=copy), "lock", "--check")
+        check_s = _timed_inv(scratch, "lock", "--check")
     bench.raw["catalog_lock"] = {"locks": len(removed), "seconds": round(lock_s, 1), "check_s": round(check_s, 2)}
     bench.add(Figure("`inv lock` of the whole catalog, from no lock at all", f"{lock_s / 60:.1f} min",
                      f"{len(removed)} locks, jobs={settings.jobs}, uv's cache warm"))

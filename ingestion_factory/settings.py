@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from packaging.version import InvalidVersion, Version
 
 from .errors import ConfigError
+from .platforms import parse_all
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,8 +92,6 @@ class Settings:
 
     @property
     def target_platforms(self):
-        from .platforms import parse_all
-
         return parse_all(self.platforms)
 
     @property
@@ -210,8 +209,6 @@ FOREIGN_INSTALLS = ("auto", "cross", "emulated")
 
 def _platform_names(value: Any) -> tuple[str, ...]:
     """A list (or a comma-separated string, as env vars give it) of platforms, validated and normalized."""
-    from .platforms import parse_all
-
     if not isinstance(value, (str, list, tuple)):
         raise ConfigError(f"platforms must be a list of platforms, got {value!r}")
     return tuple(p.name for p in parse_all(value))

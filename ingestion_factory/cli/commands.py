@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 import time
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -14,50 +15,25 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .. import platforms as platforms_mod
+from ..engine.buildkit import find_cli
+from ..engine.daemon import connect, plan_for, remove_replaced
+from ..engine.verify import PIN_REPOSITORY
+from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
-from ..workflows import lock as lock_mod
 from ..model import catalog_table
 from ..model import plan as plan_mod
-from .. import platforms as platforms_mod
-from ..errors import ConfigError, FactoryError
-from ..model.plan import BLOCKED, Plan, make_plan, require_buildable
+from ..model import shard as shard_mod
+from ..model.plan import BLOCKED, Plan, platform_targets, require_buildable
 from ..model.results import BuildStatus, Result, human_size, write_json
+from ..settings import Settings
+from ..workflows import lock as lock_mod
+from ..workflows import sbom as sbom_mod
+from ..workflows.builder import Builder
 from .report import Progress, print_failures, summary_table
-from ..settings import Settings, git_revision
 
 # Wide when piped (CI logs), so image names are never cut.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-
-
-def _engine():
-    from ..engine.daemon import DockerImageStore, client
-
-    api = client()
-    return api, DockerImageStore(api)
-
-
-def plan_for(settings: Settings, catalog, targets: list[str], *, force: bool = False, platform=None):
-    """The plan for these catalog keys, with the engine it was made against."""
-    api, store = _engine()
-    from ..engine.daemon import ImageSnapshot
-
-    extra = {"platform": platform} if platform is not None else {}
-    plan = make_plan(catalog, targets, ImageSnapshot(store), settings, revision=git_revision(settings.root),
-                     force=force, **extra)
-    return plan, api, store
-
-
-def platform_targets(catalog, targets: list[str], platform, settings: Settings) -> tuple[list[str], list[Result]]:
-    """The targets that can exist on `platform`, and an UNAVAILABLE result for each one that cannot."""
-    usable, skipped = [], []
-    for name in targets:
-        reason = catalog.unavailable_on(catalog[name], platform)
-        if reason:
-            skipped.append(Result(name, plan_mod.image_ref(catalog[name], settings, platform), BuildStatus.UNAVAILABLE,
-                                  f"not on {platform}: {reason}", platform=platform.name))
-        else:
-            usable.append(name)
-    return usable, skipped
 
 
 def print_plan(plan: Plan) -> None:
@@ -77,8 +53,6 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     """Build what is stale among the named images (or all), on every target platform; returns the exit status
     or raises (docs/exit-codes.md). One plan per platform, built one platform after the other (the host's
     cores are the limit either way); the default platform alone is the ordinary case of it."""
-    from ..workflows.builder import Builder  # the builder pulls in the docker SDK: only a build needs it
-
     started = time.monotonic()
     catalog = catalog_mod.discover(settings)
     in_shard = _shard_filter(shard)
@@ -119,8 +93,6 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     locks = lock_mod.require_current(lock_mod.targets(catalog, settings), settings,
                                      [lock_mod.SBOM_TOOL, *dict.fromkeys(item.name for item in todo)]) if todo else {}
     if todo:
-        from ..engine.buildkit import find_cli  # the BuildKit module is only needed when something is built
-
         find_cli()  # no BuildKit-capable CLI: one clear error with the install hint, not N failed builds
         console.print(f"Building {len(todo)} of {total} images{where} with up to {settings.jobs} at a time "
                       f"(logs in {settings.output_path / 'logs'}).")
@@ -177,24 +149,20 @@ def _report_build(settings: Settings, results: list[Result], *, started: float, 
 
 
 def _check_sbom(api, output_dir: Path, image_id: str, name: str):
-    from ..engine import sbom
-
-    return sbom.verify_image(api, image_id, name, output_dir)
+    return sbom_mod.verify_image(api, image_id, name, output_dir)
 
 
 def _shard_filter(shard: str | None):
     """names -> the ones in this shard (--shard K/N); every name without a shard. Bad input: ConfigError."""
     if not shard:
         return lambda names: list(names)
-    from ..model.shard import parse_shard, select
-
-    chosen = parse_shard(shard)
-    return lambda names: select(list(names), chosen)
+    chosen = shard_mod.parse_shard(shard)
+    return lambda names: shard_mod.select(list(names), chosen)
 
 
 def _open_cache(settings: Settings, api, warnings: list[str]):
     """The registry cache (--cache-from), or None after one warning when it is down or refuses us."""
-    from ..workflows.cache import open_cache
+    from ..workflows.cache import open_cache  # only --cache-from needs it: a lighter start-up
 
     def warn(text: str) -> None:
         warnings.append(text)
@@ -215,9 +183,6 @@ def _cache_report(settings: Settings, cache, results: list[Result], warnings: li
 
 def _remove_replaced(plan: Plan, results: list[Result], api) -> None:
     """The images this run replaced would otherwise stay behind as gigabytes of untagged layers."""
-    from ..engine.daemon import remove_replaced
-    from ..engine.verify import PIN_REPOSITORY
-
     new_ids = {r.name: r.image_id for r in results if r.image_id}
     replaced = [item.current.id for item in reversed(list(plan)) if item.current
                 and new_ids.get(item.name) not in (None, item.current.id)]
@@ -246,10 +211,8 @@ def list_images(settings: Settings, as_json: bool = False, matrix=None) -> int:
     """inv list: one row per image and target platform; a platform it cannot exist on says why."""
     catalog = catalog_mod.discover(settings)
     if matrix is not None:
-        from ..model import shard  # only --matrix needs it
-
-        count = shard.parse_count(matrix)
-        print(json.dumps(shard.matrix(catalog, [s.name for s in catalog.available_connectors], count), indent=2))
+        count = shard_mod.parse_count(matrix)
+        print(json.dumps(shard_mod.matrix(catalog, [s.name for s in catalog.available_connectors], count), indent=2))
         return 0
     chosen = settings.target_platforms
     several = chosen != (platforms_mod.DEFAULT,)
@@ -303,9 +266,9 @@ def list_images(settings: Settings, as_json: bool = False, matrix=None) -> int:
 def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: bool = False,
             check: bool = False) -> int:
     """inv catalog: derive connector directories from each framework's base image; 1 with --check on drift."""
-    from ..workflows import catalog_sync
+    from ..workflows import catalog_sync  # only inv catalog needs it (and tomlkit): a lighter start-up
 
-    api, _ = _engine()
+    api, _ = connect()
     drift = []
     bases = catalog_mod.discover(settings)
     for name in frameworks or list(settings.frameworks):
@@ -331,9 +294,7 @@ def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: b
 
 
 def _print_sync(inventory, entries, check: bool) -> None:
-    from collections import Counter
-
-    from ..workflows.catalog_sync import Change
+    from ..workflows.catalog_sync import Change  # lazily, as in catalog()
 
     verb = "would be " if check else ""
     table = Table(title=f"{inventory.package} {inventory.version}: {len(inventory.sources)} sources",
@@ -464,16 +425,21 @@ def _check_locks(settings: Settings, targets, names: list[str] | None, broken: d
     return 0
 
 
+def run_local(settings: Settings, connector: str | None = None, config: str | None = None, **options) -> int:
+    """inv run-local: the connector's image (built first when missing, unless told not to) run here."""
+    from ..workflows import local_run  # only inv run-local needs it: a lighter start-up
+
+    return local_run.run_local(settings, connector, config, console=console, build_image=build, **options)
+
+
 def sbom(settings: Settings, name: str, output: str | None = None) -> int:
     """inv sbom: write the SBOM an image carries (checked against its lock) to a file, or to stdout with '-'."""
-    from ..engine import sbom as sbom_mod
-
     catalog = catalog_mod.discover(settings)
     key = name.removeprefix(catalog_mod.IMAGE_PREFIX)
     if key not in catalog:
         [key] = catalog.resolve([name])  # the unknown-connector error, with suggestions
     ref = plan_mod.image_ref(catalog[key], settings)
-    api, _ = _engine()
+    api, _ = connect()
     to_stdout = output == "-"
     target = None if to_stdout else Path(output) if output else settings.output_path / "reports" / "sbom" / f"{key}.cdx.json"
     document, summary = sbom_mod.export(api, ref, target)

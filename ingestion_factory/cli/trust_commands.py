@@ -8,15 +8,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..engine import signing
-from ..engine.daemon import client as engine_client
+from ..engine.daemon import client as engine_client, plan_for
 from ..engine.registry import RegistryClient, is_insecure, read_credentials
 from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
+from ..model.names import target_repository
 from ..model.plan import version_tag
 from ..settings import Settings
 from ..workflows import trust
-from ..workflows.push import target_repository
-from .commands import console, plan_for
+from .commands import console
 
 DEFAULT_KEY_DIR = "keys"  # under the output directory (build/, which git ignores)
 DOCKER_DEFAULT_INSECURE = {"InsecureRegistryCIDRs": ["127.0.0.0/8"]}  # the daemon's default, without a daemon

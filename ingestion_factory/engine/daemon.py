@@ -1,4 +1,4 @@
-"""The Docker engine through the SDK: connect with a clear error, inspect images, remove the tags under a prefix."""
+"""The Docker engine through the SDK: connect with a clear error, inspect images, plan against them, remove tags."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import os
 from functools import lru_cache
 
 from ..errors import DockerUnavailable
-from ..model.plan import ImageInfo
+from ..model.plan import ImageInfo, make_plan
+from ..settings import Settings, git_revision
 
 NO_DAEMON_HINT = (
     "start the engine (`sudo systemctl start docker`, or `sudo dockerd &` on a machine without systemd) "
@@ -107,3 +108,18 @@ class DockerImageStore:
             return None
         return ImageInfo(id=attrs["Id"], labels=dict(attrs["Config"].get("Labels") or {}), size=int(attrs["Size"]),
                          tags=tuple(attrs.get("RepoTags") or ()), architecture=str(attrs.get("Architecture") or ""))
+
+
+def connect():
+    """The engine's API client and an image store over it."""
+    api = client()
+    return api, DockerImageStore(api)
+
+
+def plan_for(settings: Settings, catalog, targets: list[str], *, force: bool = False, platform=None):
+    """The plan for these catalog keys, with the engine it was made against."""
+    api, store = connect()
+    extra = {"platform": platform} if platform is not None else {}
+    plan = make_plan(catalog, targets, ImageSnapshot(store), settings, revision=git_revision(settings.root),
+                     force=force, **extra)
+    return plan, api, store

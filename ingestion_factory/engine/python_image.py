@@ -16,8 +16,11 @@ from pathlib import Path
 
 from .. import platforms
 from ..errors import ConfigError, FactoryError
+from ..model.names import python_image_ref
 from ..platforms import Platform
 from ..settings import Settings
+from . import buildkit
+from .daemon import DockerImageStore
 
 PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
 # Left out of the image: documentation and caches no container reads.
@@ -35,8 +38,6 @@ def build_all(settings: Settings, *, force: bool = False, echo=print) -> list[st
 
 def build(settings: Settings, *, force: bool = False, echo=print, platform: Platform = platforms.DEFAULT) -> str:
     """Build and tag the Python image unless it exists; returns its image ID."""
-    from .daemon import DockerImageStore
-
     if not platform.is_default:
         return _build_foreign(settings, platform, force=force, echo=echo)
     store = DockerImageStore()
@@ -105,21 +106,13 @@ def _require_debootstrap() -> str:
     return debootstrap
 
 
-def image_ref(settings: Settings, platform: Platform) -> str:
-    """The Python image of one platform: the setting itself for amd64, `<tag>-arm64` for arm64."""
-    return platform.ref(settings.python_image) if not platform.is_default else settings.python_image
-
-
 def _build_foreign(settings: Settings, platform: Platform, *, force: bool, echo) -> str:
     """The same Debian packages for another architecture: debootstrap runs its second stage under QEMU.
 
     `docker import --platform` records the host's architecture on this engine, so the root filesystem
     goes in through a BuildKit build FROM scratch, which records the platform it was asked for.
     """
-    from . import buildkit
-    from .daemon import DockerImageStore
-
-    ref = image_ref(settings, platform)
+    ref = python_image_ref(settings, platform)
     store = DockerImageStore()
     existing = store.inspect(ref)
     if existing and not force:

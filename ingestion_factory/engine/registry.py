@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import ConfigError, FactoryError
+from ..model.names import DOCKER_HUB, canonical_host
 
-DOCKER_HUB = "docker.io"
-HUB_ALIASES = {"", "docker.io", "index.docker.io", "registry-1.docker.io"}
 HUB_API = "https://registry-1.docker.io"
 HUB_AUTH_KEY = "https://index.docker.io/v1/"
 MANIFEST_TYPES = (
@@ -142,11 +141,6 @@ class Redactor:
 
 
 # --- where the registry is ---------------------------------------------------------------------
-
-
-def canonical_host(registry: str) -> str:
-    host = registry.strip().removeprefix("https://").removeprefix("http://").rstrip("/")
-    return DOCKER_HUB if host in HUB_ALIASES else host
 
 
 def display_host(registry: str) -> str:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from requests.exceptions import ReadTimeout
-from urllib3.exceptions import ReadTimeoutError
-
 from ..model.failures import Cause, Diagnosis, StepFailed, read_smoke_output
 
 PIN_REPOSITORY = "ingestion-factory-pin/image"
@@ -84,6 +81,9 @@ def timed_out(exc: BaseException) -> bool:
     Over the engine's unix socket, requests reports a read timeout as a ConnectionError wrapping
     urllib3's ReadTimeoutError; over TCP as ReadTimeout.
     """
+    from requests.exceptions import ReadTimeout  # the HTTP stack loads with the docker SDK, not at start-up
+    from urllib3.exceptions import ReadTimeoutError
+
     seen: list[BaseException] = []
     pending: list[BaseException] = [exc]
     while pending:

@@ -21,8 +21,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..errors import ConfigError
-from .graph import parents_first
+from ..platforms import parse as parse_platform
 from ..settings import Framework, Settings
+from .graph import parents_first
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -287,12 +288,10 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
 
 def _unavailable_platforms(table, shown: Path) -> tuple[tuple[str, str], ...]:
     """`{ "linux/arm64" = "reason" }` as (platform name, reason) pairs, platform names normalized."""
-    from ..platforms import parse
-
     if not isinstance(table, dict) or not all(isinstance(v, str) and v.strip() for v in table.values()):
         raise ConfigError(f"{shown}: unavailable_platforms must be a table of platform = \"reason\"")
     try:
-        return tuple(sorted((parse(key).name, value.strip()) for key, value in table.items()))
+        return tuple(sorted((parse_platform(key).name, value.strip()) for key, value in table.items()))
     except ConfigError as exc:
         raise ConfigError(f"{shown}: unavailable_platforms: {exc.message}", exc.hint) from None
 

@@ -12,12 +12,14 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
-from .catalog import BASE, CONNECTOR, Catalog, ImageSpec
 from ..errors import ConfigError, FactoryError
-from .graph import parents_first
-from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform
+from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform, is_native
 from ..settings import Settings, image_tags
 from ..status import Status
+from .catalog import BASE, CONNECTOR, Catalog, ImageSpec
+from .graph import parents_first
+from .names import python_image_ref
+from .results import BuildStatus, Result
 
 # Bump when the way images are built changes in a way the input files do not show.
 RECIPE_VERSION = "2"  # 2: images install their lock and carry an SBOM
@@ -126,8 +128,6 @@ def install_mode(spec: ImageSpec, settings: Settings, platform: Platform) -> str
     from source there) and no build_packages: compiling an sdist for arm64 needs arm64 compilers, so
     those connectors fall back to installing under emulation.
     """
-    from ..platforms import is_native
-
     if platform.is_default or is_native(platform) or settings.foreign_install == "emulated":
         return "target"
     if settings.foreign_install == "cross":
@@ -184,10 +184,8 @@ def make_plan(
 
     `force` rebuilds the targets themselves, not their up-to-date ancestors. One plan is for one platform.
     """
-    from ..engine.python_image import image_ref as python_ref
-
     order = parents_first(catalog.parents, targets)
-    python_image = python_ref(settings, platform)
+    python_image = python_image_ref(settings, platform)
     python = store.inspect(python_image)
     build_python = python if platform.is_default else store.inspect(settings.python_image)
     items: dict[str, PlanItem] = {}
@@ -244,6 +242,19 @@ def make_plan(
     return Plan(items=items, order=order, python_image=python_image,
                 python_id=python.id if python else None, revision=revision, platform=platform,
                 build_python_id=build_python.id if build_python else None)
+
+
+def platform_targets(catalog, targets: list[str], platform, settings: Settings) -> tuple[list[str], list[Result]]:
+    """The targets that can exist on `platform`, and an UNAVAILABLE result for each one that cannot."""
+    usable, skipped = [], []
+    for name in targets:
+        reason = catalog.unavailable_on(catalog[name], platform)
+        if reason:
+            skipped.append(Result(name, image_ref(catalog[name], settings, platform), BuildStatus.UNAVAILABLE,
+                                  f"not on {platform}: {reason}", platform=platform.name))
+        else:
+            usable.append(name)
+    return usable, skipped
 
 
 def require_buildable(plan: Plan) -> None:

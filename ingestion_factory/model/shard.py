@@ -13,8 +13,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from .catalog import Catalog
 from ..errors import ConfigError
+from .catalog import Catalog
 from .graph import parents_first
 
 SHARD_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")

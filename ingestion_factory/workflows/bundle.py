@@ -16,6 +16,7 @@ images it loaded are removed again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -31,8 +32,14 @@ from typing import IO, Iterable, Iterator
 from rich.console import Console
 from rich.markup import escape
 
-from ..model import catalog as catalog_mod
+from ..engine import verify
+from ..engine.daemon import client, plan_for
+from ..engine.registry import read_credentials
+from ..engine.verify import move_tags
 from ..errors import ConfigError, FactoryError
+from ..model import catalog as catalog_mod
+from ..model.failures import StepFailed
+from ..model.names import cache_tag, repository_on
 from ..model.plan import (
     LABEL_FRAMEWORK,
     LABEL_FRAMEWORK_VERSION,
@@ -47,6 +54,7 @@ from ..model.results import human_size, write_json
 from ..settings import Settings
 from ..status import Status
 from . import trust
+from .push import FAILED, NOT_PUSHED, connect, push_table
 
 BUNDLE_FORMAT = "ingestion-factory-bundle/1"
 MANIFEST_MEMBER = "bundle.json"
@@ -240,8 +248,6 @@ class _Counting:
 def bundle(settings: Settings, names: list[str] | None, output: Path, *, console: Console,
            passphrase_file: str | None = None) -> int:
     """`inv bundle`: the named connectors (default: every available one) and the images they are built FROM."""
-    from ..cli.commands import plan_for
-
     started = time.monotonic()
     catalog = catalog_mod.discover(settings)
     if not names and catalog.broken:
@@ -433,8 +439,6 @@ def check_loaded(api, manifest: BundleManifest) -> list[ImageCheck]:
 
 def smoke_all(checks: list[ImageCheck], smoke_test, console: Console) -> list[ImageCheck]:
     """Smoke-test every image that matched; the result per image, in order."""
-    from ..model.failures import StepFailed
-
     done = []
     for check in checks:
         if check.failed:
@@ -466,12 +470,6 @@ def remove_new(api, manifest: BundleManifest, existed: set[str]) -> None:
 def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, username: str | None = None,
              password_file: str | None = None, console: Console, smoke_test=None, allow_unsigned: bool = False) -> int:
     """`inv unbundle`: check, load, verify and smoke-test every image, then tag them all; optionally push."""
-    import functools
-
-    from ..engine import verify
-    from ..engine.daemon import client
-    from ..engine.verify import move_tags
-
     started = time.monotonic()
     if not path.is_file():
         raise ConfigError(f"no bundle at {path}", "give the file `inv bundle -o FILE` wrote")
@@ -520,15 +518,11 @@ def _remove_unlisted(api, manifest: BundleManifest, loaded: list[str], existed: 
 
 def _push_setup(settings: Settings, registry: str, username: str | None, password_file: str | None):
     """Credentials for the mirror, read before anything is loaded (a bad password file is exit 2 up front)."""
-    from ..engine.registry import read_credentials
-
     return read_credentials(registry.strip(), username=username, password_file=password_file)
 
 
 def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: str, credentials, console) -> None:
     """Every image to the mirror with the same tags (and its cache tag), through push.py's pusher."""
-    from .cache import cache_tag
-    from .push import FAILED, NOT_PUSHED, connect, push_table, repository_on
     target = registry.strip()
     pusher = connect(api, target, credentials, console)
     results = []

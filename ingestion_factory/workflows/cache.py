@@ -22,22 +22,11 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import FactoryError
-from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, PlanItem
 from ..engine.registry import Credentials, Redactor, RegistryClient, display_host, is_insecure, read_credentials
+from ..errors import FactoryError
+from ..model.names import cache_tag, target_repository
+from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, PlanItem
 from . import trust
-
-CACHE_TAG_PREFIX = "inputs-"
-CACHE_TAG_HEX = 32  # 128 bits of the sha256: collisions are not a concern, and the tag stays readable
-
-
-def cache_tag(input_hash: str) -> str:
-    """`sha256:<64 hex>` -> `inputs-<first 32 hex>`: a valid tag (at most 128 characters, no colon)."""
-    algorithm, _, hexdigest = input_hash.partition(":")
-    if algorithm != "sha256" or len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
-        raise ValueError(f"not a sha256 input hash: {input_hash!r}")
-    return CACHE_TAG_PREFIX + hexdigest[:CACHE_TAG_HEX]
-
 
 class CacheMismatch(FactoryError):
     """The registry's image is not the one the plan asks for (never used: the image is built instead)."""
@@ -200,8 +189,6 @@ class RegistryCache:
 
 def open_cache(settings, api, registry: str, *, warn: Callable[[str], None]) -> RegistryCache | None:
     """A RegistryCache for `registry` that has answered a ping, or None (after one warning)."""
-    from .push import target_repository
-
     credentials = read_credentials(registry)  # half-given credentials are bad input (ConfigError, exit 2)
     try:
         insecure = is_insecure(registry, api.info().get("RegistryConfig"))

@@ -19,9 +19,9 @@ import tomlkit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..model.catalog import CONNECTOR_SETTINGS, FRAGMENT, tomllib
 from ..errors import ConfigError, FactoryError
 from ..files import write_atomically
+from ..model.catalog import CONNECTOR_SETTINGS, FRAGMENT, tomllib
 from ..settings import Framework, Settings
 
 STATE_DIR = ".catalog"

@@ -16,14 +16,19 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Callable, Iterator
 
-from . import examples as examples_mod
-from . import metadata_file, run_config
+from rich.console import Console
 from rich.markup import escape
 
+from ..engine.daemon import client, plan_for
 from ..errors import ConfigError, FactoryError
+from ..model import catalog as catalog_mod
+from ..model.plan import UP_TO_DATE
+from ..platforms import parse as parse_platform, require_emulation
 from ..settings import Settings
+from . import examples as examples_mod
+from . import metadata_file, run_config
 
 CONTAINER_EXAMPLES = PurePosixPath("/opt/operator")
 # Outside /opt/operator: a file mounted inside another bind mount would leave
@@ -33,6 +38,8 @@ COMMAND = ["python", "main.py"]
 # Docker's SIGTERM -> SIGKILL delay; main.py winds down within 6 s of SIGTERM.
 STOP_TIMEOUT_S = 10
 RUN_LABEL = "io.ingestion-factory.run-local"
+# Builds the named connectors' images (commands.build): (settings, names) -> exit status.
+ImageBuilder = Callable[[Settings, list[str]], int]
 
 
 @dataclass
@@ -45,14 +52,12 @@ class RunResult:
 
 def run_local(settings: Settings, connector: str | None = None, config: str | None = None,
               pipeline_type: str | None = None, keep: bool = False, build: bool = True,
-              platform: str | None = None) -> int:
+              platform: str | None = None, *, console: Console, build_image: ImageBuilder) -> int:
     """Run the connector's image with the config; returns the container's exit code.
 
-    `platform` runs that platform's variant (linux/arm64 under QEMU on an amd64 host).
+    `platform` runs that platform's variant (linux/arm64 under QEMU on an amd64 host); `build_image` builds
+    a missing image (the command layer's build), `console` is where we speak.
     """
-    from ..cli.commands import console
-    from ..platforms import parse as parse_platform, require_emulation
-
     chosen = parse_platform(platform) if platform else None
     if chosen is not None:
         require_emulation([chosen])
@@ -67,10 +72,7 @@ def run_local(settings: Settings, connector: str | None = None, config: str | No
     note = examples_mod.ensure_link(Path(settings.examples_link), examples_dir)
     if note:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    ref, name = ensure_image(settings, name, build, chosen)
-
-    from ..engine.daemon import client
-
+    ref, name = ensure_image(settings, name, build, chosen, console=console, build_image=build_image)
     api = client()
     console.print(escape(f"Running {ref} (network host; {settings.examples_link} -> {examples_dir} at "
                          f"{CONTAINER_EXAMPLES}; config {describe_transport(run_conf)})"))
@@ -100,31 +102,28 @@ def config_file_for(settings: Settings, connector: str, config: str | None) -> P
                       "give one with --config FILE (JSON or YAML); examples are in examples/")
 
 
-def ensure_image(settings: Settings, name: str, build: bool, platform=None) -> tuple[str, str]:
+def ensure_image(settings: Settings, name: str, build: bool, platform=None, *, console: Console,
+                 build_image: ImageBuilder, plan=plan_for) -> tuple[str, str]:
     """The connector's verified image (its version tag) and catalog name; built first when missing and allowed."""
-    from ..model import catalog as catalog_mod
-    from ..cli import commands
-    from ..model.plan import UP_TO_DATE
-
     catalog = catalog_mod.discover(settings)
     key = catalog.resolve([name])[0]
     extra = {}
     if platform is not None:  # that platform's variant, built for that platform alone when missing
         settings = settings.with_overrides(platforms=(platform.name,))
         extra["platform"] = platform
-    plan, _, _ = commands.plan_for(settings, catalog, [key], **extra)
+    plan, _, _ = plan(settings, catalog, [key], **extra)
     item = plan.items[key]
     if item.current is None:
         if not build:
             flag = f" --platform {platform}" if platform is not None else ""
             raise FactoryError(f"image {item.ref} does not exist",
                                f"build it with `inv build-connectors -c {item.name}{flag}`, or drop --no-build")
-        commands.console.print(f"Image {item.ref} does not exist yet; building it first.")
-        commands.build(settings, [item.name])
+        console.print(f"Image {item.ref} does not exist yet; building it first.")
+        build_image(settings, [item.name])
     elif item.state != UP_TO_DATE:
-        commands.console.print(f"[yellow]note:[/] {escape(item.ref)} is not current ({escape(item.state)}: "
-                               f"{escape(item.reason)}); running it anyway. `inv build-connectors -c {item.name}` "
-                               "refreshes it.")
+        console.print(f"[yellow]note:[/] {escape(item.ref)} is not current ({escape(item.state)}: "
+                      f"{escape(item.reason)}); running it anyway. `inv build-connectors -c {item.name}` "
+                      "refreshes it.")
     return item.ref, item.name
 
 

@@ -32,10 +32,10 @@ from typing import Callable, Iterable
 
 from packaging.utils import canonicalize_name
 
-from ..model.catalog import BASE, Catalog, framework_drift, parse_fragment
 from ..errors import ConfigError
-from ..model.failures import read_resolver_output
 from ..files import write_atomically
+from ..model.catalog import BASE, Catalog, framework_drift, parse_fragment
+from ..model.failures import read_resolver_output
 from ..settings import Settings
 from ..status import Status
 

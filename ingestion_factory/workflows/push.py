@@ -18,26 +18,26 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..model import catalog as catalog_mod
-from ..errors import ConfigError, FactoryError
-from .manifest_list import IMAGE_TYPE, LIST_TYPE, Entry, check_read_back, group, index_document, plain_tags
-from ..model.plan import UP_TO_DATE, PlanItem, require_verified
-from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform
+from ..engine.daemon import plan_for
 from ..engine.registry import (
-    DOCKER_HUB,
     Credentials,
     Manifest,
     Redactor,
     RegistryClient,
-    canonical_host,
     display_host,
     is_insecure,
     read_credentials,
 )
+from ..errors import ConfigError, FactoryError
+from ..model import catalog as catalog_mod
+from ..model.names import cache_tag, target_repository
+from ..model.plan import UP_TO_DATE, PlanItem, platform_targets, require_verified
 from ..model.results import write_json
-from . import trust
+from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform
 from ..settings import Settings
 from ..status import Status
+from . import trust
+from .manifest_list import IMAGE_TYPE, LIST_TYPE, Entry, check_read_back, group, index_document, plain_tags
 
 
 class PushStatus(Status):
@@ -201,17 +201,8 @@ def select_tags(item: PlanItem, latest: bool = True) -> list[str]:
 
 def publish_tags(item: PlanItem, latest: bool = True) -> list[str]:
     """The build's tags, then the cache tag of its input hash (`inputs-<hash>`, see cache.py) for --cache-from."""
-    from .cache import cache_tag
-
     tags = select_tags(item, latest)
     return tags + [cache_tag(item.input_hash)] if item.input_hash else tags
-
-
-def target_repository(settings: Settings, registry: str, image_name: str) -> str:
-    """registry/namespace/image, or namespace/image for Docker Hub."""
-    host = canonical_host(registry)
-    prefix = "" if host == "docker.io" else host
-    return "/".join(part for part in (prefix, settings.namespace, image_name) if part)
 
 
 # --- pushing -----------------------------------------------------------------------------------
@@ -364,8 +355,6 @@ class IndexPusher:
 
     def _push_cache_tag(self, items: list[PlanItem], repository: str, result: PushResult) -> None:
         """The default platform's `inputs-<hash>` tag, as a single-platform push gives it (--cache-from reads it)."""
-        from .cache import cache_tag  # cache.py imports this module
-
         default = next((i for i in items if i.platform.is_default and i.input_hash and i.current), None)
         if default is None or any(t.result in (FAILED, NOT_PUSHED) for t in result.tag_results):
             return
@@ -448,8 +437,6 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
     Several platforms (or a foreign one): each platform's variant under `<version>-<arch>`, then one
     manifest list per plain tag (see manifest_list.py).
     """
-    from ..cli.commands import plan_for  # planning reads the engine (docker SDK); commands imports this module
-
     out = out or console
     started = time.monotonic()
     chosen = settings.target_platforms
@@ -464,7 +451,7 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
     targets = catalog.resolve(names) if names else [spec.name for spec in catalog if not spec.unavailable]
     plans, api = [], None
     for platform in chosen:
-        usable, _ = _platform_targets(catalog, targets, platform, settings)
+        usable, _ = platform_targets(catalog, targets, platform, settings)
         plan, api, _ = plan_for(settings, catalog, usable, platform=platform)
         plans.append(plan)
     jobs = []  # (variants of one image, repository, tags)
@@ -536,12 +523,6 @@ def _sign(pusher: Pusher, signer, api, items: list[PlanItem], result: PushResult
         pusher._say(f"[bold red]{escape(result.repository)}: signing failed[/] {escape(result.reason)}", markup=True)
 
 
-def _platform_targets(catalog, targets: list[str], platform: Platform, settings: Settings) -> tuple[list, list]:
-    from ..cli.commands import platform_targets  # the command layer owns it today; see _platform_targets' callers
-
-    return platform_targets(catalog, targets, platform, settings)
-
-
 def _would_push(items: list[PlanItem], repository: str, tags: list[str], as_list: bool) -> PushResult:
     """--dry-run: what would be pushed, or why an image would be refused."""
     stale = [item for item in items if item.state != UP_TO_DATE]
@@ -565,15 +546,6 @@ def connect(api, target: str, credentials: Credentials | None, out: Console) -> 
         raise FactoryError(f"nothing was pushed: {redact(exc.message)}",
                            exc.hint or f"check that {display_host(target)} is up and --registry is right") from None
     return Pusher(api, registry_client, credentials, redact=redact, out=out)
-
-
-def repository_on(registry: str, repository: str) -> str:
-    """The same repository path on another registry: `old-host/ns/image` or `ns/image` -> `registry/ns/image`."""
-    first, _, rest = repository.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        repository = rest  # drop the registry it was built for
-    host = canonical_host(registry)
-    return repository if host == DOCKER_HUB else f"{host}/{repository}"
 
 
 def _not_pushed(items: list[PlanItem], repository: str, tags: list[str], reason: str) -> PushResult:

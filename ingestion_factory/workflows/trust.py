@@ -18,7 +18,6 @@ from typing import Iterable
 
 from .. import __version__
 from ..engine.registry import RegistryClient
-from ..engine.sbom import read_files
 from ..engine.verify import SMOKE_COMMAND
 from ..engine.signing import PublicKey, Signer, load_public_keys, load_signer, read_passphrase
 from ..errors import ConfigError, FactoryError
@@ -35,6 +34,7 @@ from ..model.plan import (
 )
 from ..model.trust_records import RecordError, VerificationRecord
 from ..settings import Settings
+from .sbom import read_files
 
 LABEL_SOURCE = "org.opencontainers.image.source"
 

@@ -13,8 +13,8 @@ import tarfile
 import pytest
 
 from testkit import DH_VERSION
+from ingestion_factory.model.names import cache_tag
 from ingestion_factory.workflows import bundle as bundle_mod
-from ingestion_factory.workflows.cache import cache_tag
 from scratch_project import empty_namespace
 
 pytestmark = pytest.mark.registry

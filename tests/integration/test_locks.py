@@ -188,7 +188,7 @@ def _contents(api, ref: str) -> dict:
     """What a rebuild must reproduce: the installed versions, every file of the virtualenv, the SBOM."""
     freeze = run_in(api, ref, ["cat", "/opt/venv/base-constraints.txt"])  # uv pip freeze, written by the build
     files = run_in(api, ref, ["sh", "-c", "cd /opt/venv && find . -type f -printf '%P %s\\n' | sort"])
-    from ingestion_factory.engine.sbom import read_files
+    from ingestion_factory.workflows.sbom import read_files
 
     sbom = json.loads(read_files(api, ref, [SBOM_PATH])[SBOM_PATH])  # not through the logs: they cut long output
     return {"freeze": freeze, "files": files, "sbom": sorted(components(sbom, "pip") | components(sbom, "dpkg")),

@@ -16,8 +16,8 @@ import time
 import pytest
 import requests
 
-from ingestion_factory.workflows import metadata_file
 from ingestion_factory.platforms import ARM64, emulation_problem
+from ingestion_factory.workflows import metadata_file
 from scratch_project import REPO
 from testkit import DH_VERSION
 

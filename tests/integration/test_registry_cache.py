@@ -13,7 +13,7 @@ import pytest
 
 from scratch_project import empty_namespace
 from testkit import DH_VERSION
-from ingestion_factory.workflows.cache import cache_tag
+from ingestion_factory.model.names import cache_tag
 from ingestion_factory.model.shard import shard_of
 
 pytestmark = pytest.mark.registry

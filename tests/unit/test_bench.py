@@ -1,3 +1,5 @@
+from rich.console import Console
+
 from benchmarks import bench
 
 
@@ -27,3 +29,31 @@ def test_the_arm64_bench_is_a_flag_of_inv_bench():
 
     assert "arm64" in tasks.bench.help
     assert bench.ARM64_MODES == ("cross", "emulated")
+
+
+def test_the_fragment_change_is_made_in_a_scratch_copy_never_in_the_working_tree(project):
+    """A bench killed while it rebuilds the changed connector leaves `git status` clean."""
+    import pytest
+
+    from ingestion_factory import settings as settings_mod
+    from ingestion_factory.model import catalog as catalog_mod
+    from project_tree import add_connector
+
+    (project / "tasks.py").write_text("# tasks\n")
+    add_connector(project, "mysql")
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    before = {path: path.read_bytes() for path in project.rglob("*") if path.is_file()}
+    seen = []
+
+    def killed_build(build_settings, names):  # what a kill during the rebuild would leave behind
+        seen.append((build_settings.root, {path: path.read_bytes() for path in project.rglob("*") if path.is_file()}))
+        raise KeyboardInterrupt
+
+    found = catalog_mod.discover(settings)
+    with pytest.raises(KeyboardInterrupt):
+        bench.measure_one_fragment_changed(bench.Bench(settings, ["mysql"], Console(quiet=True)), found, None,
+                                           build=killed_build)
+    [(root, during)] = seen
+    assert root != project
+    assert during == before
+    assert {path: path.read_bytes() for path in project.rglob("*") if path.is_file()} == before

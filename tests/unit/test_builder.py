@@ -9,13 +9,13 @@ import pytest
 
 from project_tree import add_connector
 from testkit import OM_VERSION
-from ingestion_factory.model import catalog
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine import verify
-from ingestion_factory.workflows.builder import Builder
+from ingestion_factory.model import catalog
 from ingestion_factory.model.failures import Cause, Diagnosis, StepFailed
 from ingestion_factory.model.plan import ImageInfo, make_plan
 from ingestion_factory.model.results import BuildStatus
+from ingestion_factory.workflows.builder import Builder
 
 BUILT, FAILED, NOT_BUILT, UP_TO_DATE = (BuildStatus.BUILT, BuildStatus.FAILED, BuildStatus.NOT_BUILT,
                                         BuildStatus.UP_TO_DATE)

@@ -137,9 +137,9 @@ def engine_attrs(image):
 
 
 def test_loaded_images_must_match_the_manifest_and_pass_their_smoke_test():
-    from ingestion_factory.workflows.bundle import CheckStatus, check_loaded, smoke_all
-    from ingestion_factory.model.failures import Cause, Diagnosis
     from ingestion_factory.engine.verify import SmokeFailed, SmokeResult
+    from ingestion_factory.model.failures import Cause, Diagnosis
+    from ingestion_factory.workflows.bundle import CheckStatus, check_loaded, smoke_all
 
     manifest = BundleManifest(tuple(IMAGES), 1, "sha256:" + "f" * 64)
     engine = FakeImages({image.image_id: engine_attrs(image) for image in IMAGES})

@@ -6,22 +6,22 @@ import pytest
 
 from project_tree import add_connector
 from test_builder import BUILT, PYTHON_ID, engine  # noqa: F401  (engine: a fixture)
-from ingestion_factory.model import catalog
 from ingestion_factory import settings as settings_mod
+from ingestion_factory.engine.registry import Manifest, RegistryError
+from ingestion_factory.errors import FactoryError
+from ingestion_factory.model import catalog
+from ingestion_factory.model.names import cache_tag, repository_on
+from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, ImageInfo, make_plan
+from ingestion_factory.model.results import BuildStatus
 from ingestion_factory.workflows.builder import Builder
 from ingestion_factory.workflows.cache import (
     CacheMismatch,
     Hit,
     RegistryCache,
-    cache_tag,
     check_pulled,
     read_pull_stream,
 )
-from ingestion_factory.errors import FactoryError
-from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, ImageInfo, make_plan
-from ingestion_factory.workflows.push import publish_tags, repository_on
-from ingestion_factory.engine.registry import Manifest, RegistryError
-from ingestion_factory.model.results import BuildStatus
+from ingestion_factory.workflows.push import publish_tags
 
 HASH = "sha256:" + "ab" * 32
 IMAGE_ID = "sha256:" + "c" * 64

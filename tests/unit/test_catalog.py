@@ -2,9 +2,9 @@ import pytest
 
 from project_tree import add_connector
 from testkit import OM_VERSION
-from ingestion_factory.model import catalog
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
+from ingestion_factory.model import catalog
 
 
 def discover(project):

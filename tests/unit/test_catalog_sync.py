@@ -4,11 +4,11 @@ import json
 
 import pytest
 
+from ingestion_factory import settings as settings_mod
+from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import catalog
 from ingestion_factory.workflows import catalog_sync
-from ingestion_factory import settings as settings_mod
 from ingestion_factory.workflows.catalog_sync import Change, Inventory
-from ingestion_factory.errors import ConfigError
 
 
 def load_settings(project):

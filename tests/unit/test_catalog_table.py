@@ -1,8 +1,8 @@
 """The catalog table in docs/catalog.md lists exactly the catalog (rewritten by `inv catalog`)."""
 
 from conftest import REPO
-from ingestion_factory.model import catalog, catalog_table
 from ingestion_factory import settings as settings_mod
+from ingestion_factory.model import catalog, catalog_table
 
 
 def repo_catalog():

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ingestion_factory.workflows import examples, local_run, metadata_file, run_config
 from ingestion_factory.errors import ConfigError, FactoryError
 from ingestion_factory.settings import Settings
+from ingestion_factory.workflows import examples, local_run, metadata_file, run_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -421,41 +421,43 @@ class FakeCatalog:
 
 
 def fake_plan(monkeypatch, current, state="up to date"):
+    """A catalog and plan that know one connector, and a build that records what it was asked for."""
     from types import SimpleNamespace
 
+    from rich.console import Console
+
     from ingestion_factory.model import catalog
-    from ingestion_factory.cli import commands
 
     item = SimpleNamespace(name="mysql", ref="ns/ingestion-connector-mysql:1.0", current=current, state=state,
                            reason="why")
     builds = []
     monkeypatch.setattr(catalog, "discover", lambda settings: FakeCatalog())
-    monkeypatch.setattr(commands, "plan_for", lambda settings, found, targets: (SimpleNamespace(
-        items={"mysql": item}), None, None))
-    monkeypatch.setattr(commands, "build", lambda settings, names: builds.append(names) or 0)
-    return builds
+    return builds, {"console": Console(highlight=False, width=200),
+                    "build_image": lambda settings, names: builds.append(names) or 0,
+                    "plan": lambda settings, found, targets: (SimpleNamespace(items={"mysql": item}), None, None)}
 
 
 def test_a_missing_image_is_built_first(monkeypatch, tmp_path):
-    builds = fake_plan(monkeypatch, current=None, state="missing")
+    builds, options = fake_plan(monkeypatch, current=None, state="missing")
 
-    assert local_run.ensure_image(Settings(root=tmp_path), "ingestion-connector-mysql", build=True) == \
+    assert local_run.ensure_image(Settings(root=tmp_path), "ingestion-connector-mysql", build=True, **options) == \
         ("ns/ingestion-connector-mysql:1.0", "mysql")
     assert builds == [["mysql"]]
 
 
 def test_a_missing_image_with_no_build_is_an_error_with_the_command_to_run(monkeypatch, tmp_path):
-    builds = fake_plan(monkeypatch, current=None, state="missing")
+    builds, options = fake_plan(monkeypatch, current=None, state="missing")
 
     with pytest.raises(FactoryError, match="image ns/ingestion-connector-mysql:1.0 does not exist") as caught:
-        local_run.ensure_image(Settings(root=tmp_path), "mysql", build=False)
+        local_run.ensure_image(Settings(root=tmp_path), "mysql", build=False, **options)
     assert "inv build-connectors -c mysql" in caught.value.hint
     assert builds == []
 
 
 def test_a_stale_image_runs_with_a_note(monkeypatch, tmp_path, capsys):
-    builds = fake_plan(monkeypatch, current=object(), state="inputs changed")
+    builds, options = fake_plan(monkeypatch, current=object(), state="inputs changed")
 
-    assert local_run.ensure_image(Settings(root=tmp_path), "mysql", build=True)[0] == "ns/ingestion-connector-mysql:1.0"
+    assert local_run.ensure_image(Settings(root=tmp_path), "mysql", build=True, **options)[0] == \
+        "ns/ingestion-connector-mysql:1.0"
     assert builds == []
     assert "is not current (inputs changed: why); running it anyway" in capsys.readouterr().out

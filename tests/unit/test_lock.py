@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from project_tree import add_connector
-from ingestion_factory.model import catalog
-from ingestion_factory.workflows import lock
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
+from ingestion_factory.model import catalog
+from ingestion_factory.workflows import lock
 from ingestion_factory.workflows.lock import LockState, LockStatus
 
 NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*(?:==\s*(\S+))?")

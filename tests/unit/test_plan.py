@@ -4,9 +4,9 @@ import pytest
 
 from project_tree import add_connector
 from testkit import OM_VERSION
-from ingestion_factory.model import catalog
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
+from ingestion_factory.model import catalog
 from ingestion_factory.model.graph import parents_first
 from ingestion_factory.model.plan import (
     BLOCKED,

@@ -7,12 +7,10 @@ import pytest
 
 from project_tree import add_connector
 from test_exit_codes import exit_code
-from ingestion_factory.model import catalog
-from ingestion_factory.workflows import manifest_list
 from ingestion_factory import platforms
-from ingestion_factory.workflows import push
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
+from ingestion_factory.model import catalog
 from ingestion_factory.model.plan import (
     BLOCKED,
     CHANGED,
@@ -28,6 +26,8 @@ from ingestion_factory.model.plan import (
     require_verified,
 )
 from ingestion_factory.platforms import AMD64, ARM64
+from ingestion_factory.workflows import manifest_list
+from ingestion_factory.workflows import push
 from test_plan import PYTHON_ID, FakeStore
 
 ARM_PYTHON_ID = "sha256:" + "a" * 64
@@ -180,7 +180,7 @@ def test_unavailable_platforms_in_connector_toml_and_inherited(project):
     assert found.unavailable_on(found["odbc"], ARM64) == "no aarch64 driver"
     assert found.unavailable_on(found["child"], ARM64) == "parent odbc: no aarch64 driver"
     assert found.unavailable_on(found["odbc"], AMD64) == ""
-    from ingestion_factory.cli.commands import platform_targets
+    from ingestion_factory.model.plan import platform_targets
 
     usable, skipped = platform_targets(found, ["base", "odbc", "child"], ARM64, settings)
     assert usable == ["base"] and [(r.name, r.result, r.platform) for r in skipped] == [
@@ -256,8 +256,8 @@ class FakePusher:
         self.pushed = []
 
     def push_tag(self, image_id, repository, tag):
-        from ingestion_factory.workflows.push import PUSHED, TagResult
         from ingestion_factory.engine.registry import Manifest
+        from ingestion_factory.workflows.push import PUSHED, TagResult
 
         digest = "sha256:" + hashlib.sha256(image_id.encode()).hexdigest()
         self.client.by_ref[digest] = Manifest(digest, manifest_list.IMAGE_TYPE, image_id, 500 + len(self.pushed))

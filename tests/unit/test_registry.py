@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 import pytest
 from rich.console import Console
 
-from ingestion_factory.model import catalog
-from ingestion_factory.workflows import push
-from ingestion_factory.engine import registry
 from ingestion_factory import settings as settings_mod
-from ingestion_factory.errors import ConfigError, FactoryError
-from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan, require_verified
+from ingestion_factory.engine import registry
 from ingestion_factory.engine.registry import Credentials, Manifest, Redactor, RegistryClient, RegistryError
+from ingestion_factory.errors import ConfigError, FactoryError
+from ingestion_factory.model import catalog, names
+from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan, require_verified
+from ingestion_factory.workflows import push
 
 DIGEST = "sha256:" + "a" * 64
 OTHER_DIGEST = "sha256:" + "b" * 64
@@ -227,7 +227,7 @@ def test_is_insecure_follows_the_daemon(host, insecure):
 
 
 def test_hub_names():
-    assert registry.canonical_host("") == registry.canonical_host("index.docker.io") == "docker.io"
+    assert names.canonical_host("") == names.canonical_host("index.docker.io") == "docker.io"
     assert registry.api_path("", "busybox") == "library/busybox"
     assert registry.api_path("127.0.0.1:5000", "busybox") == "busybox"
     # The daemon names the repository with its host; the HTTP API does not.
@@ -523,9 +523,9 @@ def test_up_to_date_images_may_be_pushed_with_their_build_tags(project):
     version = settings.frameworks["openmetadata"].version
     assert push.select_tags(item) == [version, "abcdef123456", "latest"]
     assert push.select_tags(item, latest=False) == [version, "abcdef123456"]
-    assert push.target_repository(settings, "127.0.0.1:5000", "ingestion-connector-mysql") == \
+    assert names.target_repository(settings, "127.0.0.1:5000", "ingestion-connector-mysql") == \
         "127.0.0.1:5000/openmetadata/ingestion-connector-mysql"
-    assert push.target_repository(settings, "", "ingestion-connector-mysql") == \
+    assert names.target_repository(settings, "", "ingestion-connector-mysql") == \
         "openmetadata/ingestion-connector-mysql"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingestion_factory.engine import sbom
+from ingestion_factory.workflows import sbom
 
 LOCK = """# inputs: sha256:00
 six==1.17.0 \\

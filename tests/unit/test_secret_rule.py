@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from ingestion_factory.workflows import run_config
 from ingestion_factory.model.runtime_modules import runtime_redaction
+from ingestion_factory.workflows import run_config
 
 # Every secret below contains this marker (or is the whole value), so a leak is easy to spot.
 MARK = "S3cret"

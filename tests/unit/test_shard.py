@@ -5,9 +5,9 @@ import random
 import pytest
 
 from project_tree import add_connector
-from ingestion_factory.model import catalog
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
+from ingestion_factory.model import catalog
 from ingestion_factory.model.shard import Shard, matrix, parse_count, parse_shard, select, shard_of
 
 NAMES = [f"connector-{i}" for i in range(200)]

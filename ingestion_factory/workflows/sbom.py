@@ -14,14 +14,13 @@ import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from docker.errors import NotFound
 from packaging.utils import canonicalize_name
 
 from ..errors import ConfigError, FactoryError
 from ..files import write_atomically
 from ..model.failures import Cause, Diagnosis, StepFailed
-from ..workflows.lock import PACKAGE_LINE
 from ..model.plan import LABEL_SBOM, LOCK_PATH, SBOM_PATH
+from .lock import PACKAGE_LINE
 
 ORIGIN = "io.ingestion-factory:package-manager"  # the property make_sbom.py marks components with
 
@@ -66,6 +65,8 @@ def mismatch(sbom_python: dict[str, str], locked: dict[str, str]) -> list[str]:
 
 def read_files(api, image: str, paths: list[str]) -> dict[str, bytes | None]:
     """Files from an image, without running it (a created container, read through the engine's archive API)."""
+    from docker.errors import NotFound  # the docker SDK loads when the engine is used, not at start-up
+
     container = api.containers.create(image, ["true"], network_mode="none")
     try:
         found: dict[str, bytes | None] = {}
