@@ -45,6 +45,11 @@ def _one_run(settings, no_wait):
                          notify=lambda text: commands.console.print(text, markup=False, highlight=False))
 
 
+REVERIFY_HELP = ("With factory.trusted_keys: smoke-test cache images even when a trusted attestation says they "
+                 "passed.")
+PASSPHRASE_HELP = "File holding the signing key's passphrase (or env FACTORY_SIGNING_PASSPHRASE)."
+
+
 PLATFORM_HELP = ("Platform to build for (repeatable: linux/amd64, linux/arm64; default: factory.platforms). "
                  "Foreign platforms need QEMU: see docs/arm64.md.")
 
@@ -77,12 +82,13 @@ def reports_errors(function):
                   "inputs' tag (default: factory.cache_from).",
     "platform": PLATFORM_HELP,
     "no_wait": NO_WAIT_HELP,
+    "reverify": REVERIFY_HELP,
     **SETTINGS_HELP,
 }, iterable=["framework", "platform"])
 @reports_errors
 def build_base(c, framework=None, version=None, force=False, no_cache=False, plan=False, namespace=None,
                registry=None, python_image=None, tag=None, ca_bundle=None, cache_from=None, platform=None,
-               no_wait=False):
+               no_wait=False, reverify=False):
     """Build the base image (framework + runtime/main.py) of a framework family."""
     if version and len(framework or []) > 1:
         raise ConfigError("--version goes with at most one --framework")
@@ -91,7 +97,7 @@ def build_base(c, framework=None, version=None, force=False, no_cache=False, pla
                          cache_from=cache_from, platforms=platform or None)
     with _one_run(settings, no_wait):
         return commands.build(settings, base_only=True, frameworks=framework or None, force=force,
-                              no_cache=no_cache, plan_only=plan)
+                              no_cache=no_cache, plan_only=plan, reverify=reverify)
 
 
 @task(help={
@@ -108,19 +114,20 @@ def build_base(c, framework=None, version=None, force=False, no_cache=False, pla
              "come from --cache-from when there, else are built.",
     "platform": PLATFORM_HELP,
     "no_wait": NO_WAIT_HELP,
+    "reverify": REVERIFY_HELP,
     **SETTINGS_HELP,
 }, iterable=["connector", "platform"])
 @reports_errors
 def build_connectors(c, connector=None, jobs=None, force=False, fail_fast=False, plan=False, no_cache=False,
                      framework_version=None, namespace=None, registry=None, python_image=None, tag=None,
-                     ca_bundle=None, cache_from=None, shard=None, platform=None, no_wait=False):
+                     ca_bundle=None, cache_from=None, shard=None, platform=None, no_wait=False, reverify=False):
     """Build one ingestion-connector-<name> image per directory in images/connectors/."""
     settings = _settings(c, framework_version=framework_version, jobs=jobs, namespace=namespace,
                          registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
                          cache_from=cache_from, platforms=platform or None)
     with _one_run(settings, no_wait):
         return commands.build(settings, connector or None, force=force, fail_fast=fail_fast, plan_only=plan,
-                              no_cache=no_cache, shard=shard)
+                              no_cache=no_cache, shard=shard, reverify=reverify)
 
 
 @task(name="list", help={
@@ -229,17 +236,19 @@ def python_image(c, force=False, refresh=False, platform=None):
                      "(or env FACTORY_REGISTRY_PASSWORD / FACTORY_REGISTRY_PASSWORD_FILE).",
     "platform": PLATFORM_HELP + " With several, each tag becomes a manifest list of all of them.",
     "no_wait": NO_WAIT_HELP,
+    "passphrase_file": PASSPHRASE_HELP + " Used when factory.signing_key is set: every pushed digest is signed.",
 }, iterable=["connector", "platform"])
 @reports_errors
 def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False, username=None, password_file=None,
-         platform=None, no_wait=False):
+         platform=None, no_wait=False, passphrase_file=None):
     """Push verified, current images with the tags the build gave them; read back and report their digests."""
     from ingestion_factory.workflows import push as push_mod
 
     settings = _settings(c, tag=tag, platforms=platform or None)
     with _one_run(settings, no_wait):
         return push_mod.push(settings, connector or None, registry=registry, latest=latest,
-                             dry_run=dry_run, username=username, password_file=password_file)
+                             dry_run=dry_run, username=username, password_file=password_file,
+                             passphrase_file=passphrase_file)
 
 
 @task(help={
@@ -288,13 +297,15 @@ def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, c
     "connector": "Connector to bundle (repeatable; default: every available one). Its parents go in too.",
     "output": "The archive to write (written to a temp file beside it, then renamed).",
     "tag": "Version tag of the images to bundle (default: the framework version).",
+    "passphrase_file": PASSPHRASE_HELP + " Used when factory.signing_key is set: the bundle is signed.",
 }, iterable=["connector"])
 @reports_errors
-def bundle(c, output, connector=None, tag=None):
+def bundle(c, output, connector=None, tag=None, passphrase_file=None):
     """Write verified images (shared layers once) and a checked manifest into one archive, for air-gapped sites."""
     from ingestion_factory.workflows import bundle as bundle_mod
 
-    return bundle_mod.bundle(_settings(c, tag=tag), connector or None, Path(output), console=commands.console)
+    return bundle_mod.bundle(_settings(c, tag=tag), connector or None, Path(output), console=commands.console,
+                             passphrase_file=passphrase_file)
 
 
 @task(help={
@@ -305,18 +316,50 @@ def bundle(c, output, connector=None, tag=None):
                      "(or env FACTORY_REGISTRY_PASSWORD / FACTORY_REGISTRY_PASSWORD_FILE).",
     "no_wait": NO_WAIT_HELP,
     "namespace": "Accept images for this namespace's repositories (default: factory.namespace).",
+    "allow_unsigned": "With factory.trusted_keys: accept a bundle no trusted key signed (with a warning).",
 })
 @reports_errors
-def unbundle(c, file, push=None, username=None, password_file=None, namespace=None, no_wait=False):
+def unbundle(c, file, push=None, username=None, password_file=None, namespace=None, no_wait=False,
+             allow_unsigned=False):
     """Load a bundle: checksum, image IDs and smoke tests first; only then tag (and optionally push) the images."""
     from ingestion_factory.workflows import bundle as bundle_mod
 
     settings = _settings(c, namespace=namespace)
     with _one_run(settings, no_wait):
         return bundle_mod.unbundle(settings, Path(file), push_to=push, username=username,
-                                   password_file=password_file, console=commands.console)
+                                   password_file=password_file, console=commands.console,
+                                   allow_unsigned=allow_unsigned)
+
+
+@task(positional=["action"], help={
+    "action": "generate: write a new ECDSA P-256 key pair (factory-signing.key, encrypted, and .pub).",
+    "output": "Directory to write the pair into (default: build/keys).",
+    "passphrase_file": PASSPHRASE_HELP,
+    "force": "Replace a pair already there.",
+})
+@reports_errors
+def keys(c, action, output=None, passphrase_file=None, force=False):
+    """Signing keys for `inv push` (signing_key) and the trust policy (trusted_keys): `inv keys generate`."""
+    from ingestion_factory.cli import trust_commands
+
+    return trust_commands.keys(_settings(c), action, output, passphrase_file, force=force)
+
+
+@task(positional=["connector"], help={
+    "connector": "Connector whose pushed image to check (-c NAME), or an image reference "
+                 "(registry/namespace/image:tag or @sha256:<digest>).",
+    "registry": "Registry host[:port] of -c NAME's image (default: factory.registry).",
+    "json": "Print the checks as JSON.",
+})
+@reports_errors
+def verify(c, connector, registry=None, json=False):
+    """Check an image's digest, signature, SLSA attestation and policy with factory.trusted_keys: exit 0 verified,
+    1 not verified (naming the check), 2 bad input."""
+    from ingestion_factory.cli import trust_commands
+
+    return trust_commands.verify(_settings(c), connector, registry=registry, as_json=json)
 
 
 ns = Collection(build_base, build_connectors, catalog, lock, sbom, list_, python_image, audit, push, run_local,
-                bench, bundle, unbundle)
+                bench, bundle, unbundle, keys, verify)
 ns.configure({"factory": settings_mod.pyproject_defaults(ROOT)})

@@ -778,6 +778,8 @@ def measure_cache(bench: Bench, api, *, cold: bool) -> None:
     built = _last_report(settings)
     bench.raw["cache"] = {
         "images": sorted(report), "cold": cold, "pull_verify_s": round(pulled_s, 1), "build_s": round(built_s, 1),
+        # With signing_key and trusted_keys set, the push signs and the pull skips attested smoke tests (trust.py).
+        "trusted": bool(settings.signing_key and settings.trusted_keys),
         "per_image": {name: {"pulled_s": report[name]["duration_s"], "smoke_s": report[name]["smoke_s"],
                              "pulled": report[name]["reason"], "built_s": built[name]["duration_s"]}
                       for name in report},

@@ -93,6 +93,11 @@ class Settings:
     # the failure names which one fired. 0 turns one off.
     build_timeout: float = 3600
     build_no_output_timeout: float = 900
+    # Signed provenance (docs/trust.md): the private key `inv push` signs with ("" is off; its passphrase
+    # comes from FACTORY_SIGNING_PASSPHRASE or --passphrase-file), and the public keys trusted when images
+    # are taken in (--cache-from, inv unbundle, inv verify); paths relative to the project.
+    signing_key: str = ""
+    trusted_keys: tuple[str, ...] = ()
 
     @property
     def target_platforms(self):
@@ -197,11 +202,13 @@ def load(mapping: Mapping[str, Any], root: Path) -> Settings:
             data[key] = _seconds(key, data[key])
     if "platforms" in data:
         data["platforms"] = _platform_names(data["platforms"])
+    if "trusted_keys" in data:
+        data["trusted_keys"] = _paths(data["trusted_keys"], "trusted_keys")
     if str(data.get("foreign_install", "auto")) not in FOREIGN_INSTALLS:
         raise ConfigError(f"foreign_install must be one of {', '.join(FOREIGN_INSTALLS)}, "
                           f"got {data['foreign_install']!r}")
     settings = Settings(root=root, frameworks=frameworks,
-                        **{k: str(v) if k not in ("jobs", "platforms", *TIMEOUT_SETTINGS) else v
+                        **{k: str(v) if k not in ("jobs", "platforms", "trusted_keys", *TIMEOUT_SETTINGS) else v
                            for k, v in data.items()})
     if not frameworks:
         raise ConfigError(f"no frameworks declared under [tool.{PYPROJECT_TABLE}.frameworks]")
@@ -228,6 +235,15 @@ def _platform_names(value: Any) -> tuple[str, ...]:
     if not isinstance(value, (str, list, tuple)):
         raise ConfigError(f"platforms must be a list of platforms, got {value!r}")
     return tuple(p.name for p in parse_all(value))
+
+
+def _paths(value: Any, name: str) -> tuple[str, ...]:
+    """A list of file paths (or a comma-separated string, as env vars give it)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name} must be a list of file paths, got {value!r}")
+    return tuple(v for v in value if v)
 
 
 def _catalog_fields(name: str, table: Mapping[str, Any]) -> dict[str, Any]:

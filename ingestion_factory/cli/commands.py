@@ -50,7 +50,8 @@ def print_plan(plan: Plan) -> None:
 
 def build(settings: Settings, names: list[str] | None = None, *, base_only: bool = False,
           frameworks: list[str] | None = None, force: bool = False, fail_fast: bool = False,
-          plan_only: bool = False, no_cache: bool = False, shard: str | None = None, engine=None) -> int:
+          plan_only: bool = False, no_cache: bool = False, shard: str | None = None, engine=None,
+          reverify: bool = False) -> int:
     """Build what is stale among the named images (or all), on every target platform; returns the exit status
     or raises (docs/exit-codes.md). One plan per platform, built one platform after the other (the host's
     cores are the limit either way); the default platform alone is the ordinary case of it.
@@ -121,7 +122,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
             builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache,
                               lock_digests={name: lock.digest for name, lock in locks.items()},
                               check_sbom=functools.partial(_check_sbom, api, sbom_dir),
-                              cache=cache if plan.platform.is_default else None)
+                              cache=cache if plan.platform.is_default else None, reverify=reverify)
             built = [replace(r, platform=plan.platform.name)
                      for r in builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast)]
         _remove_replaced(plan, built, api)

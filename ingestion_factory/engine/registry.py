@@ -280,16 +280,60 @@ class RegistryClient:
                         document=document if isinstance(document, dict) else None)
 
     def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
-        """Store a manifest (a manifest list, for multi-platform images) under `tag`; returns its digest."""
+        """Store a manifest (a manifest list, a signature) under `tag`; returns its digest."""
         name = api_path(self.registry, repository)
         response = self._request("PUT", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull,push",
                                  headers={"Content-Type": media_type}, data=body)
         if response.status_code == 401:
             raise self._unauthorized()
         if response.status_code >= 400:
-            raise RegistryError(f"storing the manifest list {repository}:{tag}: HTTP {response.status_code} "
+            raise RegistryError(f"storing the manifest {repository}:{tag}: HTTP {response.status_code} "
                                 f"{response.text[:200]}")
         return response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def blob(self, repository: str, digest: str) -> bytes | None:
+        """A blob's bytes (a signature's payload, its config), checked against its digest; None when absent."""
+        name = api_path(self.registry, repository)
+        response = self._request("GET", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
+        if response.status_code == 404:
+            return None
+        if response.status_code == 401:
+            raise self._unauthorized()
+        if response.status_code >= 400:
+            raise RegistryError(f"reading blob {digest[:19]} of {repository}: HTTP {response.status_code}")
+        if "sha256:" + hashlib.sha256(response.content).hexdigest() != digest:
+            raise RegistryError(f"blob {digest[:19]} of {repository}: the registry served other bytes")
+        return response.content
+
+    def put_blob(self, repository: str, data: bytes) -> str:
+        """Upload a small blob in one request (POST, then PUT with its digest), unless it is there; its digest."""
+        name = api_path(self.registry, repository)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        scope = f"repository:{name}:pull,push"
+        there = self._request("HEAD", f"/v2/{name}/blobs/{digest}", scope=scope)
+        if there.status_code == 200:
+            return digest
+        started = self._request("POST", f"/v2/{name}/blobs/uploads/", scope=scope, data=b"")
+        if started.status_code == 401:
+            raise self._unauthorized()
+        location = started.headers.get("Location")
+        if started.status_code != 202 or not location:
+            raise RegistryError(f"starting a blob upload to {repository}: HTTP {started.status_code}")
+        if location.startswith("/"):
+            location = (self.base or "") + location
+        # The registry names where the upload goes; it must stay on the same host (credentials go with it).
+        if not location.startswith((self.base or "") + "/"):
+            raise RegistryError(f"{display_host(self.registry)} sent the blob upload to another host")
+        path = location[len(self.base or ""):]
+        path += ("&" if "?" in path else "?") + f"digest={digest}"
+        done = self._request("PUT", path, scope=scope, data=data,
+                             headers={"Content-Type": "application/octet-stream"})
+        if done.status_code == 401:
+            raise self._unauthorized()
+        if done.status_code >= 400:
+            raise RegistryError(f"uploading blob {digest[:19]} to {repository}: HTTP {done.status_code} "
+                                f"{done.text[:200]}")
+        return digest
 
     def _unauthorized(self) -> RegistryError:
         where = display_host(self.registry)

@@ -70,7 +70,7 @@ class Builder:
     def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: BuildProgress | None = None,
                  no_cache: bool = False, run_build: BuildRunner = buildkit.build,
                  smoke_test: SmokeTester | None = None, lock_digests: dict[str, str] | None = None,
-                 check_sbom: SbomChecker | None = None, cache=None,
+                 check_sbom: SbomChecker | None = None, cache=None, reverify: bool = False,
                  end_builds: Callable[[str], None] = buildkit.end_builds):
         self.settings = settings
         self.api = api
@@ -85,6 +85,7 @@ class Builder:
         self.lock_digests = lock_digests or {}  # image -> digest of the lock it installs (its label)
         self.pins: set[str] = set()
         self.cache = cache  # cache.RegistryCache (--cache-from), or None: every stale image is built
+        self.reverify = reverify  # smoke-test attested cache images too (--reverify)
         # A repository of this run's own: a concurrent run's clean-up cannot untag what this one builds FROM.
         self.pin_repository = f"{verify.PIN_REPOSITORY}-{uuid.uuid4().hex[:8]}"
         self.build_python_id: str | None = None
@@ -194,15 +195,20 @@ class Builder:
             hit = self._pull(item, parent_id)
             image_id = hit.image_id if hit else self._build(item, parent_id, log_path)
             built = time.monotonic()
-            smoke, sbom_check_s = self._verify(item, image_id)
+            attested = bool(hit and hit.attested and not self.reverify)
+            # A trusted attestation says this image passed its smoke test and SBOM check: not run again.
+            smoke, sbom_check_s = (verify.SmokeResult(0, "attested", 0.0), 0.0) if attested \
+                else self._verify(item, image_id)
             tagging = time.monotonic()
             result = self._tag(item, image_id, parent_id, smoke)
             result = replace(result, build_s=round(built - started, 1), sbom_check_s=round(sbom_check_s, 1),
                              tag_s=round(time.monotonic() - tagging, 1))
             if hit:
                 self.cache.release(hit)
+                signed = ", signed and attested: smoke test not re-run" if attested else ""
                 result = replace(result, result=BuildStatus.PULLED,
-                                 reason=f"{hit.ref} matches its inputs ({human_size(hit.bytes_pulled)} downloaded)")
+                                 reason=f"{hit.ref} matches its inputs ({human_size(hit.bytes_pulled)} downloaded"
+                                        f"{signed})")
         except Exception as exc:  # a step that failed, or the engine went away mid-build
             if self.interrupted:  # the build was ended by the interrupt, not broken
                 return self._finish(Result(item.name, item.ref, BuildStatus.NOT_BUILT,

@@ -61,6 +61,7 @@ from ..model.plan import (
 from ..model.results import human_size, write_json
 from ..settings import Settings
 from ..status import Status
+from . import trust
 from .push import FAILED, NOT_PUSHED, connect, push_table
 
 BUNDLE_FORMAT = "ingestion-factory-bundle/1"
@@ -71,6 +72,7 @@ CHUNK = 1024 * 1024
 # Docker's grammar: a tag, and one path component of a repository name.
 TAG_SYNTAX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 NAME_SYNTAX = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+LOADED_ID = re.compile(r"Loaded image ID: (sha256:[0-9a-f]{64})")
 
 
 class BundleRefused(ConfigError):
@@ -231,7 +233,7 @@ def save_stream(api, image_ids: list[str]) -> Iterator[bytes]:
 
 
 def write_bundle(api, images: list[BundledImage], output: Path, console: Console,
-                 chunks: Iterable[bytes] | None = None) -> BundleManifest:
+                 chunks: Iterable[bytes] | None = None, sign=None) -> BundleManifest:
     """Save the images, then write bundle.json + images.tar to a temp file beside `output` and rename it.
 
     The engine's archive goes to a scratch file first (its size and checksum must precede it in the
@@ -261,6 +263,11 @@ def write_bundle(api, images: list[BundledImage], output: Path, console: Console
             info.size, info.mtime, info.mode = manifest.archive_size, int(time.time()), 0o644
             with saved.open("rb") as source:
                 tar.addfile(info, _Counting(source, progress.advance))
+            if sign is not None:  # signing_key set: trust.json, over bundle.json's exact bytes (trust.py)
+                signed = sign(text)
+                info = tarfile.TarInfo(trust.TRUST_MEMBER)
+                info.size, info.mtime, info.mode = len(signed), int(time.time()), 0o644
+                tar.addfile(info, io.BytesIO(signed))
             tar.close()
             raw.flush()
             os.fsync(raw.fileno())
@@ -280,7 +287,8 @@ class _Counting:
         return chunk
 
 
-def bundle(settings: Settings, names: list[str] | None, output: Path, *, console: Console, engine=None) -> int:
+def bundle(settings: Settings, names: list[str] | None, output: Path, *, console: Console, engine=None,
+           passphrase_file: str | None = None) -> int:
     """`inv bundle`: the named connectors (default: every available one) and the images they are built FROM.
 
     `engine`: an (API client, image store) pair instead of the local engine (tests pass fakes)."""
@@ -291,14 +299,47 @@ def bundle(settings: Settings, names: list[str] | None, output: Path, *, console
                           "fix those directories, or name the connectors to bundle with -c")
     plan, api, _ = plan_for(settings, catalog, catalog.resolve(names), engine=engine)
     require_verified(plan, "bundle")
+    signer = trust.signer_from(settings, passphrase_file)
     images = [bundled_image(item, item.ref.rpartition(":")[0]) for item in plan]
-    console.print(f"Bundling {len(images)} image(s) into {output}.")
-    manifest = write_bundle(api, images, output, console)
+    console.print(f"Bundling {len(images)} image(s) into {output}{', signed' if signer else ''}.")
+    manifest = write_bundle(api, images, output, console, sign=_bundle_signer(signer, api, plan, images))
     console.print(f"Wrote {output}: {len(images)} image(s), {human_size(output.stat().st_size)}, images "
                   f"{manifest.archive_sha256[:19]}... ({time.monotonic() - started:.1f}s).")
     for image in images:
         console.print(f"  {image.repository}  {image.image_id[:19]}  {', '.join(image.tags)}", markup=False)
     return 0
+
+
+def _bundle_signer(signer, api, plan, images: list[BundledImage]):
+    if signer is None:
+        return None
+    attested = [(image.repository, item.current.id, trust.record_for(item, trust.sbom_digest(api, item.current.id)))
+                for item, image in zip(plan, images)]
+    return lambda manifest_bytes: trust.sign_bundle(signer, manifest_bytes, attested)
+
+
+def require_trusted(settings: Settings, path: Path, manifest: BundleManifest, allow_unsigned: bool,
+                    console: Console) -> None:
+    """With trusted_keys: a bundle signed by one of them, every image attested, or --allow-unsigned (loudly)."""
+    keys = trust.trusted_keys(settings)
+    if not keys:
+        return
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            manifest_bytes = tar.extractfile(tar.next()).read()
+            member = next((m for m in tar if m.name == trust.TRUST_MEMBER and m.isfile()), None)
+            signed = tar.extractfile(member).read() if member and member.size <= MAX_MANIFEST_BYTES else None
+    except (tarfile.TarError, OSError, EOFError, AttributeError) as exc:
+        raise BundleRefused(f"{path} cannot be read as a bundle ({type(exc).__name__}: {exc})") from None
+    why = trust.check_bundle(signed, manifest_bytes, [image.image_id for image in manifest.images], keys)
+    if why is None:
+        console.print(f"{path.name}: signed by a trusted key; every image attested.")
+    elif allow_unsigned:
+        console.print(f"[bold red]WARNING: {escape(path.name)} is not trusted ({escape(why)}); accepted because "
+                      f"of --allow-unsigned[/]")
+    else:
+        raise BundleRefused(f"refusing {path.name}: {why}",
+                            "get a bundle signed by a key in factory.trusted_keys, or pass --allow-unsigned")
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -429,9 +470,8 @@ def load_images(api, path: Path, manifest: BundleManifest, console: Console) -> 
                     archive.raise_failure(path)
                     detail = event.get("errorDetail") or {}
                     raise FactoryError(f"the engine refused {path}: {detail.get('message') or event.get('error')}")
-                text = str(event.get("stream") or "")
-                if "Loaded image ID:" in text:
-                    loaded.append(text.split("Loaded image ID:", 1)[1].strip())
+                # One event may report several images, one line each.
+                loaded += LOADED_ID.findall(str(event.get("stream") or ""))
         except FactoryError:
             raise
         except Exception as exc:  # the SDK's APIError, a dropped connection
@@ -626,7 +666,7 @@ def remove_new(api, manifest: BundleManifest, existed: set[str]) -> None:
 
 
 def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, username: str | None = None,
-             password_file: str | None = None, console: Console, smoke_test=None) -> int:
+             password_file: str | None = None, console: Console, smoke_test=None, allow_unsigned: bool = False) -> int:
     """`inv unbundle`: check, load, verify and smoke-test every image, then tag them all; optionally push.
 
     Whatever fails before the images are tagged, every tag in the engine is left as it was.
@@ -636,13 +676,17 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
         raise ConfigError(f"no bundle at {path}", "give the file `inv bundle -o FILE` wrote")
     manifest = read_manifest(path)
     check_targets(manifest, settings)
+    require_trusted(settings, path, manifest, allow_unsigned, console)
     credentials = _push_setup(settings, push_to, username, password_file) if push_to is not None else None
     api = client()
     before = tag_state(api)
     try:
         _unbundle(settings, api, path, manifest, console, smoke_test)
     except BaseException:
-        restore_tags(api, before)
+        try:
+            restore_tags(api, before)
+        except Exception as exc:  # the engine went away: say so, but keep the failure that got us here
+            console.print(f"[bold red]could not check the engine's tags after the failure: {escape(str(exc))}[/]")
         raise
     if push_to is not None:
         _push_mirror(settings, api, manifest, push_to, credentials, console)

@@ -7,6 +7,11 @@ manifest's digest and kept only when the engine's image ID is the manifest's con
 labels match the plan (same inputs, same parent ID, same name); then it is smoke-tested and tagged
 like a built image. Anything else (no tag, a mismatch) is a miss, and the image is built.
 
+With `trusted_keys` set, a hit must also carry a signature and an SLSA attestation by a trusted key whose
+record names these inputs, this parent and this platform (trust.py); such an image is not smoke-tested
+again (unless --reverify): its attestation says it passed. An unsigned, untrusted or mismatched one is
+built instead, with one warning line naming why.
+
 A registry that is down or refuses access never fails a build: the first such error turns the cache
 off for the rest of the run, with one warning, and everything left is built.
 """
@@ -21,6 +26,7 @@ from ..engine.registry import Credentials, Redactor, RegistryClient, display_hos
 from ..errors import FactoryError
 from ..model.names import cache_tag, target_repository
 from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, PlanItem
+from . import trust
 
 class CacheMismatch(FactoryError):
     """The registry's image is not the one the plan asks for (never used: the image is built instead)."""
@@ -32,6 +38,7 @@ class Hit:
     ref: str  # repository:cache-tag in the registry
     digest: str  # the manifest digest it was pulled by
     bytes_pulled: int = 0
+    attested: bool = False  # a trusted key signed it and attests its smoke test passed
 
 
 def expected_labels(item: PlanItem, input_hash: str, parent_id: str) -> dict[str, str]:
@@ -69,7 +76,8 @@ class RegistryCache:
     """Looks images up by input hash in one registry; turns itself off at the first registry failure."""
 
     def __init__(self, api, client: RegistryClient, repository_of: Callable[[str], str], *,
-                 credentials: Credentials | None = None, warn: Callable[[str], None] = print):
+                 credentials: Credentials | None = None, warn: Callable[[str], None] = print,
+                 keys: tuple = ()):
         self.api = api
         self.client = client
         self.repository_of = repository_of  # image name -> registry/namespace/image
@@ -79,6 +87,7 @@ class RegistryCache:
         self.lock = threading.Lock()
         self.off_reason = ""
         self.misses: list[str] = []  # "name: why", for the report
+        self.keys = keys  # trusted public keys: when given, only signed, attested images are taken
 
     @property
     def where(self) -> str:
@@ -114,6 +123,8 @@ class RegistryCache:
         if manifest is None:
             self._missed(item, "not in the cache")
             return None
+        if self.keys and not self._trusted(item, repository, tag, manifest.digest, input_hash, parent_id):
+            return None
         try:
             pulled = self._pull(repository, manifest.digest)
         except FactoryError as exc:
@@ -127,7 +138,20 @@ class RegistryCache:
             self._missed(item, f"{repository}:{tag} does not match: {exc}")
             self.discard(f"{repository}@{manifest.digest}")
             return None
-        return Hit(attrs["Id"], f"{repository}:{tag}", manifest.digest, pulled)
+        return Hit(attrs["Id"], f"{repository}:{tag}", manifest.digest, pulled, attested=bool(self.keys))
+
+    def _trusted(self, item: PlanItem, repository: str, tag: str, digest: str, input_hash: str,
+                 parent_id: str) -> bool:
+        """Signed and attested by a trusted key, for exactly this plan item; else one warning and a miss."""
+        expect = trust.Expectation(platforms=(str(item.platform),), input_hash=input_hash, parent_id=parent_id,
+                                   image=item.spec.name)
+        verdict = trust.check(self.client, repository, digest, self.keys, expect)
+        if verdict.verified:
+            return True
+        why = self.redact(verdict.why())
+        self.warn(f"warning: {item.name}: {repository}:{tag} is not trusted ({why}); building it instead")
+        self._missed(item, f"not trusted: {why}")
+        return False
 
     def _pull(self, repository: str, digest: str) -> int:
         auth = self.credentials.auth_config(self.client.registry) if self.credentials else None
@@ -174,5 +198,5 @@ def open_cache(settings, api, registry: str, *, warn: Callable[[str], None]) -> 
         return None
     client = RegistryClient(registry, credentials, insecure=insecure, timeout=10)
     cache = RegistryCache(api, client, lambda image_name: target_repository(settings, registry, image_name),
-                          credentials=credentials, warn=warn)
+                          credentials=credentials, warn=warn, keys=trust.trusted_keys(settings))
     return cache if cache.ping() else None

@@ -36,6 +36,7 @@ from ..model.results import write_json
 from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform
 from ..settings import Settings
 from ..status import Status
+from . import trust
 from .manifest_list import IMAGE_TYPE, LIST_TYPE, Entry, check_read_back, group, index_document, plain_tags
 
 
@@ -190,6 +191,7 @@ class PushResult:
     duration_s: float = 0.0
     tag_results: list[TagResult] = field(default_factory=list)
     platforms: dict[str, str] = field(default_factory=dict)  # platform -> its variant's digest (manifest lists)
+    signed: dict[str, str] = field(default_factory=dict)  # digest -> "signed" / "present" (signing_key set)
 
 
 def select_tags(item: PlanItem, latest: bool = True) -> list[str]:
@@ -427,7 +429,7 @@ def _summarise(result: PushResult) -> None:
 
 def push(settings: Settings, names: list[str] | None = None, *, registry: str | None = None, latest: bool = True,
          dry_run: bool = False, username: str | None = None, password_file: str | None = None,
-         out: Console | None = None) -> int:
+         out: Console | None = None, passphrase_file: str | None = None) -> int:
     """`inv push`: the named images (or every available one) and the bases they need, to `registry`
     (default factory.registry), on every target platform.
 
@@ -464,14 +466,17 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
 
     if dry_run:
         results = [_would_push(items, repository, tags, as_lists) for items, repository, tags in jobs]
-        out.print(push_table(results, f"Would push to {display_host(target)}{kind} (dry run; nothing pushed)"))
+        signing = ", each digest signed" if settings.signing_key else ""
+        out.print(push_table(results, f"Would push to {display_host(target)}{kind}{signing} (dry run; nothing pushed)"))
         require_verified([item for plan in plans for item in plan], "push")
         return 0
 
     require_verified([item for plan in plans for item in plan], "push")
+    signer = trust.signer_from(settings, passphrase_file)  # opened now: a wrong passphrase pushes nothing
     results: list[PushResult] = []
     out.print(f"Pushing {len(jobs)} image(s){' for ' + ', '.join(map(str, chosen)) if as_lists else ''} to "
-              f"{display_host(target)} as {credentials.describe() if credentials else 'anonymous'}.")
+              f"{display_host(target)} as {credentials.describe() if credentials else 'anonymous'}"
+              + (f", signing with {settings.signing_key} (key id {signer.public.keyid[:16]})." if signer else "."))
     try:
         pusher = connect(api, target, credentials, out)
     except FactoryError:
@@ -486,6 +491,8 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
             continue
         results.append(index_pusher.push_image(items, repository, tags) if as_lists
                        else pusher.push_image(items[0], repository, tags))
+        if signer and results[-1].result in (PUSHED, PRESENT):
+            _sign(pusher, signer, api, items, results[-1])
         if stops_the_run(results[-1]):
             stopped_by = results[-1]
     out.print(push_table(results, f"Pushed to {display_host(target)}{kind}"))
@@ -501,6 +508,19 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
             f"pushed: {', '.join(good) if good else 'none'}; details in {report}",
         )
     return 0
+
+
+def _sign(pusher: Pusher, signer, api, items: list[PlanItem], result: PushResult) -> None:
+    """Sign every digest of a pushed image (trust.py); a failure to sign fails the image's push."""
+    try:
+        for signed in trust.sign_pushed(pusher.client, signer, api, items, result.repository, result.digest,
+                                        result.platforms):
+            result.signed[signed.digest] = signed.signature if signed.signature == signed.attestation else "signed"
+            pusher._say(f"{result.repository}@{signed.digest}: signature {signed.signature}, "
+                        f"attestation {signed.attestation}")
+    except FactoryError as exc:
+        result.result, result.reason = FAILED, pusher.redact(f"signing: {exc.message}")
+        pusher._say(f"[bold red]{escape(result.repository)}: signing failed[/] {escape(result.reason)}", markup=True)
 
 
 def _would_push(items: list[PlanItem], repository: str, tags: list[str], as_list: bool) -> PushResult:

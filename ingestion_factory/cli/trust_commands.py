@@ -1,0 +1,103 @@
+"""`inv keys generate` and `inv verify`: what they print and their exit codes (the work is in workflows/trust.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from ..engine import signing
+from ..engine.daemon import client as engine_client, plan_for
+from ..engine.registry import RegistryClient, is_insecure, read_credentials
+from ..errors import ConfigError, FactoryError
+from ..model import catalog as catalog_mod
+from ..model.names import target_repository
+from ..model.plan import version_tag
+from ..settings import Settings
+from ..workflows import trust
+from .commands import console
+
+DEFAULT_KEY_DIR = "keys"  # under the output directory (build/, which git ignores)
+DOCKER_DEFAULT_INSECURE = {"InsecureRegistryCIDRs": ["127.0.0.0/8"]}  # the daemon's default, without a daemon
+
+
+def keys(settings: Settings, action: str, output: str | None = None, passphrase_file: str | None = None,
+         force: bool = False) -> int:
+    if action != "generate":
+        raise ConfigError(f"unknown keys action {action!r}", "the one action is: inv keys generate")
+    directory = Path(output) if output else settings.output_path / DEFAULT_KEY_DIR
+    private, public = signing.write_key_pair(directory, signing.read_passphrase(passphrase_file), force=force)
+    key = signing.load_public_key(public)
+    console.print(f"Wrote {private} (ECDSA P-256, encrypted; keep it secret) and {public} (key id {key.keyid[:16]}).",
+                  markup=False)
+    console.print("To sign on `inv push` and trust these signatures, put in invoke.yaml:\n"
+                  f"  factory:\n    signing_key: {private}\n    trusted_keys: {public}\n"
+                  f"and give the passphrase in {signing.ENV_PASSPHRASE} (or --passphrase-file).", markup=False)
+    return 0
+
+
+def verify(settings: Settings, target: str, *, registry: str | None = None, as_json: bool = False) -> int:
+    """Check an image's digest, signature, attestation and policy; 0 verified, 1 not, 2 bad input."""
+    keys = trust.trusted_keys(settings)
+    trust.require_keys(keys, "inv verify")
+    platforms = tuple(p.name for p in settings.target_platforms)
+    if trust.looks_like_image(target):
+        ref = trust.parse_reference(target)
+        expect = trust.Expectation(platforms=platforms)
+    else:
+        ref, expect = _connector_reference(settings, target, registry, platforms)
+    client = RegistryClient(ref.registry, read_credentials(ref.registry), insecure=_insecure(ref.registry), timeout=15)
+    verdicts = trust.check_reference(client, ref, keys, expect)
+    if as_json:
+        print(trust.summary_json(verdicts))
+    else:
+        console.print(_table(verdicts))
+    failed = [v for v in verdicts if not v.verified]
+    if failed and not as_json:
+        raise FactoryError(f"not verified: {failed[0].reference}: {failed[0].why()}")
+    return 1 if failed else 0
+
+
+def _connector_reference(settings: Settings, name: str, registry: str | None, platforms):
+    catalog = catalog_mod.discover(settings)
+    [key] = catalog.resolve([name])
+    spec = catalog[key]
+    host = settings.registry if registry is None else registry.strip()
+    repository = target_repository(settings, host, spec.image_name)
+    ref = trust.Reference(host or "docker.io", repository, version_tag(spec, settings), "")
+    return ref, trust.Expectation(platforms=platforms, input_hash=_planned_input_hash(settings, catalog, key),
+                                  image=key)
+
+
+def _planned_input_hash(settings: Settings, catalog, name: str) -> str | None:
+    """The input hash the local plan computes, when this machine can plan (an engine with the parents)."""
+    try:
+        plan, _, _ = plan_for(settings, catalog, [name])
+    except FactoryError:  # no engine here: the deployer's machine need not have one
+        return None
+    return plan.items[name].input_hash
+
+
+def _insecure(registry: str) -> bool:
+    try:
+        config = engine_client().info().get("RegistryConfig")
+    except Exception:  # no engine: assume its defaults
+        config = DOCKER_DEFAULT_INSECURE
+    return is_insecure(registry, config)
+
+
+def _table(verdicts) -> Table:
+    table = Table(title="Verification", title_justify="left")
+    for column in ("image", *(check.value for check in trust.Check)):
+        table.add_column(column, overflow="fold")
+    for verdict in verdicts:
+        cells = {result.check: result for result in verdict.checks}
+        row = [escape(verdict.reference)]
+        for check in trust.Check:
+            result = cells.get(check)
+            row.append("-" if result is None else
+                       (f"[green]ok[/] {escape(result.detail)}" if result.ok else f"[bold red]failed[/] "
+                                                                                  f"{escape(result.detail)}"))
+        table.add_row(*row)
+    return table

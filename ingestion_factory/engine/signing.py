@@ -1,0 +1,162 @@
+"""Keys: ECDSA P-256 key pairs in PEM (the private key encrypted), signing and checking signatures.
+
+All cryptography is the `cryptography` package's; signatures are ECDSA over SHA-256, DER-encoded,
+as cosign makes and checks them with a key file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..files import write_atomically
+
+ENV_PASSPHRASE = "FACTORY_SIGNING_PASSPHRASE"
+PRIVATE_NAME = "factory-signing.key"
+PUBLIC_NAME = "factory-signing.pub"
+MIN_PASSPHRASE = 8
+
+
+def read_passphrase(passphrase_file: str | None = None, environ=None) -> bytes:
+    """The passphrase from --passphrase-file, else FACTORY_SIGNING_PASSPHRASE; never a flag's value."""
+    env = os.environ if environ is None else environ
+    if passphrase_file:
+        try:
+            text = Path(passphrase_file).expanduser().read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the passphrase file {passphrase_file} ({exc.strerror})") from None
+        value = text.rstrip("\r\n")
+        where = f"the passphrase file {passphrase_file}"
+    else:
+        value = env.get(ENV_PASSPHRASE, "")
+        where = ENV_PASSPHRASE
+        if not value:
+            raise ConfigError("the signing key's passphrase is not given",
+                              f"set {ENV_PASSPHRASE}, or pass --passphrase-file FILE")
+    if len(value) < MIN_PASSPHRASE:
+        raise ConfigError(f"{where} holds a passphrase shorter than {MIN_PASSPHRASE} characters")
+    return value.encode()
+
+
+def key_id(public_der: bytes) -> str:
+    """A short stable name for a public key: sha256 of its DER SubjectPublicKeyInfo."""
+    return hashlib.sha256(public_der).hexdigest()
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    key: object = field(repr=False)
+    source: str  # the file it came from, for messages
+    keyid: str
+
+    def verify(self, signature: bytes, data: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        try:
+            self.key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Signer:
+    key: object = field(repr=False)
+    public: PublicKey
+
+    def sign(self, data: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        return self.key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def _public_der(public_key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def generate(passphrase: bytes) -> tuple[bytes, bytes]:
+    """A new P-256 key pair: (encrypted PKCS#8 PEM private key, SubjectPublicKeyInfo PEM public key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    private_pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.BestAvailableEncryption(passphrase))
+    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private_pem, public_pem
+
+
+def write_key_pair(directory: Path, passphrase: bytes, *, force: bool = False) -> tuple[Path, Path]:
+    """Write factory-signing.key (mode 600) and factory-signing.pub into `directory`; never overwrite silently."""
+    private_path, public_path = directory / PRIVATE_NAME, directory / PUBLIC_NAME
+    existing = [str(p) for p in (private_path, public_path) if p.exists()]
+    if existing and not force:
+        raise ConfigError(f"{' and '.join(existing)} already exist(s)", "choose another --output, or --force")
+    private_pem, public_pem = generate(passphrase)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_private(private_path, private_pem)
+    write_atomically(public_path, public_pem)
+    return private_path, public_path
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    """Like write_atomically, but the file is never readable by others, not even for a moment."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as sink:
+        sink.write(content)
+    temporary.replace(path)
+
+
+def load_signer(path: str | Path, passphrase: bytes) -> Signer:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = Path(path).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the signing key {path} ({exc.strerror})",
+                          "set factory.signing_key to the file `inv keys generate` wrote") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"cannot open the signing key {path}: wrong passphrase or not a PEM private key "
+                          f"({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ConfigError(f"the signing key {path} is not an ECDSA P-256 key")
+    public = key.public_key()
+    return Signer(key, PublicKey(public, str(path), key_id(_public_der(public))))
+
+
+def load_public_key(path: str | Path) -> PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = Path(path).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the trusted key {path} ({exc.strerror})",
+                          "factory.trusted_keys lists public key files (PEM)") from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise ConfigError(f"the trusted key {path} is not a PEM public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ConfigError(f"the trusted key {path} is not an ECDSA P-256 public key")
+    return PublicKey(key, str(path), key_id(_public_der(key)))
+
+
+def load_public_keys(paths) -> tuple[PublicKey, ...]:
+    return tuple(load_public_key(path) for path in paths)

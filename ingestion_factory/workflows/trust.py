@@ -1,0 +1,492 @@
+"""Signed provenance in the registry: sign what `inv push` pushed, and check it wherever an image is taken in.
+
+Signing writes, for one manifest digest, cosign's signature (`sha256-<hex>.sig`) and attestation
+(`sha256-<hex>.att`) into the image's repository through the registry's HTTP API. Checking reads them
+back and answers, check by check: is there such a digest, does a trusted key sign it, does a trusted
+key sign an attestation about it, and does the attested record match what the caller expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterable
+
+from .. import __version__
+from ..engine.registry import RegistryClient
+from ..engine.verify import SMOKE_COMMAND
+from ..engine.signing import PublicKey, Signer, load_public_keys, load_signer, read_passphrase
+from ..errors import ConfigError, FactoryError
+from ..model import trust_records as records
+from ..model.plan import (
+    LABEL_FRAMEWORK,
+    LABEL_FRAMEWORK_VERSION,
+    LABEL_INPUTS,
+    LABEL_LOCK,
+    LABEL_PARENT,
+    LABEL_REVISION,
+    SBOM_PATH,
+    PlanItem,
+)
+from ..model.trust_records import RecordError, VerificationRecord
+from ..settings import Settings
+from .sbom import read_files
+
+LABEL_SOURCE = "org.opencontainers.image.source"
+
+
+class Check(str, Enum):
+    """The checks `inv verify` (and --cache-from, with trusted_keys) makes, in order."""
+
+    DIGEST = "digest"
+    SIGNATURE = "signature"
+    ATTESTATION = "attestation"
+    SUBJECT = "subject"
+    POLICY = "policy"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: Check
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reference: str
+    digest: str
+    checks: tuple[CheckResult, ...]
+    record: VerificationRecord | None = None
+    key: str = ""  # the trusted key file that signed it
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def failure(self) -> CheckResult | None:
+        return next((c for c in self.checks if not c.ok), None)
+
+    def why(self) -> str:
+        failed = self.failure
+        return f"{failed.check.value} check failed: {failed.detail}" if failed else "verified"
+
+    def as_dict(self) -> dict:
+        return {"reference": self.reference, "digest": self.digest, "verified": self.verified,
+                "key": self.key, "checks": [{"check": c.check.value, "ok": c.ok, "detail": c.detail}
+                                            for c in self.checks],
+                "record": self.record.as_dict() if self.record else None}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the attested record must say; None: not checked (the caller does not know it)."""
+
+    platforms: tuple[str, ...] | None = None
+    input_hash: str | None = None
+    parent_id: str | None = None
+    image: str | None = None
+
+
+# --- settings -> keys -------------------------------------------------------------------------
+
+
+def signer_from(settings: Settings, passphrase_file: str | None = None) -> Signer | None:
+    """The signing key when `signing_key` is set (opened now, so a wrong passphrase stops before any push)."""
+    if not settings.signing_key:
+        return None
+    return load_signer(settings.root / settings.signing_key, read_passphrase(passphrase_file))
+
+
+def trusted_keys(settings: Settings) -> tuple[PublicKey, ...]:
+    return load_public_keys(settings.root / path for path in settings.trusted_keys)
+
+
+# --- the record of one pushed image -----------------------------------------------------------
+
+
+def builder_id() -> str:
+    return f"urn:ingestion-factory:{__version__}@{socket.gethostname()}"
+
+
+def record_for(item: PlanItem, sbom_digest: str, platform: str | None = None) -> VerificationRecord:
+    """The verification record of a verified, current image (push refuses any other), from its labels."""
+    assert item.current is not None
+    labels = item.current.labels
+    return VerificationRecord(
+        image=item.name, platform=platform or str(item.platform), input_hash=labels.get(LABEL_INPUTS, ""),
+        parent_id=labels.get(LABEL_PARENT, ""), image_id=item.current.id, lock_digest=labels.get(LABEL_LOCK, ""),
+        sbom_digest=sbom_digest, framework=labels.get(LABEL_FRAMEWORK, item.spec.framework.name),
+        framework_version=labels.get(LABEL_FRAMEWORK_VERSION, item.spec.framework.version),
+        source_revision=labels.get(LABEL_REVISION, ""), source_uri=labels.get(LABEL_SOURCE, ""),
+        builder=builder_id(), smoke_command=" ".join(SMOKE_COMMAND),
+        # The version tag push reads is moved only after the smoke test and the SBOM check passed.
+        smoke_result="passed",
+    )
+
+
+def sbom_digest(api, image_id: str) -> str:
+    """sha256 of the SBOM the image carries ("" when it has none)."""
+    raw = read_files(api, image_id, [SBOM_PATH])[SBOM_PATH]
+    return records.sha256_digest(raw) if raw is not None else ""
+
+
+# --- signing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Signed:
+    digest: str
+    signature: str  # "signed" or "present"
+    attestation: str
+
+
+def sign(client: RegistryClient, signer: Signer, repository: str, digest: str,
+         record: VerificationRecord) -> Signed:
+    """Write the signature and the attestation of `repository@digest`; what a trusted copy already has is kept."""
+    outcome = Signed(digest, "present", "present")
+    sig_tag, att_tag = records.signature_tag(digest), records.attestation_tag(digest)
+    earlier = _layers(client, repository, sig_tag)
+    if not any(_signature_ok(client, repository, layer, digest, (signer.public,)) for layer in earlier):
+        payload = records.simple_signing_payload(repository, digest)
+        image = records.signature_image(payload, signer.sign(payload), earlier)
+        _store(client, repository, sig_tag, image)
+        outcome.signature = "signed"
+    earlier = _layers(client, repository, att_tag)
+    if not any(_attested(client, repository, layer, (signer.public,), digest, record) for layer in earlier):
+        statement = records.canonical_json(records.statement(repository, digest, record))
+        signature = signer.sign(records.pae(records.INTOTO_PAYLOAD_TYPE, statement))
+        envelope = records.canonical_json(records.envelope(records.INTOTO_PAYLOAD_TYPE, statement, signature,
+                                                           signer.public.keyid))
+        _store(client, repository, att_tag, records.attestation_image(envelope, earlier=earlier))
+        outcome.attestation = "signed"
+    return outcome
+
+
+def _store(client: RegistryClient, repository: str, tag: str, image: records.SignatureImage) -> None:
+    client.put_blob(repository, image.layer)
+    client.put_blob(repository, image.config)
+    client.put_manifest(repository, tag, image.manifest, records.OCI_MANIFEST)
+
+
+def _layers(client: RegistryClient, repository: str, tag: str) -> list[records.Layer]:
+    """The layers already under a signature tag (none when the tag is absent or not a cosign manifest)."""
+    manifest = client.manifest(repository, tag)
+    if manifest is None:
+        return []
+    try:
+        return records.layers_of(manifest.document)
+    except RecordError:
+        return []
+
+
+def _signature_ok(client, repository: str, layer: records.Layer, digest: str, keys) -> PublicKey | None:
+    if layer.media_type != records.SIMPLE_SIGNING_TYPE:
+        return None
+    try:
+        signature = base64.b64decode(layer.annotations.get(records.SIGNATURE_ANNOTATION, ""), validate=True)
+    except ValueError:
+        return None
+    payload = client.blob(repository, layer.digest)
+    if payload is None:
+        return None
+    key = next((k for k in keys if k.verify(signature, payload)), None)
+    if key is None:
+        return None
+    try:
+        _, signed_digest = records.read_simple_signing(payload)
+    except RecordError:
+        return None
+    return key if signed_digest == digest else None
+
+
+def _attested(client, repository: str, layer: records.Layer, keys, digest: str,
+              record: VerificationRecord) -> bool:
+    """Whether this layer is an attestation by one of `keys` saying exactly `record` about `digest`."""
+    found = _read_attestation(client, repository, layer, keys)
+    return isinstance(found, Found) and found.about(digest) and found.attested.record == record
+
+
+@dataclass(frozen=True)
+class Found:
+    """An attestation a trusted key signed, and that key."""
+
+    attested: records.Attested
+    key: PublicKey
+
+    def about(self, digest: str) -> bool:
+        return digest in [subject_digest for _, subject_digest in self.attested.subjects]
+
+
+def _read_attestation(client, repository: str, layer: records.Layer, keys):
+    """Found, for a layer a trusted key signed; else a string saying why not."""
+    if layer.media_type != records.DSSE_TYPE:
+        return f"layer {layer.digest[:19]} is {layer.media_type}, not a DSSE envelope"
+    data = client.blob(repository, layer.digest)
+    if data is None:
+        return f"the registry has no blob {layer.digest[:19]}"
+    try:
+        envelope = records.read_envelope(data)
+    except RecordError as exc:
+        return str(exc)
+    if envelope.payload_type != records.INTOTO_PAYLOAD_TYPE:
+        return f"envelope payload type is {envelope.payload_type!r}"
+    signed = envelope.signed_bytes
+    key = next((k for k in keys for _, sig in envelope.signatures if k.verify(sig, signed)), None)
+    if key is None:
+        return "the envelope's signature does not verify with any trusted key"
+    try:
+        return Found(records.read_statement(envelope.payload), key)
+    except RecordError as exc:
+        return str(exc)
+
+
+# --- checking -----------------------------------------------------------------------------------
+
+
+def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[PublicKey],
+          expect: Expectation, reference: str = "") -> Verdict:
+    """Every check for one manifest digest, stopping at the first that fails (later ones cannot be trusted)."""
+    keys = tuple(keys)
+    reference = reference or f"{repository}@{digest}"
+    done: list[CheckResult] = []
+
+    def verdict(record=None, key="") -> Verdict:
+        return Verdict(reference, digest, tuple(done), record, key)
+
+    try:
+        manifest = client.manifest(repository, digest)
+    except FactoryError as exc:
+        done.append(CheckResult(Check.DIGEST, False, exc.message))
+        return verdict()
+    if manifest is None or manifest.digest != digest:
+        done.append(CheckResult(Check.DIGEST, False, f"the registry has no {repository}@{digest}"))
+        return verdict()
+    done.append(CheckResult(Check.DIGEST, True, digest))
+
+    try:
+        layers = _layers(client, repository, records.signature_tag(digest))
+        signer = next((key for layer in layers if (key := _signature_ok(client, repository, layer, digest, keys))),
+                      None)
+    except FactoryError as exc:
+        done.append(CheckResult(Check.SIGNATURE, False, exc.message))
+        return verdict()
+    if signer is None:
+        why = (f"no signature ({records.signature_tag(digest)} is absent)" if not layers
+               else f"none of the {len(layers)} signature(s) in {records.signature_tag(digest)} verifies with a "
+                    f"trusted key for this digest")
+        done.append(CheckResult(Check.SIGNATURE, False, why))
+        return verdict()
+    done.append(CheckResult(Check.SIGNATURE, True, f"signed by {signer.source}"))
+
+    try:
+        layers = _layers(client, repository, records.attestation_tag(digest))
+        found = [_read_attestation(client, repository, layer, keys) for layer in layers]
+    except FactoryError as exc:
+        done.append(CheckResult(Check.ATTESTATION, False, exc.message))
+        return verdict(key=signer.source)
+    good = [item for item in found if isinstance(item, Found)]
+    if not good:
+        why = (f"no attestation ({records.attestation_tag(digest)} is absent)" if not layers
+               else "; ".join(str(item) for item in found))
+        done.append(CheckResult(Check.ATTESTATION, False, why))
+        return verdict(key=signer.source)
+    done.append(CheckResult(Check.ATTESTATION, True, f"SLSA provenance signed by {good[-1].key.source}"))
+
+    about = [item for item in good if item.about(digest)]
+    if not about:
+        subjects = ", ".join(d for item in good for _, d in item.attested.subjects)
+        done.append(CheckResult(Check.SUBJECT, False, f"the attestation is about {subjects}, not {digest}"))
+        return verdict(key=signer.source)
+    done.append(CheckResult(Check.SUBJECT, True, digest))
+
+    record = about[-1].attested.record  # the newest one (cosign appends)
+    problem = policy_problem(record, expect)
+    done.append(CheckResult(Check.POLICY, problem is None, problem or _policy_summary(record, expect)))
+    return verdict(record, signer.source)
+
+
+def policy_problem(record: VerificationRecord, expect: Expectation) -> str | None:
+    if record.smoke_result != "passed":
+        return f"the smoke test result is {record.smoke_result!r}"
+    if expect.image and record.image != expect.image:
+        return f"the record is for {record.image}, not {expect.image}"
+    if expect.platforms is not None and record.platform not in expect.platforms:
+        return f"platform {record.platform}, the policy accepts {', '.join(expect.platforms)}"
+    if expect.input_hash and record.input_hash != expect.input_hash:
+        return f"input hash {record.input_hash[:19]}, the plan's is {expect.input_hash[:19]}"
+    if expect.parent_id and record.parent_id != expect.parent_id:
+        return f"parent {record.parent_id[:19]}, the plan's is {expect.parent_id[:19]}"
+    return None
+
+
+def _policy_summary(record: VerificationRecord, expect: Expectation) -> str:
+    checked = ["smoke test passed"]
+    if expect.platforms is not None:
+        checked.append(f"platform {record.platform}")
+    if expect.input_hash:
+        checked.append("input hash matches the plan")
+    if expect.parent_id:
+        checked.append("parent matches the plan")
+    return ", ".join(checked)
+
+
+def summary_json(verdicts: list[Verdict]) -> str:
+    return json.dumps({"verified": all(v.verified for v in verdicts), "images": [v.as_dict() for v in verdicts]},
+                      indent=2)
+
+
+def require_keys(keys: tuple[PublicKey, ...], what: str) -> None:
+    if not keys:
+        raise ConfigError(f"{what} needs trusted keys", "set factory.trusted_keys to a list of public key files "
+                          "(e.g. the factory-signing.pub `inv keys generate` wrote)")
+
+
+
+# --- the hook `inv push` calls --------------------------------------------------------------------
+
+
+def sign_pushed(client: RegistryClient, signer: Signer, api, items: list[PlanItem], repository: str,
+                digest: str, platforms: dict[str, str], sbom_of=None) -> list[Signed]:
+    """Sign what one image's push left in the registry: each platform variant, and the manifest list.
+
+    Single-platform pushes have one digest (`digest`, `platforms` empty). For a manifest list, the list's
+    record is its default variant's with every platform named (a consumer checks each variant's own).
+    """
+    by_platform = {str(item.platform): item for item in items}
+    sbom_of = sbom_of or (lambda image_id: sbom_digest(api, image_id))  # injectable: tests have no engine
+    sboms = {item.current.id: sbom_of(item.current.id) for item in items if item.current}
+    done = []
+    for platform, variant_digest in platforms.items():
+        item = by_platform[platform]
+        done.append(sign(client, signer, repository, variant_digest, record_for(item, sboms[item.current.id])))
+    if digest:
+        item = next((i for i in items if i.platform.is_default), items[0])
+        joined = ",".join(platforms) if platforms else None
+        done.append(sign(client, signer, repository, digest, record_for(item, sboms[item.current.id], joined)))
+    return done
+
+
+# --- `inv verify` --------------------------------------------------------------------------------
+
+REFERENCE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._/:\[\]-]*?)(?::(?P<tag>[\w][\w.-]{0,127}))?"
+                       r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    registry: str  # host[:port]; "docker.io" for Docker Hub
+    repository: str  # as push names it: host/namespace/image, or namespace/image on Docker Hub
+    tag: str
+    digest: str
+
+    @property
+    def reference(self) -> str:
+        return self.digest or self.tag
+
+
+def looks_like_image(text: str) -> bool:
+    return any(mark in text for mark in "/:@")
+
+
+def parse_reference(text: str) -> Reference:
+    """`[host[:port]/]path[:tag][@sha256:...]` -> its parts; ConfigError (bad input) otherwise."""
+    found = REFERENCE.match(text.strip())
+    if not found or "//" in found["name"] or found["name"].endswith("/"):
+        raise ConfigError(f"{text!r} is not an image reference",
+                          "give registry/namespace/image:tag, or an image @sha256:<digest>, or -c NAME")
+    name = found["name"]
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        registry, repository = first, name
+    else:
+        registry, repository = "docker.io", name
+    return Reference(registry, repository, found["tag"] or ("" if found["digest"] else "latest"),
+                     found["digest"] or "")
+
+
+def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expectation) -> list[Verdict]:
+    """Resolve a tag (or take the digest) and check it; a manifest list is checked, then each of its variants."""
+    try:
+        manifest = client.manifest(ref.repository, ref.reference)
+    except FactoryError as exc:
+        return [Verdict(f"{ref.repository}:{ref.reference}", "", (CheckResult(Check.DIGEST, False, exc.message),))]
+    if manifest is None or (ref.digest and manifest.digest != ref.digest):
+        return [Verdict(f"{ref.repository}:{ref.reference}", ref.digest,
+                        (CheckResult(Check.DIGEST, False, f"the registry has no {ref.repository}:{ref.reference}"),))]
+    shown = f"{ref.repository}:{ref.tag}" if ref.tag else ref.repository
+    variants = [entry for entry in (manifest.document or {}).get("manifests") or [] if isinstance(entry, dict)]
+    if not variants:
+        return [check(client, ref.repository, manifest.digest, keys, expect, f"{shown}@{manifest.digest}")]
+    # The list's record names every platform; each variant's record names its own, checked against the policy.
+    verdicts = [check(client, ref.repository, manifest.digest, keys,
+                      Expectation(image=expect.image), f"{shown}@{manifest.digest} (manifest list)")]
+    for entry in variants:
+        platform = entry.get("platform") or {}
+        name = "/".join(part for part in (platform.get("os"), platform.get("architecture"), platform.get("variant"))
+                        if part)
+        wanted = expect.platforms is None or name in expect.platforms
+        verdicts.append(check(client, ref.repository, str(entry.get("digest", "")), keys,
+                              Expectation(platforms=(name,) if wanted else expect.platforms,
+                                          input_hash=expect.input_hash if name == "linux/amd64" else None,
+                                          image=expect.image),
+                              f"{shown}@{entry.get('digest')} ({name})"))
+    return verdicts
+
+
+# --- bundles ----------------------------------------------------------------------------------------
+
+BUNDLE_PAYLOAD_TYPE = "application/vnd.ingestion-factory.bundle.v1+json"  # the envelope's payload: bundle.json
+TRUST_MEMBER = "trust.json"  # the bundle's last member: its signature and the images' attestations
+
+
+def sign_bundle(signer: Signer, manifest_bytes: bytes, attested: list[tuple[str, str, VerificationRecord]]) -> bytes:
+    """trust.json: a DSSE envelope over bundle.json's exact bytes, and one attestation per (repository, image ID,
+    record); in a bundle an image is named by its ID (its config digest), not a registry manifest digest."""
+    def envelope(payload_type: str, payload: bytes) -> dict:
+        return records.envelope(payload_type, payload, signer.sign(records.pae(payload_type, payload)),
+                                signer.public.keyid)
+
+    attestations = [envelope(records.INTOTO_PAYLOAD_TYPE,
+                             records.canonical_json(records.statement(repository, image_id, record)))
+                    for repository, image_id, record in attested]
+    return records.canonical_json({"bundle": envelope(BUNDLE_PAYLOAD_TYPE, manifest_bytes),
+                                   "attestations": attestations})
+
+
+def check_bundle(trust_bytes: bytes | None, manifest_bytes: bytes, image_ids: list[str], keys) -> str | None:
+    """Why a bundle is not trusted (None: signed by a trusted key, every image attested by one)."""
+    if trust_bytes is None:
+        return f"it is not signed (no {TRUST_MEMBER})"
+    try:
+        document = json.loads(trust_bytes)
+        bundle = records.read_envelope(json.dumps(document["bundle"]).encode())
+        attestations = [records.read_envelope(json.dumps(item).encode()) for item in document["attestations"]]
+    except (ValueError, KeyError, TypeError, RecordError) as exc:
+        return f"its {TRUST_MEMBER} is malformed ({exc})"
+    if bundle.payload_type != BUNDLE_PAYLOAD_TYPE or bundle.payload != manifest_bytes:
+        return "its signature is over another bundle.json"
+    if not _signed_by(bundle, keys):
+        return "its signature does not verify with any trusted key"
+    attested_ids = set()
+    for item in attestations:
+        if item.payload_type != records.INTOTO_PAYLOAD_TYPE or not _signed_by(item, keys):
+            return "an image attestation does not verify with any trusted key"
+        try:
+            attested_ids.update(digest for _, digest in records.read_statement(item.payload).subjects)
+        except RecordError as exc:
+            return f"an image attestation is malformed ({exc})"
+    missing = [image_id for image_id in image_ids if image_id not in attested_ids]
+    if missing:
+        return f"no trusted attestation for image {missing[0][:19]}"
+    return None
+
+
+def _signed_by(envelope: records.Envelope, keys) -> PublicKey | None:
+    return next((key for key in keys for _, sig in envelope.signatures if key.verify(sig, envelope.signed_bytes)),
+                None)

@@ -1,0 +1,162 @@
+"""Signed provenance end to end: `inv keys generate`, a signed `inv push` to a real docker-registry,
+`inv verify` of what is there, and the exit code and message when it is tampered with or checked with
+another key. The DataHub base and datahub-sqlite, as in test_push.py."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.registry
+
+PASSPHRASE = "integration-test-passphrase"
+ENV = {"FACTORY_SIGNING_PASSPHRASE": PASSPHRASE}
+SIGNED_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+DSSE_TYPE = "application/vnd.dsse.envelope.v1+json"
+OCI = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture(scope="module")
+def signed(module_project, registries):
+    """Keys generated, the family built and pushed with signing on; returns (project, registry, push report)."""
+    project = module_project
+    project.inv("keys", "generate", "--output", "keys", env=ENV)
+    # trusted_keys as a string (comma-separated), so INVOKE_FACTORY_TRUSTED_KEYS can override it below.
+    (project.root / "invoke.yaml").write_text(
+        "factory:\n  signing_key: keys/factory-signing.key\n  trusted_keys: keys/factory-signing.pub\n")
+    project.inv("build-connectors", "-c", "datahub-sqlite")
+    project.inv("push", "-c", "datahub-sqlite", "--registry", registries.open.host, env=ENV)
+    report = json.loads((project.root / "build" / "reports" / "push-latest.json").read_text())
+    return project, registries.open, report
+
+
+def get(registry, path: str, accept: str = OCI) -> requests.Response:
+    response = requests.get(f"http://{registry.host}/v2/{path}", headers={"Accept": accept}, timeout=10)
+    response.raise_for_status()
+    return response
+
+
+def test_keys_generate_writes_an_encrypted_p256_pair(signed):
+    project, _, _ = signed
+    private = (project.root / "keys" / "factory-signing.key").read_text()
+    assert private.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert (project.root / "keys" / "factory-signing.key").stat().st_mode & 0o777 == 0o600
+    again = project.inv("keys", "generate", "--output", "keys", env=ENV, check=False)
+    assert again.returncode == 2 and "already exist" in again.stderr
+
+
+def test_every_pushed_digest_has_a_signature_and_an_attestation_in_cosigns_layout(signed):
+    project, registry, report = signed
+    assert {image["name"] for image in report["images"]} == {"base-datahub", "datahub-sqlite"}
+    for image in report["images"]:
+        assert image["result"] == "pushed", image
+        digest = image["digest"]
+        assert image["signed"] == {digest: "signed"}
+        path = image["repository"].removeprefix(registry.host + "/")
+        hexdigest = digest.removeprefix("sha256:")
+        sig = get(registry, f"{path}/manifests/sha256-{hexdigest}.sig").json()
+        att = get(registry, f"{path}/manifests/sha256-{hexdigest}.att").json()
+        assert sig["mediaType"] == OCI and sig["layers"][0]["mediaType"] == SIGNED_TYPE
+        assert sig["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"]
+        payload = json.loads(get(registry, f"{path}/blobs/{sig['layers'][0]['digest']}").content)
+        assert payload["critical"]["image"]["docker-manifest-digest"] == digest
+        assert payload["critical"]["identity"]["docker-reference"] == image["repository"]
+        assert att["layers"][0]["mediaType"] == DSSE_TYPE
+        assert att["layers"][0]["annotations"]["predicateType"] == "https://slsa.dev/provenance/v1"
+        envelope = json.loads(get(registry, f"{path}/blobs/{att['layers'][0]['digest']}").content)
+        assert envelope["payloadType"] == "application/vnd.in-toto+json"
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        assert statement["_type"] == "https://in-toto.io/Statement/v1"
+        assert statement["subject"][0]["digest"] == {"sha256": hexdigest}
+        [record] = [b["annotations"] for b in statement["predicate"]["runDetails"]["byproducts"]
+                    if b["name"] == "ingestion-factory-verification"]
+        assert record["smoke_result"] == "passed" and record["platform"] == "linux/amd64"
+        assert record["image_id"] == image["image_id"] and record["input_hash"].startswith("sha256:")
+        assert record["sbom_digest"].startswith("sha256:") and record["lock_digest"].startswith("sha256:")
+
+
+def test_verify_passes_and_a_second_push_signs_nothing_new(signed):
+    project, registry, _ = signed
+    done = project.inv("verify", "-c", "datahub-sqlite", "--registry", registry.host, "--json")
+    result = json.loads(done.stdout)
+    assert result["verified"] is True
+    checks = {c["check"]: c for c in result["images"][0]["checks"]}
+    assert "input hash matches the plan" in checks["policy"]["detail"]
+    by_reference = project.inv("verify", f"{registry.host}/{project.namespace}/ingestion-connector-base-datahub:"
+                               f"{result['images'][0]['record']['framework_version']}")
+    assert by_reference.returncode == 0
+    again = project.inv("push", "-c", "datahub-sqlite", "--registry", registry.host, env=ENV)
+    assert "signature present, attestation present" in again.stdout
+
+
+def test_cache_from_with_trusted_keys_pulls_attested_images_without_smoke_tests_and_builds_untrusted_ones(
+        signed, docker_api, tmp_path):
+    from scratch_project import remove_namespace_images, remove_tags_under
+
+    project, registry, _ = signed
+
+    def empty_engine():
+        remove_tags_under(docker_api, f"{registry.host}/{project.namespace}")
+        remove_namespace_images(docker_api, project.namespace)
+
+    empty_engine()
+    pulled = project.inv("build-connectors", "-c", "datahub-sqlite", "--cache-from", registry.host)
+    for name, image in project.report().items():
+        assert image["result"] == "pulled", (image, pulled.stdout[-3000:])
+        assert "signed and attested: smoke test not re-run" in image["reason"]
+        assert image["smoke_s"] == 0
+    assert "not trusted" not in pulled.stdout
+
+    project.inv("keys", "generate", "--output", str(tmp_path / "other"), env=ENV)
+    empty_engine()
+    built = project.inv("build-connectors", "-c", "datahub-sqlite", "--cache-from", registry.host,
+                        env={"INVOKE_FACTORY_TRUSTED_KEYS": str(tmp_path / "other" / "factory-signing.pub")})
+    assert {image["result"] for image in project.report().values()} == {"built"}
+    cache = json.loads((project.root / "build" / "reports" / "build-latest.json").read_text())["cache"]
+    # One line per untrusted image found, naming why. The base is rebuilt (a new image ID), so the
+    # connector's inputs change and its lookup is a plain miss.
+    assert cache["warnings"] and cache["warnings"][0].startswith("warning: base-datahub: "), cache
+    assert all("is not trusted (signature check failed" in line for line in cache["warnings"])
+    assert "is not trusted" in built.stdout
+
+
+def test_another_key_or_one_changed_byte_of_the_attestation_fails_with_exit_1(signed, tmp_path):
+    """Last in the module: it leaves datahub-sqlite's attestation broken."""
+    project, registry, report = signed
+    project.inv("keys", "generate", "--output", str(tmp_path / "other"), env=ENV)
+    other = project.inv("verify", "-c", "datahub-sqlite", "--registry", registry.host, check=False,
+                        env={"INVOKE_FACTORY_TRUSTED_KEYS": str(tmp_path / "other" / "factory-signing.pub")})
+    assert other.returncode == 1, other.stderr
+    assert "signature check failed" in other.stderr
+
+    # One byte of the attestation changed, stored back as the attestation manifest's layer.
+    image = next(i for i in report["images"] if i["name"] == "datahub-sqlite")
+    path = image["repository"].removeprefix(registry.host + "/")
+    tag = "sha256-" + image["digest"].removeprefix("sha256:") + ".att"
+    manifest = get(registry, f"{path}/manifests/{tag}").json()
+    layer = manifest["layers"][-1]
+    envelope = json.loads(get(registry, f"{path}/blobs/{layer['digest']}").content)
+    statement = bytearray(base64.b64decode(envelope["payload"]))
+    statement[statement.index(b"passed")] = ord("P")
+    envelope["payload"] = base64.b64encode(bytes(statement)).decode()
+    tampered = json.dumps(envelope).encode()
+    digest = "sha256:" + hashlib.sha256(tampered).hexdigest()
+    upload = requests.post(f"http://{registry.host}/v2/{path}/blobs/uploads/", timeout=10)
+    location = upload.headers["Location"]
+    location = location if location.startswith("http") else f"http://{registry.host}{location}"
+    requests.put(location + ("&" if "?" in location else "?") + f"digest={digest}", data=tampered,
+                 timeout=10).raise_for_status()
+    layer["digest"], layer["size"] = digest, len(tampered)
+    requests.put(f"http://{registry.host}/v2/{path}/manifests/{tag}", data=json.dumps(manifest).encode(),
+                 headers={"Content-Type": OCI}, timeout=10).raise_for_status()
+
+    broken = project.inv("verify", "-c", "datahub-sqlite", "--registry", registry.host, check=False)
+    assert broken.returncode == 1
+    assert "attestation check failed" in broken.stderr and "does not verify" in broken.stderr
+    # The other image of the family is untouched and still verifies.
+    assert project.inv("verify", "-c", "base-datahub", "--registry", registry.host, check=False).returncode == 0
+

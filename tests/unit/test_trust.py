@@ -1,0 +1,493 @@
+"""Signed provenance: the documents (PAE, DSSE, Statement, simple signing, cosign's layout), keys,
+signing into a registry and checking it back, and what a tampered or foreign signature gives."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+
+from ingestion_factory.engine import signing
+from ingestion_factory.engine.registry import Manifest
+from ingestion_factory.errors import ConfigError
+from ingestion_factory.model import trust_records as records
+from ingestion_factory.workflows import trust
+from test_builder import engine  # noqa: F401  (a fixture)
+
+DIGEST = "sha256:" + "ab" * 32
+REPO = "127.0.0.1:5000/openmetadata/ingestion-connector-datahub-sqlite"
+PASSPHRASE = b"correct horse battery"
+
+
+def record(**changes) -> records.VerificationRecord:
+    values = dict(image="datahub-sqlite", platform="linux/amd64", input_hash="sha256:" + "11" * 32,
+                  parent_id="sha256:" + "22" * 32, image_id="sha256:" + "33" * 32, lock_digest="sha256:" + "44" * 32,
+                  sbom_digest="sha256:" + "55" * 32, framework="datahub", framework_version="1.2.0",
+                  source_revision="abc123def456", source_uri="https://example.org/factory.git",
+                  builder="urn:ingestion-factory:0.1.0@host", smoke_command="python main.py --check",
+                  smoke_result="passed")
+    values.update(changes)
+    return records.VerificationRecord(**values)
+
+
+# --- documents -----------------------------------------------------------------------------------
+
+
+def test_pae_is_dsse_v1s_encoding():
+    # The DSSE spec's own example: "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body, lengths in bytes.
+    assert records.pae("http://example.com/HelloWorld", b"hello world") == \
+        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    assert records.pae("t", "é".encode()) == b"DSSEv1 1 t 2 \xc3\xa9"
+    assert records.pae("", b"") == b"DSSEv1 0  0 "
+
+
+def test_envelope_round_trip():
+    document = records.envelope(records.INTOTO_PAYLOAD_TYPE, b'{"a":1}', b"\x01\x02", "kid")
+    assert document == {"payloadType": "application/vnd.in-toto+json", "payload": "eyJhIjoxfQ==",
+                        "signatures": [{"keyid": "kid", "sig": "AQI="}]}
+    read = records.read_envelope(json.dumps(document).encode())
+    assert read.payload == b'{"a":1}' and read.signatures == (("kid", b"\x01\x02"),)
+    assert read.signed_bytes == records.pae(records.INTOTO_PAYLOAD_TYPE, b'{"a":1}')
+    for broken in (b"not json", b"{}", b'{"payloadType":"x","payload":"!!","signatures":[]}'):
+        with pytest.raises(records.RecordError):
+            records.read_envelope(broken)
+
+
+def test_simple_signing_payload_is_cosigns():
+    payload = json.loads(records.simple_signing_payload(REPO, DIGEST))
+    assert payload == {"critical": {"identity": {"docker-reference": REPO},
+                                    "image": {"docker-manifest-digest": DIGEST},
+                                    "type": "cosign container image signature"},
+                       "optional": None}
+    assert records.read_simple_signing(records.simple_signing_payload(REPO, DIGEST)) == (REPO, DIGEST)
+    with pytest.raises(records.RecordError):
+        records.read_simple_signing(b'{"critical": {"type": "something else"}}')
+    with pytest.raises(records.RecordError):
+        records.simple_signing_payload(REPO, "sha256:short")
+
+
+def test_tags_are_where_cosign_looks():
+    assert records.signature_tag(DIGEST) == "sha256-" + "ab" * 32 + ".sig"
+    assert records.attestation_tag(DIGEST) == "sha256-" + "ab" * 32 + ".att"
+
+
+def test_statement_is_in_toto_v1_with_slsa_provenance_v1_and_the_record():
+    document = records.statement(REPO, DIGEST, record())
+    assert document["_type"] == "https://in-toto.io/Statement/v1"
+    assert document["subject"] == [{"name": REPO, "digest": {"sha256": "ab" * 32}}]
+    assert document["predicateType"] == "https://slsa.dev/provenance/v1"
+    predicate = document["predicate"]
+    assert set(predicate) == {"buildDefinition", "runDetails"}
+    assert predicate["buildDefinition"]["externalParameters"]["platform"] == "linux/amd64"
+    assert predicate["buildDefinition"]["internalParameters"] == {"inputHash": record().input_hash}
+    assert {"name": "source", "uri": "git+https://example.org/factory.git@abc123def456",
+            "digest": {"gitCommit": "abc123def456"}} in predicate["buildDefinition"]["resolvedDependencies"]
+    assert predicate["runDetails"]["builder"] == {"id": record().builder}
+    attested = records.read_statement(records.canonical_json(document))
+    assert attested.record == record() and attested.subjects == ((REPO, DIGEST),)
+
+
+def test_a_statement_of_another_kind_is_refused():
+    document = records.statement(REPO, DIGEST, record())
+    for change, needle in ((("_type", "https://in-toto.io/Statement/v0.1"), "Statement v1"),
+                           (("predicateType", "https://slsa.dev/provenance/v0.2"), "SLSA Provenance v1")):
+        broken = {**document, change[0]: change[1]}
+        with pytest.raises(records.RecordError, match=needle):
+            records.read_statement(json.dumps(broken).encode())
+    document["predicate"]["runDetails"]["byproducts"] = []
+    with pytest.raises(records.RecordError, match="no ingestion-factory-verification record"):
+        records.read_statement(json.dumps(document).encode())
+
+
+def test_signature_image_is_cosigns_layout():
+    image = records.signature_image(b"payload", b"sig")
+    manifest = json.loads(image.manifest)
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert manifest["config"]["digest"] == records.sha256_digest(image.config)
+    [layer] = manifest["layers"]
+    assert layer == {"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "size": 7,
+                     "digest": records.sha256_digest(b"payload"),
+                     "annotations": {"dev.cosignproject.cosign/signature": base64.b64encode(b"sig").decode()}}
+    config = json.loads(image.config)
+    assert config == {"architecture": "", "created": "0001-01-01T00:00:00Z",
+                      "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "", "config": {},
+                      "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}}
+    attestation = json.loads(records.attestation_image(b"{}").manifest)["layers"][0]
+    assert attestation["mediaType"] == "application/vnd.dsse.envelope.v1+json"
+    assert attestation["annotations"] == {"dev.cosignproject.cosign/signature": "",
+                                          "predicateType": "https://slsa.dev/provenance/v1"}
+
+
+def test_a_new_signature_is_appended_to_the_earlier_ones():
+    first = records.signature_image(b"one", b"s1")
+    earlier = records.layers_of(json.loads(first.manifest))
+    second = json.loads(records.signature_image(b"two", b"s2", earlier).manifest)
+    assert [layer["digest"] for layer in second["layers"]] == [records.sha256_digest(b"one"),
+                                                                records.sha256_digest(b"two")]
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+
+def test_keys_are_p256_pem_and_the_private_key_is_encrypted(tmp_path):
+    private, public = signing.write_key_pair(tmp_path, PASSPHRASE)
+    assert private.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert public.read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
+    assert private.stat().st_mode & 0o777 == 0o600
+    signer = signing.load_signer(private, PASSPHRASE)
+    assert signer.public.keyid == signing.load_public_key(public).keyid
+    signature = signer.sign(b"data")
+    assert signing.load_public_key(public).verify(signature, b"data")
+    assert not signing.load_public_key(public).verify(signature, b"datA")
+    with pytest.raises(ConfigError, match="wrong passphrase"):
+        signing.load_signer(private, b"another passphrase")
+    with pytest.raises(ConfigError, match="already exist"):
+        signing.write_key_pair(tmp_path, PASSPHRASE)
+
+
+def test_the_passphrase_comes_from_a_file_or_the_environment(tmp_path):
+    secret = tmp_path / "pass"
+    secret.write_text("from a file\n")
+    assert signing.read_passphrase(str(secret), environ={}) == b"from a file"
+    assert signing.read_passphrase(None, environ={signing.ENV_PASSPHRASE: "from the env"}) == b"from the env"
+    with pytest.raises(ConfigError, match="passphrase is not given"):
+        signing.read_passphrase(None, environ={})
+    secret.write_text("short")
+    with pytest.raises(ConfigError, match="shorter"):
+        signing.read_passphrase(str(secret), environ={})
+
+
+# --- signing into a registry and checking it back ---------------------------------------------
+
+
+class MemoryRegistry:
+    """Blobs and manifests in memory, addressed like the distribution API."""
+
+    registry = "127.0.0.1:5000"
+
+    def __init__(self):
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, bytes] = {}  # tag or digest -> body
+        self.manifests[DIGEST] = b"the image"
+        self.digests: dict[str, str] = {}  # tag -> digest, where the test says what a tag names
+
+    def manifest(self, repository, reference):
+        body = self.manifests.get(reference)
+        if body is None:
+            return None
+        digest = self.digests.get(reference) or (DIGEST if reference == DIGEST else records.sha256_digest(body))
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        config = (document.get("config") or {}).get("digest") if isinstance(document, dict) else None
+        return Manifest(digest, records.OCI_MANIFEST, config, len(body), document)
+
+    def blob(self, repository, digest):
+        return self.blobs.get(digest)
+
+    def put_blob(self, repository, data):
+        digest = records.sha256_digest(data)
+        self.blobs[digest] = data
+        return digest
+
+    def put_manifest(self, repository, tag, body, media_type):
+        self.manifests[tag] = body
+        return records.sha256_digest(body)
+
+
+@pytest.fixture
+def keys(tmp_path):
+    private, public = signing.write_key_pair(tmp_path / "ours", PASSPHRASE)
+    _, other = signing.write_key_pair(tmp_path / "theirs", PASSPHRASE)
+    return signing.load_signer(private, PASSPHRASE), signing.load_public_key(public), signing.load_public_key(other)
+
+
+EXPECT = trust.Expectation(platforms=("linux/amd64",), input_hash=record().input_hash, parent_id=record().parent_id)
+
+
+def test_signed_and_attested_image_verifies(keys):
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    assert trust.sign(registry, signer, REPO, DIGEST, record()) == trust.Signed(DIGEST, "signed", "signed")
+    assert records.signature_tag(DIGEST) in registry.manifests and records.attestation_tag(DIGEST) in registry.manifests
+    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
+    assert verdict.verified, verdict.why()
+    assert [c.check for c in verdict.checks] == list(trust.Check)
+    assert verdict.record == record()
+    # Signing again adds nothing: the registry already holds a signature and attestation by this key.
+    before = dict(registry.manifests)
+    assert trust.sign(registry, signer, REPO, DIGEST, record()) == trust.Signed(DIGEST, "present", "present")
+    assert registry.manifests == before
+
+
+def test_another_key_does_not_verify(keys):
+    signer, _, other = keys
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, REPO, DIGEST, record())
+    verdict = trust.check(registry, REPO, DIGEST, [other], EXPECT)
+    assert not verdict.verified
+    assert verdict.failure.check == trust.Check.SIGNATURE
+    assert "trusted key" in verdict.why()
+
+
+def test_one_byte_of_the_attestation_changed_fails_the_attestation_check(keys):
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, REPO, DIGEST, record())
+    manifest = json.loads(registry.manifests[records.attestation_tag(DIGEST)])
+    layer = manifest["layers"][0]
+    envelope = json.loads(registry.blobs[layer["digest"]])
+    statement = bytearray(base64.b64decode(envelope["payload"]))
+    statement[statement.index(b"passed")] = ord("P")  # one byte of the attested record
+    envelope["payload"] = base64.b64encode(bytes(statement)).decode()
+    tampered = json.dumps(envelope).encode()
+    registry.blobs[records.sha256_digest(tampered)] = tampered
+    layer["digest"], layer["size"] = records.sha256_digest(tampered), len(tampered)
+    registry.manifests[records.attestation_tag(DIGEST)] = json.dumps(manifest).encode()
+    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
+    assert not verdict.verified
+    assert verdict.failure.check == trust.Check.ATTESTATION
+    assert "does not verify" in verdict.failure.detail
+
+
+def test_a_signature_for_another_digest_does_not_count(keys):
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    other = "sha256:" + "cd" * 32
+    registry.manifests[other] = b"another image"
+    trust.sign(registry, signer, REPO, other, record())
+    # Copy the other image's signature under this digest's tag: signed, but for another manifest.
+    registry.manifests[records.signature_tag(DIGEST)] = registry.manifests[records.signature_tag(other)]
+    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust.Check.SIGNATURE
+    registry.manifests[records.signature_tag(DIGEST)] = b""
+    trust.sign(registry, signer, REPO, DIGEST, record())
+    registry.manifests[records.attestation_tag(DIGEST)] = registry.manifests[records.attestation_tag(other)]
+    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust.Check.SUBJECT
+
+
+@pytest.mark.parametrize("expect, needle", [
+    (trust.Expectation(platforms=("linux/arm64",)), "platform linux/amd64"),
+    (trust.Expectation(input_hash="sha256:" + "99" * 32), "input hash"),
+    (trust.Expectation(parent_id="sha256:" + "99" * 32), "parent"),
+    (trust.Expectation(image="mysql"), "not mysql"),
+])
+def test_a_record_that_does_not_match_the_policy_fails_the_policy_check(keys, expect, needle):
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, REPO, DIGEST, record())
+    verdict = trust.check(registry, REPO, DIGEST, [public], expect)
+    assert verdict.failure.check == trust.Check.POLICY and needle in verdict.failure.detail
+
+
+def test_unsigned_and_missing_images(keys):
+    _, public, _ = keys
+    registry = MemoryRegistry()
+    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust.Check.SIGNATURE and "absent" in verdict.failure.detail
+    verdict = trust.check(registry, REPO, "sha256:" + "ef" * 32, [public], EXPECT)
+    assert verdict.failure.check == trust.Check.DIGEST
+    assert json.loads(trust.summary_json([verdict]))["verified"] is False
+
+
+def test_keyid_is_the_sha256_of_the_public_key(keys):
+    signer, public, _ = keys
+    from cryptography.hazmat.primitives import serialization
+
+    der = public.key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert signer.public.keyid == hashlib.sha256(der).hexdigest()
+
+
+# --- --cache-from with trusted keys ------------------------------------------------------------------
+
+
+def trusted_cache(keys_used, signer=None, signed_record=None):
+    """A RegistryCache over a MemoryRegistry holding one cache image (signed when `signer` is given)."""
+    from dataclasses import dataclass
+
+    from test_cache import FakeDaemon, attrs
+    from ingestion_factory.platforms import DEFAULT
+    from ingestion_factory.workflows.cache import RegistryCache, cache_tag
+
+    @dataclass(frozen=True)
+    class Item:
+        name: str = "datahub-sqlite"
+        image_name: str = "ingestion-connector-datahub-sqlite"
+        platform: object = DEFAULT
+
+        @property
+        def spec(self):
+            return self
+
+    registry = MemoryRegistry()
+    image_id = "sha256:" + "33" * 32
+    body = json.dumps({"config": {"digest": image_id}}).encode()
+    registry.manifests[cache_tag(record().input_hash)] = body
+    registry.digests[cache_tag(record().input_hash)] = DIGEST
+    registry.manifests[DIGEST] = body
+    daemon = FakeDaemon()
+    from ingestion_factory.model.plan import LABEL_NAME
+
+    daemon.served[f"{REPO}@{DIGEST}"] = attrs(image_id, **{"io.ingestion-factory.inputs": record().input_hash,
+                                                          "io.ingestion-factory.parent-id": record().parent_id,
+                                                          LABEL_NAME: "datahub-sqlite"})
+    if signer:
+        trust.sign(registry, signer, REPO, DIGEST, signed_record or record())
+    warnings = []
+    cache = RegistryCache(daemon, registry, lambda name: REPO, warn=warnings.append, keys=tuple(keys_used))
+    return cache, Item(), daemon, warnings
+
+
+
+def test_cache_takes_a_signed_attested_image_as_attested(keys):
+    signer, public, _ = keys
+    cache, item, daemon, warnings = trusted_cache([public], signer)
+    hit = cache.fetch(item, record().input_hash, record().parent_id)
+    assert hit is not None and hit.attested and warnings == []
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("unsigned", "signature check failed"),
+    ("other key", "signature check failed"),
+    ("other inputs", "policy check failed: input hash"),
+])
+def test_cache_builds_an_unsigned_untrusted_or_mismatched_image_with_one_warning(keys, case, needle):
+    signer, public, other = keys
+    if case == "unsigned":
+        cache, item, daemon, warnings = trusted_cache([public])
+    elif case == "other key":
+        cache, item, daemon, warnings = trusted_cache([other], signer)
+    else:
+        cache, item, daemon, warnings = trusted_cache([public], signer,
+                                                      record(input_hash="sha256:" + "99" * 32))
+    assert cache.fetch(item, record().input_hash, record().parent_id) is None
+    assert daemon.pulls == []  # never pulled
+    assert len(warnings) == 1 and needle in warnings[0] and "building it instead" in warnings[0]
+    assert not cache.off_reason
+
+
+def test_an_attested_hit_skips_the_smoke_test_unless_reverify(project, engine):
+    from project_tree import add_connector
+    from test_cache import FakeCache
+    from ingestion_factory import settings as settings_mod
+    from ingestion_factory.model import catalog
+    from ingestion_factory.model.plan import make_plan
+    from ingestion_factory.model.results import BuildStatus
+    from ingestion_factory.workflows.builder import Builder
+    from ingestion_factory.workflows.cache import Hit
+
+    class AttestedCache(FakeCache):
+        def fetch(self, item, input_hash, parent_id):
+            hit = super().fetch(item, input_hash, parent_id)
+            return Hit(hit.image_id, hit.ref, hit.digest, attested=True) if hit else None
+
+    add_connector(project, "a")
+    add_connector(project, "b")
+    engine.unverified = {"a", "b"}  # their smoke tests would fail
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    for name, reverify, expected in (("a", False, BuildStatus.PULLED), ("b", True, BuildStatus.FAILED)):
+        plan = make_plan(catalog.discover(settings), [name], engine, settings)
+        builder = Builder(settings, engine, engine, revision=None, run_build=engine.build,
+                          smoke_test=engine.smoke_test, cache=AttestedCache(engine, {"base", name}),
+                          reverify=reverify)
+        results = {r.name: r for r in builder.run(plan, jobs=1, fail_fast=False)}
+        assert results[name].result == expected, results[name]
+        if not reverify:
+            assert "smoke test not re-run" in results[name].reason
+
+
+# --- bundles -------------------------------------------------------------------------------------------
+
+
+IMAGE_ID = "sha256:" + "33" * 32
+
+
+def test_a_bundle_signature_covers_bundle_json_and_every_image(keys):
+    signer, public, other = keys
+    manifest = b'{"format": "ingestion-factory-bundle/1"}\n'
+    signed = trust.sign_bundle(signer, manifest, [(REPO, IMAGE_ID, record())])
+    assert trust.check_bundle(signed, manifest, [IMAGE_ID], [public]) is None
+    assert "not signed" in trust.check_bundle(None, manifest, [IMAGE_ID], [public])
+    assert "does not verify" in trust.check_bundle(signed, manifest, [IMAGE_ID], [other])
+    assert "another bundle.json" in trust.check_bundle(signed, manifest.replace(b"1", b"2"), [IMAGE_ID], [public])
+    assert "no trusted attestation" in trust.check_bundle(signed, manifest, [IMAGE_ID, DIGEST], [public])
+    assert "malformed" in trust.check_bundle(b"{}", manifest, [IMAGE_ID], [public])
+
+
+def test_unbundle_refuses_an_unsigned_bundle_unless_allowed(keys, tmp_path):
+    from rich.console import Console
+
+    from ingestion_factory import settings as settings_mod
+    from ingestion_factory.workflows import bundle as bundle_mod
+    from test_bundle_manifest import IMAGES, PAYLOAD, QUIET
+
+    signer, public, _ = keys
+    settings = settings_mod.load({**settings_mod.pyproject_defaults(settings_mod.Path.cwd()),
+                                  "trusted_keys": [public.source]}, settings_mod.Path.cwd())
+    ids = [image.image_id for image in IMAGES]
+    signed_path, unsigned_path = tmp_path / "signed.tar", tmp_path / "unsigned.tar"
+    bundle_mod.write_bundle(None, IMAGES, signed_path, QUIET, chunks=iter(PAYLOAD),
+                            sign=lambda text: trust.sign_bundle(signer, text, [(REPO, i, record()) for i in ids]))
+    manifest = bundle_mod.write_bundle(None, IMAGES, unsigned_path, QUIET, chunks=iter(PAYLOAD))
+    bundle_mod.require_trusted(settings, signed_path, manifest, False, QUIET)
+    with pytest.raises(bundle_mod.BundleRefused, match="not signed") as refused:
+        bundle_mod.require_trusted(settings, unsigned_path, manifest, False, QUIET)
+    assert refused.value.exit_code == 2
+    loud = Console(record=True, width=200)
+    bundle_mod.require_trusted(settings, unsigned_path, manifest, True, loud)
+    shown = loud.export_text()
+    assert "WARNING" in shown and "--allow-unsigned" in shown
+
+
+def test_an_independent_dsse_implementation_verifies_our_attestation(keys, tmp_path):
+    """securesystemslib (in-toto's DSSE and key library) checks the envelope `sign` stored: PAE, base64, ECDSA."""
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import SSlibKey
+
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, REPO, DIGEST, record())
+    layer = json.loads(registry.manifests[records.attestation_tag(DIGEST)])["layers"][0]
+    envelope = Envelope.from_dict(json.loads(registry.blobs[layer["digest"]]))
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    pem = (tmp_path / "ours" / "factory-signing.pub").read_bytes()
+    key = SSlibKey.from_crypto(load_pem_public_key(pem), keyid=signer.public.keyid)
+    assert key.scheme == "ecdsa-sha2-nistp256"
+    assert set(envelope.verify([key], 1)) == {signer.public.keyid}
+    assert envelope.pae() == records.pae(records.INTOTO_PAYLOAD_TYPE, envelope.payload)
+
+
+def test_a_multi_platform_push_signs_each_variant_and_the_manifest_list(keys, project):
+    from test_platforms import variants
+
+    signer, public, _ = keys
+    items = variants(project)
+    for item in items:
+        item.current = replace_labels(item.current, {"io.ingestion-factory.inputs": item.input_hash,
+                                                     "io.ingestion-factory.parent-id": "sha256:" + "22" * 32})
+    registry = MemoryRegistry()
+    amd64, arm64, index = ("sha256:" + c * 64 for c in "123")
+    for digest in (amd64, arm64, index):
+        registry.manifests[digest] = b"an image"
+        registry.digests[digest] = digest
+    done = trust.sign_pushed(registry, signer, None, items, REPO, index,
+                             {"linux/amd64": amd64, "linux/arm64": arm64}, sbom_of=lambda image_id: "")
+    assert [s.digest for s in done] == [amd64, arm64, index]
+    for digest, platform in ((amd64, "linux/amd64"), (arm64, "linux/arm64")):
+        verdict = trust.check(registry, REPO, digest, [public], trust.Expectation(platforms=(platform,)))
+        assert verdict.verified, verdict.why()
+        assert verdict.record.platform == platform
+    verdict = trust.check(registry, REPO, index, [public], trust.Expectation())
+    assert verdict.verified and verdict.record.platform == "linux/amd64,linux/arm64"
+
+
+def replace_labels(info, labels):
+    from dataclasses import replace
+
+    return replace(info, labels={**info.labels, **labels})
