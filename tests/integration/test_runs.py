@@ -33,7 +33,9 @@ def project(module_project):
 
 
 def _start_inv(project, *args, env=None):
-    full_env = dict(os.environ, INVOKE_FACTORY_NAMESPACE=project.namespace, PYTHONPATH=str(REPO), **(env or {}))
+    # Unbuffered: the test reads the progress lines as they come, to interrupt mid-build.
+    full_env = dict(os.environ, INVOKE_FACTORY_NAMESPACE=project.namespace, PYTHONPATH=str(REPO),
+                    PYTHONUNBUFFERED="1", **(env or {}))
     # A session of its own, as a shell's job: the signal reaches inv only, never the build it runs.
     return subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=project.root, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

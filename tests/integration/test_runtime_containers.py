@@ -437,7 +437,7 @@ def _json_error_position(text: str) -> str:
 
 def _yaml_error(text: str) -> str:
     try:
-        yaml.safe_load(text)
+        yaml.load(text, Loader=yaml.CSafeLoader)  # the loader the runtime uses (libyaml), so the same words
     except yaml.YAMLError as exc:
         return f"{exc.problem} (line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1})"
     raise AssertionError("the broken YAML parses")

@@ -31,7 +31,7 @@ def test_a_build_that_prints_nothing_ends_at_the_no_output_timeout(tmp_path):
     started = time.monotonic()
     outcome = buildkit._stream(["sh", "-c", "echo downloading; sleep 30"], dict(os.environ), tmp_path / "x.log", None,
                                timeout_s=60, no_output_timeout_s=1)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 25  # generous: a loaded machine must not flake it
     assert outcome.timed_out.cause is Cause.NO_OUTPUT_TIMEOUT
     assert "the no-output timeout fired: nothing printed for 1s" in outcome.timed_out.reason
     assert "the no-output timeout fired" in (tmp_path / "x.log").read_text()
