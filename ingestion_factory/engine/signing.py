@@ -118,16 +118,20 @@ def _write_private(path: Path, content: bytes) -> None:
     temporary.replace(path)
 
 
+def _read_key_file(path: Path, what: str, hint: str) -> bytes:
+    """A key file's bytes; a missing or unreadable one is bad input naming the file and the setting."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} {path} ({exc.strerror})", hint) from None
+
+
 def load_signer(path: str | Path, passphrase: bytes) -> Signer:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     path = Path(path).expanduser()
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the signing key {path} ({exc.strerror})",
-                          "set factory.signing_key to the file `inv keys generate` wrote") from None
+    data = _read_key_file(path, "signing key", "set factory.signing_key to the file `inv keys generate` wrote")
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
     except (ValueError, TypeError) as exc:
@@ -144,11 +148,7 @@ def load_public_key(path: str | Path) -> PublicKey:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     path = Path(path).expanduser()
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the trusted key {path} ({exc.strerror})",
-                          "factory.trusted_keys lists public key files (PEM)") from None
+    data = _read_key_file(path, "trusted key", "factory.trusted_keys lists public key files (PEM)")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
