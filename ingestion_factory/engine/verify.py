@@ -7,6 +7,7 @@ the previous image under that tag untouched.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -45,6 +46,48 @@ def pin(api, image_id: str, repository: str = PIN_REPOSITORY) -> str:
     return ref
 
 
+class _SmokeTests:
+    """The smoke-test containers of this run, so an interrupt ends them instead of waiting them out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._containers: set = set()
+        self.ended: str | None = None
+
+    def add(self, container) -> None:
+        with self._lock:
+            if self.ended:
+                raise SmokeFailed(Diagnosis(Cause.INTERRUPTED, f"not started: {self.ended}"))
+            self._containers.add(container)
+
+    def forget(self, container) -> None:
+        with self._lock:
+            self._containers.discard(container)
+
+    def end_all(self, reason: str) -> None:
+        """No smoke test starts from now on; the running ones are killed (their wait then returns)."""
+        with self._lock:
+            self.ended = reason
+            running = list(self._containers)
+        for container in running:
+            try:
+                container.kill()
+            except Exception:  # already exited, or the engine is gone
+                pass
+
+    def reset(self) -> None:
+        with self._lock:
+            self.ended = None
+
+
+SMOKE_TESTS = _SmokeTests()
+
+
+def end_smoke_tests(reason: str) -> None:
+    """Interrupt: kill every smoke test this process runs, and start none."""
+    SMOKE_TESTS.end_all(reason)
+
+
 def smoke_test(api, image_id: str, command: list[str] | None = None, *,
                timeout_s: float = SMOKE_TIMEOUT_S) -> SmokeResult:
     """Run `python main.py --check` with no network in the image; raise SmokeFailed on failure."""
@@ -53,6 +96,7 @@ def smoke_test(api, image_id: str, command: list[str] | None = None, *,
     start = time.monotonic()
     container = api.containers.create(image_id, command, network_mode="none", detach=True)
     try:
+        SMOKE_TESTS.add(container)
         container.start()
         try:
             status = container.wait(timeout=timeout_s)
@@ -65,11 +109,14 @@ def smoke_test(api, image_id: str, command: list[str] | None = None, *,
                                         command=shown)) from None
         output = container.logs(stdout=True, stderr=True).decode(errors="replace")
     finally:
+        SMOKE_TESTS.forget(container)
         try:
             container.remove(force=True)
         except Exception:  # the engine is gone: the error that matters was raised above
             pass
     result = SmokeResult(int(status.get("StatusCode", 1)), output, time.monotonic() - start)
+    if SMOKE_TESTS.ended:  # killed by the interrupt: not the image's fault
+        raise SmokeFailed(Diagnosis(Cause.INTERRUPTED, f"ended: {SMOKE_TESTS.ended}", command=shown))
     if result.exit_code != 0:
         raise SmokeFailed(read_smoke_output(result.exit_code, output, shown))
     return result

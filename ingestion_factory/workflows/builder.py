@@ -66,12 +66,18 @@ class Silent:
         pass
 
 
+def _end_builds_and_smoke_tests(reason: str) -> None:
+    """An interrupt ends the BuildKit builds and the smoke tests under way, and starts none."""
+    buildkit.end_builds(reason)
+    verify.end_smoke_tests(reason)
+
+
 class Builder:
     def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: BuildProgress | None = None,
                  no_cache: bool = False, run_build: BuildRunner = buildkit.build,
                  smoke_test: SmokeTester | None = None, lock_digests: dict[str, str] | None = None,
                  check_sbom: SbomChecker | None = None, cache=None, reverify: bool = False,
-                 end_builds: Callable[[str], None] = buildkit.end_builds):
+                 end_builds: Callable[[str], None] | None = None):
         self.settings = settings
         self.api = api
         self.store = store
@@ -89,7 +95,7 @@ class Builder:
         # A repository of this run's own: a concurrent run's clean-up cannot untag what this one builds FROM.
         self.pin_repository = f"{verify.PIN_REPOSITORY}-{uuid.uuid4().hex[:8]}"
         self.build_python_id: str | None = None
-        self.end_builds = end_builds
+        self.end_builds = end_builds or _end_builds_and_smoke_tests
         # Set by an interrupt (KeyboardInterrupt, or SIGTERM turned into one): no tag moves after it.
         self.interrupted: BaseException | None = None
         self._tagging = threading.Lock()
@@ -252,17 +258,24 @@ class Builder:
 
     def _verify(self, item: PlanItem, image_id: str) -> tuple[verify.SmokeResult, float]:
         """The smoke test's result, and the seconds the SBOM check took."""
-        self.progress.update(item.name, "smoke test")
         try:
+            self._unless_interrupted()
+            self.progress.update(item.name, "smoke test")
             smoke = self.smoke_test(image_id)
             started = time.monotonic()
             if self.check_sbom is not None:
+                self._unless_interrupted()
                 self.progress.update(item.name, "SBOM check")
                 self.check_sbom(image_id, item.name)
             return smoke, time.monotonic() - started
         except Exception:
             self._discard(image_id)  # never tagged, so nothing else would ever remove it
             raise
+
+    def _unless_interrupted(self) -> None:
+        """No verification step starts after an interrupt: its image would not be tagged anyway."""
+        if self.interrupted:
+            raise buildkit.BuildInterrupted(Diagnosis(Cause.INTERRUPTED, f"interrupted ({self.interrupted_by})"))
 
     def _tag(self, item: PlanItem, image_id: str, parent_id: str, smoke: verify.SmokeResult) -> Result:
         """Only a verified image gets the tags; then its size and what it adds over its parent."""

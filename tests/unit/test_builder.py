@@ -10,7 +10,7 @@ import pytest
 from project_tree import add_connector
 from testkit import OM_VERSION
 from ingestion_factory import settings as settings_mod
-from ingestion_factory.engine import verify
+from ingestion_factory.engine import buildkit, verify
 from ingestion_factory.model import catalog
 from ingestion_factory.model.failures import Cause, Diagnosis, StepFailed
 from ingestion_factory.model.plan import ImageInfo, make_plan
@@ -215,3 +215,49 @@ def test_an_interrupt_moves_no_tag_ends_the_builds_and_keeps_what_was_done(proje
     assert not any("ingestion-connector-a:" in ref for ref in engine.images)  # no tag moved after it
     assert "sha256:" + b"a".hex().ljust(64, "0") not in engine.images  # the untagged image is not left behind
     assert not any(ref.startswith(verify.PIN_REPOSITORY) for ref in engine.images)
+
+
+def test_an_interrupt_during_the_smoke_test_ends_it_and_runs_no_sbom_check(project, engine):
+    """A smoke test under way once ran to its end after Ctrl-C (seconds, up to its timeout), then the SBOM check."""
+    import os
+    import signal
+
+    add_connector(project, "a")
+    ended = threading.Event()
+    sbom_checked = []
+    plain_smoke_test = engine.smoke_test
+
+    def smoke_test(image_id):
+        if engine.names[image_id] == "a":
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            assert ended.wait(10), "the interrupt did not end the running smoke test"
+        return plain_smoke_test(image_id)  # it passes anyway, just after the interrupt
+
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    plan = make_plan(catalog.discover(settings), ["a"], engine, settings)
+    builder = Builder(settings, engine, engine, revision=None, run_build=engine.build, smoke_test=smoke_test,
+                      check_sbom=lambda image_id, name: sbom_checked.append(name),
+                      end_builds=lambda reason: ended.set())
+    results = {r.name: r for r in builder.run(plan, jobs=2, fail_fast=False)}
+    assert (results["a"].result, results["a"].reason) == (NOT_BUILT, "interrupted (SIGINT)")
+    assert sbom_checked == ["base"]  # none for the image whose smoke test the interrupt ended
+    assert not any("ingestion-connector-a:" in ref for ref in engine.images)
+
+
+def test_no_verification_step_starts_after_an_interrupt(project, engine):
+    add_connector(project, "a")
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    plan = make_plan(catalog.discover(settings), ["a"], engine, settings)
+    smoke_tested = []
+    builder = Builder(settings, engine, engine, revision=None, run_build=engine.build,
+                      smoke_test=lambda image_id: smoke_tested.append(image_id))
+    try:
+        builder.interrupt(KeyboardInterrupt())
+        # By default the interrupt ends both the BuildKit builds and the smoke tests of this process.
+        assert buildkit.BUILDS.ended == verify.SMOKE_TESTS.ended == "interrupted (SIGINT)"
+        with pytest.raises(buildkit.BuildInterrupted, match="interrupted \\(SIGINT\\)"):
+            builder._verify(plan.items["a"], "sha256:" + "a" * 64)
+        assert smoke_tested == []
+    finally:
+        buildkit.BUILDS.reset()
+        verify.SMOKE_TESTS.reset()

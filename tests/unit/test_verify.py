@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import threading
 
 import pytest
 import requests
@@ -87,3 +88,49 @@ def test_a_plugin_that_does_not_import_fails_the_smoke_test_by_name():
 def test_a_passing_smoke_test_returns_its_output():
     result = verify.smoke_test(FakeAPI(FakeContainer(status=0, output="ok")), "sha256:x")
     assert (result.exit_code, result.output) == (0, "ok")
+
+
+class BlockingContainer(FakeContainer):
+    """Runs until killed, as `main.py --check` does for seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+
+    def start(self):
+        self.started.set()
+
+    def wait(self, timeout):
+        assert self.stopped.wait(10)
+        return {"StatusCode": 137}
+
+    def kill(self):
+        self.killed = True
+        self.stopped.set()
+
+
+def test_ending_the_smoke_tests_kills_a_running_one_and_starts_no_other():
+    container = BlockingContainer()
+    failures = []
+
+    def smoke():
+        try:
+            verify.smoke_test(FakeAPI(container), "sha256:x")
+        except verify.SmokeFailed as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=smoke)
+    thread.start()
+    try:
+        assert container.started.wait(10)
+        verify.end_smoke_tests("interrupted (SIGINT)")
+        thread.join(10)
+        assert not thread.is_alive() and container.killed and container.removed
+        assert failures[0].diagnosis.cause is Cause.INTERRUPTED  # not blamed on the image
+        later = FakeContainer()
+        with pytest.raises(verify.SmokeFailed, match="not started: interrupted"):
+            verify.smoke_test(FakeAPI(later), "sha256:y")
+        assert later.removed
+    finally:
+        verify.SMOKE_TESTS.reset()
