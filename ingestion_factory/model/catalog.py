@@ -292,7 +292,7 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
     os_packages = tuple(options.get("os_packages", ()))
     build_packages = tuple(options.get("build_packages", ()))
     for package in os_packages + build_packages:
-        if not DEBIAN_PACKAGE_PATTERN.match(package):
+        if not DEBIAN_PACKAGE_PATTERN.fullmatch(package):
             raise ConfigError(f"{where / CONNECTOR_SETTINGS}: {package!r} is not a Debian package name")
     build_args = _checked_build_args(options.get("build_args", {}), reserved, where / CONNECTOR_SETTINGS)
     # Every file of the directory: a connector's own Dockerfile may COPY any of them.

@@ -200,7 +200,7 @@ def test_an_ordinary_build_arg_is_kept(project):
     assert discover(project).images["x"].build_args == (("DRIVER_VERSION", "1.2"),)
 
 
-@pytest.mark.parametrize("package", ["lib odbc", "libpq5;id", "$(id)", "Libpq5", "a", "-y", "libpq5*", "x\ny"])
+@pytest.mark.parametrize("package", ["lib odbc", "libpq5;id", "$(id)", "Libpq5", "a", "-y", "libpq5*", "x\ny", "libpq5\n"])
 def test_os_and_build_packages_must_be_debian_package_names(project, package):
     for key in ("os_packages", "build_packages"):
         add_connector(project, key.replace("_", "-"), "pkg\n", f"{key} = [{json.dumps(package)}]\n")
