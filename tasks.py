@@ -248,7 +248,7 @@ def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False,
     with _one_run(settings, no_wait):
         return push_mod.push(settings, connector or None, registry=registry, latest=latest,
                              dry_run=dry_run, username=username, password_file=password_file,
-                             passphrase_file=passphrase_file)
+                             out=commands.console, passphrase_file=passphrase_file)
 
 
 @task(help={

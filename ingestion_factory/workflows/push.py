@@ -9,7 +9,6 @@ pre-release) are exactly the ones `inv build-*` gives it.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -74,8 +73,6 @@ TRANSIENT_MARKERS = ("connection reset", "connection refused", "connection abort
                      "stream ended", "tls handshake")
 TRANSIENT_STATUS = re.compile(r"\b(5\d\d|429)\b")
 DIGEST_STATUS = re.compile(r"digest: (sha256:[0-9a-f]{64})")
-
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 class PushError(FactoryError):
@@ -429,7 +426,7 @@ def _summarise(result: PushResult) -> None:
 
 def push(settings: Settings, names: list[str] | None = None, *, registry: str | None = None, latest: bool = True,
          dry_run: bool = False, username: str | None = None, password_file: str | None = None,
-         out: Console | None = None, passphrase_file: str | None = None) -> int:
+         out: Console, passphrase_file: str | None = None) -> int:
     """`inv push`: the named images (or every available one) and the bases they need, to `registry`
     (default factory.registry), on every target platform.
 
@@ -437,7 +434,6 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
     Several platforms (or a foreign one): each platform's variant under `<version>-<arch>`, then one
     manifest list per plain tag (see manifest_list.py).
     """
-    out = out or console
     started = time.monotonic()
     chosen = settings.target_platforms
     as_lists = chosen != (DEFAULT_PLATFORM,)
