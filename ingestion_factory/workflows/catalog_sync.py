@@ -120,16 +120,22 @@ def probe(framework: Framework, image: str, api) -> Inventory:
         raise ConfigError(f"framework {framework.name!r} has no source_root",
                           f"set source_root under [tool.ingestion-factory.frameworks.{framework.name}]")
     script = (Path(__file__).parents[1] / "resources" / "inventory_probe.py").read_text()
+    missing = ConfigError(
+        f"the base image {image} is not in the engine",
+        f"inv catalog reads the framework from it: run `inv build-base --framework {framework.name}` first",
+    )
+    # Looked up first: containers.run pulls a missing image (from Docker Hub, for a local name) and fails there.
+    try:
+        api.api.inspect_image(image)
+    except ImageNotFound:
+        raise missing from None
     try:
         output = api.containers.run(
             image, ["python", "-c", script, framework.package, framework.source_layout, framework.source_root],
             entrypoint=[], network_mode="none", remove=True, stdout=True, stderr=False,
         )
-    except ImageNotFound:
-        raise ConfigError(
-            f"the base image {image} is not in the engine",
-            f"inv catalog reads the framework from it: run `inv build-base --framework {framework.name}` first",
-        ) from None
+    except ImageNotFound:  # removed between the look-up and the run
+        raise missing from None
     except ContainerError as exc:
         stderr = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-5:]
         raise FactoryError(f"reading {framework.package} inside {image} failed", "\n".join(stderr)) from None

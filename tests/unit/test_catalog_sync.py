@@ -198,17 +198,43 @@ class FakeContainers:
 
 
 class FakeApi:
-    def __init__(self, outcome):
+    def __init__(self, outcome, present=True):
         self.containers = FakeContainers(outcome)
+        self.present = present
+        self.api = self  # the low-level client, for inspect_image
+
+    def inspect_image(self, image):
+        from docker.errors import ImageNotFound
+
+        if not self.present:
+            raise ImageNotFound(f"No such image: {image}")
+        return {"Id": "sha256:" + "b" * 64}
 
 
-def test_probe_without_the_base_image_says_what_to_build(project):
+class PullingContainers:
+    """docker-py's containers.run: a missing image is pulled, here from Docker Hub, which has no such repository."""
+
+    def run(self, image, command, **kwargs):
+        from docker.errors import NotFound
+
+        raise NotFound(f"pull access denied for {image.rpartition(':')[0]}, repository does not exist")
+
+
+def test_probe_without_the_base_image_says_what_to_build_and_pulls_nothing(project):
+    framework = load_settings(project).framework_named("datahub")
+    api = FakeApi(None, present=False)
+    api.containers = PullingContainers()  # reached only if the probe ran the missing image
+    with pytest.raises(ConfigError, match="is not in the engine") as raised:
+        catalog_sync.probe(framework, "x/ingestion-connector-base-datahub:1", api)
+    assert "inv build-base --framework datahub" in raised.value.hint
+
+
+def test_probe_of_a_base_removed_after_the_look_up_says_what_to_build(project):
     from docker.errors import ImageNotFound
 
     framework = load_settings(project).framework_named("datahub")
-    with pytest.raises(ConfigError, match="is not in the engine") as raised:
+    with pytest.raises(ConfigError, match="is not in the engine"):
         catalog_sync.probe(framework, "x/ingestion-connector-base-datahub:1", FakeApi(ImageNotFound("gone")))
-    assert "inv build-base --framework datahub" in raised.value.hint
 
 
 def test_probe_reads_the_inventory_json(project):

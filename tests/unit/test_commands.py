@@ -10,7 +10,7 @@ from invoke import Exit
 from rich.console import Console
 
 import tasks
-from fake_docker import FakeDockerApi, built_images, fake_engine
+from fake_docker import FakeDockerApi, built_images, engine_attrs, fake_engine
 from project_tree import add_connector
 from test_lock import INDEX, FakeUv
 from testkit import OM_VERSION
@@ -19,6 +19,7 @@ from ingestion_factory.cli import commands
 from ingestion_factory.errors import ConfigError, FactoryError
 from ingestion_factory.model import catalog as catalog_mod
 from ingestion_factory.model import catalog_table
+from ingestion_factory.model import plan as plan_mod
 from ingestion_factory.model.shard import shard_of
 from ingestion_factory.workflows import bundle as bundle_mod
 from ingestion_factory.workflows import lock as lock_mod
@@ -123,12 +124,18 @@ def om_inventory(settings, sources):
                          "plugin_module": f"metadata.ingestion.source.database.{name}.metadata"} for name in sources]}
 
 
+def om_base(settings) -> dict:
+    """An engine holding the OpenMetadata base the catalog's probe reads."""
+    ref = plan_mod.image_ref(catalog_mod.discover(settings).base_for("openmetadata"), settings)
+    return {ref: engine_attrs("sha256:" + "b" * 64, {}, [ref])}
+
+
 def test_catalog_check_exits_1_on_drift_and_0_once_synced(project):
     page = project / catalog_table.PAGE
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(f"# Connectors\n\n{catalog_table.START}\n{catalog_table.END}\n")
     settings, _ = load(project)
-    api = FakeDockerApi(inventory=om_inventory(settings, ["mysql", "oracle"]))
+    api = FakeDockerApi(om_base(settings), inventory=om_inventory(settings, ["mysql", "oracle"]))
     with pytest.raises(FactoryError) as drift:
         commands.catalog(settings, ["openmetadata"], check=True, engine=fake_engine(api))
     assert drift.value.message == ("3 item(s) differ from what the frameworks say: mysql, oracle, "
@@ -140,7 +147,7 @@ def test_catalog_check_exits_1_on_drift_and_0_once_synced(project):
     assert (project / "images/connectors/mysql/requirements.txt").is_file()
     assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=fake_engine(api)) == 0
 
-    drifted = FakeDockerApi(inventory=om_inventory(settings, ["mysql", "oracle", "db2"]))
+    drifted = FakeDockerApi(om_base(settings), inventory=om_inventory(settings, ["mysql", "oracle", "db2"]))
     assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=fake_engine(drifted)) == 1
 
 
