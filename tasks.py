@@ -278,19 +278,22 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
     "cache": "Measure --cache-from instead: pull + verify of the -c images (default datahub-sqlite) and their "
              "parents from a throwaway registry, next to building them from scratch (cold: empty BuildKit "
              "cache; --no-cold: --no-cache). With --catalog: every available connector (needs an engine without "
-             "other copies of the catalog, or their layers are not downloaded).",
+             "other copies of the catalog, or their layers are not downloaded). With signing_key and trusted_keys "
+             "set, the pull is measured without and with the trust policy.",
+    "scratch": "With --cache: also build the images from scratch to compare (--no-scratch leaves it out).",
     "arm64": "Measure arm64 builds instead: the DataHub base and a connector (default datahub-sqlite), "
              "cross-installed versus installed under QEMU, each smoke-tested (needs QEMU; slow).",
 }, iterable=["connector"])
 @reports_errors
-def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, cache=False, arm64=False):
+def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, cache=False, arm64=False,
+          scratch=True):
     """Measure build speed, image size, start-up and push cost next to the seed's way."""
     from benchmarks import bench as bench_mod
 
     settings = _settings(c)
     target = Path(output) if output else settings.output_path / "reports" / "bench-latest.json"
     bench_mod.run(settings, connector or None, cold=cold, push=push, output=target, console=commands.console,
-                  catalog=catalog, cache=cache, arm64=arm64)
+                  catalog=catalog, cache=cache, arm64=arm64, scratch=scratch)
 
 
 @task(help={

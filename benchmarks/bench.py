@@ -68,7 +68,8 @@ class Bench:
 
 
 def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: bool, output: Path,
-        console: Console, catalog: bool = False, cache: bool = False, arm64: bool = False) -> Path:
+        console: Console, catalog: bool = False, cache: bool = False, arm64: bool = False,
+        scratch: bool = True) -> Path:
     """Run every measurement (or, with catalog, the whole-catalog ones); returns the path of the JSON report."""
     from ingestion_factory.engine.daemon import client
 
@@ -79,7 +80,7 @@ def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: b
             connectors = [spec.name for spec in catalog_mod.discover(cache_settings).available_connectors]
         bench = Bench(cache_settings, list(connectors or CACHE_CONNECTORS), console)
         catalog_mod.discover(cache_settings).resolve(bench.connectors)
-        measure_cache(bench, api, cold=cold)
+        measure_cache(bench, api, cold=cold, scratch=scratch)
         return write(bench, output)
     bench_settings = settings.with_overrides(namespace=BENCH_NAMESPACE, registry="")
     if arm64:
@@ -740,54 +741,77 @@ def _bytes_sent(events, target: str) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------- 7. the registry as cache
-def measure_cache(bench: Bench, api, *, cold: bool) -> None:
+def measure_cache(bench: Bench, api, *, cold: bool, scratch: bool = True) -> None:
     """--cache-from (pull + verify + tag) next to building the same images from scratch, in one run.
 
     Both start from an engine without the images; "from scratch" is an empty BuildKit cache (cold: also
     emptied before the pull, so every layer is downloaded), or with --no-cold a build that reuses no
     layers (`--no-cache`; uv's download cache stays warm, and the pull may find layers the build cache holds).
+    With signing_key and trusted_keys set, the push signs and the pull is measured twice in the same run:
+    without the trust policy (every smoke test re-run) and with it (attested images skip their smoke test).
+    scratch=False leaves out the build from scratch (the slowest part with the whole catalog).
     """
     from ingestion_factory.workflows import push as push_mod
 
     settings = bench.settings
     names = bench.connectors
+    trusted = bool(settings.signing_key and settings.trusted_keys)
     registry_binary = shutil.which("docker-registry")
     if not registry_binary:
         raise FactoryError("inv bench --cache needs docker-registry", "apt-get install docker-registry")
     bench.console.print(f"[bold]7. The registry as the build cache[/] ({', '.join(names)} and their parents, "
-                        f"namespace {settings.namespace})")
+                        f"namespace {settings.namespace}{', signed and trusted' if trusted else ''})")
     commands.build(settings, names)  # the images to publish, verified
+    pulls: dict[str, tuple[float, dict]] = {}
     with _local_registry(registry_binary) as (address, _storage):
+        started = time.monotonic()
         push_mod.push(settings, names, registry=address, out=Console(quiet=True))
+        push_s = time.monotonic() - started
+        ways = {"untrusted": settings.with_overrides(trusted_keys=()), "trusted": settings} if trusted \
+            else {"pull": settings}
+        for way, pull_settings in ways.items():
+            _empty(api, settings.namespace, address)
+            if cold:  # layers only the build cache still holds would make the pull look cheaper than it is
+                prune_build_cache()
+            started = time.monotonic()
+            commands.build(pull_settings.with_overrides(cache_from=address), names)
+            pulls[way] = (time.monotonic() - started, _last_report(settings))
+    for way, (_seconds, report) in pulls.items():
+        not_pulled = [name for name, image in report.items() if image["result"] != "pulled"]
+        if not_pulled:
+            raise FactoryError(f"--cache-from ({way}) built instead of pulling: {', '.join(not_pulled)}")
+    pulled_s, report = pulls["trusted" if trusted else "pull"]
+    built_s, built = None, {}
+    if scratch:
         _empty(api, settings.namespace, address)
-        if cold:  # layers only the build cache still holds would make the pull look cheaper than it is
+        if cold:
             prune_build_cache()
         started = time.monotonic()
-        commands.build(settings.with_overrides(cache_from=address), names)
-        pulled_s = time.monotonic() - started
-        report = _last_report(settings)
-    not_pulled = [name for name, image in report.items() if image["result"] != "pulled"]
-    if not_pulled:
-        raise FactoryError(f"--cache-from built instead of pulling: {', '.join(not_pulled)}")
-    _empty(api, settings.namespace, address)
-    if cold:
-        prune_build_cache()
-    started = time.monotonic()
-    commands.build(settings, names, no_cache=not cold)
-    built_s = time.monotonic() - started
-    built = _last_report(settings)
+        commands.build(settings, names, no_cache=not cold)
+        built_s = time.monotonic() - started
+        built = _last_report(settings)
     bench.raw["cache"] = {
-        "images": sorted(report), "cold": cold, "pull_verify_s": round(pulled_s, 1), "build_s": round(built_s, 1),
-        # With signing_key and trusted_keys set, the push signs and the pull skips attested smoke tests (trust.py).
-        "trusted": bool(settings.signing_key and settings.trusted_keys),
+        "images": sorted(report), "cold": cold, "push_s": round(push_s, 1), "trusted": trusted,
+        "pull_verify_s": round(pulled_s, 1), "build_s": round(built_s, 1) if built_s is not None else None,
+        "pull_verify_untrusted_s": round(pulls["untrusted"][0], 1) if trusted else None,
         "per_image": {name: {"pulled_s": report[name]["duration_s"], "smoke_s": report[name]["smoke_s"],
-                             "pulled": report[name]["reason"], "built_s": built[name]["duration_s"]}
+                             "pulled": report[name]["reason"],
+                             "built_s": built[name]["duration_s"] if built else None}
                       for name in report},
     }
-    scratch = "empty build cache" if cold else "no layer cache (--no-cache), warm downloads"
-    bench.add(Figure(f"--cache-from: pull + verify + tag {len(report)} images", f"{pulled_s:.1f}s",
-                     f"building them from scratch ({scratch}) {built_s:.1f}s", "faster than building",
-                     pulled_s < built_s, f"x{built_s / pulled_s:.1f}"))
+    bench.add(Figure(f"push {len(report)} images to a local registry{' (signed)' if trusted else ''}",
+                     f"{push_s:.1f}s", "", "", None))
+    if trusted:
+        untrusted_s = pulls["untrusted"][0]
+        bench.add(Figure(f"--cache-from with trusted_keys: pull + verify + tag {len(report)} images "
+                         "(attested: no smoke test)", f"{pulled_s:.1f}s",
+                         f"without trusted_keys (every smoke test re-run) {untrusted_s:.1f}s", "x2",
+                         untrusted_s >= 2 * pulled_s, f"x{untrusted_s / pulled_s:.1f}"))
+    if built_s is not None:
+        scratch_way = "empty build cache" if cold else "no layer cache (--no-cache), warm downloads"
+        bench.add(Figure(f"--cache-from: pull + verify + tag {len(report)} images", f"{pulled_s:.1f}s",
+                         f"building them from scratch ({scratch_way}) {built_s:.1f}s", "faster than building",
+                         pulled_s < built_s, f"x{built_s / pulled_s:.1f}"))
 
 
 def _empty(api, namespace: str, registry: str) -> None:

@@ -200,7 +200,7 @@ def test_an_interrupt_moves_no_tag_ends_the_builds_and_keeps_what_was_done(proje
     def build(request, on_progress=None):
         if Path(request.log_path).stem == "a":
             threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C while this build runs
-            assert ended.wait(10), "the interrupt did not end the running build"
+            assert ended.wait(60), "the interrupt did not end the running build"  # generous: CI machines are loaded
         return plain_build(request, on_progress)  # it finishes anyway, just after the interrupt
 
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
