@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping
 from urllib.parse import quote
 
 # jsonschema checks the schema's "iri-reference" URLs with rfc3987-syntax, an Earley parser: 2.4 s to
@@ -25,7 +26,7 @@ sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
 
 from cyclonedx.schema import SchemaVersion  # noqa: E402
 from cyclonedx.validation.json import JsonStrictValidator  # noqa: E402
-from jsonschema import Draft7Validator  # noqa: E402
+from jsonschema import Draft7Validator, _keywords  # noqa: E402
 from packageurl import PackageURL  # noqa: E402
 from rfc3986_validator import validate_rfc3986  # noqa: E402
 
@@ -40,6 +41,35 @@ def is_iri_reference(instance: object) -> bool:
         return True
     as_uri = "".join(char if char.isascii() else quote(char) for char in instance)
     return bool(validate_rfc3986(as_uri, rule="URI_reference"))
+
+
+def _comparable(value: object) -> object:
+    """A hashable stand-in that is equal exactly when jsonschema's `equal` says the values are (True is
+    not 1, 1 is 1.0, key order does not count)."""
+    if isinstance(value, str):
+        return ("s", value)
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, Mapping):
+        return ("m", frozenset((key, _comparable(item)) for key, item in value.items()))
+    if isinstance(value, list):
+        return ("l", tuple(_comparable(item) for item in value))
+    return ("v", value)  # numbers and null
+
+
+def unique(container: list) -> bool:
+    """uniqueItems in one pass: jsonschema compares objects pair by pair (about 0.7 million comparisons,
+    1.6 s, for an image's components and dependencies)."""
+    seen = set()
+    for item in container:
+        key = _comparable(item)
+        if key in seen:
+            return False
+        seen.add(key)
+    return True
+
+
+_keywords.uniq = unique  # read by the uniqueItems keyword at each call; the generator's lock pins jsonschema
 
 
 def python_bom(python: str) -> dict:

@@ -95,6 +95,7 @@ class Builder:
         # A repository of this run's own: a concurrent run's clean-up cannot untag what this one builds FROM.
         self.pin_repository = f"{verify.PIN_REPOSITORY}-{uuid.uuid4().hex[:8]}"
         self.build_python_id: str | None = None
+        self.python_id: str | None = None
         self.end_builds = end_builds or _end_builds_and_smoke_tests
         # Set by an interrupt (KeyboardInterrupt, or SIGTERM turned into one): no tag moves after it.
         self.interrupted: BaseException | None = None
@@ -104,6 +105,7 @@ class Builder:
         """A result for every image of the plan, in the plan's order."""
         results: dict[str, Result] = {}
         self.build_python_id = plan.build_python_id  # cross-installs run in it (foreign platforms only)
+        self.python_id = plan.python_id  # connectors build their uv stage FROM it, as the base does
         try:
             self._schedule(plan, results, jobs=jobs, fail_fast=fail_fast)
         finally:
@@ -125,10 +127,12 @@ class Builder:
         self.end_builds(f"interrupted ({self.interrupted_by})")
 
     def _schedule(self, plan: Plan, results: dict[str, Result], *, jobs: int, fail_fast: bool) -> None:
-        """Start an image once its parent has a result, at most `jobs` at a time.
+        """Start an image once its parent is built, at most `jobs` at a time.
 
-        Builds wait here rather than in the pool, so --fail-fast can still hold them back.
-        plan.order has parents first, so with nothing running the first pending image can start.
+        A child's build starts while its parent's smoke test runs; it is tagged only once its parent has
+        a result, and discarded if the parent failed. Builds wait here rather than in the pool, so
+        --fail-fast can still hold them back. plan.order has parents first, so with nothing running the
+        first pending image can start.
         """
         pending = list(plan.order)
         running: dict[Future, str] = {}
@@ -143,11 +147,18 @@ class Builder:
     def _loop(self, plan: Plan, results: dict[str, Result], pool, pending: list[str], running: dict[Future, str],
               jobs: int, fail_fast: bool) -> None:
         stopping = False
+        built: dict[str, Future] = {}  # name -> its new image's ID once built, before it is verified (None: none)
+        finishing: dict[str, Future] = {}  # name -> its whole build (its Result)
         while pending or running:
-            unresolved = plan.items.keys() - results.keys()
-            for name in [n for n in pending if plan.items[n].spec.parent not in unresolved]:
+            for name in list(pending):
                 item = plan.items[name]
-                parent = results.get(item.spec.parent)
+                parent_name = item.spec.parent
+                parent = results.get(parent_name)
+                early = parent is None and parent_name in plan.items  # the parent has no result yet
+                if early and not (item.needs_build and item.state != BLOCKED and not stopping
+                                  and built.get(parent_name) and built[parent_name].done()
+                                  and built[parent_name].result()):
+                    continue  # only a build starts before its parent's result, and only once that parent is built
                 if parent and parent.result.failed:
                     results[name] = self._not_built(item, f"parent {parent.name} was not built")
                 elif item.state == BLOCKED:  # never "kept": it has no image to keep
@@ -157,14 +168,20 @@ class Builder:
                 elif stopping:
                     results[name] = self._not_built(item, "stopped by --fail-fast")
                 elif len(running) < jobs:
-                    running[pool.submit(self._build_one, item, self._parent_id(plan, item, results))] = name
+                    parent_id = built[parent_name].result() if early else self._parent_id(plan, item, results)
+                    built[name] = Future()
+                    future = pool.submit(self._build_one, item, parent_id, built[name],
+                                         (parent_name, finishing[parent_name]) if early else None)
+                    finishing[name] = future
+                    running[future] = name
                 else:
                     self.progress.update(name, "queued", announce=False)
                     continue
                 pending.remove(name)
             if running:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
+                building = [future for future in built.values() if not future.done()]
+                finished, _ = wait([*running, *building], return_when=FIRST_COMPLETED)
+                for future in [future for future in finished if future in running]:
                     result = results[running.pop(future)] = future.result()
                     stopping = stopping or (fail_fast and result.result.failed)
 
@@ -193,21 +210,30 @@ class Builder:
         return self._finish(Result(item.name, item.ref, BuildStatus.UP_TO_DATE, item.reason, image_id=current.id,
                                    size=current.size, tags=tuple(item.tags)))
 
-    def _build_one(self, item: PlanItem, parent_id: str) -> Result:
-        """build -> verify -> tag. Never raises: a failure becomes a FAILED result naming its cause."""
+    def _build_one(self, item: PlanItem, parent_id: str, built: Future,
+                   parent_run: tuple[str, Future] | None = None) -> Result:
+        """build -> verify -> tag. Never raises: a failure becomes a FAILED result naming its cause.
+
+        `built` gets the new image's ID as soon as it exists (None if there is none), so its children can
+        start building; `parent_run` is a parent still being verified (its name and whole run): this image
+        is tagged only if that parent is.
+        """
         started = time.monotonic()
         log_path = self.settings.output_path / "logs" / f"{item.name}.log"
         try:
             hit = self._pull(item, parent_id)
             image_id = hit.image_id if hit else self._build(item, parent_id, log_path)
-            built = time.monotonic()
+            built.set_result(image_id)
+            built_at = time.monotonic()
             attested = bool(hit and hit.attested and not self.reverify)
             # A trusted attestation says this image passed its smoke test and SBOM check: not run again.
             smoke, sbom_check_s = (verify.SmokeResult(0, "attested", 0.0), 0.0) if attested \
                 else self._verify(item, image_id)
+            if parent_run and not self._parent_passed(item, image_id, *parent_run):
+                return self._not_built(item, f"parent {parent_run[0]} was not built")
             tagging = time.monotonic()
             result = self._tag(item, image_id, parent_id, smoke)
-            result = replace(result, build_s=round(built - started, 1), sbom_check_s=round(sbom_check_s, 1),
+            result = replace(result, build_s=round(built_at - started, 1), sbom_check_s=round(sbom_check_s, 1),
                              tag_s=round(time.monotonic() - tagging, 1))
             if hit:
                 self.cache.release(hit)
@@ -222,7 +248,19 @@ class Builder:
             failure = diagnose(exc)
             result = Result(item.name, item.ref, BuildStatus.FAILED, failure.reason, cause=failure.cause.value,
                             log=str(log_path), details=failure.details)
+        finally:
+            if not built.done():  # no image: its children are not started (they get the parent's failure)
+                built.set_result(None)
         return self._finish(replace(result, duration_s=round(time.monotonic() - started, 1)))
+
+    def _parent_passed(self, item: PlanItem, image_id: str, parent: str, parent_run: Future) -> bool:
+        """Wait for the parent's verification; an image built on a parent that failed it is discarded."""
+        if not parent_run.done():
+            self.progress.update(item.name, f"waiting for {parent}")
+        if parent_run.result().result.failed:
+            self._discard(image_id)
+            return False
+        return True
 
     def _build(self, item: PlanItem, parent_id: str, log_path) -> str:
         spec = item.spec
@@ -325,6 +363,8 @@ class Builder:
         else:
             args = {
                 "PARENT_IMAGE": parent_ref,
+                # The same uv and SBOM-tool stages as the base's (BuildKit builds them once for all images).
+                **({"PYTHON_IMAGE": self._pin(self.python_id)} if self.python_id else {}),
                 "OS_PACKAGES": " ".join(spec.os_packages),
                 "BUILD_PACKAGES": " ".join(spec.build_packages),
                 "CONNECTOR_SOURCE": spec.source,

@@ -261,3 +261,45 @@ def test_no_verification_step_starts_after_an_interrupt(project, engine):
     finally:
         buildkit.BUILDS.reset()
         verify.SMOKE_TESTS.reset()
+
+
+def _smoke_test_waiting_for(engine, parent: str, child: str):
+    """The parent's smoke test ends only once the child's build has started (or after 10 s)."""
+    started = threading.Event()
+    plain_build, plain_smoke = engine.build, engine.smoke_test
+
+    def build(request, on_progress=None):
+        if Path(request.log_path).stem == child:
+            started.set()
+        return plain_build(request, on_progress)
+
+    def smoke_test(image_id):
+        if engine.names[image_id] == parent:
+            started.wait(10)
+        return plain_smoke(image_id)
+
+    engine.build, engine.smoke_test = build, smoke_test
+    return started
+
+
+def test_a_child_builds_while_its_parent_is_smoke_tested(project, engine):
+    add_connector(project, "a")
+    started = _smoke_test_waiting_for(engine, "base", "a")
+    results = run(project, engine, ["a"])
+    assert started.is_set()
+    assert results["base"].result == BUILT and results["a"].result == BUILT
+    assert results["a"].image_id in {info.id for ref, info in engine.images.items() if "ingestion-connector-a:" in ref}
+
+
+def test_a_parent_failing_its_smoke_test_discards_the_child_built_meanwhile(project, engine):
+    add_connector(project, "a")
+    add_connector(project, "grandchild", "x\n", 'parent = "a"\n')
+    started = _smoke_test_waiting_for(engine, "base", "a")
+    engine.unverified = {"base"}
+    results = run(project, engine, ["grandchild"], jobs=3)
+    assert started.is_set()
+    assert results["base"].result == FAILED
+    assert (results["a"].result, results["a"].reason) == (NOT_BUILT, "parent base was not built")
+    assert results["grandchild"].result == NOT_BUILT and "parent a" in results["grandchild"].reason
+    assert "sha256:" + b"a".hex().ljust(64, "0") not in engine.images  # built, never tagged, not left behind
+    assert not any("ingestion-connector-" in ref for ref in engine.images)
