@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Generic, Iterator, TypeVar
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -43,3 +43,42 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+Step = TypeVar("Step")
+
+
+class Running(Generic[Step]):
+    """The steps of one kind this process runs (build processes, smoke-test containers), so an interrupt
+    ends every one of them and starts none after it."""
+
+    def __init__(self, end_one: Callable[[Step], None], refused: Callable[[str], BaseException]) -> None:
+        self._end_one = end_one  # ends one step; must not raise
+        self._refused = refused  # the error a step that may not start raises
+        self._lock = threading.Lock()
+        self._steps: set = set()
+        self.ended: str | None = None
+
+    def start(self, make: Callable[[], Step]) -> Step:
+        """Make the step and keep it, under the lock: none can start between an end_all and its check."""
+        with self._lock:
+            if self.ended:
+                raise self._refused(f"not started: {self.ended}")
+            step = make()
+            self._steps.add(step)
+            return step
+
+    def forget(self, step: Step) -> None:
+        with self._lock:
+            self._steps.discard(step)
+
+    def end_all(self, reason: str) -> None:
+        with self._lock:
+            self.ended = reason
+            running = list(self._steps)
+        for step in running:
+            self._end_one(step)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.ended = None

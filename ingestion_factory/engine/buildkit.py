@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
+from .. import interrupts
 from ..errors import DockerUnavailable
 from ..model.failures import Cause, Diagnosis, StepFailed, read_build_log
 
@@ -121,45 +122,6 @@ class BuildInterrupted(StepFailed):
 END_GRACE_S = 10.0
 
 
-class _Builds:
-    """The docker build processes of this run, so an interrupt can end every one of them.
-
-    Each runs in a session of its own: a Ctrl-C at the terminal reaches only the factory, which
-    then ends the builds itself (SIGINT: the CLI cancels the build in the engine), and no build
-    can start, finish or be tagged behind its back.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._processes: set[subprocess.Popen] = set()
-        self.ended: str | None = None
-
-    def start(self, command: list[str], env: dict) -> subprocess.Popen:
-        with self._lock:
-            if self.ended:
-                raise BuildInterrupted(Diagnosis(Cause.INTERRUPTED, f"not started: {self.ended}"))
-            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       bufsize=1, errors="replace", start_new_session=True)
-            self._processes.add(process)
-            return process
-
-    def forget(self, process: subprocess.Popen) -> None:
-        with self._lock:
-            self._processes.discard(process)
-
-    def end_all(self, reason: str) -> None:
-        """No build starts from now on; the running ones are cancelled, then killed after END_GRACE_S."""
-        with self._lock:
-            self.ended = reason
-            running = list(self._processes)
-        for process in running:
-            end_process(process)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.ended = None
-
-
 def end_process(process: subprocess.Popen, grace_s: float = END_GRACE_S) -> None:
     """Cancel a build's process group (SIGINT, what the CLI cancels a build on), then kill what is left."""
     for signum, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, 5.0)):
@@ -174,7 +136,10 @@ def end_process(process: subprocess.Popen, grace_s: float = END_GRACE_S) -> None
             continue
 
 
-BUILDS = _Builds()
+# The docker build processes of this run, so an interrupt can end every one of them. Each runs in a
+# session of its own: a Ctrl-C at the terminal reaches only the factory, which then ends the builds itself
+# (SIGINT: the CLI cancels the build in the engine), and no build can start, finish or be tagged behind its back.
+BUILDS = interrupts.Running(end_process, lambda why: BuildInterrupted(Diagnosis(Cause.INTERRUPTED, why)))
 
 
 def end_builds(reason: str) -> None:
@@ -243,7 +208,9 @@ def _stream(command: list[str], env: dict, log_path: Path, on_progress, *, timeo
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         log.write(f"\n===== {started} pid {os.getpid()} =====\n$ " + " ".join(command) + "\n")
         log.flush()
-        process = BUILDS.start(command, env)
+        process = BUILDS.start(lambda: subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            errors="replace", start_new_session=True))
         watch = _Watch(process, timeout_s, no_output_timeout_s)
         try:
             assert process.stdout is not None

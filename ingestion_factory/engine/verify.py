@@ -7,10 +7,10 @@ the previous image under that tag untouched.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
+from .. import interrupts
 from ..model.failures import Cause, Diagnosis, StepFailed, read_smoke_output
 
 PIN_REPOSITORY = "ingestion-factory-pin/image"
@@ -46,41 +46,16 @@ def pin(api, image_id: str, repository: str = PIN_REPOSITORY) -> str:
     return ref
 
 
-class _SmokeTests:
-    """The smoke-test containers of this run, so an interrupt ends them instead of waiting them out."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._containers: set = set()
-        self.ended: str | None = None
-
-    def add(self, container) -> None:
-        with self._lock:
-            if self.ended:
-                raise SmokeFailed(Diagnosis(Cause.INTERRUPTED, f"not started: {self.ended}"))
-            self._containers.add(container)
-
-    def forget(self, container) -> None:
-        with self._lock:
-            self._containers.discard(container)
-
-    def end_all(self, reason: str) -> None:
-        """No smoke test starts from now on; the running ones are killed (their wait then returns)."""
-        with self._lock:
-            self.ended = reason
-            running = list(self._containers)
-        for container in running:
-            try:
-                container.kill()
-            except Exception:  # already exited, or the engine is gone
-                pass
-
-    def reset(self) -> None:
-        with self._lock:
-            self.ended = None
+def _kill(container) -> None:
+    try:
+        container.kill()
+    except Exception:  # already exited, or the engine is gone
+        pass
 
 
-SMOKE_TESTS = _SmokeTests()
+# The smoke-test containers of this run, so an interrupt kills them (their wait then returns) instead of
+# waiting them out.
+SMOKE_TESTS = interrupts.Running(_kill, lambda why: SmokeFailed(Diagnosis(Cause.INTERRUPTED, why)))
 
 
 def end_smoke_tests(reason: str) -> None:
@@ -96,7 +71,7 @@ def smoke_test(api, image_id: str, command: list[str] | None = None, *,
     start = time.monotonic()
     container = api.containers.create(image_id, command, network_mode="none", detach=True)
     try:
-        SMOKE_TESTS.add(container)
+        SMOKE_TESTS.start(lambda: container)
         container.start()
         try:
             status = container.wait(timeout=timeout_s)
