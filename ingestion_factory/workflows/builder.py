@@ -72,6 +72,12 @@ def _end_builds_and_smoke_tests(reason: str) -> None:
     verify.end_smoke_tests(reason)
 
 
+def _built_image(built: dict[str, Future], name: str) -> str | None:
+    """The new image ID of `name` once it is built (before it is verified); None before, or without one."""
+    future = built.get(name)
+    return future.result() if future is not None and future.done() else None
+
+
 class Builder:
     def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: BuildProgress | None = None,
                  no_cache: bool = False, run_build: BuildRunner = buildkit.build,
@@ -155,9 +161,8 @@ class Builder:
                 parent_name = item.spec.parent
                 parent = results.get(parent_name)
                 early = parent is None and parent_name in plan.items  # the parent has no result yet
-                if early and not (item.needs_build and item.state != BLOCKED and not stopping
-                                  and built.get(parent_name) and built[parent_name].done()
-                                  and built[parent_name].result()):
+                parent_image = _built_image(built, parent_name)
+                if early and not (item.needs_build and item.state != BLOCKED and not stopping and parent_image):
                     continue  # only a build starts before its parent's result, and only once that parent is built
                 if parent and parent.result.failed:
                     results[name] = self._not_built(item, f"parent {parent.name} was not built")
@@ -168,7 +173,7 @@ class Builder:
                 elif stopping:
                     results[name] = self._not_built(item, "stopped by --fail-fast")
                 elif len(running) < jobs:
-                    parent_id = built[parent_name].result() if early else self._parent_id(plan, item, results)
+                    parent_id = parent_image if early else self._parent_id(plan, item, results)
                     built[name] = Future()
                     future = pool.submit(self._build_one, item, parent_id, built[name],
                                          (parent_name, finishing[parent_name]) if early else None)
