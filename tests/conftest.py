@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,14 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "runtime").mkdir()
     (tmp_path / "runtime" / "main.py").write_text("print('runtime')\n")
     return tmp_path
+
+
+def pytest_configure(config):
+    # A suite started with Ctrl-C ignored (nohup, a background job of a non-interactive shell) passes
+    # that on to every `inv` it starts, and the interrupt tests would fail for it: take Ctrl-C as Python
+    # does by default (a caught signal is reset to the default at exec, so the children get it too).
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # --- skipped tests, for ./run_tests.sh (which fails a run that skipped any, unless --allow-skips) -------
