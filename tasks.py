@@ -283,17 +283,21 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
     "scratch": "With --cache: also build the images from scratch to compare (--no-scratch leaves it out).",
     "arm64": "Measure arm64 builds instead: the DataHub base and a connector (default datahub-sqlite), "
              "cross-installed versus installed under QEMU, each smoke-tested (needs QEMU; slow).",
+    "sizes": "Measure only where the bases' bytes go (per directory, per package, per kind), their sizes next to "
+             "the targets, on the images you have; no builds.",
+    "baseline": "With --sizes: a namespace holding the bases built before a change; both are measured, and "
+                "`--check` start-up of both, interleaved.",
 }, iterable=["connector"])
 @reports_errors
 def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, cache=False, arm64=False,
-          scratch=True):
+          scratch=True, sizes=False, baseline=""):
     """Measure build speed, image size, start-up and push cost next to the seed's way."""
     from benchmarks import bench as bench_mod
 
     settings = _settings(c)
     target = Path(output) if output else settings.output_path / "reports" / "bench-latest.json"
     bench_mod.run(settings, connector or None, cold=cold, push=push, output=target, console=commands.console,
-                  catalog=catalog, cache=cache, arm64=arm64, scratch=scratch)
+                  catalog=catalog, cache=cache, arm64=arm64, scratch=scratch, sizes=sizes, baseline=baseline)
 
 
 @task(help={

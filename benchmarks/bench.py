@@ -69,11 +69,15 @@ class Bench:
 
 def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: bool, output: Path,
         console: Console, catalog: bool = False, cache: bool = False, arm64: bool = False,
-        scratch: bool = True) -> Path:
+        scratch: bool = True, sizes: bool = False, baseline: str = "") -> Path:
     """Run every measurement (or, with catalog, the whole-catalog ones); returns the path of the JSON report."""
     from ingestion_factory.engine.daemon import client
 
     api = client()
+    if sizes:  # the bases you have (and a baseline namespace's): where the bytes go, start-up; no builds
+        bench = Bench(settings, [], console)
+        measure_footprint(bench, api, baseline)
+        return write(bench, output)
     if cache:
         cache_settings = settings.with_overrides(namespace=CACHE_NAMESPACE, registry="", cache_from="")
         if catalog:  # the whole catalog: every available connector
@@ -106,6 +110,7 @@ def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: b
         measure_one_fragment_changed(bench, found, api)
         measure_lock_install(bench, found)
         measure_sizes(bench, found, api)
+        measure_footprint(bench, api)
         measure_startup(bench, found, api)
         if push:
             measure_push(bench, found, api)
@@ -640,6 +645,102 @@ def _all_in_one_size(bench: Bench, found, api, base_ref: str) -> int:
         _cli_build(Path(scratch), ref, {"BASE": verify.pin(api, base_id)}, bench.settings.resolved_ca_bundle(),
                    bench.console)
     return api.images.get(ref).attrs["Size"]
+
+
+# ------------------------------------------------------------- 4b. where the bytes go
+FOOTPRINT_SCRIPT = Path(__file__).with_name("footprint.py")
+# The bases' size targets (issue 21): a third smaller than the 589 MB / 262 MB they started from.
+BASE_TARGETS_MB = {"openmetadata": 420, "datahub": 190}
+STARTUP_RUNS = 5
+
+
+def footprint(api, ref: str) -> dict:
+    """footprint.py's report, run with the image's own Python (as root, to read every file; no network)."""
+    cli = buildkit.find_cli().path
+    done = subprocess.run([cli, "run", "--rm", "-i", "--network=none", "--user=root", "--entrypoint=python", ref, "-"],
+                          input=FOOTPRINT_SCRIPT.read_bytes(), capture_output=True)
+    if done.returncode != 0:
+        raise FactoryError(f"footprint.py failed in {ref}: {done.stderr.decode(errors='replace')[-500:]}")
+    return json.loads(done.stdout)
+
+
+def check_startup(ref: str) -> float:
+    """Wall time of `docker run ... python main.py --check` (the smoke test users' orchestrators see)."""
+    cli = buildkit.find_cli().path
+    started = time.monotonic()
+    subprocess.run([cli, "run", "--rm", "--network=none", ref, "python", "main.py", "--check"],
+                   capture_output=True, check=True)
+    return time.monotonic() - started
+
+
+def measure_footprint(bench: Bench, api, baseline: str = "") -> None:
+    """Each base's size next to its target, a per-directory table of the image and its virtualenv, the
+    largest packages and what kinds of content take the bytes; with a baseline namespace (images built
+    before a change), the same for those and `--check` start-up of both, runs interleaved."""
+    bench.console.print("[bold]4b. Where the bytes go[/] (the bases)")
+    found = catalog_mod.discover(bench.settings)
+    raw = bench.raw.setdefault("footprint", {})
+    for spec in found.bases:
+        framework = spec.framework.name
+        refs = {"after": image_ref(spec, bench.settings)}
+        if baseline:
+            refs["before"] = image_ref(spec, bench.settings.with_overrides(namespace=baseline))
+        reports, sizes = {}, {}
+        for side, ref in refs.items():
+            try:
+                sizes[side] = api.images.get(ref).attrs["Size"]
+            except Exception:
+                bench.console.print(f"  {ref} is not in the engine: skipped")
+                continue
+            reports[side] = footprint(api, ref)
+        if "after" not in reports:
+            continue
+        target = BASE_TARGETS_MB.get(framework)
+        before = f"before {_mb(sizes['before'])}" if "before" in sizes else ""
+        bench.add(Figure(f"{framework} base", _mb(sizes["after"]), before,
+                         f"<= {target} MB" if target else "", sizes["after"] <= target * 1e6 if target else None))
+        _footprint_table(bench, framework, reports)
+        raw[framework] = {"size": sizes, "reports": reports}
+        if "before" in sizes:
+            runs: dict[str, list[float]] = {"before": [], "after": []}
+            for _ in range(STARTUP_RUNS):  # interleaved, so load on a shared machine hits both sides alike
+                for side in ("before", "after"):
+                    runs[side].append(check_startup(refs[side]))
+            median = {side: statistics.median(values) for side, values in runs.items()}
+            change = median["after"] / median["before"] - 1
+            bench.add(Figure(f"{framework} base: docker run → end of main.py --check", f"{median['after']:.2f}s",
+                             f"before {median['before']:.2f}s (median of {STARTUP_RUNS}, interleaved)",
+                             "not slower than +5 %", change <= 0.05, f"{change:+.1%}"))
+            raw[framework]["startup_s"] = {side: [round(v, 2) for v in values] for side, values in runs.items()}
+
+
+def _footprint_table(bench: Bench, framework: str, reports: dict[str, dict]) -> None:
+    sides = [side for side in ("before", "after") if side in reports]
+    table = Table(title=f"{framework} base: where the bytes go (MB)", title_justify="left")
+    table.add_column("part")
+    for side in sides:
+        table.add_column(side, justify="right")
+
+    def rows(section: str, keys: list[str], label=lambda key: key) -> None:
+        for key in keys:
+            table.add_row(label(key), *(f"{reports[side][section].get(key, 0) / 1e6:.1f}" for side in sides))
+
+    def keys(section: str, limit: int, floor: float = 0.5e6) -> list[str]:
+        seen: dict[str, int] = {}
+        for side in sides:
+            for key, value in reports[side][section].items():
+                seen[key] = max(seen.get(key, 0), value)
+        return [key for key, value in sorted(seen.items(), key=lambda item: -item[1]) if value >= floor][:limit]
+
+    table.add_row("[bold]whole filesystem[/]", *(f"{reports[side]['total'] / 1e6:.1f}" for side in sides))
+    rows("root", keys("root", 8))
+    rows("usr_lib", keys("usr_lib", 6))
+    rows("venv", keys("venv", 4))
+    table.add_row("[bold]kind of content in the virtualenv[/]", *("" for _ in sides))
+    rows("venv_kinds", keys("venv_kinds", 8), lambda key: f"  {key}")
+    table.add_row("[bold]largest packages[/]", *("" for _ in sides))
+    rows("packages", keys("packages", 15), lambda key: f"  {key}")
+    bench.console.print(table)
 
 
 # ------------------------------------------------------------------------ 5. start-up

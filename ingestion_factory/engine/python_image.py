@@ -1,6 +1,6 @@
 """The Python runtime image built from Debian packages, for machines that cannot reach Docker Hub.
 
-debootstrap installs a minimal Debian with python3, venv and pip into a directory, checking the
+debootstrap installs a minimal Debian with python3 and venv (no pip) into a directory, checking the
 suite's Release signature against the archive keyring; apt inside it then upgrades to the suite's
 -updates and -security suites, which its sources keep naming (so the Dockerfiles' apt-get steps see
 the fixes too). The directory is imported as an image tagged with exactly the name the base
@@ -25,7 +25,9 @@ from ..settings import Settings
 from . import buildkit
 from .daemon import DockerImageStore, read_files
 
-PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "debian-archive-keyring")
+# No python3-pip (nor the setuptools and wheel it pulls in): no image can install packages at run time.
+# python3-venv stays: build stages bootstrap their tools' virtualenvs with ensurepip.
+PACKAGES = ("python3", "python3-venv", "ca-certificates", "debian-archive-keyring")
 # Left out of the image: documentation and caches no container reads.
 PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt/archives",
          "var/lib/apt/lists")

@@ -255,7 +255,8 @@ def _base_spec(settings: Settings, framework: Framework) -> ImageSpec:
     # The SBOM generator's lock and script travel in every base, and connectors run them from there.
     sbom_tool = sorted(p for p in (settings.images_dir / "sbom").glob("*") if p.is_file() and not is_temporary(p))
     framework_files = sorted(p for p in framework_dir.rglob("*") if p.is_file() and not is_temporary(p))
-    inputs = [base_dir / "Dockerfile", *framework_files, *runtime, *sbom_tool]
+    # prune.py decides what the base leaves out (and travels in it for connector builds).
+    inputs = [base_dir / "Dockerfile", base_dir / "prune.py", *framework_files, *runtime, *sbom_tool]
     return ImageSpec(
         name=base_key(framework),
         kind=BASE,

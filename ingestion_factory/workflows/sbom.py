@@ -3,7 +3,9 @@
 The build's `sbom` stage runs images/sbom/make_sbom.py, which lists the image's Python packages
 (cyclonedx-py) and Debian packages (dpkg) at SBOM_PATH. After the smoke test the builder reads it
 back with the lock the image installed, and an SBOM whose Python packages are not exactly the
-lock's fails the build. `inv sbom` reads it from any image.
+lock's fails the build; distributions the base left out on purpose (pip, setuptools: listed at
+REMOVED_PATH by images/base/prune.py) are the only locked packages allowed to be absent, and no image
+may contain pip. `inv sbom` reads it from any image.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from ..model.plan import LABEL_SBOM, LOCK_PATH, SBOM_PATH
 from .lock import PACKAGE_LINE
 
 ORIGIN = "io.ingestion-factory:package-manager"  # the property make_sbom.py marks components with
+REMOVED_PATH = "/opt/ingestion-factory/removed-packages.txt"  # one distribution a line, written by prune.py
+# No image can install packages at run time: neither pip in the virtualenv nor Debian's.
+FORBIDDEN_PYTHON = ("pip",)
+FORBIDDEN_DEBIAN = ("python3-pip",)
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,20 @@ def lock_packages(text: str) -> dict[str, str]:
     return {canonicalize_name(m["name"]): m["version"] for line in text.splitlines() if (m := PACKAGE_LINE.match(line))}
 
 
-def mismatch(sbom_python: dict[str, str], locked: dict[str, str]) -> list[str]:
-    """How the SBOM's Python packages differ from the lock's: empty when they are the same set."""
+def removed_packages(text: str) -> frozenset[str]:
+    return frozenset(canonicalize_name(line.strip()) for line in text.splitlines() if line.strip())
+
+
+def mismatch(sbom_python: dict[str, str], locked: dict[str, str], removed: frozenset[str] = frozenset()) -> list[str]:
+    """How the SBOM's Python packages differ from the lock's: empty when they are the same set, but for
+    the locked packages the image says it left out (which must then be absent)."""
     problems = []
     for name in sorted(sbom_python.keys() | locked.keys()):
         have, want = sbom_python.get(name), locked.get(name)
+        if name in removed:
+            if have is not None:
+                problems.append(f"{name} {have} is installed but the image lists it as removed")
+            continue
         if have == want:
             continue
         if want is None:
@@ -65,15 +80,24 @@ def mismatch(sbom_python: dict[str, str], locked: dict[str, str]) -> list[str]:
 def _read_against_lock(api, image: str, sbom_path: str) -> tuple[bytes | None, SbomSummary, list[str] | None]:
     """The SBOM an image holds (None when it has none), its packages, and how they differ from the lock it
     carries (None when it carries no lock: nothing to check the SBOM against, which is a failure too)."""
-    files = read_files(api, image, [sbom_path, LOCK_PATH])
+    files = read_files(api, image, [sbom_path, LOCK_PATH, REMOVED_PATH])
     raw = files[sbom_path]
     if raw is None:
         return None, SbomSummary({}, {}), []
     document = json.loads(raw)
     summary = SbomSummary(packages(document, "pip"), packages(document, "dpkg"))
     locked = files[LOCK_PATH]
-    problems = mismatch(summary.python, lock_packages(locked.decode())) if locked is not None else None
+    removed = removed_packages(files[REMOVED_PATH].decode()) if files[REMOVED_PATH] is not None else frozenset()
+    problems = mismatch(summary.python, lock_packages(locked.decode()), removed) if locked is not None else None
     return raw, summary, problems
+
+
+def forbidden(summary: SbomSummary) -> list[str]:
+    """Package installers the image contains (none may: nothing is installed at run time)."""
+    return ([f"{name} {summary.python[name]} is installed: no image may contain pip"
+             for name in FORBIDDEN_PYTHON if name in summary.python]
+            + [f"Debian's {name} {summary.debian[name]} is installed: no image may contain pip"
+               for name in FORBIDDEN_DEBIAN if name in summary.debian])
 
 
 def verify_image(api, image_id: str, name: str, output_dir: Path | None) -> SbomSummary:
@@ -87,6 +111,8 @@ def verify_image(api, image_id: str, name: str, output_dir: Path | None) -> Sbom
     if problems:
         raise StepFailed(Diagnosis(Cause.SBOM_MISMATCH, f"the SBOM differs from the lock: {problems[0]}",
                                    tuple(problems[:15])))
+    if installers := forbidden(summary):
+        raise StepFailed(Diagnosis(Cause.SBOM_MISMATCH, installers[0], tuple(installers)))
     if output_dir is None:
         return summary
     path = output_dir / f"{name}.cdx.json"

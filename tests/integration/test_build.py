@@ -113,6 +113,24 @@ def test_final_image_has_no_build_tools_or_caches(built, docker_api):
     assert output.strip() == "done", output
 
 
+@pytest.mark.parametrize("name, version", [("mysql", OM_VERSION), ("datahub-sqlite", DH_VERSION)])
+def test_no_image_can_install_packages(built, docker_api, name, version):
+    """No pip in the virtualenv nor in the system Python, and none in the SBOM: nothing is installed at run
+    time. The locked packages the base left out are listed, and absent from the SBOM too."""
+    project, _ = built
+    ref = project.ref(name, version)
+    code, output = run_in(docker_api, ref, ["sh", "-c", "python -m pip --version; python3 -m pip --version; "
+                                                  "/usr/bin/python3 -m pip --version; command -v pip pip3; "
+                                                  "cat /opt/ingestion-factory/removed-packages.txt"])
+    assert output.count("No module named pip") == 3, output
+    assert "/pip" not in output.replace("No module named pip", "")
+    document = json.loads(run_in(docker_api, ref, ["cat", "/opt/ingestion-factory/sbom.cdx.json"])[1])
+    names = {component["name"].lower() for component in document["components"]}
+    assert not names & {"pip", "python3-pip"}
+    removed = set(output.split()) & {"pip", "setuptools", "wheel"}
+    assert not names & removed
+
+
 def test_second_run_builds_nothing_and_says_so(built, docker_api):
     project, _ = built
     before = {n: inspect(docker_api, project.ref(n, OM_VERSION if n == "mysql" else DH_VERSION))["Id"]

@@ -82,3 +82,28 @@ def test_the_fragment_change_is_made_in_a_scratch_copy_never_in_the_working_tree
     assert root != project
     assert during == before
     assert {path: path.read_bytes() for path in project.rglob("*") if path.is_file()} == before
+
+
+def test_the_footprint_table_shows_both_sides_and_the_script_reads_elf_sections(tmp_path):
+    import io
+    import sys
+
+    from benchmarks import footprint
+
+    report = {"total": 300e6, "root": {"/usr": 120e6, "/opt": 180e6}, "usr_lib": {"/usr/lib/python3": 21e6},
+              "venv": {"/opt/venv/lib": 180e6}, "venv_kinds": {"bytecode (.pyc)": 40e6},
+              "packages": {"numpy": 60e6, "tiny": 1e3}}
+    console = Console(file=io.StringIO(), width=200)
+    b = bench.Bench(settings=None, connectors=[], console=console)
+    bench._footprint_table(b, "openmetadata", {"before": report, "after": dict(report, total=250e6)})
+    text = console.file.getvalue()
+    assert "300.0" in text and "250.0" in text and "numpy" in text and "tiny" not in text
+    assert footprint.debug_bytes(sys.executable) >= 0
+    (tmp_path / "x.so").write_bytes(b"not an ELF file")
+    assert footprint.debug_bytes(str(tmp_path / "x.so")) == 0
+
+
+def test_the_sizes_bench_is_a_flag_of_inv_bench():
+    import tasks
+
+    assert "sizes" in tasks.bench.help and "baseline" in tasks.bench.help

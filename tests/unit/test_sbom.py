@@ -107,3 +107,39 @@ def test_an_image_without_a_lock_fails_the_check_naming_the_image(tmp_path):
     with pytest.raises(FactoryError, match=f"^ns/ingestion-connector-mysql:1 has no lock at {sbom.LOCK_PATH}"):
         sbom.export(engine, "ns/ingestion-connector-mysql:1", tmp_path / "out.json")
     assert not (tmp_path / "out.json").exists()
+
+
+# --- what the base leaves out on purpose, and no pip -------------------------------------------------
+
+LOCK_WITH_TOOLS = LOCK + "pip==26.3 \\\n    --hash=sha256:cc\nsetuptools==80.10.2 \\\n    --hash=sha256:dd\n"
+
+
+def test_a_locked_package_the_image_lists_as_removed_may_be_absent_but_not_present():
+    locked = sbom.lock_packages(LOCK_WITH_TOOLS)
+    removed = sbom.removed_packages("pip\nSetuptools\n")
+    assert sbom.mismatch({"pyyaml": "6.0.2", "six": "1.17.0"}, locked, removed) == []
+    assert sbom.mismatch({"pyyaml": "6.0.2", "six": "1.17.0", "setuptools": "80.10.2"}, locked, removed) == [
+        "setuptools 80.10.2 is installed but the image lists it as removed"]
+    assert sbom.mismatch({"pyyaml": "6.0.2", "six": "1.17.0"}, locked) == [
+        "pip 26.3 is locked but not installed", "setuptools 80.10.2 is locked but not installed"]
+
+
+def test_an_image_with_the_tools_left_out_passes(tmp_path):
+    engine = FakeEngine({sbom.SBOM_PATH: SBOM, sbom.LOCK_PATH: LOCK_WITH_TOOLS.encode(),
+                         sbom.REMOVED_PATH: b"pip\nsetuptools\n"})
+    assert sbom.verify_image(engine, "sha256:" + "a" * 64, "datahub", None).python == {"six": "1.17.0",
+                                                                                        "pyyaml": "6.0.2"}
+
+
+def test_an_image_with_pip_fails_even_when_its_lock_has_pip(tmp_path):
+    with_pip = json.dumps({"components": [component("six", "1.17.0", "pip"), component("PyYAML", "6.0.2", "pip"),
+                                          component("pip", "26.3", "pip"),
+                                          component("setuptools", "80.10.2", "pip")]}).encode()
+    engine = FakeEngine({sbom.SBOM_PATH: with_pip, sbom.LOCK_PATH: LOCK_WITH_TOOLS.encode()})
+    with pytest.raises(StepFailed, match="^pip 26.3 is installed: no image may contain pip$"):
+        sbom.verify_image(engine, "sha256:" + "a" * 64, "datahub", None)
+    debian_pip = json.dumps({"components": [component("six", "1.17.0", "pip"), component("PyYAML", "6.0.2", "pip"),
+                                            component("python3-pip", "23.0.1+dfsg-1", "dpkg")]}).encode()
+    engine = FakeEngine({sbom.SBOM_PATH: debian_pip, sbom.LOCK_PATH: LOCK.encode()})
+    with pytest.raises(StepFailed, match="^Debian's python3-pip 23.0.1"):
+        sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", None)

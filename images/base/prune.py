@@ -1,0 +1,217 @@
+"""Leave out of a virtualenv what no connector uses at run time (stdlib only; run with the venv's Python).
+
+    prune.py venv VENV --removed FILE    packaging tools and test suites out of VENV; FILE lists the
+                                         distributions removed (their files and metadata both go)
+    prune.py lock LOCK --removed FILE    LOCK without FILE's distributions, on stdout, for `uv pip sync`
+    prune.py needs-setuptools VENV       exit 0 when an installed module imports pkg_resources or setuptools
+                                         at module level (then setuptools has to stay)
+
+Packaging tools: pip and wheel always (no image installs packages at run time); setuptools unless a module
+imports it or pkg_resources at module level (guarded imports inside functions or try blocks fall back).
+Test suites: directories named tests/test that no other module imports (OpenMetadata's generated models
+have a `tests` package that is code, not a test suite: it is imported, so it stays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+TOOLS = ("pip", "wheel", "setuptools")
+# The tools' own modules, and setuptools plug-ins that only a build imports.
+TOOL_MODULES = {"pip", "wheel", "setuptools", "pkg_resources", "_distutils_hack"}
+TEST_DIRS = {"tests", "test"}
+TOP_LEVEL_TOOL_IMPORT = re.compile(r"^(?:import|from)\s+(pkg_resources|setuptools)\b", re.M)
+IMPORT = re.compile(r"^\s*(?:from\s+(\.*[\w.]*)\s+import\s+([\w\s,()*]+)|import\s+([\w.]+))", re.M)
+
+
+def site_packages(venv: Path) -> Path:
+    found = sorted(venv.glob("lib/python3*/site-packages"))
+    if not found:
+        sys.exit(f"prune.py: no site-packages under {venv}")
+    return found[0]
+
+
+def distributions(site: Path) -> dict[str, Path]:
+    """Normalized distribution name -> its .dist-info directory."""
+    return {re.sub(r"[-_.]+", "-", info.name[:-len(".dist-info")].rsplit("-", 1)[0]).lower(): info
+            for info in site.glob("*.dist-info")}
+
+
+def python_files(site: Path, skip=lambda rel: False):
+    for directory, dirs, files in os.walk(site):
+        rel = Path(directory).relative_to(site)
+        dirs[:] = [d for d in dirs if not skip(rel / d) and not d.endswith((".dist-info", "__pycache__"))]
+        for name in files:
+            if name.endswith(".py"):
+                yield rel / name
+
+
+def is_build_plugin(rel: Path) -> bool:
+    """setup.py files, distutils command packages and modules named for setuptools only run in a build."""
+    return (rel.name == "setup.py" or "distutils" in rel.parts[:-1] or "setuptools" in rel.stem
+            or rel.parts[0] in TOOL_MODULES)
+
+
+def needs_setuptools(site: Path) -> list[str]:
+    """Modules importing pkg_resources/setuptools at module level (unguarded): they fail without setuptools."""
+    users = []
+    for rel in python_files(site, skip=lambda rel: rel.name in TEST_DIRS):
+        if is_build_plugin(rel):
+            continue
+        text = (site / rel).read_text(errors="replace")
+        if ("pkg_resources" in text or "setuptools" in text) and TOP_LEVEL_TOOL_IMPORT.search(text):
+            users.append(str(rel))
+    return users
+
+
+def uninstall(site: Path, info: Path) -> int:
+    """Remove a distribution's files as its RECORD lists them, then its metadata; returns bytes freed."""
+    freed = 0
+    record = info / "RECORD"
+    rows = list(csv.reader(record.read_text().splitlines())) if record.is_file() else []
+    for row in rows:
+        path = (site / row[0]).resolve() if row else None
+        if path and path.is_file() and site.parent.parent.parent in path.parents:
+            freed += path.stat().st_size
+            path.unlink()
+            cache = path.parent / "__pycache__"
+            for compiled in cache.glob(f"{path.stem}.*.pyc") if path.suffix == ".py" else ():
+                freed += compiled.stat().st_size
+                compiled.unlink()
+    for directory in sorted({(site / row[0]).parent for row in rows if row}, key=lambda p: -len(p.parts)):
+        pycache = directory / "__pycache__"
+        for empty in (pycache, directory):
+            if empty.is_dir() and site in empty.parents and not any(empty.iterdir()):
+                empty.rmdir()
+    shutil.rmtree(info, ignore_errors=True)
+    return freed
+
+
+def module_of(site: Path, rel: Path) -> str:
+    parts = list(rel.with_suffix("").parts) if rel.suffix else list(rel.parts)
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(site: Path, skip) -> set[str]:
+    """Every module named by an import statement of a file outside the skipped directories, relative
+    imports resolved; `from pkg import name` counts as pkg and pkg.name."""
+    seen = set()
+    for rel in python_files(site, skip):
+        text = (site / rel).read_text(errors="replace")
+        if "test" not in text:
+            continue
+        package = module_of(site, rel.parent)
+        for source, names, plain in IMPORT.findall(text):
+            if plain:
+                seen.add(plain)
+                continue
+            dots = len(source) - len(source.lstrip("."))
+            if dots:
+                base = package.split(".") if package else []
+                base = base[:len(base) - (dots - 1)] if dots > 1 else base
+                source = ".".join([*base, source.lstrip(".")]).strip(".")
+            seen.add(source)
+            for name in re.split(r"[\s,()]+", names):
+                if name and name != "*":
+                    seen.add(f"{source}.{name}")
+    return seen
+
+
+def prune_tests(site: Path) -> int:
+    candidates = [Path(d).relative_to(site) / name for d, dirs, _ in os.walk(site) for name in dirs
+                  if name in TEST_DIRS]
+    candidates = [c for c in candidates if not any(p in TEST_DIRS for p in c.parts[:-1])]
+    if not candidates:
+        return 0
+    skip_set = set(candidates)
+    used = imported_modules(site, skip=lambda rel: rel in skip_set)
+    freed = 0
+    for candidate in candidates:
+        module = module_of(site, candidate)
+        if any(name == module or name.startswith(module + ".") for name in used):
+            print(f"prune.py: keeping {candidate}: it is imported")
+            continue
+        path = site / candidate
+        freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(path)
+    return freed
+
+
+def prune_venv(venv: Path, removed_file: Path) -> None:
+    site = site_packages(venv)
+    dists = distributions(site)
+    removed, freed = [], 0
+    users = needs_setuptools(site)
+    for tool in TOOLS:
+        if tool not in dists:
+            continue
+        if tool == "setuptools" and users:
+            print(f"prune.py: keeping setuptools: imported at module level by {', '.join(users[:3])}")
+            continue
+        freed += uninstall(site, dists[tool])
+        removed.append(tool)
+    if "setuptools" in removed:
+        for leftover in ("distutils-precedence.pth",):
+            (site / leftover).unlink(missing_ok=True)
+        shutil.rmtree(site / "_distutils_hack", ignore_errors=True)
+        shutil.rmtree(site / "pkg_resources", ignore_errors=True)
+    for script in ("pip", "pip3", f"pip3.{sys.version_info[1]}", "wheel"):
+        (venv / "bin" / script).unlink(missing_ok=True)
+    tests = prune_tests(site)
+    static = 0
+    for archive in site.rglob("*.a"):
+        static += archive.stat().st_size
+        archive.unlink()
+    removed_file.parent.mkdir(parents=True, exist_ok=True)
+    removed_file.write_text("".join(f"{name}\n" for name in removed))
+    print(f"prune.py: removed {', '.join(removed) or 'no packaging tool'} ({freed / 1e6:.1f} MB), "
+          f"test suites {tests / 1e6:.1f} MB, static libraries {static / 1e6:.1f} MB")
+
+
+def filter_lock(lock: Path, removed_file: Path) -> str:
+    """The lock's text without the blocks (requirement line and its --hash lines) of removed packages."""
+    removed = set(removed_file.read_text().split()) if removed_file.is_file() else set()
+    out, skipping = [], False
+    for line in lock.read_text().splitlines(keepends=True):
+        if line.strip() and not line[0].isspace() and not line.startswith("#"):
+            name = re.split(r"[=<>!~ \[;@]", line, maxsplit=1)[0]
+            skipping = re.sub(r"[-_.]+", "-", name).lower() in removed
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    venv = sub.add_parser("venv")
+    venv.add_argument("venv", type=Path)
+    venv.add_argument("--removed", type=Path, required=True)
+    lock = sub.add_parser("lock")
+    lock.add_argument("lock", type=Path)
+    lock.add_argument("--removed", type=Path, required=True)
+    needs = sub.add_parser("needs-setuptools")
+    needs.add_argument("venv", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "venv":
+        prune_venv(args.venv, args.removed)
+    elif args.command == "lock":
+        sys.stdout.write(filter_lock(args.lock, args.removed))
+    else:
+        users = needs_setuptools(site_packages(args.venv))
+        for user in users:
+            print(user)
+        return 0 if users else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

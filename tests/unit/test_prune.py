@@ -1,0 +1,73 @@
+"""images/base/prune.py: what leaves a virtualenv, and the lock connector builds install from."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+PRUNE = Path(__file__).resolve().parents[2] / "images" / "base" / "prune.py"
+
+
+@pytest.fixture(scope="module")
+def prune():
+    spec = importlib.util.spec_from_file_location("factory_prune", PRUNE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_venv(root: Path, files: dict[str, str]) -> Path:
+    site = root / "lib" / "python3.11" / "site-packages"
+    for relative, text in files.items():
+        (site / relative).parent.mkdir(parents=True, exist_ok=True)
+        (site / relative).write_text(text)
+    return site
+
+
+def dist(name: str, version: str, paths: list[str]) -> dict[str, str]:
+    record = "".join(f"{p},sha256=x,1\n" for p in paths) + f"{name}-{version}.dist-info/RECORD,,\n"
+    return {f"{name}-{version}.dist-info/METADATA": f"Name: {name}\n", f"{name}-{version}.dist-info/RECORD": record}
+
+
+def test_pip_and_unimported_test_suites_go_imported_tests_packages_stay(prune, tmp_path):
+    site = make_venv(tmp_path, {
+        **dist("pip", "26.3", ["pip/__init__.py"]), "pip/__init__.py": "",
+        **dist("setuptools", "80.10.2", ["setuptools/__init__.py", "pkg_resources/__init__.py"]),
+        "setuptools/__init__.py": "", "pkg_resources/__init__.py": "",
+        "numpy/__init__.py": "", "numpy/core/tests/test_a.py": "import numpy\n",
+        "metadata/schema/tests/__init__.py": "", "metadata/schema/tests/basic.py": "X = 1\n",
+        "metadata/schema/table.py": "from ..schema.tests import basic\n",
+        "pytz/__init__.py": "def f():\n    try:\n        from pkg_resources import resource_stream\n    except ImportError:\n        pass\n",
+        "lib/libfoo.a": "!<arch>",
+    })
+    prune.prune_venv(tmp_path, tmp_path / "removed.txt")
+    assert (tmp_path / "removed.txt").read_text() == "pip\nsetuptools\n"
+    assert not (site / "pip").exists() and not (site / "pip-26.3.dist-info").exists()
+    assert not (site / "pkg_resources").exists()
+    assert not (site / "numpy/core/tests").exists() and (site / "numpy/__init__.py").exists()
+    assert (site / "metadata/schema/tests/basic.py").exists()
+    assert not (site / "lib/libfoo.a").exists()
+
+
+def test_setuptools_stays_when_a_module_imports_pkg_resources_at_module_level(prune, tmp_path):
+    site = make_venv(tmp_path, {
+        **dist("setuptools", "80.10.2", ["setuptools/__init__.py"]), "setuptools/__init__.py": "",
+        "oldlib/__init__.py": "import pkg_resources\n",
+        "numpy/distutils/core.py": "from setuptools import setup\n",
+    })
+    assert prune.needs_setuptools(site) == ["oldlib/__init__.py"]
+    prune.prune_venv(tmp_path, tmp_path / "removed.txt")
+    assert (tmp_path / "removed.txt").read_text() == ""
+    assert (site / "setuptools/__init__.py").exists()
+
+
+def test_the_lock_without_the_removed_packages(prune, tmp_path):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("# inputs: sha256:00\npip==26.3 \\\n    --hash=sha256:aa\n    --hash=sha256:ab\n"
+                    "six==1.17.0 \\\n    --hash=sha256:bb\nSetuptools==80.10.2 \\\n    --hash=sha256:cc\n")
+    removed = tmp_path / "removed.txt"
+    removed.write_text("pip\nsetuptools\n")
+    assert prune.filter_lock(lock, removed) == "# inputs: sha256:00\nsix==1.17.0 \\\n    --hash=sha256:bb\n"
+    assert prune.filter_lock(lock, tmp_path / "missing.txt") == lock.read_text()
