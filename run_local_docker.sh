@@ -49,11 +49,19 @@ demo_connector=${INVOKE_FACTORY_DEMO_CONNECTOR:-$(.venv/bin/python -c \
     'from pathlib import Path; from ingestion_factory.settings import pyproject_defaults; print(pyproject_defaults(Path("."))["demo_connector"])')}
 python_image=${INVOKE_FACTORY_PYTHON_IMAGE:-$(.venv/bin/python -c \
     'from pathlib import Path; from ingestion_factory.settings import pyproject_defaults; print(pyproject_defaults(Path("."))["python_image"])')}
-# Every base starts FROM this image: pull it, or build it from Debian packages where Docker Hub is unreachable.
-if ! docker image inspect "$python_image" >/dev/null 2>&1; then
-    echo "Getting the Python image $python_image ..."
-    docker pull --quiet "$python_image" || .venv/bin/inv python-image
-fi
+# Every base starts FROM this image: pull it, or build it from Debian packages where Docker Hub is unreachable;
+# one built here by an earlier recipe of `inv python-image` is built again.
+python_image_status=$(.venv/bin/python -c 'import sys; from pathlib import Path
+from ingestion_factory.settings import load, pyproject_defaults
+from ingestion_factory.engine.python_image import status
+print(status(load({**pyproject_defaults(Path(".")), "python_image": sys.argv[1]}, Path("."))))' "$python_image" 2>&1)
+case "$python_image_status" in
+    ok) ;;
+    missing)
+        echo "Getting the Python image $python_image ..."
+        docker pull --quiet "$python_image" || .venv/bin/inv python-image ;;
+    *)  .venv/bin/inv python-image ;;
+esac
 # Skips everything that is up to date: seconds when the images exist.
 .venv/bin/inv build-connectors -c "$demo_connector"
 

@@ -227,9 +227,14 @@ if [ -f "$stamp" ] && engine_up; then
     python_image=$(.venv/bin/python -c 'from pathlib import Path
 from ingestion_factory.settings import pyproject_defaults
 print(pyproject_defaults(Path("."))["python_image"])')
-    if ! docker image inspect "$python_image" >/dev/null 2>&1; then
-        fix "build the Python image $python_image (inv python-image)" "${sudo}.venv/bin/inv python-image   # or: docker pull $python_image" \
-            .venv/bin/inv python-image
+    # Missing, or built here by an earlier recipe of `inv python-image` (which then builds it again).
+    python_image_status=$(.venv/bin/python -c 'import sys; from pathlib import Path
+from ingestion_factory.settings import load, pyproject_defaults
+from ingestion_factory.engine.python_image import status
+print(status(load({**pyproject_defaults(Path(".")), "python_image": sys.argv[1]}, Path("."))))' "$python_image" 2>&1)
+    if [ "$python_image_status" != ok ]; then
+        fix "build the Python image $python_image (inv python-image: ${python_image_status//$'\n'/ })" \
+            "${sudo}.venv/bin/inv python-image   # or: docker pull $python_image" .venv/bin/inv python-image
     fi
     if ! cli_problem=$(.venv/bin/python -c 'import sys
 from ingestion_factory.engine import buildkit

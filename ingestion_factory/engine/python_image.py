@@ -9,6 +9,8 @@ Dockerfile starts FROM. `--refresh` rebuilds it only when the archive has newer 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -32,9 +34,53 @@ PACKAGES = ("python3", "python3-venv", "ca-certificates", "debian-archive-keyrin
 PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt/archives",
          "var/lib/apt/lists")
 LABEL_BUILT_BY = "io.ingestion-factory.python-image"
+# What the image was made from. An image this tool built from another recipe is rebuilt by the next
+# `inv python-image` (and the set-up scripts), so a machine never keeps, say, pip after the recipe dropped it.
+LABEL_RECIPE = "io.ingestion-factory.python-image-recipe"
+# Bump when _debootstrap or _prune_and_link change what goes into the image (PACKAGES, PRUNE and the
+# suite are part of the recipe already).
+RECIPE_REVISION = 2
 SOURCES = "etc/apt/sources.list.d/debian.sources"
 DPKG_STATUS = "/var/lib/dpkg/status"
 APT_TIMEOUT_S = 1800  # under QEMU an upgrade of a few dozen packages takes minutes
+
+
+def recipe(settings: Settings) -> str:
+    """A short digest of what `inv python-image` puts into the image."""
+    text = json.dumps({"revision": RECIPE_REVISION, "packages": PACKAGES, "prune": PRUNE,
+                       "suite": settings.debian_suite}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stale_reason(labels: dict[str, str], settings: Settings) -> str | None:
+    """Why an existing Python image must be rebuilt, or None. An image this tool did not build (pulled,
+    or the user's own) is never replaced."""
+    if LABEL_BUILT_BY not in labels:
+        return None
+    if labels.get(LABEL_RECIPE) != recipe(settings):
+        return "it was built by an earlier recipe of `inv python-image`"
+    return None
+
+
+def status(settings: Settings, platform: Platform = platforms.DEFAULT, store=None) -> str:
+    """"missing", "stale: <why>" or "ok": what the set-up scripts ask before they build."""
+    existing = (store or DockerImageStore()).inspect(python_image_ref(settings, platform))
+    if existing is None:
+        return "missing"
+    reason = stale_reason(existing.labels, settings)
+    return f"stale: {reason}" if reason else "ok"
+
+
+def _kept(existing, ref: str, settings: Settings, force: bool, echo) -> bool:
+    """Whether the existing image stays (and says so), or why it is rebuilt."""
+    if existing is None or force:
+        return False
+    reason = stale_reason(existing.labels, settings)
+    if reason is None:
+        echo(f"{ref} is already present ({existing.id[7:19]}); use --force to rebuild it.")
+        return True
+    echo(f"{ref} ({existing.id[7:19]}): {reason}; rebuilding it.")
+    return False
 
 
 def build_all(settings: Settings, *, force: bool = False, echo=print) -> list[str]:
@@ -61,6 +107,11 @@ def refresh_all(settings: Settings, *, echo=print, archive: debian_archive.Archi
         if existing is None:
             echo(f"{ref} is missing: building it.")
             built.append(rebuild(settings, echo=echo, platform=target))
+            continue
+        reason = stale_reason(existing.labels, settings)
+        if reason:
+            echo(f"{ref} ({existing.id[7:19]}): {reason}; rebuilding it.")
+            built.append(rebuild(settings, force=True, echo=echo, platform=target))
             continue
         updates = pending_updates(installed(store.api, existing.id), target, archive)
         if not updates:
@@ -96,8 +147,7 @@ def build(settings: Settings, *, force: bool = False, echo=print, platform: Plat
         return _build_foreign(settings, platform, force=force, echo=echo)
     store = DockerImageStore()
     existing = store.inspect(settings.python_image)
-    if existing and not force:
-        echo(f"{settings.python_image} is already present ({existing.id[7:19]}); use --force to rebuild it.")
+    if _kept(existing, settings.python_image, settings, force, echo):
         return existing.id
     debootstrap = _require_debootstrap()
     started = time.monotonic()
@@ -110,6 +160,7 @@ def build(settings: Settings, *, force: bool = False, echo=print, platform: Plat
             "ENV LANG=C.UTF-8",
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             f"LABEL {LABEL_BUILT_BY}=debootstrap-{settings.debian_suite}",
+            f"LABEL {LABEL_RECIPE}={recipe(settings)}",
             'CMD ["python3"]',
         ]
         repository, _, tag = settings.python_image.rpartition(":")
@@ -152,8 +203,7 @@ def _build_foreign(settings: Settings, platform: Platform, *, force: bool, echo)
     ref = python_image_ref(settings, platform)
     store = DockerImageStore()
     existing = store.inspect(ref)
-    if existing and not force:
-        echo(f"{ref} is already present ({existing.id[7:19]}); use --force to rebuild it.")
+    if _kept(existing, ref, settings, force, echo):
         return existing.id
     platforms.require_emulation([platform])
     debootstrap = _require_debootstrap()
@@ -174,6 +224,7 @@ def _build_foreign(settings: Settings, platform: Platform, *, force: bool, echo)
             "ENV LANG=C.UTF-8",
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             f"LABEL {LABEL_BUILT_BY}=debootstrap-{settings.debian_suite}",
+            f"LABEL {LABEL_RECIPE}={recipe(settings)}",
             'CMD ["python3"]',
         ]) + "\n")
         echo(f"importing as {ref} ({platform.name})...")

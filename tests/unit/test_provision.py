@@ -77,7 +77,12 @@ class Machine:
         venv = self.project / ".venv" / "bin"
         venv.mkdir(parents=True)
         # Asked for the Python image's name (and whether a BuildKit CLI exists); records pytest runs.
-        self.stub("python", '[ "$1" = -m ] && echo "python $*" >>"$CALLS"; echo python:test', directory=venv)
+        # The Python image's status: state files "image" (present) and "image_stale" (an earlier recipe).
+        self.stub("python", '[ "$1" = -m ] && echo "python $*" >>"$CALLS"\n'
+                  'case "$2" in *"status("*)\n'
+                  '  if [ -f "$STATE/image_stale" ]; then echo "stale: it was built by an earlier recipe"\n'
+                  '  elif [ -f "$STATE/image" ]; then echo ok; else echo missing; fi ;;\n'
+                  '*) echo python:test ;; esac', directory=venv)
         self.stub("inv", 'echo "inv $*" >>"$CALLS"', directory=venv)
         digest = hashlib.sha256((self.project / "pyproject.toml").read_bytes()).hexdigest()[:16]
         (self.project / ".venv" / f".installed-{digest}").touch()
@@ -138,6 +143,14 @@ def test_as_root_on_debian_it_installs_and_starts_only_what_is_missing(machine):
         "inv python-image",
     ]
     assert completed.stdout.splitlines()[-1].startswith("set-up: done in ")
+
+
+def test_a_python_image_from_an_earlier_recipe_is_built_again(machine):
+    machine.set(image_stale=True)
+    completed = machine.run()
+    assert completed.returncode == 0, completed.stderr
+    assert machine.calls == ["inv python-image"]
+    assert "earlier recipe" in completed.stdout
 
 
 def test_the_debian_archive_is_checked_with_gpgv_and_the_archive_keyring(machine):
