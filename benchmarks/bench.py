@@ -39,6 +39,7 @@ DEFAULT_CONNECTORS = ("mysql", "postgres", "mssql", "snowflake", "kafka", "table
 STEP_TABLE_CONNECTOR = "tableau"  # small (2.7 MB over its base): its build time is the factory's own overhead
 BENCH_NAMESPACE = "ingestion-bench"
 SEED_REPOSITORY = "ingestion-bench-seed"
+CATALOG_COLD_TARGET_MIN = 12  # issue 19: the whole catalog, cold, on 2 cores
 CACHE_NAMESPACE = "ingestion-bench-cache"  # its own: `--cache` empties it twice
 CACHE_CONNECTORS = ("datahub-sqlite",)
 
@@ -363,8 +364,8 @@ def measure_catalog(bench: Bench, api, *, cold: bool) -> None:
     bench.raw["catalog_build"] = {"cold": cold, "seconds": round(build_s, 1), "images": len(names) + len(found.bases)}
     bench.add(Figure("cold build of the whole catalog" if cold else "build of the whole catalog (warm)",
                      f"{build_s / 60:.1f} min", f"{len(found.bases)} bases + {len(names)} connectors, "
-                     f"jobs={settings.jobs}", "fits CI (< 75 min with the rest)" if cold else "",
-                     build_s < 45 * 60 if cold else None))
+                     f"jobs={settings.jobs}", f"<= {CATALOG_COLD_TARGET_MIN} min" if cold else "",
+                     build_s <= CATALOG_COLD_TARGET_MIN * 60 if cold else None))
 
     sizes = {spec.name: api.images.get(image_ref(spec, settings)).attrs["Size"] for spec in found
              if not spec.unavailable}
