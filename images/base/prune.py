@@ -3,8 +3,11 @@
     prune.py venv VENV --removed FILE    packaging tools and test suites out of VENV; FILE lists the
                                          distributions removed (their files and metadata both go)
     prune.py lock LOCK --removed FILE    LOCK without FILE's distributions, on stdout, for `uv pip sync`
-    prune.py needs-setuptools VENV       exit 0 when an installed module imports pkg_resources or setuptools
-                                         at module level (then setuptools has to stay)
+    prune.py needs-setuptools VENV [--changed-since FILE]
+                                         exit 0 when an installed module imports pkg_resources or setuptools
+                                         at module level (then setuptools has to stay); with FILE, only
+                                         the files changed since FILE was (a connector's own layer: its
+                                         parent was checked when it was built)
 
 Packaging tools: pip and wheel always (no image installs packages at run time); setuptools unless a module
 imports it or pkg_resources at module level (guarded imports inside functions or try blocks fall back).
@@ -58,11 +61,14 @@ def is_build_plugin(rel: Path) -> bool:
             or rel.parts[0] in TOOL_MODULES)
 
 
-def needs_setuptools(site: Path) -> list[str]:
-    """Modules importing pkg_resources/setuptools at module level (unguarded): they fail without setuptools."""
+def needs_setuptools(site: Path, changed_since_ns: int | None = None) -> list[str]:
+    """Modules importing pkg_resources/setuptools at module level (unguarded): they fail without setuptools.
+    With changed_since_ns, only files whose inode changed since then (written by a later install)."""
     users = []
     for rel in python_files(site, skip=lambda rel: rel.name in TEST_DIRS):
         if is_build_plugin(rel):
+            continue
+        if changed_since_ns is not None and (site / rel).stat().st_ctime_ns < changed_since_ns:
             continue
         text = (site / rel).read_text(errors="replace")
         if ("pkg_resources" in text or "setuptools" in text) and TOP_LEVEL_TOOL_IMPORT.search(text):
@@ -200,13 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     lock.add_argument("--removed", type=Path, required=True)
     needs = sub.add_parser("needs-setuptools")
     needs.add_argument("venv", type=Path)
+    needs.add_argument("--changed-since", type=Path)
     args = parser.parse_args(argv)
     if args.command == "venv":
         prune_venv(args.venv, args.removed)
     elif args.command == "lock":
         sys.stdout.write(filter_lock(args.lock, args.removed))
     else:
-        users = needs_setuptools(site_packages(args.venv))
+        since = args.changed_since.stat().st_ctime_ns if args.changed_since else None
+        users = needs_setuptools(site_packages(args.venv), since)
         for user in users:
             print(user)
         return 0 if users else 1

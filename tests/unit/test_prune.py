@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,28 @@ def test_setuptools_stays_when_a_module_imports_pkg_resources_at_module_level(pr
     prune.prune_venv(tmp_path, tmp_path / "removed.txt")
     assert (tmp_path / "removed.txt").read_text() == ""
     assert (site / "setuptools/__init__.py").exists()
+
+
+def test_a_connector_layer_checks_only_the_files_its_install_wrote(prune, tmp_path):
+    site = make_venv(tmp_path, {"parentlib/__init__.py": "import pkg_resources\n", "six.py": ""})
+    marker = tmp_path / "marker"
+
+    def tick(after: Path) -> None:
+        """Wait for an inode change time later than after's (file systems keep a coarse clock)."""
+        probe = tmp_path / "probe"
+        while probe.write_text("") == 0 and probe.stat().st_ctime_ns <= after.stat().st_ctime_ns:
+            time.sleep(0.002)
+
+    tick(site / "parentlib/__init__.py")
+    marker.touch()
+    tick(marker)
+    (site / "newlib").mkdir()
+    (site / "newlib/__init__.py").write_text("from pkg_resources import resource_string\n")
+    assert sorted(prune.needs_setuptools(site)) == ["newlib/__init__.py", "parentlib/__init__.py"]
+    assert prune.needs_setuptools(site, marker.stat().st_ctime_ns) == ["newlib/__init__.py"]
+    assert prune.main(["needs-setuptools", str(tmp_path), "--changed-since", str(marker)]) == 0
+    (site / "newlib/__init__.py").unlink()
+    assert prune.main(["needs-setuptools", str(tmp_path), "--changed-since", str(marker)]) == 1
 
 
 def test_the_lock_without_the_removed_packages(prune, tmp_path):
