@@ -3,11 +3,11 @@
     prune.py venv VENV --removed FILE    packaging tools and test suites out of VENV; FILE lists the
                                          distributions removed (their files and metadata both go)
     prune.py lock LOCK --removed FILE    LOCK without FILE's distributions, on stdout, for `uv pip sync`
-    prune.py needs-setuptools VENV [--changed-since FILE]
+    prune.py needs-setuptools VENV [--installed-since FILE]
                                          exit 0 when an installed module imports pkg_resources or setuptools
-                                         at module level (then setuptools has to stay); with FILE, only
-                                         the files changed since FILE was (a connector's own layer: its
-                                         parent was checked when it was built)
+                                         at module level (then setuptools has to stay); with FILE, only the
+                                         modules of distributions installed after FILE was written (a
+                                         connector's own layer: its parent was checked when it was built)
 
 Packaging tools: pip and wheel always (no image installs packages at run time); setuptools unless a module
 imports it or pkg_resources at module level (guarded imports inside functions or try blocks fall back).
@@ -61,14 +61,28 @@ def is_build_plugin(rel: Path) -> bool:
             or rel.parts[0] in TOOL_MODULES)
 
 
-def needs_setuptools(site: Path, changed_since_ns: int | None = None) -> list[str]:
-    """Modules importing pkg_resources/setuptools at module level (unguarded): they fail without setuptools.
-    With changed_since_ns, only files whose inode changed since then (written by a later install)."""
-    users = []
-    for rel in python_files(site, skip=lambda rel: rel.name in TEST_DIRS):
-        if is_build_plugin(rel):
+def installed_since(site: Path, since_ns: int):
+    """The Python files (outside test suites) of the distributions installed since then, as their RECORDs
+    list them: a sync writes a new .dist-info directory for each distribution it installs."""
+    for info in site.glob("*.dist-info"):
+        record = info / "RECORD"
+        if info.stat().st_ctime_ns < since_ns or not record.is_file():
             continue
-        if changed_since_ns is not None and (site / rel).stat().st_ctime_ns < changed_since_ns:
+        for row in csv.reader(record.read_text().splitlines()):
+            rel = Path(row[0]) if row else Path()
+            if (rel.suffix == ".py" and not rel.is_absolute() and ".." not in rel.parts
+                    and not TEST_DIRS.intersection(rel.parts[:-1])):
+                yield rel
+
+
+def needs_setuptools(site: Path, installed_since_ns: int | None = None) -> list[str]:
+    """Modules importing pkg_resources/setuptools at module level (unguarded): they fail without setuptools.
+    With installed_since_ns, only those of the distributions installed since then."""
+    users = []
+    files = (python_files(site, skip=lambda rel: rel.name in TEST_DIRS) if installed_since_ns is None
+             else installed_since(site, installed_since_ns))
+    for rel in files:
+        if is_build_plugin(rel):
             continue
         text = (site / rel).read_text(errors="replace")
         if ("pkg_resources" in text or "setuptools" in text) and TOP_LEVEL_TOOL_IMPORT.search(text):
@@ -206,14 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     lock.add_argument("--removed", type=Path, required=True)
     needs = sub.add_parser("needs-setuptools")
     needs.add_argument("venv", type=Path)
-    needs.add_argument("--changed-since", type=Path)
+    needs.add_argument("--installed-since", type=Path)
     args = parser.parse_args(argv)
     if args.command == "venv":
         prune_venv(args.venv, args.removed)
     elif args.command == "lock":
         sys.stdout.write(filter_lock(args.lock, args.removed))
     else:
-        since = args.changed_since.stat().st_ctime_ns if args.changed_since else None
+        since = args.installed_since.stat().st_ctime_ns if args.installed_since else None
         users = needs_setuptools(site_packages(args.venv), since)
         for user in users:
             print(user)

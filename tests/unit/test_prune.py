@@ -64,8 +64,9 @@ def test_setuptools_stays_when_a_module_imports_pkg_resources_at_module_level(pr
     assert (site / "setuptools/__init__.py").exists()
 
 
-def test_a_connector_layer_checks_only_the_files_its_install_wrote(prune, tmp_path):
-    site = make_venv(tmp_path, {"parentlib/__init__.py": "import pkg_resources\n", "six.py": ""})
+def test_a_connector_layer_checks_only_the_distributions_its_sync_installed(prune, tmp_path):
+    site = make_venv(tmp_path, {**dist("parentlib", "1.0", ["parentlib/__init__.py"]),
+                                "parentlib/__init__.py": "import pkg_resources\n"})
     marker = tmp_path / "marker"
 
     def tick(after: Path) -> None:
@@ -74,16 +75,17 @@ def test_a_connector_layer_checks_only_the_files_its_install_wrote(prune, tmp_pa
         while probe.write_text("") == 0 and probe.stat().st_ctime_ns <= after.stat().st_ctime_ns:
             time.sleep(0.002)
 
-    tick(site / "parentlib/__init__.py")
+    tick(site / "parentlib-1.0.dist-info")
     marker.touch()
     tick(marker)
-    (site / "newlib").mkdir()
-    (site / "newlib/__init__.py").write_text("from pkg_resources import resource_string\n")
-    assert sorted(prune.needs_setuptools(site)) == ["newlib/__init__.py", "parentlib/__init__.py"]
-    assert prune.needs_setuptools(site, marker.stat().st_ctime_ns) == ["newlib/__init__.py"]
-    assert prune.main(["needs-setuptools", str(tmp_path), "--changed-since", str(marker)]) == 0
-    (site / "newlib/__init__.py").unlink()
-    assert prune.main(["needs-setuptools", str(tmp_path), "--changed-since", str(marker)]) == 1
+    make_venv(tmp_path, {**dist("newlib", "2.0", ["newlib/__init__.py", "newlib/tests/test_x.py", "newlib/y.py"]),
+                         "newlib/__init__.py": "", "newlib/y.py": "from pkg_resources import resource_string\n",
+                         "newlib/tests/test_x.py": "import pkg_resources\n"})
+    assert sorted(prune.needs_setuptools(site)) == ["newlib/y.py", "parentlib/__init__.py"]
+    assert prune.needs_setuptools(site, marker.stat().st_ctime_ns) == ["newlib/y.py"]
+    assert prune.main(["needs-setuptools", str(tmp_path), "--installed-since", str(marker)]) == 0
+    (site / "newlib/y.py").write_text("def f():\n    import pkg_resources\n")
+    assert prune.main(["needs-setuptools", str(tmp_path), "--installed-since", str(marker)]) == 1
 
 
 def test_the_lock_without_the_removed_packages(prune, tmp_path):
