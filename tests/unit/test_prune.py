@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from pathlib import Path
 
@@ -86,6 +87,19 @@ def test_a_connector_layer_checks_only_the_distributions_its_sync_installed(prun
     assert prune.main(["needs-setuptools", str(tmp_path), "--installed-since", str(marker)]) == 0
     (site / "newlib/y.py").write_text("def f():\n    import pkg_resources\n")
     assert prune.main(["needs-setuptools", str(tmp_path), "--installed-since", str(marker)]) == 1
+
+
+def test_bytecode_is_written_for_the_distributions_the_sync_installed_only(prune, tmp_path):
+    site = make_venv(tmp_path, {**dist("old", "1.0", ["old/__init__.py"]), "old/__init__.py": "X = 1\n"})
+    marker = tmp_path / "marker"
+    time.sleep(0.05)  # the old distribution's inode change time stays before the marker's
+    marker.touch()
+    time.sleep(0.05)
+    make_venv(tmp_path, {**dist("new", "2.0", ["new/__init__.py", "new/tests/test_py2.py"]),
+                         "new/__init__.py": "Y = 2\n", "new/tests/test_py2.py": "print 'python 2'\n"})
+    assert prune.main(["compile", str(tmp_path), "--installed-since", str(marker)]) == 0
+    assert [p.name for p in (site / "new/__pycache__").iterdir()] == [f"__init__.{sys.implementation.cache_tag}.pyc"]
+    assert not (site / "old/__pycache__").exists()
 
 
 def test_the_lock_without_the_removed_packages(prune, tmp_path):
