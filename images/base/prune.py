@@ -3,8 +3,15 @@
     prune.py venv VENV --removed FILE    packaging tools and test suites out of VENV; FILE lists the
                                          distributions removed (their files and metadata both go)
     prune.py lock LOCK --removed FILE    LOCK without FILE's distributions, on stdout, for `uv pip sync`
-    prune.py needs-setuptools VENV       exit 0 when an installed module imports pkg_resources or setuptools
-                                         at module level (then setuptools has to stay)
+    prune.py compile VENV --installed-since FILE
+                                         bytecode for the modules of distributions installed after FILE was
+                                         written, as uv's --compile-bytecode writes it (which reads the
+                                         whole virtualenv: seconds for a base's 30,000 files)
+    prune.py needs-setuptools VENV [--installed-since FILE]
+                                         exit 0 when an installed module imports pkg_resources or setuptools
+                                         at module level (then setuptools has to stay); with FILE, only the
+                                         modules of distributions installed after FILE was written (a
+                                         connector's own layer: its parent was checked when it was built)
 
 Packaging tools: pip and wheel always (no image installs packages at run time); setuptools unless a module
 imports it or pkg_resources at module level (guarded imports inside functions or try blocks fall back).
@@ -15,11 +22,13 @@ have a `tests` package that is code, not a test suite: it is imported, so it sta
 from __future__ import annotations
 
 import argparse
+import compileall
 import csv
 import os
 import re
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 TOOLS = ("pip", "wheel", "setuptools")
@@ -58,10 +67,36 @@ def is_build_plugin(rel: Path) -> bool:
             or rel.parts[0] in TOOL_MODULES)
 
 
-def needs_setuptools(site: Path) -> list[str]:
-    """Modules importing pkg_resources/setuptools at module level (unguarded): they fail without setuptools."""
+def installed_since(site: Path, since_ns: int, *, tests: bool = False):
+    """The Python files (outside test suites, unless tests) of the distributions installed since then, as
+    their RECORDs list them: a sync writes a new .dist-info directory for each distribution it installs."""
+    for info in site.glob("*.dist-info"):
+        record = info / "RECORD"
+        if info.stat().st_ctime_ns < since_ns or not record.is_file():
+            continue
+        for row in csv.reader(record.read_text().splitlines()):
+            rel = Path(row[0]) if row else Path()
+            if (rel.suffix == ".py" and not rel.is_absolute() and ".." not in rel.parts
+                    and (tests or not TEST_DIRS.intersection(rel.parts[:-1]))):
+                yield rel
+
+
+def compile_installed(site: Path, since_ns: int) -> None:
+    """What uv's bytecode step does (its compileall call: default invalidation mode, existing bytecode kept,
+    errors ignored like pip's: some wheels vendor Python 2 files), for the new distributions only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for rel in sorted(set(installed_since(site, since_ns, tests=True))):
+            compileall.compile_file(str(site / rel), force=False, quiet=2)
+
+
+def needs_setuptools(site: Path, installed_since_ns: int | None = None) -> list[str]:
+    """Modules importing pkg_resources/setuptools at module level (unguarded): they fail without setuptools.
+    With installed_since_ns, only those of the distributions installed since then."""
     users = []
-    for rel in python_files(site, skip=lambda rel: rel.name in TEST_DIRS):
+    files = (python_files(site, skip=lambda rel: rel.name in TEST_DIRS) if installed_since_ns is None
+             else installed_since(site, installed_since_ns))
+    for rel in files:
         if is_build_plugin(rel):
             continue
         text = (site / rel).read_text(errors="replace")
@@ -200,13 +235,20 @@ def main(argv: list[str] | None = None) -> int:
     lock.add_argument("--removed", type=Path, required=True)
     needs = sub.add_parser("needs-setuptools")
     needs.add_argument("venv", type=Path)
+    needs.add_argument("--installed-since", type=Path)
+    compile_ = sub.add_parser("compile")
+    compile_.add_argument("venv", type=Path)
+    compile_.add_argument("--installed-since", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "venv":
         prune_venv(args.venv, args.removed)
     elif args.command == "lock":
         sys.stdout.write(filter_lock(args.lock, args.removed))
+    elif args.command == "compile":
+        compile_installed(site_packages(args.venv), args.installed_since.stat().st_ctime_ns)
     else:
-        users = needs_setuptools(site_packages(args.venv))
+        since = args.installed_since.stat().st_ctime_ns if args.installed_since else None
+        users = needs_setuptools(site_packages(args.venv), since)
         for user in users:
             print(user)
         return 0 if users else 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,43 @@ def test_setuptools_stays_when_a_module_imports_pkg_resources_at_module_level(pr
     prune.prune_venv(tmp_path, tmp_path / "removed.txt")
     assert (tmp_path / "removed.txt").read_text() == ""
     assert (site / "setuptools/__init__.py").exists()
+
+
+def test_a_connector_layer_checks_only_the_distributions_its_sync_installed(prune, tmp_path):
+    site = make_venv(tmp_path, {**dist("parentlib", "1.0", ["parentlib/__init__.py"]),
+                                "parentlib/__init__.py": "import pkg_resources\n"})
+    marker = tmp_path / "marker"
+
+    def tick(after: Path) -> None:
+        """Wait for an inode change time later than after's (file systems keep a coarse clock)."""
+        probe = tmp_path / "probe"
+        while probe.write_text("") == 0 and probe.stat().st_ctime_ns <= after.stat().st_ctime_ns:
+            time.sleep(0.002)
+
+    tick(site / "parentlib-1.0.dist-info")
+    marker.touch()
+    tick(marker)
+    make_venv(tmp_path, {**dist("newlib", "2.0", ["newlib/__init__.py", "newlib/tests/test_x.py", "newlib/y.py"]),
+                         "newlib/__init__.py": "", "newlib/y.py": "from pkg_resources import resource_string\n",
+                         "newlib/tests/test_x.py": "import pkg_resources\n"})
+    assert sorted(prune.needs_setuptools(site)) == ["newlib/y.py", "parentlib/__init__.py"]
+    assert prune.needs_setuptools(site, marker.stat().st_ctime_ns) == ["newlib/y.py"]
+    assert prune.main(["needs-setuptools", str(tmp_path), "--installed-since", str(marker)]) == 0
+    (site / "newlib/y.py").write_text("def f():\n    import pkg_resources\n")
+    assert prune.main(["needs-setuptools", str(tmp_path), "--installed-since", str(marker)]) == 1
+
+
+def test_bytecode_is_written_for_the_distributions_the_sync_installed_only(prune, tmp_path):
+    site = make_venv(tmp_path, {**dist("old", "1.0", ["old/__init__.py"]), "old/__init__.py": "X = 1\n"})
+    marker = tmp_path / "marker"
+    time.sleep(0.05)  # the old distribution's inode change time stays before the marker's
+    marker.touch()
+    time.sleep(0.05)
+    make_venv(tmp_path, {**dist("new", "2.0", ["new/__init__.py", "new/tests/test_py2.py"]),
+                         "new/__init__.py": "Y = 2\n", "new/tests/test_py2.py": "print 'python 2'\n"})
+    assert prune.main(["compile", str(tmp_path), "--installed-since", str(marker)]) == 0
+    assert [p.name for p in (site / "new/__pycache__").iterdir()] == [f"__init__.{sys.implementation.cache_tag}.pyc"]
+    assert not (site / "old/__pycache__").exists()
 
 
 def test_the_lock_without_the_removed_packages(prune, tmp_path):
