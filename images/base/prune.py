@@ -15,6 +15,7 @@
 
 Packaging tools: pip and wheel always (no image installs packages at run time); setuptools unless a module
 imports it or pkg_resources at module level (guarded imports inside functions or try blocks fall back).
+Build tools inside runtime packages (BUILD_ONLY: numpy.f2py, numpy.distutils, ...) unless imported at module level.
 Test suites: directories named tests/test that no other module imports (OpenMetadata's generated models
 have a `tests` package that is code, not a test suite: it is imported, so it stays).
 """
@@ -35,6 +36,10 @@ TOOLS = ("pip", "wheel", "setuptools")
 # The tools' own modules, and setuptools plug-ins that only a build imports.
 TOOL_MODULES = {"pip", "wheel", "setuptools", "pkg_resources", "_distutils_hack"}
 TEST_DIRS = {"tests", "test"}
+# Build tools and test helpers shipped inside runtime distributions (numpy's Fortran wrapper generator and
+# its distutils fork, OpenMetadata's pytest helpers): they go unless a module imports them at module level.
+BUILD_ONLY = ("numpy/distutils", "numpy/f2py", "_openmetadata_testutils")
+BUILD_ONLY_SCRIPTS = ("f2py",)
 TOP_LEVEL_TOOL_IMPORT = re.compile(r"^(?:import|from)\s+(pkg_resources|setuptools)\b", re.M)
 IMPORT = re.compile(r"^\s*(?:from\s+(\.*[\w.]*)\s+import\s+([\w\s,()*]+)|import\s+([\w.]+))", re.M)
 
@@ -180,6 +185,32 @@ def prune_tests(site: Path) -> int:
     return freed
 
 
+def prune_build_only(venv: Path, site: Path) -> int:
+    present = [Path(relative) for relative in BUILD_ONLY if (site / relative).is_dir()]
+    if not present:
+        return 0
+    inside = set(present)
+    importers: dict[Path, list[str]] = {candidate: [] for candidate in present}
+    for rel in python_files(site, skip=lambda rel: rel in inside or rel.name in TEST_DIRS):
+        text = (site / rel).read_text(errors="replace")
+        for candidate in present:
+            module = module_of(site, candidate)
+            if module in text and re.search(rf"^(?:from|import)\s+{re.escape(module)}\b", text, re.M):
+                importers[candidate].append(str(rel))
+    freed = 0
+    for candidate in present:
+        if importers[candidate]:
+            print(f"prune.py: keeping {candidate}: imported at module level by {', '.join(importers[candidate][:3])}")
+            continue
+        path = site / candidate
+        freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(path)
+    if not (site / "numpy/f2py").exists():
+        for script in BUILD_ONLY_SCRIPTS:
+            (venv / "bin" / script).unlink(missing_ok=True)
+    return freed
+
+
 def prune_venv(venv: Path, removed_file: Path) -> None:
     site = site_packages(venv)
     dists = distributions(site)
@@ -201,6 +232,7 @@ def prune_venv(venv: Path, removed_file: Path) -> None:
     for script in ("pip", "pip3", f"pip3.{sys.version_info[1]}", "wheel"):
         (venv / "bin" / script).unlink(missing_ok=True)
     tests = prune_tests(site)
+    build_only = prune_build_only(venv, site)
     static = 0
     for archive in site.rglob("*.a"):
         static += archive.stat().st_size
@@ -208,7 +240,8 @@ def prune_venv(venv: Path, removed_file: Path) -> None:
     removed_file.parent.mkdir(parents=True, exist_ok=True)
     removed_file.write_text("".join(f"{name}\n" for name in removed))
     print(f"prune.py: removed {', '.join(removed) or 'no packaging tool'} ({freed / 1e6:.1f} MB), "
-          f"test suites {tests / 1e6:.1f} MB, static libraries {static / 1e6:.1f} MB")
+          f"test suites {tests / 1e6:.1f} MB, build tools {build_only / 1e6:.1f} MB, "
+          f"static libraries {static / 1e6:.1f} MB")
 
 
 def filter_lock(lock: Path, removed_file: Path) -> str:

@@ -9,6 +9,7 @@ Dockerfile starts FROM. `--refresh` rebuilds it only when the archive has newer 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -30,15 +31,33 @@ from .daemon import DockerImageStore, read_files
 # No python3-pip (nor the setuptools and wheel it pulls in): no image can install packages at run time.
 # python3-venv stays: build stages bootstrap their tools' virtualenvs with ensurepip.
 PACKAGES = ("python3", "python3-venv", "ca-certificates", "debian-archive-keyring")
-# Left out of the image: documentation and caches no container reads.
-PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt/archives",
-         "var/lib/apt/lists")
+# dpkg's path filters, as Docker Hub's Debian slim images and Ubuntu minimal have them: documentation,
+# manual pages, translations and leap-second time zones (tzdata's right/) are never unpacked, now or by a
+# later apt-get in a build (a connector's os_packages); each package's copyright notice stays. dpkg still
+# lists the files as the package's, so its database (and the SBOM read from it) stays truthful.
+# The last rule a path matches decides; `*` matches `/` too.
+PATH_FILTERS = (
+    ("exclude", "/usr/share/doc/*"),
+    ("include", "/usr/share/doc/*/copyright"),
+    ("exclude", "/usr/share/man/*"),
+    ("exclude", "/usr/share/info/*"),
+    ("exclude", "/usr/share/groff/*"),
+    ("exclude", "/usr/share/lintian/*"),
+    ("exclude", "/usr/share/linda/*"),
+    ("exclude", "/usr/share/locale/*"),
+    ("exclude", "/usr/share/zoneinfo/right/*"),
+)
+DPKG_FILTERS = "etc/dpkg/dpkg.cfg.d/ingestion-factory-excludes"
+# Left out of the image too: apt's downloads and indexes, the previous copies dpkg and debconf keep of
+# their databases, and the logs of the build itself.
+PRUNE = ("var/cache/apt/archives", "var/lib/apt/lists")
+LEFTOVERS = ("var/cache/debconf/*-old", "var/lib/dpkg/*-old", "var/log/*.log", "var/log/apt/*")
 LABEL_BUILT_BY = "io.ingestion-factory.python-image"
 # What the image was made from. An image this tool built from another recipe is rebuilt by the next
 # `inv python-image` (and the set-up scripts), so a machine never keeps, say, pip after the recipe dropped it.
 LABEL_RECIPE = "io.ingestion-factory.python-image-recipe"
-# Bump when _debootstrap or _prune_and_link change what goes into the image (PACKAGES, PRUNE and the
-# suite are part of the recipe already).
+# Bump when _debootstrap or _prune_and_link change what goes into the image (PACKAGES, the filters, what
+# is pruned and the suite are part of the recipe already).
 RECIPE_REVISION = 2
 SOURCES = "etc/apt/sources.list.d/debian.sources"
 DPKG_STATUS = "/var/lib/dpkg/status"
@@ -47,8 +66,8 @@ APT_TIMEOUT_S = 1800  # under QEMU an upgrade of a few dozen packages takes minu
 
 def recipe(settings: Settings) -> str:
     """A short digest of what `inv python-image` puts into the image."""
-    text = json.dumps({"revision": RECIPE_REVISION, "packages": PACKAGES, "prune": PRUNE,
-                       "suite": settings.debian_suite}, sort_keys=True)
+    text = json.dumps({"revision": RECIPE_REVISION, "packages": PACKAGES, "path_filters": PATH_FILTERS,
+                       "prune": PRUNE, "leftovers": LEFTOVERS, "suite": settings.debian_suite}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -273,6 +292,10 @@ def _debootstrap(settings: Settings, platform: Platform, rootfs: Path, debootstr
         raise FactoryError(f"debootstrap{arch} failed (exit {completed.returncode}):\n{tail}",
                            f"check that {settings.debian_mirror} is reachable, is signed by a key in "
                            f"{keyring}{emulation}, or set factory.debian_mirror / factory.debian_keyring")
+    # Before the upgrade, so that the packages it installs honour the filters too.
+    filters = rootfs / DPKG_FILTERS
+    filters.parent.mkdir(parents=True, exist_ok=True)
+    filters.write_text(dpkg_filters())
     (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
     sources = rootfs / SOURCES
     sources.parent.mkdir(parents=True, exist_ok=True)
@@ -298,10 +321,51 @@ def _debootstrap(settings: Settings, platform: Platform, rootfs: Path, debootstr
                            f"reachable and signed by a key in the archive keyring")
 
 
+def dpkg_filters() -> str:
+    """PATH_FILTERS as a dpkg configuration file (/etc/dpkg/dpkg.cfg.d/)."""
+    return "".join(f"path-{kind}={pattern}\n" for kind, pattern in PATH_FILTERS)
+
+
+def filtered_out(path: str) -> bool:
+    """Whether dpkg leaves out this absolute path under PATH_FILTERS (the last matching rule decides)."""
+    verdict = False
+    for kind, pattern in PATH_FILTERS:
+        if fnmatch.fnmatchcase(path, pattern):
+            verdict = kind == "exclude"
+    return verdict
+
+
+def prune_filtered(rootfs: Path) -> int:
+    """Remove what debootstrap unpacked before the filters existed; returns the bytes freed."""
+    freed = 0
+    roots = {pattern.split("*", 1)[0].rstrip("/") for kind, pattern in PATH_FILTERS if kind == "exclude"}
+    for root in sorted(roots):
+        top = rootfs / root.lstrip("/")
+        for directory, dirs, files in os.walk(top, topdown=False):
+            for name in files:
+                path = Path(directory) / name
+                if filtered_out("/" + str(path.relative_to(rootfs))):
+                    freed += path.lstat().st_size
+                    path.unlink()
+            for name in dirs:
+                path = Path(directory) / name
+                if path.is_symlink():
+                    if filtered_out("/" + str(path.relative_to(rootfs))):
+                        path.unlink()
+                elif not any(path.iterdir()):
+                    path.rmdir()
+    return freed
+
+
 def _prune_and_link(rootfs: Path) -> None:
+    prune_filtered(rootfs)
     for relative in PRUNE:
         shutil.rmtree(rootfs / relative, ignore_errors=True)
         (rootfs / relative).mkdir(parents=True, exist_ok=True)
+    for pattern in LEFTOVERS:
+        for leftover in rootfs.glob(pattern):
+            if leftover.is_file() or leftover.is_symlink():
+                leftover.unlink()
     if not (rootfs / "usr/bin/python3").exists():
         raise FactoryError("debootstrap finished but usr/bin/python3 is missing from the root filesystem")
     (rootfs / "usr/local/bin").mkdir(parents=True, exist_ok=True)

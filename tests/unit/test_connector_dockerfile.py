@@ -13,7 +13,9 @@ DOCKERFILE = Path(__file__).resolve().parents[2] / "images" / "connectors" / "Do
 
 def _script(variable: str) -> str:
     """The shell of the RUN instruction that installs ${variable}, mounts left out (Docker joins `\\` lines)."""
-    instructions = re.split(r"\n(?=[A-Z]+ )", DOCKERFILE.read_text().replace("\\\n", " "))
+    # Docker drops comment lines, also inside an instruction continued with `\`, before joining the lines.
+    text = re.sub(r"(?m)^[ \t]*#.*\n", "", DOCKERFILE.read_text())
+    instructions = re.split(r"\n(?=[A-Z]+ )", text.replace("\\\n", " "))
     (run,) = [text for text in instructions if text.startswith("RUN ") and "install --yes" in text
               and "${" + variable + "}" in text]
     return run[run.index("set -f"):]

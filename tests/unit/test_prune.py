@@ -110,3 +110,19 @@ def test_the_lock_without_the_removed_packages(prune, tmp_path):
     removed.write_text("pip\nsetuptools\n")
     assert prune.filter_lock(lock, removed) == "# inputs: sha256:00\nsix==1.17.0 \\\n    --hash=sha256:bb\n"
     assert prune.filter_lock(lock, tmp_path / "missing.txt") == lock.read_text()
+
+
+def test_build_tools_inside_runtime_packages_go_unless_imported_at_module_level(prune, tmp_path):
+    site = make_venv(tmp_path, {
+        "numpy/__init__.py": "", "numpy/f2py/__init__.py": "", "numpy/distutils/__init__.py": "",
+        "numpy/testing/utils.py": "def rundocs():\n    from numpy.distutils.misc_util import exec_mod_from_location\n",
+        "_openmetadata_testutils/__init__.py": "import pytest\n",
+        "oldlib/build.py": "import numpy.distutils.misc_util\n",
+    })
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "f2py").write_text("#!/opt/venv/bin/python\n")
+    prune.prune_venv(tmp_path, tmp_path / "removed.txt")
+    assert not (site / "numpy/f2py").exists() and not (tmp_path / "bin" / "f2py").exists()
+    assert not (site / "_openmetadata_testutils").exists()
+    assert (site / "numpy/distutils/__init__.py").exists()  # oldlib imports it at module level
+    assert (site / "numpy/__init__.py").exists() and (site / "numpy/testing/utils.py").exists()
