@@ -29,7 +29,8 @@ from . import buildkit
 from .daemon import DockerImageStore, read_files
 
 # No python3-pip (nor the setuptools and wheel it pulls in): no image can install packages at run time.
-# python3-venv stays: build stages bootstrap their tools' virtualenvs with ensurepip.
+# python3-venv stays here for build stages and the bench's seed build (ensurepip); every base purges it
+# with the pip wheel it brings (images/base/Dockerfile).
 PACKAGES = ("python3", "python3-venv", "ca-certificates", "debian-archive-keyring")
 # dpkg's path filters, as Docker Hub's Debian slim images and Ubuntu minimal have them: documentation,
 # manual pages, translations and leap-second time zones (tzdata's right/) are never unpacked, now or by a

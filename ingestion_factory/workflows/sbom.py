@@ -25,9 +25,10 @@ from .lock import PACKAGE_LINE
 
 ORIGIN = "io.ingestion-factory:package-manager"  # the property make_sbom.py marks components with
 REMOVED_PATH = "/opt/ingestion-factory/removed-packages.txt"  # one distribution a line, written by prune.py
-# No image can install packages at run time: neither pip in the virtualenv nor Debian's.
+# No image can install packages at run time: neither pip in the virtualenv nor Debian's, nor the pip
+# wheel with which `python3 -m venv` would set up a pip of its own.
 FORBIDDEN_PYTHON = ("pip",)
-FORBIDDEN_DEBIAN = ("python3-pip",)
+FORBIDDEN_DEBIAN = ("python3-pip", "python3-pip-whl")
 
 
 @dataclass(frozen=True)

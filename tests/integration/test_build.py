@@ -124,9 +124,13 @@ def test_no_image_can_install_packages(built, docker_api, name, version):
                                                   "cat /opt/ingestion-factory/removed-packages.txt"])
     assert output.count("No module named pip") == 3, output
     assert "/pip" not in output.replace("No module named pip", "")
+    # Nor a virtualenv of one's own with pip in it (Debian's python3-venv brings a pip wheel).
+    code, output = run_in(docker_api, ref, ["sh", "-c", "python3 -m venv /tmp/own && /tmp/own/bin/python -m pip "
+                                                  "--version; ls /usr/share/python-wheels"])
+    assert code != 0 and "pip 2" not in output, output
     document = json.loads(run_in(docker_api, ref, ["cat", "/opt/ingestion-factory/sbom.cdx.json"])[1])
     names = {component["name"].lower() for component in document["components"]}
-    assert not names & {"pip", "python3-pip"}
+    assert not names & {"pip", "python3-pip", "python3-pip-whl", "python3-venv"}
     removed = set(output.split()) & {"pip", "setuptools", "wheel"}
     assert not names & removed
 

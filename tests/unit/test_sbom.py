@@ -143,3 +143,8 @@ def test_an_image_with_pip_fails_even_when_its_lock_has_pip(tmp_path):
     engine = FakeEngine({sbom.SBOM_PATH: debian_pip, sbom.LOCK_PATH: LOCK.encode()})
     with pytest.raises(StepFailed, match="^Debian's python3-pip 23.0.1"):
         sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", None)
+    pip_wheel = json.dumps({"components": [component("six", "1.17.0", "pip"), component("PyYAML", "6.0.2", "pip"),
+                                           component("python3-pip-whl", "23.0.1+dfsg-1", "dpkg")]}).encode()
+    engine = FakeEngine({sbom.SBOM_PATH: pip_wheel, sbom.LOCK_PATH: LOCK.encode()})
+    with pytest.raises(StepFailed, match="^Debian's python3-pip-whl 23.0.1"):
+        sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", None)
