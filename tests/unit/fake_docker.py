@@ -99,3 +99,14 @@ def built_images(settings, catalog, names, *, stale: tuple[str, ...] = ()) -> di
         repository = ref.rpartition(":")[0]
         images[ref] = engine_attrs(ids[name], labels, [ref, f"{repository}:latest"])
     return images
+
+
+class FixedImageStore:
+    """An image store that only answers `inspect` (ref -> ImageInfo, or None), and has no engine behind it."""
+    api = None
+
+    def __init__(self, images):
+        self.images = images
+
+    def inspect(self, ref):
+        return self.images.get(ref)

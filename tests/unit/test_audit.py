@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from fake_docker import FixedImageStore
 
 from ingestion_factory import platforms
 from ingestion_factory import settings as settings_mod
@@ -288,20 +289,10 @@ def test_python_updates_are_the_resolvers_answer_and_the_framework_is_marked_apa
     assert all("--no-deps" in args for args in calls)
 
 
-class Store:
-    api = None
-
-    def __init__(self, images):
-        self.images = images
-
-    def inspect(self, ref):
-        return self.images.get(ref)
-
-
 def test_refresh_rebuilds_only_when_the_suites_have_newer_packages(settings):
     from ingestion_factory.model.plan import ImageInfo
 
-    store = Store({settings.python_image: ImageInfo("sha256:" + "1" * 64, {}, 1)})
+    store = FixedImageStore({settings.python_image: ImageInfo("sha256:" + "1" * 64, {}, 1)})
     rebuilt = []
 
     def rebuild(settings, **kwargs):
