@@ -8,7 +8,9 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -203,9 +205,10 @@ GENERATOR_IMAGE = """\
 ARG IMAGE
 FROM ${IMAGE}
 USER root
+# The image has no venv support nor pip (the base purges them): uv is the test runner's own.
+COPY uv /opt/uv/bin/uv
 RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=ca \\
-    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca SSL_CERT_FILE=/run/secrets/ca; fi \\
-    && python3 -m venv /opt/uv && /opt/uv/bin/pip install --quiet "uv==0.9.30" \\
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \\
     && /opt/uv/bin/uv venv --quiet /opt/sbom-tool --python "$(/opt/venv/bin/python -c 'import sys; print(sys._base_executable)')" \\
     && /opt/uv/bin/uv pip sync --quiet --python /opt/sbom-tool/bin/python --require-hashes \\
         /opt/ingestion-factory/sbom-tool/requirements.lock
@@ -223,6 +226,9 @@ def test_the_sbom_is_the_one_the_earlier_generator_writes(project, docker_api, t
     assert earlier.returncode == 0, f"needs the repository's history (git show {EARLIER_GENERATOR}): {earlier.stderr}"
     (tmp_path / "make_sbom_earlier.py").write_text(earlier.stdout)
     (tmp_path / "Dockerfile").write_text(GENERATOR_IMAGE)
+    uv = Path(sys.executable).with_name("uv")
+    assert uv.is_file(), f"needs uv next to the test runner's Python ({uv}): pip install uv"
+    shutil.copy(uv, tmp_path / "uv")
     ref = project.ref("datahub-sqlite", DH_VERSION)
     carried = json.loads(read_files(docker_api, ref, [SBOM_PATH])[SBOM_PATH])
     identity = carried["metadata"]["component"]
