@@ -637,11 +637,13 @@ def _all_in_one_size(bench: Bench, found, api, base_ref: str) -> int:
         (Path(scratch) / "Dockerfile").write_text(
             "ARG BASE\nFROM ${BASE}\nUSER root\n"
             "COPY requirements.txt /tmp/requirements.txt\n"
-            "RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/pip "
-            "if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi "
-            "&& python3 -m venv /tmp/pipenv && /tmp/pipenv/bin/pip install -q uv "
-            "&& SSL_CERT_FILE=${PIP_CERT:-} /tmp/pipenv/bin/uv pip install --python /opt/venv/bin/python "
-            "-r /tmp/requirements.txt -c /opt/venv/base-constraints.txt && rm -rf /tmp/pipenv\n")
+            # The base has neither pip nor venv support: the bench's own uv, bound in for this step only.
+            "RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv "
+            "--mount=type=bind,source=uv,target=/tmp/uv "
+            "if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi "
+            "&& /tmp/uv pip install --python /opt/venv/bin/python "
+            "-r /tmp/requirements.txt -c /opt/venv/base-constraints.txt\n")
+        shutil.copy(_bench_uv(), Path(scratch) / "uv")
         base_id = api.images.get(base_ref).id
         _cli_build(Path(scratch), ref, {"BASE": verify.pin(api, base_id)}, bench.settings.resolved_ca_bundle(),
                    bench.console)
