@@ -54,13 +54,15 @@ python_image=${INVOKE_FACTORY_PYTHON_IMAGE:-$(.venv/bin/python -c \
 python_image_status=$(.venv/bin/python -c 'import sys; from pathlib import Path
 from ingestion_factory.settings import load, pyproject_defaults
 from ingestion_factory.engine.python_image import status
-print(status(load({**pyproject_defaults(Path(".")), "python_image": sys.argv[1]}, Path("."))))' "$python_image" 2>&1)
+print(status(load({**pyproject_defaults(Path(".")), "python_image": sys.argv[1]}, Path("."))))' "$python_image" 2>&1) \
+    || python_image_status="unknown (${python_image_status##*$'\n'})"
 case "$python_image_status" in
     ok) ;;
     missing)
         echo "Getting the Python image $python_image ..."
         docker pull --quiet "$python_image" || .venv/bin/inv python-image ;;
-    *)  .venv/bin/inv python-image ;;
+    *)  echo "Python image $python_image: $python_image_status"
+        .venv/bin/inv python-image ;;
 esac
 # Skips everything that is up to date: seconds when the images exist.
 .venv/bin/inv build-connectors -c "$demo_connector"

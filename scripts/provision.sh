@@ -231,7 +231,8 @@ print(pyproject_defaults(Path("."))["python_image"])')
     python_image_status=$(.venv/bin/python -c 'import sys; from pathlib import Path
 from ingestion_factory.settings import load, pyproject_defaults
 from ingestion_factory.engine.python_image import status
-print(status(load({**pyproject_defaults(Path(".")), "python_image": sys.argv[1]}, Path("."))))' "$python_image" 2>&1)
+print(status(load({**pyproject_defaults(Path(".")), "python_image": sys.argv[1]}, Path("."))))' "$python_image" 2>&1) \
+    || python_image_status="unknown (${python_image_status##*$'\n'})"
     if [ "$python_image_status" != ok ]; then
         fix "build the Python image $python_image (inv python-image: ${python_image_status//$'\n'/ })" \
             "${sudo}.venv/bin/inv python-image   # or: docker pull $python_image" .venv/bin/inv python-image
