@@ -227,7 +227,7 @@ def add_step_table(bench: Bench, report: dict) -> None:
         return
     image = report[name]
     log = Path(image.get("log") or bench.settings.output_path / "logs" / f"{name}.log")
-    steps = buildkit_steps(log.read_text()) if log.is_file() else []
+    steps = buildkit_steps(buildkit.last_run(log.read_text())) if log.is_file() else []
     rows = [(step, seconds) for step, seconds in steps if seconds is None or seconds >= 0.05]
     rows += [("smoke test (main.py --check)", image.get("smoke_s")), ("SBOM check", image.get("sbom_check_s")),
              ("tagging, size", image.get("tag_s")), ("whole image, verified and tagged", image.get("duration_s"))]
@@ -436,7 +436,7 @@ def measure_one_fragment_changed(bench: Bench, found, api, name: str | None = No
         log = Path(image.get("log") or settings.output_path / "logs" / f"{name}.log")
         # The same change built before (a --no-cold run after another bench) comes from BuildKit's cache.
         cached = log.is_file() and any(step.startswith("[install-") and seconds is None
-                                       for step, seconds in buildkit_steps(log.read_text()))
+                                       for step, seconds in buildkit_steps(buildkit.last_run(log.read_text())))
         extra = _extra_packages(api, found, name, bench.settings)
     build(bench.settings, [name])  # the image back to the committed inputs, for the measurements after this
     plain_s = _plain_venv_install(extra)

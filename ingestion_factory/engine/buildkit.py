@@ -199,6 +199,16 @@ class _Outcome:
     timed_out: Diagnosis | None = None  # which timeout ended the build
 
 
+# Each build appends its run to the image's log under a line starting with this.
+LOG_RUN_HEADER = "===== "
+
+
+def last_run(log: str) -> str:
+    """The newest build's part of an appended build log (the whole text if it has no run header)."""
+    start = log.rfind("\n" + LOG_RUN_HEADER)
+    return log if start < 0 else log[start + 1:]
+
+
 def _stream(command: list[str], env: dict, log_path: Path, on_progress, *, timeout_s: float = 0,
             no_output_timeout_s: float = 0) -> _Outcome:
     lines: list[str] = []
@@ -206,7 +216,7 @@ def _stream(command: list[str], env: dict, log_path: Path, on_progress, *, timeo
     # truncate each other's log, and an earlier failure's log survives the retry.
     with open(log_path, "a") as log:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        log.write(f"\n===== {started} pid {os.getpid()} =====\n$ " + " ".join(command) + "\n")
+        log.write(f"\n{LOG_RUN_HEADER}{started} pid {os.getpid()} =====\n$ " + " ".join(command) + "\n")
         log.flush()
         process = BUILDS.start(lambda: subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,

@@ -1,4 +1,9 @@
-"""Runs a plan: builds in dependency order, in parallel up to `jobs`, each one build -> verify -> tag."""
+"""Runs a plan: builds in dependency order, each one build -> verify -> tag.
+
+Up to `jobs` BuildKit builds run at once, and up to `jobs` verifications (smoke test, SBOM check) beside
+them: a build mostly waits on downloads and disk while a smoke test mostly imports the framework, so one
+image's build overlaps another's smoke test instead of waiting for its slot.
+"""
 
 from __future__ import annotations
 
@@ -72,6 +77,13 @@ def _end_builds_and_smoke_tests(reason: str) -> None:
     verify.end_smoke_tests(reason)
 
 
+def _building(built: dict[str, Future], running: dict[Future, str]) -> int:
+    """Images whose build holds a build slot: not built yet, or failed and not yet recorded (so that
+    --fail-fast sees the failure before another build starts)."""
+    return sum(1 for name in running.values()
+               if not built[name].done() or built[name].result() is None)
+
+
 def _built_image(built: dict[str, Future], name: str) -> str | None:
     """The new image ID of `name` once it is built (before it is verified); None before, or without one."""
     future = built.get(name)
@@ -106,12 +118,14 @@ class Builder:
         # Set by an interrupt (KeyboardInterrupt, or SIGTERM turned into one): no tag moves after it.
         self.interrupted: BaseException | None = None
         self._tagging = threading.Lock()
+        self._verifying = threading.BoundedSemaphore(1)  # verifications at once: `jobs`, set by run()
 
     def run(self, plan: Plan, *, jobs: int, fail_fast: bool) -> list[Result]:
         """A result for every image of the plan, in the plan's order."""
         results: dict[str, Result] = {}
         self.build_python_id = plan.build_python_id  # cross-installs run in it (foreign platforms only)
         self.python_id = plan.python_id  # connectors build their uv stage FROM it, as the base does
+        self._verifying = threading.BoundedSemaphore(jobs)
         try:
             self._schedule(plan, results, jobs=jobs, fail_fast=fail_fast)
         finally:
@@ -133,16 +147,17 @@ class Builder:
         self.end_builds(f"interrupted ({self.interrupted_by})")
 
     def _schedule(self, plan: Plan, results: dict[str, Result], *, jobs: int, fail_fast: bool) -> None:
-        """Start an image once its parent is built, at most `jobs` at a time.
+        """Start an image once its parent is built, at most `jobs` builds at a time.
 
-        A child's build starts while its parent's smoke test runs; it is tagged only once its parent has
+        An image that is built leaves its build slot to the next one while it is verified (at most `jobs`
+        verifications at a time, see _verify), so up to 2 x `jobs` images are under way. A child's build starts while its parent's smoke test runs; it is tagged only once its parent has
         a result, and discarded if the parent failed. Builds wait here rather than in the pool, so
         --fail-fast can still hold them back. plan.order has parents first, so with nothing running the
         first pending image can start.
         """
         pending = list(plan.order)
         running: dict[Future, str] = {}
-        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as pool:
+        with ThreadPoolExecutor(max_workers=2 * jobs, thread_name_prefix="build") as pool:
             try:
                 self._loop(plan, results, pool, pending, running, jobs, fail_fast)
             except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupts.py): end the builds, keep what is done
@@ -172,7 +187,7 @@ class Builder:
                     results[name] = self._keep(item)
                 elif stopping:
                     results[name] = self._not_built(item, "stopped by --fail-fast")
-                elif len(running) < jobs:
+                elif _building(built, running) < jobs and len(running) < 2 * jobs:
                     parent_id = parent_image if early else self._parent_id(plan, item, results)
                     built[name] = Future()
                     future = pool.submit(self._build_one, item, parent_id, built[name],
@@ -302,15 +317,21 @@ class Builder:
     def _verify(self, item: PlanItem, image_id: str) -> tuple[verify.SmokeResult, float]:
         """The smoke test's result, and the seconds the SBOM check took."""
         try:
-            self._unless_interrupted()
-            self.progress.update(item.name, "smoke test")
-            smoke = self.smoke_test(image_id)
-            started = time.monotonic()
-            if self.check_sbom is not None:
+            if not self._verifying.acquire(blocking=False):
+                self.progress.update(item.name, "built, waiting for a smoke-test slot", announce=False)
+                self._verifying.acquire()
+            try:
                 self._unless_interrupted()
-                self.progress.update(item.name, "SBOM check")
-                self.check_sbom(image_id, item.name)
-            return smoke, time.monotonic() - started
+                self.progress.update(item.name, "smoke test")
+                smoke = self.smoke_test(image_id)
+                started = time.monotonic()
+                if self.check_sbom is not None:
+                    self._unless_interrupted()
+                    self.progress.update(item.name, "SBOM check")
+                    self.check_sbom(image_id, item.name)
+                return smoke, time.monotonic() - started
+            finally:
+                self._verifying.release()
         except Exception:
             self._discard(image_id)  # never tagged, so nothing else would ever remove it
             raise

@@ -56,6 +56,17 @@ def test_buildkit_steps_reads_each_steps_time_from_a_plain_progress_log():
     ]
 
 
+def test_the_step_table_reads_only_the_newest_run_of_an_appended_log():
+    """Build logs are appended run after run: an earlier run's step #8 must not name this run's."""
+    from benchmarks.bench import buildkit_steps
+    from ingestion_factory.engine.buildkit import LOG_RUN_HEADER, last_run
+
+    older = f"\n{LOG_RUN_HEADER}2026-12-01T00:00:00+00:00 pid 1 =====\n#8 [uv 2/2] RUN pip install uv\n#8 DONE 9.0s\n"
+    newer = f"\n{LOG_RUN_HEADER}2026-12-02T00:00:00+00:00 pid 2 =====\n#8 [uv 2/2] RUN unzip uv\n#8 CACHED\n"
+    assert buildkit_steps(last_run(older + newer)) == [("[uv 2/2] RUN unzip uv", None)]
+    assert last_run("#8 [os 1/1] RUN true\n") == "#8 [os 1/1] RUN true\n"
+
+
 def test_the_fragment_change_is_made_in_a_scratch_copy_never_in_the_working_tree(project):
     """A bench killed while it rebuilds the changed connector leaves `git status` clean."""
     import pytest

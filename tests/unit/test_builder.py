@@ -67,6 +67,7 @@ def engine(project):
         with lock:
             engine.running += 1
             engine.most = max(engine.most, engine.running)
+            engine.overlapped |= engine.smoking > 0  # this build started beside a smoke test
             engine.order.append(name)
         time.sleep(0.05)
         with lock:
@@ -79,10 +80,19 @@ def engine(project):
         return image_id
 
     def smoke_test(image_id):
+        with lock:
+            engine.smoking += 1
+            engine.most_smoking = max(engine.most_smoking, engine.smoking)
+        time.sleep(engine.smoke_s)
+        with lock:
+            engine.smoking -= 1
         if engine.names[image_id] in engine.unverified:
             raise verify.SmokeFailed(Diagnosis(Cause.PLUGIN_IMPORT, "plugin import failed in the smoke test: x"))
         return verify.SmokeResult(0, "", 0.0)
 
+    engine.smoking = engine.most_smoking = 0
+    engine.overlapped = False
+    engine.smoke_s = 0.0
     engine.names = {}
     engine.build, engine.smoke_test = build, smoke_test
     return engine
@@ -103,6 +113,17 @@ def test_parents_first_and_at_most_jobs_at_once(project, engine):
     assert {r.result for r in results.values()} == {BUILT}
     assert engine.order[0] == "base"
     assert engine.most == 2
+
+
+def test_a_build_runs_beside_a_smoke_test_and_each_stays_within_jobs(project, engine):
+    """Builds wait on downloads, smoke tests on the CPU: the next build need not wait for a smoke test."""
+    for name in ("a", "b", "c", "d"):
+        add_connector(project, name)
+    engine.smoke_s = 0.1
+    results = run(project, engine, ["a", "b", "c", "d"], jobs=1)
+    assert {r.result for r in results.values()} == {BUILT}
+    assert engine.most == 1 and engine.most_smoking == 1
+    assert engine.overlapped
 
 
 def test_a_failure_skips_only_its_dependents(project, engine):
