@@ -102,7 +102,7 @@ def build_base(c, framework=None, version=None, force=False, no_cache=False, pla
 
 @task(help={
     "connector": "Connector to build (repeatable; default: all). Its parents are built first.",
-    "jobs": "Images built at the same time (default: factory.jobs).",
+    "jobs": "Images built at the same time, and smoke-tested beside them (default: factory.jobs).",
     "force": "Rebuild the named connectors even when up to date.",
     "fail_fast": "Stop starting new builds after the first failure.",
     "plan": "Print what would be built and why; build nothing.",

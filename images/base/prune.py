@@ -1,7 +1,10 @@
 """Leave out of a virtualenv what no connector uses at run time (stdlib only; run with the venv's Python).
 
-    prune.py venv VENV --removed FILE    packaging tools and test suites out of VENV; FILE lists the
-                                         distributions removed (their files and metadata both go)
+    prune.py venv VENV --removed FILE [--strip-with ROOT]
+                                         packaging tools and test suites out of VENV; FILE lists the
+                                         distributions removed (their files and metadata both go); with
+                                         ROOT (a root file system holding binutils, a build stage's), the
+                                         extension modules lose their debug sections too
     prune.py lock LOCK --removed FILE    LOCK without FILE's distributions, on stdout, for `uv pip sync`
     prune.py compile VENV --installed-since FILE
                                          bytecode for the modules of distributions installed after FILE was
@@ -26,8 +29,10 @@ import argparse
 import compileall
 import csv
 import os
+import platform
 import re
 import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -244,6 +249,28 @@ def prune_venv(venv: Path, removed_file: Path) -> None:
           f"static libraries {static / 1e6:.1f} MB")
 
 
+def strip_debug(venv: Path, binutils: Path, batch: int = 200) -> None:
+    """`strip --strip-debug` on the extension modules, with the strip of another root file system (its own
+    libraries by LD_LIBRARY_PATH: the same glibc). Vendored libraries (*.libs/, patched by auditwheel) are left
+    as they are; a file strip cannot read (another architecture's, when cross-built) is named and left too; a
+    strip that cannot run at all raises."""
+    strip = binutils / "usr" / "bin" / "strip"
+    env = {**os.environ, "LD_LIBRARY_PATH": str(binutils / "usr" / "lib" / f"{platform.machine()}-linux-gnu")}
+    subprocess.run([str(strip), "--version"], env=env, check=True, stdout=subprocess.DEVNULL)
+    modules = sorted(str(path) for path in venv.rglob("*.so") if path.is_file() and not path.is_symlink()
+                     and not any(part.endswith(".libs") for part in path.relative_to(venv).parts[:-1]))
+    left = []
+    for start in range(0, len(modules), batch):
+        chunk = modules[start:start + batch]
+        if subprocess.run([str(strip), "--strip-debug", *chunk], env=env, capture_output=True).returncode:
+            # strip goes on past a file it cannot read: find which ones, one at a time
+            left += [module for module in chunk if subprocess.run(
+                [str(strip), "--strip-debug", module], env=env, capture_output=True).returncode]
+    for module in left:
+        print(f"not stripped: {module}")
+    print(f"prune.py: stripped debug sections of {len(modules) - len(left)} extension modules")
+
+
 def filter_lock(lock: Path, removed_file: Path) -> str:
     """The lock's text without the blocks (requirement line and its --hash lines) of removed packages."""
     removed = set(removed_file.read_text().split()) if removed_file.is_file() else set()
@@ -263,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     venv = sub.add_parser("venv")
     venv.add_argument("venv", type=Path)
     venv.add_argument("--removed", type=Path, required=True)
+    venv.add_argument("--strip-with", type=Path)
     lock = sub.add_parser("lock")
     lock.add_argument("lock", type=Path)
     lock.add_argument("--removed", type=Path, required=True)
@@ -275,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "venv":
         prune_venv(args.venv, args.removed)
+        if args.strip_with:
+            strip_debug(args.venv, args.strip_with)
     elif args.command == "lock":
         sys.stdout.write(filter_lock(args.lock, args.removed))
     elif args.command == "compile":

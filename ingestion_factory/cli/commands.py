@@ -98,8 +98,8 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
                                      [lock_mod.SBOM_TOOL, *dict.fromkeys(item.name for item in todo)]) if todo else {}
     if todo:
         find_cli()  # no BuildKit-capable CLI: one clear error with the install hint, not N failed builds
-        console.print(f"Building {len(todo)} of {total} images{where} with up to {settings.jobs} at a time "
-                      f"(logs in {settings.output_path / 'logs'}).")
+        console.print(f"Building {len(todo)} of {total} images{where}, up to {settings.jobs} builds and "
+                      f"{settings.jobs} smoke tests at a time (logs in {settings.output_path / 'logs'}).")
     results: list[Result] = []
     warnings: list[str] = []
     # --cache-from serves the default platform's images; another platform's are built (its cache keys differ).

@@ -106,7 +106,7 @@ def test_final_image_has_no_build_tools_or_caches(built, docker_api):
     code, output = run_in(docker_api, project.ref("mysql", OM_VERSION), [
         "sh", "-c",
         # Mount points may remain as empty directories; their content must not.
-        "for p in /opt/uv /root/.cache/uv /root/.cache/pip /run/secrets /usr/bin/gcc; do "
+        "for p in /opt/uv /tmp/binutils /root/.cache/uv /root/.cache/pip /run/secrets /usr/bin/gcc; do "
         "[ -n \"$(ls -A $p 2>/dev/null)\" ] && echo present:$p; done; command -v uv || true; echo done"],
         user="root")
     assert code == 0

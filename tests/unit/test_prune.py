@@ -126,3 +126,42 @@ def test_build_tools_inside_runtime_packages_go_unless_imported_at_module_level(
     assert not (site / "_openmetadata_testutils").exists()
     assert (site / "numpy/distutils/__init__.py").exists()  # oldlib imports it at module level
     assert (site / "numpy/__init__.py").exists() and (site / "numpy/testing/utils.py").exists()
+
+
+def fake_binutils(root: Path, log: Path) -> Path:
+    """A root file system whose strip logs what it strips, fails on `foreign*.so`, and sees LD_LIBRARY_PATH."""
+    strip = root / "usr" / "bin" / "strip"
+    strip.parent.mkdir(parents=True)
+    strip.write_text(f"""#!/bin/sh
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >> {log}
+[ "$1" = --version ] && exit 0
+shift
+status=0
+for f; do case "$f" in *foreign*) status=1;; *) echo "stripped $f" >> {log};; esac; done
+exit $status
+""")
+    strip.chmod(0o755)
+    return root
+
+
+def test_strip_leaves_vendored_libraries_and_names_files_it_cannot_read(prune, tmp_path, capsys):
+    venv = tmp_path / "venv"
+    site = make_venv(venv, {"numpy/core/_multiarray.so": "", "numpy.libs/libopenblas.so": "",
+                            "foreign_arm64.so": "", "pkg/mod.py": ""})
+    (site / "link.so").symlink_to(site / "numpy/core/_multiarray.so")
+    log = tmp_path / "strip.log"
+    prune.strip_debug(venv, fake_binutils(tmp_path / "binutils", log), batch=2)
+    stripped = [line.split(" ", 1)[1] for line in log.read_text().splitlines() if line.startswith("stripped ")]
+    assert sorted(set(stripped)) == [str(site / "numpy/core/_multiarray.so")]
+    assert "LD_LIBRARY_PATH=" + str(tmp_path / "binutils" / "usr" / "lib") in log.read_text()
+    out = capsys.readouterr().out
+    assert f"not stripped: {site / 'foreign_arm64.so'}" in out
+    assert "stripped debug sections of 1 extension modules" in out
+
+
+def test_a_strip_that_cannot_run_fails_the_build(prune, tmp_path):
+    venv = tmp_path / "venv"
+    make_venv(venv, {"mod.so": ""})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OSError):
+        prune.strip_debug(venv, tmp_path / "empty")
