@@ -16,6 +16,10 @@ from ..model.failures import Cause, Diagnosis, StepFailed, read_smoke_output
 PIN_REPOSITORY = "ingestion-factory-pin/image"
 SMOKE_COMMAND = ["python", "main.py", "--check"]
 SMOKE_TIMEOUT_S = 180
+# A smoke test's CPU weight next to BuildKit's (1024 for all the builds together, one cgroup): a build is
+# what the next builds wait for, a smoke test ends a branch, so a build comes first when both want the CPU
+# and smoke tests take what is left. Alone, a smoke test still gets all the CPU.
+SMOKE_TEST_CPU_SHARES = 256
 
 
 class SmokeFailed(StepFailed):
@@ -69,7 +73,8 @@ def smoke_test(api, image_id: str, command: list[str] | None = None, *,
     command = command or SMOKE_COMMAND
     shown = " ".join(command)
     start = time.monotonic()
-    container = api.containers.create(image_id, command, network_mode="none", detach=True)
+    container = api.containers.create(image_id, command, network_mode="none", detach=True,
+                                      cpu_shares=SMOKE_TEST_CPU_SHARES)
     try:
         SMOKE_TESTS.start(lambda: container)
         container.start()

@@ -44,6 +44,7 @@ class FakeAPI:
 
     def create(self, image, command, **options):
         assert options["network_mode"] == "none"
+        self.options = options
         return self.container
 
 
@@ -134,3 +135,10 @@ def test_ending_the_smoke_tests_kills_a_running_one_and_starts_no_other():
         assert later.removed
     finally:
         verify.SMOKE_TESTS.reset()
+
+
+def test_a_smoke_test_yields_the_cpu_to_builds():
+    """Builds share one cgroup of weight 1024; a smoke test weighs less, so it never slows a build down."""
+    api = FakeAPI(FakeContainer(status=0, output="ok"))
+    verify.smoke_test(api, "sha256:x")
+    assert 2 <= api.options["cpu_shares"] < 1024
