@@ -310,7 +310,7 @@ def trusted_cache(keys_used, signer=None, signed_record=None):
     """A RegistryCache over a MemoryRegistry holding one cache image (signed when `signer` is given)."""
     from dataclasses import dataclass
 
-    from test_cache import FakeDaemon, attrs
+    from test_cache import FakeDaemon, attrs, registry_config
     from ingestion_factory.platforms import DEFAULT
     from ingestion_factory.workflows.cache import RegistryCache, cache_tag
 
@@ -336,6 +336,7 @@ def trusted_cache(keys_used, signer=None, signed_record=None):
     daemon.served[f"{REPO}@{DIGEST}"] = attrs(image_id, **{"io.ingestion-factory.inputs": record().input_hash,
                                                           "io.ingestion-factory.parent-id": record().parent_id,
                                                           LABEL_NAME: "datahub-sqlite"})
+    registry.blobs[image_id] = registry_config(daemon.served[f"{REPO}@{DIGEST}"])
     if signer:
         trust.sign(registry, signer, REPO, DIGEST, signed_record or record())
     warnings = []
