@@ -758,6 +758,9 @@ def _remove_unlisted(api, manifest: BundleManifest, loaded: list[str], existed: 
                 pass
 
 
+ATTESTATION_ONLY = "attestation only (the bundle has no signatures)"
+
+
 def _prove(pusher, api, image: BundledImage, result, proof, signer) -> None:
     """The bundle's proofs copied next to the mirror's digest, and a signature of this machine's key if it has one.
 
@@ -767,8 +770,9 @@ def _prove(pusher, api, image: BundledImage, result, proof, signer) -> None:
     try:
         if proof is not None:
             copied = trust.copy_proof(client, result.repository, result.digest, proof)
-            result.signed[result.digest] = ("copied from the bundle" if "copied" in (copied.signature,
-                                                                                    copied.attestation)
+            result.signed[result.digest] = (ATTESTATION_ONLY if copied.signature == "none in the bundle"
+                                            else "copied from the bundle" if "copied" in (copied.signature,
+                                                                                         copied.attestation)
                                             else "present")
             pusher._say(f"{result.repository}@{result.digest}: the bundle's signature {copied.signature}, "
                         f"attestation {copied.attestation}")
@@ -812,11 +816,12 @@ def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: st
                                       repository, tags))
         if results[-1].result in (PUSHED, PRESENT) and results[-1].digest:
             _prove(pusher, api, image, results[-1], proofs.get(image.image_id), signer)
-    unproven = [r.name for r in results if r.result in (PUSHED, PRESENT) and not r.signed]
+    unproven = [r.name for r in results if r.result in (PUSHED, PRESENT)
+                and set(r.signed.values()) <= {ATTESTATION_ONLY}]
     if unproven:
         console.print(f"[bold yellow]warning: {escape(', '.join(unproven))} on {escape(target)} carry no signature "
-                      "or attestation (the bundle is not signed and factory.signing_key is not set): `inv verify` "
-                      "and --cache-from with trusted_keys will refuse them[/]")
+                      "(the bundle has none and factory.signing_key is not set): `inv verify` and --cache-from "
+                      "with trusted_keys will refuse them[/]")
     console.print(push_table(results, f"Pushed to the mirror {target}"))
     report = write_json(settings.output_path / "reports" / "push-latest.json", results, {"registry": target,
                                                                                         "from_bundle": True})

@@ -579,6 +579,13 @@ def test_unbundle_push_proves_each_pushed_digest_by_copy_and_with_a_key_by_signi
         bundle_mod._prove(Pusher(registry), None, image, result, proofs[image.image_id], signer_here)
         assert result.result == PUSHED and result.signed == {MIRROR_DIGEST: expected}
         assert trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT).verified
+    # A bundle from before bundles carried signatures, no key: the attestation alone, which the caller warns of.
+    from dataclasses import replace
+
+    result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
+    bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, result,
+                      replace(proofs[image.image_id], payload=b"", signature=b""), None)
+    assert result.signed == {MIRROR_DIGEST: bundle_mod.ATTESTATION_ONLY}
     # Neither a proof nor a key: nothing to write; the caller warns.
     result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
     bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, result, None, None)
