@@ -324,10 +324,11 @@ def bundle(c, output, connector=None, tag=None, passphrase_file=None):
     "no_wait": NO_WAIT_HELP,
     "namespace": "Accept images for this namespace's repositories (default: factory.namespace).",
     "allow_unsigned": "With factory.trusted_keys: accept a bundle no trusted key signed (with a warning).",
+    "passphrase_file": PASSPHRASE_HELP + " With --push and factory.signing_key: the mirror's digests are signed.",
 })
 @reports_errors
 def unbundle(c, file, push=None, username=None, password_file=None, namespace=None, no_wait=False,
-             allow_unsigned=False):
+             allow_unsigned=False, passphrase_file=None):
     """Load a bundle: checksum, image IDs and smoke tests first; only then tag (and optionally push) the images."""
     from ingestion_factory.workflows import bundle as bundle_mod
 
@@ -335,7 +336,7 @@ def unbundle(c, file, push=None, username=None, password_file=None, namespace=No
     with _one_run(settings, no_wait):
         return bundle_mod.unbundle(settings, Path(file), push_to=push, username=username,
                                    password_file=password_file, console=commands.console,
-                                   allow_unsigned=allow_unsigned)
+                                   allow_unsigned=allow_unsigned, passphrase_file=passphrase_file)
 
 
 @task(positional=["action"], help={

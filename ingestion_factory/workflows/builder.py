@@ -292,8 +292,7 @@ class Builder:
             dockerfile=spec.dockerfile,
             context=spec.context,
             build_args=self._build_args(item, self._pin(parent_id)),
-            labels=self._labels(item, input_hash(spec, parent_id, self.settings, item.platform, item.install,
-                                                 self.build_python_id), parent_id),
+            labels=self._labels(item, self._input_hash(item, parent_id), parent_id),
             ca_bundle=self.ca_bundle,
             log_path=log_path,
             no_cache=self.no_cache,
@@ -304,12 +303,16 @@ class Builder:
         )
         return self.run_build(request, on_progress=lambda text: self.progress.step(spec.name, text))
 
+    def _input_hash(self, item: PlanItem, parent_id: str) -> str:
+        """What the build labels the image with, and so the cache's key: platform and install mode included."""
+        return input_hash(item.spec, parent_id, self.settings, item.platform, item.install, self.build_python_id)
+
     def _pull(self, item: PlanItem, parent_id: str):
         """The registry cache's image for this item's inputs (cache.Hit), or None: build it."""
         if self.cache is None:
             return None
         self.progress.update(item.name, "looking up the cache")
-        hit = self.cache.fetch(item, input_hash(item.spec, parent_id, self.settings), parent_id)
+        hit = self.cache.fetch(item, self._input_hash(item, parent_id), parent_id)
         if hit:
             self.progress.update(item.name, f"pulled {hit.ref}")
         return hit

@@ -13,6 +13,11 @@ every image ID and its labels against the manifest, smoke-tests every image, and
 (and, with --push, pushes them to a mirror). A bundle that fails any check tags nothing, and the
 images it loaded are removed again.
 
+With --push, the mirror's images carry proof as `inv push` leaves it: a signed bundle's signature and
+attestation of each image (they name its image ID, which the mirror's manifest names as its config) are
+copied next to the mirror's digest, no key needed; with `signing_key` set each digest is also signed here,
+which is what cosign and admission controllers need (they accept only proofs naming the manifest digest).
+
 The checksum only proves the copy is whole: whoever writes a bundle also writes its bundle.json. So
 the names a bundle may tag are checked too (this factory's `namespace/ingestion-connector-<name>`,
 Docker tag syntax), the archive's own names (`RepoTags` in its manifest.json, its `repositories`
@@ -59,10 +64,11 @@ from ..model.plan import (
     require_verified,
 )
 from ..model.results import human_size, write_json
+from ..platforms import DEFAULT as DEFAULT_PLATFORM
 from ..settings import Settings
 from ..status import Status
 from . import trust
-from .push import FAILED, NOT_PUSHED, connect, push_table
+from .push import FAILED, NOT_PUSHED, PRESENT, PUSHED, connect, push_table
 
 BUNDLE_FORMAT = "ingestion-factory-bundle/1"
 MANIFEST_MEMBER = "bundle.json"
@@ -318,12 +324,8 @@ def _bundle_signer(signer, api, plan, images: list[BundledImage]):
     return lambda manifest_bytes: trust.sign_bundle(signer, manifest_bytes, attested)
 
 
-def require_trusted(settings: Settings, path: Path, manifest: BundleManifest, allow_unsigned: bool,
-                    console: Console) -> None:
-    """With trusted_keys: a bundle signed by one of them, every image attested, or --allow-unsigned (loudly)."""
-    keys = trust.trusted_keys(settings)
-    if not keys:
-        return
+def read_signed(path: Path) -> tuple[bytes, bytes | None]:
+    """bundle.json's exact bytes, and trust.json's (None: the bundle is not signed)."""
     try:
         with tarfile.open(path, mode="r:") as tar:
             manifest_bytes = tar.extractfile(tar.next()).read()
@@ -331,6 +333,16 @@ def require_trusted(settings: Settings, path: Path, manifest: BundleManifest, al
             signed = tar.extractfile(member).read() if member and member.size <= MAX_MANIFEST_BYTES else None
     except (tarfile.TarError, OSError, EOFError, AttributeError) as exc:
         raise BundleRefused(f"{path} cannot be read as a bundle ({type(exc).__name__}: {exc})") from None
+    return manifest_bytes, signed
+
+
+def require_trusted(settings: Settings, path: Path, manifest: BundleManifest, allow_unsigned: bool,
+                    console: Console) -> None:
+    """With trusted_keys: a bundle signed by one of them, every image attested, or --allow-unsigned (loudly)."""
+    keys = trust.trusted_keys(settings)
+    if not keys:
+        return
+    manifest_bytes, signed = read_signed(path)
     why = trust.check_bundle(signed, manifest_bytes, [image.image_id for image in manifest.images], keys)
     if why is None:
         console.print(f"{path.name}: signed by a trusted key; every image attested.")
@@ -666,7 +678,8 @@ def remove_new(api, manifest: BundleManifest, existed: set[str]) -> None:
 
 
 def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, username: str | None = None,
-             password_file: str | None = None, console: Console, smoke_test=None, allow_unsigned: bool = False) -> int:
+             password_file: str | None = None, console: Console, smoke_test=None, allow_unsigned: bool = False,
+             passphrase_file: str | None = None) -> int:
     """`inv unbundle`: check, load, verify and smoke-test every image, then tag them all; optionally push.
 
     Whatever fails before the images are tagged, every tag in the engine is left as it was.
@@ -678,6 +691,8 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
     check_targets(manifest, settings)
     require_trusted(settings, path, manifest, allow_unsigned, console)
     credentials = _push_setup(settings, push_to, username, password_file) if push_to is not None else None
+    # Opened before anything is loaded: a wrong passphrase stops here, not after the smoke tests.
+    signer = trust.signer_from(settings, passphrase_file) if push_to is not None else None
     api = client()
     before = tag_state(api)
     try:
@@ -689,7 +704,8 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
             console.print(f"[bold red]could not check the engine's tags after the failure: {escape(str(exc))}[/]")
         raise
     if push_to is not None:
-        _push_mirror(settings, api, manifest, push_to, credentials, console)
+        _push_mirror(settings, api, manifest, push_to, credentials, console,
+                     proofs=trust.bundle_proofs(read_signed(path)[1], trust.trusted_keys(settings)), signer=signer)
     return 0
 
 
@@ -742,22 +758,70 @@ def _remove_unlisted(api, manifest: BundleManifest, loaded: list[str], existed: 
                 pass
 
 
+ATTESTATION_ONLY = "attestation only (the bundle has no signatures)"
+
+
+def _prove(pusher, api, image: BundledImage, result, proof, signer) -> None:
+    """The bundle's proofs copied next to the mirror's digest, and a signature of this machine's key if it has one.
+
+    A failure fails the image's push, as in `inv push`: an unsigned image on a mirror is refused downstream.
+    """
+    client = pusher.client
+    try:
+        if proof is not None:
+            copied = trust.copy_proof(client, result.repository, result.digest, proof)
+            result.signed[result.digest] = (ATTESTATION_ONLY if copied.signature == "none in the bundle"
+                                            else "copied from the bundle" if "copied" in (copied.signature,
+                                                                                         copied.attestation)
+                                            else "present")
+            pusher._say(f"{result.repository}@{result.digest}: the bundle's signature {copied.signature}, "
+                        f"attestation {copied.attestation}")
+        if signer is not None:
+            # The builder's record when the bundle has one (its smoke test, SBOM, source); else this machine's.
+            record = proof.record if proof is not None else trust.record_of(
+                image.name, str(DEFAULT_PLATFORM), image.image_id, _labels(api, image.image_id),
+                trust.sbom_digest(api, image.image_id))
+            signed = trust.sign(client, signer, result.repository, result.digest, record)
+            result.signed[result.digest] = "signed" if "signed" in (signed.signature, signed.attestation) \
+                else result.signed.get(result.digest, "present")
+            pusher._say(f"{result.repository}@{result.digest}: signature {signed.signature}, "
+                        f"attestation {signed.attestation}")
+    except FactoryError as exc:
+        result.result, result.reason = FAILED, pusher.redact(f"signing: {exc.message}")
+        pusher._say(f"[bold red]{escape(result.repository)}: signing failed[/] {escape(result.reason)}", markup=True)
+
+
+def _labels(api, image_id: str) -> dict:
+    return (api.api.inspect_image(image_id).get("Config") or {}).get("Labels") or {}
+
+
 def _push_setup(settings: Settings, registry: str, username: str | None, password_file: str | None):
     """Credentials for the mirror, read before anything is loaded (a bad password file is exit 2 up front)."""
     # FACTORY_REGISTRY_* are for the factory's own registry: a mirror named here gets the flags' credentials.
     return read_credentials(registry.strip(), username=username, password_file=password_file, home=settings.registry)
 
 
-def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: str, credentials, console) -> None:
-    """Every image to the mirror with the same tags (and its cache tag), through push.py's pusher."""
+def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: str, credentials, console, *,
+                 proofs: dict | None = None, signer=None) -> None:
+    """Every image to the mirror with the same tags (and its cache tag), through push.py's pusher; then each
+    pushed digest gets the bundle's proofs of its image and, with a signing key, a signature made here."""
     target = registry.strip()
     pusher = connect(api, target, credentials, console)
+    proofs = proofs or {}
     results = []
     for image in manifest.images:
         tags = list(image.tags) + ([cache_tag(image.input_hash)] if _is_sha256(image.input_hash) else [])
         repository = repository_on(target, image.repository)
         results.append(pusher.push_id(image.name, f"{image.repository}:{image.tags[0]}", image.image_id,
                                       repository, tags))
+        if results[-1].result in (PUSHED, PRESENT) and results[-1].digest:
+            _prove(pusher, api, image, results[-1], proofs.get(image.image_id), signer)
+    unproven = [r.name for r in results if r.result in (PUSHED, PRESENT)
+                and set(r.signed.values()) <= {ATTESTATION_ONLY}]
+    if unproven:
+        console.print(f"[bold yellow]warning: {escape(', '.join(unproven))} on {escape(target)} carry no signature "
+                      "(the bundle has none and factory.signing_key is not set): `inv verify` and --cache-from "
+                      "with trusted_keys will refuse them[/]")
     console.print(push_table(results, f"Pushed to the mirror {target}"))
     report = write_json(settings.output_path / "reports" / "push-latest.json", results, {"registry": target,
                                                                                         "from_bundle": True})

@@ -7,6 +7,12 @@ manifest's digest and kept only when the engine's image ID is the manifest's con
 labels match the plan (same inputs, same parent ID, same name); then it is smoke-tested and tagged
 like a built image. Anything else (no tag, a mismatch) is a miss, and the image is built.
 
+The input hash of a foreign platform's image covers its platform and install mode (target or cross),
+so an arm64 or cross-installed image has its own cache tag. What a tag names is still whatever was
+pushed there: the image's config (read from the registry before anything is pulled, and the pulled
+image again) must be for the plan's OS and architecture and carry the plan's labels, or the image is
+built instead, with one warning line naming why.
+
 With `trusted_keys` set, a hit must also carry a signature and an SLSA attestation by a trusted key whose
 record names these inputs, this parent and this platform (trust.py); such an image is not smoke-tested
 again (unless --reverify): its attestation says it passed. An unsigned, untrusted or mismatched one is
@@ -18,6 +24,7 @@ off for the rest of the run, with one warning, and everything left is built.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -25,7 +32,8 @@ from typing import Callable
 from ..engine.registry import Credentials, Redactor, RegistryClient, display_host, is_insecure, read_credentials
 from ..errors import FactoryError
 from ..model.names import cache_tag, target_repository
-from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, PlanItem
+from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, LABEL_PLATFORM, PlanItem
+from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform
 from . import trust
 
 class CacheMismatch(FactoryError):
@@ -46,15 +54,41 @@ def expected_labels(item: PlanItem, input_hash: str, parent_id: str) -> dict[str
     return {LABEL_INPUTS: input_hash, LABEL_PARENT: parent_id, LABEL_NAME: item.spec.name}
 
 
-def check_pulled(attrs: dict, manifest_config: str | None, expected: dict[str, str]) -> None:
+def check_config(os_name: str, architecture: str, labels: dict, platform: Platform,
+                 expected: dict[str, str]) -> None:
+    """Raise CacheMismatch unless an image config is for `platform` and carries the plan's labels."""
+    found = f"{os_name}/{architecture}"
+    if found != platform.name:
+        raise CacheMismatch(f"it is a {found} image, the plan is for {platform.name}")
+    # Images from before platforms existed have no platform label; their config's architecture is checked above.
+    if labels.get(LABEL_PLATFORM, platform.name) != platform.name:
+        raise CacheMismatch(f"label {LABEL_PLATFORM} is {labels[LABEL_PLATFORM]!r}, the plan is for {platform.name}")
+    for key, value in expected.items():
+        if labels.get(key) != value:
+            raise CacheMismatch(f"label {key} is {labels.get(key)!r}, the plan expects {value!r}")
+
+
+def check_pulled(attrs: dict, manifest_config: str | None, expected: dict[str, str],
+                 platform: Platform = DEFAULT_PLATFORM) -> None:
     """Raise CacheMismatch unless the pulled image is exactly what the manifest and the plan say."""
     image_id = attrs.get("Id", "")
     if not manifest_config or image_id != manifest_config:
         raise CacheMismatch(f"pulled image {image_id[:19]} is not the manifest's config {str(manifest_config)[:19]}")
-    labels = (attrs.get("Config") or {}).get("Labels") or {}
-    for key, value in expected.items():
-        if labels.get(key) != value:
-            raise CacheMismatch(f"label {key} is {labels.get(key)!r}, the plan expects {value!r}")
+    check_config(attrs.get("Os", ""), attrs.get("Architecture", ""), (attrs.get("Config") or {}).get("Labels") or {},
+                 platform, expected)
+
+
+def check_registry_config(data: bytes | None, platform: Platform, expected: dict[str, str]) -> None:
+    """check_config on the config blob the registry holds for a manifest (before anything is pulled)."""
+    if data is None:
+        raise CacheMismatch("the registry has no config for it")
+    try:
+        config = json.loads(data)
+        labels = (config.get("config") or {}).get("Labels") or {}
+        os_name, architecture = str(config.get("os", "")), str(config.get("architecture", ""))
+    except (ValueError, AttributeError) as exc:
+        raise CacheMismatch(f"its config is not an image config ({type(exc).__name__})") from None
+    check_config(os_name, architecture, labels, platform, expected)
 
 
 def read_pull_stream(events) -> int:
@@ -123,6 +157,17 @@ class RegistryCache:
         if manifest is None:
             self._missed(item, "not in the cache")
             return None
+        expected = expected_labels(item, input_hash, parent_id)
+        try:
+            if not manifest.config_digest:
+                raise CacheMismatch("it is a manifest list, not one image")
+            check_registry_config(self.client.blob(repository, manifest.config_digest), item.platform, expected)
+        except CacheMismatch as exc:
+            self._mismatch(item, repository, tag, exc.message)
+            return None
+        except FactoryError as exc:
+            self.turn_off(exc.message)
+            return None
         if self.keys and not self._trusted(item, repository, tag, manifest.digest, input_hash, parent_id):
             return None
         try:
@@ -133,9 +178,9 @@ class RegistryCache:
             return None
         try:
             attrs = self.api.api.inspect_image(f"{repository}@{manifest.digest}")
-            check_pulled(attrs, manifest.config_digest, expected_labels(item, input_hash, parent_id))
+            check_pulled(attrs, manifest.config_digest, expected, item.platform)
         except Exception as exc:  # CacheMismatch, or the engine lost the image
-            self._missed(item, f"{repository}:{tag} does not match: {exc}")
+            self._mismatch(item, repository, tag, str(exc))
             self.discard(f"{repository}@{manifest.digest}")
             return None
         return Hit(attrs["Id"], f"{repository}:{tag}", manifest.digest, pulled, attested=bool(self.keys))
@@ -181,6 +226,12 @@ class RegistryCache:
             self.api.api.remove_image(ref)
         except Exception:  # in use, or tagged by someone meanwhile: leave it
             pass
+
+    def _mismatch(self, item: PlanItem, repository: str, tag: str, why: str) -> None:
+        """An entry under this item's cache tag that is not this item's image: one warning, and it is built."""
+        why = self.redact(why)
+        self.warn(f"warning: {item.name}: {repository}:{tag} does not match the plan ({why}); building it instead")
+        self._missed(item, f"{repository}:{tag} does not match: {why}")
 
     def _missed(self, item: PlanItem, why: str) -> None:
         with self.lock:

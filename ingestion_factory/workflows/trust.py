@@ -4,6 +4,12 @@ Signing writes, for one manifest digest, cosign's signature (`sha256-<hex>.sig`)
 (`sha256-<hex>.att`) into the image's repository through the registry's HTTP API. Checking reads them
 back and answers, check by check: is there such a digest, does a trusted key sign it, does a trusted
 key sign an attestation about it, and does the attested record match what the caller expects.
+
+A signature or attestation may name the image's ID (its config digest) instead of the manifest digest:
+that is what a signed bundle carries, as `docker load` knows images by ID and the registry digest a
+mirror will give them is not known when the bundle is made. The manifest names its config by digest, and
+the config its layers, so such a proof binds the manifest just as well; `inv unbundle --push` copies
+them next to the mirror's digests (cosign itself accepts only proofs naming the manifest digest).
 """
 
 from __future__ import annotations
@@ -117,16 +123,21 @@ def builder_id() -> str:
 def record_for(item: PlanItem, sbom_digest: str, platform: str | None = None) -> VerificationRecord:
     """The verification record of a verified, current image (push refuses any other), from its labels."""
     assert item.current is not None
-    labels = item.current.labels
+    labels = {LABEL_FRAMEWORK: item.spec.framework.name, LABEL_FRAMEWORK_VERSION: item.spec.framework.version,
+              **item.current.labels}
+    # The version tag push reads is moved only after the smoke test and the SBOM check passed.
+    return record_of(item.name, platform or str(item.platform), item.current.id, labels, sbom_digest)
+
+
+def record_of(name: str, platform: str, image_id: str, labels: dict, sbom_digest: str) -> VerificationRecord:
+    """The record of an image this machine smoke-tested (and checked the SBOM of), from its labels."""
     return VerificationRecord(
-        image=item.name, platform=platform or str(item.platform), input_hash=labels.get(LABEL_INPUTS, ""),
-        parent_id=labels.get(LABEL_PARENT, ""), image_id=item.current.id, lock_digest=labels.get(LABEL_LOCK, ""),
-        sbom_digest=sbom_digest, framework=labels.get(LABEL_FRAMEWORK, item.spec.framework.name),
-        framework_version=labels.get(LABEL_FRAMEWORK_VERSION, item.spec.framework.version),
+        image=name, platform=platform, input_hash=labels.get(LABEL_INPUTS, ""),
+        parent_id=labels.get(LABEL_PARENT, ""), image_id=image_id, lock_digest=labels.get(LABEL_LOCK, ""),
+        sbom_digest=sbom_digest, framework=labels.get(LABEL_FRAMEWORK, ""),
+        framework_version=labels.get(LABEL_FRAMEWORK_VERSION, ""),
         source_revision=labels.get(LABEL_REVISION, ""), source_uri=labels.get(LABEL_SOURCE, ""),
-        builder=builder_id(), smoke_command=" ".join(SMOKE_COMMAND),
-        # The version tag push reads is moved only after the smoke test and the SBOM check passed.
-        smoke_result="passed",
+        builder=builder_id(), smoke_command=" ".join(SMOKE_COMMAND), smoke_result="passed",
     )
 
 
@@ -185,7 +196,9 @@ def _layers(client: RegistryClient, repository: str, tag: str) -> list[records.L
         return []
 
 
-def _signature_ok(client, repository: str, layer: records.Layer, digest: str, keys) -> PublicKey | None:
+def _signature_ok(client, repository: str, layer: records.Layer, digest: str, keys,
+                  image_id: str | None = None) -> PublicKey | None:
+    """The trusted key that signed this layer's payload naming `digest` (or, from a bundle, `image_id`)."""
     if layer.media_type != records.SIMPLE_SIGNING_TYPE:
         return None
     try:
@@ -202,7 +215,7 @@ def _signature_ok(client, repository: str, layer: records.Layer, digest: str, ke
         _, signed_digest = records.read_simple_signing(payload)
     except RecordError:
         return None
-    return key if signed_digest == digest else None
+    return key if signed_digest in (digest, image_id or digest) else None
 
 
 def _attested(client, repository: str, layer: records.Layer, keys, digest: str,
@@ -268,11 +281,12 @@ def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[P
         done.append(CheckResult(Check.DIGEST, False, f"the registry has no {repository}@{digest}"))
         return verdict()
     done.append(CheckResult(Check.DIGEST, True, digest))
+    image_id = manifest.config_digest  # what a bundle's proofs name (None for a manifest list)
 
     try:
         layers = _layers(client, repository, records.signature_tag(digest))
-        signer = next((key for layer in layers if (key := _signature_ok(client, repository, layer, digest, keys))),
-                      None)
+        signer = next((key for layer in layers
+                       if (key := _signature_ok(client, repository, layer, digest, keys, image_id))), None)
     except FactoryError as exc:
         done.append(CheckResult(Check.SIGNATURE, False, exc.message))
         return verdict()
@@ -298,12 +312,14 @@ def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[P
         return verdict(key=signer.source)
     done.append(CheckResult(Check.ATTESTATION, True, f"SLSA provenance signed by {good[-1].key.source}"))
 
-    about = [item for item in good if item.about(digest)]
+    about = [item for item in good if item.about(digest)] or \
+        [item for item in good if image_id and item.about(image_id)]
     if not about:
         subjects = ", ".join(d for item in good for _, d in item.attested.subjects)
         done.append(CheckResult(Check.SUBJECT, False, f"the attestation is about {subjects}, not {digest}"))
         return verdict(key=signer.source)
-    done.append(CheckResult(Check.SUBJECT, True, digest))
+    done.append(CheckResult(Check.SUBJECT, True, digest if about[0].about(digest)
+                            else f"{digest} by its image ID {image_id[:19]} (attested in a bundle)"))
 
     record = about[-1].attested.record  # the newest one (cosign appends)
     problem = policy_problem(record, expect)
@@ -445,9 +461,13 @@ BUNDLE_PAYLOAD_TYPE = "application/vnd.ingestion-factory.bundle.v1+json"  # the 
 TRUST_MEMBER = "trust.json"  # the bundle's last member: its signature and the images' attestations
 
 
+BY_IMAGE_ID = {"ingestion-factory.subject": "image-id"}  # a bundle's signature payload names the image ID
+
+
 def sign_bundle(signer: Signer, manifest_bytes: bytes, attested: list[tuple[str, str, VerificationRecord]]) -> bytes:
-    """trust.json: a DSSE envelope over bundle.json's exact bytes, and one attestation per (repository, image ID,
-    record); in a bundle an image is named by its ID (its config digest), not a registry manifest digest."""
+    """trust.json: a DSSE envelope over bundle.json's exact bytes, and per (repository, image ID, record) an
+    attestation and a simple-signing signature; in a bundle an image is named by its ID (its config digest),
+    not a registry manifest digest. `inv unbundle --push` copies the last two next to the mirror's digests."""
     def envelope(payload_type: str, payload: bytes) -> dict:
         return records.envelope(payload_type, payload, signer.sign(records.pae(payload_type, payload)),
                                 signer.public.keyid)
@@ -455,8 +475,84 @@ def sign_bundle(signer: Signer, manifest_bytes: bytes, attested: list[tuple[str,
     attestations = [envelope(records.INTOTO_PAYLOAD_TYPE,
                              records.canonical_json(records.statement(repository, image_id, record)))
                     for repository, image_id, record in attested]
+    signatures = []
+    for repository, image_id, _ in attested:
+        payload = records.simple_signing_payload(repository, image_id, BY_IMAGE_ID)
+        signatures.append({"payload": base64.b64encode(payload).decode(),
+                           "signature": base64.b64encode(signer.sign(payload)).decode()})
     return records.canonical_json({"bundle": envelope(BUNDLE_PAYLOAD_TYPE, manifest_bytes),
-                                   "attestations": attestations})
+                                   "attestations": attestations, "signatures": signatures})
+
+
+@dataclass(frozen=True)
+class ImageProof:
+    """What a signed bundle carries for one image ID: its attestation (the envelope's exact bytes) and, from
+    bundles made since unbundle --push copies them, its signature."""
+
+    attestation: bytes
+    record: VerificationRecord
+    payload: bytes = b""
+    signature: bytes = b""
+
+
+def bundle_proofs(trust_bytes: bytes | None, keys=()) -> dict[str, ImageProof]:
+    """image ID -> its proof, from trust.json; with `keys`, only what one of them signed. {} for no or a broken
+    trust.json (check_bundle says why, where that matters)."""
+    if trust_bytes is None:
+        return {}
+    try:
+        document = json.loads(trust_bytes)
+        attestations = [records.canonical_json(item) for item in document.get("attestations") or []]
+        signatures = [(base64.b64decode(item["payload"], validate=True), base64.b64decode(item["signature"],
+                                                                                            validate=True))
+                      for item in document.get("signatures") or []]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    signed_ids = {}
+    for payload, signature in signatures:
+        try:
+            _, image_id = records.read_simple_signing(payload)
+        except RecordError:
+            continue
+        if not keys or any(key.verify(signature, payload) for key in keys):
+            signed_ids[image_id] = (payload, signature)
+    proofs = {}
+    for data in attestations:
+        try:
+            envelope = records.read_envelope(data)
+            attested = records.read_statement(envelope.payload)
+        except RecordError:
+            continue
+        if envelope.payload_type != records.INTOTO_PAYLOAD_TYPE or (keys and not _signed_by(envelope, keys)):
+            continue
+        for _, image_id in attested.subjects:
+            payload, signature = signed_ids.get(image_id, (b"", b""))
+            proofs[image_id] = ImageProof(data, attested.record, payload, signature)
+    return proofs
+
+
+def copy_proof(client: RegistryClient, repository: str, digest: str, proof: ImageProof) -> Signed:
+    """Store a bundle's proofs of an image ID under the tags of `repository@digest` (a manifest with that config),
+    next to what the tags hold; no signing key needed. What is there already is kept, not added twice."""
+    outcome = Signed(digest, "present", "present")
+    for tag, layer, make in (
+            (records.signature_tag(digest), proof.payload,
+             lambda earlier: records.signature_image(proof.payload, proof.signature, earlier)),
+            (records.attestation_tag(digest), proof.attestation,
+             lambda earlier: records.attestation_image(proof.attestation, earlier=earlier))):
+        if not layer:  # a bundle made before bundles carried signatures: its attestation alone
+            if tag.endswith(".sig"):
+                outcome.signature = "none in the bundle"
+            continue
+        earlier = _layers(client, repository, tag)
+        if any(item.digest == records.sha256_digest(layer) for item in earlier):
+            continue
+        _store(client, repository, tag, make(earlier))
+        if tag.endswith(".sig"):
+            outcome.signature = "copied"
+        else:
+            outcome.attestation = "copied"
+    return outcome
 
 
 def check_bundle(trust_bytes: bytes | None, manifest_bytes: bytes, image_ids: list[str], keys) -> str | None:

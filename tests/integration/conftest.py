@@ -203,6 +203,19 @@ def registries(tmp_path_factory, docker_api):
             remove_registry_tags(docker_api, local.host)
 
 
+@pytest.fixture
+def empty_registry(registries, tmp_path, docker_api):
+    """One more open registry for this test alone, holding nothing yet (a mirror)."""
+    local = _start_registry(tmp_path / "empty-registry")
+    yield local
+    local.process.terminate()
+    try:
+        local.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        local.process.kill()
+    remove_registry_tags(docker_api, local.host)
+
+
 def remove_registry_tags(api, host: str) -> None:
     """Local tags made for a push to a test registry (the images stay under their own tags)."""
     remove_tags_under(api, host, noprune=True)

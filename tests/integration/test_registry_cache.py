@@ -149,6 +149,66 @@ def test_a_registry_that_is_down_or_denies_access_falls_back_to_building(publish
         assert build_report(project)["cache"]["used"] is False
 
 
+MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+
+
+def test_an_entry_for_another_platform_under_the_cache_tag_is_built_with_one_warning(published, registries,
+                                                                                     docker_api):
+    """The cache tag of datahub-sqlite made to name an arm64 image (same layers and labels, its config saying
+    arm64): the build does not pull it; it builds the connector and says why in one warning line."""
+    import hashlib
+
+    import requests
+    from docker.errors import NotFound
+
+    project, ids = published
+    host = registries.open.host
+    repository = f"{project.namespace}/ingestion-connector-{SQLITE}"
+    labels = docker_api.api.inspect_image(ids[SQLITE])["Config"]["Labels"]
+    tag = cache_tag(labels["io.ingestion-factory.inputs"])
+    base_url = f"http://{host}/v2/{repository}"
+    original = requests.get(f"{base_url}/manifests/{tag}", headers={"Accept": MANIFEST_TYPES}, timeout=10)
+    original.raise_for_status()
+    media_type = original.headers["Content-Type"]
+    manifest = original.json()
+    config = requests.get(f"{base_url}/blobs/{manifest['config']['digest']}", timeout=10).json()
+    assert config["architecture"] == "amd64"
+    config["architecture"] = "arm64"
+    forged = json.dumps(config).encode()
+    digest = "sha256:" + hashlib.sha256(forged).hexdigest()
+    upload = requests.post(f"{base_url}/blobs/uploads/", timeout=10)
+    location = upload.headers["Location"]
+    location = location if location.startswith("http") else f"http://{host}{location}"
+    requests.put(location + ("&" if "?" in location else "?") + f"digest={digest}", data=forged,
+                 timeout=10).raise_for_status()
+    manifest["config"]["digest"], manifest["config"]["size"] = digest, len(forged)
+    put = lambda body: requests.put(f"{base_url}/manifests/{tag}", data=body, headers={"Content-Type": media_type},
+                                    timeout=10).raise_for_status()
+    put(json.dumps(manifest).encode())
+    try:
+        # The base stays; the connector is gone from the engine, so its cache tag is asked for.
+        for image_tag in docker_api.api.inspect_image(ids[SQLITE]).get("RepoTags") or []:
+            docker_api.api.remove_image(image_tag, noprune=True)
+        try:
+            docker_api.api.remove_image(ids[SQLITE], force=True)
+        except NotFound:  # removing its last tag removed it
+            pass
+        done = project.inv("build-connectors", "-c", SQLITE, "--cache-from", host, env=LOCAL_ENGINE)
+    finally:
+        put(original.content)  # the published entry again, for whatever runs after this test
+    assert results(project) == {"base-datahub": "up to date", SQLITE: "built"}, done.stdout
+    assert done.stdout.count("warning:") == 1, done.stdout
+    warnings = build_report(project)["cache"]["warnings"]  # the console wraps long lines; the report does not
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {SQLITE}: "), warnings
+    assert "it is a linux/arm64 image, the plan is for linux/amd64" in warnings[0]
+    assert "building it instead" in warnings[0]
+    assert build_report(project)["cache"]["misses"] == [
+        f"{SQLITE}: {host}/{repository}:{tag} does not match: it is a linux/arm64 image, the plan is for linux/amd64"]
+    # Nothing was pulled: no image of the registry's repository is in the engine.
+    assert not [ref for image in docker_api.api.images() for ref in (image.get("RepoDigests") or [])
+                if ref.startswith(f"{host}/{repository}@")]
+
+
 def test_bad_shard_input_exits_2_before_building(module_project):
     for bad in ("0/3", "4/3", "x", "1/0"):
         done = module_project.inv("build-connectors", "--shard", bad, check=False)

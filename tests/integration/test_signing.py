@@ -124,6 +124,53 @@ def test_cache_from_with_trusted_keys_pulls_attested_images_without_smoke_tests_
     assert "is not trusted" in built.stdout
 
 
+def test_unbundle_push_leaves_proofs_on_the_mirror_that_verify_and_the_cache_takes(signed, empty_registry, docker_api,
+                                                                                  tmp_path):
+    """A signed bundle pushed to a mirror by an operator without the signing key: `inv verify` passes there
+    (the bundle's proofs name the image IDs, which the mirror's manifests name), and --cache-from takes the
+    images as attested. With a signing key, the mirror's digests are signed too, as cosign expects."""
+    from scratch_project import remove_namespace_images, remove_tags_under
+
+    project, _, _ = signed
+    mirror = empty_registry
+    path = tmp_path / "signed.bundle"
+    project.inv("bundle", "-c", "datahub-sqlite", "-o", str(path), env=ENV)
+    no_key = {"INVOKE_FACTORY_SIGNING_KEY": ""}
+    done = project.inv("unbundle", str(path), "--push", mirror.host, env=no_key)
+    assert "the bundle's signature copied, attestation copied" in done.stdout, done.stdout[-3000:]
+    assert "carry no signature" not in done.stdout
+    pushed = json.loads((project.root / "build" / "reports" / "push-latest.json").read_text())
+    assert [set(image["signed"].values()) for image in pushed["images"]] == [{"copied from the bundle"}] * 2
+
+    for name in ("base-datahub", "datahub-sqlite"):
+        verified = project.inv("verify", "-c", name, "--registry", mirror.host, "--json", check=False)
+        result = json.loads(verified.stdout)
+        assert verified.returncode == 0 and result["verified"] is True, verified.stdout
+        checks = {c["check"]: c["detail"] for c in result["images"][0]["checks"]}
+        assert "by its image ID" in checks["subject"] and "input hash matches the plan" in checks["policy"]
+
+    remove_tags_under(docker_api, f"{mirror.host}/{project.namespace}")
+    remove_namespace_images(docker_api, project.namespace)
+    pulled = project.inv("build-connectors", "-c", "datahub-sqlite", "--cache-from", mirror.host)
+    for image in project.report().values():
+        assert image["result"] == "pulled", (image, pulled.stdout[-3000:])
+        assert "signed and attested: smoke test not re-run" in image["reason"]
+    assert "not trusted" not in pulled.stdout
+
+    # The operator has a signing key: each mirror digest also gets cosign's own signature of it.
+    signed_here = project.inv("unbundle", str(path), "--push", mirror.host, env=ENV)
+    assert "signature signed, attestation signed" in signed_here.stdout, signed_here.stdout[-3000:]
+    image = next(i for i in json.loads((project.root / "build" / "reports" / "push-latest.json").read_text())
+                 ["images"] if i["name"] == "datahub-sqlite")
+    assert image["signed"] == {image["digest"]: "signed"}
+    path_on_mirror = image["repository"].removeprefix(mirror.host + "/")
+    sig = get(mirror, f"{path_on_mirror}/manifests/sha256-{image['digest'].removeprefix('sha256:')}.sig").json()
+    named = [json.loads(get(mirror, f"{path_on_mirror}/blobs/{layer['digest']}").content)["critical"]["image"]
+             ["docker-manifest-digest"] for layer in sig["layers"]]
+    assert named == [image["image_id"], image["digest"]]  # the bundle's (by image ID), then the mirror digest's
+    assert project.inv("verify", "-c", "datahub-sqlite", "--registry", mirror.host, check=False).returncode == 0
+
+
 def test_another_key_or_one_changed_byte_of_the_attestation_fails_with_exit_1(signed, tmp_path):
     """Last in the module: it leaves datahub-sqlite's attestation broken."""
     project, registry, report = signed

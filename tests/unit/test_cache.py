@@ -1,5 +1,6 @@
 """The registry cache without Docker: cache tags, the checks on a pulled image, fall-back, the builder's use of it."""
 
+import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -11,7 +12,8 @@ from ingestion_factory.engine.registry import REDACTED, Credentials, Manifest, R
 from ingestion_factory.errors import FactoryError
 from ingestion_factory.model import catalog
 from ingestion_factory.model.names import cache_tag, repository_on
-from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, ImageInfo, make_plan
+from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, LABEL_PLATFORM, ImageInfo, make_plan
+from ingestion_factory.platforms import ARM64, DEFAULT, Platform
 from ingestion_factory.model.results import BuildStatus
 from ingestion_factory.workflows.builder import Builder
 from ingestion_factory.workflows.cache import (
@@ -37,9 +39,15 @@ def test_the_cache_tag_is_the_first_32_hex_digits_of_the_input_hash():
             cache_tag(bad)
 
 
-def attrs(image_id=IMAGE_ID, **labels):
+def attrs(image_id=IMAGE_ID, architecture="amd64", **labels):
     base = {LABEL_INPUTS: HASH, LABEL_PARENT: PARENT_ID, LABEL_NAME: "a"}
-    return {"Id": image_id, "Config": {"Labels": {**base, **labels}}}
+    return {"Id": image_id, "Os": "linux", "Architecture": architecture, "Config": {"Labels": {**base, **labels}}}
+
+
+def registry_config(pulled: dict) -> bytes:
+    """The config blob a registry holds for an image docker inspect shows as `pulled`."""
+    return json.dumps({"os": pulled["Os"], "architecture": pulled["Architecture"],
+                       "config": {"Labels": pulled["Config"]["Labels"]}}).encode()
 
 
 EXPECTED = {LABEL_INPUTS: HASH, LABEL_PARENT: PARENT_ID, LABEL_NAME: "a"}
@@ -77,6 +85,12 @@ class FakeClient:
     error: str = ""
     registry: str = "127.0.0.1:5000"
     asked: list = field(default_factory=list)
+    blobs: dict = field(default_factory=dict)  # digest -> bytes (image configs)
+
+    def blob(self, repository, digest):
+        if self.error:
+            raise RegistryError(self.error)
+        return self.blobs.get(digest)
 
     def ping(self):
         if self.error:
@@ -118,6 +132,7 @@ class FakeDaemon:
 @dataclass(frozen=True)
 class FakeItem:
     name: str = "a"
+    platform: Platform = DEFAULT
 
     @property
     def spec(self):
@@ -129,12 +144,15 @@ class FakeItem:
 REPO = "127.0.0.1:5000/ns/ingestion-connector-a"
 
 
-def cache_with(served_attrs=None, *, error="", pull_error=None, config=IMAGE_ID, credentials=None):
+def cache_with(served_attrs=None, *, error="", pull_error=None, config=IMAGE_ID, credentials=None,
+               registry_attrs=None):
+    """`registry_attrs`: what the registry's config blob says, when it is not what the pull gives."""
     client = FakeClient(error=error)
     daemon = FakeDaemon(pull_error=pull_error)
     if served_attrs is not None:
         client.manifests[(REPO, cache_tag(HASH))] = Manifest(DIGEST, "application/vnd.oci.image.manifest.v1+json",
                                                               config)
+        client.blobs[config] = registry_config(registry_attrs or served_attrs)
         daemon.served[f"{REPO}@{DIGEST}"] = served_attrs
     warnings = []
     cache = RegistryCache(daemon, client, lambda name: f"127.0.0.1:5000/ns/{name}", credentials=credentials,
@@ -156,10 +174,58 @@ def test_a_miss_or_a_mismatch_means_build_and_the_cache_stays_on():
     assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
     assert daemon.pulls == [] and cache.misses == ["a: not in the cache"] and not cache.off_reason
 
+    # The registry's config says so before anything is pulled.
     cache, daemon, _, warnings = cache_with(attrs(**{LABEL_PARENT: "sha256:" + "0" * 64}))
     assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
+    assert daemon.pulls == [] and "does not match" in cache.misses[0] and not cache.off_reason
+    assert len(warnings) == 1 and LABEL_PARENT in warnings[0] and "building it instead" in warnings[0]
+
+    # The pulled image is not what the registry's config said (a registry that lies): checked again.
+    cache, daemon, _, warnings = cache_with(attrs(**{LABEL_PARENT: "sha256:" + "0" * 64}), registry_attrs=attrs())
+    assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
     assert daemon.removed == [f"{REPO}@{DIGEST}"]  # the wrong image does not stay behind
-    assert "does not match" in cache.misses[0] and warnings == [] and not cache.off_reason
+    assert "does not match" in cache.misses[0] and len(warnings) == 1 and not cache.off_reason
+
+
+@pytest.mark.parametrize("served, item, says", [
+    (attrs(architecture="arm64"), FakeItem(), "it is a linux/arm64 image, the plan is for linux/amd64"),
+    (attrs(**{LABEL_PLATFORM: "linux/arm64"}), FakeItem(), "label io.ingestion-factory.platform is 'linux/arm64'"),
+    (attrs(), FakeItem(platform=ARM64), "it is a linux/amd64 image, the plan is for linux/arm64"),
+])
+def test_an_entry_for_another_platform_is_built_with_one_warning_and_never_pulled(served, item, says):
+    cache, daemon, _, warnings = cache_with(served)
+    assert cache.fetch(item, HASH, PARENT_ID) is None
+    assert daemon.pulls == [] and not cache.off_reason
+    assert len(warnings) == 1 and says in warnings[0] and "building it instead" in warnings[0], warnings
+    # And should the registry's config say otherwise, the pulled image is checked the same way.
+    cache, daemon, _, warnings = cache_with(served, registry_attrs=attrs(architecture=item.platform.architecture))
+    assert cache.fetch(item, HASH, PARENT_ID) is None
+    assert len(warnings) == 1 and says in warnings[0] and daemon.removed == [f"{REPO}@{DIGEST}"]
+
+
+def test_a_manifest_list_under_a_cache_tag_is_not_pulled():
+    cache, daemon, _, warnings = cache_with(attrs(), config=None)
+    assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
+    assert daemon.pulls == [] and len(warnings) == 1 and "manifest list" in warnings[0]
+
+
+def test_the_builder_asks_the_cache_for_the_hash_it_labels_a_build_with_platform_and_install_included(
+        project, engine):
+    """An arm64 (or cross-installed) image is looked up under its own inputs tag, never under amd64's."""
+    add_connector(project, "a")
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    engine.images[ARM64.ref(settings.python_image)] = ImageInfo("sha256:" + "a1" * 32, {}, 1, architecture="arm64")
+    asked_by_platform = {}
+    for platform in (DEFAULT, ARM64):
+        plan = make_plan(catalog.discover(settings), ["a"], engine, settings, platform=platform)
+        cache = FakeCache(engine, hits=set())
+        results = Builder(settings, engine, engine, revision=None, run_build=engine.build,
+                          smoke_test=engine.smoke_test, cache=cache).run(plan, jobs=1, fail_fast=False)
+        built = {r.name: engine.images[r.image_id].labels[LABEL_INPUTS] for r in results}
+        asked = {name: hash_ for name, hash_, _ in cache.asked}
+        assert asked == built, platform  # the cache key is what the build labels the image with
+        asked_by_platform[platform] = asked
+    assert asked_by_platform[ARM64]["base"] != asked_by_platform[DEFAULT]["base"]
 
 
 @pytest.mark.parametrize("error, pull_error", [

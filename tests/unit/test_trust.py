@@ -310,7 +310,7 @@ def trusted_cache(keys_used, signer=None, signed_record=None):
     """A RegistryCache over a MemoryRegistry holding one cache image (signed when `signer` is given)."""
     from dataclasses import dataclass
 
-    from test_cache import FakeDaemon, attrs
+    from test_cache import FakeDaemon, attrs, registry_config
     from ingestion_factory.platforms import DEFAULT
     from ingestion_factory.workflows.cache import RegistryCache, cache_tag
 
@@ -336,6 +336,7 @@ def trusted_cache(keys_used, signer=None, signed_record=None):
     daemon.served[f"{REPO}@{DIGEST}"] = attrs(image_id, **{"io.ingestion-factory.inputs": record().input_hash,
                                                           "io.ingestion-factory.parent-id": record().parent_id,
                                                           LABEL_NAME: "datahub-sqlite"})
+    registry.blobs[image_id] = registry_config(daemon.served[f"{REPO}@{DIGEST}"])
     if signer:
         trust.sign(registry, signer, REPO, DIGEST, signed_record or record())
     warnings = []
@@ -491,3 +492,101 @@ def replace_labels(info, labels):
     from dataclasses import replace
 
     return replace(info, labels={**info.labels, **labels})
+
+
+# --- unbundle --push: the mirror's digests carry the bundle's proofs ------------------------------------
+
+MIRROR_DIGEST = "sha256:" + "4d" * 32  # the digest the mirror gives the pushed image; not known to `inv bundle`
+
+
+def mirror_with_image(image_id=IMAGE_ID) -> MemoryRegistry:
+    registry = MemoryRegistry()
+    registry.manifests[MIRROR_DIGEST] = json.dumps({"config": {"digest": image_id}}).encode()
+    registry.digests[MIRROR_DIGEST] = MIRROR_DIGEST
+    return registry
+
+
+def test_a_bundles_proofs_copied_to_a_mirror_verify_there_without_a_signing_key(keys):
+    signer, public, other = keys
+    signed = trust.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record(image_id=IMAGE_ID))])
+    proofs = trust.bundle_proofs(signed, [public])
+    assert set(proofs) == {IMAGE_ID} and proofs[IMAGE_ID].record.image_id == IMAGE_ID
+    assert trust.bundle_proofs(signed, [other]) == {}  # only what a trusted key signed is copied
+    registry = mirror_with_image()
+    assert trust.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID]) == \
+        trust.Signed(MIRROR_DIGEST, "copied", "copied")
+    verdict = trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
+    assert verdict.verified, verdict.why()
+    assert "by its image ID" in {c.check: c for c in verdict.checks}[trust.Check.SUBJECT].detail
+    assert not trust.check(registry, REPO, MIRROR_DIGEST, [other], EXPECT).verified
+    # Copying again adds nothing; signing with a key afterwards adds cosign's own proof next to the copy.
+    before = dict(registry.manifests)
+    assert trust.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID]).signature == "present"
+    assert registry.manifests == before
+    assert trust.sign(registry, signer, REPO, MIRROR_DIGEST, proofs[IMAGE_ID].record) == \
+        trust.Signed(MIRROR_DIGEST, "signed", "signed")
+    layers = json.loads(registry.manifests[records.signature_tag(MIRROR_DIGEST)])["layers"]
+    assert len(layers) == 2 and trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT).verified
+
+
+def test_a_copied_proof_does_not_vouch_for_a_manifest_of_another_image(keys):
+    signer, public, _ = keys
+    proofs = trust.bundle_proofs(trust.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record())]), [public])
+    registry = mirror_with_image("sha256:" + "66" * 32)  # the mirror's manifest names another config
+    trust.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID])
+    verdict = trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust.Check.SIGNATURE
+
+
+def test_a_bundle_from_before_bundles_carried_signatures_gives_the_attestation_alone(keys):
+    signer, public, _ = keys
+    document = json.loads(trust.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record())]))
+    del document["signatures"]
+    proofs = trust.bundle_proofs(json.dumps(document).encode(), [public])
+    registry = mirror_with_image()
+    assert trust.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID]) == \
+        trust.Signed(MIRROR_DIGEST, "none in the bundle", "copied")
+    verdict = trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust.Check.SIGNATURE and "absent" in verdict.failure.detail
+    assert trust.check_bundle(json.dumps(document).encode(), b"{}", [IMAGE_ID], [public]) is None  # still trusted
+
+
+def test_unbundle_push_proves_each_pushed_digest_by_copy_and_with_a_key_by_signing(keys):
+    from rich.console import Console
+
+    from ingestion_factory.workflows import bundle as bundle_mod
+    from ingestion_factory.workflows.push import PUSHED, PushResult
+    from test_bundle_manifest import IMAGES
+
+    signer, public, _ = keys
+    image = IMAGES[0]
+    proofs = trust.bundle_proofs(trust.sign_bundle(signer, b"{}", [(REPO, image.image_id,
+                                                                    record(image_id=image.image_id))]), [public])
+
+    class Pusher:
+        def __init__(self, client):
+            self.client, self.said = client, []
+
+        def _say(self, text, markup=False):
+            self.said.append(text)
+
+        def redact(self, text):
+            return text
+
+    for signer_here, expected in ((None, "copied from the bundle"), (signer, "signed")):
+        registry = mirror_with_image(image.image_id)
+        result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
+        bundle_mod._prove(Pusher(registry), None, image, result, proofs[image.image_id], signer_here)
+        assert result.result == PUSHED and result.signed == {MIRROR_DIGEST: expected}
+        assert trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT).verified
+    # A bundle from before bundles carried signatures, no key: the attestation alone, which the caller warns of.
+    from dataclasses import replace
+
+    result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
+    bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, result,
+                      replace(proofs[image.image_id], payload=b"", signature=b""), None)
+    assert result.signed == {MIRROR_DIGEST: bundle_mod.ATTESTATION_ONLY}
+    # Neither a proof nor a key: nothing to write; the caller warns.
+    result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
+    bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, result, None, None)
+    assert result.signed == {} and result.result == PUSHED
