@@ -161,9 +161,15 @@ def test_an_entry_for_another_platform_under_the_cache_tag_is_built_with_one_war
     import requests
     from docker.errors import NotFound
 
-    project, ids = published
+    project, _ = published
     host = registries.open.host
     repository = f"{project.namespace}/ingestion-connector-{SQLITE}"
+    # The published images, whatever an earlier test left (a rebuilt base has another ID, so its child's
+    # inputs would not be the published ones): pulled from the cache onto an emptied engine.
+    empty_namespace(docker_api, project.namespace, [host])
+    project.inv("build-connectors", "-c", SQLITE, "--cache-from", host, env=LOCAL_ENGINE)
+    assert results(project) == {"base-datahub": "pulled", SQLITE: "pulled"}
+    ids = image_ids(docker_api, project, [SQLITE])
     labels = docker_api.api.inspect_image(ids[SQLITE])["Config"]["Labels"]
     tag = cache_tag(labels["io.ingestion-factory.inputs"])
     base_url = f"http://{host}/v2/{repository}"
