@@ -41,7 +41,8 @@ fi
 skips=$(mktemp)
 trap 'rm -f "$skips"' EXIT
 status=0
-FACTORY_SKIP_REPORT=$skips .venv/bin/python -m pytest "${pytest_args[@]}" || status=$?
+# The slowest tests are listed at the end, so a cold run shows where its time went.
+FACTORY_SKIP_REPORT=$skips .venv/bin/python -m pytest --durations=25 "${pytest_args[@]}" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "error: pytest collected no tests; that is a failure, not a pass" >&2
     exit 1
