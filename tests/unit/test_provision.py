@@ -222,7 +222,7 @@ def test_no_setup_runs_the_tests_without_touching_the_machine(machine):
     machine.set(root=False, engine_up=False)
     completed = machine.run("--no-setup", "tests/unit", script="run_tests.sh")
     assert completed.returncode == 0, completed.stderr
-    assert machine.calls == ["python -m pytest tests/unit"]
+    assert machine.calls == ["python -m pytest --durations=25 tests/unit"]
 
 
 def test_qemu_for_arm64_is_installed_and_registered_when_missing(machine):
