@@ -22,3 +22,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def upload_blob(host: str, repository: str, data: bytes) -> str:
+    """Put a blob into a test registry at `host` (the distribution API's monolithic upload); its digest."""
+    import hashlib
+
+    import requests
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    upload = requests.post(f"http://{host}/v2/{repository}/blobs/uploads/", timeout=10)
+    location = upload.headers["Location"]
+    location = location if location.startswith("http") else f"http://{host}{location}"
+    requests.put(location + ("&" if "?" in location else "?") + f"digest={digest}", data=data,
+                 timeout=10).raise_for_status()
+    return digest

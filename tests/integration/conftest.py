@@ -195,12 +195,7 @@ def registries(tmp_path_factory, docker_api):
         yield Registries(*started)
     finally:
         for local in started:
-            local.process.terminate()
-            try:
-                local.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                local.process.kill()
-            remove_registry_tags(docker_api, local.host)
+            _stop_registry(local, docker_api)
 
 
 @pytest.fixture
@@ -208,6 +203,11 @@ def empty_registry(registries, tmp_path, docker_api):
     """One more open registry for this test alone, holding nothing yet (a mirror)."""
     local = _start_registry(tmp_path / "empty-registry")
     yield local
+    _stop_registry(local, docker_api)
+
+
+def _stop_registry(local, docker_api) -> None:
+    """Stop a registry this session started, and drop the local tags its pushes made."""
     local.process.terminate()
     try:
         local.process.wait(timeout=10)

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from scratch_project import empty_namespace
-from testkit import DH_VERSION
+from testkit import DH_VERSION, upload_blob
 from ingestion_factory.model.names import cache_tag
 from ingestion_factory.model.shard import shard_of
 
@@ -156,8 +156,6 @@ def test_an_entry_for_another_platform_under_the_cache_tag_is_built_with_one_war
                                                                                      docker_api):
     """The cache tag of datahub-sqlite made to name an arm64 image (same layers and labels, its config saying
     arm64): the build does not pull it; it builds the connector and says why in one warning line."""
-    import hashlib
-
     import requests
     from docker.errors import NotFound
 
@@ -181,12 +179,7 @@ def test_an_entry_for_another_platform_under_the_cache_tag_is_built_with_one_war
     assert config["architecture"] == "amd64"
     config["architecture"] = "arm64"
     forged = json.dumps(config).encode()
-    digest = "sha256:" + hashlib.sha256(forged).hexdigest()
-    upload = requests.post(f"{base_url}/blobs/uploads/", timeout=10)
-    location = upload.headers["Location"]
-    location = location if location.startswith("http") else f"http://{host}{location}"
-    requests.put(location + ("&" if "?" in location else "?") + f"digest={digest}", data=forged,
-                 timeout=10).raise_for_status()
+    digest = upload_blob(host, repository, forged)
     manifest["config"]["digest"], manifest["config"]["size"] = digest, len(forged)
     put = lambda body: requests.put(f"{base_url}/manifests/{tag}", data=body, headers={"Content-Type": media_type},
                                     timeout=10).raise_for_status()

@@ -5,11 +5,12 @@ another key. The DataHub base and datahub-sqlite, as in test_push.py."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 
 import pytest
 import requests
+
+from testkit import upload_blob
 
 pytestmark = pytest.mark.registry
 
@@ -191,12 +192,7 @@ def test_another_key_or_one_changed_byte_of_the_attestation_fails_with_exit_1(si
     statement[statement.index(b"passed")] = ord("P")
     envelope["payload"] = base64.b64encode(bytes(statement)).decode()
     tampered = json.dumps(envelope).encode()
-    digest = "sha256:" + hashlib.sha256(tampered).hexdigest()
-    upload = requests.post(f"http://{registry.host}/v2/{path}/blobs/uploads/", timeout=10)
-    location = upload.headers["Location"]
-    location = location if location.startswith("http") else f"http://{registry.host}{location}"
-    requests.put(location + ("&" if "?" in location else "?") + f"digest={digest}", data=tampered,
-                 timeout=10).raise_for_status()
+    digest = upload_blob(registry.host, path, tampered)
     layer["digest"], layer["size"] = digest, len(tampered)
     requests.put(f"http://{registry.host}/v2/{path}/manifests/{tag}", data=json.dumps(manifest).encode(),
                  headers={"Content-Type": OCI}, timeout=10).raise_for_status()
