@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..engine import verify
-from ..engine.daemon import client, plan_for
+from ..engine.daemon import DockerImageStore, client, plan_for
 from ..engine.registry import read_credentials
 from ..engine.verify import move_tags
 from ..errors import ConfigError, FactoryError
@@ -774,25 +774,21 @@ def _prove(pusher, api, image: BundledImage, result, proof, signer) -> None:
                                             else "copied from the bundle" if "copied" in (copied.signature,
                                                                                          copied.attestation)
                                             else "present")
-            pusher._say(f"{result.repository}@{result.digest}: the bundle's signature {copied.signature}, "
+            pusher.say(f"{result.repository}@{result.digest}: the bundle's signature {copied.signature}, "
                         f"attestation {copied.attestation}")
         if signer is not None:
             # The builder's record when the bundle has one (its smoke test, SBOM, source); else this machine's.
             record = proof.record if proof is not None else trust.record_of(
-                image.name, str(DEFAULT_PLATFORM), image.image_id, _labels(api, image.image_id),
-                trust.sbom_digest(api, image.image_id))
+                image.name, str(DEFAULT_PLATFORM), image.image_id,
+                DockerImageStore(api).inspect(image.image_id).labels, trust.sbom_digest(api, image.image_id))
             signed = trust.sign(client, signer, result.repository, result.digest, record)
             result.signed[result.digest] = "signed" if "signed" in (signed.signature, signed.attestation) \
                 else result.signed.get(result.digest, "present")
-            pusher._say(f"{result.repository}@{result.digest}: signature {signed.signature}, "
+            pusher.say(f"{result.repository}@{result.digest}: signature {signed.signature}, "
                         f"attestation {signed.attestation}")
     except FactoryError as exc:
         result.result, result.reason = FAILED, pusher.redact(f"signing: {exc.message}")
-        pusher._say(f"[bold red]{escape(result.repository)}: signing failed[/] {escape(result.reason)}", markup=True)
-
-
-def _labels(api, image_id: str) -> dict:
-    return (api.api.inspect_image(image_id).get("Config") or {}).get("Labels") or {}
+        pusher.say(f"[bold red]{escape(result.repository)}: signing failed[/] {escape(result.reason)}", markup=True)
 
 
 def _push_setup(settings: Settings, registry: str, username: str | None, password_file: str | None):

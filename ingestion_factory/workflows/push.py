@@ -242,10 +242,10 @@ class Pusher:
             there = self._manifest_or_none(repository, tag)
             if there and there.config_digest == image_id:
                 outcome.result, outcome.digest = PRESENT, there.digest
-                self._say(f"{ref}: already present ({there.digest})")
+                self.say(f"{ref}: already present ({there.digest})")
                 return outcome
             self.api.api.tag(image_id, repository, tag)
-            self._say(f"{ref}: pushing")
+            self.say(f"{ref}: pushing")
             pushed, outcome.tries = with_retries(lambda: self._push_once(repository, tag), delays=self.delays,
                                                  sleep=self.sleep, on_retry=self._retrying(ref))
             back, _ = with_retries(lambda: self.client.manifest(repository, tag), delays=self.delays,
@@ -256,12 +256,12 @@ class Pusher:
                 raise PushError(f"read-back: the registry serves {back.digest} for {ref}, "
                                 f"but the push ended with {pushed.digest}")
             outcome.result, outcome.digest = PUSHED, pushed.digest
-            self._say(f"{ref}: pushed {pushed.digest} ({pushed.layers_pushed} layer(s) uploaded, "
+            self.say(f"{ref}: pushed {pushed.digest} ({pushed.layers_pushed} layer(s) uploaded, "
                       f"{pushed.layers_present} already there), read back")
         except FactoryError as exc:
             outcome.reason = self.redact(exc.message)
             outcome.tries = getattr(exc, "tries", outcome.tries) or 1
-            self._say(f"[bold red]{escape(ref)}: failed[/] {escape(outcome.reason)}", markup=True)
+            self.say(f"[bold red]{escape(ref)}: failed[/] {escape(outcome.reason)}", markup=True)
         finally:
             outcome.duration_s = round(time.monotonic() - started, 1)
         return outcome
@@ -292,12 +292,12 @@ class Pusher:
 
     def _retrying(self, what: str):
         def announce(tries: int, delay: float, exc: FactoryError) -> None:
-            self._say(f"[yellow]{escape(what)}: {escape(self.redact(exc.message))}; try {tries + 1} in "
+            self.say(f"[yellow]{escape(what)}: {escape(self.redact(exc.message))}; try {tries + 1} in "
                       f"{delay:.0f}s[/]", markup=True)
 
         return announce
 
-    def _say(self, text: str, markup: bool = False) -> None:
+    def say(self, text: str, markup: bool = False) -> None:
         self.out.print(f"[{time.strftime('%H:%M:%S')}] " + (text if markup else self.redact(text)),
                        markup=markup, highlight=False)
 
@@ -378,7 +378,7 @@ class IndexPusher:
             there = self.pusher._manifest_or_none(repository, tag)
             if there and not check_read_back(there.document, there.media_type, expected):
                 outcome.result, outcome.digest = PRESENT, there.digest
-                self.pusher._say(f"{ref}: manifest list already present ({there.digest})")
+                self.pusher.say(f"{ref}: manifest list already present ({there.digest})")
                 return outcome
             media = LIST_TYPE
             digest, outcome.tries = with_retries(lambda: self.client.put_manifest(repository, tag, body, media),
@@ -391,11 +391,11 @@ class IndexPusher:
             if problem or back.digest != digest:
                 raise PushError(f"read-back of {ref}: {problem or f'digest {back.digest}, stored {digest}'}")
             outcome.result, outcome.digest = PUSHED, digest
-            self.pusher._say(f"{ref}: manifest list {digest} ({', '.join(expected)}), read back")
+            self.pusher.say(f"{ref}: manifest list {digest} ({', '.join(expected)}), read back")
         except FactoryError as exc:
             outcome.reason = self.pusher.redact(exc.message)
             outcome.tries = getattr(exc, "tries", outcome.tries) or 1
-            self.pusher._say(f"[bold red]{escape(ref)}: failed[/] {escape(outcome.reason)}", markup=True)
+            self.pusher.say(f"[bold red]{escape(ref)}: failed[/] {escape(outcome.reason)}", markup=True)
         finally:
             outcome.duration_s = round(time.monotonic() - started, 1)
         return outcome
@@ -512,11 +512,11 @@ def _sign(pusher: Pusher, signer, api, items: list[PlanItem], result: PushResult
         for signed in trust.sign_pushed(pusher.client, signer, api, items, result.repository, result.digest,
                                         result.platforms):
             result.signed[signed.digest] = signed.signature if signed.signature == signed.attestation else "signed"
-            pusher._say(f"{result.repository}@{signed.digest}: signature {signed.signature}, "
+            pusher.say(f"{result.repository}@{signed.digest}: signature {signed.signature}, "
                         f"attestation {signed.attestation}")
     except FactoryError as exc:
         result.result, result.reason = FAILED, pusher.redact(f"signing: {exc.message}")
-        pusher._say(f"[bold red]{escape(result.repository)}: signing failed[/] {escape(result.reason)}", markup=True)
+        pusher.say(f"[bold red]{escape(result.repository)}: signing failed[/] {escape(result.reason)}", markup=True)
 
 
 def _would_push(items: list[PlanItem], repository: str, tags: list[str], as_list: bool) -> PushResult:

@@ -270,7 +270,7 @@ class FakePusher:
     def redact(self, text):
         return text
 
-    def _say(self, text, markup=False):
+    def say(self, text, markup=False):
         pass
 
 

@@ -567,7 +567,7 @@ def test_unbundle_push_proves_each_pushed_digest_by_copy_and_with_a_key_by_signi
         def __init__(self, client):
             self.client, self.said = client, []
 
-        def _say(self, text, markup=False):
+        def say(self, text, markup=False):
             self.said.append(text)
 
         def redact(self, text):
