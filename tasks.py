@@ -16,13 +16,27 @@ ROOT = Path(__file__).resolve().parent
 
 
 def _settings(c, framework_version=None, framework=None, **overrides):
-    """Settings from pyproject < invoke.yaml < INVOKE_FACTORY_* env < the flags given here."""
+    """Settings from pyproject < invoke.yaml < INVOKE_FACTORY_* env < the flags given here; with
+    `framework_version`, the framework it belongs to (or `framework`) at that supported version."""
     merged = settings_mod.plain(c.config.get("factory", {}))
     merged.update({key: value for key, value in overrides.items() if value is not None})
     settings = settings_mod.load(merged, ROOT)
     if framework_version:
-        settings = settings_mod.with_framework_version(settings, framework or settings.framework, framework_version)
+        if framework_version == settings_mod.ALL_VERSIONS:
+            raise ConfigError("--version all is not for this task", "name one version (`inv list` shows them)")
+        name = settings_mod.framework_of_version(settings, framework_version, framework)
+        settings = settings_mod.with_framework_version(settings, name, framework_version)
     return settings
+
+
+def _views(c, version, framework=None, **overrides):
+    """(settings, varied framework) per framework version that `--version` selects (see settings.selected_views)."""
+    return settings_mod.selected_views(_settings(c, **overrides), version, framework)
+
+
+VERSION_HELP = ("Framework version (one of frameworks.<name>.versions; default: the newest, the default one). "
+                "The framework it belongs to is found from it.")
+VERSION_ALL_HELP = VERSION_HELP + " `all`: every supported version, one after the other."
 
 
 SETTINGS_HELP = {
@@ -74,7 +88,7 @@ def reports_errors(function):
 
 @task(help={
     "framework": "Framework family to build the base for (repeatable; default: factory.framework).",
-    "version": "Framework version (overrides frameworks.<name>.version; persist it in invoke.yaml).",
+    "version": VERSION_ALL_HELP,
     "force": "Rebuild even when the base is up to date.",
     "no_cache": "Do not use BuildKit's layer cache.",
     "plan": "Print what would be built and why; build nothing.",
@@ -92,12 +106,14 @@ def build_base(c, framework=None, version=None, force=False, no_cache=False, pla
     """Build the base image (framework + runtime/main.py) of a framework family."""
     if version and len(framework or []) > 1:
         raise ConfigError("--version goes with at most one --framework")
-    settings = _settings(c, framework_version=version, framework=(framework or [None])[0], namespace=namespace,
-                         registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
-                         cache_from=cache_from, platforms=platform or None)
-    with _one_run(settings, no_wait):
-        return commands.build(settings, base_only=True, frameworks=framework or None, force=force,
-                              no_cache=no_cache, plan_only=plan, reverify=reverify)
+    views = _views(c, version, (framework or [None])[0], namespace=namespace, registry=registry,
+                   python_image=python_image, tag=tag, ca_bundle=ca_bundle, cache_from=cache_from,
+                   platforms=platform or None)
+    if version and not framework:  # the base of the framework the version belongs to
+        framework = sorted({varied or views[0][0].framework for _, varied in views})
+    with _one_run(views[0][0], no_wait):
+        return commands.build_versions(views, base_only=True, frameworks=framework or None, force=force,
+                                       no_cache=no_cache, plan_only=plan, reverify=reverify)
 
 
 @task(help={
@@ -107,7 +123,8 @@ def build_base(c, framework=None, version=None, force=False, no_cache=False, pla
     "fail_fast": "Stop starting new builds after the first failure.",
     "plan": "Print what would be built and why; build nothing.",
     "no_cache": "Do not use BuildKit's layer cache.",
-    "framework_version": "Version of the default framework (overrides frameworks.<name>.version).",
+    "version": VERSION_ALL_HELP + " Without -c: that version's connectors.",
+    "framework_version": "The same as --version (kept for scripts that use it).",
     "cache_from": "Registry host[:port] to pull images from instead of building them, when it holds their "
                   "inputs' tag (`inputs-<hash>`, written by inv push); '' turns it off (default: factory.cache_from).",
     "shard": "Build only shard K of N of the connectors (e.g. 2/4), a stable share by name; their parents "
@@ -119,15 +136,18 @@ def build_base(c, framework=None, version=None, force=False, no_cache=False, pla
 }, iterable=["connector", "platform"])
 @reports_errors
 def build_connectors(c, connector=None, jobs=None, force=False, fail_fast=False, plan=False, no_cache=False,
-                     framework_version=None, namespace=None, registry=None, python_image=None, tag=None,
-                     ca_bundle=None, cache_from=None, shard=None, platform=None, no_wait=False, reverify=False):
+                     version=None, framework_version=None, namespace=None, registry=None, python_image=None,
+                     tag=None, ca_bundle=None, cache_from=None, shard=None, platform=None, no_wait=False,
+                     reverify=False):
     """Build one ingestion-connector-<name> image per directory in images/connectors/."""
-    settings = _settings(c, framework_version=framework_version, jobs=jobs, namespace=namespace,
-                         registry=registry, python_image=python_image, tag=tag, ca_bundle=ca_bundle,
-                         cache_from=cache_from, platforms=platform or None)
-    with _one_run(settings, no_wait):
-        return commands.build(settings, connector or None, force=force, fail_fast=fail_fast, plan_only=plan,
-                              no_cache=no_cache, shard=shard, reverify=reverify)
+    if version and framework_version and version != framework_version:
+        raise ConfigError("--version and --framework-version name different versions", "give one of them")
+    views = _views(c, version or framework_version, jobs=jobs, namespace=namespace, registry=registry,
+                   python_image=python_image, tag=tag, ca_bundle=ca_bundle, cache_from=cache_from,
+                   platforms=platform or None)
+    with _one_run(views[0][0], no_wait):
+        return commands.build_versions(views, connector or None, force=force, fail_fast=fail_fast,
+                                       plan_only=plan, no_cache=no_cache, shard=shard, reverify=reverify)
 
 
 @task(name="list", help={
@@ -135,25 +155,31 @@ def build_connectors(c, connector=None, jobs=None, force=False, fail_fast=False,
     "matrix": "Print, as JSON, what CI fans out over: the images parents-first by stage, and the connectors "
               "of each of N shards (for `inv build-connectors --shard K/N`). Needs no engine.",
     "platform": PLATFORM_HELP,
+    "version": "Only this framework version's images (default: every supported version; with --matrix: the "
+               "default versions).",
 }, iterable=["platform"])
 @reports_errors
-def list_(c, json=False, matrix=None, platform=None):
-    """List every image the repository defines, its parent and its state."""
-    return commands.list_images(_settings(c, platforms=platform or None), as_json=json, matrix=matrix)
+def list_(c, json=False, matrix=None, platform=None, version=None):
+    """List every image the repository defines, per framework version: its parent and its state."""
+    return commands.list_images(_settings(c, platforms=platform or None), as_json=json, matrix=matrix,
+                                version=version)
 
 
 @task(help={
     "framework": "Framework whose sources to derive (repeatable; default: every declared framework).",
     "prune": "Delete directories of sources the framework no longer has (only those nobody edited).",
     "check": "Change nothing; exit 1 when images/connectors/ differs from what the frameworks say.",
+    "version": "One framework version, added when it is not supported yet: its base lock and image, its sources "
+               "(images/base/frameworks/<fw>/<version>/catalog.toml), every connector's lock, and what appeared, "
+               "vanished or failed to lock against another version. A new newest version becomes the default.",
     "no_wait": NO_WAIT_HELP,
 }, iterable=["framework"])
 @reports_errors
-def catalog(c, framework=None, prune=False, check=False, no_wait=False):
+def catalog(c, framework=None, prune=False, check=False, version=None, no_wait=False):
     """Write images/connectors/<name>/ for every source the frameworks ship, read from their base images."""
     settings = _settings(c)
     with _one_run(settings, no_wait):
-        return commands.catalog(settings, framework or None, prune=prune, check=check)
+        return commands.catalog(settings, framework or None, prune=prune, check=check, version=version)
 
 
 @task(help={
@@ -164,26 +190,29 @@ def catalog(c, framework=None, prune=False, check=False, no_wait=False):
                        "that holds it.",
     "check": "Change nothing; exit 1 naming each lock that no longer matches its inputs (no index is asked).",
     "jobs": "Locks resolved at the same time (default: factory.jobs).",
+    "version": "Only this framework version's locks (default: every supported version's).",
     "no_wait": NO_WAIT_HELP,
 }, iterable=["connector", "upgrade_package"])
 @reports_errors
-def lock(c, connector=None, upgrade=False, upgrade_package=None, check=False, jobs=None, no_wait=False):
-    """Write requirements.lock for every image: its complete package set, with hashes (uv pip compile)."""
+def lock(c, connector=None, upgrade=False, upgrade_package=None, check=False, jobs=None, version=None,
+         no_wait=False):
+    """Write every image's lock for every framework version: its complete package set, with hashes (uv)."""
     settings = _settings(c, jobs=jobs)
     with _one_run(settings, no_wait):
         return commands.lock(settings, connector or None, upgrade=upgrade,
-                             upgrade_packages=upgrade_package or None, check=check)
+                             upgrade_packages=upgrade_package or None, check=check, version=version)
 
 
 @task(help={
     "connector": "Connector (or base) whose SBOM to write.",
     "output": "Where to write it ('-': stdout; default: build/reports/sbom/<name>.cdx.json).",
     "tag": "Version tag of the image (default: the framework version).",
+    "version": VERSION_HELP,
 })
 @reports_errors
-def sbom(c, connector, output=None, tag=None):
+def sbom(c, connector, output=None, tag=None, version=None):
     """Write the CycloneDX SBOM an image carries (its Python and Debian packages), checked against its lock."""
-    return commands.sbom(_settings(c, tag=tag), connector, output)
+    return commands.sbom(_settings(c, framework_version=version, tag=tag), connector, output)
 
 
 @task(help={
@@ -195,14 +224,15 @@ def sbom(c, connector, output=None, tag=None):
     "vex": "Where the VEX document goes (default: build/reports/audit-vex.cdx.json).",
     "python": "Ask the resolver which locked packages could move (--no-python: Debian and OSV only).",
     "fresh": "Re-resolve even when a resolution of the same lock is less than an hour old.",
+    "version": VERSION_HELP,
 }, iterable=["connector", "osv"])
 @reports_errors
-def audit(c, connector=None, json=None, osv=None, vex=None, python=True, fresh=False):
+def audit(c, connector=None, json=None, osv=None, vex=None, python=True, fresh=False, version=None):
     """What could be fixed in each image: Debian updates, newer allowed Python packages, known vulnerabilities.
     Exit 1 when a fix is available."""
     from ingestion_factory.cli import audit as audit_cli
 
-    return audit_cli.audit(_settings(c), connector or None, json_path=json, osv_sources=osv or [], vex_path=vex,
+    return audit_cli.audit(_settings(c, framework_version=version), connector or None, json_path=json, osv_sources=osv or [], vex_path=vex,
                            python=python, fresh=fresh)
 
 
@@ -237,14 +267,15 @@ def python_image(c, force=False, refresh=False, platform=None):
     "platform": PLATFORM_HELP + " With several, each tag becomes a manifest list of all of them.",
     "no_wait": NO_WAIT_HELP,
     "passphrase_file": PASSPHRASE_HELP + " Used when factory.signing_key is set: every pushed digest is signed.",
+    "version": VERSION_HELP + " Only the default version's images carry `latest` and the commit tag.",
 }, iterable=["connector", "platform"])
 @reports_errors
 def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False, username=None, password_file=None,
-         platform=None, no_wait=False, passphrase_file=None):
+         platform=None, no_wait=False, passphrase_file=None, version=None):
     """Push verified, current images with the tags the build gave them; read back and report their digests."""
     from ingestion_factory.workflows import push as push_mod
 
-    settings = _settings(c, tag=tag, platforms=platform or None)
+    settings = _settings(c, framework_version=version, tag=tag, platforms=platform or None)
     with _one_run(settings, no_wait):
         return push_mod.push(settings, connector or None, registry=registry, latest=latest,
                              dry_run=dry_run, username=username, password_file=password_file,
@@ -260,11 +291,13 @@ def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False,
     "build": "Build the image first when it is missing (--no-build: fail with a hint instead).",
     "platform": "Run this platform's variant (e.g. linux/arm64, under QEMU on an amd64 host; default: the "
                 "default platform's image).",
+    "version": VERSION_HELP,
 })
 @reports_errors
-def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, build=True, platform=None):
+def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, build=True, platform=None,
+              version=None):
     """Run a connector image here: host network, examples at /opt/operator, live logs, its exit code."""
-    return commands.run_local(_settings(c), connector, config, pipeline_type=pipeline_type, keep=keep, build=build,
+    return commands.run_local(_settings(c, framework_version=version), connector, config, pipeline_type=pipeline_type, keep=keep, build=build,
                               platform=platform)
 
 
@@ -305,13 +338,14 @@ def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, c
     "output": "The archive to write (written to a temp file beside it, then renamed).",
     "tag": "Version tag of the images to bundle (default: the framework version).",
     "passphrase_file": PASSPHRASE_HELP + " Used when factory.signing_key is set: the bundle is signed.",
+    "version": VERSION_HELP,
 }, iterable=["connector"])
 @reports_errors
-def bundle(c, output, connector=None, tag=None, passphrase_file=None):
+def bundle(c, output, connector=None, tag=None, passphrase_file=None, version=None):
     """Write verified images (shared layers once) and a checked manifest into one archive, for air-gapped sites."""
     from ingestion_factory.workflows import bundle as bundle_mod
 
-    return bundle_mod.bundle(_settings(c, tag=tag), connector or None, Path(output), console=commands.console,
+    return bundle_mod.bundle(_settings(c, framework_version=version, tag=tag), connector or None, Path(output), console=commands.console,
                              passphrase_file=passphrase_file)
 
 
@@ -358,14 +392,16 @@ def keys(c, action, output=None, passphrase_file=None, force=False):
                  "(registry/namespace/image:tag or @sha256:<digest>).",
     "registry": "Registry host[:port] of -c NAME's image (default: factory.registry).",
     "json": "Print the checks as JSON.",
+    "version": VERSION_HELP + " For -c NAME: which version's image to check.",
 })
 @reports_errors
-def verify(c, connector, registry=None, json=False):
+def verify(c, connector, registry=None, json=False, version=None):
     """Check an image's digest, signature, SLSA attestation and policy with factory.trusted_keys: exit 0 verified,
     1 not verified (naming the check), 2 bad input."""
     from ingestion_factory.cli import trust_commands
 
-    return trust_commands.verify(_settings(c), connector, registry=registry, as_json=json)
+    return trust_commands.verify(_settings(c, framework_version=version), connector, registry=registry,
+                                 as_json=json)
 
 
 ns = Collection(build_base, build_connectors, catalog, lock, sbom, list_, python_image, audit, push, run_local,

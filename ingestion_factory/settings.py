@@ -43,7 +43,7 @@ class Framework:
 
     name: str
     package: str
-    version: str
+    version: str  # the version these images are built for: one of `versions`, the default unless chosen
     base_image: str
     modules: tuple[str, ...] = ()
     # How `inv catalog` finds the framework's sources in its base image (see catalog_sync).
@@ -53,10 +53,26 @@ class Framework:
     catalog_sources: tuple[str, ...] = ()  # sources to give an image; empty: every source
     catalog_extras: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # source -> extras, where
     # the framework's names do not say it
+    # Every supported version, newest first; the default (built, tagged `latest` and the commit) is the newest
+    # unless `version` names another. Each has its own base, catalog and locks (model/versions.py).
+    versions: tuple[str, ...] = ()
+    default_version: str = ""
 
     @property
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
+
+    @property
+    def supported(self) -> tuple[str, ...]:
+        return self.versions or (self.version,)
+
+    @property
+    def is_default_version(self) -> bool:
+        """The default version's images get `latest` and the commit tag; the others only their version."""
+        return self.version == (self.default_version or self.version)
+
+    def at(self, version: str) -> "Framework":
+        return replace(self, version=version)
 
 
 @dataclass(frozen=True)
@@ -169,18 +185,23 @@ def load(mapping: Mapping[str, Any], root: Path) -> Settings:
     frameworks = {}
     for name, table in dict(data.pop("frameworks", {}) or {}).items():
         table = dict(table)
-        missing = [k for k in ("package", "version", "base_image") if not table.get(k)]
+        missing = [k for k in ("package", "base_image") if not table.get(k)]
+        if not table.get("version") and not table.get("versions"):
+            missing.append("versions")
         if missing:
             raise ConfigError(
                 f"framework {name!r} lacks {', '.join(missing)}",
                 f"set them under [tool.{PYPROJECT_TABLE}.frameworks.{name}]",
             )
+        versions, default = _versions(name, table)
         frameworks[name] = Framework(
             name=name,
             package=str(table["package"]),
-            version=str(table["version"]),
+            version=default,
             base_image=str(table["base_image"]),
             modules=tuple(table.get("modules", ())),
+            versions=versions,
+            default_version=default,
             **_catalog_fields(name, table),
         )
     known = {f.name for f in Settings.__dataclass_fields__.values()} - {"root", "frameworks"}
@@ -217,6 +238,35 @@ def load(mapping: Mapping[str, Any], root: Path) -> Settings:
 
 
 FOREIGN_INSTALLS = ("auto", "cross", "emulated")
+
+
+def _versions(name: str, table: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
+    """The supported versions, newest first, and the default: `version` when set, else the newest.
+
+    `versions` is a list (or a comma-separated string, as INVOKE_FACTORY_* env vars give it)."""
+    where = f"[tool.{PYPROJECT_TABLE}.frameworks.{name}]"
+    raw = table.get("versions") or [table.get("version")]
+    if isinstance(raw, str):
+        raw = [part.strip() for part in raw.split(",") if part.strip()]
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise ConfigError(f"{where} versions must be a list of version strings, got {raw!r}")
+    parsed = {}
+    for value in raw:
+        text = str(value).strip()
+        try:
+            parsed[text] = Version(text)
+        except InvalidVersion:
+            raise ConfigError(f"{where} versions: {text!r} is not a version (PEP 440)") from None
+    if len(set(parsed.values())) != len(raw):  # "1.0" and "1.0.0" are one version
+        raise ConfigError(f"{where} versions lists a version twice: {', '.join(map(str, raw))}")
+    versions = tuple(sorted(parsed, key=parsed.__getitem__, reverse=True))
+    default = str(table.get("version") or versions[0]).strip()
+    if default not in parsed:
+        raise ConfigError(f"{where} version {default!r} (the default) is not one of versions: {', '.join(versions)}",
+                          "add it to versions, or leave version out: the newest is the default")
+    return versions, default
+
+
 TIMEOUT_SETTINGS = ("build_timeout", "build_no_output_timeout")
 
 
@@ -264,9 +314,13 @@ def _catalog_fields(name: str, table: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def image_tags(version_tag: str, revision: str | None) -> list[str]:
-    """Every tag an image gets: its version, the git revision, and `latest` unless a pre-release."""
+def image_tags(version_tag: str, revision: str | None, *, default_version: bool = True) -> list[str]:
+    """Every tag an image gets: its version, the git revision, and `latest` unless a pre-release. The
+    revision and `latest` belong to the framework's default version: another version's images (1.12 next to
+    2.0) get only their version tag, so `latest` and the commit tag never move back to an older framework."""
     tags = [version_tag]
+    if not default_version:
+        return tags
     if revision and revision not in tags:
         tags.append(revision)
     if not is_prerelease(version_tag):
@@ -310,8 +364,61 @@ def plain(value: Any) -> Any:
     return value
 
 
-def with_framework_version(settings: Settings, name: str, version: str) -> Settings:
+def with_framework_version(settings: Settings, name: str, version: str, *, new: bool = False) -> Settings:
+    """The settings with one framework's images at `version`, one of its supported versions (`new`: any
+    version, for `inv catalog --version` adding one)."""
     framework = settings.framework_named(name)
+    version = str(version).strip()
+    if version not in framework.supported and not new:
+        raise ConfigError(f"{framework.package} {version} is not a supported version of {name} "
+                          f"(supported: {', '.join(framework.supported)})",
+                          f"add it with: inv catalog --framework {name} --version {version}")
+    if new:
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise ConfigError(f"{version!r} is not a version (PEP 440)") from None
     frameworks = dict(settings.frameworks)
-    frameworks[name] = replace(framework, version=version)
+    frameworks[name] = framework.at(version)
     return replace(settings, frameworks=frameworks)
+
+
+def framework_of_version(settings: Settings, version: str, framework: str | None = None) -> str:
+    """The framework `--version V` is about: the one named, else the one that supports V, else the default."""
+    if framework:
+        return settings.framework_named(framework).name
+    owners = [f.name for f in settings.frameworks.values() if version in f.supported]
+    if len(owners) > 1:
+        raise ConfigError(f"version {version} belongs to several frameworks: {', '.join(owners)}",
+                          "name one with --framework")
+    return owners[0] if owners else settings.framework
+
+
+ALL_VERSIONS = "all"
+
+
+def selected_views(settings: Settings, version: str | None, framework: str | None = None,
+                   ) -> list[tuple[Settings, str | None]]:
+    """What `--version` selects, as version_views gives it: nothing given, the defaults; `all`, every
+    supported version (of `framework` only, when named); V, that version of the framework it belongs to."""
+    if not version:
+        return [(settings, None)]
+    if version == ALL_VERSIONS:
+        return version_views(settings, [framework] if framework else None)
+    name = framework_of_version(settings, version, framework)
+    view = with_framework_version(settings, name, version)
+    return [(view, None if view.frameworks[name].is_default_version else name)]
+
+
+def version_views(settings: Settings, frameworks: list[str] | None = None) -> list[tuple[Settings, str | None]]:
+    """Every supported version as (settings, framework it varies): the defaults first (None: every framework
+    at its default), then each other version of each framework, alone. A task that covers "all versions"
+    loops over these and, in a varied view, touches only that framework's images."""
+    views: list[tuple[Settings, str | None]] = [(settings, None)]
+    for framework in settings.frameworks.values():
+        if frameworks and framework.name not in frameworks:
+            continue
+        for version in framework.supported:
+            if version != framework.version:
+                views.append((with_framework_version(settings, framework.name, version), framework.name))
+    return views

@@ -8,13 +8,15 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from ingestion_factory.settings import pyproject_defaults
+from ingestion_factory.settings import load, pyproject_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 
-_FRAMEWORKS = pyproject_defaults(REPO)["frameworks"]
-OM_VERSION = _FRAMEWORKS["openmetadata"]["version"]
-DH_VERSION = _FRAMEWORKS["datahub"]["version"]
+_FRAMEWORKS = load(pyproject_defaults(REPO), REPO).frameworks
+OM_VERSION = _FRAMEWORKS["openmetadata"].default_version  # the default: the newest
+OM_VERSIONS = _FRAMEWORKS["openmetadata"].supported  # newest first
+OM_OTHER_VERSIONS = tuple(v for v in OM_VERSIONS if v != OM_VERSION)
+DH_VERSION = _FRAMEWORKS["datahub"].default_version
 
 
 def free_port() -> int:

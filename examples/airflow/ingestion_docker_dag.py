@@ -17,7 +17,10 @@ operator pushes as the task's XCom; `report` reads both.
 
 Settings are read from the environment when the file is parsed:
   INGESTION_IMAGE_NAMESPACE  image namespace (default: openmetadata)
-  INGESTION_IMAGE_TAG        image tag (default: latest)
+  INGESTION_FRAMEWORK_VERSION  the framework version the images are for, which must match your
+                             OpenMetadata (or DataHub) server's: each supported version has its own images,
+                             tagged with it (2.0.7.0, 1.13.6.3, ...; default: latest, the factory's default)
+  INGESTION_IMAGE_TAG        image tag, when not the framework version (default: that version, else latest)
   INGESTION_EXAMPLES         host folder mounted at /opt/operator (default: the
                              /tmp/openmetadata/examples link `inv run-local` creates)
   INGESTION_POSTGRES_CONFIG  host path of the PostgreSQL recipe holding the password
@@ -41,7 +44,9 @@ except ImportError:  # Airflow 2.10+
     from airflow.decorators import task
 
 NAMESPACE = os.environ.get("INGESTION_IMAGE_NAMESPACE", "openmetadata")
-TAG = os.environ.get("INGESTION_IMAGE_TAG", "latest")
+# An ingestion image must match its server's version: pick that version's images by their version tag.
+FRAMEWORK_VERSION = os.environ.get("INGESTION_FRAMEWORK_VERSION", "")
+TAG = os.environ.get("INGESTION_IMAGE_TAG") or FRAMEWORK_VERSION or "latest"
 EXAMPLES = os.environ.get("INGESTION_EXAMPLES", "/tmp/openmetadata/examples")
 POSTGRES_CONFIG = os.environ.get("INGESTION_POSTGRES_CONFIG", "/etc/ingestion/datahub-postgres.yml")
 CONFIG_IN_CONTAINER = "/run/secrets/ingestion-config.yml"

@@ -20,7 +20,10 @@ summary) there, keeping main.py's exit code.
 Settings are read from the environment when the file is parsed:
   INGESTION_K8S_NAMESPACE    namespace of the pods (default: airflow)
   INGESTION_IMAGE_NAMESPACE  image namespace (default: openmetadata)
-  INGESTION_IMAGE_TAG        image tag (default: latest)
+  INGESTION_FRAMEWORK_VERSION  the framework version the images are for, which must match your
+                             OpenMetadata (or DataHub) server's: each supported version has its own images,
+                             tagged with it (2.0.7.0, 1.13.6.3, ...; default: latest, the factory's default)
+  INGESTION_IMAGE_TAG        image tag, when not the framework version (default: that version, else latest)
   INGESTION_REGISTRY         registry host the cluster pulls from (default: none, Docker Hub)
 """
 
@@ -43,7 +46,9 @@ except ImportError:  # Airflow 2.10+
 K8S_NAMESPACE = os.environ.get("INGESTION_K8S_NAMESPACE", "airflow")
 REGISTRY = os.environ.get("INGESTION_REGISTRY", "")
 NAMESPACE = os.environ.get("INGESTION_IMAGE_NAMESPACE", "openmetadata")
-TAG = os.environ.get("INGESTION_IMAGE_TAG", "latest")
+# An ingestion image must match its server's version: pick that version's images by their version tag.
+FRAMEWORK_VERSION = os.environ.get("INGESTION_FRAMEWORK_VERSION", "")
+TAG = os.environ.get("INGESTION_IMAGE_TAG") or FRAMEWORK_VERSION or "latest"
 RECIPE_SECRET = "ingestion-postgres-recipe"
 RECIPE_KEY = "recipe.yml"
 SECRET_DIR = "/run/secrets/ingestion"

@@ -9,6 +9,7 @@ The output is reproducible: no timestamp, and a serial number derived from the c
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import subprocess
@@ -114,6 +115,9 @@ def main() -> None:
     parser.add_argument("--version", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--dpkg-admindir", default="")
+    # What the factory resolved differently from a plain `pip install` of the framework (the framework
+    # version's constraints and uv overrides), as base64 of a JSON object; recorded as metadata properties.
+    parser.add_argument("--resolution", default="")
     args = parser.parse_args()
 
     bom = python_bom(args.python)
@@ -124,6 +128,11 @@ def main() -> None:
                       "version": args.version},
         "tools": bom.get("metadata", {}).get("tools", {}),
     }
+    if args.resolution:
+        resolution = json.loads(base64.b64decode(args.resolution))
+        bom["metadata"]["properties"] = [
+            {"name": f"ingestion-factory:{key}", "value": line}
+            for key in sorted(resolution) for line in resolution[key]]
     content = json.dumps(bom["components"], sort_keys=True).encode()
     bom["serialNumber"] = uuid.uuid5(uuid.NAMESPACE_URL, hashlib.sha256(content).hexdigest()).urn
     text = json.dumps(bom, indent=1, sort_keys=True) + "\n"

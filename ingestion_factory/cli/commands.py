@@ -11,6 +11,7 @@ from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
+from packaging.version import Version
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -19,15 +20,17 @@ from .. import platforms as platforms_mod
 from ..engine.buildkit import find_cli
 from ..engine.daemon import connect, plan_for, remove_replaced
 from ..engine.verify import PIN_REPOSITORY
-from ..errors import ConfigError, FactoryError
+from ..errors import ConfigError, DockerUnavailable, FactoryError
 from ..model import catalog as catalog_mod
 from ..model import catalog_table
+from ..model import versions as versions_mod
 from ..model import plan as plan_mod
 from .. import interrupts
 from ..model import shard as shard_mod
 from ..model.plan import BLOCKED, Plan, platform_targets, require_buildable
 from ..model.results import BuildStatus, Result, human_size, write_json
-from ..settings import Settings
+from .. import settings as settings_mod
+from ..settings import ALL_VERSIONS, Settings
 from ..workflows import lock as lock_mod
 from ..workflows import sbom as sbom_mod
 from ..workflows.builder import Builder
@@ -48,10 +51,36 @@ def print_plan(plan: Plan) -> None:
     console.print(table)
 
 
+def build_versions(views: list[tuple[Settings, str | None]], names: list[str] | None = None, **options) -> int:
+    """`build` for each selected framework version (`--version all`: every supported one), one after the
+    other; a version that fails does not stop the next. In a view that varies one framework, only that
+    framework's images are built (the others are at their default version, built by the first view)."""
+    if len(views) == 1:
+        settings, varied = views[0]
+        return build(settings, names, only_framework=varied, **options)
+    errors: list[FactoryError] = []
+    for settings, varied in views:
+        label = ", ".join(f"{f.package} {f.version}" for f in settings.frameworks.values()
+                          if varied in (None, f.name))
+        console.print(f"[bold]== {label}[/]", highlight=False)
+        try:
+            build(settings, names, only_framework=varied, **options)
+        except DockerUnavailable:
+            raise  # the next version would fail the same way
+        except FactoryError as error:
+            console.print(f"[bold red]{escape(error.render())}[/]", highlight=False)
+            errors.append(error)
+    if errors:
+        worst = max(errors, key=lambda e: (e.exit_code == 1, e.exit_code))
+        raise FactoryError(f"{len(errors)} of {len(views)} framework version(s) failed; the first: {worst.message}",
+                           worst.hint, exit_code=worst.exit_code) if len(errors) > 1 else worst
+    return 0
+
+
 def build(settings: Settings, names: list[str] | None = None, *, base_only: bool = False,
           frameworks: list[str] | None = None, force: bool = False, fail_fast: bool = False,
           plan_only: bool = False, no_cache: bool = False, shard: str | None = None, engine=None,
-          reverify: bool = False) -> int:
+          reverify: bool = False, only_framework: str | None = None) -> int:
     """Build what is stale among the named images (or all), on every target platform; returns the exit status
     or raises (docs/exit-codes.md). One plan per platform, built one platform after the other (the host's
     cores are the limit either way); the default platform alone is the ordinary case of it.
@@ -61,9 +90,12 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     catalog = catalog_mod.discover(settings)
     in_shard = _shard_filter(shard)
     if base_only:
-        targets = [catalog.base_for(settings.framework_named(f).name).name for f in frameworks or [settings.framework]]
+        targets = [catalog.base_for(settings.framework_named(f).name).name
+                   for f in frameworks or [only_framework or settings.framework]]
     else:
-        targets = in_shard(catalog.resolve(names))
+        # Another version of one framework (`--version`): its connectors, not every framework's.
+        targets = in_shard([name for name in catalog.resolve(names)
+                            if names or only_framework in (None, catalog[name].framework.name)])
     chosen = settings.target_platforms
     several = chosen != (platforms_mod.DEFAULT,)
     platforms_mod.require_emulation(chosen)  # before anything is planned or built: exit 2 with the fix
@@ -81,7 +113,8 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     # Building "everything" passes over connectors that cannot exist here, and says so in the table.
     unavailable = [Result(spec.name, plan_mod.image_ref(spec, settings, platform), BuildStatus.UNAVAILABLE,
                           spec.unavailable, platform=platform.name)
-                   for platform in chosen for spec in catalog.connectors if spec.unavailable] if everything else []
+                   for platform in chosen for spec in catalog.connectors
+                   if spec.unavailable and only_framework in (None, spec.framework.name)] if everything else []
     unavailable = [r for r in unavailable if r.name in in_shard([r.name])]
     if plan_only:
         for plan in plans:
@@ -221,53 +254,27 @@ def raise_for_outcome(results: list[Result], broken: dict, log_dir: Path) -> Non
         raise ConfigError(cannot, "fix the files named above")
 
 
-def list_images(settings: Settings, as_json: bool = False, matrix=None) -> int:
-    """inv list: one row per image and target platform; a platform it cannot exist on says why."""
-    catalog = catalog_mod.discover(settings)
+def list_images(settings: Settings, as_json: bool = False, matrix=None, version: str | None = None) -> int:
+    """inv list: one row per image, framework version and target platform; a platform or version it cannot
+    exist on says why. Every supported version unless `version` names one."""
     if matrix is not None:
+        views = settings_mod.selected_views(settings, version) if version else [(settings, None)]
+        catalog = catalog_mod.discover(views[0][0])
         count = shard_mod.parse_count(matrix)
-        print(json.dumps(shard_mod.matrix(catalog, [s.name for s in catalog.available_connectors], count), indent=2))
+        print(json.dumps(shard_mod.matrix(catalog, [s.name for s in catalog.available_connectors
+                                                    if views[0][1] in (None, s.framework.name)], count), indent=2))
         return 0
+    views = settings_mod.selected_views(settings, version or ALL_VERSIONS)
     chosen = settings.target_platforms
     several = chosen != (platforms_mod.DEFAULT,)
     rows = []
-    for name, error in catalog.broken.items():
-        rows.append({"name": name, "image": settings.repository(catalog_mod.IMAGE_PREFIX + name), "kind": "connector",
-                     "framework": "?", "parent": "?", "platform": "?", "state": f"broken: {error.message}",
-                     "image_id": None, "size": None})
-    for platform in chosen:
-        usable, _ = platform_targets(catalog, [s.name for s in catalog if not s.unavailable], platform, settings)
-        try:
-            plan, _, _ = plan_for(settings, catalog, usable, platform=platform)
-            states = {item.name: item for item in plan}
-        except FactoryError as exc:
-            if as_json:
-                raise
-            console.print(f"[yellow]{exc.message}: states unknown[/]")
-            states = {}
-        for spec in catalog:
-            item = states.get(spec.name)
-            reason = spec.unavailable or catalog.unavailable_on(spec, platform)
-            state = f"unavailable: {reason}" if reason else (item.state if item else "unknown")
-            rows.append({
-                "name": spec.name,
-                "image": item.ref if item else plan_mod.image_ref(spec, settings, platform).rpartition(":")[0],
-                "kind": spec.kind,
-                "framework": spec.framework.name,
-                "platform": platform.name,
-                "parent": catalog[spec.parent].image_name if spec.parent else settings.python_image,
-                "state": state,
-                "image_id": item.current.id if item and item.current else None,
-                "size": item.current.size if item and item.current else None,
-                "description": spec.description,
-                "source": spec.source,
-                "unavailable_platforms": dict(spec.unavailable_platforms),
-            })
+    for view, varied in views:
+        rows += _list_rows(view, varied, chosen, as_json)
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    columns = ("image", "platform", "framework", "parent", "state", "size") if several else \
-        ("image", "framework", "parent", "state", "size")
+    columns = ("image", "platform", "framework", "version", "parent", "state", "size") if several else \
+        ("image", "framework", "version", "parent", "state", "size")
     table = Table(title=f"{len(rows)} images", title_justify="left")
     for column in columns:
         table.add_column(column)
@@ -277,11 +284,64 @@ def list_images(settings: Settings, as_json: bool = False, matrix=None) -> int:
     return 0
 
 
+def _list_rows(settings: Settings, varied: str | None, chosen, as_json: bool) -> list[dict]:
+    """The rows of one framework version's catalog (a varied view: only that framework's images)."""
+    catalog = catalog_mod.discover(settings)
+    rows = []
+    if varied is None:
+        for name, error in catalog.broken.items():
+            rows.append({"name": name, "image": settings.repository(catalog_mod.IMAGE_PREFIX + name),
+                         "kind": "connector", "framework": "?", "version": "?", "parent": "?", "platform": "?",
+                         "state": f"broken: {error.message}", "image_id": None, "size": None})
+    specs = [spec for spec in catalog if varied in (None, spec.framework.name)]
+    for platform in chosen:
+        usable, _ = platform_targets(catalog, [s.name for s in specs if not s.unavailable], platform, settings)
+        try:
+            plan, _, _ = plan_for(settings, catalog, usable, platform=platform)
+            states = {item.name: item for item in plan}
+        except FactoryError as exc:
+            if as_json:
+                raise
+            console.print(f"[yellow]{exc.message}: states unknown[/]")
+            states = {}
+        for spec in specs:
+            item = states.get(spec.name)
+            reason = spec.unavailable or catalog.unavailable_on(spec, platform)
+            state = f"unavailable: {reason}" if reason else (item.state if item else "unknown")
+            rows.append({
+                "name": spec.name,
+                "image": item.ref if item else plan_mod.image_ref(spec, settings, platform),
+                "kind": spec.kind,
+                "framework": spec.framework.name,
+                "version": spec.framework.version,
+                "default_version": spec.framework.is_default_version,
+                "platform": platform.name,
+                "parent": catalog[spec.parent].image_name if spec.parent else settings.python_image,
+                "state": state,
+                "image_id": item.current.id if item and item.current else None,
+                "size": item.current.size if item and item.current else None,
+                "description": spec.description,
+                "source": spec.source,
+                "unavailable_platforms": dict(spec.unavailable_platforms),
+            })
+    return rows
+
+
 def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: bool = False,
-            check: bool = False, engine=None) -> int:
-    """inv catalog: derive connector directories from each framework's base image; 1 with --check on drift."""
+            check: bool = False, engine=None, version: str | None = None) -> int:
+    """inv catalog: derive connector directories from each framework's base image; 1 with --check on drift.
+
+    `version`: one framework version's catalog instead (adding it when it is not supported yet): its base
+    lock, base image, sources, connector locks, and what appeared, vanished or failed against another version."""
     from ..workflows import catalog_sync  # only inv catalog needs it (and tomlkit): a lighter start-up
 
+    if version:
+        if check:
+            raise ConfigError("--check goes without --version", "`inv catalog --check` compares every framework's "
+                              "default version; `inv lock --check` covers every version's locks")
+        if frameworks and len(frameworks) > 1:
+            raise ConfigError("--version goes with at most one --framework")
+        return catalog_version(settings, (frameworks or [None])[0], version, prune=prune, engine=engine)
     api, _ = engine if engine is not None else connect()
     drift = []
     bases = catalog_mod.discover(settings)
@@ -289,15 +349,17 @@ def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: b
         framework = settings.framework_named(name)
         inventory = catalog_sync.probe(framework, plan_mod.image_ref(bases.base_for(name), settings), api)
         derived = catalog_sync.derive(inventory, framework)
-        entries = catalog_sync.sync(settings, framework, inventory, derived, prune=prune, dry_run=check)
+        entries = catalog_sync.sync(settings, framework, inventory, derived, prune=prune, dry_run=check,
+                                    other_versions=_still_shipped(settings, framework, derived))
         _print_sync(inventory, entries, check)
         drift += [entry.directory for entry in entries if entry.change.writes]
+        if not check:
+            _record_sources(settings, framework, derived)
     page = settings.root / catalog_table.PAGE
-    found = catalog_mod.discover(settings)
     if check:
-        if page.is_file() and not catalog_table.is_current(page.read_text(), found):
+        if page.is_file() and not catalog_table.is_current(page.read_text(), _all_catalogs(settings)):
             drift.append(f"the catalog table in {catalog_table.PAGE}")
-    elif catalog_table.update_page(page, found, settings.output_path / "reports" / "build-latest.json"):
+    elif _update_catalog_page(settings):
         console.print(f"Updated the catalog table in {catalog_table.PAGE}.")
     if check and drift:
         raise FactoryError(f"{len(drift)} item(s) differ from what the frameworks say: {', '.join(drift)}",
@@ -305,6 +367,185 @@ def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: b
     if drift:
         console.print(f"{len(drift)} connector director(ies) written: run `inv lock` to lock them before building.")
     return 0
+
+
+def _update_catalog_page(settings: Settings) -> bool:
+    """The catalog table, with a column per supported version of each framework."""
+    page = settings.root / catalog_table.PAGE
+    return catalog_table.update_page(page, _all_catalogs(settings),
+                                     settings.output_path / "reports" / "build-latest.json")
+
+
+def _all_catalogs(settings: Settings) -> list:
+    return [catalog_mod.discover(view) for view, _ in settings_mod.version_views(settings)]
+
+
+def _still_shipped(settings: Settings, framework, derived) -> dict[str, str]:
+    """Directory -> the other supported versions of `framework` whose catalog still has its source."""
+    directories = catalog_mod.generated_directories(settings.images_dir, framework.name)
+    present = {item.directory for item in derived}
+    still: dict[str, list[str]] = {}
+    for other in framework.supported:
+        if other == framework.version:
+            continue
+        sources = versions_mod.read_catalog(settings.images_dir, framework.at(other)).sources
+        for directory in directories - present:
+            source = _source_of(settings, directory)
+            if sources is not None and source in sources:
+                still.setdefault(directory, []).append(other)
+    return {directory: ", ".join(found) for directory, found in still.items()}
+
+
+def _source_of(settings: Settings, directory: str) -> str:
+    path = settings.images_dir / "connectors" / directory / catalog_mod.CONNECTOR_SETTINGS
+    try:
+        return str(catalog_mod.tomllib.loads(path.read_text()).get("source", directory))
+    except (OSError, ValueError):
+        return directory
+
+
+def _record_sources(settings: Settings, framework, derived) -> None:
+    """The version's catalog.toml gets the sources just read; its unavailable entries stay."""
+    current = versions_mod.read_catalog(settings.images_dir, framework)
+    versions_mod.write_catalog(settings.images_dir, framework, versions_mod.VersionCatalog(
+        frozenset(item.source.name for item in derived), current.unavailable))
+
+
+def catalog_version(settings: Settings, framework_name: str | None, version: str, *, prune: bool = False,
+                    engine=None) -> int:
+    """inv catalog --version V: one framework version, added when new, in one command.
+
+    1. a new version's directory starts from the default version's constraints and overrides;
+    2. its base is locked and built (smoke-tested), then read for its sources;
+    3. when it is (or becomes) the default, the connector directories follow it (as `inv catalog`);
+    4. its catalog.toml records its sources; every connector it ships is locked, and one whose lock fails is
+       recorded there as unavailable with uv's reason (the run goes on);
+    5. a new version joins the framework's `versions` in pyproject.toml;
+    6. the report: sources that appeared or vanished against the version it is compared with, failed locks.
+    """
+    from ..workflows import catalog_sync  # only inv catalog needs it (and tomlkit): a lighter start-up
+
+    name = settings_mod.framework_of_version(settings, version, framework_name)
+    framework_before = settings.framework_named(name)
+    added = version not in framework_before.supported
+    view = settings_mod.with_framework_version(settings, name, version, new=True)
+    framework = view.frameworks[name]
+    newest = max([*framework_before.supported, version], key=Version)
+    becomes_default = framework.is_default_version if not added else (
+        version == newest and framework_before.default_version == framework_before.supported[0])
+    if added:
+        # The new version is supported from here on in this run; pyproject.toml gets it once it is locked.
+        view = replace(view, frameworks={**view.frameworks, name: replace(
+            framework, versions=tuple(sorted({*framework_before.supported, version}, key=Version, reverse=True)),
+            default_version=version if becomes_default else framework_before.default_version)})
+        framework = view.frameworks[name]
+    template = framework_before.at(framework_before.default_version or framework_before.version)
+    started = catalog_sync.start_version_dir(view, framework, template) if added else []
+    for path in started:
+        console.print(f"Started {path.relative_to(view.root)} from {template.version}'s: check its lines.",
+                      highlight=False)
+    console.print(f"[bold]{framework.package} {version}[/]: lock and build the base, read its sources, lock "
+                  "its connectors.", highlight=False)
+    base = catalog_mod.discover(view).base_for(name)
+    _lock_or_fail(view, [base.name], f"the base of {framework.package} {version}")
+    build(view, base_only=True, frameworks=[name], engine=engine)
+    api, _ = engine if engine is not None else connect()
+    inventory = catalog_sync.probe(framework, plan_mod.image_ref(base, view), api)
+    derived = catalog_sync.derive(inventory, framework)
+    if becomes_default:
+        entries = catalog_sync.sync(view, framework, inventory, derived, prune=prune,
+                                    other_versions=_still_shipped(view, framework, derived))
+        _print_sync(inventory, entries, False)
+    sources = frozenset(item.source.name for item in derived)
+    previous = versions_mod.read_catalog(view.images_dir, framework)
+    # Reasons a person wrote stay; the ones this command wrote are decided again below.
+    kept = {k: v for k, v in previous.unavailable.items() if not v.startswith(versions_mod.LOCK_FAILED)}
+    versions_mod.write_catalog(view.images_dir, framework, versions_mod.VersionCatalog(sources, kept))
+    catalog = catalog_mod.discover(view)
+    names = [spec.name for spec in catalog.available_connectors if spec.framework.name == name]
+    results = _run_locks(view, names)
+    failed = {r.name: r.message for r in results if r.status.failed and r.name in names}
+    versions_mod.write_catalog(view.images_dir, framework, versions_mod.VersionCatalog(
+        sources, {**kept, **{n: versions_mod.LOCK_FAILED + m for n, m in failed.items()}}))
+    if added:
+        path = catalog_sync.add_supported_version(view, framework)
+        console.print(f"Added {version} to the versions of {name} in {path.name}"
+                      + (" (the new default)." if becomes_default else "."), highlight=False)
+    reference = _reference_version(framework_before, version)
+    reference_sources = versions_mod.read_catalog(view.images_dir, framework.at(reference)).sources if reference \
+        else None
+    appeared, vanished = catalog_sync.compare_sources(set(sources), set(reference_sources or ()))
+    report = catalog_sync.VersionReport(name, framework.package, version, reference if reference_sources else "",
+                                        tuple(sorted(sources)), appeared if reference_sources else (),
+                                        vanished if reference_sources else (), failed, added,
+                                        template.version if started else "")
+    _print_version_report(report, len(names))
+    if _update_catalog_page(view):
+        console.print(f"Updated the catalog table in {catalog_table.PAGE}.")
+    return 0
+
+
+def _reference_version(framework, version: str) -> str:
+    """What a version's catalog is compared with: the default, or for the default the next older one."""
+    others = [v for v in framework.supported if v != version]
+    if not others:
+        return ""
+    default = framework.default_version or framework.version
+    if default != version and default in others:
+        return default
+    older = [v for v in others if Version(v) < Version(version)]
+    return max(older, key=Version) if older else others[0]
+
+
+def _lock_or_fail(settings: Settings, names: list[str], what: str) -> None:
+    results = _run_locks(settings, names)
+    failed = [r for r in results if r.status.failed]
+    if failed:
+        raise FactoryError(f"{what} cannot be locked: {failed[0].message}",
+                           "add a constraint or an override to the version's directory (see the lines above) "
+                           "and run the command again")
+
+
+def _run_locks(settings: Settings, names: list[str]):
+    """Lock these images (and what they are resolved under) for the settings' versions, printing progress."""
+    catalog = catalog_mod.discover(settings)
+    targets = lock_mod.targets(catalog, settings)
+    selected = lock_mod.select(targets, names)
+    started = time.monotonic()
+    done = [0]
+
+    def progress(name: str, text: str) -> None:
+        if text in ("resolving", "checking wheels"):
+            return
+        done[0] += 1
+        console.print(f"  [{done[0]}/{len(selected)}] {name}: {text}", highlight=False)
+
+    console.print(f"Locking {len(selected)} image(s), {settings.jobs} at a time...", highlight=False)
+    results = lock_mod.Locker(settings, targets, on_progress=progress).run(selected, jobs=settings.jobs)
+    _print_lock_results(settings, targets, results)
+    console.print(f"{sum(not r.status.failed for r in results)} of {len(results)} locked "
+                  f"({time.monotonic() - started:.1f}s)", highlight=False)
+    return results
+
+
+def _print_version_report(report, locked: int) -> None:
+    title = f"{report.package} {report.version}: {len(report.sources)} sources"
+    if report.reference:
+        title += f", against {report.reference}"
+    table = Table(title=title, title_justify="left")
+    for column in ("connector", "change", "detail"):
+        table.add_column(column)
+    for source in report.appeared:
+        table.add_row(source, "appeared", f"not in {report.reference}")
+    for source in report.vanished:
+        table.add_row(source, "vanished", f"not in {report.version}: unavailable for it")
+    for name, reason in sorted(report.failed.items()):
+        table.add_row(name, "lock failed", escape(reason))
+    if table.row_count:
+        console.print(table)
+    console.print(f"{len(report.appeared)} appeared, {len(report.vanished)} vanished, "
+                  f"{locked - len(report.failed)} of {locked} connectors locked, {len(report.failed)} failed "
+                  f"(recorded as unavailable for {report.version}).", highlight=False)
 
 
 def _print_sync(inventory, entries, check: bool) -> None:
@@ -326,8 +567,9 @@ def _print_sync(inventory, entries, check: bool) -> None:
 
 
 def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = False,
-         upgrade_packages: list[str] | None = None, check: bool = False) -> int:
-    """inv lock: write the locks that do not match their inputs (or all with --upgrade), parents first."""
+         upgrade_packages: list[str] | None = None, check: bool = False, version: str | None = None) -> int:
+    """inv lock: write the locks that do not match their inputs (or all with --upgrade), parents first, for
+    every supported framework version (or the one `version` names)."""
     from packaging.utils import canonicalize_name
 
     upgrade_packages = [canonicalize_name(p) for p in upgrade_packages or []]
@@ -336,33 +578,59 @@ def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = 
                           "--upgrade re-resolves everything; --upgrade-package moves only the packages named")
     if check and (upgrade or upgrade_packages):
         raise ConfigError("--check changes nothing, so it takes no --upgrade or --upgrade-package")
-    catalog = catalog_mod.discover(settings)
-    targets = lock_mod.targets(catalog, settings)
-    for name, error in catalog.broken.items():
+    views = settings_mod.selected_views(settings, version or ALL_VERSIONS)
+    prepared = []
+    for view, varied in views:
+        catalog = catalog_mod.discover(view)
+        targets = lock_mod.targets(catalog, view, only_framework=varied)
+        if names:  # an unavailable connector (or one built FROM it) is named with its reason, not as unknown
+            wanted = [n for n in names if n.removeprefix(catalog_mod.IMAGE_PREFIX) in catalog]
+            if varied is not None:  # another version of one framework: the names that are its images
+                wanted = [n for n in wanted if catalog[n.removeprefix(catalog_mod.IMAGE_PREFIX)].framework.name
+                          == varied]
+            if varied is not None and not wanted:
+                continue
+            catalog.resolve(wanted)
+        prepared.append((view, varied, catalog, targets))
+    if not prepared:
+        raise ConfigError(f"{', '.join(names or [])}: no image of the framework of version {version}",
+                          "`inv list` shows each image's framework and versions")
+    broken = prepared[0][2].broken
+    for name, error in broken.items():
         console.print(f"[bold red]{name} cannot be locked:[/] {escape(error.message)}", highlight=False)
-    if names:  # an unavailable connector (or one built FROM it) is named with its reason, not as unknown
-        catalog.resolve([n for n in names if n.removeprefix(catalog_mod.IMAGE_PREFIX) in catalog])
     if check:
-        return _check_locks(settings, targets, names, catalog.broken)
-    selected = lock_mod.select(targets, names)
+        return _check_locks(prepared, names, broken)
     if upgrade_packages:
-        _require_locked_somewhere(targets, upgrade_packages)
+        _require_locked_somewhere({str(t.path): t for _, _, _, targets in prepared for t in targets.values()},
+                                  upgrade_packages)
     started = time.monotonic()
     named = [n.removeprefix(catalog_mod.IMAGE_PREFIX) for n in names] if names else None
+    unknown = [n for n in named or [] if not any(n in targets for *_, targets in prepared)]
+    if unknown:
+        lock_mod.select(prepared[0][3], unknown)  # raises the "no lock" error with its hint
+    results, stale = [], 0
+    for view, varied, catalog, targets in prepared:
+        selected = lock_mod.select(targets, [n for n in named if n in targets] if named else None)
+        if not selected:
+            continue
 
-    def progress(name: str, text: str) -> None:
-        if text not in ("resolving", "checking wheels", str(lock_mod.LockStatus.UNCHANGED)):
-            console.print(f"  {name}: {text}", highlight=False)
+        def progress(name: str, text: str) -> None:
+            if text not in ("resolving", "checking wheels", str(lock_mod.LockStatus.UNCHANGED)):
+                console.print(f"  {name}: {text}", highlight=False)
 
-    console.print(f"Locking {len(selected)} image(s) for Python {settings.python_version} on "
-                  f"{settings.lock_platform}, {settings.jobs} at a time...")
-    locker = lock_mod.Locker(settings, targets, upgrade=upgrade, upgrade_packages=upgrade_packages,
-                             on_progress=progress)
-    results = locker.run(selected, upgrade_names=named, jobs=settings.jobs)
-    _print_lock_results(settings, targets, results)
+        label = ", ".join(f"{f.package} {f.version}" for f in view.frameworks.values() if varied in (None, f.name))
+        console.print(f"Locking {len(selected)} image(s) of {label} for Python {view.python_version} on "
+                      f"{view.lock_platform}, {view.jobs} at a time...", highlight=False)
+        locker = lock_mod.Locker(view, targets, upgrade=upgrade, upgrade_packages=upgrade_packages,
+                                 on_progress=progress)
+        found = locker.run(selected, upgrade_names=named, jobs=view.jobs)
+        _print_lock_results(view, targets, found)
+        results += found
+        if names:
+            stale += sum(not c.current for c in lock_mod.check(targets, view))
     counts = ", ".join(f"{sum(r.status is status for r in results)} {status}"
                        for status in lock_mod.LockStatus if any(r.status is status for r in results))
-    console.print(f"{counts} ({time.monotonic() - started:.1f}s)")
+    console.print(f"{counts or 'nothing to lock'} ({time.monotonic() - started:.1f}s)")
     write_json(settings.output_path / "reports" / "lock-latest.json", [], {
         "duration_s": round(time.monotonic() - started, 2),
         "locks": [{"name": r.name, "path": str(r.path), "status": str(r.status), "message": r.message,
@@ -372,13 +640,11 @@ def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = 
     if failed:
         raise FactoryError(f"{len(failed)} lock(s) not written: {', '.join(r.name for r in failed)}",
                            "see uv's explanation above; the locks that were written are complete")
-    if names:
-        stale = [c for c in lock_mod.check(targets, settings) if not c.current]
-        if stale:
-            console.print(f"[yellow]{len(stale)} other lock(s) do not match their inputs (missing, or their "
-                          f"parent's packages changed): run `inv lock`[/]")
-    if catalog.broken:
-        raise ConfigError(f"{len(catalog.broken)} connector(s) cannot be locked: {', '.join(catalog.broken)}",
+    if stale:
+        console.print(f"[yellow]{stale} other lock(s) do not match their inputs (missing, or their "
+                      f"parent's packages changed): run `inv lock`[/]")
+    if broken:
+        raise ConfigError(f"{len(broken)} connector(s) cannot be locked: {', '.join(broken)}",
                           "fix the files named above")
     return 0
 
@@ -431,15 +697,24 @@ def _print_lock_results(settings: Settings, targets, results) -> None:
             console.print(f"    {escape(str(change))}", highlight=False)
 
 
-def _check_locks(settings: Settings, targets, names: list[str] | None, broken: dict) -> int:
-    checks = lock_mod.check(targets, settings, names)
+def _check_locks(prepared, names: list[str] | None, broken: dict) -> int:
+    checks = []
+    for view, _, _, targets in prepared:
+        wanted = [n for n in names if n.removeprefix(catalog_mod.IMAGE_PREFIX) in targets] if names else None
+        if names and not wanted:
+            continue
+        checks += [c for c in lock_mod.check(targets, view, wanted)
+                   if not (c.name == lock_mod.SBOM_TOOL and any(x.name == c.name for x in checks))]
     bad = [c for c in checks if not c.current]
     for item in bad:
-        console.print(f"{item.name}: {item.state.styled(item.detail)}", highlight=False)
+        label = f"{item.name} ({item.version})" if item.version else item.name
+        console.print(f"{label}: {item.state.styled(item.detail)}", highlight=False)
     if bad:
         raise FactoryError(f"{len(bad)} of {len(checks)} lock(s) do not match their inputs: "
-                           f"{', '.join(c.name for c in bad)}", f"run: {lock_mod.fix_command(bad)}")
-    console.print(f"All {len(checks)} locks match their inputs.")
+                           f"{', '.join(f'{c.name} ({c.version})' if c.version else c.name for c in bad)}",
+                           f"run: {lock_mod.fix_command(bad)}")
+    versions = len({c.version for c in checks if c.version})
+    console.print(f"All {len(checks)} locks match their inputs ({versions} framework version(s)).")
     if broken:
         raise ConfigError(f"{len(broken)} connector(s) cannot be locked: {', '.join(broken)}",
                           "fix the files named above")

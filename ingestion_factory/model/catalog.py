@@ -2,16 +2,21 @@
 
 Layout:
   images/base/Dockerfile                 the base of every framework family
-  images/base/frameworks/<fw>/           requirements.txt + constraints.txt per framework
+  images/base/frameworks/<fw>/           requirements.txt + constraints.txt per framework, and a directory
+                                         per supported version (model/versions.py)
   images/connectors/Dockerfile           the shared connector Dockerfile
   images/connectors/<name>/              one image per directory:
       requirements.txt                   the requirements fragment (required)
       connector.toml                     optional settings, see ConnectorSettings
       Dockerfile                         optional, replaces the shared one
+      locks/<version>.lock               its lock for each framework version (`inv lock`)
+
+A catalog is for one version per framework: the settings' selected one (settings.with_framework_version).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass, field, replace
@@ -26,6 +31,8 @@ from ..platforms import parse as parse_platform
 from .runtime_modules import runtime_redaction  # the runtime's secret rule: the one its log masking uses
 from ..settings import Framework, Settings
 from .graph import parents_first
+from . import versions as versions_mod
+from .lockfile import is_lock
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,6 +41,7 @@ else:  # pragma: no cover
 
 BASE = "base"
 CONNECTOR = "connector"
+SYNC_STATE_DIR = ".catalog"  # images/connectors/.catalog/<framework>.json: what `inv catalog` last wrote
 FRAGMENT = "requirements.txt"
 CONNECTOR_SETTINGS = "connector.toml"
 IMAGE_PREFIX = "ingestion-connector-"
@@ -87,6 +95,11 @@ class ImageSpec:
     unavailable_platforms: tuple[tuple[str, str], ...] = ()
     declared_framework: str | None = None  # what connector.toml says, before parents are resolved
     input_files: tuple[Path, ...] = field(default=(), compare=False)
+    lock: Path | None = None  # the lock it installs, for its framework's selected version
+
+    @property
+    def version(self) -> str:
+        return self.framework.version
 
 
 @dataclass(frozen=True)
@@ -185,6 +198,7 @@ def discover(settings: Settings) -> Catalog:
             images[spec.name] = spec
     _drop_children_of_broken(images, broken)
     _resolve_parents(images, settings)
+    _apply_version_unavailability(images, settings)
     _pass_unavailability_down(images)
     _give_bases_their_extras(images)
     return Catalog(images, broken)
@@ -211,6 +225,34 @@ def _give_bases_their_extras(images: dict[str, ImageSpec]) -> None:
                 extras |= framework_extras(spec)
         if extras:
             images[name] = replace(base, extras=tuple(sorted(extras)))
+
+
+def _apply_version_unavailability(images: dict[str, ImageSpec], settings: Settings) -> None:
+    """A connector its framework's selected version cannot have (no such source there, or its lock failed:
+    images/base/frameworks/<fw>/<version>/catalog.toml) is unavailable in this catalog, with that reason.
+    Its framework is known only now (a child takes its parent's), and so is the lock it installs."""
+    catalogs = {name: versions_mod.read_catalog(settings.images_dir, framework)
+                for name, framework in settings.frameworks.items()}
+    generated = {name: generated_directories(settings.images_dir, name) for name in settings.frameworks}
+    for name, spec in list(images.items()):
+        if spec.kind != CONNECTOR:
+            continue
+        lock = versions_mod.connector_lock(spec.context, spec.framework)
+        inputs = tuple(p for p in spec.input_files if not is_lock(p) or p.parent != lock.parent) + (
+            (lock,) if lock.is_file() else ())
+        fw = spec.framework
+        reason = catalogs[fw.name].reason(name, spec.source, name in generated[fw.name])
+        images[name] = replace(spec, lock=lock, input_files=inputs, unavailable=spec.unavailable or (
+            f"not in {fw.package} {fw.version}: {reason}" if reason else ""))
+
+
+def generated_directories(images_dir: Path, framework: str) -> frozenset[str]:
+    """The connector directories `inv catalog` wrote for a framework (its sync state's record)."""
+    path = images_dir / "connectors" / SYNC_STATE_DIR / f"{framework}.json"
+    try:
+        return frozenset(json.loads(path.read_text()).get("connectors", {}))
+    except (OSError, ValueError, AttributeError):
+        return frozenset()
 
 
 def _pass_unavailability_down(images: dict[str, ImageSpec]) -> None:
@@ -243,7 +285,8 @@ def base_key(framework: Framework) -> str:
 def _base_spec(settings: Settings, framework: Framework) -> ImageSpec:
     root = settings.root
     base_dir = settings.images_dir / "base"
-    framework_dir = base_dir / "frameworks" / framework.name
+    framework_dir = versions_mod.framework_dir(settings.images_dir, framework)
+    version_dir = versions_mod.version_dir(settings.images_dir, framework)
     if not framework_dir.is_dir():
         raise ConfigError(
             f"framework {framework.name!r} has no directory {framework_dir.relative_to(root)}",
@@ -254,7 +297,10 @@ def _base_spec(settings: Settings, framework: Framework) -> ImageSpec:
         raise ConfigError("runtime/main.py is missing", "every image runs `python main.py`")
     # The SBOM generator's lock and script travel in every base, and connectors run them from there.
     sbom_tool = sorted(p for p in (settings.images_dir / "sbom").glob("*") if p.is_file() and not is_temporary(p))
-    framework_files = sorted(p for p in framework_dir.rglob("*") if p.is_file() and not is_temporary(p))
+    # The framework's own files and its selected version's (not another version's, nor the list of what
+    # that version's catalog lacks, which changes no base).
+    framework_files = sorted(p for p in [*framework_dir.glob("*"), *version_dir.glob("*")]
+                             if p.is_file() and not is_temporary(p) and p.name != versions_mod.VERSION_CATALOG)
     # prune.py decides what the base leaves out (and travels in it for connector builds).
     inputs = [base_dir / "Dockerfile", base_dir / "prune.py", *framework_files, *runtime, *sbom_tool]
     return ImageSpec(
@@ -268,6 +314,7 @@ def _base_spec(settings: Settings, framework: Framework) -> ImageSpec:
         check_modules=framework.modules,
         description=f"{framework.package} {framework.version} and runtime/main.py",
         input_files=tuple(inputs),
+        lock=versions_mod.base_lock(settings.images_dir, framework),
     )
 
 

@@ -11,7 +11,13 @@ import re
 from packaging.utils import canonicalize_name
 
 LOCK_NAME = "requirements.lock"
+LOCK_SUFFIX = ".lock"
 PACKAGE_LINE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)")
+
+
+def is_lock(path) -> bool:
+    """A lock file of any image or framework version (requirements.lock, locks/<version>.lock)."""
+    return path.suffix == LOCK_SUFFIX
 
 
 def content_digest(text: str) -> str:

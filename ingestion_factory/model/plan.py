@@ -18,7 +18,7 @@ from ..settings import Settings, image_tags
 from ..status import Status
 from .catalog import BASE, CONNECTOR, Catalog, ImageSpec
 from .graph import parents_first
-from .lockfile import LOCK_NAME, content_digest
+from .lockfile import content_digest, is_lock
 from .names import python_image_ref
 from .results import BuildStatus, Result
 
@@ -31,6 +31,8 @@ LABEL_NAME = f"{LABEL_PREFIX}.name"
 LABEL_FRAMEWORK = f"{LABEL_PREFIX}.framework"
 LABEL_FRAMEWORK_VERSION = f"{LABEL_PREFIX}.framework-version"
 LABEL_REVISION = "org.opencontainers.image.revision"
+# The framework version's constraints and uv overrides, as JSON (what differs from a plain pip install).
+LABEL_RESOLUTION = f"{LABEL_PREFIX}.resolution"
 LABEL_LOCK = f"{LABEL_PREFIX}.lock-digest"  # the content digest of the lock the image installed
 LABEL_SBOM = f"{LABEL_PREFIX}.sbom"  # where the image keeps its CycloneDX SBOM
 # os/architecture it was built for: the engine's image listing shows labels but not the architecture.
@@ -137,10 +139,8 @@ def install_mode(spec: ImageSpec, settings: Settings, platform: Platform) -> str
         return "cross"
     if spec.build_packages:
         return "target"
-    lock_path = (spec.context / "requirements.lock" if spec.kind != BASE
-                 else settings.images_dir / "base" / "frameworks" / spec.framework.name / "requirements.lock")
     try:
-        header = [line for line in lock_path.read_text().splitlines()[:12]
+        header = [line for line in spec.lock.read_text().splitlines()[:12]
                   if line.startswith(f"# {platform.machine}-built-from-source:")]
     except OSError:
         return "target"
@@ -170,7 +170,7 @@ def input_hash(spec: ImageSpec, parent_id: str, settings: Settings, platform: Pl
     for path in sorted(set(spec.input_files)):
         digest.update(b"\0" + str(path.relative_to(settings.root)).encode() + b"\0")
         data = path.read_bytes()
-        if path.name == LOCK_NAME:  # a lock counts by what it pins, not by its header (lock.content_digest)
+        if is_lock(path):  # a lock counts by what it pins, not by its header (lock.content_digest)
             data = content_digest(data.decode("utf-8", errors="replace")).encode()
         digest.update(data)
     return "sha256:" + digest.hexdigest()
@@ -198,7 +198,9 @@ def make_plan(
     for name in order:
         spec = catalog[name]
         ref = image_ref(spec, settings, platform)
-        tags = platform_tags(image_tags(version_tag(spec, settings), revision), platform)
+        default_version = spec.framework.is_default_version
+        tags = platform_tags(image_tags(version_tag(spec, settings), revision, default_version=default_version),
+                             platform)
         install = install_mode(spec, settings, platform)
         current = store.inspect(ref)
         if spec.kind == BASE:
@@ -243,7 +245,8 @@ def make_plan(
             # Its commit tag is the commit it was built from, not whatever HEAD is now.
             built_from = current.labels.get(LABEL_REVISION)
             item.tags = platform_tags(image_tags(version_tag(spec, settings),
-                                                 built_from if built_from != "unknown" else None), platform)
+                                                 built_from if built_from != "unknown" else None,
+                                                 default_version=default_version), platform)
         items[name] = item
     return Plan(items=items, order=order, python_image=python_image,
                 python_id=python.id if python else None, revision=revision, platform=platform,

@@ -131,6 +131,9 @@ def read_envelope(data: bytes) -> Envelope:
 # --- what the factory attests ------------------------------------------------------------------
 
 
+OPTIONAL_RECORD_FIELDS = frozenset({"resolution"})
+
+
 @dataclass(frozen=True)
 class VerificationRecord:
     """What this factory checked before it let an image out: the facts a consumer's policy compares."""
@@ -149,6 +152,9 @@ class VerificationRecord:
     builder: str  # who built it: this factory, its version, the host
     smoke_command: str
     smoke_result: str  # "passed": only a verified image gets the tags push reads
+    # JSON: the framework version's constraints and uv overrides, what differs from a plain `pip install`
+    # ("" when none; absent from records made before it existed).
+    resolution: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -156,10 +162,19 @@ class VerificationRecord:
     @classmethod
     def from_dict(cls, data: dict) -> "VerificationRecord":
         names = [f.name for f in fields(cls)]
-        missing = [name for name in names if name not in data]
+        missing = [name for name in names if name not in data and name not in OPTIONAL_RECORD_FIELDS]
         if missing:
             raise RecordError(f"the verification record lacks {', '.join(missing)}")
-        return cls(**{name: str(data[name]) for name in names})
+        return cls(**{name: str(data[name]) for name in names if name in data})
+
+
+def _resolution_parameters(record: VerificationRecord) -> dict:
+    """{"resolution": {"constraints": [...], "overrides": [...]}} when the framework version has any."""
+    try:
+        found = json.loads(record.resolution) if record.resolution else {}
+    except ValueError:
+        found = {}
+    return {"resolution": found} if isinstance(found, dict) and found else {}
 
 
 def statement(subject_name: str, digest: str, record: VerificationRecord) -> dict:
@@ -185,7 +200,8 @@ def statement(subject_name: str, digest: str, record: VerificationRecord) -> dic
                 "buildType": BUILD_TYPE,
                 "externalParameters": {"image": record.image, "platform": record.platform,
                                        "framework": record.framework,
-                                       "frameworkVersion": record.framework_version},
+                                       "frameworkVersion": record.framework_version,
+                                       **_resolution_parameters(record)},
                 "internalParameters": {"inputHash": record.input_hash},
                 "resolvedDependencies": dependencies,
             },

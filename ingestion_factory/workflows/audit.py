@@ -49,7 +49,8 @@ class PythonUpdate:
     name: str
     installed: str
     newest: str
-    framework: bool = False  # the framework itself: a change of frameworks.<name>.version, not of a lock
+    framework: bool = False  # the framework itself: a new supported version (`inv catalog --version`), not a lock
+    command: str = ""  # for the framework: the command that adds the release as a supported version
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,9 @@ class ImageAudit:
         framework = [u for u in self.python if u.framework]
         parts = [f"{len(self.debian)} Debian update(s)", f"{len(self.fixable_python)} Python update(s)"]
         if framework:
-            parts.append(f"framework {framework[0].installed} -> {framework[0].newest} released")
+            update = framework[0]
+            parts.append(f"framework {update.installed} -> {update.newest} released"
+                         + (f" (add it: {update.command})" if update.command else ""))
         if self.osv_checked:
             advisories = {f.id for f in self.vulnerabilities}
             fixed = {f.id for f in self.fixable_vulnerabilities}
@@ -159,8 +162,11 @@ class Auditor:
         framework = spec.framework.package
         released = self._framework_release(framework)
         have = installed_python.get(canonicalize_name(framework))
-        if released and have and _newer(released, have):
-            python.append(PythonUpdate(canonicalize_name(framework), have, released, framework=True))
+        # A release newer than every supported version (an older image's newer release is supported already).
+        newest_supported = max(spec.framework.supported, key=_version_key)
+        if released and have and _newer(released, have) and _newer(released, newest_supported):
+            python.append(PythonUpdate(canonicalize_name(framework), have, released, framework=True,
+                                       command=f"inv catalog --framework {spec.framework.name} --version {released}"))
         osv_components = self._osv_components(components)
         findings = tuple(f for c in osv_components for f in self.osv_db.findings(c)) if self.osv_db else ()
         audit = ImageAudit(name, ref, AuditStatus.CLEAN, source, tuple(debian), tuple(python), findings,
@@ -297,6 +303,13 @@ def _newer(candidate: str, installed: str) -> bool:
         return Version(candidate) > Version(installed)
     except InvalidVersion:
         return candidate != installed
+
+
+def _version_key(version: str):
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, Version("0"))
 
 
 def _with_status(audit: ImageAudit) -> ImageAudit:

@@ -7,7 +7,9 @@ image's build overlaps another's smoke test instead of waiting for its slot.
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import re
 import subprocess
 import threading
@@ -28,6 +30,7 @@ from ..model.plan import (
     LABEL_FRAMEWORK_VERSION,
     LABEL_INPUTS,
     LABEL_LOCK,
+    LABEL_RESOLUTION,
     LABEL_NAME,
     LABEL_PARENT,
     LABEL_PLATFORM,
@@ -41,6 +44,7 @@ from ..model.plan import (
 )
 from ..model.results import BuildStatus, Result, human_size
 from ..settings import Settings
+from . import lock as lock_mod
 
 # buildkit.build: (request, on_progress=...) -> new image ID; raises StepFailed.
 BuildRunner = Callable[..., str]
@@ -119,6 +123,7 @@ class Builder:
         self.interrupted: BaseException | None = None
         self._tagging = threading.Lock()
         self._verifying = threading.BoundedSemaphore(1)  # verifications at once: `jobs`, set by run()
+        self._resolutions: dict[tuple[str, str], str] = {}  # (framework, version) -> _resolution()
 
     def run(self, plan: Plan, *, jobs: int, fail_fast: bool) -> list[Result]:
         """A result for every image of the plan, in the plan's order."""
@@ -398,8 +403,12 @@ class Builder:
                 "BUILD_PACKAGES": " ".join(spec.build_packages),
                 "CONNECTOR_SOURCE": spec.source,
                 "CHECK_MODULES": ",".join(spec.check_modules),
+                # Its lock for this framework version, in its directory (the build's context).
+                **({"LOCK_FILE": spec.lock.relative_to(spec.context).as_posix()} if spec.lock else {}),
                 **identity,
             }
+        if self._resolution(spec):
+            args["RESOLUTION"] = base64.b64encode(self._resolution(spec).encode()).decode()
         if not item.platform.is_default:
             args.update(self._platform_args(item))
         # The catalog refuses these already; checked again where it matters, for specs made elsewhere.
@@ -409,6 +418,14 @@ class Builder:
                               "factory sets")
         args.update(dict(spec.build_args))
         return args
+
+    def _resolution(self, spec) -> str:
+        """The framework version's constraints and overrides as JSON ("" when it has none)."""
+        key = (spec.framework.name, spec.framework.version)
+        if key not in self._resolutions:
+            found = lock_mod.resolution(self.settings, spec.framework)
+            self._resolutions[key] = json.dumps(found, sort_keys=True) if found else ""
+        return self._resolutions[key]
 
     def _platform_args(self, item: PlanItem) -> dict[str, str]:
         """What the Dockerfiles' cross stages need; amd64 builds get none of it, so they stay as they were."""
@@ -450,6 +467,8 @@ class Builder:
             labels["org.opencontainers.image.source"] = self.source_url
         if spec.name in self.lock_digests:
             labels[LABEL_LOCK] = self.lock_digests[spec.name]
+        if self._resolution(spec):
+            labels[LABEL_RESOLUTION] = self._resolution(spec)
         return labels
 
 

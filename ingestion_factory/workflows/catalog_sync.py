@@ -18,13 +18,15 @@ from pathlib import Path
 import tomlkit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from ..errors import ConfigError, FactoryError
 from ..files import write_atomically
-from ..model.catalog import CONNECTOR_SETTINGS, FRAGMENT, NAME_PATTERN, tomllib
+from ..model import versions as versions_mod
+from ..model.catalog import CONNECTOR_SETTINGS, FRAGMENT, NAME_PATTERN, SYNC_STATE_DIR, tomllib
 from ..settings import Framework, Settings
 
-STATE_DIR = ".catalog"
+STATE_DIR = SYNC_STATE_DIR
 # Extras that bundle many connectors or serve development, never one source's driver.
 UMBRELLA_EXTRAS = {"all", "all-dev-env", "slim", "dev", "test", "test-unit", "e2e-test", "playwright", "docs"}
 TOML_HEADER = (
@@ -245,8 +247,11 @@ def _read_state(path: Path) -> dict:
 
 
 def sync(settings: Settings, framework: Framework, inventory: Inventory, derived: list[Derived], *,
-         prune: bool = False, dry_run: bool = False) -> list[SyncEntry]:
-    """Bring images/connectors/ in line with the framework; returns what changed per directory."""
+         prune: bool = False, dry_run: bool = False, other_versions: dict[str, str] | None = None) -> list[SyncEntry]:
+    """Bring images/connectors/ in line with the framework; returns what changed per directory.
+
+    `other_versions`: directory -> the other supported versions that still ship its source; such a
+    directory is never pruned (its images are still built for those versions)."""
     connectors_dir = settings.images_dir / "connectors"
     state_file = state_path(settings, framework)
     previous = _read_state(state_file)
@@ -263,7 +268,8 @@ def sync(settings: Settings, framework: Framework, inventory: Inventory, derived
         new_state[item.directory] = recorded
     present = {item.directory for item in derived}
     for directory in sorted(set(previous) - present):
-        entries.append(_gone(connectors_dir / directory, previous[directory], inventory, prune, dry_run))
+        entries.append(_gone(connectors_dir / directory, previous[directory], inventory, prune, dry_run,
+                             (other_versions or {}).get(directory, "")))
         if entries[-1].change is Change.GONE:
             new_state[directory] = previous[directory]
     names = {s.name for s in inventory.sources}
@@ -345,10 +351,13 @@ def _describe(item: Derived) -> str:
     return f"{item.source.kind}/{item.source.name}: {extras}"
 
 
-def _gone(directory: Path, previous: dict, inventory: Inventory, prune: bool, dry_run: bool) -> SyncEntry:
+def _gone(directory: Path, previous: dict, inventory: Inventory, prune: bool, dry_run: bool,
+          still_in: str = "") -> SyncEntry:
     why = f"not in {inventory.package} {inventory.version}"
     if not directory.is_dir():
         return SyncEntry(directory.name, Change.REMOVED, why + " (directory already deleted)")
+    if still_in:
+        return SyncEntry(directory.name, Change.GONE, f"{why}; kept for {still_in}, which ship it")
     untouched = (directory / FRAGMENT).is_file() and (directory / FRAGMENT).read_text() == previous.get(FRAGMENT)
     if prune and untouched and _settings_of(directory) == previous.get(CONNECTOR_SETTINGS):
         if not dry_run:
@@ -368,3 +377,59 @@ def _new_document():
     for line in TOML_HEADER.splitlines():
         document.add(tomlkit.comment(line))
     return document
+
+
+# ------------------------------------------------------------------------------------------ versions
+
+
+@dataclass(frozen=True)
+class VersionReport:
+    """What `inv catalog --version V` found: the sources against another version's, and the locks."""
+
+    framework: str
+    package: str
+    version: str
+    reference: str  # the version it is compared with ("" when there is none)
+    sources: tuple[str, ...]
+    appeared: tuple[str, ...]  # sources V has and the reference has not
+    vanished: tuple[str, ...]  # sources the reference has and V has not
+    failed: dict[str, str] = field(default_factory=dict)  # connector -> why its lock failed
+    added_version: bool = False  # V was not a supported version before this run
+    started_from: str = ""  # the version whose constraints and overrides a new version started from
+
+
+def start_version_dir(settings: Settings, framework: Framework, template: Framework) -> list[Path]:
+    """A new version's directory, with the constraints and overrides of `template` (another version of the
+    same framework) as a starting point; the files written. An existing directory is left as it is."""
+    target = versions_mod.version_dir(settings.images_dir, framework)
+    if target.is_dir():
+        return []
+    source = versions_mod.version_dir(settings.images_dir, template)
+    written = []
+    for name in (versions_mod.CONSTRAINTS, versions_mod.OVERRIDES):
+        if (source / name).is_file():
+            text = (source / name).read_text()
+            note = (f"# Started from {template.version}'s {name} by `inv catalog --version {framework.version}`: "
+                    "check that every line still holds.\n")
+            write_atomically(target / name, note + text)
+            written.append(target / name)
+    target.mkdir(parents=True, exist_ok=True)
+    return written
+
+
+def add_supported_version(settings: Settings, framework: Framework) -> Path:
+    """Add framework.version to the framework's `versions` in pyproject.toml (newest first, comments kept)."""
+    path = settings.root / "pyproject.toml"
+    document = tomlkit.parse(path.read_text())
+    table = document["tool"]["ingestion-factory"]["frameworks"][framework.name]  # type: ignore[index]
+    current = [str(v) for v in table.get("versions", [table.get("version")]) if v]
+    wanted = sorted(set(current) | {framework.version}, key=Version, reverse=True)
+    table["versions"] = wanted
+    if "version" in table and "versions" in table and str(table["version"]) not in wanted:
+        del table["version"]
+    write_atomically(path, tomlkit.dumps(document))
+    return path
+
+
+def compare_sources(sources: set[str], reference: set[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(sorted(sources - reference)), tuple(sorted(reference - sources))

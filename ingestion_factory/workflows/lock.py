@@ -1,9 +1,13 @@
 """Locks: every Python package of an image, pinned with hashes, resolved once by `inv lock`.
 
-One lock per image, committed next to its inputs:
-  images/sbom/requirements.lock                     the SBOM generator (a build-stage tool)
-  images/base/frameworks/<fw>/requirements.lock     a base: the framework and everything it needs
-  images/connectors/<name>/requirements.lock        a connector: its parent's lock plus the fragment
+One lock per image and framework version, committed next to its inputs (model/versions.py):
+  images/sbom/requirements.lock                          the SBOM generator (a build-stage tool)
+  images/base/frameworks/<fw>/<version>/requirements.lock  a base: the framework and everything it needs
+  images/connectors/<name>/locks/<version>.lock           a connector: its parent's lock plus the fragment
+
+A framework version's overrides (uv's `--overrides`: a requirement of the framework replaced or dropped)
+apply to the base and every connector of that version; its constraints to the base, and through the base's
+exact pins to every connector. Both are named in the lock's header, which every image carries.
 
 A lock is uv's `pip compile --generate-hashes` output for the images' Python and platform, under a
 short header. The header's `inputs` digest covers what the resolution depended on (requirements,
@@ -40,6 +44,7 @@ from ..errors import ConfigError
 from ..files import write_atomically
 from ..model.catalog import BASE, Catalog, framework_drift, parse_fragment
 from ..model.failures import read_resolver_output
+from ..model import versions as versions_mod
 from ..model.lockfile import LOCK_NAME, PACKAGE_LINE, content_digest
 from ..settings import Settings
 from ..status import Status
@@ -96,9 +101,11 @@ class LockTarget:
     joint_request: str = ""
     framework_package: str = ""  # named when a resolution clash is on the framework itself
     drift: str | None = None  # why the fragment would move the framework off the base's version
+    overrides: tuple[str, ...] = ()  # the framework version's uv overrides (overrides.txt)
+    version: str = ""  # the framework version it is for ("" for the SBOM tool)
 
     def inputs(self, settings: Settings, parent_digest: str | None) -> str:
-        header = {
+        header: dict = {
             "recipe": RECIPE_VERSION,
             "image": self.image,
             "python": settings.python_version,
@@ -108,6 +115,8 @@ class LockTarget:
             "joint": self.joint_request,
             "parent-lock": parent_digest,
         }
+        if self.overrides:  # absent when there are none, so locks without overrides kept their inputs digest
+            header["overrides"] = list(self.overrides)
         return "sha256:" + hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()
 
 
@@ -129,6 +138,7 @@ class LockCheck:
     path: Path
     state: LockState
     detail: str = ""
+    version: str = ""  # the framework version of the lock ("" for the SBOM tool)
 
     @property
     def current(self) -> bool:
@@ -173,14 +183,22 @@ def sbom_dir(settings: Settings) -> Path:
 def lock_path(catalog: Catalog, name: str, settings: Settings) -> Path:
     if name == SBOM_TOOL:
         return sbom_dir(settings) / LOCK_NAME
-    spec = catalog[name]
-    if spec.kind == BASE:
-        return settings.images_dir / "base" / "frameworks" / spec.framework.name / LOCK_NAME
-    return spec.context / LOCK_NAME
+    lock = catalog[name].lock
+    assert lock is not None, f"{name} has no lock path"
+    return lock
 
 
-def targets(catalog: Catalog, settings: Settings) -> dict[str, LockTarget]:
-    """A lock target for the SBOM tool and every image that can be built, parents before children."""
+def version_overrides(settings: Settings, framework) -> tuple[str, ...]:
+    """The uv overrides of a framework version (images/base/frameworks/<fw>/<version>/overrides.txt)."""
+    path = versions_mod.version_dir(settings.images_dir, framework) / versions_mod.OVERRIDES
+    if not path.is_file():
+        return ()
+    return parse_fragment(path, _shown(path, settings), allow_empty=True)
+
+
+def targets(catalog: Catalog, settings: Settings, only_framework: str | None = None) -> dict[str, LockTarget]:
+    """A lock target for the SBOM tool and every image that can be built, parents before children
+    (`only_framework`: that framework's images only, as for another version of it)."""
     found: dict[str, LockTarget] = {}
     tool_requirements = sbom_dir(settings) / "requirements.txt"
     if not tool_requirements.is_file():
@@ -189,24 +207,42 @@ def targets(catalog: Catalog, settings: Settings) -> dict[str, LockTarget]:
     found[SBOM_TOOL] = LockTarget(SBOM_TOOL, "the SBOM generator", lock_path(catalog, SBOM_TOOL, settings), None,
                                   parse_fragment(tool_requirements, tool_requirements.relative_to(settings.root)))
     for spec in catalog:
-        if spec.unavailable:
+        if spec.unavailable or only_framework not in (None, spec.framework.name):
             continue
         path = lock_path(catalog, spec.name, settings)
+        overrides = version_overrides(settings, spec.framework)
         if spec.kind == BASE:
-            framework_dir = path.parent
-            shown = framework_dir.relative_to(settings.root)
-            requirements = (spec.framework.requirement, *parse_fragment(
-                framework_dir / "requirements.txt", shown / "requirements.txt", allow_empty=True))
-            constraints = parse_fragment(framework_dir / "constraints.txt", shown / "constraints.txt",
-                                         allow_empty=True)
+            framework_dir = versions_mod.framework_dir(settings.images_dir, spec.framework)
+            version_dir = path.parent
+            requirements = (spec.framework.requirement, *_optional_fragment(framework_dir / "requirements.txt",
+                                                                            settings))
+            # The framework's constraints, then the version's own (their order is part of the inputs digest).
+            constraints = (*_optional_fragment(framework_dir / versions_mod.CONSTRAINTS, settings),
+                           *_optional_fragment(version_dir / versions_mod.CONSTRAINTS, settings))
             extras = ",".join(spec.extras)
             joint = spec.framework.requirement.replace("==", f"[{extras}]==", 1) if extras else ""
             found[spec.name] = LockTarget(spec.name, spec.image_name, path, None, requirements, constraints, joint,
-                                          spec.framework.package)
+                                          spec.framework.package, overrides=overrides, version=spec.version)
         else:
             found[spec.name] = LockTarget(spec.name, spec.image_name, path, spec.parent, spec.requirements,
-                                          framework_package=spec.framework.package, drift=framework_drift(spec))
+                                          framework_package=spec.framework.package, drift=framework_drift(spec),
+                                          overrides=overrides, version=spec.version)
     return found
+
+
+def resolution(settings: Settings, framework) -> dict[str, list[str]]:
+    """What a framework version resolves differently from a plain `pip install` of it: its constraints and uv
+    overrides ({} when none). Builds name it in the SBOM and a label; the attestation carries the label."""
+    framework_dir = versions_mod.framework_dir(settings.images_dir, framework)
+    version_dir = versions_mod.version_dir(settings.images_dir, framework)
+    found = {"constraints": [*_optional_fragment(framework_dir / versions_mod.CONSTRAINTS, settings),
+                             *_optional_fragment(version_dir / versions_mod.CONSTRAINTS, settings)],
+             "overrides": list(version_overrides(settings, framework))}
+    return {key: lines for key, lines in found.items() if lines}
+
+
+def _optional_fragment(path: Path, settings: Settings) -> tuple[str, ...]:
+    return parse_fragment(path, _shown(path, settings), allow_empty=True) if path.is_file() else ()
 
 
 def select(all_targets: dict[str, LockTarget], names: Iterable[str] | None) -> list[str]:
@@ -268,7 +304,8 @@ def check(all_targets: dict[str, LockTarget], settings: Settings, names: Iterabl
         try:
             lock = read(target.path)
         except ConfigError as error:
-            results[name], digests[name] = LockCheck(name, target.path, LockState.INVALID, error.message), None
+            results[name], digests[name] = LockCheck(name, target.path, LockState.INVALID, error.message,
+                                                     target.version), None
             continue
         digests[name] = lock.digest if lock else None
         parent = results.get(target.parent) if target.parent else None
@@ -290,14 +327,31 @@ def check(all_targets: dict[str, LockTarget], settings: Settings, names: Iterabl
                 state, detail = LockState.STALE, f"{_inputs_named(target)} changed since {shown} was written"
         else:
             state, detail = LockState.CURRENT, f"{len(lock.packages)} packages"
-        results[name] = LockCheck(name, target.path, state, detail)
+        results[name] = LockCheck(name, target.path, state, detail, target.version)
     return list(results.values())
 
 
 def fix_command(checks: Iterable[LockCheck]) -> str:
-    """`inv lock -c a -c b`: what makes these locks current again."""
-    names = [c.name for c in checks if not c.current]
-    return "inv lock " + " ".join(f"-c {name}" for name in names)
+    """What makes these locks current again: `inv lock -c a -c b` when the same locks are stale in every
+    version named (inv lock covers every version), else one `... --version V` per version."""
+    by_version: dict[str, list[str]] = {}
+    for check_ in checks:
+        if not check_.current:
+            by_version.setdefault(check_.version, []).append(check_.name)
+    tool = by_version.pop("", [])  # the SBOM tool's lock belongs to no version
+    if not by_version or len({tuple(names) for names in by_version.values()}) == 1 and len(by_version) > 1:
+        names = tool + next(iter(by_version.values()), [])
+        return "inv lock" + _named(names)
+    commands = []
+    for index, (version, names) in enumerate(by_version.items()):
+        commands.append("inv lock" + _named((tool if index == 0 else []) + names) + f" --version {version}")
+    return "; ".join(commands)
+
+
+def _named(names: list[str]) -> str:
+    """` -c a -c b`; nothing for many (the whole version reads better; current locks are left as they are)."""
+    unique = list(dict.fromkeys(names))
+    return "" if len(unique) > 8 else "".join(f" -c {name}" for name in unique)
 
 
 def require_current(all_targets: dict[str, LockTarget], settings: Settings, names: Iterable[str]) -> dict[str, LockFile]:
@@ -516,6 +570,10 @@ class Locker:
         preferences = old.path.read_text() if old and not (upgrading and self.upgrade) else ""
         inputs = [str(requirements)]
         sets = ["--constraints", str(constraints), "--build-constraints", str(build_constraints)]
+        if target.overrides:
+            overrides = work / "overrides.txt"
+            overrides.write_text("".join(f"{line}\n" for line in target.overrides))
+            sets += ["--overrides", str(overrides)]
         warnings: tuple[str, ...] = ()
         if parent is not None:
             # Under the parent's exact pins, which are also requirements: the framework cannot drift
@@ -582,7 +640,8 @@ class Locker:
 
     def _document(self, target: LockTarget, inputs: str, parent: LockFile | None, body: str,
                   source_only: tuple[str, ...], other_source_only: tuple[str, ...], warnings: tuple[str, ...]) -> str:
-        fix = "inv lock" + (f" -c {target.name}" if target.name != SBOM_TOOL else " -c sbom-tool")
+        fix = "inv lock" + (f" -c {target.name} --version {target.version}" if target.name != SBOM_TOOL
+                            else " -c sbom-tool")
         lines = [
             f"# Lock of {target.image}: every Python package it installs, pinned with hashes.",
             f"# Written by `{fix}` (uv pip compile); do not edit: change its inputs and run that again.",
@@ -595,6 +654,11 @@ class Locker:
         lines.append(f"# built-from-source: {', '.join(source_only) or 'none (a wheel for every package)'}")
         lines.append(f"# {OTHER_PLATFORM.split('-')[0]}-built-from-source: "
                      f"{', '.join(other_source_only) or 'none (a wheel for every package)'}")
+        # What differs from a plain `pip install` of the framework: read into the SBOM and the attestation.
+        if target.constraints:
+            lines.append(f"# constraints: {json.dumps(list(target.constraints))}")
+        if target.overrides:
+            lines.append(f"# overrides: {json.dumps(list(target.overrides))}")
         if warnings:
             lines.append("# warning: the catalog's extras could not be resolved together")
         return "\n".join(lines) + "\n" + body

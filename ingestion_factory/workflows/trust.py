@@ -33,6 +33,7 @@ from ..model.plan import (
     LABEL_FRAMEWORK_VERSION,
     LABEL_INPUTS,
     LABEL_LOCK,
+    LABEL_RESOLUTION,
     LABEL_PARENT,
     LABEL_REVISION,
     SBOM_PATH,
@@ -138,6 +139,7 @@ def record_of(name: str, platform: str, image_id: str, labels: dict, sbom_digest
         framework_version=labels.get(LABEL_FRAMEWORK_VERSION, ""),
         source_revision=labels.get(LABEL_REVISION, ""), source_uri=labels.get(LABEL_SOURCE, ""),
         builder=builder_id(), smoke_command=" ".join(SMOKE_COMMAND), smoke_result="passed",
+        resolution=labels.get(LABEL_RESOLUTION, ""),
     )
 
 

@@ -13,7 +13,8 @@ from scratch_project import scratch_projects
 from testkit import DH_VERSION
 
 SIBLINGS = ("base-datahub", "datahub-sqlite", "datahub-mysql")
-BASE_LOCK = "images/base/frameworks/datahub/requirements.lock"
+BASE_LOCK = f"images/base/frameworks/datahub/{DH_VERSION}/requirements.lock"
+NEW_LOCK = f"images/connectors/datahub-superset/locks/{DH_VERSION}.lock"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def identities(api, project) -> dict[str, tuple[str, str]]:
 
 
 def locks(project) -> dict[str, bytes]:
-    return {str(p.relative_to(project.root)): p.read_bytes() for p in project.root.glob("images/**/requirements.lock")}
+    """Every lock of the project (the SBOM tool's, each base's and each connector's, per framework version)."""
+    return {str(p.relative_to(project.root)): p.read_bytes() for p in project.root.glob("images/**/*.lock")}
 
 
 def assert_siblings_up_to_date(project, docker_api, before):
@@ -53,8 +55,8 @@ def test_adding_a_connector_builds_that_one_image(project, docker_api):
 
     stale = project.inv("lock", "--check", check=False)
     assert stale.returncode == 1
-    assert "base-datahub: inputs changed" in stale.stdout  # --check still names the base
-    assert "datahub-superset: missing" in stale.stdout
+    assert f"base-datahub ({DH_VERSION}): inputs changed" in stale.stdout  # --check still names the base
+    assert f"datahub-superset ({DH_VERSION}): missing" in stale.stdout
     assert "error: 2 of" in stale.stderr  # and nothing else
 
     locked = project.inv("lock", "-c", "datahub-superset")
@@ -62,7 +64,7 @@ def test_adding_a_connector_builds_that_one_image(project, docker_api):
     assert "datahub-superset: created" in locked.stdout
     assert "other lock(s) do not match" not in locked.stdout
     moved = {path for path, data in locks(project).items() if committed.get(path) != data}
-    assert moved == {BASE_LOCK, "images/connectors/datahub-superset/requirements.lock"}
+    assert moved == {BASE_LOCK, NEW_LOCK}
     assert re.search(r"All \d+ locks match their inputs", project.inv("lock", "--check").stdout)
 
     built = project.inv("build-connectors", "-c", "datahub-superset")

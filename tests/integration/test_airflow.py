@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from ingestion_factory.workflows import metadata_file
+from testkit import DH_VERSION
 
 pytestmark = pytest.mark.airflow
 
@@ -93,7 +94,8 @@ def secret_recipe(directory: Path, postgres, password: str, output: str) -> Path
 
 
 def dag_env(env: dict, project, recipe: Path) -> dict:
-    return {**env, "INGESTION_IMAGE_NAMESPACE": project.namespace, "INGESTION_IMAGE_TAG": "latest",
+    # The images by their framework version's tag, as a site on a given server version picks them.
+    return {**env, "INGESTION_IMAGE_NAMESPACE": project.namespace, "INGESTION_FRAMEWORK_VERSION": DH_VERSION,
             # The link, as in the original DAG: Docker mounts what it points at.
             "INGESTION_EXAMPLES": str(project.examples_link), "INGESTION_POSTGRES_CONFIG": str(recipe)}
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from testkit import DH_VERSION, OM_VERSION
+from testkit import DH_VERSION, OM_OTHER_VERSIONS, OM_VERSION, OM_VERSIONS
 from ingestion_factory.engine import verify
 from ingestion_factory.model.failures import Cause
 
@@ -159,10 +159,16 @@ def test_plan_flag_builds_nothing(built):
 def test_list_shows_states(built):
     project, _ = built
     completed = project.inv("list", "--json")
-    rows = {row["name"]: row for row in json.loads(completed.stdout)}
-    assert rows["mysql"]["state"] == "up to date"
-    assert rows["mysql"]["parent"] == "ingestion-connector-base"
-    assert rows["kafka"]["state"] == "missing"
+    # A row per image and supported framework version: only the default versions were built.
+    rows = {(row["name"], row["version"]): row for row in json.loads(completed.stdout)}
+    assert rows[("mysql", OM_VERSION)]["state"] == "up to date"
+    assert rows[("mysql", OM_VERSION)]["parent"] == "ingestion-connector-base"
+    assert rows[("kafka", OM_VERSION)]["state"] == "missing"
+    assert rows[("datahub-sqlite", DH_VERSION)]["state"] == "up to date"
+    assert {version for name, version in rows if name == "mysql"} == set(OM_VERSIONS)
+    for version in OM_OTHER_VERSIONS:
+        assert rows[("mysql", version)]["state"] != "up to date"
+        assert not rows[("mysql", version)]["default_version"]
 
 
 def test_a_hung_smoke_test_is_a_timeout_not_an_engine_error(docker_api, python_image):

@@ -25,6 +25,11 @@ def image_id(api, project, name):
     return api.api.inspect_image(project.ref(name, DH_VERSION))["Id"]
 
 
+def lock_of(directory):
+    """A DataHub connector's lock for the DataHub version the images are built for."""
+    return directory / "locks" / f"{DH_VERSION}.lock"
+
+
 def ids(api, project):
     return {name: image_id(api, project, name) for name in ("base-datahub", "datahub-sqlite", "datahub-mysql")}
 
@@ -56,7 +61,7 @@ def _pin_gone_from_the_index(lock_text: str) -> str:
 
 def test_failed_build_keeps_the_previous_image_and_others_still_build(project, docker_api):
     before = ids(docker_api, project)
-    lock = project.connector_dir("datahub-mysql") / "requirements.lock"
+    lock = lock_of(project.connector_dir("datahub-mysql"))
     sqlite_fragment = project.connector_dir("datahub-sqlite") / "requirements.txt"
     with rewritten(lock, _pin_gone_from_the_index(lock.read_text())), \
             rewritten(sqlite_fragment, sqlite_fragment.read_text() + "# rebuilt alongside a failing one\n"):
@@ -75,7 +80,7 @@ def test_failed_build_keeps_the_previous_image_and_others_still_build(project, d
 
 def test_a_fragment_naming_a_missing_package_fails_its_lock_and_keeps_the_old_one(project):
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
-    lock = project.connector_dir("datahub-mysql") / "requirements.lock"
+    lock = lock_of(project.connector_dir("datahub-mysql"))
     committed = lock.read_text()
     with rewritten(fragment, "acryl-datahub[mysql]\nthis-package-does-not-exist==9.9.9\n"):
         completed = project.inv("lock", "-c", "datahub-mysql", check=False)
@@ -116,20 +121,20 @@ def test_connector_whose_plugin_does_not_load_fails_and_keeps_its_tag(project, d
 def test_fragment_that_moves_the_framework_is_refused_by_name(project, docker_api):
     before = image_id(docker_api, project, "datahub-mysql")
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
-    lock = project.connector_dir("datahub-mysql") / "requirements.lock"
+    lock = lock_of(project.connector_dir("datahub-mysql"))
     with rewritten(fragment, "acryl-datahub[mysql]==1.6.0.17\n"), rewritten(lock, lock.read_text()):
         locked = project.inv("lock", "-c", "datahub-mysql", check=False)
         assert locked.returncode == 1
         assert "would change the framework version" in locked.stdout
         assert "acryl-datahub" in locked.stdout
         built = project.inv("build-connectors", "-c", "datahub-mysql", check=False)
-        assert built.returncode == 2 and "run: inv lock -c datahub-mysql" in built.stderr
+        assert built.returncode == 2 and f"run: inv lock -c datahub-mysql --version {DH_VERSION}" in built.stderr
         assert image_id(docker_api, project, "datahub-mysql") == before
 
 
 def test_indirect_pin_conflict_names_the_package(project):
     fragment = project.connector_dir("datahub-mysql") / "requirements.txt"
-    lock = project.connector_dir("datahub-mysql") / "requirements.lock"
+    lock = lock_of(project.connector_dir("datahub-mysql"))
     # The base pins pydantic 2.x; asking for 1.x must fail and say which package.
     with rewritten(fragment, "acryl-datahub[mysql]\npydantic<2\n"), rewritten(lock, lock.read_text()):
         completed = project.inv("lock", "-c", "datahub-mysql", check=False)
@@ -253,7 +258,7 @@ def test_a_broken_directory_exits_2_whether_or_not_something_was_built(scratch_p
         assert "error: 1 connector(s) cannot be built: broken-fragment" in rebuilt.stderr
         assert scratch_project.inv("build-connectors", "--plan", check=False).returncode == 2
 
-    lock = connectors / "datahub-sqlite" / "requirements.lock"
+    lock = lock_of(connectors / "datahub-sqlite")
     with rewritten(lock, _pin_gone_from_the_index(lock.read_text())):
         failed = scratch_project.inv("build-connectors", check=False)
         assert failed.returncode == 1, failed.stderr

@@ -37,7 +37,13 @@ def image_id(api, project, name="datahub-sqlite"):
 
 
 def lock_of(project, name="datahub-sqlite") -> Path:
-    return project.connector_dir(name) / "requirements.lock"
+    """A DataHub connector's lock for the DataHub version the images are built for."""
+    return project.connector_dir(name) / "locks" / f"{DH_VERSION}.lock"
+
+
+def all_locks(project) -> list[Path]:
+    """Every lock of the project: the SBOM tool's, each base's per framework version, each connector's per version."""
+    return sorted(project.root.glob("images/**/*.lock"))
 
 
 def run_in(api, ref: str, command: list[str]) -> str:
@@ -56,14 +62,14 @@ def test_a_fragment_edited_without_relocking_fails_the_check_and_the_build(proje
             project).read_text()):
         check = project.inv("lock", "--check", check=False)
         assert check.returncode == 1
-        assert "datahub-sqlite: inputs changed" in check.stdout
-        assert "run: inv lock -c datahub-sqlite" in check.stderr
+        assert f"datahub-sqlite ({DH_VERSION}): inputs changed" in check.stdout  # --check names the version
+        assert f"run: inv lock -c datahub-sqlite --version {DH_VERSION}" in check.stderr
 
         # --force: the header is not part of the image's identity (its pins are), so only a build checks it.
         build = project.inv("build-connectors", "-c", "datahub-sqlite", "--force", check=False)
         assert build.returncode == 2, build.stderr
         assert "datahub-sqlite: inputs changed" in build.stderr
-        assert "hint: run: inv lock -c datahub-sqlite" in build.stderr
+        assert f"hint: run: inv lock -c datahub-sqlite --version {DH_VERSION}" in build.stderr
         assert "Building" not in build.stdout
         assert image_id(docker_api, project) == before
 
@@ -123,8 +129,8 @@ def test_a_lock_for_another_python_is_refused_before_building(project, docker_ap
         check = project.inv("lock", "--check", check=False)
     assert build.returncode == 2
     assert "is for Python 3.12; the images run Python 3.11" in build.stderr
-    assert "run: inv lock -c datahub-sqlite" in build.stderr
-    assert check.returncode == 1 and "for another Python" in check.stdout
+    assert f"run: inv lock -c datahub-sqlite --version {DH_VERSION}" in build.stderr
+    assert check.returncode == 1 and f"datahub-sqlite ({DH_VERSION}): for another Python" in check.stdout
 
 
 def test_upgrade_package_changes_only_the_locks_that_hold_it(project):
@@ -135,12 +141,13 @@ def test_upgrade_package_changes_only_the_locks_that_hold_it(project):
         (probe / "connector.toml").write_text('framework = "datahub"\nsource = "sqlalchemy"\n')
         created = project.inv("lock", "-c", "upgrade-probe")
         assert "upgrade-probe: created" in created.stdout
-        newest = re.search(r"^pyfiglet==(\S+)", (probe / "requirements.lock").read_text(), re.M)[1]
+        probe_lock = lock_of(project, "upgrade-probe")
+        assert sorted(probe.rglob("*.lock")) == [probe_lock]  # DataHub's version only
+        newest = re.search(r"^pyfiglet==(\S+)", probe_lock.read_text(), re.M)[1]
         assert newest != "1.0.2"
-        older = re.sub(r"^pyfiglet==\S+", "pyfiglet==1.0.2", (probe / "requirements.lock").read_text(), flags=re.M)
-        (probe / "requirements.lock").write_text(older)
-        others = {path: path.read_bytes() for path in project.root.glob("images/**/requirements.lock")
-                  if path.parent != probe}
+        older = re.sub(r"^pyfiglet==\S+", "pyfiglet==1.0.2", probe_lock.read_text(), flags=re.M)
+        probe_lock.write_text(older)
+        others = {path: path.read_bytes() for path in all_locks(project) if not path.is_relative_to(probe)}
 
         upgraded = project.inv("lock", "--upgrade-package", "pyfiglet")
         assert f"pyfiglet: 1.0.2 -> {newest}" in upgraded.stdout
@@ -150,9 +157,7 @@ def test_upgrade_package_changes_only_the_locks_that_hold_it(project):
         unknown = project.inv("lock", "--upgrade-package", "no-such-package-anywhere", check=False)
         assert unknown.returncode == 2 and "no lock contains no-such-package-anywhere" in unknown.stderr
     finally:
-        for path in probe.iterdir():
-            path.unlink()
-        probe.rmdir()
+        shutil.rmtree(probe)
 
 
 def sbom_of(project, tmp_path, name="datahub-sqlite") -> dict:
@@ -174,8 +179,8 @@ def test_every_image_carries_an_sbom_of_exactly_its_lock(project, docker_api, tm
         document = sbom_of(project, tmp_path, name)
         assert document["bomFormat"] == "CycloneDX" and document["specVersion"] == "1.6"
         assert document["metadata"]["component"]["name"] == f"ingestion-connector-{name}"
-        lock = (project.root / ("images/base/frameworks/datahub" if name == "base-datahub"
-                                else "images/connectors/datahub-sqlite") / "requirements.lock").read_text()
+        base_lock = project.root / "images" / "base" / "frameworks" / "datahub" / DH_VERSION / "requirements.lock"
+        lock = (base_lock if name == "base-datahub" else lock_of(project, name)).read_text()
         locked = {(canonicalize_name(m[1]), m[2]) for m in re.finditer(r"^([A-Za-z0-9._-]+)==(\S+)", lock, re.M)}
         python = {(canonicalize_name(n), v) for n, v, _ in components(document, "pip")}
         # Exactly the lock, but for what the base leaves out on purpose (pip first of all: images/base/prune.py).

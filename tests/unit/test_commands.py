@@ -13,7 +13,7 @@ import tasks
 from fake_docker import FakeDockerApi, built_images, engine_attrs, fake_engine
 from project_tree import add_connector
 from test_lock import INDEX, FakeUv
-from testkit import OM_VERSION
+from testkit import OM_OTHER_VERSIONS, OM_VERSION
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.cli import commands
 from ingestion_factory.errors import ConfigError, FactoryError
@@ -71,7 +71,7 @@ def test_a_shard_builds_only_its_connectors_and_their_parents(project, no_buildk
 
 
 def test_a_build_stops_at_a_stale_lock_before_anything_is_built(project, no_buildkit):
-    add_connector(project, "alpha")  # no requirements.lock yet
+    add_connector(project, "alpha")  # no lock yet
     settings, catalog = load(project)
     api = FakeDockerApi(built_images(settings, catalog, []))  # only the Python image
     with pytest.raises(ConfigError) as refused:
@@ -86,9 +86,11 @@ def test_a_build_stops_at_a_stale_lock_before_anything_is_built(project, no_buil
 
 
 def write_locks(project):
-    settings, catalog = load(project)
-    targets = lock_mod.targets(catalog, settings)
-    lock_mod.Locker(settings, targets, resolver=FakeUv(INDEX)).run(lock_mod.select(targets, None), jobs=2)
+    """Every image's lock for every supported framework version, as `inv lock` writes them."""
+    settings, _ = load(project)
+    for view, varied in settings_mod.version_views(settings):
+        targets = lock_mod.targets(catalog_mod.discover(view), view, only_framework=varied)
+        lock_mod.Locker(view, targets, resolver=FakeUv(INDEX)).run(lock_mod.select(targets, None), jobs=2)
 
 
 def test_lock_check_exits_0_when_current_and_1_on_drift_naming_the_stale_lock(project):
@@ -99,17 +101,19 @@ def test_lock_check_exits_0_when_current_and_1_on_drift_naming_the_stale_lock(pr
     settings, _ = load(project)
     assert exit_code(commands.lock, settings, check=True) == 0
 
-    # mysql's fragment changes: its lock is stale; the child is judged by its parent's packages once
-    # mysql is re-locked (identity by content), so only mysql is named.
+    # mysql's fragment changes: its lock is stale in every framework version; the child is judged by its
+    # parent's packages once mysql is re-locked (identity by content), so only mysql is named.
     (project / "images/connectors/mysql/requirements.txt").write_text("pymysql>=1.1.1\n")
     with pytest.raises(FactoryError) as stale:
         commands.lock(settings, check=True)
-    assert stale.value.message.endswith("lock(s) do not match their inputs: mysql")
-    assert stale.value.hint == "run: inv lock -c mysql"
+    versions = (OM_VERSION, *OM_OTHER_VERSIONS)  # the default version first, as `inv lock` goes
+    named = ", ".join(["mysql"] * len(versions))
+    assert stale.value.message.endswith(f"lock(s) do not match their inputs: {named}")
+    assert stale.value.hint == "run: " + "; ".join(f"inv lock -c mysql --version {v}" for v in versions)
     assert exit_code(commands.lock, settings, check=True) == 1
-    before = (project / "images/connectors/mysql/requirements.lock").read_bytes()
+    before = (project / f"images/connectors/mysql/locks/{OM_VERSION}.lock").read_bytes()
     assert exit_code(commands.lock, settings, ["mysql"], check=True) == 1
-    assert (project / "images/connectors/mysql/requirements.lock").read_bytes() == before  # --check writes nothing
+    assert (project / f"images/connectors/mysql/locks/{OM_VERSION}.lock").read_bytes() == before  # --check writes nothing
 
 
 # --- catalog --check --------------------------------------------------------------------------------

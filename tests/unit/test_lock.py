@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from project_tree import add_connector
+from testkit import DH_VERSION, OM_VERSION
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import catalog
@@ -28,6 +29,7 @@ class FakeUv:
         self.source_only = source_only or {}
         self.fail = fail  # a requirement name whose resolution fails
         self.calls: list[list[str]] = []
+        self.overrides: list[str] = []  # the text of each --overrides file uv was given
 
     def __call__(self, args, env):
         self.calls.append(args)
@@ -36,6 +38,8 @@ class FakeUv:
         for arg in it:
             if arg in ("--constraints", "--build-constraints"):
                 (constraints if arg == "--constraints" else []).append(next(it))
+            elif arg == "--overrides":  # a framework version's overrides.txt: what it names is never required here
+                self.overrides.append(Path(next(it)).read_text())
             elif arg == "--output-file":
                 output = Path(next(it))
             elif arg == "--upgrade":
@@ -68,12 +72,14 @@ class FakeUv:
                 match = NAME.match(line)
                 if match and match[2] and not line.startswith("#"):
                     preferred[match[1].lower()] = match[2]
-        names = []
+        names, required = [], {}
         for path in files:
             for line in Path(path).read_text().splitlines():
                 match = NAME.match(line.strip())
                 if match and not line.startswith("#"):
                     names.append(match[1].lower())
+                    if match[2]:  # `name==version` (the framework of the version being locked)
+                        required[match[1].lower()] = match[2]
         if self.fail & set(names):
             return subprocess.CompletedProcess(args, 1, "", "  × No solution found when resolving dependencies:\n"
                                                f"  ╰─▶ Because {sorted(self.fail & set(names))[0]} was not found in the package "
@@ -81,14 +87,14 @@ class FakeUv:
                                                "requirements are unsatisfiable.")
         lines = []
         for name in sorted(set(names)):
-            version = pins.get(name) or (None if name in upgrade_packages else preferred.get(name)) \
-                or self.index[name][-1]
+            version = pins.get(name) or required.get(name) \
+                or (None if name in upgrade_packages else preferred.get(name)) or self.index[name][-1]
             lines.append(f"{name}=={version} \\\n    --hash=sha256:{abs(hash((name, version))):064d}"[:200])
         output.write_text("\n".join(lines) + "\n")
         return subprocess.CompletedProcess(args, 0, "", "")
 
 
-INDEX = {"openmetadata-ingestion": ["1.12.14.2"], "acryl-datahub": ["1.7.0.17"], "dumb-init": ["1.2.5.post1"],
+INDEX = {"openmetadata-ingestion": [OM_VERSION], "acryl-datahub": [DH_VERSION], "dumb-init": ["1.2.5.post1"],
          "cachetools": ["5.3.0", "5.5.2"], "pymysql": ["1.1.0", "1.1.1"], "psycopg2-binary": ["2.9.9"],
          "cyclonedx-bom": ["7.5.0"], "cx-oracle": ["8.3.0"]}
 
@@ -121,9 +127,9 @@ def test_locks_are_written_parents_first_and_hold_the_parents_pins(tree):
     uv = FakeUv(INDEX)
     results = lock_all(tree, uv)
     assert {r.status for r in results.values()} == {LockStatus.CREATED}
-    child = lock.read(tree / "images/connectors/mysql-plus/requirements.lock")
-    parent = lock.read(tree / "images/connectors/mysql/requirements.lock")
-    base = lock.read(tree / "images/base/frameworks/openmetadata/requirements.lock")
+    child = lock.read(tree / f"images/connectors/mysql-plus/locks/{OM_VERSION}.lock")
+    parent = lock.read(tree / f"images/connectors/mysql/locks/{OM_VERSION}.lock")
+    base = lock.read(tree / f"images/base/frameworks/openmetadata/{OM_VERSION}/requirements.lock")
     assert base.packages.keys() <= parent.packages.keys() <= child.packages.keys()
     assert parent.packages["pymysql"] == "1.1.1"
     assert child.header["parent-lock"] == parent.digest and parent.header["parent-lock"] == base.digest
@@ -137,7 +143,7 @@ def test_locks_are_written_parents_first_and_hold_the_parents_pins(tree):
 
 def test_a_second_run_resolves_nothing_and_writes_nothing(tree):
     lock_all(tree, FakeUv(INDEX))
-    path = tree / "images/connectors/mysql/requirements.lock"
+    path = tree / f"images/connectors/mysql/locks/{OM_VERSION}.lock"
     before = path.stat().st_mtime_ns
     uv = FakeUv(INDEX)
     results = lock_all(tree, uv)
@@ -157,7 +163,7 @@ def test_check_names_the_lock_whose_fragment_changed(tree):
     assert "requirements.txt" in stale[0].detail
     with pytest.raises(ConfigError) as caught:
         lock.require_current(targets, settings, ["postgres"])
-    assert caught.value.hint == "run: inv lock -c postgres"
+    assert caught.value.hint == f"run: inv lock -c postgres --version {OM_VERSION}"
 
 
 def test_a_relocked_parent_whose_packages_moved_makes_its_children_stale(tree):
@@ -173,7 +179,7 @@ def test_a_relocked_parent_whose_packages_moved_makes_its_children_stale(tree):
 
 def test_a_lock_for_another_python_is_named_as_such(tree):
     lock_all(tree, FakeUv(INDEX))
-    path = tree / "images/connectors/mysql/requirements.lock"
+    path = tree / f"images/connectors/mysql/locks/{OM_VERSION}.lock"
     path.write_text(path.read_text().replace("# python: 3.11", "# python: 3.12"))
     settings, targets = setup(tree)
     [found] = [c for c in lock.check(targets, settings, ["mysql"]) if c.name == "mysql"]
@@ -184,7 +190,7 @@ def test_a_lock_for_another_python_is_named_as_such(tree):
 def test_upgrade_package_changes_only_the_locks_that_hold_it(tree):
     index = {**INDEX, "pymysql": ["1.1.0"]}
     lock_all(tree, FakeUv(index))
-    postgres = tree / "images/connectors/postgres/requirements.lock"
+    postgres = tree / f"images/connectors/postgres/locks/{OM_VERSION}.lock"
     untouched = postgres.read_bytes(), postgres.stat().st_mtime_ns
     index["pymysql"] = ["1.1.0", "1.2.0"]
     results = lock_all(tree, FakeUv(index), upgrade_packages=["pymysql"])
@@ -197,7 +203,7 @@ def test_upgrade_package_changes_only_the_locks_that_hold_it(tree):
 
 def test_a_failed_resolution_keeps_the_old_lock_and_locks_no_child(tree):
     lock_all(tree, FakeUv(INDEX))
-    path = tree / "images/connectors/mysql/requirements.lock"
+    path = tree / f"images/connectors/mysql/locks/{OM_VERSION}.lock"
     old = path.read_bytes()
     (tree / "images/connectors/mysql/requirements.txt").write_text("pymysql\nno-such-package\n")
     results = lock_all(tree, FakeUv(INDEX, fail={"no-such-package"}))
@@ -213,7 +219,7 @@ def test_packages_without_wheels_are_recorded_per_platform(tree):
     add_connector(tree, "oracle", "cx-oracle\n")
     uv = FakeUv(INDEX, source_only={"aarch64-manylinux_2_36": {"cx-oracle"}})
     lock_all(tree, uv, ["oracle"])
-    header = lock.read(tree / "images/connectors/oracle/requirements.lock").header
+    header = lock.read(tree / f"images/connectors/oracle/locks/{OM_VERSION}.lock").header
     assert header["built-from-source"].startswith("none")
     assert header["aarch64-built-from-source"] == "cx-oracle"
 
@@ -232,7 +238,7 @@ def test_a_missing_lock_is_named_with_its_fix(tree):
     settings, targets = setup(tree)
     checks = lock.check(targets, settings, ["mysql"])
     assert [c.state for c in checks] == [LockState.MISSING, LockState.MISSING]  # base, then mysql
-    assert lock.fix_command(checks) == "inv lock -c base -c mysql"
+    assert lock.fix_command(checks) == f"inv lock -c base -c mysql --version {OM_VERSION}"
 
 
 def test_unknown_names_are_refused(tree):
@@ -252,12 +258,18 @@ def test_a_fragment_that_moves_the_framework_is_refused_before_resolving(tree):
 
 
 def test_the_committed_locks_match_their_inputs():
-    """What `inv lock --check` says in CI, without the subprocess: every image of the repository has a current lock."""
+    """What `inv lock --check` says in CI, without the subprocess: every image of the repository has a current
+    lock for every supported framework version."""
     root = Path(__file__).resolve().parents[2]
     settings = settings_mod.load(settings_mod.pyproject_defaults(root), root)
-    checks = lock.check(lock.targets(catalog.discover(settings), settings), settings)
-    assert [f"{c.name}: {c.state} ({c.detail})" for c in checks if not c.current] == []
-    assert len(checks) >= 100  # the SBOM tool, both bases and the whole catalog
+    stale, counts = [], []
+    for view, varied in settings_mod.version_views(settings):
+        checks = lock.check(lock.targets(catalog.discover(view), view, only_framework=varied), view)
+        stale += [f"{c.name} ({c.version}): {c.state} ({c.detail})" for c in checks if not c.current]
+        counts.append(len(checks))
+    assert stale == []
+    assert counts[0] >= 100  # the defaults: the SBOM tool, both bases and the whole catalog
+    assert len(counts) == sum(len(f.supported) for f in settings.frameworks.values()) - len(settings.frameworks) + 1
 
 
 def test_the_tool_locks_with_the_uv_the_images_install_with():
@@ -291,7 +303,7 @@ def test_a_relock_that_pins_the_same_packages_keeps_the_childrens_locks_current(
     """Adding a connector with a new extra re-locks the base (its joint request moved); when no package
     moved, the base keeps its identity and no other lock becomes stale."""
     lock_all(tree, FakeUv(INDEX))
-    base = tree / "images/base/frameworks/openmetadata/requirements.lock"
+    base = tree / f"images/base/frameworks/openmetadata/{OM_VERSION}/requirements.lock"
     before = lock.read(base)
     add_connector(tree, "kafka", "openmetadata-ingestion[kafka]\n")
     settings, targets = setup(tree)
@@ -314,7 +326,7 @@ def test_a_relock_that_pins_the_same_packages_keeps_the_childrens_locks_current(
 
 def test_a_parent_whose_packages_moved_makes_its_children_stale(tree):
     lock_all(tree, FakeUv(INDEX))
-    mysql = tree / "images/connectors/mysql/requirements.lock"
+    mysql = tree / f"images/connectors/mysql/locks/{OM_VERSION}.lock"
     # Same header, one hash different: the parent's content moved, so its child must be re-locked.
     mysql.write_text(re.sub(r"(pymysql==\S+ \\\n    --hash=sha256:)\d", r"\g<1>x", mysql.read_text()))
     settings, targets = setup(tree)
@@ -349,7 +361,7 @@ def test_a_child_of_an_unavailable_connector_is_unavailable_too_and_locking_skip
 
 def test_a_child_whose_parent_lock_is_missing_waits_for_it(tree):
     lock_all(tree, FakeUv(INDEX))
-    (tree / "images/connectors/mysql/requirements.lock").unlink()
+    (tree / f"images/connectors/mysql/locks/{OM_VERSION}.lock").unlink()
     settings, targets = setup(tree)
     [child] = [c for c in lock.check(targets, settings) if c.name == "mysql-plus"]
     assert child.state is LockState.PARENT_STALE and child.detail == "the lock of mysql must be written first"

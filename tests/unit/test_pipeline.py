@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from project_tree import add_connector
+from project_tree import add_connector, connector_lock
 from test_builder import FakeEngine, engine  # noqa: F401  (the fixture)
 from test_platforms import ARM_PYTHON_ID, FakePusher, FakeRegistry, variants
 from ingestion_factory import platforms
@@ -28,7 +28,7 @@ def blocked_connector_plan(project, store, monkeypatch):
     Python image: the connector is BLOCKED while its base is not."""
     monkeypatch.setattr(platforms, "host", lambda: platforms.AMD64)
     directory = add_connector(project, "wheels")
-    (directory / "requirements.lock").write_text("# inputs: x\n# aarch64-built-from-source: none (a wheel for every "
+    connector_lock(directory).write_text("# inputs: x\n# aarch64-built-from-source: none (a wheel for every "
                                                  "package)\npymysql==1.1.0 \\\n    --hash=sha256:00\n")
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
     store.images.pop(settings.python_image, None)

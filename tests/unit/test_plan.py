@@ -3,8 +3,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from fake_docker import FakeDockerApi, engine_attrs
-from project_tree import add_connector
-from testkit import OM_VERSION
+from project_tree import add_connector, connector_lock
+from testkit import OM_OTHER_VERSIONS, OM_VERSION
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine.daemon import DockerImageStore, ImageSnapshot
 from ingestion_factory.errors import ConfigError
@@ -152,7 +152,7 @@ LOCK = ("# Lock of ingestion-connector-a: every Python package it installs, pinn
 
 def test_a_lock_counts_by_its_packages_not_its_header(project):
     directory = add_connector(project, "a", "pymysql\n")
-    lock = directory / "requirements.lock"
+    lock = connector_lock(directory)
     lock.write_text(LOCK.format(inputs="1" * 64, parent="2" * 64, hash="3" * 64))
     settings, found = setup(project)
     first = input_hash(found["a"], PYTHON_ID, settings)
@@ -180,7 +180,7 @@ def test_adding_a_connector_with_a_new_extra_builds_only_that_connector(project)
 def test_framework_version_is_an_input_of_the_base(project):
     settings, found = setup(project)
     first = input_hash(found["base"], PYTHON_ID, settings)
-    other = settings_mod.with_framework_version(settings, "openmetadata", "1.11.14.0")
+    other = settings_mod.with_framework_version(settings, "openmetadata", OM_OTHER_VERSIONS[0])
     assert input_hash(catalog.discover(other)["base"], PYTHON_ID, other) != first
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from project_tree import add_connector
+from project_tree import add_connector, connector_lock
 from test_exit_codes import exit_code
 from ingestion_factory import platforms
 from ingestion_factory import settings as settings_mod
@@ -156,10 +156,10 @@ def test_without_the_arm64_python_image_the_plan_names_the_command(project):
 def test_install_mode_cross_when_every_package_has_a_wheel(project, monkeypatch):
     monkeypatch.setattr(platforms, "host", lambda: AMD64)
     directory = add_connector(project, "wheels")
-    (directory / "requirements.lock").write_text("# inputs: x\n# aarch64-built-from-source: none (a wheel for every "
+    connector_lock(directory).write_text("# inputs: x\n# aarch64-built-from-source: none (a wheel for every "
                                                  "package)\npymysql==1.1.0 \\\n    --hash=sha256:00\n")
     sdist = add_connector(project, "sdist")
-    (sdist / "requirements.lock").write_text("# inputs: x\n# aarch64-built-from-source: pyodbc\n")
+    connector_lock(sdist).write_text("# inputs: x\n# aarch64-built-from-source: pyodbc\n")
     add_connector(project, "compiles", "x\n", 'build_packages = ["gcc"]\n')
     settings, found = setup(project)
     assert install_mode(found["wheels"], settings, ARM64) == "cross"

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit import OM_OTHER_VERSIONS
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
 
@@ -48,8 +49,8 @@ def test_bad_jobs(project, jobs):
 
 
 def test_framework_version_override(project):
-    settings = settings_mod.with_framework_version(load(project), "openmetadata", "1.11.14.0")
-    assert settings.frameworks["openmetadata"].requirement == "openmetadata-ingestion==1.11.14.0"
+    settings = settings_mod.with_framework_version(load(project), "openmetadata", OM_OTHER_VERSIONS[-1])
+    assert settings.frameworks["openmetadata"].requirement == f"openmetadata-ingestion=={OM_OTHER_VERSIONS[-1]}"
 
 
 @pytest.mark.parametrize(
