@@ -536,14 +536,15 @@ def _print_version_report(report, locked: int) -> None:
     for column in ("connector", "change", "detail"):
         table.add_column(column)
     for source in report.appeared:
-        table.add_row(source, "appeared", f"not in {report.reference}")
+        table.add_row(source, f"only in {report.version}", f"not in {report.reference}")
     for source in report.vanished:
-        table.add_row(source, "vanished", f"not in {report.version}: unavailable for it")
+        table.add_row(source, f"not in {report.version}", f"in {report.reference}; unavailable for {report.version}")
     for name, reason in sorted(report.failed.items()):
         table.add_row(name, "lock failed", escape(reason))
     if table.row_count:
         console.print(table)
-    console.print(f"{len(report.appeared)} appeared, {len(report.vanished)} vanished, "
+    console.print(f"Against {report.reference or 'no other version'}: {len(report.appeared)} source(s) only in "
+                  f"{report.version}, {len(report.vanished)} not in it; "
                   f"{locked - len(report.failed)} of {locked} connectors locked, {len(report.failed)} failed "
                   f"(recorded as unavailable for {report.version}).", highlight=False)
 
