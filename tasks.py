@@ -34,8 +34,8 @@ def _views(c, version, framework=None, **overrides):
     return settings_mod.selected_views(_settings(c, **overrides), version, framework)
 
 
-VERSION_HELP = ("Framework version (one of frameworks.<name>.versions; default: the newest, the default one). "
-                "The framework it belongs to is found from it.")
+VERSION_HELP = ("Framework version (one of frameworks.<name>.versions; default: the default version, the newest "
+                "unless frameworks.<name>.version pins another). The framework it belongs to is found from it.")
 VERSION_ALL_HELP = VERSION_HELP + " `all`: every supported version, one after the other."
 
 

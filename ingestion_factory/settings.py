@@ -243,7 +243,8 @@ FOREIGN_INSTALLS = ("auto", "cross", "emulated")
 def _versions(name: str, table: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
     """The supported versions, newest first, and the default: `version` when set, else the newest.
 
-    `versions` is a list (or a comma-separated string, as INVOKE_FACTORY_* env vars give it)."""
+    `versions` is a list, or a comma-separated string (invoke.yaml may give one; Invoke refuses to read a list
+    from an INVOKE_FACTORY_* variable, see docs/settings.md)."""
     where = f"[tool.{PYPROJECT_TABLE}.frameworks.{name}]"
     raw = table.get("versions") or [table.get("version")]
     if isinstance(raw, str):

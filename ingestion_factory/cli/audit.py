@@ -38,7 +38,7 @@ def audit(settings: Settings, names: list[str] | None = None, *, json_path: str 
         return api
 
     def read_sbom(name: str):
-        copy = settings.output_path / "reports" / "sbom" / f"{name}.cdx.json"
+        copy = plan_mod.sbom_copies(settings) / f"{name}.cdx.json"
         if copy.is_file():
             return json.loads(copy.read_text()), str(copy.relative_to(settings.root) if copy.is_relative_to(
                 settings.root) else copy)

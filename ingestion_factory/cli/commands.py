@@ -148,8 +148,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
             results += [Result(item.name, item.ref, BuildStatus.NOT_BUILT, "stopped by --fail-fast",
                                platform=plan.platform.name) for item in plan]
             continue
-        sbom_dir = settings.output_path / "reports" / "sbom" / ("" if plan.platform.is_default
-                                                                 else plan.platform.architecture)
+        sbom_dir = plan_mod.sbom_copies(settings, plan.platform)
         # With nothing to build the builder still runs: up-to-date images get this commit's tags.
         with Progress(plan.order, console) if plan.to_build else nullcontext() as progress:
             builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache,
@@ -180,6 +179,10 @@ def _report_build(settings: Settings, results: list[Result], *, started: float, 
     """The end of every build run, on one platform or several: the JSON report, then the table or one line."""
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
                         {"duration_s": round(time.monotonic() - started, 2), **extra})
+    other = [f.version for f in settings.frameworks.values() if not f.is_default_version]
+    if other:  # another version's run: kept apart too, so the catalog table has every version's last figures
+        write_json(settings.output_path / "reports" / f"build-latest-{other[0]}.json", results,
+                   {"duration_s": round(time.monotonic() - started, 2), **extra})
     if built_any:
         console.print(summary_table(results))
         print_failures(console, results)
@@ -372,8 +375,8 @@ def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: b
 def _update_catalog_page(settings: Settings) -> bool:
     """The catalog table, with a column per supported version of each framework."""
     page = settings.root / catalog_table.PAGE
-    return catalog_table.update_page(page, _all_catalogs(settings),
-                                     settings.output_path / "reports" / "build-latest.json")
+    reports = sorted((settings.output_path / "reports").glob("build-latest*.json"), key=lambda p: p.stat().st_mtime)
+    return catalog_table.update_page(page, _all_catalogs(settings), *reports)
 
 
 def _all_catalogs(settings: Settings) -> list:
@@ -738,7 +741,7 @@ def sbom(settings: Settings, name: str, output: str | None = None) -> int:
     ref = plan_mod.image_ref(catalog[key], settings)
     api, _ = connect()
     to_stdout = output == "-"
-    target = None if to_stdout else Path(output) if output else settings.output_path / "reports" / "sbom" / f"{key}.cdx.json"
+    target = None if to_stdout else Path(output) if output else plan_mod.sbom_copies(settings) / f"{key}.cdx.json"
     document, summary = sbom_mod.export(api, ref, target)
     if to_stdout:
         sys.stdout.write(document.decode())

@@ -122,13 +122,14 @@ def _version_key(version: str):
         return (0, version)
 
 
-def update_page(page: Path, catalogs: list[Catalog], report_path: Path) -> bool:
-    """Rewrite the tables between the markers; True when the page changed."""
+def update_page(page: Path, catalogs: list[Catalog], *report_paths: Path) -> bool:
+    """Rewrite the tables between the markers; True when the page changed. Reports: oldest first."""
     text = page.read_text()
     if START not in text or END not in text:
         return False
     cells = previous(text)
-    cells.update(measured(report_path, catalogs))
+    for report_path in report_paths:
+        cells.update(measured(report_path, catalogs))
     table = render(catalogs, cells)
     updated = text[:text.index(START) + len(START)] + "\n" + table + text[text.index(END):]
     if updated != text:

@@ -113,6 +113,14 @@ class Plan:
         return [item for item in self if item.needs_build]
 
 
+def sbom_copies(settings: Settings, platform: Platform = DEFAULT_PLATFORM):
+    """Where builds keep a copy of each image's SBOM (`inv audit` reads it): reports/sbom/, in a folder of
+    the framework version when it is not the default, and of the architecture when not the default platform."""
+    other = [f.version for f in settings.frameworks.values() if not f.is_default_version]
+    return (settings.output_path / "reports" / "sbom" / (other[0] if other else "")
+            / ("" if platform.is_default else platform.architecture))
+
+
 def version_tag(spec: ImageSpec, settings: Settings) -> str:
     return settings.tag or spec.framework.version
 
