@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from ingestion_factory.errors import FactoryError
 from ingestion_factory.model import catalog as catalog_mod
 from ingestion_factory.model.plan import image_ref
 from ingestion_factory.settings import Settings
+from ingestion_factory.workflows import lock as lock_mod
 
 DEFAULT_CONNECTORS = ("mysql", "postgres", "mssql", "snowflake", "kafka", "tableau")
 STEP_TABLE_CONNECTOR = "tableau"  # small (2.7 MB over its base): its build time is the factory's own overhead
@@ -179,11 +181,13 @@ SEED_BASE_DOCKERFILE = """\
 ARG PYTHON_IMAGE
 FROM ${PYTHON_IMAGE}
 COPY requirements.txt constraints.txt /tmp/
+COPY stubs/ /tmp/stubs/
 ARG FRAMEWORK_REQUIREMENT
 RUN --mount=type=secret,id=ca \\
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \\
     && python3 -m venv /opt/venv \\
-    && /opt/venv/bin/pip install -r /tmp/requirements.txt -c /tmp/constraints.txt "${FRAMEWORK_REQUIREMENT}"
+    && /opt/venv/bin/pip install --find-links /tmp/stubs -r /tmp/requirements.txt -c /tmp/constraints.txt \\
+        "${FRAMEWORK_REQUIREMENT}"
 ENV PATH=/opt/venv/bin:$PATH
 """
 SEED_CONNECTOR_DOCKERFILE = """\
@@ -268,6 +272,32 @@ def buildkit_steps(log: str, width: int = 70) -> list[tuple[str, float | None]]:
             if step in seconds and not names[step].startswith("[internal]")]
 
 
+# The one sdist of OpenMetadata >= 1.13 that cannot build here (its build downloads from GitHub; the factory drops
+# it with a uv override, model/versions.py): pip has no overrides, so the seed's way gets an empty stand-in
+# wheel of the version uv resolves, and a constraint that keeps pip on it. Everything else pip installs for real.
+STUB_VERSIONS = {"dbt-core-experimental-parser": "2.0.8"}
+
+
+def seed_stubs(directory: Path, overrides: list[str]) -> list[str]:
+    """Empty wheels for the packages the version's overrides drop (marker `sys_platform == 'never'`), in
+    `directory`; the pip constraints that pin them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pins = []
+    for line in overrides:
+        name = line.split(";", 1)[0].strip()
+        if "never" not in line or name not in STUB_VERSIONS:
+            continue
+        version, module = STUB_VERSIONS[name], name.replace("-", "_")
+        info = f"{module}-{version}.dist-info"
+        with zipfile.ZipFile(directory / f"{module}-{version}-py3-none-any.whl", "w") as wheel:
+            wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+            wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\n"
+                                            "Tag: py3-none-any\n")
+            wheel.writestr(f"{info}/RECORD", "")
+        pins.append(f"{name}=={version}")
+    return pins
+
+
 def seed_build(bench: Bench, api) -> float:
     """The seed's way: a pip-built base, then each connector FROM it, one after another."""
     settings = bench.settings
@@ -281,7 +311,10 @@ def seed_build(bench: Bench, api) -> float:
         base_dir.mkdir()
         framework_dir = settings.images_dir / "base" / "frameworks" / framework.name
         shutil.copy(framework_dir / "requirements.txt", base_dir / "requirements.txt")
-        shutil.copy(framework_dir / "constraints.txt", base_dir / "constraints.txt")
+        resolution = lock_mod.resolution(settings, framework)
+        stubs = seed_stubs(base_dir / "stubs", resolution.get("overrides", []))
+        (base_dir / "constraints.txt").write_text("".join(f"{line}\n" for line in [
+            *resolution.get("constraints", []), *stubs]))
         (base_dir / "Dockerfile").write_text(SEED_BASE_DOCKERFILE)
         base_ref = f"{SEED_REPOSITORY}/base:bench"
         _cli_build(base_dir, base_ref, {"PYTHON_IMAGE": verify.pin(api, python_id),
@@ -416,7 +449,7 @@ def measure_one_fragment_changed(bench: Bench, found, api, name: str | None = No
     it, rebuild it (re-lock and rebuild timed apart). Warm: the copy first rebuilds the connector once (a
     comment added), as the user's own previous build would have left BuildKit's cache."""
     name = name or bench.connectors[0]
-    lock_path = found[name].fragment.with_name("requirements.lock")
+    lock_path = found[name].lock
     locked = lock_path.read_text().lower() if lock_path.is_file() else ""
     package = next((p for p in FRAGMENT_ADDITIONS if f"\n{p}==" not in locked), FRAGMENT_ADDITIONS[0])
     bench.console.print(f"[bold]3. One fragment changed[/] ({name}: + {package}), warm cache, in a scratch copy")
@@ -508,8 +541,6 @@ def _bench_uv() -> str:
 def measure_lock_install(bench: Bench, found, name: str | None = None) -> None:
     """Installing a base and one connector from their locks (no resolution, hash-checked) next to the way
     builds installed them before locks (resolve at build time), with uv on the host and a warm cache."""
-    from ingestion_factory.workflows import lock as lock_mod
-
     name = name or bench.connectors[0]
     bench.console.print(f"[bold]3b. Install from the lock[/] (the base, and {name}) next to resolving at build time")
     settings = bench.settings
@@ -580,9 +611,12 @@ def measure_catalog_lock(bench: Bench) -> None:
     settings = bench.settings
     with scratch_project(settings) as scratch:
         copy = scratch.root
-        removed = [path.unlink() for path in copy.glob("images/**/requirements.lock")]
+        default = [f.version for f in settings.frameworks.values()]  # the default versions' locks only
+        removed = [path.unlink() for path in copy.glob("images/**/*.lock")
+                   if path.parent.name in default or path.stem in default or path.parent.name == "sbom"]
         started = time.monotonic()
-        subprocess.run([str(Path(os.sys.executable).parent / "inv"), "lock"], cwd=copy, check=True,
+        subprocess.run([str(Path(os.sys.executable).parent / "inv"), "lock", "--version", settings.framework_named(
+            settings.framework).version], cwd=copy, check=True,
                        capture_output=True, env=dict(os.environ, PYTHONPATH=str(settings.root)))
         lock_s = time.monotonic() - started
         check_s = _timed_inv(scratch, "lock", "--check")
