@@ -460,7 +460,7 @@ def measure_one_fragment_changed(bench: Bench, found, api, name: str | None = No
         build(settings, [name])  # warms BuildKit's cache with this connector's layers
         fragment.write_text(original + f"{package}\n")
         started = time.monotonic()
-        lock(settings, [name])
+        lock(settings, [name], version=settings.framework_named(settings.framework).version)
         lock_s = time.monotonic() - started
         started = time.monotonic()
         build(settings, [name])
@@ -558,6 +558,9 @@ def measure_lock_install(bench: Bench, found, name: str | None = None) -> None:
         joint_in.write_text(base.joint_request + "\n")
         fragment = work / "fragment.in"
         fragment.write_text("\n".join(connector.requirements) + "\n")
+        overrides = work / "overrides.txt"  # the framework version's, as `inv lock` resolves with them
+        overrides.write_text("".join(f"{line}\n" for line in base.overrides))
+        with_overrides = ["--overrides", str(overrides)]
 
         def fresh(label: str, with_base: bool) -> str:
             venv = work / label
@@ -570,17 +573,17 @@ def measure_lock_install(bench: Bench, found, name: str | None = None) -> None:
 
         def resolve_base(python: str) -> None:
             joint = work / "joint.txt"
-            subprocess.run([uv, "pip", "compile", "-q", "--python", python, "-c", str(constraints), str(joint_in),
-                            str(base_in), "-o", str(joint)], check=True, env=env)
+            subprocess.run([uv, "pip", "compile", "-q", "--python", python, "-c", str(constraints), *with_overrides,
+                            str(joint_in), str(base_in), "-o", str(joint)], check=True, env=env)
             subprocess.run([uv, "pip", "install", "-q", "--python", python, "-r", str(base_in), "-c",
-                            str(constraints), "-c", str(joint)], check=True, env=env)
+                            str(constraints), "-c", str(joint), *with_overrides], check=True, env=env)
 
         def resolve_connector(python: str) -> None:
             frozen = work / "frozen.txt"
             frozen.write_text(subprocess.run([uv, "pip", "freeze", "--python", python], check=True, env=env,
                                              capture_output=True, text=True).stdout)
-            subprocess.run([uv, "pip", "install", "-q", "--python", python, "-r", str(fragment), "-c", str(frozen)],
-                           check=True, env=env)
+            subprocess.run([uv, "pip", "install", "-q", "--python", python, "-r", str(fragment), "-c", str(frozen),
+                            *with_overrides], check=True, env=env)
 
         def sync(lock_path: Path):
             return lambda python: subprocess.run([uv, "pip", "sync", "-q", "--python", python, "--require-hashes",

@@ -67,6 +67,11 @@ class Framework:
         return self.versions or (self.version,)
 
     @property
+    def supported_default_first(self) -> tuple[str, ...]:
+        default = self.default_version or self.version
+        return (default, *(v for v in self.supported if v != default))
+
+    @property
     def is_default_version(self) -> bool:
         """The default version's images get `latest` and the commit tag; the others only their version."""
         return self.version == (self.default_version or self.version)
@@ -365,22 +370,47 @@ def plain(value: Any) -> Any:
     return value
 
 
+# A version names an image tag and a directory: Docker's tag alphabet, so no `+local` or `1!2` epoch.
+VERSION_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def supported_spelling(framework: Framework, version: str) -> str | None:
+    """The supported version equal to `version` under PEP 440 (2.0.7 is 2.0.7.0), spelled as the settings
+    spell it; None when it is not supported."""
+    try:
+        wanted = Version(version)
+    except InvalidVersion:
+        return version if version in framework.supported else None
+    for known in framework.supported:
+        try:
+            if Version(known) == wanted:
+                return known
+        except InvalidVersion:
+            continue
+    return None
+
+
 def with_framework_version(settings: Settings, name: str, version: str, *, new: bool = False) -> Settings:
     """The settings with one framework's images at `version`, one of its supported versions (`new`: any
-    version, for `inv catalog --version` adding one)."""
+    version, for `inv catalog --version` adding one). A spelling PEP 440 calls equal to a supported version
+    is that version."""
     framework = settings.framework_named(name)
     version = str(version).strip()
-    if version not in framework.supported and not new:
+    known = supported_spelling(framework, version)
+    if known is None and not new:
         raise ConfigError(f"{framework.package} {version} is not a supported version of {name} "
                           f"(supported: {', '.join(framework.supported)})",
                           f"add it with: inv catalog --framework {name} --version {version}")
-    if new:
+    if known is None:
         try:
             Version(version)
         except InvalidVersion:
             raise ConfigError(f"{version!r} is not a version (PEP 440)") from None
+        if not VERSION_TAG.match(version):
+            raise ConfigError(f"version {version!r} cannot be an image tag", "a local version (+...) or an epoch "
+                              "(N!) is not a release of the framework's package index; give the release")
     frameworks = dict(settings.frameworks)
-    frameworks[name] = framework.at(version)
+    frameworks[name] = framework.at(known or version)
     return replace(settings, frameworks=frameworks)
 
 
@@ -388,7 +418,7 @@ def framework_of_version(settings: Settings, version: str, framework: str | None
     """The framework `--version V` is about: the one named, else the one that supports V, else the default."""
     if framework:
         return settings.framework_named(framework).name
-    owners = [f.name for f in settings.frameworks.values() if version in f.supported]
+    owners = [f.name for f in settings.frameworks.values() if supported_spelling(f, version) is not None]
     if len(owners) > 1:
         raise ConfigError(f"version {version} belongs to several frameworks: {', '.join(owners)}",
                           "name one with --framework")
@@ -400,26 +430,30 @@ ALL_VERSIONS = "all"
 
 def selected_views(settings: Settings, version: str | None, framework: str | None = None,
                    ) -> list[tuple[Settings, str | None]]:
-    """What `--version` selects, as version_views gives it: nothing given, the defaults; `all`, every
-    supported version (of `framework` only, when named); V, that version of the framework it belongs to."""
+    """What `--version` selects, as version_views gives it: nothing given, the defaults (None: every framework);
+    `all`, every supported version (of `framework` only, when named); V, that version of the framework it
+    belongs to, and only that framework's images (its name as the varied framework, default version or not)."""
     if not version:
         return [(settings, None)]
     if version == ALL_VERSIONS:
         return version_views(settings, [framework] if framework else None)
     name = framework_of_version(settings, version, framework)
-    view = with_framework_version(settings, name, version)
-    return [(view, None if view.frameworks[name].is_default_version else name)]
+    return [(with_framework_version(settings, name, version), name)]
 
 
 def version_views(settings: Settings, frameworks: list[str] | None = None) -> list[tuple[Settings, str | None]]:
-    """Every supported version as (settings, framework it varies): the defaults first (None: every framework
-    at its default), then each other version of each framework, alone. A task that covers "all versions"
-    loops over these and, in a varied view, touches only that framework's images."""
+    """Every supported version as (settings, framework it is about): without `frameworks`, the defaults first
+    (None: every framework at its default), then each other version of each framework, alone; with them,
+    each version of each named framework, the default first. A task that covers "all versions" loops over
+    these and, where a framework is named, touches only that framework's images."""
+    if frameworks:
+        return [(with_framework_version(settings, name, version), name)
+                for name in frameworks for version in settings.framework_named(name).supported_default_first]
     views: list[tuple[Settings, str | None]] = [(settings, None)]
     for framework in settings.frameworks.values():
-        if frameworks and framework.name not in frameworks:
-            continue
         for version in framework.supported:
             if version != framework.version:
                 views.append((with_framework_version(settings, framework.name, version), framework.name))
     return views
+
+

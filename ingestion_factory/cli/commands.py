@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import sys
 import time
 from collections import Counter
@@ -58,8 +59,15 @@ def build_versions(views: list[tuple[Settings, str | None]], names: list[str] | 
     if len(views) == 1:
         settings, varied = views[0]
         return build(settings, names, only_framework=varied, **options)
+    if views[0][0].tag:
+        raise ConfigError(f"a version tag ({views[0][0].tag}) cannot name the images of {len(views)} framework "
+                          "versions: each would overwrite the one before", "give one --version with --tag, "
+                          "or leave the tag out: each version's images are tagged with their version")
     errors: list[FactoryError] = []
     for settings, varied in views:
+        if errors and options.get("fail_fast"):
+            console.print("[yellow]--fail-fast: the next framework versions are not built[/]")
+            break
         label = ", ".join(f"{f.package} {f.version}" for f in settings.frameworks.values()
                           if varied in (None, f.name))
         console.print(f"[bold]== {label}[/]", highlight=False)
@@ -72,7 +80,7 @@ def build_versions(views: list[tuple[Settings, str | None]], names: list[str] | 
             errors.append(error)
     if errors:
         worst = max(errors, key=lambda e: (e.exit_code == 1, e.exit_code))
-        raise FactoryError(f"{len(errors)} of {len(views)} framework version(s) failed; the first: {worst.message}",
+        raise FactoryError(f"{len(errors)} of {len(views)} framework version(s) failed; the worst: {worst.message}",
                            worst.hint, exit_code=worst.exit_code) if len(errors) > 1 else worst
     return 0
 
@@ -119,7 +127,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     if plan_only:
         for plan in plans:
             print_plan(plan)
-        raise_for_outcome([], broken, settings.output_path / "logs")
+        raise_for_outcome([], broken, plan_mod.build_logs(settings))
         return 0
     for plan in plans:
         require_buildable(plan)
@@ -132,7 +140,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     if todo:
         find_cli()  # no BuildKit-capable CLI: one clear error with the install hint, not N failed builds
         console.print(f"Building {len(todo)} of {total} images{where}, up to {settings.jobs} builds and "
-                      f"{settings.jobs} smoke tests at a time (logs in {settings.output_path / 'logs'}).")
+                      f"{settings.jobs} smoke tests at a time (logs in {plan_mod.build_logs(settings)}).")
     results: list[Result] = []
     warnings: list[str] = []
     # --cache-from serves the default platform's images; another platform's are built (its cache keys differ).
@@ -170,7 +178,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
                   unavailable=unavailable, skipped=skipped)
     if interrupted:  # after the report, which says what was done before it
         raise interrupted
-    raise_for_outcome(results, broken, settings.output_path / "logs")
+    raise_for_outcome(results, broken, plan_mod.build_logs(settings))
     return 0
 
 
@@ -419,30 +427,40 @@ def catalog_version(settings: Settings, framework_name: str | None, version: str
     """inv catalog --version V: one framework version, added when new, in one command.
 
     1. a new version's directory starts from the default version's constraints and overrides;
-    2. its base is locked and built (smoke-tested), then read for its sources;
-    3. when it is (or becomes) the default, the connector directories follow it (as `inv catalog`);
-    4. its catalog.toml records its sources; every connector it ships is locked, and one whose lock fails is
-       recorded there as unavailable with uv's reason (the run goes on);
-    5. a new version joins the framework's `versions` in pyproject.toml;
-    6. the report: sources that appeared or vanished against the version it is compared with, failed locks.
+    2. its base is locked and built (smoke-tested), then read for its sources (a failure here removes what
+       step 1 wrote: nothing of a version that cannot install stays behind);
+    3. a new version joins the framework's `versions` in pyproject.toml;
+    4. when it is (or becomes) the default, the connector directories follow it (as `inv catalog`);
+    5. its catalog.toml records its sources; every connector it ships is locked, and one whose resolution
+       fails is recorded there as unavailable with uv's reason (the run goes on); one the index did not
+       answer for is not recorded (exit 1: run it again);
+    6. the report: sources only in V or not in V against another version, failed locks, and the other
+       versions' locks a directory change made stale.
     """
     from ..workflows import catalog_sync  # only inv catalog needs it (and tomlkit): a lighter start-up
 
+    owners = [f.name for f in settings.frameworks.values() if settings_mod.supported_spelling(f, version)]
+    if not framework_name and not owners and len(settings.frameworks) > 1:
+        raise ConfigError(f"{version} is not a supported version of any framework: which one is it?",
+                          "name it: " + " or ".join(f"--framework {f}" for f in settings.frameworks))
     name = settings_mod.framework_of_version(settings, version, framework_name)
     framework_before = settings.framework_named(name)
-    added = version not in framework_before.supported
     view = settings_mod.with_framework_version(settings, name, version, new=True)
     framework = view.frameworks[name]
+    version = framework.version  # the settings' spelling of a supported version (2.0.7 is 2.0.7.0)
+    added = version not in framework_before.supported
     newest = max([*framework_before.supported, version], key=Version)
     becomes_default = framework.is_default_version if not added else (
         version == newest and framework_before.default_version == framework_before.supported[0])
     if added:
-        # The new version is supported from here on in this run; pyproject.toml gets it once it is locked.
+        # The new version is supported from here on in this run, and in pyproject.toml once its base installs.
         view = replace(view, frameworks={**view.frameworks, name: replace(
             framework, versions=tuple(sorted({*framework_before.supported, version}, key=Version, reverse=True)),
             default_version=version if becomes_default else framework_before.default_version)})
         framework = view.frameworks[name]
     template = framework_before.at(framework_before.default_version or framework_before.version)
+    version_dir = versions_mod.version_dir(view.images_dir, framework)
+    created = added and not version_dir.exists()
     started = catalog_sync.start_version_dir(view, framework, template) if added else []
     for path in started:
         console.print(f"Started {path.relative_to(view.root)} from {template.version}'s: check its lines.",
@@ -450,11 +468,24 @@ def catalog_version(settings: Settings, framework_name: str | None, version: str
     console.print(f"[bold]{framework.package} {version}[/]: lock and build the base, read its sources, lock "
                   "its connectors.", highlight=False)
     base = catalog_mod.discover(view).base_for(name)
-    _lock_or_fail(view, [base.name], f"the base of {framework.package} {version}")
-    build(view, base_only=True, frameworks=[name], engine=engine)
-    api, _ = engine if engine is not None else connect()
-    inventory = catalog_sync.probe(framework, plan_mod.image_ref(base, view), api)
+    try:
+        _lock_or_fail(view, [base.name], f"the base of {framework.package} {version}")
+        build(view, base_only=True, frameworks=[name], engine=engine)
+        api, _ = engine if engine is not None else connect()
+        inventory = catalog_sync.probe(framework, plan_mod.image_ref(base, view), api)
+    except BaseException:
+        if created:  # a version that does not install leaves nothing behind (a typo'd version, say)
+            shutil.rmtree(version_dir, ignore_errors=True)
+            console.print(f"Removed {version_dir.relative_to(view.root)}: {version} was not added.", highlight=False)
+        raise
     derived = catalog_sync.derive(inventory, framework)
+    if added:
+        path = catalog_sync.add_supported_version(view, framework)
+        console.print(f"Added {version} to the versions of {name} in {path.name}"
+                      + (" (the new default)." if becomes_default else ".")
+                      + (" (invoke.yaml or the environment sets versions too: add it there)"
+                         if _versions_set_elsewhere(settings, name) else ""), highlight=False)
+    locks_before = _lock_states(settings, name, exclude=version)
     if becomes_default:
         entries = catalog_sync.sync(view, framework, inventory, derived, prune=prune,
                                     other_versions=_still_shipped(view, framework, derived))
@@ -467,14 +498,12 @@ def catalog_version(settings: Settings, framework_name: str | None, version: str
     catalog = catalog_mod.discover(view)
     names = [spec.name for spec in catalog.available_connectors if spec.framework.name == name]
     results = _run_locks(view, names)
-    failed = {r.name: r.message for r in results if r.status.failed and r.name in names}
+    failed = {r.name: r.message for r in results if r.status is lock_mod.LockStatus.FAILED and not r.transient
+              and r.name in names}
+    unanswered = [r.name for r in results if r.status.failed and r.name not in failed]
     versions_mod.write_catalog(view.images_dir, framework, versions_mod.VersionCatalog(
         sources, {**kept, **{n: versions_mod.LOCK_FAILED + m for n, m in failed.items()}}))
-    if added:
-        path = catalog_sync.add_supported_version(view, framework)
-        console.print(f"Added {version} to the versions of {name} in {path.name}"
-                      + (" (the new default)." if becomes_default else "."), highlight=False)
-    reference = _reference_version(framework_before, version)
+    reference = _reference_version(view.frameworks[name], version)
     reference_sources = versions_mod.read_catalog(view.images_dir, framework.at(reference)).sources if reference \
         else None
     appeared, vanished = catalog_sync.compare_sources(set(sources), set(reference_sources or ()))
@@ -482,10 +511,43 @@ def catalog_version(settings: Settings, framework_name: str | None, version: str
                                         tuple(sorted(sources)), appeared if reference_sources else (),
                                         vanished if reference_sources else (), failed, added,
                                         template.version if started else "")
-    _print_version_report(report, len(names))
+    with_image = {spec.source for spec in catalog.available_connectors if spec.framework.name == name}
+    _print_version_report(report, len(names), without_image=set(appeared) - with_image,
+                          default=view.frameworks[name].default_version)
+    stale = _lock_states(settings, name, exclude=version, before=locks_before)
+    if stale:
+        console.print(f"[yellow]The directories now follow {version}: {len(stale)} lock(s) of other versions no "
+                      f"longer match their inputs ({', '.join(stale[:8])}{', ...' if len(stale) > 8 else ''}): "
+                      "run `inv lock`[/]", highlight=False)
     if _update_catalog_page(view):
         console.print(f"Updated the catalog table in {catalog_table.PAGE}.")
+    if unanswered:
+        raise FactoryError(f"the package index did not answer for {len(unanswered)} lock(s): "
+                           f"{', '.join(unanswered)}; they are not recorded as unavailable",
+                           f"run again when the index answers: inv lock --version {version}")
     return 0
+
+
+def _versions_set_elsewhere(settings: Settings, name: str) -> bool:
+    """Whether invoke.yaml or INVOKE_FACTORY_* set this framework's versions (over pyproject.toml's)."""
+    from_pyproject = settings_mod.pyproject_defaults(settings.root).get("frameworks", {}).get(name, {})
+    return tuple(from_pyproject.get("versions", [from_pyproject.get("version")])) != \
+        tuple(settings.framework_named(name).versions) and bool(settings.framework_named(name).versions)
+
+
+def _lock_states(settings: Settings, name: str, *, exclude: str, before: dict | None = None):
+    """The current locks of a framework's other versions ({(version, image)}), or, given `before`, those of
+    them that are no longer current."""
+    current = set()
+    for version in settings.framework_named(name).supported:
+        if version == exclude:
+            continue
+        view = settings_mod.with_framework_version(settings, name, version)
+        targets = lock_mod.targets(catalog_mod.discover(view), view, only_framework=name)
+        current |= {(version, c.name) for c in lock_mod.check(targets, view) if c.current}
+    if before is None:
+        return current
+    return sorted(f"{image} ({version})" for version, image in before - current)
 
 
 def _reference_version(framework, version: str) -> str:
@@ -531,7 +593,7 @@ def _run_locks(settings: Settings, names: list[str]):
     return results
 
 
-def _print_version_report(report, locked: int) -> None:
+def _print_version_report(report, locked: int, without_image: set[str] = frozenset(), default: str = "") -> None:
     title = f"{report.package} {report.version}: {len(report.sources)} sources"
     if report.reference:
         title += f", against {report.reference}"
@@ -539,7 +601,9 @@ def _print_version_report(report, locked: int) -> None:
     for column in ("connector", "change", "detail"):
         table.add_column(column)
     for source in report.appeared:
-        table.add_row(source, f"only in {report.version}", f"not in {report.reference}")
+        table.add_row(source, f"only in {report.version}", f"not in {report.reference}" + (
+            f"; no image: the connector directories follow the default version, {default} (add one by hand: "
+            "README, Adding a connector)" if source in without_image else ""))
     for source in report.vanished:
         table.add_row(source, f"not in {report.version}", f"in {report.reference}; unavailable for {report.version}")
     for name, reason in sorted(report.failed.items()):
@@ -583,23 +647,31 @@ def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = 
     if check and (upgrade or upgrade_packages):
         raise ConfigError("--check changes nothing, so it takes no --upgrade or --upgrade-package")
     views = settings_mod.selected_views(settings, version or ALL_VERSIONS)
-    prepared = []
+    named = [n.removeprefix(catalog_mod.IMAGE_PREFIX) for n in names] if names else None
+    prepared, refusals, lockable = [], {}, set()
     for view, varied in views:
         catalog = catalog_mod.discover(view)
         targets = lock_mod.targets(catalog, view, only_framework=varied)
-        if names:  # an unavailable connector (or one built FROM it) is named with its reason, not as unknown
-            wanted = [n for n in names if n.removeprefix(catalog_mod.IMAGE_PREFIX) in catalog]
-            if varied is not None:  # another version of one framework: the names that are its images
-                wanted = [n for n in wanted if catalog[n.removeprefix(catalog_mod.IMAGE_PREFIX)].framework.name
-                          == varied]
-            if varied is not None and not wanted:
+        if named:
+            here = [n for n in named if n in targets or (n in catalog and varied in (None, catalog[n].framework.name))]
+            for name in here:
+                try:  # an unavailable connector (or one built FROM it) is named with its reason, not as unknown
+                    catalog.resolve([name]) if name in catalog else None
+                    lockable.add(name)
+                except ConfigError as error:
+                    refusals.setdefault(name, error)
+            if varied is not None and not any(n in targets for n in here):
                 continue
-            catalog.resolve(wanted)
         prepared.append((view, varied, catalog, targets))
-    if not prepared:
-        raise ConfigError(f"{', '.join(names or [])}: no image of the framework of version {version}",
-                          "`inv list` shows each image's framework and versions")
-    broken = prepared[0][2].broken
+    if named:
+        # Unknown everywhere: the "no lock" error; unavailable in every version it was looked for in: why.
+        unknown = [n for n in named if n not in lockable and n not in refusals]
+        if unknown:
+            lock_mod.select(prepared[0][3] if prepared else {}, unknown)
+        refused = [n for n in named if n not in lockable]
+        if refused:
+            raise refusals[refused[0]]
+    broken = prepared[0][2].broken if prepared else {}
     for name, error in broken.items():
         console.print(f"[bold red]{name} cannot be locked:[/] {escape(error.message)}", highlight=False)
     if check:
@@ -608,10 +680,6 @@ def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = 
         _require_locked_somewhere({str(t.path): t for _, _, _, targets in prepared for t in targets.values()},
                                   upgrade_packages)
     started = time.monotonic()
-    named = [n.removeprefix(catalog_mod.IMAGE_PREFIX) for n in names] if names else None
-    unknown = [n for n in named or [] if not any(n in targets for *_, targets in prepared)]
-    if unknown:
-        lock_mod.select(prepared[0][3], unknown)  # raises the "no lock" error with its hint
     results, stale = [], 0
     for view, varied, catalog, targets in prepared:
         selected = lock_mod.select(targets, [n for n in named if n in targets] if named else None)

@@ -159,9 +159,12 @@ class Catalog:
                 close = [s.name for s in self.connectors if name in s.name or s.name in name]
                 hint = f"did you mean {', '.join(close)}? " if close else ""
                 raise ConfigError(f"unknown connector {raw!r}", f"{hint}known connectors: {known}")
-            if self.images[name].unavailable:
-                raise ConfigError(f"connector {name!r} is unavailable: {self.images[name].unavailable}",
-                                  f"see images/connectors/{name}/{CONNECTOR_SETTINGS}")
+            spec = self.images[name]
+            if spec.unavailable:
+                where = (f"images/base/frameworks/{spec.framework.name}/{spec.version}/catalog.toml; `inv list` shows "
+                         "the versions that have it") if spec.unavailable.startswith("not in ") else \
+                    f"images/connectors/{name}/{CONNECTOR_SETTINGS}"
+                raise ConfigError(f"connector {name!r} is unavailable: {spec.unavailable}", f"see {where}")
             resolved.append(name)
         return list(dict.fromkeys(resolved))
 

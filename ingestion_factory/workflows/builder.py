@@ -31,6 +31,7 @@ from ..model.plan import (
     LABEL_INPUTS,
     LABEL_LOCK,
     LABEL_RESOLUTION,
+    build_logs,
     LABEL_NAME,
     LABEL_PARENT,
     LABEL_PLATFORM,
@@ -244,7 +245,7 @@ class Builder:
         is tagged only if that parent is.
         """
         started = time.monotonic()
-        log_path = self.settings.output_path / "logs" / f"{item.name}.log"
+        log_path = build_logs(self.settings) / f"{item.name}.log"
         try:
             hit = self._pull(item, parent_id)
             image_id = hit.image_id if hit else self._build(item, parent_id, log_path)

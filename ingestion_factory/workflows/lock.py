@@ -43,7 +43,7 @@ from packaging.utils import canonicalize_name
 from ..errors import ConfigError
 from ..files import write_atomically
 from ..model.catalog import BASE, Catalog, framework_drift, parse_fragment
-from ..model.failures import read_resolver_output
+from ..model.failures import Cause, read_resolver_output
 from ..model import versions as versions_mod
 from ..model.lockfile import LOCK_NAME, PACKAGE_LINE, content_digest
 from ..settings import Settings
@@ -171,6 +171,7 @@ class LockResult:
     warnings: tuple[str, ...] = ()
     details: tuple[str, ...] = ()  # for failures: uv's own explanation
     same_content: bool = False  # re-written with the same pins and hashes: its identity did not move
+    transient: bool = False  # failed because the index did not answer, not because of what it said
 
 
 # --- what to lock ------------------------------------------------------------------------------------
@@ -399,7 +400,8 @@ def run_uv(args: list[str], env: dict) -> subprocess.CompletedProcess:
     try:
         return subprocess.run([uv_binary(), *args], env=env, capture_output=True, text=True, timeout=UV_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise LockFailed(f"uv did not finish within {UV_TIMEOUT_S} s (is the package index reachable?)") from None
+        raise LockFailed(f"uv did not finish within {UV_TIMEOUT_S} s (is the package index reachable?)",
+                         transient=True) from None
     except OSError as exc:
         raise LockFailed(f"cannot run uv: {exc}") from None
 
@@ -407,9 +409,10 @@ def run_uv(args: list[str], env: dict) -> subprocess.CompletedProcess:
 class LockFailed(Exception):
     """uv could not resolve a lock: the diagnosis in one line, then uv's own explanation."""
 
-    def __init__(self, reason: str, explanation: tuple[str, ...] = ()):
+    def __init__(self, reason: str, explanation: tuple[str, ...] = (), *, transient: bool = False):
         super().__init__(reason)
         self.explanation = explanation
+        self.transient = transient  # the index did not answer (network, TLS, timeout): trying again may work
 
 
 class Locker:
@@ -490,7 +493,8 @@ class Locker:
         try:
             result = self._resolve(target, upgrading)
         except LockFailed as failure:
-            result = LockResult(name, target.path, LockStatus.FAILED, str(failure), details=failure.explanation)
+            result = LockResult(name, target.path, LockStatus.FAILED, str(failure), details=failure.explanation,
+                                transient=failure.transient)
         except ConfigError as error:
             result = LockResult(name, target.path, LockStatus.FAILED, error.message)
         self.on_progress(name, str(result.status))
@@ -555,7 +559,7 @@ class Locker:
         completed = self.resolver(args, self.env)
         if completed.returncode != 0:
             diagnosis = read_resolver_output(completed.stderr or completed.stdout, target.framework_package)
-            raise LockFailed(diagnosis.reason, diagnosis.explanation)
+            raise LockFailed(diagnosis.reason, diagnosis.explanation, transient=diagnosis.cause is Cause.NETWORK)
 
     def _compile(self, target: LockTarget, parent: LockFile | None, old: LockFile | None, upgrading: bool,
                  work: Path) -> tuple[str, tuple[str, ...]]:
