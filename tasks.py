@@ -279,7 +279,8 @@ def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False,
     with _one_run(settings, no_wait):
         return push_mod.push(settings, connector or None, registry=registry, latest=latest,
                              dry_run=dry_run, username=username, password_file=password_file,
-                             out=commands.console, passphrase_file=passphrase_file)
+                             out=commands.console, passphrase_file=passphrase_file,
+                             framework=settings_mod.framework_of_version(settings, version) if version else None)
 
 
 @task(help={
@@ -345,8 +346,10 @@ def bundle(c, output, connector=None, tag=None, passphrase_file=None, version=No
     """Write verified images (shared layers once) and a checked manifest into one archive, for air-gapped sites."""
     from ingestion_factory.workflows import bundle as bundle_mod
 
-    return bundle_mod.bundle(_settings(c, framework_version=version, tag=tag), connector or None, Path(output), console=commands.console,
-                             passphrase_file=passphrase_file)
+    settings = _settings(c, framework_version=version, tag=tag)
+    return bundle_mod.bundle(settings, connector or None, Path(output), console=commands.console,
+                             passphrase_file=passphrase_file,
+                             framework=settings_mod.framework_of_version(settings, version) if version else None)
 
 
 @task(help={

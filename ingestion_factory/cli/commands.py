@@ -339,7 +339,7 @@ def _list_rows(settings: Settings, varied: str | None, chosen, as_json: bool) ->
 
 
 def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: bool = False,
-            check: bool = False, engine=None, version: str | None = None) -> int:
+            check: bool = False, engine=None, version: str | None = None, resolver=None) -> int:
     """inv catalog: derive connector directories from each framework's base image; 1 with --check on drift.
 
     `version`: one framework version's catalog instead (adding it when it is not supported yet): its base
@@ -352,7 +352,8 @@ def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: b
                               "default version; `inv lock --check` covers every version's locks")
         if frameworks and len(frameworks) > 1:
             raise ConfigError("--version goes with at most one --framework")
-        return catalog_version(settings, (frameworks or [None])[0], version, prune=prune, engine=engine)
+        return catalog_version(settings, (frameworks or [None])[0], version, prune=prune, engine=engine,
+                               resolver=resolver)
     api, _ = engine if engine is not None else connect()
     drift = []
     bases = catalog_mod.discover(settings)
@@ -423,7 +424,7 @@ def _record_sources(settings: Settings, framework, derived) -> None:
 
 
 def catalog_version(settings: Settings, framework_name: str | None, version: str, *, prune: bool = False,
-                    engine=None) -> int:
+                    engine=None, resolver: lock_mod.Resolver | None = None) -> int:
     """inv catalog --version V: one framework version, added when new, in one command.
 
     1. a new version's directory starts from the default version's constraints and overrides;
@@ -440,10 +441,10 @@ def catalog_version(settings: Settings, framework_name: str | None, version: str
     from ..workflows import catalog_sync  # only inv catalog needs it (and tomlkit): a lighter start-up
 
     owners = [f.name for f in settings.frameworks.values() if settings_mod.supported_spelling(f, version)]
-    if not framework_name and not owners and len(settings.frameworks) > 1:
-        raise ConfigError(f"{version} is not a supported version of any framework: which one is it?",
-                          "name it: " + " or ".join(f"--framework {f}" for f in settings.frameworks))
     name = settings_mod.framework_of_version(settings, version, framework_name)
+    if not framework_name and not owners and len(settings.frameworks) > 1:
+        console.print(f"{version} is a new version of {name}, the default framework (--framework names another).",
+                      highlight=False)
     framework_before = settings.framework_named(name)
     view = settings_mod.with_framework_version(settings, name, version, new=True)
     framework = view.frameworks[name]
@@ -469,7 +470,7 @@ def catalog_version(settings: Settings, framework_name: str | None, version: str
                   "its connectors.", highlight=False)
     base = catalog_mod.discover(view).base_for(name)
     try:
-        _lock_or_fail(view, [base.name], f"the base of {framework.package} {version}")
+        _lock_or_fail(view, [base.name], f"the base of {framework.package} {version}", resolver)
         build(view, base_only=True, frameworks=[name], engine=engine)
         api, _ = engine if engine is not None else connect()
         inventory = catalog_sync.probe(framework, plan_mod.image_ref(base, view), api)
@@ -497,7 +498,7 @@ def catalog_version(settings: Settings, framework_name: str | None, version: str
     versions_mod.write_catalog(view.images_dir, framework, versions_mod.VersionCatalog(sources, kept))
     catalog = catalog_mod.discover(view)
     names = [spec.name for spec in catalog.available_connectors if spec.framework.name == name]
-    results = _run_locks(view, names)
+    results = _run_locks(view, names, resolver)
     failed = {r.name: r.message for r in results if r.status is lock_mod.LockStatus.FAILED and not r.transient
               and r.name in names}
     unanswered = [r.name for r in results if r.status.failed and r.name not in failed]
@@ -562,8 +563,8 @@ def _reference_version(framework, version: str) -> str:
     return max(older, key=Version) if older else others[0]
 
 
-def _lock_or_fail(settings: Settings, names: list[str], what: str) -> None:
-    results = _run_locks(settings, names)
+def _lock_or_fail(settings: Settings, names: list[str], what: str, resolver=None) -> None:
+    results = _run_locks(settings, names, resolver)
     failed = [r for r in results if r.status.failed]
     if failed:
         raise FactoryError(f"{what} cannot be locked: {failed[0].message}",
@@ -571,7 +572,7 @@ def _lock_or_fail(settings: Settings, names: list[str], what: str) -> None:
                            "and run the command again")
 
 
-def _run_locks(settings: Settings, names: list[str]):
+def _run_locks(settings: Settings, names: list[str], resolver=None):
     """Lock these images (and what they are resolved under) for the settings' versions, printing progress."""
     catalog = catalog_mod.discover(settings)
     targets = lock_mod.targets(catalog, settings)
@@ -586,7 +587,8 @@ def _run_locks(settings: Settings, names: list[str]):
         console.print(f"  [{done[0]}/{len(selected)}] {name}: {text}", highlight=False)
 
     console.print(f"Locking {len(selected)} image(s), {settings.jobs} at a time...", highlight=False)
-    results = lock_mod.Locker(settings, targets, on_progress=progress).run(selected, jobs=settings.jobs)
+    results = lock_mod.Locker(settings, targets, on_progress=progress, resolver=resolver or lock_mod.run_uv
+                              ).run(selected, jobs=settings.jobs)
     _print_lock_results(settings, targets, results)
     console.print(f"{sum(not r.status.failed for r in results)} of {len(results)} locked "
                   f"({time.monotonic() - started:.1f}s)", highlight=False)

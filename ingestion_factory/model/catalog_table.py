@@ -124,7 +124,7 @@ def _version_key(version: str):
 
 def update_page(page: Path, catalogs: list[Catalog], *report_paths: Path) -> bool:
     """Rewrite the tables between the markers; True when the page changed. Reports: oldest first."""
-    text = page.read_text()
+    text = page.read_text() if page.is_file() else ""
     if START not in text or END not in text:
         return False
     cells = previous(text)

@@ -294,8 +294,9 @@ class _Counting:
 
 
 def bundle(settings: Settings, names: list[str] | None, output: Path, *, console: Console, engine=None,
-           passphrase_file: str | None = None) -> int:
-    """`inv bundle`: the named connectors (default: every available one) and the images they are built FROM.
+           passphrase_file: str | None = None, framework: str | None = None) -> int:
+    """`inv bundle`: the named connectors (default: every available one, of `framework` only when `--version`
+    names one) and the images they are built FROM.
 
     `engine`: an (API client, image store) pair instead of the local engine (tests pass fakes)."""
     started = time.monotonic()
@@ -303,7 +304,8 @@ def bundle(settings: Settings, names: list[str] | None, output: Path, *, console
     if not names and catalog.broken:
         raise ConfigError(f"cannot bundle everything: {', '.join(sorted(catalog.broken))} cannot be built",
                           "fix those directories, or name the connectors to bundle with -c")
-    plan, api, _ = plan_for(settings, catalog, catalog.resolve(names), engine=engine)
+    chosen = [name for name in catalog.resolve(names) if names or framework in (None, catalog[name].framework.name)]
+    plan, api, _ = plan_for(settings, catalog, chosen, engine=engine)
     require_verified(plan, "bundle")
     signer = trust.signer_from(settings, passphrase_file)
     images = [bundled_image(item, item.ref.rpartition(":")[0]) for item in plan]

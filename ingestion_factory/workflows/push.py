@@ -426,8 +426,9 @@ def _summarise(result: PushResult) -> None:
 
 def push(settings: Settings, names: list[str] | None = None, *, registry: str | None = None, latest: bool = True,
          dry_run: bool = False, username: str | None = None, password_file: str | None = None,
-         out: Console, passphrase_file: str | None = None) -> int:
-    """`inv push`: the named images (or every available one) and the bases they need, to `registry`
+         out: Console, passphrase_file: str | None = None, framework: str | None = None) -> int:
+    """`inv push`: the named images (or every available one; of `framework` only, as `--version` asks) and
+    the bases they need, to `registry`
     (default factory.registry), on every target platform.
 
     The default platform alone: each image under its build's tags and its `inputs-<hash>` cache tag.
@@ -444,7 +445,8 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
         raise ConfigError(f"cannot push everything: {', '.join(sorted(catalog.broken))} cannot be built",
                           "fix those directories, or name the connectors to push with -c")
     # "Everything" is what `inv build-connectors` builds: unavailable connectors have no image to push.
-    targets = catalog.resolve(names) if names else [spec.name for spec in catalog if not spec.unavailable]
+    targets = catalog.resolve(names) if names else [spec.name for spec in catalog if not spec.unavailable
+                                                    and framework in (None, spec.framework.name)]
     plans, api = [], None
     for platform in chosen:
         usable, _ = platform_targets(catalog, targets, platform, settings)
