@@ -287,9 +287,9 @@ class FakeCache:
         self.released = getattr(self, "released", []) + [hit.ref]
 
 
-def run_with_cache(project, fake_engine, targets, hits):
+def run_with_cache(project, fake_engine, targets, hits, *, force=False):
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
-    plan = make_plan(catalog.discover(settings), targets, fake_engine, settings)
+    plan = make_plan(catalog.discover(settings), targets, fake_engine, settings, force=force)
     cache = FakeCache(fake_engine, hits)
     builder = Builder(settings, fake_engine, fake_engine, revision=None, run_build=fake_engine.build,
                       smoke_test=fake_engine.smoke_test, cache=cache)
@@ -316,6 +316,19 @@ def test_a_pulled_image_that_fails_its_smoke_test_fails_like_a_built_one(project
     results, _ = run_with_cache(project, engine, ["a"], hits={"base", "a"})
     assert results["a"].result == BuildStatus.FAILED and results["a"].cause == "plugin import failed"
     assert not any("ingestion-connector-a:" in ref for ref in engine.images)
+
+
+def test_force_rebuilds_even_when_the_cache_has_the_image_and_the_rest_may_still_be_pulled(project, engine):
+    """--force means "rebuild it": pulling the cache's copy of the same inputs would rebuild nothing."""
+    add_connector(project, "a")
+    run_with_cache(project, engine, ["a"], hits=set())  # base and a exist and are up to date
+    add_connector(project, "b")  # missing: not forced, so the cache may serve it
+    engine.order.clear()
+    results, cache = run_with_cache(project, engine, ["a", "b"], hits={"a", "b"}, force=True)
+    assert results["a"].result == BUILT and results["a"].reason == "--force"
+    assert results["b"].result == BuildStatus.PULLED
+    assert engine.order == ["a"]  # the forced image was built, the missing one pulled
+    assert [name for name, _, _ in cache.asked] == ["b"]  # a forced image is never looked up
 
 
 # --- pushing the cache tag --------------------------------------------------------------------------
