@@ -354,7 +354,19 @@ def test_a_mirror_gets_the_same_repository_path(registry, repository, expected):
     assert repository_on(registry, repository) == expected
 
 
-def test_cache_from_is_a_setting(project):
-    settings = settings_mod.load({**settings_mod.pyproject_defaults(project), "cache_from": "reg:5000"}, project)
-    assert settings.cache_from == "reg:5000"
-    assert settings_mod.load(settings_mod.pyproject_defaults(project), project).cache_from == ""
+@pytest.mark.parametrize("flag, used", [(None, "reg:5000"), ("mirror:5000", "mirror:5000"), ("", "")])
+def test_build_connectors_takes_the_cache_from_the_setting_unless_the_flag_names_another_or_turns_it_off(
+        monkeypatch, flag, used):
+    """factory.cache_from is the default; `--cache-from R` replaces it and `--cache-from ''` turns it off."""
+    import contextlib
+
+    import invoke
+    import tasks
+
+    builds = []
+    monkeypatch.setattr(tasks, "_one_run", lambda settings, no_wait: contextlib.nullcontext())
+    monkeypatch.setattr(tasks.commands, "build_versions", lambda views, names, **options: builds.append(views))
+    configured = {**settings_mod.pyproject_defaults(tasks.ROOT), "cache_from": "reg:5000"}
+    tasks.build_connectors(invoke.Context(invoke.Config(overrides={"factory": configured})), cache_from=flag)
+    [views] = builds
+    assert {settings.cache_from for settings, _ in views} == {used}
