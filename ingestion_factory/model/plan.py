@@ -233,9 +233,11 @@ def make_plan(
         if parent_id:
             item.input_hash = input_hash(spec, parent_id, settings, platform, install,
                                          build_python.id if build_python else None)
-        cross_blocked = parent_state is None and install == "cross" and build_python is None
+        # The cross-install runs in the build platform's Python image, whether or not the parent is built
+        # first; a blocked parent is the reason given then, as it is for every other child.
+        cross_blocked = parent_state != BLOCKED and install == "cross" and build_python is None
         if cross_blocked:
-            parent_state = BLOCKED  # the cross-install runs in the build platform's Python image
+            parent_state = BLOCKED
         if parent_state == BLOCKED:
             item.state = BLOCKED
             item.reason = (

@@ -39,6 +39,7 @@ from ..model.plan import (
     LABEL_SBOM,
     SBOM_PATH,
     BLOCKED,
+    FORCED,
     Plan,
     PlanItem,
     input_hash,
@@ -315,7 +316,8 @@ class Builder:
 
     def _pull(self, item: PlanItem, parent_id: str):
         """The registry cache's image for this item's inputs (cache.Hit), or None: build it."""
-        if self.cache is None:
+        # --force asks for a rebuild: the cache's image has the very inputs of the one it replaces.
+        if self.cache is None or item.state == FORCED:
             return None
         self.progress.update(item.name, "looking up the cache")
         hit = self.cache.fetch(item, self._input_hash(item, parent_id), parent_id)

@@ -497,6 +497,8 @@ class Locker:
                                 transient=failure.transient)
         except ConfigError as error:
             result = LockResult(name, target.path, LockStatus.FAILED, error.message)
+        except Exception as exc:  # an OSError writing it, a broken resolver: this lock fails, the others' stay
+            result = LockResult(name, target.path, LockStatus.FAILED, f"{type(exc).__name__}: {exc}")
         self.on_progress(name, str(result.status))
         return replace(result, duration_s=round(time.monotonic() - started, 1))
 

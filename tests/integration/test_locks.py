@@ -239,10 +239,15 @@ def test_the_sbom_is_the_one_the_earlier_generator_writes(project, docker_api, t
     identity = carried["metadata"]["component"]
     ca = load(pyproject_defaults(project.root), project.root).resolved_ca_bundle()
     tool_ref = f"{project.namespace}/sbom-generator-check:test"
-    command = [*buildkit.find_cli().build_command(), "--network=host", "-t", tool_ref,
-               "--build-arg", f"IMAGE={verify.pin(docker_api, docker_api.images.get(ref).id)}",
-               *(["--secret", f"id=ca,src={ca}"] if ca else []), str(tmp_path)]
-    built = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, DOCKER_BUILDKIT="1"))
+    # A tag in the shared pin repository (BuildKit cannot start FROM an ID): untagged again below.
+    pinned = verify.pin(docker_api, docker_api.images.get(ref).id)
+    try:
+        command = [*buildkit.find_cli().build_command(), "--network=host", "-t", tool_ref,
+                   "--build-arg", f"IMAGE={pinned}",
+                   *(["--secret", f"id=ca,src={ca}"] if ca else []), str(tmp_path)]
+        built = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, DOCKER_BUILDKIT="1"))
+    finally:
+        docker_api.images.remove(pinned, noprune=True)  # only the tag: the image is the project's
     assert built.returncode == 0, built.stderr[-3000:]
     try:
         container = docker_api.containers.create(tool_ref, ["sh", "-c", (

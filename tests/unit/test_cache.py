@@ -287,9 +287,9 @@ class FakeCache:
         self.released = getattr(self, "released", []) + [hit.ref]
 
 
-def run_with_cache(project, fake_engine, targets, hits):
+def run_with_cache(project, fake_engine, targets, hits, *, force=False):
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
-    plan = make_plan(catalog.discover(settings), targets, fake_engine, settings)
+    plan = make_plan(catalog.discover(settings), targets, fake_engine, settings, force=force)
     cache = FakeCache(fake_engine, hits)
     builder = Builder(settings, fake_engine, fake_engine, revision=None, run_build=fake_engine.build,
                       smoke_test=fake_engine.smoke_test, cache=cache)
@@ -318,6 +318,19 @@ def test_a_pulled_image_that_fails_its_smoke_test_fails_like_a_built_one(project
     assert not any("ingestion-connector-a:" in ref for ref in engine.images)
 
 
+def test_force_rebuilds_even_when_the_cache_has_the_image_and_the_rest_may_still_be_pulled(project, engine):
+    """--force means "rebuild it": pulling the cache's copy of the same inputs would rebuild nothing."""
+    add_connector(project, "a")
+    run_with_cache(project, engine, ["a"], hits=set())  # base and a exist and are up to date
+    add_connector(project, "b")  # missing: not forced, so the cache may serve it
+    engine.order.clear()
+    results, cache = run_with_cache(project, engine, ["a", "b"], hits={"a", "b"}, force=True)
+    assert results["a"].result == BUILT and results["a"].reason == "--force"
+    assert results["b"].result == BuildStatus.PULLED
+    assert engine.order == ["a"]  # the forced image was built, the missing one pulled
+    assert [name for name, _, _ in cache.asked] == ["b"]  # a forced image is never looked up
+
+
 # --- pushing the cache tag --------------------------------------------------------------------------
 
 
@@ -341,7 +354,19 @@ def test_a_mirror_gets_the_same_repository_path(registry, repository, expected):
     assert repository_on(registry, repository) == expected
 
 
-def test_cache_from_is_a_setting(project):
-    settings = settings_mod.load({**settings_mod.pyproject_defaults(project), "cache_from": "reg:5000"}, project)
-    assert settings.cache_from == "reg:5000"
-    assert settings_mod.load(settings_mod.pyproject_defaults(project), project).cache_from == ""
+@pytest.mark.parametrize("flag, used", [(None, "reg:5000"), ("mirror:5000", "mirror:5000"), ("", "")])
+def test_build_connectors_takes_the_cache_from_the_setting_unless_the_flag_names_another_or_turns_it_off(
+        monkeypatch, flag, used):
+    """factory.cache_from is the default; `--cache-from R` replaces it and `--cache-from ''` turns it off."""
+    import contextlib
+
+    import invoke
+    import tasks
+
+    builds = []
+    monkeypatch.setattr(tasks, "_one_run", lambda settings, no_wait: contextlib.nullcontext())
+    monkeypatch.setattr(tasks.commands, "build_versions", lambda views, names, **options: builds.append(views))
+    configured = {**settings_mod.pyproject_defaults(tasks.ROOT), "cache_from": "reg:5000"}
+    tasks.build_connectors(invoke.Context(invoke.Config(overrides={"factory": configured})), cache_from=flag)
+    [views] = builds
+    assert {settings.cache_from for settings, _ in views} == {used}

@@ -215,6 +215,32 @@ def test_a_failed_resolution_keeps_the_old_lock_and_locks_no_child(tree):
     assert not list(path.parent.glob(".*.tmp"))
 
 
+def broken_for(package, error):
+    """A resolver that raises `error` whenever it is asked about `package`, and is FakeUv otherwise."""
+    uv = FakeUv(INDEX)
+
+    def resolver(args, env):
+        if any(Path(arg).is_file() and package in Path(arg).read_text() for arg in args):
+            raise error
+        return uv(args, env)
+    return resolver
+
+
+def test_an_unexpected_error_in_one_lock_fails_that_lock_and_keeps_the_others_results(tree):
+    """An OSError writing a lock or a bug in the resolver is one FAILED lock, not the end of the run."""
+    results = lock_all(tree, broken_for("psycopg2-binary", RuntimeError("resolver wrapper broke")))
+    assert results["postgres"].status is LockStatus.FAILED
+    assert results["postgres"].message == "RuntimeError: resolver wrapper broke"
+    assert results["mysql"].status is LockStatus.CREATED
+    assert results["mysql-plus"].status is LockStatus.CREATED
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_in_one_lock_still_ends_the_run(tree, stop):
+    with pytest.raises(stop):
+        lock_all(tree, broken_for("psycopg2-binary", stop()))
+
+
 def test_packages_without_wheels_are_recorded_per_platform(tree):
     add_connector(tree, "oracle", "cx-oracle\n")
     uv = FakeUv(INDEX, source_only={"aarch64-manylinux_2_36": {"cx-oracle"}})

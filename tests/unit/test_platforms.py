@@ -153,6 +153,25 @@ def test_without_the_arm64_python_image_the_plan_names_the_command(project):
     assert exit_code(error.value) == 2
 
 
+def test_a_cross_installed_child_of_a_parent_to_build_is_blocked_without_the_build_platforms_python_image(
+        project, monkeypatch):
+    """Its parent being built does not make the missing image appear: blocked now, not failed inside BuildKit."""
+    monkeypatch.setattr(platforms, "host", lambda: AMD64)
+    directory = add_connector(project, "wheels")
+    connector_lock(directory).write_text("# inputs: x\n# aarch64-built-from-source: none (a wheel for every "
+                                         "package)\npymysql==1.1.0 \\\n    --hash=sha256:00\n")
+    settings, found = setup(project)
+    store = FakeStore({ARM64.ref(settings.python_image): ImageInfo(ARM_PYTHON_ID, {}, 1, architecture="arm64")})
+    plan = make_plan(found, ["wheels"], store, settings, platform=ARM64)
+    assert plan.items["base"].state == MISSING and plan.items["base"].install == "target"  # it will be built
+    wheels = plan.items["wheels"]
+    assert wheels.install == "cross"
+    assert wheels.state == BLOCKED and wheels.reason == f"Python image {settings.python_image} is missing"
+    with pytest.raises(ConfigError) as refused:
+        require_buildable(plan)
+    assert "cross-installing needs the build platform's Python image" in refused.value.message
+
+
 def test_install_mode_cross_when_every_package_has_a_wheel(project, monkeypatch):
     monkeypatch.setattr(platforms, "host", lambda: AMD64)
     directory = add_connector(project, "wheels")
