@@ -339,7 +339,8 @@ def _cli_build(context: Path, ref: str, args: dict, ca: Path | None, console: Co
     started = time.monotonic()
     completed = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, DOCKER_BUILDKIT="1"))
     if completed.returncode != 0:
-        raise FactoryError(f"seed-style build of {ref} failed:\n" + "\n".join(completed.stdout.splitlines()[-15:]))
+        output = (completed.stdout + completed.stderr).splitlines()
+        raise FactoryError(f"seed-style build of {ref} failed:\n" + "\n".join(output[-15:]))
     console.print(f"    seed-style {ref}: {time.monotonic() - started:.0f}s")
 
 
@@ -671,15 +672,19 @@ def _all_in_one_size(bench: Bench, found, api, base_ref: str) -> int:
         for name in bench.connectors:
             lines += list(found[name].requirements)
         (Path(scratch) / "requirements.txt").write_text("\n".join(lines) + "\n")
+        # The framework version's uv overrides, as its locks were resolved with them.
+        framework = found[bench.connectors[0]].framework
+        (Path(scratch) / "overrides.txt").write_text("".join(
+            f"{line}\n" for line in lock_mod.resolution(bench.settings, framework).get("overrides", [])))
         (Path(scratch) / "Dockerfile").write_text(
             "ARG BASE\nFROM ${BASE}\nUSER root\n"
-            "COPY requirements.txt /tmp/requirements.txt\n"
+            "COPY requirements.txt overrides.txt /tmp/\n"
             # The base has neither pip nor venv support: the bench's own uv, bound in for this step only.
             "RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv "
             "--mount=type=bind,source=uv,target=/tmp/uv "
             "if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi "
             "&& /tmp/uv pip install --python /opt/venv/bin/python "
-            "-r /tmp/requirements.txt -c /opt/venv/base-constraints.txt\n")
+            "-r /tmp/requirements.txt -c /opt/venv/base-constraints.txt --overrides /tmp/overrides.txt\n")
         shutil.copy(_bench_uv(), Path(scratch) / "uv")
         base_id = api.images.get(base_ref).id
         _cli_build(Path(scratch), ref, {"BASE": verify.pin(api, base_id)}, bench.settings.resolved_ca_bundle(),
