@@ -199,10 +199,12 @@ class MemoryRegistry:
         return records.sha256_digest(body)
 
 
-@pytest.fixture
-def keys(tmp_path):
-    private, public = signing.write_key_pair(tmp_path / "ours", PASSPHRASE)
-    _, other = signing.write_key_pair(tmp_path / "theirs", PASSPHRASE)
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """Made once per module: each private key file costs 600,000 PBKDF2 rounds to write and again to open."""
+    directory = tmp_path_factory.mktemp("keys")
+    private, public = signing.write_key_pair(directory / "ours", PASSPHRASE)
+    _, other = signing.write_key_pair(directory / "theirs", PASSPHRASE)
     return signing.load_signer(private, PASSPHRASE), signing.load_public_key(public), signing.load_public_key(other)
 
 
@@ -445,7 +447,7 @@ def test_unbundle_refuses_an_unsigned_bundle_unless_allowed(keys, tmp_path):
     assert "WARNING" in shown and "--allow-unsigned" in shown
 
 
-def test_an_independent_dsse_implementation_verifies_our_attestation(keys, tmp_path):
+def test_an_independent_dsse_implementation_verifies_our_attestation(keys):
     """securesystemslib (in-toto's DSSE and key library) checks the envelope `sign` stored: PAE, base64, ECDSA."""
     from securesystemslib.dsse import Envelope
     from securesystemslib.signer import SSlibKey
@@ -457,7 +459,7 @@ def test_an_independent_dsse_implementation_verifies_our_attestation(keys, tmp_p
     envelope = Envelope.from_dict(json.loads(registry.blobs[layer["digest"]]))
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    pem = (tmp_path / "ours" / "factory-signing.pub").read_bytes()
+    pem = open(public.source, "rb").read()
     key = SSlibKey.from_crypto(load_pem_public_key(pem), keyid=signer.public.keyid)
     assert key.scheme == "ecdsa-sha2-nistp256"
     assert set(envelope.verify([key], 1)) == {signer.public.keyid}
