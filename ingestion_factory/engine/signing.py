@@ -178,11 +178,24 @@ def _read_key_file(path: Path, what: str, hint: str) -> bytes:
         raise ConfigError(f"cannot read the {what} {path} ({exc.strerror})", hint) from None
 
 
+def _require_private(path: Path) -> None:
+    """A signing key file that its group or others may open is refused, as ssh refuses such a key: whoever
+    can read it can try passphrases offline, and one who can write it can swap the key."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return  # missing or unreadable: _read_key_file says so
+    if mode & 0o077:
+        raise ConfigError(f"the signing key {path} is open to its group or others (mode {mode:04o}); "
+                          "a private key must be readable by its owner only", f"chmod 600 {path}")
+
+
 def load_signer(path: str | Path, passphrase: bytes) -> Signer:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     path = Path(path).expanduser()
+    _require_private(path)
     data = _read_key_file(path, "signing key", "set factory.signing_key to the file `inv keys generate` wrote")
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)

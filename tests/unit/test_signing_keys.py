@@ -1,4 +1,4 @@
-"""The key files themselves: how the private key is encrypted.
+"""The key files themselves: how the private key is encrypted, and who may read it.
 
 The encryption is read back from the PEM's DER with a walk written here (not with the code that wrote it),
 so the test says what any reader of the file would find.
@@ -7,8 +7,13 @@ so the test says what any reader of the file would find.
 from __future__ import annotations
 
 import base64
+import os
+import stat
+
 import pytest
 
+from ingestion_factory import settings as settings_mod
+from ingestion_factory.cli import trust_commands
 from ingestion_factory.engine import signing
 from ingestion_factory.errors import ConfigError
 
@@ -98,3 +103,36 @@ def test_a_key_written_with_the_old_default_still_opens(tmp_path):
     assert encryption_of(old.read_bytes())["rounds"] < 600_000
     signer = signing.load_signer(old, PASSPHRASE)
     assert signer.public.key.public_numbers() == key.public_key().public_numbers()
+
+
+# --- who may read the private key -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660], ids=lambda mode: f"{mode:04o}")
+def test_a_private_key_others_may_read_is_refused_with_the_fix(tmp_path, mode):
+    private, _ = signing.write_key_pair(tmp_path, PASSPHRASE)
+    private.chmod(mode)
+    with pytest.raises(ConfigError) as refused:
+        signing.load_signer(private, PASSPHRASE)
+    assert refused.value.exit_code == 2
+    assert str(private) in refused.value.message and f"{mode:04o}" in refused.value.message
+    assert refused.value.hint == f"chmod 600 {private}"
+    private.chmod(0o600)
+    signing.load_signer(private, PASSPHRASE)  # the fix the hint gives is enough
+
+
+def test_inv_keys_generate_writes_the_private_key_0600_whatever_the_umask(project, tmp_path, monkeypatch):
+    monkeypatch.setenv(signing.ENV_PASSPHRASE, PASSPHRASE.decode())
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    previous = os.umask(0)
+    try:
+        assert trust_commands.keys(settings, "generate", output=str(tmp_path / "keys")) == 0
+    finally:
+        os.umask(previous)
+    private = tmp_path / "keys" / signing.PRIVATE_NAME
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "keys" / signing.PUBLIC_NAME).stat().st_mode) & 0o044  # the .pub is public
+    signing.load_signer(private, PASSPHRASE)
+    # --force over an existing pair leaves it 0600 too (the new file replaces the old one whole).
+    assert trust_commands.keys(settings, "generate", output=str(tmp_path / "keys"), force=True) == 0
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
