@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ MIN_PASSPHRASE = 8
 # PBKDF2-HMAC-SHA256 rounds that turn the passphrase into the private key's AES key (OWASP's advice
 # since 2023); a guess at the passphrase of a stolen key file costs this many HMACs.
 KDF_ROUNDS = 600_000
+PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
 
 
 def read_passphrase(passphrase_file: str | None = None, environ=None) -> bytes:
@@ -208,20 +210,45 @@ def load_signer(path: str | Path, passphrase: bytes) -> Signer:
     return Signer(key, PublicKey(public, str(path), key_id(_public_der(public))))
 
 
-def load_public_key(path: str | Path) -> PublicKey:
+def load_key_file(path: str | Path) -> tuple[PublicKey, ...]:
+    """Every public key in a trusted-keys file: one PEM block or several (a team's keys in one file, or the
+    next key next to the current one while signing moves to it), each of them trusted."""
+    path = Path(path).expanduser()
+    data = _read_key_file(path, "trusted key", "factory.trusted_keys lists public key files (PEM)")
+    blocks = [found.group(0) for found in PEM_BLOCK.finditer(data)]
+    if not blocks:
+        raise ConfigError(f"the trusted key {path} is not a PEM public key")
+    if len(blocks) == 1:
+        return (_public_key(blocks[0], str(path)),)
+    return tuple(_public_key(block, f"{path} (key {number} of {len(blocks)})")
+                 for number, block in enumerate(blocks, 1))
+
+
+def _public_key(pem: bytes, source: str) -> PublicKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    path = Path(path).expanduser()
-    data = _read_key_file(path, "trusted key", "factory.trusted_keys lists public key files (PEM)")
     try:
-        key = serialization.load_pem_public_key(data)
+        key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError):
-        raise ConfigError(f"the trusted key {path} is not a PEM public key") from None
+        raise ConfigError(f"the trusted key {source} is not a PEM public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        raise ConfigError(f"the trusted key {path} is not an ECDSA P-256 public key")
-    return PublicKey(key, str(path), key_id(_public_der(key)))
+        raise ConfigError(f"the trusted key {source} is not an ECDSA P-256 public key")
+    return PublicKey(key, source, key_id(_public_der(key)))
+
+
+def load_public_key(path: str | Path) -> PublicKey:
+    """The key of a file that holds one (the .pub `inv keys generate` wrote)."""
+    keys = load_key_file(path)
+    if len(keys) > 1:
+        raise ConfigError(f"{Path(path).expanduser()} holds {len(keys)} public keys, not one")
+    return keys[0]
 
 
 def load_public_keys(paths) -> tuple[PublicKey, ...]:
-    return tuple(load_public_key(path) for path in paths)
+    """Every key of every trusted-keys file, each once."""
+    keys = {}
+    for path in paths:
+        for key in load_key_file(path):
+            keys.setdefault(key.keyid, key)
+    return tuple(keys.values())

@@ -1,4 +1,4 @@
-"""The key files themselves: how the private key is encrypted, and who may read it.
+"""The key files themselves: how the private key is encrypted, who may read it, and files of several trusted keys.
 
 The encryption is read back from the PEM's DER with a walk written here (not with the code that wrote it),
 so the test says what any reader of the file would find.
@@ -136,3 +136,40 @@ def test_inv_keys_generate_writes_the_private_key_0600_whatever_the_umask(projec
     # --force over an existing pair leaves it 0600 too (the new file replaces the old one whole).
     assert trust_commands.keys(settings, "generate", output=str(tmp_path / "keys"), force=True) == 0
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
+
+
+# --- a trusted-keys file of several keys ------------------------------------------------------------
+
+
+def test_every_key_in_a_trusted_keys_file_is_trusted(tmp_path):
+    first, second = signing.generate(PASSPHRASE), signing.generate(PASSPHRASE)
+    both = tmp_path / "team.pub"
+    both.write_bytes(b"# the release keys\n" + first[1] + b"\n" + second[1])
+    keys = signing.load_public_keys([both])
+    assert [key.source for key in keys] == [f"{both} (key 1 of 2)", f"{both} (key 2 of 2)"]
+    for private_pem, _ in (first, second):
+        (tmp_path / "signing.key").write_bytes(private_pem)
+        (tmp_path / "signing.key").chmod(0o600)
+        signer = signing.load_signer(tmp_path / "signing.key", PASSPHRASE)
+        signature = signer.sign(b"data")
+        assert [key.keyid for key in keys if key.verify(signature, b"data")] == [signer.public.keyid]
+    # A key listed twice (the file, and the one key again) is trusted once.
+    (tmp_path / "second.pub").write_bytes(second[1])
+    assert len(signing.load_public_keys([both, tmp_path / "second.pub"])) == 2
+
+
+def test_a_trusted_keys_file_with_a_block_that_is_no_public_key_is_refused(tmp_path):
+    _, public = signing.generate(PASSPHRASE)
+    mixed = tmp_path / "mixed.pub"
+    mixed.write_bytes(public + b"-----BEGIN CERTIFICATE-----\nTUlJQg==\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ConfigError, match=f"the trusted key {mixed} \\(key 2 of 2\\) is not a PEM public key") \
+            as refused:
+        signing.load_public_keys([mixed])
+    assert refused.value.exit_code == 2
+    (tmp_path / "empty.pub").write_text("nothing here\n")
+    with pytest.raises(ConfigError, match="is not a PEM public key"):
+        signing.load_public_keys([tmp_path / "empty.pub"])
+    two = tmp_path / "two.pub"
+    two.write_bytes(public + public)
+    with pytest.raises(ConfigError, match="holds 2 public keys, not one"):
+        signing.load_public_key(two)  # where one key is meant (the .pub `inv keys generate` wrote)
