@@ -322,3 +322,20 @@ def test_an_sbom_copy_nested_too_deep_is_a_row_not_the_end_of_the_audit(settings
     [row] = json.loads(report.read_text())["images"]
     assert row["status"] == audit.AuditStatus.NOT_BUILT.value
     assert "is nested deeper than 100 levels" in json.dumps(row)
+
+
+@pytest.mark.parametrize("data, says", [
+    (b"[" * (4 * 1024 * 1024), "is nested deeper than 100 levels"),
+    (b" " * (osv.MAX_RECORD_BYTES + 1), "is larger than 8 MiB, the most that is read of it"),
+    (b"<html>", "is not JSON ("),
+], ids=["4 MiB nested", "oversize", "not JSON"])
+def test_an_osv_record_nested_too_deep_too_large_or_no_json_is_bad_input(tmp_path, data, says):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "GHSA-x.json").write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "all.zip", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("GHSA-x.json", data)
+    for source, where in ((tmp_path / "dir", tmp_path / "dir" / "GHSA-x.json"),
+                          (tmp_path / "all.zip", f"{tmp_path / 'all.zip'}:GHSA-x.json")):
+        with pytest.raises(ConfigError) as refused:
+            list(osv.read_records(source))
+        assert refused.value.message.startswith(f"{where} {says}") and refused.value.exit_code == 2
