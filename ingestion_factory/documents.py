@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from itertools import accumulate, count
 from operator import sub
-from typing import Any
+from typing import Any, Iterator
 
 MiB = 1024 * 1024
 MAX_BYTES = 4 * MiB  # the size a registry must accept for a manifest (OCI distribution spec); ours are KBs
@@ -22,6 +22,7 @@ MAX_DEPTH = 100
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 _WEIGHTS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")  # an opener 2, a closer 0: see _depth_exceeds
 _CHUNK = 64  # brackets looked at together: small, so a shallow document skips most
+_WINDOW = 64 * 1024  # bytes of structure split at quotes at once
 
 
 class DocumentError(ValueError):
@@ -64,22 +65,32 @@ def load_json(data: bytes | str, *, what: str, limit: int = MAX_BYTES) -> Any:
 def _depth_exceeds(raw: bytes, limit: int) -> bool:
     """Whether brackets outside strings nest deeper than `limit`, counted in C-speed passes (no recursion).
 
+    Unbalanced input is left to json.loads to refuse.
+    """
+    depth = 0
+    for brackets in _outside_strings(raw):
+        for start in range(0, len(brackets), _CHUNK):
+            chunk = brackets[start:start + _CHUNK]
+            closers = chunk.count(b"]") + chunk.count(b"}")
+            # Only if all its openers, on top of the depth so far, pass the limit can the chunk (most cannot).
+            if depth + len(chunk) - closers > limit:
+                # Depth after the i-th bracket of the chunk (from 1): depth + 2 * openers so far - i.
+                if depth + max(map(sub, accumulate(chunk.translate(_WEIGHTS)), count(1))) > limit:
+                    return True
+            depth += len(chunk) - 2 * closers
+    return False
+
+
+def _outside_strings(raw: bytes) -> Iterator[bytes]:
+    """The brackets outside strings, window by window (a window's pieces are all the memory it takes).
+
     An escaped backslash, then an escaped quote, are removed first (left to right, as JSON reads them),
-    so every quote left opens or closes a string; between every other pair of quotes is a string's
-    inside, whose brackets do not count. Unbalanced input is left to json.loads to refuse.
+    so every quote left opens or closes a string; of the pieces between quotes, every other one is a
+    string's inside, whose brackets do not count.
     """
     structure = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
-    brackets = b"".join(structure.split(b'"')[::2])
-    if len(brackets) <= limit:
-        return False
-    depth = 0
-    for start in range(0, len(brackets), _CHUNK):
-        chunk = brackets[start:start + _CHUNK]
-        closers = chunk.count(b"]") + chunk.count(b"}")
-        # Only if all its openers, on top of the depth so far, pass the limit can the chunk (most cannot).
-        if depth + len(chunk) - closers > limit:
-            # Depth after the i-th bracket of the chunk (from 1): depth + 2 * openers so far - i.
-            if depth + max(map(sub, accumulate(chunk.translate(_WEIGHTS)), count(1))) > limit:
-                return True
-        depth += len(chunk) - 2 * closers
-    return False
+    in_string = False
+    for start in range(0, len(structure), _WINDOW):
+        pieces = structure[start:start + _WINDOW].split(b'"')
+        yield b"".join(pieces[1::2] if in_string else pieces[::2])
+        in_string ^= len(pieces) % 2 == 0  # an odd number of quotes in the window

@@ -325,11 +325,13 @@ def test_an_sbom_copy_nested_too_deep_is_a_row_not_the_end_of_the_audit(settings
 
 
 @pytest.mark.parametrize("data, says", [
-    (b"[" * (4 * 1024 * 1024), "is nested deeper than 100 levels"),
-    (b" " * (osv.MAX_RECORD_BYTES + 1), "is larger than 8 MiB, the most that is read of it"),
+    (b"[" * (1024 * 1024), "is nested deeper than 100 levels"),
+    (b" " * (2 * 1024 * 1024 + 1), "is larger than 2 MiB, the most that is read of it"),
     (b"<html>", "is not JSON ("),
-], ids=["4 MiB nested", "oversize", "not JSON"])
-def test_an_osv_record_nested_too_deep_too_large_or_no_json_is_bad_input(tmp_path, data, says):
+], ids=["1 MiB nested", "oversize", "not JSON"])
+def test_an_osv_record_nested_too_deep_too_large_or_no_json_is_bad_input(tmp_path, monkeypatch, data, says):
+    assert osv.MAX_RECORD_BYTES == 8 * 1024 * 1024
+    monkeypatch.setattr(osv, "MAX_RECORD_BYTES", 2 * 1024 * 1024)  # as 8 MiB would be, with less memory
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "GHSA-x.json").write_bytes(data)
     with zipfile.ZipFile(tmp_path / "all.zip", "w", compression=zipfile.ZIP_DEFLATED) as archive:

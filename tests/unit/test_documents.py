@@ -60,8 +60,9 @@ def test_what_is_not_json_is_one_line_saying_so(data):
 
 
 def test_a_wide_shallow_document_of_the_full_size_is_read():
-    wide = b"[" + b",".join([b"[1]"] * (MAX_BYTES // 4 - 1)) + b"]"  # a million brackets to count, two levels
-    assert len(wide) <= MAX_BYTES and len(load_json(wide, what="doc")) == MAX_BYTES // 4 - 1
+    items = b",".join([b'{"a":[1]}'] * 50_000)  # 200,000 brackets to count, three levels deep
+    wide = b'{"items":[' + items + b'],"pad":"' + b"[" * (MAX_BYTES - len(items) - 21) + b'"}'
+    assert len(wide) == MAX_BYTES and len(load_json(wide, what="doc")["items"]) == 50_000
 
 
 def test_sizes_are_named_in_mib_or_bytes():

@@ -713,7 +713,7 @@ def test_a_deeply_nested_manifest_is_a_one_line_registry_error_quickly():
 
 
 def test_an_oversize_manifest_is_refused_after_reading_no_more_than_the_limit():
-    reply = Reply(200, {"Content-Type": "application/json"}, raw=b'{"pad": "' + b"x" * (16 * 2**20) + b'"}')
+    reply = Reply(200, {"Content-Type": "application/json"}, raw=b'{"pad": "' + b"x" * (8 * 2**20) + b'"}')
     with pytest.raises(RegistryError, match="is larger than 4 MiB, the most that is read of it"):
         serving(MANIFEST_URL, reply).manifest("ns/img", "1.0")
     assert reply.read <= registry.MAX_ANSWER_BYTES + registry.CHUNK and reply.closed

@@ -155,11 +155,13 @@ def test_an_image_with_pip_fails_even_when_its_lock_has_pip(tmp_path):
 
 
 @pytest.mark.parametrize("raw, says", [
-    (b"[" * (4 * 1024 * 1024), "is nested deeper than 100 levels"),
-    (b" " * (sbom.MAX_SBOM_BYTES + 1), "is larger than 32 MiB, the most that is read of it"),
+    (b"[" * (1024 * 1024), "is nested deeper than 100 levels"),
+    (b" " * (2 * 1024 * 1024 + 1), "is larger than 2 MiB, the most that is read of it"),
     (b"[1, 2]", "is a JSON list, not a CycloneDX document"),
-], ids=["4 MiB nested", "oversize", "a list"])
-def test_an_sbom_nested_too_deep_or_too_large_fails_the_check_and_inv_sbom(tmp_path, raw, says):
+], ids=["1 MiB nested", "oversize", "a list"])
+def test_an_sbom_nested_too_deep_or_too_large_fails_the_check_and_inv_sbom(tmp_path, monkeypatch, raw, says):
+    assert sbom.MAX_SBOM_BYTES == 32 * 1024 * 1024
+    monkeypatch.setattr(sbom, "MAX_SBOM_BYTES", 2 * 1024 * 1024)  # as 32 MiB would be, with less memory
     engine = FakeEngine({sbom.SBOM_PATH: raw, sbom.LOCK_PATH: LOCK.encode()})
     started = time.monotonic()
     with pytest.raises(StepFailed) as failed:
