@@ -40,15 +40,15 @@ def audit(settings: Settings, names: list[str] | None = None, *, json_path: str 
     def read_sbom(name: str):
         copy = plan_mod.sbom_copies(settings) / f"{name}.cdx.json"
         if copy.is_file():
-            return json.loads(copy.read_text()), str(copy.relative_to(settings.root) if copy.is_relative_to(
-                settings.root) else copy)
+            shown = str(copy.relative_to(settings.root) if copy.is_relative_to(settings.root) else copy)
+            return sbom_mod.read_document(copy.read_bytes(), shown), shown
         ref = plan_mod.image_ref(catalog[name], settings)
         try:
             engine().images.get(ref)
         except Exception:
             return None
         raw, _ = sbom_mod.export(engine(), ref, None)
-        return json.loads(raw), ref
+        return sbom_mod.read_document(raw, ref), ref
 
     def read_python_image():
         try:

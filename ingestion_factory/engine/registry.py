@@ -5,6 +5,10 @@ directly to check it answers and accepts our credentials before anything is
 pushed, to skip tags that already hold the image, and to read each pushed
 manifest back.
 
+What a registry answers is read as it streams and never past MAX_ANSWER_BYTES,
+and parsed with documents.load_json (at most MAX_DEPTH levels deep): a huge or deeply
+nested answer is a RegistryError, like any other broken answer.
+
 Credentials belong to one registry host and go nowhere else: a token service
 (`realm`) on another host gets them only over https, and a client never uses
 credentials read for another host.
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from ..documents import MAX_DEPTH, DocumentError, check_size, load_json, size_text
 from ..errors import ConfigError, FactoryError
 from ..model.names import DOCKER_HUB, canonical_host
 
@@ -42,6 +47,12 @@ ENV_PASSWORD_FILE = "FACTORY_REGISTRY_PASSWORD_FILE"
 ENV_HOST = "FACTORY_REGISTRY_HOST"
 REDACTED = "******"
 TIMEOUT_S = 30
+# The most read of an answer the client parses (a manifest, a config or signature blob, a token): the
+# manifest size the OCI distribution spec has registries accept; ours are a few kB.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+CHUNK = 64 * 1024
+REFUSED_HINT = (f"check what the registry serves there: an answer is read up to {size_text(MAX_ANSWER_BYTES)}, "
+                f"nested at most {MAX_DEPTH} levels")
 
 
 class RegistryError(FactoryError):
@@ -261,23 +272,28 @@ class RegistryClient:
         """The manifest a tag names now, or None when the registry has no such tag."""
         name = api_path(self.registry, repository)
         response = self._request("GET", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull",
-                                 headers={"Accept": ", ".join(MANIFEST_TYPES)})
+                                 headers={"Accept": ", ".join(MANIFEST_TYPES)}, stream=True)
+        if response.status_code >= 400:
+            response.close()
         if response.status_code == 404:
             return None
         if response.status_code == 401:
             raise self._unauthorized()
         if response.status_code >= 400:
             raise RegistryError(f"reading {repository}:{tag} back: HTTP {response.status_code}")
-        body = response.content
+        what = f"the manifest of {repository}:{tag} from {display_host(self.registry)}"
+        body = self._read_answer(response, what)
+        try:
+            document = load_json(body, what=what, limit=MAX_ANSWER_BYTES)
+        except DocumentError as exc:
+            raise RegistryError(str(exc), REFUSED_HINT) from None
         digest = response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
         media_type = response.headers.get("Content-Type", "").split(";")[0]
-        try:
-            document = response.json()
-            config = (document.get("config") or {}).get("digest")
-        except (ValueError, AttributeError):
-            document, config = None, None
-        return Manifest(digest=digest, media_type=media_type, config_digest=config, size=len(body),
-                        document=document if isinstance(document, dict) else None)
+        document = document if isinstance(document, dict) else None
+        config = (document or {}).get("config")
+        config_digest = config.get("digest") if isinstance(config, dict) else None
+        return Manifest(digest=digest, media_type=media_type, size=len(body), document=document,
+                        config_digest=config_digest if isinstance(config_digest, str) else None)
 
     def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
         """Store a manifest (a manifest list, a signature) under `tag`; returns its digest."""
@@ -294,16 +310,39 @@ class RegistryClient:
     def blob(self, repository: str, digest: str) -> bytes | None:
         """A blob's bytes (a signature's payload, its config), checked against its digest; None when absent."""
         name = api_path(self.registry, repository)
-        response = self._request("GET", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull")
+        response = self._request("GET", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull", stream=True)
+        if response.status_code >= 400:
+            response.close()
         if response.status_code == 404:
             return None
         if response.status_code == 401:
             raise self._unauthorized()
         if response.status_code >= 400:
             raise RegistryError(f"reading blob {digest[:19]} of {repository}: HTTP {response.status_code}")
-        if "sha256:" + hashlib.sha256(response.content).hexdigest() != digest:
+        what = f"blob {digest[:19]} of {repository}"
+        body = self._read_answer(response, what)
+        try:  # only documents are read here; a manifest names their digest, and so their size, as it likes
+            check_size(len(body), what=what, limit=MAX_ANSWER_BYTES)
+        except DocumentError as exc:
+            raise RegistryError(str(exc), REFUSED_HINT) from None
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
             raise RegistryError(f"blob {digest[:19]} of {repository}: the registry served other bytes")
-        return response.content
+        return body
+
+    def _read_answer(self, response, what: str) -> bytes:
+        """An answer's body as it streams (decompressed), never more than MAX_ANSWER_BYTES + 1 bytes: the
+        registry chooses its size, and one byte more than the limit is enough to refuse it."""
+        body = bytearray()
+        try:
+            for chunk in response.iter_content(CHUNK):
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    break
+        except Exception as exc:  # requests' ChunkedEncodingError, ConnectionError, a read timeout
+            raise RegistryError(self.redact(f"{what}: the answer broke off ({describe(exc)})")) from None
+        finally:
+            response.close()
+        return bytes(body[:MAX_ANSWER_BYTES + 1])
 
     def put_blob(self, repository: str, data: bytes) -> str:
         """Upload a small blob in one request (POST, then PUT with its digest), unless it is there; its digest."""
@@ -346,15 +385,18 @@ class RegistryClient:
                              "check the username and password (the password is never shown)")
 
     def _request(self, method: str, path: str, *, scope: str | None, headers: dict | None = None,
-                 data: bytes | None = None):
+                 data: bytes | None = None, stream: bool = False):
+        """The answer; with `stream`, its body is not read yet (the caller reads it with a limit, or closes it)."""
         headers = dict(headers or {})
-        response = self._send(method, path, headers, scope, data)
+        response = self._send(method, path, headers, scope, data, stream)
         if response.status_code == 401 and "WWW-Authenticate" in response.headers:
             if self._answer_challenge(response.headers["WWW-Authenticate"], scope):
-                response = self._send(method, path, headers, scope, data)
+                response.close()
+                response = self._send(method, path, headers, scope, data, stream)
         return response
 
-    def _send(self, method: str, path: str, headers: dict, scope: str | None, data: bytes | None = None):
+    def _send(self, method: str, path: str, headers: dict, scope: str | None, data: bytes | None = None,
+              stream: bool = False):
         if self.basic and self.credentials:
             headers["Authorization"] = "Basic " + base64.b64encode(
                 f"{self.credentials.username}:{self.credentials.password}".encode()).decode()
@@ -365,7 +407,7 @@ class RegistryClient:
         for base in bases:
             try:
                 response = self.session.request(method, base + path, headers=headers, timeout=self.timeout,
-                                                verify=self.verify, allow_redirects=True,
+                                                verify=self.verify, allow_redirects=True, stream=stream,
                                                 **({"data": data} if data is not None else {}))
             except Exception as exc:  # requests' ConnectionError, SSLError, Timeout...
                 last_error = exc
@@ -411,18 +453,21 @@ class RegistryClient:
         verify = self.verify if same_host else True
         try:
             response = self.session.get(realm, params=query, auth=auth, timeout=self.timeout, verify=verify,
-                                        allow_redirects=False)
+                                        allow_redirects=False, stream=True)
         except Exception as exc:
             raise RegistryError(self.redact(f"token service {realm} is not reachable: {describe(exc)}")) from None
+        if response.status_code >= 400 or response.status_code in (301, 302, 303, 307, 308):
+            response.close()
         if response.status_code == 401:
             raise self._unauthorized()
         if response.status_code >= 400 or response.status_code in (301, 302, 303, 307, 308):
             raise RegistryError(f"token service {realm} answered HTTP {response.status_code}")
+        what = f"the answer of the token service {realm}"
         try:
-            data = response.json()
-        except ValueError:
-            raise RegistryError(f"token service {realm} answered something that is not JSON "
-                                f"(HTTP {response.status_code}, {response.headers.get('Content-Type') or 'no type'})",
+            data = load_json(self._read_answer(response, what), what=what, limit=MAX_ANSWER_BYTES)
+        except DocumentError as exc:
+            raise RegistryError(f"{exc} (HTTP {response.status_code}, "
+                                f"{response.headers.get('Content-Type') or 'no type'})",
                                 "the registry's token service is broken or misconfigured") from None
         token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:

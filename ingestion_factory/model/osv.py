@@ -9,7 +9,6 @@ its `versions` list. Versions are ordered the ecosystem's way: PEP 440 for PyPI,
 
 from __future__ import annotations
 
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,14 @@ from debian.debian_support import Version as DebianVersion
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version as PythonVersion
 
+from ..documents import MiB, DocumentError, load_json
 from ..errors import ConfigError
 
 PYPI = "PyPI"
 DEBIAN = "Debian"
+# One advisory is a few kB (those that list every affected version, a few hundred); a record is read
+# only this far, so a zip member that unpacks to gigabytes is refused, not unpacked.
+MAX_RECORD_BYTES = 8 * MiB
 
 
 @dataclass(frozen=True)
@@ -154,21 +157,25 @@ def read_records(source: Path) -> Iterator[dict]:
             if path.suffix == ".zip":
                 yield from read_records(path)
             elif path.suffix == ".json":
-                yield _parse(path.read_bytes(), str(path))
+                with path.open("rb") as handle:
+                    yield _parse(handle.read(MAX_RECORD_BYTES + 1), str(path))
         return
     if not zipfile.is_zipfile(source):
         raise ConfigError(f"--osv {source} is neither a directory nor a zip")
     with zipfile.ZipFile(source) as archive:
         for member in archive.namelist():
             if member.endswith(".json"):
-                yield _parse(archive.read(member), f"{source}:{member}")
+                with archive.open(member) as handle:
+                    yield _parse(handle.read(MAX_RECORD_BYTES + 1), f"{source}:{member}")
 
 
 def _parse(data: bytes, where: str) -> dict:
+    """One OSV record; more than MAX_RECORD_BYTES (`data` holds at most one byte more), nesting deeper than
+    documents.MAX_DEPTH, or no JSON is bad input naming the file."""
     try:
-        record = json.loads(data)
-    except ValueError as exc:
-        raise ConfigError(f"{where} is not JSON: {exc}") from None
+        record = load_json(data, what=where, limit=MAX_RECORD_BYTES)
+    except DocumentError as exc:
+        raise ConfigError(str(exc), "give OSV's own records (docs/audit.md says where to get them)") from None
     if not isinstance(record, dict) or "id" not in record:
         raise ConfigError(f"{where} is not an OSV record (no id)")
     return record

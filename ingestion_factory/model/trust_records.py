@@ -17,6 +17,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
+from ..documents import DocumentError, load_json
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 SIMPLE_SIGNING_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -32,7 +34,10 @@ RECORD_NAME = "ingestion-factory-verification"  # the byproduct that carries the
 
 
 class RecordError(ValueError):
-    """A document that is not what it claims (wrong type, malformed JSON, missing fields)."""
+    """A document that is not what it claims (wrong type, malformed JSON, too large or deep, missing fields).
+
+    Payloads, envelopes and statements come from a registry or a bundle: they are parsed with load_json.
+    """
 
 
 def sha256_digest(data: bytes) -> str:
@@ -79,13 +84,13 @@ def simple_signing_payload(repository: str, digest: str, optional: dict | None =
 def read_simple_signing(payload: bytes) -> tuple[str, str]:
     """(docker-reference, docker-manifest-digest) of a simple-signing payload; RecordError when malformed."""
     try:
-        critical = json.loads(payload)["critical"]
+        critical = load_json(payload, what="the simple-signing payload")["critical"]
         if critical["type"] != SIGNATURE_KIND:
             raise RecordError(f"payload type is {critical['type']!r}, not {SIGNATURE_KIND!r}")
         return str(critical["identity"]["docker-reference"]), str(critical["image"]["docker-manifest-digest"])
+    except (RecordError, DocumentError) as exc:
+        raise RecordError(str(exc)) from None
     except (ValueError, KeyError, TypeError) as exc:
-        if isinstance(exc, RecordError):
-            raise
         raise RecordError(f"not a simple-signing payload ({type(exc).__name__}: {exc})") from None
 
 
@@ -119,11 +124,13 @@ class Envelope:
 
 def read_envelope(data: bytes) -> Envelope:
     try:
-        document = json.loads(data)
+        document = load_json(data, what="the DSSE envelope")
         signatures = tuple((str(s.get("keyid") or ""), base64.b64decode(s["sig"], validate=True))
                            for s in document["signatures"])
         return Envelope(str(document["payloadType"]), base64.b64decode(document["payload"], validate=True),
                         signatures)
+    except DocumentError as exc:
+        raise RecordError(str(exc)) from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RecordError(f"not a DSSE envelope ({type(exc).__name__}: {exc})") from None
 
@@ -170,9 +177,9 @@ class VerificationRecord:
 
 def _resolution_parameters(record: VerificationRecord) -> dict:
     """{"resolution": {"constraints": [...], "overrides": [...]}} when the framework version has any."""
-    try:
-        found = json.loads(record.resolution) if record.resolution else {}
-    except ValueError:
+    try:  # a record may come from a bundle (unbundle --push signs with the builder's record)
+        found = load_json(record.resolution, what="the resolution") if record.resolution else {}
+    except DocumentError:
         found = {}
     return {"resolution": found} if isinstance(found, dict) and found else {}
 
@@ -224,9 +231,9 @@ class Attested:
 def read_statement(payload: bytes) -> Attested:
     """The subjects and verification record of a Statement this factory wrote; RecordError otherwise."""
     try:
-        document = json.loads(payload)
-    except ValueError as exc:
-        raise RecordError(f"the statement is not JSON ({exc})") from None
+        document = load_json(payload, what="the statement")
+    except DocumentError as exc:
+        raise RecordError(str(exc)) from None
     if not isinstance(document, dict) or document.get("_type") != STATEMENT_V1:
         raise RecordError(f"not an in-toto Statement v1 (_type {document.get('_type') if isinstance(document, dict) else None!r})")
     if document.get("predicateType") != SLSA_PROVENANCE_V1:

@@ -45,6 +45,7 @@ from typing import IO, Iterable, Iterator
 from rich.console import Console
 from rich.markup import escape
 
+from ..documents import DocumentError, load_json
 from ..engine import verify
 from ..engine.daemon import DockerImageStore, client, plan_for
 from ..engine.registry import read_credentials
@@ -121,7 +122,10 @@ class BundleManifest:
     def from_json(cls, text: str) -> "BundleManifest":
         """Parse and validate bundle.json; anything unexpected is BundleRefused."""
         try:
-            document = json.loads(text)
+            document = load_json(text, what=f"its {MANIFEST_MEMBER}", limit=MAX_MANIFEST_BYTES)
+        except DocumentError as exc:  # too large, nested too deep, or not JSON: one line saying which
+            raise BundleRefused(str(exc)) from None
+        try:
             if document.get("format") != BUNDLE_FORMAT:
                 raise BundleRefused(f"not a bundle of this tool: format {document.get('format')!r}, "
                                     f"expected {BUNDLE_FORMAT!r}")
@@ -457,11 +461,13 @@ def archive_names(source) -> tuple[list[str], str]:
                     continue
                 if member.size > MAX_MANIFEST_BYTES:
                     return names, f"its {name} is {member.size} bytes"
-                document = json.loads(archive.extractfile(member).read())
+                document = load_json(archive.extractfile(member).read(), what=f"its {name}", limit=MAX_MANIFEST_BYTES)
                 if name == "manifest.json":
                     names += [tag for entry in document for tag in entry.get("RepoTags") or []]
                 else:
                     names += [f"{repository}:{tag}" for repository, tags in document.items() for tag in tags]
+    except DocumentError as exc:
+        return names, str(exc)
     except (tarfile.TarError, EOFError, ValueError, TypeError, AttributeError) as exc:
         if getattr(source, "error", None) is not None:
             return names, ""
@@ -553,12 +559,14 @@ class UntaggedArchive:
                         out.addfile(member, archive.extractfile(member))
         except BrokenPipeError:  # the engine stopped reading: its own error says why
             pass
+        except DocumentError as exc:
+            self.failure = f"{IMAGES_MEMBER} is not an image archive ({exc})"
         except (tarfile.TarError, OSError, EOFError, ValueError, TypeError, AttributeError) as exc:
             self.failure = f"{IMAGES_MEMBER} is not an image archive ({type(exc).__name__}: {exc})"
 
 
 def _without_names(member: str, text: bytes) -> bytes:
-    document = json.loads(text)
+    document = load_json(text, what=f"its {member}", limit=MAX_MANIFEST_BYTES)
     if member == "manifest.json":
         for entry in document:
             entry["RepoTags"] = []

@@ -24,11 +24,11 @@ off for the rest of the run, with one warning, and everything left is built.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from ..documents import DocumentError, load_json
 from ..engine.registry import Credentials, Redactor, RegistryClient, display_host, is_insecure, read_credentials
 from ..errors import FactoryError
 from ..model.names import cache_tag, target_repository
@@ -83,11 +83,15 @@ def check_registry_config(data: bytes | None, platform: Platform, expected: dict
     if data is None:
         raise CacheMismatch("the registry has no config for it")
     try:
-        config = json.loads(data)
+        config = load_json(data, what="its config")
         labels = (config.get("config") or {}).get("Labels") or {}
         os_name, architecture = str(config.get("os", "")), str(config.get("architecture", ""))
+    except DocumentError as exc:  # nested too deep, or not JSON: a mismatch like any other, one warning
+        raise CacheMismatch(str(exc)) from None
     except (ValueError, AttributeError) as exc:
         raise CacheMismatch(f"its config is not an image config ({type(exc).__name__})") from None
+    if not isinstance(labels, dict):
+        raise CacheMismatch(f"its config's labels are {type(labels).__name__}, not a mapping")
     check_config(os_name, architecture, labels, platform, expected)
 
 

@@ -10,12 +10,12 @@ may contain pip. `inv sbom` reads it from any image.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from ..documents import MiB, DocumentError, load_json
 from ..errors import ConfigError, FactoryError
 from ..files import write_atomically
 from ..model.failures import Cause, Diagnosis, StepFailed
@@ -29,6 +29,13 @@ REMOVED_PATH = "/opt/ingestion-factory/removed-packages.txt"  # one distribution
 # wheel with which `python3 -m venv` would set up a pip of its own.
 FORBIDDEN_PYTHON = ("pip",)
 FORBIDDEN_DEBIAN = ("python3-pip", "python3-pip-whl")
+# An image's SBOM is a few hundred kB (every Python and Debian package, once); an image from a registry
+# cache or a bundle carries whatever SBOM its maker put in, so it is read within bounds.
+MAX_SBOM_BYTES = 32 * MiB
+
+
+class SbomUnreadable(FactoryError):
+    """An SBOM read back that is too large, nested too deep, not JSON, or no CycloneDX object (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,17 @@ class SbomSummary:
     python: dict[str, str]  # canonical name -> version
     debian: dict[str, str]
     path: Path | None = None  # where a copy was written
+
+
+def read_document(raw: bytes, where: str) -> dict:
+    """The CycloneDX document of an SBOM read back (from an image, or the copy of one), within bounds."""
+    try:
+        document = load_json(raw, what=f"the SBOM of {where}", limit=MAX_SBOM_BYTES)
+    except DocumentError as exc:
+        raise SbomUnreadable(str(exc), "rebuild the image, or take it from a source you trust") from None
+    if not isinstance(document, dict):
+        raise SbomUnreadable(f"the SBOM of {where} is a JSON {type(document).__name__}, not a CycloneDX document")
+    return document
 
 
 def packages(document: dict, origin: str) -> dict[str, str]:
@@ -85,7 +103,7 @@ def _read_against_lock(api, image: str, sbom_path: str) -> tuple[bytes | None, S
     raw = files[sbom_path]
     if raw is None:
         return None, SbomSummary({}, {}), []
-    document = json.loads(raw)
+    document = read_document(raw, image[:19] if image.startswith("sha256:") else image)
     summary = SbomSummary(packages(document, "pip"), packages(document, "dpkg"))
     locked = files[LOCK_PATH]
     removed = removed_packages(files[REMOVED_PATH].decode()) if files[REMOVED_PATH] is not None else frozenset()
@@ -103,7 +121,10 @@ def forbidden(summary: SbomSummary) -> list[str]:
 
 def verify_image(api, image_id: str, name: str, output_dir: Path | None) -> SbomSummary:
     """The builder's check after the smoke test: the image's SBOM lists exactly its lock's packages."""
-    raw, summary, problems = _read_against_lock(api, image_id, SBOM_PATH)
+    try:
+        raw, summary, problems = _read_against_lock(api, image_id, SBOM_PATH)
+    except SbomUnreadable as exc:  # as any other SBOM that is not what it should be: the image fails its check
+        raise StepFailed(Diagnosis(Cause.SBOM_MISMATCH, exc.message)) from None
     if raw is None:
         raise StepFailed(Diagnosis(Cause.SBOM_MISMATCH, f"the image has no SBOM at {SBOM_PATH}"))
     if problems is None:

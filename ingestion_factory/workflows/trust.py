@@ -23,6 +23,7 @@ from enum import Enum
 from typing import Iterable
 
 from .. import __version__
+from ..documents import DocumentError, load_json
 from ..engine.registry import RegistryClient
 from ..engine.verify import SMOKE_COMMAND
 from ..engine.signing import PublicKey, Signer, load_public_keys, load_signer, read_passphrase
@@ -503,7 +504,7 @@ def bundle_proofs(trust_bytes: bytes | None, keys=()) -> dict[str, ImageProof]:
     if trust_bytes is None:
         return {}
     try:
-        document = json.loads(trust_bytes)
+        document = load_json(trust_bytes, what=TRUST_MEMBER)
         attestations = [records.canonical_json(item) for item in document.get("attestations") or []]
         signatures = [(base64.b64decode(item["payload"], validate=True), base64.b64decode(item["signature"],
                                                                                             validate=True))
@@ -562,9 +563,11 @@ def check_bundle(trust_bytes: bytes | None, manifest_bytes: bytes, image_ids: li
     if trust_bytes is None:
         return f"it is not signed (no {TRUST_MEMBER})"
     try:
-        document = json.loads(trust_bytes)
+        document = load_json(trust_bytes, what=f"its {TRUST_MEMBER}")
         bundle = records.read_envelope(json.dumps(document["bundle"]).encode())
         attestations = [records.read_envelope(json.dumps(item).encode()) for item in document["attestations"]]
+    except DocumentError as exc:  # too large or deep, or not JSON: the reason is one line of its own
+        return str(exc)
     except (ValueError, KeyError, TypeError, RecordError) as exc:
         return f"its {TRUST_MEMBER} is malformed ({exc})"
     if bundle.payload_type != BUNDLE_PAYLOAD_TYPE or bundle.payload != manifest_bytes:

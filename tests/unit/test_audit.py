@@ -307,3 +307,37 @@ def test_refresh_rebuilds_only_when_the_suites_have_newer_packages(settings):
     python_image.refresh_all(settings, archive=FixedArchive({"libc6": "2.36-9+deb12u10"}), store=store,
                              installed=installed, rebuild=rebuild, echo=lines.append)
     assert rebuilt[0]["force"] is True and "libc6 2.36-9+deb12u9 -> 2.36-9+deb12u10" in lines[-1]
+
+
+def test_an_sbom_copy_nested_too_deep_is_a_row_not_the_end_of_the_audit(settings):
+    """`inv audit` reads the copy a build kept (or the image's own SBOM): one too deep is that image's row."""
+    from ingestion_factory.cli import audit as audit_cli
+    from ingestion_factory.model import plan as plan_mod
+
+    copy = plan_mod.sbom_copies(settings) / "base.cdx.json"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(b"[" * (4 * 1024 * 1024))
+    report = settings.output_path / "audit.json"
+    assert audit_cli.audit(settings, ["base"], json_path=str(report), python=False) == 0
+    [row] = json.loads(report.read_text())["images"]
+    assert row["status"] == audit.AuditStatus.NOT_BUILT.value
+    assert "is nested deeper than 100 levels" in json.dumps(row)
+
+
+@pytest.mark.parametrize("data, says", [
+    (b"[" * (1024 * 1024), "is nested deeper than 100 levels"),
+    (b" " * (2 * 1024 * 1024 + 1), "is larger than 2 MiB, the most that is read of it"),
+    (b"<html>", "is not JSON ("),
+], ids=["1 MiB nested", "oversize", "not JSON"])
+def test_an_osv_record_nested_too_deep_too_large_or_no_json_is_bad_input(tmp_path, monkeypatch, data, says):
+    assert osv.MAX_RECORD_BYTES == 8 * 1024 * 1024
+    monkeypatch.setattr(osv, "MAX_RECORD_BYTES", 2 * 1024 * 1024)  # as 8 MiB would be, with less memory
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "GHSA-x.json").write_bytes(data)
+    with zipfile.ZipFile(tmp_path / "all.zip", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("GHSA-x.json", data)
+    for source, where in ((tmp_path / "dir", tmp_path / "dir" / "GHSA-x.json"),
+                          (tmp_path / "all.zip", f"{tmp_path / 'all.zip'}:GHSA-x.json")):
+        with pytest.raises(ConfigError) as refused:
+            list(osv.read_records(source))
+        assert refused.value.message.startswith(f"{where} {says}") and refused.value.exit_code == 2

@@ -3,10 +3,12 @@
 import io
 import json
 import tarfile
+import time
 
 import pytest
 from rich.console import Console
 
+from ingestion_factory import settings as settings_mod
 from ingestion_factory.workflows import bundle as bundle_mod
 from ingestion_factory.workflows.bundle import BundledImage, BundleManifest, BundleRefused
 
@@ -99,7 +101,7 @@ def manifest_json(**changes):
 
 
 @pytest.mark.parametrize("text, says", [
-    ("not json", "not a valid manifest"),
+    ("not json", "its bundle.json is not JSON"),
     (manifest_json(format="something-else/1"), "not a bundle of this tool"),
     (manifest_json(images=[]), "lacks image IDs"),
     (manifest_json(archive_sha256="md5:x"), "lacks image IDs"),
@@ -281,3 +283,53 @@ def test_an_image_archive_that_names_images_is_refused_before_loading(tmp_path, 
     with pytest.raises(BundleRefused, match=says) as refused:
         bundle_mod.check_archive(output, bundle_mod.read_manifest(output), QUIET)
     assert "nothing was loaded" in refused.value.message
+
+
+# --- JSON nested too deep or too large: refused in one line (exit 2), never a RecursionError ----------------
+
+DEEP = b"[" * bundle_mod.MAX_MANIFEST_BYTES  # 4 MiB of nesting: json.loads alone ends in a RecursionError
+
+
+def _bundle_of(path, members: dict) -> None:
+    path.write_bytes(_tar(members))
+
+
+def test_a_deeply_nested_bundle_json_is_refused_quickly(tmp_path):
+    path = tmp_path / "deep.bundle"
+    _bundle_of(path, {"bundle.json": DEEP, "images.tar": SAVED})
+    started = time.monotonic()
+    with pytest.raises(BundleRefused) as refused:
+        bundle_mod.read_manifest(path)
+    assert time.monotonic() - started < 2
+    assert refused.value.message == "its bundle.json is nested deeper than 100 levels"
+    assert refused.value.exit_code == 2
+    with pytest.raises(BundleRefused, match="larger than 4 MiB"):
+        BundleManifest.from_json(" " * (bundle_mod.MAX_MANIFEST_BYTES + 1))
+
+
+def test_an_image_archive_whose_manifest_json_is_nested_too_deep_is_refused_before_loading(tmp_path):
+    output = tmp_path / "deep-images.bundle"
+    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_tar({"manifest.json": DEEP})]))
+    started = time.monotonic()
+    with pytest.raises(BundleRefused, match="its manifest.json is nested deeper than 100 levels") as refused:
+        bundle_mod.check_archive(output, bundle_mod.read_manifest(output), QUIET)
+    assert time.monotonic() - started < 2 and refused.value.exit_code == 2
+    # index.json is rewritten while loading (not read by the check before): refused there, not a dead thread.
+    archive = bundle_mod.UntaggedArchive(io.BytesIO(_tar({"index.json": DEEP})))
+    with pytest.raises(BundleRefused, match="its index.json is nested deeper than 100 levels"):
+        b"".join(archive)
+
+
+def test_a_bundle_whose_trust_json_is_nested_too_deep_is_refused(tmp_path):
+    from ingestion_factory.engine import signing
+
+    _, public = signing.generate(b"correct horse battery")
+    (tmp_path / "trusted.pub").write_bytes(public)
+    root = settings_mod.Path.cwd()
+    keys = [str(tmp_path / "trusted.pub")]
+    settings = settings_mod.load({**settings_mod.pyproject_defaults(root), "trusted_keys": keys}, root)
+    output = tmp_path / "deep-trust.bundle"
+    manifest = bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter(PAYLOAD), sign=lambda text: DEEP)
+    with pytest.raises(BundleRefused, match="its trust.json is nested deeper than 100 levels") as refused:
+        bundle_mod.require_trusted(settings, output, manifest, False, QUIET)
+    assert refused.value.exit_code == 2

@@ -209,6 +209,20 @@ def test_a_manifest_list_under_a_cache_tag_is_not_pulled():
     assert daemon.pulls == [] and len(warnings) == 1 and "manifest list" in warnings[0]
 
 
+@pytest.mark.parametrize("config_blob, says", [
+    (b"[" * (4 * 1024 * 1024), "its config is nested deeper than 100 levels"),
+    (b"<html>", "its config is not JSON"),
+    (json.dumps({"os": "linux", "architecture": "amd64", "config": {"Labels": ["x"]}}).encode(),
+     "its config's labels are list, not a mapping"),
+], ids=["4 MiB nested", "not JSON", "labels a list"])
+def test_a_config_blob_nested_too_deep_or_malformed_is_one_warning_and_a_build(config_blob, says):
+    cache, daemon, client, warnings = cache_with(attrs())
+    client.blobs[IMAGE_ID] = config_blob
+    assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
+    assert daemon.pulls == [] and not cache.off_reason  # the next image may still come from the cache
+    assert len(warnings) == 1 and says in warnings[0] and "building it instead" in warnings[0], warnings
+
+
 def test_the_builder_asks_the_cache_for_the_hash_it_labels_a_build_with_platform_and_install_included(
         project, engine):
     """An arm64 (or cross-installed) image is looked up under its own inputs tag, never under amd64's."""

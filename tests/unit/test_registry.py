@@ -4,6 +4,7 @@ import base64
 import http.server
 import json
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -256,15 +257,22 @@ class Reply:
     status_code: int
     headers: dict = field(default_factory=dict)
     body: dict | None = None
+    raw: bytes | None = None  # the body as sent, when it is no JSON document of ours
+    read: int = 0  # bytes the client took of the body
+    closed: bool = False
 
     @property
     def content(self):
-        return json.dumps(self.body or {}).encode()
+        return self.raw if self.raw is not None else json.dumps(self.body or {}).encode()
 
-    def json(self):
-        if self.body is None:
-            raise ValueError("no body")
-        return self.body
+    def iter_content(self, chunk_size=1):
+        data = self.content
+        for start in range(0, len(data), chunk_size):
+            self.read = start + chunk_size
+            yield data[start:start + chunk_size]
+
+    def close(self):
+        self.closed = True
 
 
 class FakeSession:
@@ -678,3 +686,88 @@ def test_with_a_cache_a_broken_token_service_is_one_warning():
                               warn=warnings.append)
         assert cache.ping() is False
     assert len(warnings) == 1 and "not JSON" in warnings[0] and "building instead" in warnings[0]
+
+
+# --- answers too large or too deep: refused as RegistryError, quickly ------------------------------------
+
+
+DEEP = b"[" * registry.MAX_ANSWER_BYTES  # 4 MiB of nesting: json.loads alone ends in a RecursionError
+
+
+def serving(url, reply):
+    return RegistryClient("127.0.0.1:5000", None, insecure=True,
+                          session=FakeSession({("GET", url): lambda headers: reply}, refuse=("https://",)))
+
+
+def test_a_deeply_nested_manifest_is_a_one_line_registry_error_quickly():
+    with loopback(lambda handler: (200, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, DEEP)) \
+            as (_, registry_at):
+        client = RegistryClient(registry_at, None, insecure=True)
+        started = time.monotonic()
+        with pytest.raises(RegistryError) as refused:
+            client.manifest("ns/img", "1.0")
+        assert time.monotonic() - started < 2
+    assert refused.value.message == f"the manifest of ns/img:1.0 from {registry_at} is nested deeper than 100 levels"
+    assert refused.value.exit_code == 1 and "4 MiB" in refused.value.hint
+    assert push.classify(refused.value.message) == push.PERMANENT  # not retried: the same answer would come
+
+
+def test_an_oversize_manifest_is_refused_after_reading_no_more_than_the_limit():
+    reply = Reply(200, {"Content-Type": "application/json"}, raw=b'{"pad": "' + b"x" * (8 * 2**20) + b'"}')
+    with pytest.raises(RegistryError, match="is larger than 4 MiB, the most that is read of it"):
+        serving(MANIFEST_URL, reply).manifest("ns/img", "1.0")
+    assert reply.read <= registry.MAX_ANSWER_BYTES + registry.CHUNK and reply.closed
+    # An answer of exactly the limit is read.
+    fits = b'{"schemaVersion": 2, "pad": "' + b"x" * (registry.MAX_ANSWER_BYTES - 31) + b'"}'
+    assert len(fits) == registry.MAX_ANSWER_BYTES
+    assert serving(MANIFEST_URL, Reply(200, raw=fits)).manifest("ns/img", "1.0").size == len(fits)
+
+
+def test_an_oversize_answer_over_http_is_refused_too():
+    big = b'{"pad": "' + b"x" * (5 * 2**20) + b'"}'
+    with loopback(lambda handler: (200, {}, big)) as (_, registry_at):
+        with pytest.raises(RegistryError, match="larger than 4 MiB"):
+            RegistryClient(registry_at, None, insecure=True).manifest("ns/img", "1.0")
+
+
+def test_an_oversize_blob_is_refused():
+    url = f"http://127.0.0.1:5000/v2/ns/img/blobs/{DIGEST}"
+    reply = Reply(200, raw=b"x" * (registry.MAX_ANSWER_BYTES + 1))
+    with pytest.raises(RegistryError, match=f"blob {DIGEST[:19]} of ns/img is larger than 4 MiB"):
+        serving(url, reply).blob("ns/img", DIGEST)
+    assert reply.closed
+
+
+def test_a_deeply_nested_token_answer_is_a_registry_error():
+    with loopback(lambda handler: (200, {"Content-Type": "application/json"}, DEEP)) as (_, realm_at), \
+            loopback(_token_registry(f"http://{realm_at}/token")) as (_, registry_at):
+        with pytest.raises(RegistryError, match="token service .* is nested deeper than 100 levels"):
+            RegistryClient(registry_at, None, insecure=True).ping()
+
+
+def test_with_a_cache_a_deeply_nested_answer_is_one_warning_not_an_exception():
+    from ingestion_factory.workflows.cache import RegistryCache
+    from test_cache import FakeDaemon, FakeItem
+
+    item = FakeItem()
+    tag = names.cache_tag("sha256:" + "ab" * 32)
+    warnings = []
+    client = serving(f"http://127.0.0.1:5000/v2/ns/img/manifests/{tag}", Reply(200, raw=DEEP))
+    cache = RegistryCache(FakeDaemon(), client, lambda name: "ns/img", warn=warnings.append)
+    started = time.monotonic()
+    assert cache.fetch(item, "sha256:" + "ab" * 32, "sha256:" + "d" * 64) is None
+    assert time.monotonic() - started < 2
+    assert len(warnings) == 1 and "nested deeper than 100 levels" in warnings[0] and "building instead" in warnings[0]
+
+
+def test_a_deeply_nested_signature_manifest_fails_the_signature_check_not_the_run():
+    from ingestion_factory.model import trust_records
+    from ingestion_factory.workflows import trust
+
+    image = manifest_reply(DIGEST)
+    routes = {("GET", "http://127.0.0.1:5000/v2/ns/img/manifests/" + DIGEST): lambda headers: image,
+              ("GET", "http://127.0.0.1:5000/v2/ns/img/manifests/" + trust_records.signature_tag(DIGEST)):
+                  lambda headers: Reply(200, raw=DEEP)}
+    client = RegistryClient("127.0.0.1:5000", None, insecure=True, session=FakeSession(routes, refuse=("https://",)))
+    verdict = trust.check(client, "ns/img", DIGEST, [], trust.Expectation())
+    assert verdict.failure.check == trust.Check.SIGNATURE and "nested deeper than 100 levels" in verdict.why()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 
 import pytest
 
@@ -148,3 +149,26 @@ def test_an_image_with_pip_fails_even_when_its_lock_has_pip(tmp_path):
     engine = FakeEngine({sbom.SBOM_PATH: pip_wheel, sbom.LOCK_PATH: LOCK.encode()})
     with pytest.raises(StepFailed, match="^Debian's python3-pip-whl 23.0.1"):
         sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", None)
+
+
+# --- an SBOM nested too deep, too large or no document: the image's check fails, in one line ---------------
+
+
+@pytest.mark.parametrize("raw, says", [
+    (b"[" * (1024 * 1024), "is nested deeper than 100 levels"),
+    (b" " * (2 * 1024 * 1024 + 1), "is larger than 2 MiB, the most that is read of it"),
+    (b"[1, 2]", "is a JSON list, not a CycloneDX document"),
+], ids=["1 MiB nested", "oversize", "a list"])
+def test_an_sbom_nested_too_deep_or_too_large_fails_the_check_and_inv_sbom(tmp_path, monkeypatch, raw, says):
+    assert sbom.MAX_SBOM_BYTES == 32 * 1024 * 1024
+    monkeypatch.setattr(sbom, "MAX_SBOM_BYTES", 2 * 1024 * 1024)  # as 32 MiB would be, with less memory
+    engine = FakeEngine({sbom.SBOM_PATH: raw, sbom.LOCK_PATH: LOCK.encode()})
+    started = time.monotonic()
+    with pytest.raises(StepFailed) as failed:
+        sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", tmp_path)
+    assert time.monotonic() - started < 2
+    assert failed.value.diagnosis.cause is Cause.SBOM_MISMATCH
+    assert failed.value.message == f"the SBOM of sha256:aaaaaaaaaaaa {says}"
+    with pytest.raises(sbom.SbomUnreadable, match=says) as refused:
+        sbom.export(engine, "ns/ingestion-connector-mysql:1", tmp_path / "out.json")
+    assert refused.value.exit_code == 1 and not (tmp_path / "out.json").exists()

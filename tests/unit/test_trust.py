@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 
 import pytest
 
@@ -199,10 +200,12 @@ class MemoryRegistry:
         return records.sha256_digest(body)
 
 
-@pytest.fixture
-def keys(tmp_path):
-    private, public = signing.write_key_pair(tmp_path / "ours", PASSPHRASE)
-    _, other = signing.write_key_pair(tmp_path / "theirs", PASSPHRASE)
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """Made once per module: each private key file costs 600,000 PBKDF2 rounds to write and again to open."""
+    directory = tmp_path_factory.mktemp("keys")
+    private, public = signing.write_key_pair(directory / "ours", PASSPHRASE)
+    _, other = signing.write_key_pair(directory / "theirs", PASSPHRASE)
     return signing.load_signer(private, PASSPHRASE), signing.load_public_key(public), signing.load_public_key(other)
 
 
@@ -445,7 +448,7 @@ def test_unbundle_refuses_an_unsigned_bundle_unless_allowed(keys, tmp_path):
     assert "WARNING" in shown and "--allow-unsigned" in shown
 
 
-def test_an_independent_dsse_implementation_verifies_our_attestation(keys, tmp_path):
+def test_an_independent_dsse_implementation_verifies_our_attestation(keys):
     """securesystemslib (in-toto's DSSE and key library) checks the envelope `sign` stored: PAE, base64, ECDSA."""
     from securesystemslib.dsse import Envelope
     from securesystemslib.signer import SSlibKey
@@ -457,7 +460,7 @@ def test_an_independent_dsse_implementation_verifies_our_attestation(keys, tmp_p
     envelope = Envelope.from_dict(json.loads(registry.blobs[layer["digest"]]))
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    pem = (tmp_path / "ours" / "factory-signing.pub").read_bytes()
+    pem = open(public.source, "rb").read()
     key = SSlibKey.from_crypto(load_pem_public_key(pem), keyid=signer.public.keyid)
     assert key.scheme == "ecdsa-sha2-nistp256"
     assert set(envelope.verify([key], 1)) == {signer.public.keyid}
@@ -590,3 +593,42 @@ def test_unbundle_push_proves_each_pushed_digest_by_copy_and_with_a_key_by_signi
     result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
     bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, result, None, None)
     assert result.signed == {} and result.result == PUSHED
+
+
+# --- documents from outside nested too deep: refused in one line, never a RecursionError ------------------
+
+DEEP = b"[" * (4 * 1024 * 1024)  # 4 MiB of nesting: json.loads alone ends in a RecursionError
+
+
+@pytest.mark.parametrize("reader, what", [(records.read_envelope, "the DSSE envelope"),
+                                          (records.read_statement, "the statement"),
+                                          (records.read_simple_signing, "the simple-signing payload")])
+def test_a_deeply_nested_envelope_statement_or_payload_is_a_record_error(reader, what):
+    started = time.monotonic()
+    with pytest.raises(records.RecordError) as refused:
+        reader(DEEP)
+    assert time.monotonic() - started < 2
+    assert str(refused.value) == f"{what} is nested deeper than 100 levels"
+
+
+def test_a_bundles_trust_json_nested_too_deep_is_refused_with_its_reason(keys):
+    _, public, _ = keys
+    assert trust.check_bundle(DEEP, b"{}", [IMAGE_ID], [public]) == "its trust.json is nested deeper than 100 levels"
+    assert trust.bundle_proofs(DEEP, [public]) == {}
+    # An attestation whose statement is nested too deep is skipped, before any key is asked.
+    deep_statement = records.envelope(records.INTOTO_PAYLOAD_TYPE, DEEP[:100_000], b"sig")
+    assert trust.bundle_proofs(json.dumps({"attestations": [deep_statement]}).encode(), [public]) == {}
+
+
+def test_a_deeply_nested_attestation_in_the_registry_fails_the_attestation_check(keys):
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, REPO, DIGEST, record())
+    manifest = json.loads(registry.manifests[records.attestation_tag(DIGEST)])
+    deep = DEEP[:1_000_000]
+    registry.blobs[records.sha256_digest(deep)] = deep
+    manifest["layers"][0]["digest"] = records.sha256_digest(deep)
+    registry.manifests[records.attestation_tag(DIGEST)] = json.dumps(manifest).encode()
+    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust.Check.ATTESTATION
+    assert verdict.failure.detail == "the DSSE envelope is nested deeper than 100 levels"
