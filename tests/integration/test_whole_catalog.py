@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from scratch_project import REPO
-from testkit import OM_VERSION
+from testkit import DH_VERSION, OM_VERSION
 
 pytestmark = pytest.mark.catalog
 
@@ -36,7 +36,8 @@ def whole_catalog(docker_api, python_image):
 
 def test_every_available_connector_is_built_and_verified(whole_catalog):
     # The default versions' catalog (the other versions' samples are test_framework_versions.py's).
-    listed = json.loads(inv("list", "--json", "--version", OM_VERSION).stdout)
+    listed = [row for version in (OM_VERSION, DH_VERSION)
+              for row in json.loads(inv("list", "--json", "--version", version).stdout)]
     connectors = [row for row in listed if row["kind"] == "connector"]
     unavailable = [row for row in connectors if row["state"].startswith("unavailable")]
     stale = [f"{row['name']}: {row['state']}" for row in connectors
