@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 from functools import lru_cache
 
 from ..errors import DockerUnavailable
+from ..files import write_atomically
+from ..model import lockfile
 from ..model.plan import LABEL_PLATFORM, ImageInfo, make_plan
 from ..settings import Settings, git_revision
 
@@ -152,6 +155,36 @@ def plan_for(settings: Settings, catalog, targets: list[str], *, force: bool = F
     store) pair, when given (tests pass fakes), else the local engine."""
     api, store = engine if engine is not None else connect()
     extra = {"platform": platform} if platform is not None else {}
+    memo = _load_digest_memo(settings)
     plan = make_plan(catalog, targets, ImageSnapshot(store), settings, revision=git_revision(settings.root),
                      force=force, **extra)
+    _save_digest_memo(settings, memo)
     return plan, api, store
+
+
+DIGEST_MEMO_FILE = "lock-digests.json"
+DIGEST_MEMO_LIMIT = 4096  # entries kept: a few catalogs' worth of locks, a few hundred KiB at most
+
+
+def _load_digest_memo(settings: Settings) -> int:
+    """Fill lockfile's memo from the output directory (a bad or missing file is an empty memo); its size."""
+    path = settings.output_path / "cache" / DIGEST_MEMO_FILE
+    try:
+        stored = json.loads(path.read_text()) if path.stat().st_size < 4 * 1024 * 1024 else {}
+    except (OSError, ValueError):
+        stored = {}
+    if isinstance(stored, dict):
+        lockfile.DIGEST_MEMO.update({k: v for k, v in stored.items()
+                                     if isinstance(k, str) and isinstance(v, str) and v.startswith("sha256:")})
+    return len(lockfile.DIGEST_MEMO)
+
+
+def _save_digest_memo(settings: Settings, size_before: int) -> None:
+    """Write the memo back when this run added to it (newest entries kept); a write that fails costs speed only."""
+    if len(lockfile.DIGEST_MEMO) == size_before:
+        return
+    entries = list(lockfile.DIGEST_MEMO.items())[-DIGEST_MEMO_LIMIT:]
+    try:
+        write_atomically(settings.output_path / "cache" / DIGEST_MEMO_FILE, json.dumps(dict(entries)))
+    except OSError:
+        pass

@@ -18,7 +18,7 @@ from ..settings import Settings, image_tags
 from ..status import Status
 from .catalog import BASE, CONNECTOR, Catalog, ImageSpec
 from .graph import parents_first
-from .lockfile import content_digest, is_lock
+from .lockfile import file_digest, is_lock
 from .names import python_image_ref
 from .results import BuildStatus, Result
 
@@ -189,7 +189,7 @@ def input_hash(spec: ImageSpec, parent_id: str, settings: Settings, platform: Pl
         digest.update(b"\0" + str(path.relative_to(settings.root)).encode() + b"\0")
         data = path.read_bytes()
         if is_lock(path):  # a lock counts by what it pins, not by its header (lock.content_digest)
-            data = content_digest(data.decode("utf-8", errors="replace")).encode()
+            data = file_digest(data).encode()
         digest.update(data)
     return "sha256:" + digest.hexdigest()
 

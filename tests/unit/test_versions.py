@@ -333,3 +333,26 @@ def test_the_locker_passes_the_overrides_to_uv_and_names_them_in_the_header(tree
     assert written.packages["openmetadata-ingestion"] == OLD
     assert f"inv lock -c mysql --version {OLD}" in targets["mysql"].path.read_text().splitlines()[1]
     assert lock_mod.check(targets, old, ["mysql"])[-1].current
+
+
+def test_a_lock_file_is_digested_once_per_content_and_the_memo_survives_the_run(tmp_path, monkeypatch):
+    """A no-op over every version's catalog reads ~300 locks: each content is digested once, then remembered
+    (on disk, in the output directory) by the sha256 of its bytes."""
+    from ingestion_factory.engine import daemon
+    from ingestion_factory.model import lockfile
+
+    monkeypatch.setattr(lockfile, "DIGEST_MEMO", {})
+    calls = []
+    real = lockfile.content_digest
+    monkeypatch.setattr(lockfile, "content_digest", lambda text: calls.append(text) or real(text))
+    data = b"# header\npymysql==1.1.1 \\\n    --hash=sha256:" + b"a" * 64 + b"\n"
+    assert lockfile.file_digest(data) == real(data.decode()) == lockfile.file_digest(data)
+    assert len(calls) == 1
+    assert lockfile.file_digest(data.replace(b"# header", b"# other header")) == real(data.decode())
+    settings = type("S", (), {"output_path": tmp_path})()
+    daemon._save_digest_memo(settings, 0)
+    monkeypatch.setattr(lockfile, "DIGEST_MEMO", {})
+    assert daemon._load_digest_memo(settings) == 2
+    (tmp_path / "cache" / daemon.DIGEST_MEMO_FILE).write_text("not json")
+    monkeypatch.setattr(lockfile, "DIGEST_MEMO", {})
+    assert daemon._load_digest_memo(settings) == 0  # a bad memo is an empty one
