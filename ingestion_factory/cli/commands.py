@@ -187,9 +187,9 @@ def _report_build(settings: Settings, results: list[Result], *, started: float, 
     """The end of every build run, on one platform or several: the JSON report, then the table or one line."""
     report = write_json(settings.output_path / "reports" / "build-latest.json", results,
                         {"duration_s": round(time.monotonic() - started, 2), **extra})
-    other = [f.version for f in settings.frameworks.values() if not f.is_default_version]
+    other = plan_mod.other_version(settings)
     if other:  # another version's run: kept apart too, so the catalog table has every version's last figures
-        write_json(settings.output_path / "reports" / f"build-latest-{other[0]}.json", results,
+        write_json(settings.output_path / "reports" / f"build-latest-{other}.json", results,
                    {"duration_s": round(time.monotonic() - started, 2), **extra})
     if built_any:
         console.print(summary_table(results))

@@ -113,7 +113,7 @@ class Plan:
         return [item for item in self if item.needs_build]
 
 
-def _other_version(settings: Settings) -> str:
+def other_version(settings: Settings) -> str:
     """The framework version of a run about a non-default one ("" for the defaults): its outputs' folder."""
     return next((f.version for f in settings.frameworks.values() if not f.is_default_version), "")
 
@@ -121,13 +121,13 @@ def _other_version(settings: Settings) -> str:
 def build_logs(settings: Settings):
     """Where builds write one log per image: logs/, in a folder of the framework version when not the default
     (a `--version all` run keeps every version's logs)."""
-    return settings.output_path / "logs" / _other_version(settings)
+    return settings.output_path / "logs" / other_version(settings)
 
 
 def sbom_copies(settings: Settings, platform: Platform = DEFAULT_PLATFORM):
     """Where builds keep a copy of each image's SBOM (`inv audit` reads it): reports/sbom/, in a folder of
     the framework version when it is not the default, and of the architecture when not the default platform."""
-    return (settings.output_path / "reports" / "sbom" / _other_version(settings)
+    return (settings.output_path / "reports" / "sbom" / other_version(settings)
             / ("" if platform.is_default else platform.architecture))
 
 

@@ -214,12 +214,9 @@ def targets(catalog: Catalog, settings: Settings, only_framework: str | None = N
         overrides = version_overrides(settings, spec.framework)
         if spec.kind == BASE:
             framework_dir = versions_mod.framework_dir(settings.images_dir, spec.framework)
-            version_dir = path.parent
             requirements = (spec.framework.requirement, *_optional_fragment(framework_dir / "requirements.txt",
                                                                             settings))
-            # The framework's constraints, then the version's own (their order is part of the inputs digest).
-            constraints = (*_optional_fragment(framework_dir / versions_mod.CONSTRAINTS, settings),
-                           *_optional_fragment(version_dir / versions_mod.CONSTRAINTS, settings))
+            constraints = version_constraints(settings, spec.framework)
             extras = ",".join(spec.extras)
             joint = spec.framework.requirement.replace("==", f"[{extras}]==", 1) if extras else ""
             found[spec.name] = LockTarget(spec.name, spec.image_name, path, None, requirements, constraints, joint,
@@ -234,12 +231,17 @@ def targets(catalog: Catalog, settings: Settings, only_framework: str | None = N
 def resolution(settings: Settings, framework) -> dict[str, list[str]]:
     """What a framework version resolves differently from a plain `pip install` of it: its constraints and uv
     overrides ({} when none). Builds name it in the SBOM and a label; the attestation carries the label."""
-    framework_dir = versions_mod.framework_dir(settings.images_dir, framework)
-    version_dir = versions_mod.version_dir(settings.images_dir, framework)
-    found = {"constraints": [*_optional_fragment(framework_dir / versions_mod.CONSTRAINTS, settings),
-                             *_optional_fragment(version_dir / versions_mod.CONSTRAINTS, settings)],
+    found = {"constraints": list(version_constraints(settings, framework)),
              "overrides": list(version_overrides(settings, framework))}
     return {key: lines for key, lines in found.items() if lines}
+
+
+def version_constraints(settings: Settings, framework) -> tuple[str, ...]:
+    """The framework's constraints, then its selected version's own (their order is part of the inputs digest)."""
+    return (*_optional_fragment(versions_mod.framework_dir(settings.images_dir, framework) / versions_mod.CONSTRAINTS,
+                                settings),
+            *_optional_fragment(versions_mod.version_dir(settings.images_dir, framework) / versions_mod.CONSTRAINTS,
+                                settings))
 
 
 def _optional_fragment(path: Path, settings: Settings) -> tuple[str, ...]:
