@@ -55,6 +55,15 @@ REFUSED_HINT = (f"check what the registry serves there: an answer is read up to 
                 f"nested at most {MAX_DEPTH} levels")
 
 
+CONTENT_HINT = ("a digest is believed only when it is the sha256 of the bytes read: check the registry (or a "
+                "proxy in front of it) for what it serves")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def is_digest(reference: str) -> bool:
+    return DIGEST.fullmatch(reference) is not None
+
+
 class RegistryError(FactoryError):
     """A registry request that failed; the message never holds a secret."""
 
@@ -269,7 +278,11 @@ class RegistryClient:
             raise RegistryError(f"{display_host(self.registry)} answered /v2/ with HTTP {response.status_code}")
 
     def manifest(self, repository: str, tag: str) -> Manifest | None:
-        """The manifest a tag names now, or None when the registry has no such tag."""
+        """The manifest a tag (or a digest) names now, or None when the registry has no such tag.
+
+        Its digest is the sha256 of the body read, never the registry's word: a Docker-Content-Digest header
+        that disagrees, or a body read by digest that hashes to another, is a RegistryError.
+        """
         name = api_path(self.registry, repository)
         response = self._request("GET", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull",
                                  headers={"Accept": ", ".join(MANIFEST_TYPES)}, stream=True)
@@ -287,7 +300,10 @@ class RegistryClient:
             document = load_json(body, what=what, limit=MAX_ANSWER_BYTES)
         except DocumentError as exc:
             raise RegistryError(str(exc), REFUSED_HINT) from None
-        digest = response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = self._content_digest(body, response.headers.get("Docker-Content-Digest"), what)
+        if is_digest(tag) and digest != tag:
+            raise RegistryError(f"{what}: the registry served a body whose sha256 is {digest[:19]}..., "
+                                f"not the digest asked for", CONTENT_HINT)
         media_type = response.headers.get("Content-Type", "").split(";")[0]
         document = document if isinstance(document, dict) else None
         config = (document or {}).get("config")
@@ -305,7 +321,16 @@ class RegistryClient:
         if response.status_code >= 400:
             raise RegistryError(f"storing the manifest {repository}:{tag}: HTTP {response.status_code} "
                                 f"{response.text[:200]}")
-        return response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+        return self._content_digest(body, response.headers.get("Docker-Content-Digest"),
+                                    f"storing the manifest {repository}:{tag} at {display_host(self.registry)}")
+
+    def _content_digest(self, body: bytes, header: str | None, what: str) -> str:
+        """The digest of bytes we hold; a Docker-Content-Digest header that names another is the registry lying."""
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if header and header.strip() != digest:
+            raise RegistryError(f"{what}: {display_host(self.registry)} names the digest {header.strip()[:80]!r}, "
+                                f"but the body's sha256 is {digest}", CONTENT_HINT)
+        return digest
 
     def blob(self, repository: str, digest: str) -> bytes | None:
         """A blob's bytes (a signature's payload, its config), checked against its digest; None when absent."""

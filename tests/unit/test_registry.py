@@ -1,6 +1,7 @@
 """`inv push` without Docker: stream parsing, retries, credentials, redaction, the registry client, planning."""
 
 import base64
+import hashlib
 import http.server
 import json
 import threading
@@ -309,10 +310,19 @@ def basic_protected(reply):
 MANIFEST_URL = "http://127.0.0.1:5000/v2/ns/img/manifests/1.0"
 
 
-def manifest_reply(digest=DIGEST, config=IMAGE_ID):
-    return Reply(200, {"Docker-Content-Digest": digest,
-                       "Content-Type": "application/vnd.docker.distribution.manifest.v2+json"},
-                 {"schemaVersion": 2, "config": {"digest": config}})
+def manifest_reply(digest=None, config=IMAGE_ID):
+    """A manifest naming `config`; its Docker-Content-Digest header is the body's own, unless `digest` lies."""
+    reply = Reply(200, {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"},
+                  {"schemaVersion": 2, "config": {"digest": config}})
+    reply.headers["Docker-Content-Digest"] = digest or sha256_digest(reply.content)
+    return reply
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+MANIFEST_DIGEST = manifest_reply().headers["Docker-Content-Digest"]
 
 
 def test_client_falls_back_to_http_for_insecure_registries_and_answers_basic_auth():
@@ -324,7 +334,7 @@ def test_client_falls_back_to_http_for_insecure_registries_and_answers_basic_aut
                             session=session)
     client.ping()
     manifest = client.manifest("127.0.0.1:5000/ns/img", "1.0")  # as the daemon names it
-    assert manifest == Manifest(DIGEST, "application/vnd.docker.distribution.manifest.v2+json", IMAGE_ID)
+    assert manifest == Manifest(MANIFEST_DIGEST, "application/vnd.docker.distribution.manifest.v2+json", IMAGE_ID)
     assert "application/vnd.oci.image.manifest.v1+json" in session.calls[-1][2]["Accept"]
 
 
@@ -356,7 +366,7 @@ def test_client_bearer_token_flow():
 
     session = FakeSession({("GET", url): route, ("TOKEN", realm): lambda auth: Reply(200, body={"token": "t0ken"})})
     client = RegistryClient("registry.example", Credentials("user", PASSWORD, source="t"), session=session)
-    assert client.manifest("ns/img", "1.0").digest == DIGEST
+    assert client.manifest("ns/img", "1.0").digest == MANIFEST_DIGEST
     token_call = next(call for call in session.calls if call[1] == realm)
     assert token_call[2]["params"] == {"service": "registry.example", "scope": "repository:ns/img:pull"}
     assert token_call[2]["auth"] == ("user", PASSWORD)
@@ -764,10 +774,44 @@ def test_a_deeply_nested_signature_manifest_fails_the_signature_check_not_the_ru
     from ingestion_factory.model import trust_records
     from ingestion_factory.workflows import trust
 
-    image = manifest_reply(DIGEST)
-    routes = {("GET", "http://127.0.0.1:5000/v2/ns/img/manifests/" + DIGEST): lambda headers: image,
-              ("GET", "http://127.0.0.1:5000/v2/ns/img/manifests/" + trust_records.signature_tag(DIGEST)):
+    image = manifest_reply()
+    routes = {("GET", "http://127.0.0.1:5000/v2/ns/img/manifests/" + MANIFEST_DIGEST): lambda headers: image,
+              ("GET", "http://127.0.0.1:5000/v2/ns/img/manifests/" + trust_records.signature_tag(MANIFEST_DIGEST)):
                   lambda headers: Reply(200, raw=DEEP)}
     client = RegistryClient("127.0.0.1:5000", None, insecure=True, session=FakeSession(routes, refuse=("https://",)))
-    verdict = trust.check(client, "ns/img", DIGEST, [], trust.Expectation())
+    verdict = trust.check(client, "ns/img", MANIFEST_DIGEST, [], trust.Expectation())
     assert verdict.failure.check == trust.Check.SIGNATURE and "nested deeper than 100 levels" in verdict.why()
+
+
+# --- content addressing: a digest is the sha256 of bytes we hold -----------------------------------
+
+
+def test_a_header_digest_that_is_not_the_body_s_is_an_error_naming_the_registry():
+    lying = manifest_reply(digest=OTHER_DIGEST)
+    session = FakeSession({("GET", MANIFEST_URL): lambda headers: lying}, refuse=("https://",))
+    with pytest.raises(RegistryError, match="127.0.0.1:5000 names the digest") as caught:
+        RegistryClient("127.0.0.1:5000", None, insecure=True, session=session).manifest("ns/img", "1.0")
+    assert OTHER_DIGEST[:19] in caught.value.message and MANIFEST_DIGEST in caught.value.message
+
+
+def test_a_manifest_read_by_digest_must_hash_to_it():
+    swapped = manifest_reply(config="sha256:" + "e" * 64)  # honest header, but not the body asked for
+    url = f"http://127.0.0.1:5000/v2/ns/img/manifests/{MANIFEST_DIGEST}"
+    session = FakeSession({("GET", url): lambda headers: swapped}, refuse=("https://",))
+    client = RegistryClient("127.0.0.1:5000", None, insecure=True, session=session)
+    with pytest.raises(RegistryError, match="not the digest asked for"):
+        client.manifest("ns/img", MANIFEST_DIGEST)
+    session.routes[("GET", url)] = lambda headers: manifest_reply()
+    assert client.manifest("ns/img", MANIFEST_DIGEST).digest == MANIFEST_DIGEST
+
+
+def test_a_stored_manifest_s_digest_is_the_one_of_the_body_sent():
+    body = b'{"schemaVersion": 2}'
+    url = "http://127.0.0.1:5000/v2/ns/img/manifests/1.0"
+    session = FakeSession({("PUT", url): lambda headers: Reply(201, {"Docker-Content-Digest": OTHER_DIGEST})},
+                          refuse=("https://",))
+    client = RegistryClient("127.0.0.1:5000", None, insecure=True, session=session)
+    with pytest.raises(RegistryError, match="names the digest"):
+        client.put_manifest("ns/img", "1.0", body, "application/vnd.oci.image.index.v1+json")
+    session.routes[("PUT", url)] = lambda headers: Reply(201)
+    assert client.put_manifest("ns/img", "1.0", body, "x") == sha256_digest(body)
