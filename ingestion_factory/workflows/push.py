@@ -239,8 +239,8 @@ class Pusher:
         ref = f"{repository}:{tag}"
         outcome = TagResult(tag, ref, FAILED)
         try:
-            there = self._manifest_or_none(repository, tag)
-            if there and there.config_digest == image_id:
+            there = self._present(repository, tag, image_id)
+            if there:
                 outcome.result, outcome.digest = PRESENT, there.digest
                 self.say(f"{ref}: already present ({there.digest})")
                 return outcome
@@ -253,7 +253,7 @@ class Pusher:
             if back is None:
                 raise PushError(f"read-back: the registry has no {ref} after the push")
             if back.digest != pushed.digest:
-                raise PushError(f"read-back: the registry serves {back.digest} for {ref}, "
+                raise PushError(f"read-back: {display_host(self.client.registry)} serves {back.digest} for {ref}, "
                                 f"but the push ended with {pushed.digest}")
             outcome.result, outcome.digest = PUSHED, pushed.digest
             self.say(f"{ref}: pushed {pushed.digest} ({pushed.layers_pushed} layer(s) uploaded, "
@@ -265,6 +265,23 @@ class Pusher:
         finally:
             outcome.duration_s = round(time.monotonic() - started, 1)
         return outcome
+
+    def _present(self, repository: str, tag: str, image_id: str) -> Manifest | None:
+        """The manifest under `tag` when it is this image's and the registry holds it by its digest.
+
+        The digest is the body's own sha256 (registry.py); reading it back by that digest makes sure the
+        registry stores those bytes (a body made up for the tag read is not signed), and the config blob is
+        read and hashed, so the image ID it names is the registry's content, not a claim.
+        """
+        there = self._manifest_or_none(repository, tag)
+        if not there or there.config_digest != image_id:
+            return None
+        try:
+            held = self.client.manifest(repository, there.digest)
+            config = self.client.blob(repository, image_id) if held else None
+        except FactoryError:
+            return None
+        return there if held and held.config_digest == image_id and config is not None else None
 
     def _manifest_or_none(self, repository: str, tag: str) -> Manifest | None:
         """What the tag holds now; any problem reading it just means "push it"."""
@@ -376,7 +393,8 @@ class IndexPusher:
         outcome = TagResult(tag, ref, FAILED)
         try:
             there = self.pusher._manifest_or_none(repository, tag)
-            if there and not check_read_back(there.document, there.media_type, expected):
+            if there and not check_read_back(there.document, there.media_type, expected) \
+                    and held(self.client, repository, there.digest):
                 outcome.result, outcome.digest = PRESENT, there.digest
                 self.pusher.say(f"{ref}: manifest list already present ({there.digest})")
                 return outcome
@@ -399,6 +417,14 @@ class IndexPusher:
         finally:
             outcome.duration_s = round(time.monotonic() - started, 1)
         return outcome
+
+
+def held(client: RegistryClient, repository: str, digest: str) -> bool:
+    """Whether the registry serves `digest` when asked by it (the client hashes what it reads)."""
+    try:
+        return client.manifest(repository, digest) is not None
+    except FactoryError:
+        return False
 
 
 def stops_the_run(result: PushResult) -> bool:

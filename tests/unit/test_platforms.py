@@ -263,7 +263,7 @@ class FakeRegistry:
         if self.corrupt:
             document["manifests"] = document["manifests"][:1]
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        self.by_ref[tag] = Manifest(digest, media_type, None, len(body), document)
+        self.by_ref[tag] = self.by_ref[digest] = Manifest(digest, media_type, None, len(body), document)
         return digest
 
 

@@ -422,14 +422,21 @@ class FakeApi:
 class FakeRegistry:
     registry = "127.0.0.1:5000"
 
-    def __init__(self, before=None, after=DIGEST):
+    def __init__(self, before=None, after=DIGEST, held=None):
         self.before, self.after, self.reads = before, after, 0
+        # What a read by digest finds: by default the manifest the tag named before the push.
+        self.held = {before.digest: before} if held is None and before else dict(held or {})
 
     def manifest(self, repository, tag):
+        if tag.startswith("sha256:"):
+            return self.held.get(tag)
         self.reads += 1
         if self.reads == 1:
             return self.before
         return Manifest(self.after, "x", IMAGE_ID) if self.after else None
+
+    def blob(self, repository, digest):
+        return b"{}"
 
 
 def pusher(streams, fake_registry, credentials=None):
@@ -451,6 +458,15 @@ def test_same_image_already_there_is_a_no_op():
     result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
     assert (result.result, result.digest) == (push.PRESENT, DIGEST)
     assert p.api.api.pushes == []
+
+
+def test_a_manifest_the_registry_does_not_hold_by_its_digest_is_not_taken_as_present():
+    # A liar answers the tag with a body naming our image ID that it does not store: nothing is signed for it.
+    made_up = Manifest(OTHER_DIGEST, "x", IMAGE_ID)
+    p = pusher([pushed_events()], FakeRegistry(before=made_up, held={}))
+    result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
+    assert (result.result, result.digest) == (push.PUSHED, DIGEST)
+    assert len(p.api.api.pushes) == 1
 
 
 def test_other_image_under_the_tag_is_replaced():
