@@ -65,8 +65,9 @@ def read_files(api, image: str, paths: list[str]) -> dict[str, bytes | None]:
 
 def remove_tags_under(api, prefix: str, *, noprune: bool = False) -> None:
     """Untag every local image whose name starts with `prefix/` (deleting images left with no tag)."""
-    for image in api.images.list():
-        for tag in image.tags:
+    # The low-level list: one request, and no inspect per image that another process may remove meanwhile.
+    for image in api.api.images():
+        for tag in image.get("RepoTags") or []:
             if tag.startswith(prefix + "/"):
                 try:
                     api.images.remove(tag, noprune=noprune)

@@ -47,6 +47,9 @@ ENV_PASSWORD_FILE = "FACTORY_REGISTRY_PASSWORD_FILE"
 ENV_HOST = "FACTORY_REGISTRY_HOST"
 REDACTED = "******"
 TIMEOUT_S = 30
+# Seconds a registry may take to answer one request (connect, then each read); a stalled registry is a
+# RegistryError after that, not a hang.
+ENV_TIMEOUT = "FACTORY_REGISTRY_TIMEOUT_S"
 # The most read of an answer the client parses (a manifest, a config or signature blob, a token): the
 # manifest size the OCI distribution spec has registries accept; ours are a few kB.
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
@@ -62,6 +65,20 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 def is_digest(reference: str) -> bool:
     return DIGEST.fullmatch(reference) is not None
+
+
+def request_timeout(environ: Mapping[str, str] | None = None, default: float = TIMEOUT_S) -> float:
+    """FACTORY_REGISTRY_TIMEOUT_S when set (a number of seconds, 1 to 600), else the command's own default."""
+    text = (os.environ if environ is None else environ).get(ENV_TIMEOUT, "").strip()
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 1 <= seconds <= 600:
+        raise ConfigError(f"{ENV_TIMEOUT}={text!r} is no number of seconds from 1 to 600")
+    return seconds
 
 
 class RegistryError(FactoryError):
@@ -242,7 +259,7 @@ class RegistryClient:
     """Just enough of the distribution API: ping with auth, and GET a manifest by tag."""
 
     def __init__(self, registry: str, credentials: Credentials | None = None, *, insecure: bool = False,
-                 session=None, timeout: float = TIMEOUT_S):
+                 session=None, timeout: float | None = None):
         import requests
 
         self.registry = registry
@@ -251,7 +268,7 @@ class RegistryClient:
             credentials = None  # read for another registry: never sent here
         self.credentials = credentials
         self.insecure = insecure
-        self.timeout = timeout
+        self.timeout = request_timeout(default=TIMEOUT_S if timeout is None else timeout)
         self.session = session or requests.Session()
         self.redact = Redactor(credentials.secrets if credentials else [])
         self.base: str | None = HUB_API if self.host == DOCKER_HUB else None

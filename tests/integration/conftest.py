@@ -206,6 +206,20 @@ def empty_registry(registries, tmp_path, docker_api):
     _stop_registry(local, docker_api)
 
 
+@pytest.fixture(scope="module")
+def lying_registry(registries, tmp_path_factory, docker_api):
+    """A registry of this module's own, and a liar in front of it (lying_registry.py); the liar is returned,
+    the real one is its `upstream`."""
+    from lying_registry import Serving
+
+    real = _start_registry(tmp_path_factory.mktemp("lied-to") / "registry")
+    serving = Serving(real.host, free_port())
+    yield serving.liar
+    serving.stop()
+    remove_registry_tags(docker_api, serving.liar.host)
+    _stop_registry(real, docker_api)
+
+
 def _stop_registry(local, docker_api) -> None:
     """Stop a registry this session started, and drop the local tags its pushes made."""
     local.process.terminate()

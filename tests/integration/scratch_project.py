@@ -87,14 +87,20 @@ def scratch_projects(tmp_path_factory, api, label: str):
 def empty_namespace(api, namespace: str, hosts: list[str]) -> None:
     """Remove every image of `namespace`, and the refs under `host/namespace` a push or a pull left."""
     prefixes = [namespace + "/"] + [f"{host}/{namespace}/" for host in hosts]
-    doomed = {image.id for image in api.images.list()
-              if any(tag.startswith(tuple(prefixes)) for tag in image.tags)
-              or any(digest.startswith(tuple(prefixes)) for digest in image.attrs.get("RepoDigests") or [])}
+    from docker.errors import APIError, NotFound
+
+    # The low-level list (no inspect per image): other test runs may remove their images meanwhile.
+    doomed = {image["Id"] for image in api.api.images()
+              if any(tag.startswith(tuple(prefixes)) for tag in image.get("RepoTags") or [])
+              or any(digest.startswith(tuple(prefixes)) for digest in image.get("RepoDigests") or [])}
     for image_id in doomed:
-        for tag in api.api.inspect_image(image_id).get("RepoTags") or []:
+        try:
+            tags = api.api.inspect_image(image_id).get("RepoTags") or []
+        except NotFound:
+            continue
+        for tag in tags:
             if tag.startswith(tuple(prefixes)):
                 api.images.remove(tag, noprune=True)
-    from docker.errors import APIError, NotFound
 
     for _ in range(3):  # children before parents: repeat until nothing more goes
         for image_id in list(doomed):

@@ -831,3 +831,11 @@ def test_a_stored_manifest_s_digest_is_the_one_of_the_body_sent():
         client.put_manifest("ns/img", "1.0", body, "application/vnd.oci.image.index.v1+json")
     session.routes[("PUT", url)] = lambda headers: Reply(201)
     assert client.put_manifest("ns/img", "1.0", body, "x") == sha256_digest(body)
+
+
+def test_the_request_timeout_comes_from_the_environment_within_bounds():
+    assert registry.request_timeout({}) == registry.TIMEOUT_S
+    assert registry.request_timeout({registry.ENV_TIMEOUT: "2.5"}) == 2.5
+    for bad in ("0", "601", "soon", "nan"):
+        with pytest.raises(ConfigError, match="no number of seconds"):
+            registry.request_timeout({registry.ENV_TIMEOUT: bad})
