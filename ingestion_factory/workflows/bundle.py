@@ -69,7 +69,7 @@ from ..platforms import DEFAULT as DEFAULT_PLATFORM
 from ..settings import Settings
 from ..status import Status
 from . import trust
-from .push import FAILED, NOT_PUSHED, PRESENT, PUSHED, connect, push_table
+from .push import FAILED, NOT_PUSHED, PRESENT, PUSHED, PushResult, TagResult, connect, push_in_turn, push_table
 
 BUNDLE_FORMAT = "ingestion-factory-bundle/1"
 MANIFEST_MEMBER = "bundle.json"
@@ -814,14 +814,24 @@ def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: st
     target = registry.strip()
     pusher = connect(api, target, credentials, console)
     proofs = proofs or {}
-    results = []
-    for image in manifest.images:
+
+    def where(image: BundledImage) -> tuple[str, str, list[str]]:
         tags = list(image.tags) + ([cache_tag(image.input_hash)] if _is_sha256(image.input_hash) else [])
-        repository = repository_on(target, image.repository)
-        results.append(pusher.push_id(image.name, f"{image.repository}:{image.tags[0]}", image.image_id,
-                                      repository, tags))
-        if results[-1].result in (PUSHED, PRESENT) and results[-1].digest:
-            _prove(pusher, api, image, results[-1], proofs.get(image.image_id), signer)
+        return f"{image.repository}:{image.tags[0]}", repository_on(target, image.repository), tags
+
+    def push_one(image: BundledImage) -> PushResult:
+        ref, repository, tags = where(image)
+        result = pusher.push_id(image.name, ref, image.image_id, repository, tags)
+        if result.result in (PUSHED, PRESENT) and result.digest:
+            _prove(pusher, api, image, result, proofs.get(image.image_id), signer)
+        return result
+
+    def not_pushed(image: BundledImage, why: str) -> PushResult:
+        ref, repository, tags = where(image)
+        return PushResult(image.name, ref, repository, NOT_PUSHED, tags=tags, image_id=image.image_id, reason=why,
+                          tag_results=[TagResult(tag, f"{repository}:{tag}", NOT_PUSHED) for tag in tags])
+
+    results = push_in_turn(manifest.images, push_one, not_pushed)
     unproven = [r.name for r in results if r.result in (PUSHED, PRESENT)
                 and set(r.signed.values()) <= {ATTESTATION_ONLY}]
     if unproven:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -72,6 +72,7 @@ TRANSIENT_MARKERS = ("connection reset", "connection refused", "connection abort
                      "too many requests", "toomanyrequests", "broken pipe", "unexpected eof", "not reachable",
                      "stream ended", "tls handshake")
 TRANSIENT_STATUS = re.compile(r"\b(5\d\d|429)\b")
+Job = TypeVar("Job")  # what one push is about: plan items (inv push), a bundled image (inv unbundle --push)
 DIGEST_STATUS = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
 
@@ -427,6 +428,22 @@ def held(client: RegistryClient, repository: str, digest: str) -> bool:
         return False
 
 
+def push_in_turn(jobs: Iterable[Job], push_one: Callable[[Job], PushResult],
+                 not_pushed: Callable[[Job, str], PushResult]) -> list[PushResult]:
+    """Push each job in turn (`inv push`, `inv unbundle --push`): after bad credentials, or a registry that
+    stayed unreachable through its retries, the rest are not tried (each would spend its retries failing too)."""
+    results: list[PushResult] = []
+    stopped_by: PushResult | None = None
+    for job in jobs:
+        if stopped_by:
+            results.append(not_pushed(job, f"stopped after {stopped_by.name} failed"))
+            continue
+        results.append(push_one(job))
+        if stops_the_run(results[-1]):
+            stopped_by = results[-1]
+    return results
+
+
 def stops_the_run(result: PushResult) -> bool:
     """Bad credentials or a registry that stayed unreachable: the images after it cannot succeed either."""
     return result.result == FAILED and classify(result.reason) in (AUTH, TRANSIENT)
@@ -508,17 +525,16 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
         write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
         raise
     index_pusher = IndexPusher(pusher, out)
-    stopped_by: PushResult | None = None
-    for items, repository, tags in jobs:
-        if stopped_by:
-            results.append(_not_pushed(items, repository, tags, f"stopped after {stopped_by.name} failed"))
-            continue
-        results.append(index_pusher.push_image(items, repository, tags) if as_lists
-                       else pusher.push_image(items[0], repository, tags))
-        if signer and results[-1].result in (PUSHED, PRESENT):
-            _sign(pusher, signer, api, items, results[-1])
-        if stops_the_run(results[-1]):
-            stopped_by = results[-1]
+
+    def push_one(job) -> PushResult:
+        items, repository, tags = job
+        result = (index_pusher.push_image(items, repository, tags) if as_lists
+                  else pusher.push_image(items[0], repository, tags))
+        if signer and result.result in (PUSHED, PRESENT):
+            _sign(pusher, signer, api, items, result)
+        return result
+
+    results = push_in_turn(jobs, push_one, lambda job, why: _not_pushed(*job, why))
     out.print(push_table(results, f"Pushed to {display_host(target)}{kind}"))
     report = write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
     out.print(f"Report: {report}")

@@ -66,7 +66,8 @@ def _positional_enum_unpacking(path: Path) -> list[str]:
     """`A, B, C = SomeEnum`: the names follow the members' order, so reordering the enum swaps them silently."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name) and \
+        # A class (an enum) is named in CamelCase; a tuple in a variable (`a, b = job`) is not what this is about.
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name) and node.value.id[:1].isupper() and \
                 any(isinstance(target, ast.Tuple) for target in node.targets):
             found.append(f"{path.name}:{node.lineno}")
     return found

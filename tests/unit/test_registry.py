@@ -16,6 +16,7 @@ from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine import registry
 from ingestion_factory.engine.registry import Credentials, Manifest, Redactor, RegistryClient, RegistryError
 from ingestion_factory.errors import ConfigError, FactoryError
+from testkit import REPO
 from ingestion_factory.model import catalog, names
 from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan, require_verified
 from ingestion_factory.workflows import push
@@ -839,3 +840,31 @@ def test_the_request_timeout_comes_from_the_environment_within_bounds():
     for bad in ("0", "601", "soon", "nan"):
         with pytest.raises(ConfigError, match="no number of seconds"):
             registry.request_timeout({registry.ENV_TIMEOUT: bad})
+
+
+def test_unbundle_push_stops_after_an_auth_failure_as_push_does(monkeypatch, tmp_path):
+    """The mirror push used to try every image after a refused login (about 7 s of retries each)."""
+    from ingestion_factory.workflows import bundle
+
+    tried = []
+
+    class RefusingPusher:
+        def push_id(self, name, ref, image_id, repository, tags):
+            tried.append(name)
+            return push.PushResult(name, ref, repository, push.FAILED, tags=tags,
+                                   reason="unauthorized: authentication required")
+
+    monkeypatch.setattr(bundle, "connect", lambda *args: RefusingPusher())
+    images = tuple(bundle.BundledImage(name=name, repository=f"ns/ingestion-connector-{name}", tags=("1.0",),
+                                       image_id="sha256:" + str(n) * 64, input_hash="", framework="datahub",
+                                       framework_version="1.0", parent=None, parent_id="")
+                   for n, name in enumerate(("base", "mysql", "postgres"), start=1))
+    manifest = bundle.BundleManifest(images=images, archive_size=0, archive_sha256="")
+    settings = settings_mod.load({**settings_mod.pyproject_defaults(REPO), "output_dir": str(tmp_path / "out")},
+                                 tmp_path)
+    console = Console(file=open("/dev/null", "w"))
+    with pytest.raises(FactoryError, match="3 of 3 image"):
+        bundle._push_mirror(settings, None, manifest, "127.0.0.1:5000", None, console)
+    assert tried == ["base"]
+    report = json.loads((tmp_path / "out" / "reports" / "push-latest.json").read_text())
+    assert [i["reason"] for i in report["images"][1:]] == ["stopped after base failed"] * 2
