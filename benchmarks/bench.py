@@ -31,6 +31,7 @@ from rich.table import Table
 from ingestion_factory.cli import commands
 from ingestion_factory.engine import buildkit, verify
 from ingestion_factory.engine.daemon import remove_tags_under
+from ingestion_factory.engine.streams import stream_error
 from ingestion_factory.errors import FactoryError
 from ingestion_factory.model import catalog as catalog_mod
 from ingestion_factory.model.plan import image_ref
@@ -887,8 +888,8 @@ def _bytes_sent(events, target: str) -> tuple[int, int]:
     progress: dict[str, int] = {}
     uploaded: set[str] = set()
     for event in events:
-        if "error" in event:
-            raise FactoryError(f"push of {target} failed: {event['error']}")
+        if failure := stream_error(event):
+            raise FactoryError(f"push of {target} failed: {failure}")
         layer = event.get("id", "")
         if event.get("status") == "Pushing":
             progress[layer] = max(progress.get(layer, 0), int(event.get("progressDetail", {}).get("current", 0)))

@@ -50,6 +50,7 @@ from ..engine import verify
 from ..engine.daemon import DockerImageStore, client, plan_for
 from ..engine.registry import read_credentials
 from ..engine.verify import move_tags
+from ..engine.streams import stream_error
 from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
 from ..model.failures import StepFailed
@@ -486,10 +487,9 @@ def load_images(api, path: Path, manifest: BundleManifest, console: Console) -> 
             for event in api.api.load_image(iter(archive)):
                 if not isinstance(event, dict):
                     continue
-                if "error" in event or "errorDetail" in event:
+                if failure := stream_error(event):
                     archive.raise_failure(path)
-                    detail = event.get("errorDetail") or {}
-                    raise FactoryError(f"the engine refused {path}: {detail.get('message') or event.get('error')}")
+                    raise FactoryError(f"the engine refused {path}: {failure}")
                 # One event may report several images, one line each.
                 loaded += LOADED_ID.findall(str(event.get("stream") or ""))
         except FactoryError:

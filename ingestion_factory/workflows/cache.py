@@ -30,6 +30,7 @@ from typing import Callable
 
 from ..documents import DocumentError, load_json
 from ..engine.registry import Credentials, Redactor, RegistryClient, display_host, is_insecure, read_credentials
+from ..engine.streams import stream_error
 from ..errors import FactoryError
 from ..model.names import cache_tag, target_repository
 from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, LABEL_PLATFORM, PlanItem
@@ -101,9 +102,8 @@ def read_pull_stream(events) -> int:
     for event in events:
         if not isinstance(event, dict):
             continue
-        if "error" in event or "errorDetail" in event:
-            detail = event.get("errorDetail") or {}
-            raise FactoryError(str(detail.get("message") or event.get("error")))
+        if failure := stream_error(event):
+            raise FactoryError(failure)
         if event.get("status") == "Downloading" and event.get("id"):
             total = (event.get("progressDetail") or {}).get("total") or 0
             sizes[event["id"]] = max(sizes.get(event["id"], 0), int(total))

@@ -27,6 +27,7 @@ from ..engine.registry import (
     is_insecure,
     read_credentials,
 )
+from ..engine.streams import stream_error
 from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
 from ..model.names import cache_tag, target_repository
@@ -135,9 +136,8 @@ def read_push_stream(events: Iterable[dict], on_layer: Callable[[int, int], None
     for event in events:
         if not isinstance(event, dict):
             continue
-        if "error" in event or "errorDetail" in event:
-            detail = event.get("errorDetail") or {}
-            raise PushError(str(detail.get("message") or event.get("error") or "the daemon reported an error"))
+        if failure := stream_error(event):
+            raise PushError(failure)
         aux = event.get("aux") or {}
         if aux.get("Digest"):
             digest, size = aux["Digest"], aux.get("Size")
@@ -355,14 +355,7 @@ class IndexPusher:
         pushed = {t.tag for t in result.tag_results}
         result.tag_results += [TagResult(t, f"{repository}:{t}", NOT_PUSHED) for t in tags if t not in pushed]
         self._push_cache_tag(items, repository, result)
-        states = [t.result for t in result.tag_results]
-        failures = [t for t in result.tag_results if t.result == FAILED]
-        if failures:
-            result.result, result.reason = FAILED, f"{failures[0].tag}: {failures[0].reason}"
-        elif NOT_PUSHED in states:
-            result.result = NOT_PUSHED
-        else:
-            result.result = PUSHED if PUSHED in states else PRESENT
+        result.result, result.reason = summary_status(result.tag_results)
         lists = [t for t in result.tag_results[len(items):] if t.digest]
         result.digest = lists[0].digest if lists else ""
         result.duration_s = round(time.monotonic() - started, 1)
@@ -449,20 +442,23 @@ def stops_the_run(result: PushResult) -> bool:
     return result.result == FAILED and classify(result.reason) in (AUTH, TRANSIENT)
 
 
+def summary_status(tag_results: list[TagResult]) -> tuple[PushStatus, str]:
+    """One image's result from its tags' (the one rule for single images and manifest lists):
+    failed > not pushed > pushed > already present; a failure's reason names its tag."""
+    states = [t.result for t in tag_results]
+    failures = [t for t in tag_results if t.result == FAILED]
+    if failures:
+        return FAILED, f"{failures[0].tag}: {failures[0].reason}"
+    if NOT_PUSHED in states:
+        return NOT_PUSHED, ""
+    return (PUSHED if PUSHED in states else PRESENT), ""
+
+
 def _summarise(result: PushResult) -> None:
     """One result per image from its tags: failed > not pushed > pushed > already present."""
-    states = [t.result for t in result.tag_results]
     digests = [t.digest for t in result.tag_results if t.digest]
     result.digest = digests[0] if digests else ""
-    failures = [t for t in result.tag_results if t.result == FAILED]
-    if failures:
-        result.result, result.reason = FAILED, f"{failures[0].tag}: {failures[0].reason}"
-    elif NOT_PUSHED in states:
-        result.result = NOT_PUSHED
-    elif PUSHED in states:
-        result.result = PUSHED
-    else:
-        result.result = PRESENT
+    result.result, result.reason = summary_status(result.tag_results)
     if len(set(digests)) > 1:  # one image pushed to one repository has one manifest
         result.reason = (result.reason + "; " if result.reason else "") + "tags hold different digests"
 
