@@ -25,7 +25,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from ..documents import MAX_DEPTH, DocumentError, check_size, load_json, size_text
@@ -303,14 +303,8 @@ class RegistryClient:
         name = api_path(self.registry, repository)
         response = self._request("GET", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull",
                                  headers={"Accept": ", ".join(MANIFEST_TYPES)}, stream=True)
-        if response.status_code >= 400:
-            response.close()
-        if response.status_code == 404:
+        if not self._found(response, f"reading {repository}:{tag} back"):
             return None
-        if response.status_code == 401:
-            raise self._unauthorized()
-        if response.status_code >= 400:
-            raise RegistryError(f"reading {repository}:{tag} back: HTTP {response.status_code}")
         what = f"the manifest of {repository}:{tag} from {display_host(self.registry)}"
         body = self._read_answer(response, what)
         try:
@@ -333,11 +327,7 @@ class RegistryClient:
         name = api_path(self.registry, repository)
         response = self._request("PUT", f"/v2/{name}/manifests/{tag}", scope=f"repository:{name}:pull,push",
                                  headers={"Content-Type": media_type}, data=body)
-        if response.status_code == 401:
-            raise self._unauthorized()
-        if response.status_code >= 400:
-            raise RegistryError(f"storing the manifest {repository}:{tag}: HTTP {response.status_code} "
-                                f"{response.text[:200]}")
+        self._accepted(response, f"storing the manifest {repository}:{tag}")
         return self._content_digest(body, response.headers.get("Docker-Content-Digest"),
                                     f"storing the manifest {repository}:{tag} at {display_host(self.registry)}")
 
@@ -353,14 +343,8 @@ class RegistryClient:
         """A blob's bytes (a signature's payload, its config), checked against its digest; None when absent."""
         name = api_path(self.registry, repository)
         response = self._request("GET", f"/v2/{name}/blobs/{digest}", scope=f"repository:{name}:pull", stream=True)
-        if response.status_code >= 400:
-            response.close()
-        if response.status_code == 404:
+        if not self._found(response, f"reading blob {digest[:19]} of {repository}"):
             return None
-        if response.status_code == 401:
-            raise self._unauthorized()
-        if response.status_code >= 400:
-            raise RegistryError(f"reading blob {digest[:19]} of {repository}: HTTP {response.status_code}")
         what = f"blob {digest[:19]} of {repository}"
         body = self._read_answer(response, what)
         try:  # only documents are read here; a manifest names their digest, and so their size, as it likes
@@ -409,12 +393,28 @@ class RegistryClient:
         path += ("&" if "?" in path else "?") + f"digest={digest}"
         done = self._request("PUT", path, scope=scope, data=data,
                              headers={"Content-Type": "application/octet-stream"})
-        if done.status_code == 401:
-            raise self._unauthorized()
-        if done.status_code >= 400:
-            raise RegistryError(f"uploading blob {digest[:19]} to {repository}: HTTP {done.status_code} "
-                                f"{done.text[:200]}")
+        self._accepted(done, f"uploading blob {digest[:19]} to {repository}")
         return digest
+
+    # The one reading of a registry's status codes: 401 is our credentials, 404 absence (for a read), any
+    # other 4xx/5xx an error naming what was tried.
+    def _found(self, response: Any, what: str) -> bool:
+        """A streamed read's answer: True to read its body, False for 404 (closed); raises on an error."""
+        if response.status_code < 400:
+            return True
+        response.close()
+        if response.status_code == 404:
+            return False
+        if response.status_code == 401:
+            raise self._unauthorized()
+        raise RegistryError(f"{what}: HTTP {response.status_code}")
+
+    def _accepted(self, response: Any, what: str) -> None:
+        """A write's answer: raises unless the registry took it."""
+        if response.status_code == 401:
+            raise self._unauthorized()
+        if response.status_code >= 400:
+            raise RegistryError(f"{what}: HTTP {response.status_code} {response.text[:200]}")
 
     def _unauthorized(self) -> RegistryError:
         where = display_host(self.registry)
