@@ -797,9 +797,9 @@ def _check_locks(prepared, names: list[str] | None, broken: dict) -> int:
 
 def run_local(settings: Settings, connector: str | None = None, config: str | None = None, **options) -> int:
     """inv run-local: the connector's image (built first when missing, unless told not to) run here."""
-    from ..workflows import local_run  # only inv run-local needs it: a lighter start-up
+    from . import run_local as run_local_command  # only inv run-local needs it: a lighter start-up
 
-    return local_run.run_local(settings, connector, config, console=console, build_image=build, **options)
+    return run_local_command.run_local(settings, connector, config, console=console, build_image=build, **options)
 
 
 def sbom(settings: Settings, name: str, output: str | None = None) -> int:

@@ -17,16 +17,13 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
-
-from rich.console import Console
-from rich.markup import escape
+from typing import Callable, Iterator, Protocol
 
 from ..engine.daemon import client, plan_for
 from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
 from ..model.plan import UP_TO_DATE
-from ..platforms import parse as parse_platform, require_emulation
+from ..platforms import Platform, parse as parse_platform, require_emulation
 from ..settings import Settings
 from . import examples as examples_mod
 from . import metadata_file, run_config
@@ -53,47 +50,49 @@ class RunResult:
     kept: bool
 
 
-def run_local(settings: Settings, connector: str | None = None, config: str | None = None,
-              pipeline_type: str | None = None, keep: bool = False, build: bool = True,
-              platform: str | None = None, *, console: Console, build_image: ImageBuilder) -> int:
-    """Run the connector's image with the config; returns the container's exit code.
+class RunProgress(Protocol):
+    """Where a local run says what it does (the command layer shows it: cli/run_local.py); plain text."""
 
-    `platform` runs that platform's variant (linux/arm64 under QEMU on an amd64 host); `build_image` builds
-    a missing image (the command layer's build), `console` is where we speak.
-    """
+    def note(self, text: str) -> None: ...  # something to know, not an error: a stale image, a moved link
+    def say(self, text: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a run needs before its image: the config read and checked, the examples in place."""
+    name: str
+    platform: Platform | None
+    run_conf: run_config.RunConfig
+    examples_dir: Path
+
+
+def prepare(settings: Settings, connector: str | None, config: str | None, platform: str | None,
+            progress: RunProgress) -> Prepared:
+    """The config first (a typo there should not wait for an image build), then the examples and their link."""
     chosen = parse_platform(platform) if platform else None
     if chosen is not None:
         require_emulation([chosen])
-
     name = connector or settings.demo_connector
-    config_path = config_file_for(settings, name, config)
-    # The config first: a typo there should not wait for an image build.
-    run_conf = run_config.load(config_path)
+    run_conf = run_config.load(config_file_for(settings, name, config))
     examples_dir = settings.examples_dir
     examples_mod.ensure_sample_db(examples_dir)
     examples_mod.ensure_output_dir(examples_dir)
     note = examples_mod.ensure_link(Path(settings.examples_link), examples_dir)
     if note:
-        console.print(f"[yellow]note:[/] {escape(note)}")
-    ref, name = ensure_image(settings, name, build, chosen, console=console, build_image=build_image)
+        progress.note(note)
+    return Prepared(name, chosen, run_conf, examples_dir)
+
+
+def run_image(settings: Settings, ref: str, name: str, prepared: Prepared, pipeline_type: str | None = None,
+              keep: bool = False) -> RunResult:
+    """The container, run as an orchestrator runs it; its logs go to stdout as they come."""
     api = client()
-    console.print(escape(f"Running {ref} (network host; {settings.examples_link} -> {examples_dir} at "
-                         f"{CONTAINER_EXAMPLES}; config {describe_transport(run_conf)})"))
-    with config_delivery(run_conf) as (environment, mounts):
+    with config_delivery(prepared.run_conf) as (environment, mounts):
         if pipeline_type:
             environment["pipelineType"] = pipeline_type
-        mounts.extend(examples_mounts(Path(settings.examples_link), examples_dir))
-        result = run_container(api, ref, environment, mounts, name=f"run-local-{name}-{uuid.uuid4().hex[:6]}",
-                               keep=keep, out=sys.stdout)
-    console.print(result_line(result), markup=False)
-    if result.kept:
-        console.print(f"Kept container {result.container}: `docker logs {result.container}`, "
-                      f"`docker rm {result.container}` when done.")
-    if result.exit_code == 0:
-        output = sink_file_on_host(run_conf.document, examples_dir)
-        if output is not None:
-            console.print(output_line(output, settings.root), markup=False)
-    return result.exit_code
+        mounts.extend(examples_mounts(Path(settings.examples_link), prepared.examples_dir))
+        return run_container(api, ref, environment, mounts, name=f"run-local-{name}-{uuid.uuid4().hex[:6]}",
+                             keep=keep, out=sys.stdout)
 
 
 def config_file_for(settings: Settings, connector: str, config: str | None) -> Path:
@@ -105,8 +104,8 @@ def config_file_for(settings: Settings, connector: str, config: str | None) -> P
                       "give one with --config FILE (JSON or YAML); examples are in examples/")
 
 
-def ensure_image(settings: Settings, name: str, build: bool, platform=None, *, console: Console,
-                 build_image: ImageBuilder, plan=plan_for) -> tuple[str, str]:
+def ensure_image(settings: Settings, name: str, build: bool, platform: Platform | None = None, *,
+                 progress: RunProgress, build_image: ImageBuilder, plan=plan_for) -> tuple[str, str]:
     """The connector's verified image (its version tag) and catalog name; built first when missing and allowed."""
     catalog = catalog_mod.discover(settings)
     key = catalog.resolve([name])[0]
@@ -121,12 +120,11 @@ def ensure_image(settings: Settings, name: str, build: bool, platform=None, *, c
             flag = f" --platform {platform}" if platform is not None else ""
             raise FactoryError(f"image {item.ref} does not exist",
                                f"build it with `inv build-connectors -c {item.name}{flag}`, or drop --no-build")
-        console.print(f"Image {item.ref} does not exist yet; building it first.")
+        progress.say(f"Image {item.ref} does not exist yet; building it first.")
         build_image(settings, [item.name])
     elif item.state != UP_TO_DATE:
-        console.print(f"[yellow]note:[/] {escape(item.ref)} is not current ({escape(item.state)}: "
-                      f"{escape(item.reason)}); running it anyway. `inv build-connectors -c {item.name}` "
-                      "refreshes it.")
+        progress.note(f"{item.ref} is not current ({item.state}: {item.reason}); running it anyway. "
+                      f"`inv build-connectors -c {item.name}` refreshes it.")
     return item.ref, item.name
 
 
