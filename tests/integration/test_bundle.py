@@ -304,8 +304,8 @@ def test_forged_bundles_exit_2_and_leave_every_tag_as_it_was(bundled, docker_api
 
         # Should such an archive reach the engine anyway, loading it applies none of its names.
         forged = tmp_path / "archive-names-local-images.bundle"
-        manifest = bundle_mod.read_manifest(forged)
-        loaded = bundle_mod.load_images(docker_api, forged, manifest, Console(quiet=True))
+        with bundle_mod.open_bundle(forged) as opened:
+            loaded = bundle_mod.load_images(docker_api, opened, Console(quiet=True))
         assert set(loaded) == set(ids.values())
         assert bundle_mod.tag_state(docker_api) == before
     finally:
