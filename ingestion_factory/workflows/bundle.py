@@ -458,10 +458,11 @@ def open_bundle(path: Path) -> Iterator[OpenBundle]:
         raise ConfigError(f"no bundle at {path}", "give the file `inv bundle -o FILE` wrote") from None
     except OSError as exc:
         raise BundleRefused(f"{path} cannot be read as a bundle ({type(exc).__name__}: {exc})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"no bundle at {path}", "give the file `inv bundle -o FILE` wrote")
+    os.set_blocking(fd, True)
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(f"no bundle at {path}", "give the file `inv bundle -o FILE` wrote")
-        os.set_blocking(fd, True)
         yield _read_bundle(file, path)
 
 

@@ -642,3 +642,15 @@ def test_deeply_nested_json_anywhere_in_a_bundle_is_exit_2_in_one_line_quickly(t
     assert error.startswith("error: ") and f"its {where} is nested deeper than 100 levels" in error
     assert all(line.startswith("hint: ") for line in said.splitlines()[1:])
     assert engine.tags == VICTIM and engine.held == {}
+
+
+def test_a_path_that_is_no_file_is_refused_without_waiting(tmp_path):
+    import os
+
+    from ingestion_factory.errors import ConfigError
+
+    os.mkfifo(tmp_path / "fifo")  # opening it to read would wait for a writer
+    for path in (tmp_path / "fifo", tmp_path, tmp_path / "missing"):
+        with pytest.raises(ConfigError, match=f"no bundle at {path}$") as refused:
+            bundle_mod.read_manifest(path)
+        assert refused.value.exit_code == 2
