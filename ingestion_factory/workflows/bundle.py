@@ -364,8 +364,8 @@ def require_trusted(settings: Settings, bundle: OpenBundle, allow_unsigned: bool
 LAYER_PATH = re.compile(r"[0-9a-f]{64}/layer\.tar")
 _KINDS = {tarfile.SYMTYPE: "a symbolic link", tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
           tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a FIFO", tarfile.DIRTYPE: "a directory"}
-# Ends an archive refused part way through: the engine would load a tar that just stops after a member, but
-# refuses one whose next header is broken.
+# Ends an archive refused part way through. The upload is aborted as well (the stream raises), but should a
+# client send what it got: the engine loads a tar that just stops after a member, and refuses a broken header.
 BROKEN_HEADER = b"\xff" * tarfile.BLOCKSIZE
 
 
