@@ -304,8 +304,8 @@ def test_forged_bundles_exit_2_and_leave_every_tag_as_it_was(bundled, docker_api
 
         # Should such an archive reach the engine anyway, loading it applies none of its names.
         forged = tmp_path / "archive-names-local-images.bundle"
-        manifest = bundle_mod.read_manifest(forged)
-        loaded = bundle_mod.load_images(docker_api, forged, manifest, Console(quiet=True))
+        with bundle_mod.open_bundle(forged) as opened:
+            loaded = bundle_mod.load_images(docker_api, opened, Console(quiet=True))
         assert set(loaded) == set(ids.values())
         assert bundle_mod.tag_state(docker_api) == before
     finally:
@@ -316,3 +316,45 @@ def test_forged_bundles_exit_2_and_leave_every_tag_as_it_was(bundled, docker_api
                 docker_api.api.remove_image(image_id)
             except Exception:
                 pass
+
+
+def test_an_archive_refused_as_it_streams_into_the_engine_loads_nothing(bundled, docker_api, registries, tmp_path):
+    """A member refused at the archive's very end, after every image's files went to the engine: the upload
+    is aborted and the stream ends in a broken header, so the engine loads none of it."""
+    import hashlib
+
+    from rich.console import Console
+
+    project, path, ids = bundled
+    empty_namespace(docker_api, project.namespace, [registries.open.host])
+    for image_id in ids.values():  # this module's images, loaded again by the tests before
+        try:
+            docker_api.api.remove_image(image_id)
+        except Exception:
+            pass
+    with tarfile.open(path) as bundle:
+        saved = bundle.extractfile(bundle_mod.IMAGES_MEMBER).read()
+    forged_images = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(saved)) as source, tarfile.open(fileobj=forged_images, mode="w") as sink:
+        for member in source:
+            sink.addfile(member, source.extractfile(member) if member.isfile() else None)
+        fifo = tarfile.TarInfo("pipe")
+        fifo.type = tarfile.FIFOTYPE
+        sink.addfile(fifo)
+    forged_images = forged_images.getvalue()
+
+    def with_forged_images(data):
+        document = json.loads(data)
+        document["archive_size"] = len(forged_images)
+        document["archive_sha256"] = "sha256:" + hashlib.sha256(forged_images).hexdigest()
+        return json.dumps(document).encode()
+
+    forged = tmp_path / "fifo.bundle"
+    _rewrite(path, forged, manifest_edit=with_forged_images, images_edit=lambda data: forged_images)
+    with bundle_mod.open_bundle(forged) as opened:
+        with pytest.raises(bundle_mod.BundleRefused, match="images.tar member 'pipe' is a FIFO"):
+            bundle_mod.load_images(docker_api, opened, Console(quiet=True))
+    for image_id in ids.values():
+        assert not docker_api.images.list(filters={"reference": image_id})
+        with pytest.raises(Exception):
+            docker_api.api.inspect_image(image_id)

@@ -37,6 +37,12 @@ PAYLOAD = [SAVED[:5000], SAVED[5000:20000], SAVED[20000:]]
 QUIET = Console(quiet=True)
 
 
+def check(path):
+    """unbundle's check of the image archive, before anything is loaded."""
+    with bundle_mod.open_bundle(path) as bundle:
+        bundle_mod.check_archive(bundle, QUIET)
+
+
 @pytest.fixture
 def written(tmp_path):
     output = tmp_path / "out" / "site.bundle"
@@ -52,7 +58,7 @@ def test_the_manifest_round_trips_with_lock_digest_and_sbom(written):
     assert read.images[1].lock_digest.startswith("sha256:") and read.images[1].sbom == "/opt/ingestion/sbom.json"
     assert read.images[1].refs == ["ns/ingestion-connector-datahub-sqlite:1.7.0.17",
                                    "ns/ingestion-connector-datahub-sqlite:latest"]
-    bundle_mod.check_archive(output, read, QUIET)  # intact: no error
+    check(output)  # intact: no error
     with tarfile.open(output) as tar:
         assert tar.getnames() == ["bundle.json", "images.tar"]
         assert tar.extractfile("images.tar").read() == b"".join(PAYLOAD)
@@ -79,8 +85,9 @@ def test_a_truncated_bundle_is_refused(written, tmp_path):
         short = tmp_path / f"short-{cut}.bundle"
         short.write_bytes(data[:cut])
         with pytest.raises(BundleRefused) as refused:
-            bundle_mod.check_archive(short, bundle_mod.read_manifest(short), QUIET)
-        assert "truncated" in refused.value.message or "has no images.tar" in refused.value.message
+            check(short)
+        said = refused.value.message.replace(str(short), "FILE")  # its path says "truncated" too
+        assert said.startswith("FILE is truncated: ") and said.endswith("; nothing was loaded"), said
         assert refused.value.exit_code == 2
 
 
@@ -91,7 +98,7 @@ def test_an_altered_archive_is_refused(written, tmp_path):
     altered = tmp_path / "altered.bundle"
     altered.write_bytes(bytes(data))
     with pytest.raises(BundleRefused, match="altered"):
-        bundle_mod.check_archive(altered, bundle_mod.read_manifest(altered), QUIET)
+        check(altered)
 
 
 def manifest_json(**changes):
@@ -281,7 +288,7 @@ def test_an_image_archive_that_names_images_is_refused_before_loading(tmp_path, 
     output = tmp_path / "forged.bundle"
     bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_tar(members)]))
     with pytest.raises(BundleRefused, match=says) as refused:
-        bundle_mod.check_archive(output, bundle_mod.read_manifest(output), QUIET)
+        check(output)
     assert "nothing was loaded" in refused.value.message
 
 
@@ -312,7 +319,7 @@ def test_an_image_archive_whose_manifest_json_is_nested_too_deep_is_refused_befo
     bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_tar({"manifest.json": DEEP})]))
     started = time.monotonic()
     with pytest.raises(BundleRefused, match="its manifest.json is nested deeper than 100 levels") as refused:
-        bundle_mod.check_archive(output, bundle_mod.read_manifest(output), QUIET)
+        check(output)
     assert time.monotonic() - started < 2 and refused.value.exit_code == 2
     # index.json is rewritten while loading (not read by the check before): refused there, not a dead thread.
     archive = bundle_mod.UntaggedArchive(io.BytesIO(_tar({"index.json": DEEP})))
@@ -331,5 +338,319 @@ def test_a_bundle_whose_trust_json_is_nested_too_deep_is_refused(tmp_path):
     output = tmp_path / "deep-trust.bundle"
     manifest = bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter(PAYLOAD), sign=lambda text: DEEP)
     with pytest.raises(BundleRefused, match="its trust.json is nested deeper than 100 levels") as refused:
-        bundle_mod.require_trusted(settings, output, manifest, False, QUIET)
+        with bundle_mod.open_bundle(output) as bundle:
+            bundle_mod.require_trusted(settings, bundle, False, QUIET)
     assert refused.value.exit_code == 2
+
+
+# --- archive members: names normalized; links, devices, `..`, absolute and repeated names refused -----------
+
+LAYER_A, LAYER_B = "a" * 64 + "/layer.tar", "b" * 64 + "/layer.tar"
+UNNAMED = json.dumps([{"Config": "c.json", "RepoTags": None, "Layers": [LAYER_B]}]).encode()
+NAMING = json.dumps([{"Config": "c.json", "RepoTags": ["ns/victim:latest"], "Layers": [LAYER_B]}]).encode()
+
+
+def _member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, linkname: str = ""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, data
+
+
+def _archive(*members) -> bytes:
+    """A tar of exactly these headers (tarfile.add would tidy names; addfile writes them as given)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return raw.getvalue()
+
+
+def _streamed(archive: bytes) -> tuple[bytes, BundleRefused | None]:
+    """What UntaggedArchive hands the engine, and its refusal if it refused."""
+    chunks = []
+    try:
+        for chunk in bundle_mod.UntaggedArchive(io.BytesIO(archive)):
+            chunks.append(chunk)
+    except BundleRefused as exc:
+        return b"".join(chunks), exc
+    return b"".join(chunks), None
+
+
+@pytest.mark.parametrize("members, says", [
+    ([_member("manifest.json", UNNAMED), _member("x/../manifest.json", NAMING)],
+     "member 'x/../manifest.json' has a '..' component"),
+    ([_member("manifest.json", UNNAMED), _member("./manifest.json", NAMING)],
+     "member './manifest.json' names the member 'manifest.json' again"),
+    ([_member("b/", kind=tarfile.DIRTYPE), _member("./b", kind=tarfile.DIRTYPE)], "member './b' names the member 'b' again"),
+    ([_member("named.json", NAMING), _member("manifest.json", kind=tarfile.SYMTYPE, linkname="named.json")],
+     "member 'manifest.json' is a symbolic link (to 'named.json'); only files and directories are accepted"),
+    ([_member("named.json", NAMING), _member("manifest.json", kind=tarfile.LNKTYPE, linkname="named.json")],
+     "member 'manifest.json' is a hard link (to 'named.json')"),
+    ([_member("/manifest.json", NAMING)], "member '/manifest.json' has an absolute name"),
+    ([_member("tty", kind=tarfile.CHRTYPE)], "member 'tty' is a character device"),
+    ([_member("sda", kind=tarfile.BLKTYPE)], "member 'sda' is a block device"),
+    ([_member("pipe", kind=tarfile.FIFOTYPE)], "member 'pipe' is a FIFO"),
+    ([_member("x", kind=b"9")], "member 'x' is of tar type b'9'"),
+    ([_member("new\nline", kind=tarfile.FIFOTYPE)], "member 'new\\nline' is a FIFO"),  # still one line
+    # A layer link is accepted only as docker save writes one: a layer, to a layer file of the archive.
+    ([_member(LAYER_A, kind=tarfile.SYMTYPE, linkname="../" + LAYER_B)],
+     f"member '{LAYER_A}' links to '{LAYER_B}', which is no file of it"),
+    ([_member(LAYER_A, kind=tarfile.SYMTYPE, linkname="../manifest.json"), _member("manifest.json", UNNAMED)],
+     f"member '{LAYER_A}' is a symbolic link (to '../manifest.json')"),
+    ([_member("manifest.json", kind=tarfile.SYMTYPE, linkname="../" + LAYER_B), _member(LAYER_B, b"layer")],
+     "member 'manifest.json' is a symbolic link"),
+    ([_member(LAYER_A, kind=tarfile.SYMTYPE, linkname="/" + LAYER_B), _member(LAYER_B, b"layer")],
+     f"member '{LAYER_A}' is a symbolic link (to '/{LAYER_B}')"),
+])
+def test_an_image_archive_member_that_could_be_read_as_another_is_refused(tmp_path, members, says):
+    archive = _archive(*members)
+    output = tmp_path / "forged.bundle"
+    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([archive]))  # its checksum is right
+    with pytest.raises(BundleRefused) as refused:
+        check(output)
+    assert refused.value.message.startswith(f"{output}: images.tar {says}")
+    assert refused.value.message.endswith("; nothing was loaded") and "\n" not in refused.value.message
+    assert refused.value.exit_code == 2
+    # Should such an archive be loaded anyway: the same refusal, the engine reads no name, and the stream
+    # ends in a header that is none, which makes the engine refuse all of it (a tar cut short, it loads).
+    streamed, refusal = _streamed(archive)
+    assert refusal is not None and says in refusal.message
+    assert streamed.endswith(bundle_mod.BROKEN_HEADER)
+    assert _names_read_by_the_engine(streamed) == []
+
+
+def _names_read_by_the_engine(streamed: bytes) -> list[str]:
+    """The RepoTags of the manifest.json in a stream (Python's tarfile, unlike the engine's, stops at a bad header)."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(streamed), mode="r|") as tar:
+            for member in tar:
+                if member.name == "manifest.json":
+                    return [tag for entry in json.loads(tar.extractfile(member).read()) for tag in entry["RepoTags"]]
+    except tarfile.ReadError:  # nothing before the bad header
+        pass
+    return []
+
+
+def test_a_layer_linked_as_docker_save_links_it_is_accepted_and_names_are_normalized(tmp_path):
+    """docker save (engines before 25) links a layer stored once from the other images' folders."""
+    archive = _archive(_member("./", kind=tarfile.DIRTYPE), _member("a" * 64 + "/", kind=tarfile.DIRTYPE),
+                       _member(LAYER_A, kind=tarfile.SYMTYPE, linkname="../" + LAYER_B),
+                       _member("b" * 64, kind=tarfile.DIRTYPE), _member("./" + LAYER_B, b"the layer"),
+                       _member(".//manifest.json", UNNAMED))
+    output = tmp_path / "linked.bundle"
+    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([archive]))
+    check(output)
+    streamed, refusal = _streamed(archive)
+    assert refusal is None
+    with tarfile.open(fileobj=io.BytesIO(streamed)) as tar:
+        assert tar.getnames() == ["a" * 64, LAYER_A, "b" * 64, LAYER_B, "manifest.json"]
+        assert tar.getmember(LAYER_A).issym() and tar.getmember(LAYER_A).linkname == "../" + LAYER_B
+        assert tar.extractfile(LAYER_B).read() == b"the layer"
+
+
+def test_a_normalized_name_is_checked_as_the_engine_reads_it(tmp_path):
+    output = tmp_path / "dotted.bundle"
+    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_archive(_member("./manifest.json", NAMING))]))
+    with pytest.raises(BundleRefused, match=r"names images \(ns/victim:latest\)"):
+        check(output)
+
+
+MANIFEST_BYTES = BundleManifest(tuple(IMAGES), len(SAVED), "sha256:" + __import__("hashlib").sha256(SAVED).hexdigest(),
+                                ).to_json().encode()
+
+
+@pytest.mark.parametrize("members, says", [
+    ([_member("bundle.json", kind=tarfile.SYMTYPE, linkname="other.json"), _member("other.json", MANIFEST_BYTES)],
+     "member 'bundle.json' is a symbolic link (to 'other.json'); only files are accepted"),
+    ([_member("bundle.json", MANIFEST_BYTES), _member("images.tar", kind=tarfile.LNKTYPE, linkname="bundle.json")],
+     "member 'images.tar' is a hard link (to 'bundle.json'); only files are accepted"),
+    ([_member("bundle.json", MANIFEST_BYTES), _member("images.tar", SAVED), _member("./images.tar", SAVED)],
+     "member './images.tar' names the member 'images.tar' again"),
+    ([_member("bundle.json", MANIFEST_BYTES), _member("x/../trust.json", b"{}")], "member 'x/../trust.json' has a '..' component"),
+    ([_member("bundle.json", MANIFEST_BYTES), _member("/images.tar", SAVED)], "member '/images.tar' has an absolute name"),
+    ([_member("bundle.json", MANIFEST_BYTES), _member("fifo", kind=tarfile.FIFOTYPE)],
+     "member 'fifo' is a FIFO; only files are accepted"),
+    ([_member("bundle.json", MANIFEST_BYTES), _member("d", kind=tarfile.DIRTYPE)],
+     "member 'd' is a directory; only files are accepted"),
+])
+def test_a_bundle_member_that_could_be_read_as_another_is_refused(tmp_path, members, says):
+    path = tmp_path / "forged.bundle"
+    path.write_bytes(_archive(*members))
+    with pytest.raises(BundleRefused) as refused:
+        bundle_mod.read_manifest(path)
+    assert refused.value.message == f"{path}: {says}; nothing was loaded"
+    assert refused.value.exit_code == 2
+
+
+def test_a_bundle_with_normalized_member_names_is_read_as_written(tmp_path):
+    path = tmp_path / "dotted.bundle"
+    path.write_bytes(_archive(_member("./bundle.json", MANIFEST_BYTES), _member(".//images.tar", SAVED)))
+    check(path)
+    assert bundle_mod.read_manifest(path).archive_size == len(SAVED)
+
+
+# --- one open file from the first check to the load ------------------------------------------------------
+
+
+class FakeLoader:
+    """An engine that loads: it takes the whole archive streamed to it (refusing, as Docker's does, one that
+    does not end as a tar ends), reports `loads` loaded and holds them untagged; its tags change as the SDK's
+    calls say."""
+
+    def __init__(self, loads, tags: dict | None = None):
+        self.api = self
+        self.loads = loads
+        self.received = b""
+        self.held: dict[str, dict] = {}  # image ID -> attrs
+        self.tags = dict(tags or {})  # tag -> image ID
+
+    def images(self, all=True, quiet=False):
+        ids = sorted(set(self.held) | set(self.tags.values()))
+        if quiet:
+            return ids
+        return [{"Id": i, "RepoTags": [t for t, held in self.tags.items() if held == i]} for i in ids]
+
+    def load_image(self, data):
+        self.received = b"".join(data)
+        with tarfile.open(fileobj=io.BytesIO(self.received), mode="r|") as tar:
+            for _ in tar:
+                pass
+            if self.received[tar.offset:tar.offset + 2 * tarfile.BLOCKSIZE].strip(b"\0"):
+                yield {"errorDetail": {"message": "archive/tar: invalid tar header"}}
+                return
+        for image in self.loads:
+            self.held[image.image_id] = engine_attrs(image)
+            yield {"stream": f"Loaded image ID: {image.image_id}\n"}
+
+    def inspect_image(self, ref):
+        from docker.errors import NotFound
+
+        image_id = self.tags.get(ref, ref)
+        if image_id not in self.held:
+            raise NotFound(f"no such image: {ref}")
+        return {**self.held[image_id], "RepoTags": [t for t, held in self.tags.items() if held == image_id]}
+
+    def tag(self, image_id, repository, tag, force=False):
+        self.tags[f"{repository}:{tag}"] = image_id
+
+    def remove_image(self, ref, noprune=False):
+        if ref in self.tags:
+            del self.tags[ref]
+        else:
+            self.held.pop(ref, None)
+
+
+VICTIM = {"ns/victim:latest": "sha256:" + "c" * 64}
+
+
+def passing_smoke_test(image_id):
+    from ingestion_factory.engine.verify import SmokeResult
+
+    return SmokeResult(0, "", 0.1)
+
+
+def unbundled(settings, path, engine, monkeypatch) -> tuple[int, str]:
+    """`inv unbundle PATH` against `engine`: its exit code and what it says."""
+    import tasks
+    from invoke import Exit
+
+    monkeypatch.setattr(bundle_mod, "client", lambda: engine)
+    try:
+        tasks.reports_errors(bundle_mod.unbundle)(settings, path, console=QUIET, smoke_test=passing_smoke_test)
+    except Exit as exc:
+        return exc.code, exc.message or ""
+    return 0, ""
+
+
+def _same_size_forgery(tmp_path):
+    """A whole, consistent bundle of the same size as `written`'s, whose layers are others."""
+    forged = tmp_path / "forged.bundle"
+    bundle_mod.write_bundle(None, IMAGES, forged, QUIET, chunks=iter([SAVED.replace(b"layer-one", b"layer-111")]))
+    return forged
+
+
+def test_a_file_put_in_the_bundles_place_after_the_checks_is_not_loaded(written, tmp_path, monkeypatch):
+    """The path is replaced (renamed over) between the checks and the load: the file checked is the one loaded."""
+    import os
+
+    from ingestion_factory.settings import Settings
+
+    path, _ = written
+    forged = _same_size_forgery(tmp_path)
+    checked = bundle_mod.check_archive
+
+    def check_then_swap(*args):
+        checked(*args)
+        os.replace(forged, path)
+
+    monkeypatch.setattr(bundle_mod, "check_archive", check_then_swap)
+    engine = FakeLoader(IMAGES, VICTIM)
+    assert unbundled(Settings(root=tmp_path, namespace="ns"), path, engine, monkeypatch) == (0, "")
+    assert engine.received == b"".join(bundle_mod.UntaggedArchive(io.BytesIO(SAVED)))  # the checked bytes
+    assert b"layer-111" not in engine.received
+    assert engine.tags["ns/ingestion-connector-datahub-sqlite:latest"] == ID_B
+
+
+def test_a_bundle_written_to_while_it_is_loaded_tags_nothing(written, tmp_path, monkeypatch):
+    """The same file rewritten in place after the checks: what is loaded is hashed again, and refused."""
+    from ingestion_factory.settings import Settings
+
+    path, _ = written
+    forged = _same_size_forgery(tmp_path)
+    checked = bundle_mod.check_archive
+
+    def check_then_overwrite(*args):
+        checked(*args)
+        path.write_bytes(forged.read_bytes())  # the same inode: the open file reads the new bytes
+
+    monkeypatch.setattr(bundle_mod, "check_archive", check_then_overwrite)
+    engine = FakeLoader(IMAGES, VICTIM)
+    code, said = unbundled(Settings(root=tmp_path, namespace="ns"), path, engine, monkeypatch)
+    assert code == 2
+    assert said.splitlines()[0] == (f"error: {path} changed while it was loaded: the images.tar loaded is not the "
+                                    "one checked; nothing was tagged")
+    assert engine.tags == VICTIM and engine.held == {}  # nothing tagged; what was loaded is removed again
+
+
+# --- JSON from a bundle, 4 MiB nested deep: exit 2 with one line, quickly --------------------------------
+
+
+@pytest.mark.parametrize("where", ["bundle.json", "trust.json", "manifest.json", "repositories", "index.json"])
+def test_deeply_nested_json_anywhere_in_a_bundle_is_exit_2_in_one_line_quickly(tmp_path, monkeypatch, where):
+    from ingestion_factory.engine import signing
+    from ingestion_factory.settings import Settings
+
+    _, public = signing.generate(b"correct horse battery")
+    (tmp_path / "trusted.pub").write_bytes(public)
+    settings = Settings(root=tmp_path, namespace="ns", trusted_keys=("trusted.pub",) if where == "trust.json" else ())
+    path = tmp_path / "deep.bundle"
+    if where == "bundle.json":
+        path.write_bytes(_tar({"bundle.json": DEEP, "images.tar": SAVED}))
+    elif where == "trust.json":
+        bundle_mod.write_bundle(None, IMAGES, path, QUIET, chunks=iter(PAYLOAD), sign=lambda text: DEEP)
+    else:
+        bundle_mod.write_bundle(None, IMAGES, path, QUIET, chunks=iter([_tar({where: DEEP})]))
+    engine = FakeLoader(IMAGES, VICTIM)
+
+    started = time.monotonic()
+    code, said = unbundled(settings, path, engine, monkeypatch)
+
+    assert time.monotonic() - started < 2
+    assert code == 2
+    error = said.splitlines()[0]
+    assert error.startswith("error: ") and f"its {where} is nested deeper than 100 levels" in error
+    assert all(line.startswith("hint: ") for line in said.splitlines()[1:])
+    assert engine.tags == VICTIM and engine.held == {}
+
+
+def test_a_path_that_is_no_file_is_refused_without_waiting(tmp_path):
+    import os
+
+    from ingestion_factory.errors import ConfigError
+
+    os.mkfifo(tmp_path / "fifo")  # opening it to read would wait for a writer
+    for path in (tmp_path / "fifo", tmp_path, tmp_path / "missing"):
+        with pytest.raises(ConfigError, match=f"no bundle at {path}$") as refused:
+            bundle_mod.read_manifest(path)
+        assert refused.value.exit_code == 2

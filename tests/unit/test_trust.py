@@ -437,13 +437,18 @@ def test_unbundle_refuses_an_unsigned_bundle_unless_allowed(keys, tmp_path):
     signed_path, unsigned_path = tmp_path / "signed.tar", tmp_path / "unsigned.tar"
     bundle_mod.write_bundle(None, IMAGES, signed_path, QUIET, chunks=iter(PAYLOAD),
                             sign=lambda text: trust.sign_bundle(signer, text, [(REPO, i, record()) for i in ids]))
-    manifest = bundle_mod.write_bundle(None, IMAGES, unsigned_path, QUIET, chunks=iter(PAYLOAD))
-    bundle_mod.require_trusted(settings, signed_path, manifest, False, QUIET)
+    bundle_mod.write_bundle(None, IMAGES, unsigned_path, QUIET, chunks=iter(PAYLOAD))
+
+    def require(path, allow_unsigned, console=QUIET):
+        with bundle_mod.open_bundle(path) as bundle:
+            bundle_mod.require_trusted(settings, bundle, allow_unsigned, console)
+
+    require(signed_path, False)
     with pytest.raises(bundle_mod.BundleRefused, match="not signed") as refused:
-        bundle_mod.require_trusted(settings, unsigned_path, manifest, False, QUIET)
+        require(unsigned_path, False)
     assert refused.value.exit_code == 2
     loud = Console(record=True, width=200)
-    bundle_mod.require_trusted(settings, unsigned_path, manifest, True, loud)
+    require(unsigned_path, True, loud)
     shown = loud.export_text()
     assert "WARNING" in shown and "--allow-unsigned" in shown
 
