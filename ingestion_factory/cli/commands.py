@@ -245,7 +245,8 @@ def _remove_replaced(plan: Plan, results: list[Result], api) -> None:
     of the commit they were built at, in a git checkout."""
     new_ids = {r.name: r.image_id for r in results if r.image_id}
     replaced = [(item.current.id, OwnTags(item.ref.rpartition(":")[0], item.tags[0].removesuffix(item.platform.suffix)))
-                for item in reversed(list(plan)) if item.current and new_ids.get(item.name) not in (None, item.current.id)]
+                for item in reversed(list(plan))
+                if item.current and new_ids.get(item.name) not in (None, item.current.id)]
     if replaced:
         removal = remove_replaced(api, replaced, PIN_REPOSITORY)
         if removal.removed:

@@ -174,7 +174,7 @@ class TagResult:
     reason: str = ""
     tries: int = 0
     duration_s: float = 0.0
-    kept: dict[str, str] = field(default_factory=dict)  # a manifest list's entries kept from the tag: platform -> digest
+    kept: dict[str, str] = field(default_factory=dict)  # list entries kept from the tag: platform -> digest
 
 
 @dataclass
