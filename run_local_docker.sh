@@ -4,8 +4,8 @@
 # Prepares the tool's Python environment (.venv), builds the DataHub base and
 # the demo connector image when missing or stale, then runs the demo: DataHub's
 # SQLAlchemy source reads the small SQLite database in examples/sample_db and
-# writes the metadata to examples/output/. Needs Docker, Python 3.10+ and
-# network access to PyPI for the first build.
+# writes the metadata to examples/output/. Needs Python 3.10+ and network
+# access to PyPI for the first build; sets up the rest (scripts/provision.sh --demo).
 #
 # Settings come from pyproject.toml; INVOKE_FACTORY_<KEY> overrides them
 # (e.g. INVOKE_FACTORY_NAMESPACE=me ./run_local_docker.sh).
@@ -19,15 +19,14 @@ fail() {
     exit 1
 }
 
-# --- Docker ---------------------------------------------------------------------------------------
-# No engine, or none that answers: the set-up script's engine part installs and starts one (as root on
-# Debian/Ubuntu, printing each step), or prints the exact commands that would.
-if ! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then
-    echo "No usable Docker engine${DOCKER_HOST:+ at $DOCKER_HOST}; setting one up: scripts/provision.sh --engine-only" >&2
-    scripts/provision.sh --engine-only >&2 \
-        || fail "no Docker engine to build and run the demo with." \
-                "run the commands above (or 'sudo scripts/provision.sh --engine-only'), then ./run_local_docker.sh again."
-fi
+# --- the machine -----------------------------------------------------------------------------------
+# What the demo needs and lacks, in one go: the Docker engine (docker.io, dockerd), python3-venv, and what
+# `inv python-image` runs when the engine has no Python image yet (debootstrap, gpgv, the archive keyring).
+# As root on Debian/Ubuntu the set-up script installs and starts it all, printing each step; otherwise it
+# prints every command that would, and the demo stops before it starts anything.
+scripts/provision.sh --demo >&2 \
+    || fail "the machine lacks what the demo needs (above)." \
+            "run the commands above (or 'sudo scripts/provision.sh --demo'), then ./run_local_docker.sh again."
 
 # --- the tool's Python environment ------------------------------------------------------------------
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \

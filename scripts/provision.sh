@@ -17,25 +17,29 @@
 #
 #   scripts/provision.sh           set up (./run_tests.sh runs this first; so does CI, through it)
 #   scripts/provision.sh --check   change nothing; list what a set-up would do (exit 1 if anything)
-#   scripts/provision.sh --engine-only   only the Docker engine (docker.io, dockerd): what the demo needs
+#   scripts/provision.sh --demo    only what ./run_local_docker.sh needs: the Docker engine (docker.io,
+#                                  dockerd), python3-venv, and what `inv python-image` needs unless the
+#                                  Python image is there already; all missing packages in one apt-get
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# dockerd and debootstrap live in sbin, which a non-root PATH may lack.
-PATH="$PATH:/usr/sbin:/sbin"
+# dockerd and debootstrap live in sbin, which a non-root PATH may lack (FACTORY_SBIN_DIRS= leaves it out:
+# the unit tests' fake machine has only its stub commands).
+sbin_dirs=${FACTORY_SBIN_DIRS-/usr/sbin:/sbin}
+[ -z "$sbin_dirs" ] || PATH="$PATH:$sbin_dirs"
 started=${EPOCHREALTIME//[!0-9]/}
 
 check=false
-engine_only=false
+demo=false
 case "${1:-}" in
     "") ;;
     --check) check=true ;;
-    --engine-only) engine_only=true ;;
-    -h | --help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
-    *) echo "usage: scripts/provision.sh [--check | --engine-only]" >&2; exit 2 ;;
+    --demo) demo=true ;;
+    -h | --help) sed -n '2,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) echo "usage: scripts/provision.sh [--check | --demo]" >&2; exit 2 ;;
 esac
-# What the set-up is for, in its messages: the tests, or (--engine-only) ./run_local_docker.sh's demo.
+# What the set-up is for, in its messages: the tests, or (--demo) ./run_local_docker.sh's demo.
 purpose="the tests need" again="./run_tests.sh"
-$engine_only && purpose="the demo needs (a Docker engine)" again="./run_local_docker.sh"
+$demo && purpose="the demo needs" again="./run_local_docker.sh"
 
 as_root=false
 [ "$(id -u)" = 0 ] && as_root=true
@@ -91,25 +95,59 @@ wait_for() {  # wait_for SECONDS COMMAND...: true as soon as COMMAND succeeds
     "$@"
 }
 
+# The Python image's name and its state: "ok", "missing", "stale: <why>" (built by an earlier recipe of
+# `inv python-image`), or "unknown (<why>)" while the tool or the engine cannot tell yet.
+python_image_name() {
+    [ -z "${INVOKE_FACTORY_PYTHON_IMAGE:-}" ] || { echo "$INVOKE_FACTORY_PYTHON_IMAGE"; return 0; }
+    .venv/bin/python -c 'from pathlib import Path
+from ingestion_factory.settings import pyproject_defaults
+print(pyproject_defaults(Path("."))["python_image"])' 2>/dev/null
+}
+python_image_status() {
+    local found
+    engine_up || { echo "unknown (no Docker engine yet)"; return 0; }
+    found=$(.venv/bin/python -c 'import sys; from pathlib import Path
+from ingestion_factory.settings import load, pyproject_defaults
+from ingestion_factory.engine.python_image import status
+print(status(load({**pyproject_defaults(Path(".")), "python_image": sys.argv[1]}, Path("."))))' "$1" 2>&1) \
+        || found="unknown (${found##*$'\n'})"
+    echo "$found"
+}
+
 # --- packages ---------------------------------------------------------------------------------------
 # Probed by command, not by dpkg: an engine from Docker's own packages (docker-ce) counts too.
 missing=()
 if ! have docker || ! { engine_up || have dockerd; }; then missing+=(docker.io); fi
-if ! $engine_only; then
-have debootstrap || missing+=(debootstrap)
-# inv python-image and inv audit check the Debian archive's signatures with these.
-have gpgv || missing+=(gpgv)
-[ -f "${FACTORY_DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}" ] || missing+=(debian-archive-keyring)
-if ! have psql || ! { postgres_up || have pg_ctlcluster; }; then missing+=(postgresql); fi
-have docker-registry || missing+=(docker-registry)
-have htpasswd || missing+=(apache2-utils)
-have qemu-aarch64-static || missing+=(qemu-user-static)
-have update-binfmts || missing+=(binfmt-support)
 # Debian's python3 makes virtual environments only with python3-venv.
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     have python3 || missing+=(python3)
     missing+=(python3-venv)
 fi
+# What `inv python-image` runs here: the tool that lays out the image's Debian root, and gpgv with the
+# archive keyring that check the Debian archive's signatures (inv audit uses those two as well). The one
+# list for the tests' set-up and the demo's: switching the root's tool is changing `rootfs_tool`.
+rootfs_tool=debootstrap  # its command and its Debian package
+python_image_packages() {
+    have "$rootfs_tool" || missing+=("$rootfs_tool")
+    have gpgv || missing+=(gpgv)
+    [ -f "${FACTORY_DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}" ] || missing+=(debian-archive-keyring)
+}
+if $demo; then
+    # The demo builds the Python image only when the engine lacks it: then `inv python-image` must not
+    # stop after the engine was set up (on a fresh machine it cannot tell yet, so they count as needed).
+    # Asked only when one is missing: the tool's answer takes a second.
+    before=${#missing[@]}
+    python_image_packages
+    if [ "${#missing[@]}" -gt "$before" ] && [ "$(python_image_status "$(python_image_name)")" = ok ]; then
+        missing=("${missing[@]:0:$before}")
+    fi
+else
+    python_image_packages
+    if ! have psql || ! { postgres_up || have pg_ctlcluster; }; then missing+=(postgresql); fi
+    have docker-registry || missing+=(docker-registry)
+    have htpasswd || missing+=(apache2-utils)
+    have qemu-aarch64-static || missing+=(qemu-user-static)
+    have update-binfmts || missing+=(binfmt-support)
 fi
 
 install_packages() {
@@ -140,7 +178,7 @@ register_qemu() {
         "apt-get install --reinstall qemu-user-static binfmt-support"
 }
 
-if ! $engine_only && [ ! -e "$binfmt/qemu-aarch64" ] && { have update-binfmts || [[ " ${missing[*]} " == *" binfmt-support "* ]]; }; then
+if ! $demo && [ ! -e "$binfmt/qemu-aarch64" ] && { have update-binfmts || [[ " ${missing[*]} " == *" binfmt-support "* ]]; }; then
     fix "register QEMU for aarch64 (binfmt_misc)" \
         "${sudo}mount -t binfmt_misc binfmt_misc $binfmt; ${sudo}update-binfmts --enable qemu-aarch64" \
         register_qemu
@@ -178,7 +216,7 @@ if ! engine_up && have dockerd; then
 fi
 
 # The rest serves the tests only.
-if ! $engine_only; then
+if ! $demo; then
 # --- PostgreSQL (the tests create their own role and database in it) --------------------------------
 start_postgres() {  # start_postgres VERSION CLUSTER [create]
     [ "${3:-}" != create ] || pg_createcluster --port 5432 "$1" "$2" >/dev/null
@@ -224,15 +262,9 @@ fi
 
 # --- the Python image, and a docker CLI that can build with BuildKit ------------------------------
 if [ -f "$stamp" ] && engine_up; then
-    python_image=$(.venv/bin/python -c 'from pathlib import Path
-from ingestion_factory.settings import pyproject_defaults
-print(pyproject_defaults(Path("."))["python_image"])')
+    python_image=$(python_image_name)
     # Missing, or built here by an earlier recipe of `inv python-image` (which then builds it again).
-    python_image_status=$(.venv/bin/python -c 'import sys; from pathlib import Path
-from ingestion_factory.settings import load, pyproject_defaults
-from ingestion_factory.engine.python_image import status
-print(status(load({**pyproject_defaults(Path(".")), "python_image": sys.argv[1]}, Path("."))))' "$python_image" 2>&1) \
-    || python_image_status="unknown (${python_image_status##*$'\n'})"
+    python_image_status=$(python_image_status "$python_image")
     if [ "$python_image_status" != ok ]; then
         fix "build the Python image $python_image (inv python-image: ${python_image_status//$'\n'/ })" \
             "${sudo}.venv/bin/inv python-image   # or: docker pull $python_image" .venv/bin/inv python-image
@@ -276,7 +308,7 @@ if [ "${#todo[@]}" -gt 0 ]; then
         echo "error: cannot finish the set-up $purpose$why. Run:" >&2
         printf '  %s\n' "${todo[@]}" >&2
         echo "then $again again." >&2
-        ! $root_would_do || echo "Or all of it at once: sudo scripts/provision.sh$($engine_only && echo ' --engine-only')" >&2
+        ! $root_would_do || echo "Or all of it at once: sudo scripts/provision.sh$($demo && echo ' --demo')" >&2
     fi
     exit 1
 fi

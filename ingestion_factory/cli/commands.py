@@ -28,6 +28,7 @@ from ..model import versions as versions_mod
 from ..model import plan as plan_mod
 from .. import interrupts
 from ..model import shard as shard_mod
+from ..model.names import OwnTags
 from ..model.plan import BLOCKED, Plan, platform_targets, require_buildable
 from ..model.results import BuildStatus, Result, human_size, write_json
 from .. import settings as settings_mod
@@ -240,14 +241,19 @@ def _cache_report(settings: Settings, cache, results: list[Result], warnings: li
 
 
 def _remove_replaced(plan: Plan, results: list[Result], api) -> None:
-    """The images this run replaced would otherwise stay behind as gigabytes of untagged layers."""
+    """The images this run replaced would otherwise stay behind as gigabytes of layers: with the commit tag
+    of the commit they were built at, in a git checkout."""
     new_ids = {r.name: r.image_id for r in results if r.image_id}
-    replaced = [item.current.id for item in reversed(list(plan)) if item.current
-                and new_ids.get(item.name) not in (None, item.current.id)]
+    replaced = [(item.current.id, OwnTags(item.ref.rpartition(":")[0], item.tags[0].removesuffix(item.platform.suffix)))
+                for item in reversed(list(plan))
+                if item.current and new_ids.get(item.name) not in (None, item.current.id)]
     if replaced:
-        count, freed = remove_replaced(api, replaced, PIN_REPOSITORY)
-        if count:
-            console.print(f"Removed {count} replaced image(s), {human_size(freed)} (unshared layers freed).")
+        removal = remove_replaced(api, replaced, PIN_REPOSITORY)
+        if removal.removed:
+            console.print(f"Removed {removal.removed} replaced image(s), {human_size(removal.freed)} "
+                          f"(unshared layers freed).")
+        for reason in removal.kept:
+            console.print(f"[yellow]Kept a replaced image, {escape(reason)}.[/]")
 
 
 def raise_for_outcome(results: list[Result], broken: dict, log_dir: Path) -> None:

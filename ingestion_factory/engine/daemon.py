@@ -6,11 +6,13 @@ import io
 import json
 import os
 import tarfile
+from dataclasses import dataclass
 from functools import lru_cache
 
 from ..errors import DockerUnavailable
 from ..files import write_atomically
 from ..model import lockfile
+from ..model.names import OwnTags
 from ..model.plan import LABEL_PLATFORM, ImageInfo, make_plan
 from ..settings import Settings, git_revision
 
@@ -75,33 +77,59 @@ def remove_tags_under(api, prefix: str, *, noprune: bool = False) -> None:
                     pass
 
 
-def remove_replaced(api, image_ids: list[str], pin_repository: str) -> tuple[int, int]:
-    """Delete images a build replaced (children before parents), with their pin tags.
+@dataclass(frozen=True)
+class Removal:
+    """What remove_replaced did: images deleted, bytes freed, and each image it left with the reason."""
 
-    Only images left with no tag of anyone's are deleted: the engine refuses the others (another
-    tag, a container, a child image), and that refusal is respected. Returns (count, bytes freed).
+    removed: int = 0
+    freed: int = 0
+    kept: tuple[str, ...] = ()  # "<short id>: <why>"
+
+
+def remove_replaced(api, replaced: list[tuple[str, OwnTags]], pin_repository: str) -> Removal:
+    """Delete the images a build replaced (children before parents), each given with the tags the factory
+    gives its repository and version.
+
+    An old image keeps the factory's own tags a new one did not take over (the commit tag of an older
+    commit, a push's `inputs-<hash>` of older inputs, ...): those go, with its pin tags and the digest
+    references of its pushes. It stays, untouched, when any other tag holds it (someone's own name, another
+    namespace's) or a container uses it; the engine's own refusal is respected too.
     """
     from docker.errors import APIError, NotFound
 
     removed = freed = 0
-    for image_id in image_ids:
+    kept: list[str] = []
+    in_use = {container.get("ImageID") for container in api.api.containers(all=True)}
+    for image_id, own in replaced:
         try:
             attrs = api.api.inspect_image(image_id)
         except NotFound:
             continue
-        pins = [tag for tag in attrs.get("RepoTags") or [] if tag.startswith(pin_repository + ":")]
-        others = [tag for tag in attrs.get("RepoTags") or [] if tag not in pins]
+        short = attrs["Id"][7:19]
+        tags = [tag for tag in attrs.get("RepoTags") or [] if tag != "<none>:<none>"]
+        ours = [tag for tag in tags if tag.startswith(pin_repository + ":") or own.owns(tag)]
+        others = [tag for tag in tags if tag not in ours]
+        others += [ref for ref in attrs.get("RepoDigests") or [] if not own.owns(ref)]
+        if attrs["Id"] in in_use:
+            kept.append(f"{short}: a container uses it")
+            continue
         if others:
+            kept.append(f"{short}: held by {', '.join(others)}")
             continue
         try:
-            for tag in pins:
-                api.images.remove(tag, noprune=True)
-            api.images.remove(image_id)
-        except (APIError, NotFound):
+            # The engine drops a repository's digest references with its last tag there, and the image
+            # with its last reference: whatever is gone already is not missed.
+            for ref in [*ours, *(attrs.get("RepoDigests") or []), attrs["Id"]]:
+                try:
+                    api.images.remove(ref, noprune=True)
+                except NotFound:
+                    pass
+        except APIError as exc:
+            kept.append(f"{short}: the engine refused ({_short(exc)})")
             continue
         removed += 1
         freed += int(attrs.get("Size") or 0)
-    return removed, freed
+    return Removal(removed, freed, tuple(kept))
 
 
 class ImageSnapshot:

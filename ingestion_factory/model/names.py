@@ -1,8 +1,12 @@
-"""What images are called in registries: the host, the repository, the cache tag of an input hash."""
+"""What images are called in registries: the host, the repository, the cache tag of an input hash, and which
+tags the factory itself gives an image (so it may take them back)."""
 
 from __future__ import annotations
 
-from ..platforms import Platform
+import re
+from dataclasses import dataclass
+
+from ..platforms import KNOWN, Platform, split_ref
 from ..settings import Settings
 
 DOCKER_HUB = "docker.io"
@@ -45,3 +49,42 @@ def cache_tag(input_hash: str) -> str:
     if algorithm != "sha256" or len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
         raise ValueError(f"not a sha256 input hash: {input_hash!r}")
     return CACHE_TAG_PREFIX + hexdigest[:CACHE_TAG_HEX]
+
+
+# The commit tag settings.git_revision gives (`git rev-parse --short=12`, longer when 12 is ambiguous).
+REVISION_TAG = re.compile(r"[0-9a-f]{12,40}(-dirty)?")
+CACHE_TAG = re.compile(re.escape(CACHE_TAG_PREFIX) + f"[0-9a-f]{{{CACHE_TAG_HEX}}}")
+# A platform's variant: `<tag>-arm64` locally, `<version>-amd64` / `-arm64` as inv push names each list entry.
+PLATFORM_SUFFIXES = tuple(f"-{platform.architecture}" for platform in KNOWN)
+
+
+@dataclass(frozen=True)
+class OwnTags:
+    """The tags the factory gives the images of one repository (`namespace/ingestion-connector-<name>`) and
+    version: the version, `latest`, commit tags, and, where `inv push` tagged it for a registry
+    (`host/namespace/...`), `inputs-<hash>` too; each also with a platform's suffix. A tag anyone else
+    chose (another name, another namespace, another version) is not among them."""
+
+    repository: str
+    version: str
+
+    def owns(self, ref: str) -> bool:
+        """Whether `repository:tag` (or a digest reference `repository@sha256:...`) is one of these."""
+        if "@" in ref:
+            return self._our_repository(ref.partition("@")[0])
+        repository, tag = split_ref(ref)
+        if not self._our_repository(repository):
+            return False
+        for suffix in ("", *PLATFORM_SUFFIXES):
+            plain = tag.removesuffix(suffix) if suffix else tag
+            if suffix and plain == tag:
+                continue
+            if plain in (self.version, "latest") or REVISION_TAG.fullmatch(plain) or CACHE_TAG.fullmatch(plain):
+                return True
+        return False
+
+    def _our_repository(self, repository: str) -> bool:
+        """This repository, or its copy for a registry (`host[:port]/` before it, as target_repository names it)."""
+        host, _, rest = repository.partition("/")
+        return repository == self.repository or (
+            rest == self.repository and ("." in host or ":" in host or host == "localhost"))

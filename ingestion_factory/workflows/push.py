@@ -37,7 +37,8 @@ from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform
 from ..settings import Settings
 from ..status import Status
 from . import trust
-from .manifest_list import IMAGE_TYPE, LIST_TYPE, Entry, check_read_back, group, index_document, plain_tags
+from .manifest_list import (IMAGE_TYPE, LIST_TYPE, OCI_INDEX_TYPE, Entry, check_read_back, config_platform,
+                            group, index_document, kept_entries, list_entries, plain_tags)
 
 
 class PushStatus(Status):
@@ -174,6 +175,7 @@ class TagResult:
     reason: str = ""
     tries: int = 0
     duration_s: float = 0.0
+    kept: dict[str, str] = field(default_factory=dict)  # list entries kept from the tag: platform -> digest
 
 
 @dataclass
@@ -321,12 +323,17 @@ class Pusher:
 
 
 class IndexPusher:
-    """Pushes one image's platform variants and the manifest list that joins them."""
+    """Pushes one image's platform variants and the manifest list that joins them.
 
-    def __init__(self, pusher: Pusher, out: Console):
+    `covers` names the platforms this push is for (default: those of the images given). A plain tag's
+    entries for any other platform are kept in the list stored under it (manifest_list.kept_entries).
+    """
+
+    def __init__(self, pusher: Pusher, out: Console, covers: Iterable[str] = ()):
         self.pusher = pusher
         self.client = pusher.client
         self.out = out
+        self.covers = set(covers)
 
     def push_image(self, items: list[PlanItem], repository: str, tags: list[str]) -> PushResult:
         started = time.monotonic()
@@ -346,16 +353,18 @@ class IndexPusher:
             entries.append(entry)
             result.platforms[str(item.platform)] = entry.digest  # only a variant that was pushed and read back
         if len(entries) == len(items):
-            body = index_document(entries)
-            expected = {e.platform.name: e.digest for e in entries}
+            covered = self.covers | {str(item.platform) for item in items}
             for tag in tags:
-                result.tag_results.append(self._put_list(repository, tag, body, expected))
+                result.tag_results.append(self._put_list(repository, tag, entries, covered))
                 if result.tag_results[-1].result == FAILED:
                     break
         pushed = {t.tag for t in result.tag_results}
         result.tag_results += [TagResult(t, f"{repository}:{t}", NOT_PUSHED) for t in tags if t not in pushed]
         self._push_cache_tag(items, repository, result)
         result.result, result.reason = summary_status(result.tag_results)
+        if result.result in (PUSHED, PRESENT):
+            kept = sorted({platform for t in result.tag_results for platform in t.kept})
+            result.reason = f"kept {', '.join(kept)} from the registry (not in this push)" if kept else ""
         lists = [t for t in result.tag_results[len(items):] if t.digest]
         result.digest = lists[0].digest if lists else ""
         result.duration_s = round(time.monotonic() - started, 1)
@@ -381,12 +390,19 @@ class IndexPusher:
             return None
         return Entry(platform, manifest.digest, manifest.size, manifest.media_type or IMAGE_TYPE)
 
-    def _put_list(self, repository: str, tag: str, body: bytes, expected: dict[str, str]) -> TagResult:
+    def _put_list(self, repository: str, tag: str, pushed: list[Entry], covered: set[str]) -> TagResult:
         started = time.monotonic()
         ref = f"{repository}:{tag}"
         outcome = TagResult(tag, ref, FAILED)
         try:
-            there = self.pusher._manifest_or_none(repository, tag)
+            there, _ = with_retries(lambda: self.client.manifest(repository, tag), delays=self.pusher.delays,
+                                    sleep=self.pusher.sleep)
+            kept = [self._still_served(repository, entry)
+                    for entry in kept_entries(pushed, self._entries_under(repository, there), covered)]
+            entries = pushed + kept
+            outcome.kept = {entry.platform.name: entry.digest for entry in kept}
+            body = index_document(entries)
+            expected = {e.platform.name: e.digest for e in entries}
             if there and not check_read_back(there.document, there.media_type, expected) \
                     and held(self.client, repository, there.digest):
                 outcome.result, outcome.digest = PRESENT, there.digest
@@ -403,7 +419,8 @@ class IndexPusher:
             if problem or back.digest != digest:
                 raise PushError(f"read-back of {ref}: {problem or f'digest {back.digest}, stored {digest}'}")
             outcome.result, outcome.digest = PUSHED, digest
-            self.pusher.say(f"{ref}: manifest list {digest} ({', '.join(expected)}), read back")
+            self.pusher.say(f"{ref}: manifest list {digest} ({', '.join(expected)}), read back"
+                            + (f"; kept {', '.join(outcome.kept)} from the tag (not in this push)" if kept else ""))
         except FactoryError as exc:
             outcome.reason = self.pusher.redact(exc.message)
             outcome.tries = getattr(exc, "tries", outcome.tries) or 1
@@ -411,6 +428,34 @@ class IndexPusher:
         finally:
             outcome.duration_s = round(time.monotonic() - started, 1)
         return outcome
+
+
+    def _entries_under(self, repository: str, there: Manifest | None) -> list[Entry]:
+        """What a tag holds now, as list entries: a list's entries, or a single image as its platform's (from
+        its config's `os`/`architecture`; the client checks the blob against its digest)."""
+        if there is None:
+            return []
+        if there.media_type in (LIST_TYPE, OCI_INDEX_TYPE):
+            return list_entries(there.document)
+        if not there.config_digest:
+            return []
+        config, _ = with_retries(lambda: self.client.blob(repository, there.config_digest),
+                                 delays=self.pusher.delays, sleep=self.pusher.sleep)
+        platform = config_platform(config)
+        if platform is None:
+            raise PushError(f"{repository}: cannot tell the platform of the image its tag holds ({there.digest}): "
+                            f"its config names none")
+        return [Entry(platform, there.digest, there.size, there.media_type or IMAGE_TYPE)]
+
+    def _still_served(self, repository: str, entry: Entry) -> Entry:
+        """A kept entry, read again by its digest (the client checks a manifest against the sha256 of its
+        bytes): a list never names a manifest the registry does not hold, and records its true size."""
+        manifest, _ = with_retries(lambda: self.client.manifest(repository, entry.digest),
+                                   delays=self.pusher.delays, sleep=self.pusher.sleep)
+        if manifest is None or manifest.digest != entry.digest:
+            raise PushError(f"cannot keep {entry.platform} in the list: the registry does not serve its "
+                            f"{repository}@{entry.digest} (manifest unknown)")
+        return Entry(entry.platform, manifest.digest, manifest.size, manifest.media_type or entry.media_type)
 
 
 def held(client: RegistryClient, repository: str, digest: str) -> bool:
@@ -520,7 +565,7 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
         results = [_not_pushed(items, repository, tags, "registry check failed") for items, repository, tags in jobs]
         write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
         raise
-    index_pusher = IndexPusher(pusher, out)
+    index_pusher = IndexPusher(pusher, out, covers=[p.name for p in chosen])
 
     def push_one(job) -> PushResult:
         items, repository, tags = job

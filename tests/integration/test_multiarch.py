@@ -137,6 +137,27 @@ def test_push_publishes_one_manifest_list_and_each_platform_pulls_its_own(built,
     assert {image["result"] for image in again["images"]} == {"already present"}
 
 
+def test_an_arm64_only_push_after_an_amd64_push_leaves_both_under_the_version_tag(built, empty_registry):
+    """Issue 30: `--platform linux/arm64` alone used to store an arm64-only list over `:<version>`, `:latest`
+    and the commit tag, so amd64 pulls broke after an amd64 push. The list now keeps the amd64 image."""
+    registry = empty_registry
+    name = repository(built, "datahub-sqlite")
+    built.inv("push", "-c", "datahub-sqlite", "--registry", registry.host)  # the default platform alone
+    amd64 = registry.manifest_digest(name, DH_VERSION)
+    done = built.inv("push", "-c", "datahub-sqlite", "--registry", registry.host, "--platform", "linux/arm64")
+    report = json.loads((built.root / "build" / "reports" / "push-latest.json").read_text())
+    image = {i["name"]: i for i in report["images"]}["datahub-sqlite"]
+    assert image["result"] == "pushed" and "kept linux/amd64" in image["reason"], image
+    assert "kept linux/amd64 from the tag" in done.stdout
+    for tag in image["tags"]:  # version, commit, latest: the amd64 push gave each the same image
+        response = requests.get(f"http://{registry.host}/v2/{name}/manifests/{tag}",
+                                headers={"Accept": LIST_TYPES}, timeout=10)
+        response.raise_for_status()
+        entries = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+                   for m in response.json()["manifests"]}
+        assert entries == {"linux/amd64": amd64, "linux/arm64": image["platforms"]["linux/arm64"]}, tag
+
+
 def _without_run_fields(value):
     if isinstance(value, dict):
         return {k: _without_run_fields(v) for k, v in value.items() if k not in RUN_FIELDS}

@@ -251,10 +251,25 @@ class FakeRegistry:
 
     def __init__(self, corrupt=False):
         self.by_ref = {}
+        self.blobs = {}
         self.corrupt = corrupt
 
     def manifest(self, repository, reference):
         return self.by_ref.get(reference)
+
+    def blob(self, repository, digest):
+        return self.blobs.get(digest)
+
+    def holds_image(self, tag, platform, number=0):
+        """`tag` names a single-platform image (as a plain `docker push` leaves it); returns its digest."""
+        from ingestion_factory.engine.registry import Manifest
+
+        config = json.dumps({"os": platform.os, "architecture": platform.architecture}).encode()
+        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        self.blobs[config_digest] = config
+        digest = "sha256:" + hashlib.sha256(b"image %d" % number).hexdigest()
+        self.by_ref[tag] = self.by_ref[digest] = Manifest(digest, manifest_list.IMAGE_TYPE, config_digest, 700 + number)
+        return digest
 
     def put_manifest(self, repository, tag, body, media_type):
         from ingestion_factory.engine.registry import Manifest
@@ -331,3 +346,78 @@ def test_a_list_read_back_without_a_platform_fails_the_image(project):
     assert result.result == "failed"
     assert "linux/arm64 is missing" in result.reason
     assert [t.result for t in result.tag_results[3:]] == ["not pushed", "not pushed"]
+
+
+# --- a push of some platforms keeps the others' entries under the shared tags (issue 30, bug 1) -----------
+
+
+def test_an_arm64_only_push_keeps_the_amd64_image_a_plain_push_left_under_the_tags(project):
+    items = variants(project)
+    client = FakeRegistry()
+    version = items[0].spec.framework.version
+    amd64 = {tag: client.holds_image(tag, AMD64) for tag in (version, "latest")}  # no commit tag yet
+    pusher = FakePusher(client)
+    tags = manifest_list.plain_tags(items[1:])
+    result = push.IndexPusher(pusher, None, covers=["linux/arm64"]).push_image(items[1:], "reg/ns/img", tags)
+    assert result.result == "pushed"
+    for tag in (version, "latest"):
+        stored = manifest_list.platform_digests(client.by_ref[tag].document)
+        assert stored == {"linux/arm64": result.platforms["linux/arm64"], "linux/amd64": amd64[tag]}
+    # The commit tag held nothing: only what this push brought.
+    assert manifest_list.platform_digests(client.by_ref["abc"].document) == result.platforms
+    lists = {t.tag: t for t in result.tag_results if t.tag in tags}
+    assert lists[version].kept == {"linux/amd64": amd64[version]} and lists["abc"].kept == {}
+    assert "kept linux/amd64" in result.reason
+    entry = client.by_ref[version].document["manifests"][1]
+    assert entry == {"mediaType": manifest_list.IMAGE_TYPE, "size": 700, "digest": amd64[version],
+                     "platform": AMD64.index_entry()}
+    # Pushed again: nothing changes, and the amd64 entry is still kept.
+    again = push.IndexPusher(pusher, None, covers=["linux/arm64"]).push_image(items[1:], "reg/ns/img", tags)
+    assert {t.result for t in again.tag_results if t.tag in tags} == {"already present"}
+    assert manifest_list.platform_digests(client.by_ref[version].document)["linux/amd64"] == amd64[version]
+
+
+def test_a_list_keeps_the_entries_of_platforms_this_push_does_not_cover(project):
+    items = variants(project)
+    client = FakeRegistry()
+    pusher = FakePusher(client)
+    tags = manifest_list.plain_tags(items)
+    both = push.IndexPusher(pusher, None, covers=["linux/amd64", "linux/arm64"]).push_image(items, "reg/ns/img", tags)
+    items[1].current = ImageInfo("sha256:9" + "e" * 63, {}, 1)  # a new arm64 build
+    arm64 = push.IndexPusher(pusher, None, covers=["linux/arm64"]).push_image(items[1:], "reg/ns/img", tags)
+    stored = manifest_list.platform_digests(client.by_ref[tags[0]].document)
+    assert stored == {"linux/arm64": arm64.platforms["linux/arm64"], "linux/amd64": both.platforms["linux/amd64"]}
+    assert stored["linux/arm64"] != both.platforms["linux/arm64"]
+    # A push that covers a platform drops its entry when it has no image for it (unavailable there).
+    amd64 = push.IndexPusher(pusher, None, covers=["linux/amd64", "linux/arm64"]).push_image(items[:1], "reg/ns/img",
+                                                                                             tags)
+    assert manifest_list.platform_digests(client.by_ref[tags[0]].document) == amd64.platforms
+    assert amd64.reason == ""
+
+
+def test_a_kept_entry_the_registry_no_longer_serves_fails_the_tag_instead_of_naming_it(project):
+    items = variants(project)
+    client = FakeRegistry()
+    version = items[0].spec.framework.version
+    gone = client.holds_image(version, AMD64)
+    del client.by_ref[gone]
+    result = push.IndexPusher(FakePusher(client), None, covers=["linux/arm64"]).push_image(
+        items[1:], "reg/ns/img", manifest_list.plain_tags(items[1:]))
+    assert result.result == "failed"
+    assert f"cannot keep linux/amd64 in the list: the registry does not serve its reg/ns/img@{gone}" in result.reason
+    assert client.by_ref[version].media_type == manifest_list.IMAGE_TYPE  # left as it was
+
+
+def test_list_entries_name_real_platforms_only():
+    document = {"manifests": [
+        {"digest": "sha256:" + "1" * 64, "size": 10, "mediaType": manifest_list.IMAGE_TYPE,
+         "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        {"digest": "sha256:" + "2" * 64, "size": 11, "platform": {"os": "unknown", "architecture": "unknown"}},
+        {"digest": "sha256:" + "3" * 64, "size": 12, "platform": {"os": "linux", "architecture": "s390x"}},
+        {"digest": "sha256:" + "4" * 64, "platform": {"os": "linux", "architecture": "amd64"}},  # no size
+        "not an entry"]}
+    entries = manifest_list.list_entries(document)
+    assert [(e.platform.name, e.size) for e in entries] == [("linux/arm64", 10), ("linux/s390x", 12)]
+    assert entries[0].platform is ARM64
+    assert manifest_list.config_platform(b'{"os": "linux", "architecture": "amd64"}') is AMD64
+    assert manifest_list.config_platform(b"[]") is None and manifest_list.config_platform(b"{") is None

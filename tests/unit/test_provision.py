@@ -47,6 +47,7 @@ STUBS = {
     "pg_ctlcluster": 'echo "pg_ctlcluster $*" >>"$CALLS"; touch "$STATE/postgres_up"',
     "pg_createcluster": 'echo "pg_createcluster $*" >>"$CALLS"',
     "qemu-aarch64-static": "exit 0",
+    "debootstrap": "exit 0",
     "mountpoint": '[ -e "$STATE/binfmt_mounted" ]',
     "mount": 'echo "mount $*" >>"$CALLS"',
     "update-binfmts": 'echo "update-binfmts $*" >>"$CALLS"; echo enabled >"$STATE/binfmt/qemu-aarch64"',
@@ -106,7 +107,8 @@ class Machine:
 
     def run(self, *args: str, script: str = "scripts/provision.sh") -> subprocess.CompletedProcess:
         env = {"PATH": str(self.bin), "STATE": str(self.state), "CALLS": str(self.calls_log), "HOME": "/tmp",
-               "FACTORY_BINFMT_DIR": str(self.state / "binfmt"), "FACTORY_DEBIAN_KEYRING": str(self.keyring)}
+               "FACTORY_BINFMT_DIR": str(self.state / "binfmt"), "FACTORY_DEBIAN_KEYRING": str(self.keyring),
+               "FACTORY_SBIN_DIRS": ""}  # the host's own sbin tools are no part of the fake machine
         return subprocess.run([str(self.project / script), *args], env=env, capture_output=True, text=True,
                               timeout=60)
 
@@ -251,7 +253,7 @@ def test_not_root_it_prints_how_to_register_qemu(machine):
     assert machine.calls == []
 
 
-# ------------------------------------------------------- --engine-only: what ./run_local_docker.sh needs
+# ------------------------------------------------------- --demo: what ./run_local_docker.sh needs
 
 
 def without_docker(machine):
@@ -264,38 +266,81 @@ def without_docker(machine):
     machine.set(engine_up=False)
 
 
-def test_engine_only_as_root_installs_and_starts_the_engine_and_nothing_else(machine):
+def without_python_image_tools(machine):
+    """No debootstrap, gpgv nor the archive keyring."""
+    machine.remove("debootstrap", "gpgv")
+    machine.keyring.unlink()
+
+
+PYTHON_IMAGE_PACKAGES = "debootstrap gpgv debian-archive-keyring"
+
+
+def test_demo_as_root_installs_and_starts_the_engine_and_nothing_the_tests_alone_need(machine):
     without_docker(machine)
+    without_python_image_tools(machine)
     machine.remove("docker-registry", "htpasswd")
-    machine.set(postgres_up=False, image=False)
-    completed = machine.run("--engine-only")
+    machine.set(postgres_up=False)
+    completed = machine.run("--demo")
     assert completed.returncode == 0, completed.stderr
-    assert machine.calls == ["apt-get update -qq", "apt-get install -y -qq --no-install-recommends docker.io",
+    # With no engine yet it cannot tell whether the Python image is there: what builds it comes along.
+    assert machine.calls == ["apt-get update -qq",
+                             f"apt-get install -y -qq --no-install-recommends docker.io {PYTHON_IMAGE_PACKAGES}",
                              START_DOCKERD]
     steps = [line for line in completed.stdout.splitlines() if line.startswith("== ")]
-    assert [step.split(" (")[0] for step in steps] == ["== install docker.io", "== start dockerd"]
+    assert [step.split(" (")[0] for step in steps] == [f"== install docker.io {PYTHON_IMAGE_PACKAGES}",
+                                                       "== start dockerd"]
 
 
-def test_engine_only_not_as_root_prints_the_exact_commands(machine):
+def test_demo_with_an_engine_and_its_python_image_needs_no_debootstrap(machine):
+    without_python_image_tools(machine)
+    machine.remove("docker-registry", "htpasswd")
+    completed = machine.run("--demo")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("set-up: nothing to do (") and machine.calls == []
+
+
+@pytest.mark.parametrize("image", ["missing", "built by an earlier recipe"])
+def test_demo_with_an_engine_but_no_python_image_installs_what_builds_it(machine, image):
+    """Issue 30: the demo used to set up the engine, then stop at `inv python-image` without debootstrap."""
+    without_python_image_tools(machine)
+    machine.set(image=image != "missing", image_stale=image != "missing")
+    completed = machine.run("--demo")
+    assert completed.returncode == 0, completed.stderr
+    assert machine.calls == ["apt-get update -qq",
+                             f"apt-get install -y -qq --no-install-recommends {PYTHON_IMAGE_PACKAGES}"]
+
+
+def test_demo_not_as_root_names_everything_missing_at_once(machine):
+    without_python_image_tools(machine)
     machine.remove("docker")
     machine.set(root=False, engine_up=False, postgres_up=False)
-    completed = machine.run("--engine-only")
+    completed = machine.run("--demo")
     assert completed.returncode == 1 and machine.calls == []
-    assert "cannot finish the set-up the demo needs (a Docker engine) as tester (not root). Run:" in completed.stderr
-    assert "sudo apt-get update && sudo apt-get install -y --no-install-recommends docker.io" in completed.stderr
+    assert "cannot finish the set-up the demo needs as tester (not root). Run:" in completed.stderr
+    assert ("sudo apt-get update && sudo apt-get install -y --no-install-recommends "
+            f"docker.io {PYTHON_IMAGE_PACKAGES}") in completed.stderr
     assert SHOWN_START_DOCKERD in completed.stderr
     assert "then ./run_local_docker.sh again." in completed.stderr
-    assert "sudo scripts/provision.sh --engine-only" in completed.stderr
+    assert "sudo scripts/provision.sh --demo" in completed.stderr
     assert "pg_" not in completed.stderr  # the tests' PostgreSQL is no business of the demo
 
 
-def test_the_demo_without_an_engine_sets_one_up_as_root_then_goes_on(machine):
+def test_the_tool_that_lays_out_the_python_image_is_named_once():
+    """A switch to another tool (mmdebstrap) is one line: the tests' set-up and the demo's share the list."""
+    script = (REPO / "scripts" / "provision.sh").read_text()
+    assert script.count("rootfs_tool=") == 1 and "debootstrap" not in script.split("rootfs_tool=", 1)[1].split(
+        "\n", 1)[1].replace("debootstrap, gpgv", "")
+
+
+def test_the_demo_on_a_fresh_machine_sets_up_everything_in_one_go_as_root_then_goes_on(machine):
     without_docker(machine)
+    without_python_image_tools(machine)
     completed = machine.run(script="run_local_docker.sh")
-    assert machine.calls[:3] == ["apt-get update -qq", "apt-get install -y -qq --no-install-recommends docker.io",
+    assert machine.calls[:3] == ["apt-get update -qq",
+                                 f"apt-get install -y -qq --no-install-recommends docker.io {PYTHON_IMAGE_PACKAGES}",
                                  START_DOCKERD]
-    assert "No usable Docker engine; setting one up: scripts/provision.sh --engine-only" in completed.stderr
-    # Past the engine: the next step needs python3, which this fake machine lacks.
+    assert "set-up: done in " in completed.stderr
+    # Past the set-up: the next step needs python3, which this fake machine lacks.
     assert "Python 3.10 or newer is needed" in completed.stderr
 
 
@@ -306,6 +351,6 @@ def test_the_demo_without_an_engine_and_not_root_says_what_to_run(machine):
     assert completed.returncode == 1 and machine.calls == []
     lines = completed.stderr.strip().splitlines()
     assert "sudo apt-get update && sudo apt-get install -y --no-install-recommends docker.io" in completed.stderr
-    assert lines[-2] == "error: no Docker engine to build and run the demo with."
+    assert lines[-2] == "error: the machine lacks what the demo needs (above)."
     assert lines[-1].startswith("hint: run the commands above")
     assert completed.stdout == ""
