@@ -273,14 +273,14 @@ def python_image(c, force=False, refresh=False, platform=None):
 def push(c, connector=None, registry=None, tag=None, latest=True, dry_run=False, username=None, password_file=None,
          platform=None, no_wait=False, passphrase_file=None, version=None):
     """Push verified, current images with the tags the build gave them; read back and report their digests."""
-    from ingestion_factory.workflows import push as push_mod
+    from ingestion_factory.cli import push_command
 
     settings = _settings(c, framework_version=version, tag=tag, platforms=platform or None)
     with _one_run(settings, no_wait):
-        return push_mod.push(settings, connector or None, registry=registry, latest=latest,
-                             dry_run=dry_run, username=username, password_file=password_file,
-                             out=commands.console, passphrase_file=passphrase_file,
-                             framework=settings_mod.framework_of_version(settings, version) if version else None)
+        return push_command.push(settings, connector or None, registry=registry, latest=latest,
+                                 dry_run=dry_run, username=username, password_file=password_file,
+                                 console=commands.console, passphrase_file=passphrase_file,
+                                 framework=settings_mod.framework_of_version(settings, version) if version else None)
 
 
 @task(help={
@@ -344,12 +344,12 @@ def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, c
 @reports_errors
 def bundle(c, output, connector=None, tag=None, passphrase_file=None, version=None):
     """Write verified images (shared layers once) and a checked manifest into one archive, for air-gapped sites."""
-    from ingestion_factory.workflows import bundle as bundle_mod
+    from ingestion_factory.cli import bundle_commands
 
     settings = _settings(c, framework_version=version, tag=tag)
-    return bundle_mod.bundle(settings, connector or None, Path(output), console=commands.console,
-                             passphrase_file=passphrase_file,
-                             framework=settings_mod.framework_of_version(settings, version) if version else None)
+    return bundle_commands.bundle(settings, connector or None, Path(output), console=commands.console,
+                                  passphrase_file=passphrase_file,
+                                  framework=settings_mod.framework_of_version(settings, version) if version else None)
 
 
 @task(help={
@@ -367,13 +367,13 @@ def bundle(c, output, connector=None, tag=None, passphrase_file=None, version=No
 def unbundle(c, file, push=None, username=None, password_file=None, namespace=None, no_wait=False,
              allow_unsigned=False, passphrase_file=None):
     """Load a bundle: checksum, image IDs and smoke tests first; only then tag (and optionally push) the images."""
-    from ingestion_factory.workflows import bundle as bundle_mod
+    from ingestion_factory.cli import bundle_commands
 
     settings = _settings(c, namespace=namespace)
     with _one_run(settings, no_wait):
-        return bundle_mod.unbundle(settings, Path(file), push_to=push, username=username,
-                                   password_file=password_file, console=commands.console,
-                                   allow_unsigned=allow_unsigned, passphrase_file=passphrase_file)
+        return bundle_commands.unbundle(settings, Path(file), push_to=push, username=username,
+                                        password_file=password_file, console=commands.console,
+                                        allow_unsigned=allow_unsigned, passphrase_file=passphrase_file)
 
 
 @task(positional=["action"], help={

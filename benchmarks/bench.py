@@ -33,6 +33,7 @@ from ingestion_factory.engine import buildkit, verify
 from ingestion_factory.engine.daemon import remove_tags_under
 from ingestion_factory.engine.streams import stream_error
 from ingestion_factory.errors import FactoryError
+from ingestion_factory.progress import Quiet
 from ingestion_factory.model import catalog as catalog_mod
 from ingestion_factory.model.plan import image_ref
 from ingestion_factory.settings import Settings
@@ -923,7 +924,9 @@ def measure_cache(bench: Bench, api, *, cold: bool, scratch: bool = True) -> Non
     pulls: dict[str, tuple[float, dict]] = {}
     with _local_registry(registry_binary) as (address, _storage):
         started = time.monotonic()
-        push_mod.push(settings, names, registry=address, out=Console(quiet=True))
+        run = push_mod.push(settings, names, registry=address, progress=Quiet())
+        if run.failure is not None:
+            raise run.failure
         push_s = time.monotonic() - started
         ways = {"untrusted": settings.with_overrides(trusted_keys=()), "trusted": settings} if trusted \
             else {"pull": settings}

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from enum import Enum
 
-from rich.markup import escape
-
 
 class Status(str, Enum):
-    """A status is its word (so JSON reports and f-strings show the word) plus a rich style.
+    """A status is its word (so JSON reports and f-strings show the word) plus the style it is shown in
+    (a rich style name; the command layer shows it: cli/report.py styled()).
 
     Subclasses list members as `NAME = "word", "style"`; adding a status is adding one line.
     """
@@ -26,8 +25,3 @@ class Status(str, Enum):
 
     def __format__(self, spec: str) -> str:
         return format(self.value, spec)
-
-    def styled(self, detail: str = "") -> str:
-        """Rich markup: the word in its style, then `: detail` (escaped) when given."""
-        text = f"[{self.style}]{escape(self.value)}[/]" if self.style else escape(self.value)
-        return f"{text}: {escape(detail)}" if detail else text

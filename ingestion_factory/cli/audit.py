@@ -19,6 +19,7 @@ from ..workflows import audit as audit_mod
 from ..workflows import lock as lock_mod
 from ..workflows import sbom as sbom_mod
 from ..engine.daemon import connect
+from .report import styled
 from .commands import console
 
 
@@ -97,7 +98,7 @@ def _print_table(results: list[audit_mod.ImageAudit]) -> None:
                            for u in result.python[:4]) + (f" +{len(result.python) - 4}" if len(result.python) > 4 else "")
         vulns = ", ".join(sorted({f.aliases[0] if f.aliases else f.id for f in result.vulnerabilities})[:4]) + (
             f" +{len(result.vulnerabilities) - 4}" if len(result.vulnerabilities) > 4 else "")
-        table.add_row(escape(result.name), result.status.styled(), escape(debian) or "-", escape(python) or "-",
+        table.add_row(escape(result.name), styled(result.status), escape(debian) or "-", escape(python) or "-",
                       escape(vulns) or "-")
     console.print(table)
 

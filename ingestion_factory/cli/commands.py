@@ -36,7 +36,7 @@ from ..settings import ALL_VERSIONS, Settings
 from ..workflows import lock as lock_mod
 from ..workflows import sbom as sbom_mod
 from ..workflows.builder import Builder
-from .report import Progress, print_failures, summary_table
+from .report import Progress, print_failures, styled, summary_table
 
 # Wide when piped (CI logs), so image names are never cut.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -49,7 +49,7 @@ def print_plan(plan: Plan) -> None:
     for item in plan:
         action = "build" if item.needs_build else ("blocked" if item.state == BLOCKED else "skip")
         table.add_row(escape(item.ref), escape(item.spec.parent or plan.python_image), action,
-                      item.state.styled(item.reason))
+                      styled(item.state, item.reason))
     console.print(table)
 
 
@@ -788,7 +788,7 @@ def _check_locks(prepared, names: list[str] | None, broken: dict) -> int:
     bad = [c for c in checks if not c.current]
     for item in bad:
         label = f"{item.name} ({item.version})" if item.version else item.name
-        console.print(f"{label}: {item.state.styled(item.detail)}", highlight=False)
+        console.print(f"{label}: {styled(item.state, item.detail)}", highlight=False)
     if bad:
         raise FactoryError(f"{len(bad)} of {len(checks)} lock(s) do not match their inputs: "
                            f"{', '.join(f'{c.name} ({c.version})' if c.version else c.name for c in bad)}",

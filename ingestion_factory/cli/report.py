@@ -11,6 +11,13 @@ from rich.live import Live
 from rich.table import Table
 
 from ..model.results import BuildStatus, Result, human_size
+from ..status import Status
+
+
+def styled(status: Status, detail: str = "") -> str:
+    """Rich markup: the status word in its style, then `: detail` (escaped) when given."""
+    text = f"[{status.style}]{escape(status.value)}[/]" if status.style else escape(status.value)
+    return f"{text}: {escape(detail)}" if detail else text
 
 
 class Progress:
@@ -72,7 +79,7 @@ def summary_table(results: list[Result]) -> Table:
     for result in results:
         table.add_row(
             result.ref,
-            result.result.styled(),
+            styled(result.result),
             f"{result.duration_s:.1f}s",
             human_size(result.size) if result.size else "-",
             human_size(result.added),

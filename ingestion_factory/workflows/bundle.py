@@ -51,9 +51,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-from rich.console import Console
-from rich.markup import escape
-
 from ..documents import DocumentError, load_json
 from ..engine import verify
 from ..engine.daemon import DockerImageStore, client, plan_for
@@ -76,10 +73,11 @@ from ..model.plan import (
 )
 from ..model.results import human_size, write_json
 from ..platforms import DEFAULT as DEFAULT_PLATFORM
+from ..progress import Progress
 from ..settings import Settings
 from ..status import Status
 from . import trust
-from .push import FAILED, NOT_PUSHED, PRESENT, PUSHED, PushResult, TagResult, connect, push_in_turn, push_table
+from .push import FAILED, NOT_PUSHED, PRESENT, PUSHED, PushResult, PushRun, TagResult, connect, push_in_turn
 
 BUNDLE_FORMAT = "ingestion-factory-bundle/1"
 MANIFEST_MEMBER = "bundle.json"
@@ -200,46 +198,6 @@ def bundled_image(item, repository: str) -> BundledImage:
     )
 
 
-# --- progress ------------------------------------------------------------------------------------
-
-
-class ByteProgress:
-    """Bytes done (of a total, when known): a live bar on a terminal, a line every 25 % / 256 MB elsewhere."""
-
-    def __init__(self, console: Console, what: str, total: int | None = None):
-        self.console, self.what, self.total = console, what, total
-        self.done = 0
-        self.next_line = self._step()
-        self.bar = None
-
-    def _step(self) -> int:
-        return max(self.total // 4, CHUNK) if self.total else 256 * 1024 * 1024
-
-    def __enter__(self):
-        if self.console.is_terminal:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-            self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                                TransferSpeedColumn(), console=self.console, transient=True)
-            self.bar.__enter__()
-            self.task = self.bar.add_task(self.what, total=self.total)
-        return self
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        if self.bar:
-            self.bar.update(self.task, completed=self.done)
-        elif self.done >= self.next_line:
-            self.next_line += self._step()
-            of = f" of {human_size(self.total)}" if self.total else ""
-            self.console.print(f"[{time.strftime('%H:%M:%S')}] {self.what}: {human_size(self.done)}{of}",
-                               markup=False, highlight=False)
-
-    def __exit__(self, *exc):
-        if self.bar:
-            self.bar.__exit__(*exc)
-
-
 # --- writing -------------------------------------------------------------------------------------
 
 
@@ -252,7 +210,7 @@ def save_stream(api, image_ids: list[str]) -> Iterator[bytes]:
     return api.api._stream_raw_result(response, CHUNK, False)
 
 
-def write_bundle(api, images: list[BundledImage], output: Path, console: Console,
+def write_bundle(api, images: list[BundledImage], output: Path, progress: Progress,
                  chunks: Iterable[bytes] | None = None, sign=None) -> BundleManifest:
     """Save the images, then write bundle.json + images.tar to a temp file beside `output` and rename it.
 
@@ -264,16 +222,16 @@ def write_bundle(api, images: list[BundledImage], output: Path, console: Console
         saved = Path(scratch) / IMAGES_MEMBER
         digest = hashlib.sha256()
         stream = chunks if chunks is not None else save_stream(api, [image.image_id for image in images])
-        with ByteProgress(console, f"saving {len(images)} image(s)") as progress, saved.open("wb") as sink:
+        with progress.transfer(f"saving {len(images)} image(s)") as advance, saved.open("wb") as sink:
             for chunk in stream:
                 sink.write(chunk)
                 digest.update(chunk)
-                progress.advance(len(chunk))
+                advance(len(chunk))
         manifest = BundleManifest(images=tuple(images), archive_size=saved.stat().st_size,
                                   archive_sha256="sha256:" + digest.hexdigest(),
                                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         partial = Path(scratch) / "bundle.partial"
-        with ByteProgress(console, f"writing {output.name}", manifest.archive_size) as progress, \
+        with progress.transfer(f"writing {output.name}", manifest.archive_size) as advance, \
                 partial.open("wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
             text = manifest.to_json().encode()
             info = tarfile.TarInfo(MANIFEST_MEMBER)
@@ -282,7 +240,7 @@ def write_bundle(api, images: list[BundledImage], output: Path, console: Console
             info = tarfile.TarInfo(IMAGES_MEMBER)
             info.size, info.mtime, info.mode = manifest.archive_size, int(time.time()), 0o644
             with saved.open("rb") as source:
-                tar.addfile(info, _Counting(source, progress.advance))
+                tar.addfile(info, _Counting(source, advance))
             if sign is not None:  # signing_key set: trust.json, over bundle.json's exact bytes (trust.py)
                 signed = sign(text)
                 info = tarfile.TarInfo(trust.TRUST_MEMBER)
@@ -307,7 +265,7 @@ class _Counting:
         return chunk
 
 
-def bundle(settings: Settings, names: list[str] | None, output: Path, *, console: Console, engine=None,
+def bundle(settings: Settings, names: list[str] | None, output: Path, *, progress: Progress, engine=None,
            passphrase_file: str | None = None, framework: str | None = None) -> int:
     """`inv bundle`: the named connectors (default: every available one, of `framework` only when `--version`
     names one) and the images they are built FROM.
@@ -323,12 +281,12 @@ def bundle(settings: Settings, names: list[str] | None, output: Path, *, console
     require_verified(plan, "bundle")
     signer = trust.signer_from(settings, passphrase_file)
     images = [bundled_image(item, item.ref.rpartition(":")[0]) for item in plan]
-    console.print(f"Bundling {len(images)} image(s) into {output}{', signed' if signer else ''}.")
-    manifest = write_bundle(api, images, output, console, sign=_bundle_signer(signer, api, plan, images))
-    console.print(f"Wrote {output}: {len(images)} image(s), {human_size(output.stat().st_size)}, images "
+    progress.say(f"Bundling {len(images)} image(s) into {output}{', signed' if signer else ''}.")
+    manifest = write_bundle(api, images, output, progress, sign=_bundle_signer(signer, api, plan, images))
+    progress.say(f"Wrote {output}: {len(images)} image(s), {human_size(output.stat().st_size)}, images "
                   f"{manifest.archive_sha256[:19]}... ({time.monotonic() - started:.1f}s).")
     for image in images:
-        console.print(f"  {image.repository}  {image.image_id[:19]}  {', '.join(image.tags)}", markup=False)
+        progress.say(f"  {image.repository}  {image.image_id[:19]}  {', '.join(image.tags)}")
     return 0
 
 
@@ -340,7 +298,7 @@ def _bundle_signer(signer, api, plan, images: list[BundledImage]):
     return lambda manifest_bytes: trust.sign_bundle(signer, manifest_bytes, attested)
 
 
-def require_trusted(settings: Settings, bundle: OpenBundle, allow_unsigned: bool, console: Console) -> None:
+def require_trusted(settings: Settings, bundle: OpenBundle, allow_unsigned: bool, progress: Progress) -> None:
     """With trusted_keys: a bundle signed by one of them, every image attested, or --allow-unsigned (loudly)."""
     keys = trust.trusted_keys(settings)
     if not keys:
@@ -349,10 +307,9 @@ def require_trusted(settings: Settings, bundle: OpenBundle, allow_unsigned: bool
     why = trust.check_bundle(bundle.trust_bytes, bundle.manifest_bytes,
                              [image.image_id for image in bundle.manifest.images], keys)
     if why is None:
-        console.print(f"{name}: signed by a trusted key; every image attested.")
+        progress.say(f"{name}: signed by a trusted key; every image attested.")
     elif allow_unsigned:
-        console.print(f"[bold red]WARNING: {escape(name)} is not trusted ({escape(why)}); accepted because "
-                      f"of --allow-unsigned[/]")
+        progress.fail(f"WARNING: {name} is not trusted ({why}); accepted because of --allow-unsigned")
     else:
         raise BundleRefused(f"refusing {name}: {why}",
                             "get a bundle signed by a key in factory.trusted_keys, or pass --allow-unsigned")
@@ -542,7 +499,7 @@ class _Hashing:
         return self.size == manifest.archive_size and "sha256:" + self.digest.hexdigest() == manifest.archive_sha256
 
 
-def check_archive(bundle: OpenBundle, console: Console) -> None:
+def check_archive(bundle: OpenBundle, progress: Progress) -> None:
     """The image archive's size, sha256, members and names against the manifest, before anything reaches the engine.
 
     `inv bundle` saves by image ID, so its archive names no image: one that does (RepoTags in its
@@ -551,8 +508,8 @@ def check_archive(bundle: OpenBundle, console: Console) -> None:
     """
     path, manifest = bundle.path, bundle.manifest
     try:
-        with ByteProgress(console, f"checking {path.name}", manifest.archive_size) as progress:
-            source = _Hashing(bundle.images(), progress.advance)
+        with progress.transfer(f"checking {path.name}", manifest.archive_size) as advance:
+            source = _Hashing(bundle.images(), advance)
             names, problem = archive_names(source)
             while source.read(CHUNK):
                 pass
@@ -600,7 +557,7 @@ def archive_names(source) -> tuple[list[str], str]:
     return names, ""
 
 
-def load_images(api, bundle: OpenBundle, console: Console) -> list[str]:
+def load_images(api, bundle: OpenBundle, progress: Progress) -> list[str]:
     """Stream images.tar into the engine (no tags: it was saved by ID); returns the IDs the engine reported.
 
     It is read from the bundle's open file again, and hashed on the way: bytes other than those
@@ -609,8 +566,8 @@ def load_images(api, bundle: OpenBundle, console: Console) -> list[str]:
     """
     path, manifest = bundle.path, bundle.manifest
     loaded: list[str] = []
-    with ByteProgress(console, "loading into the engine", manifest.archive_size) as progress:
-        source = _Hashing(bundle.images(), progress.advance)
+    with progress.transfer("loading into the engine", manifest.archive_size) as advance:
+        source = _Hashing(bundle.images(), advance)
         archive = UntaggedArchive(source)
         try:
             for event in api.api.load_image(iter(archive)):
@@ -814,14 +771,14 @@ def check_loaded(api, manifest: BundleManifest) -> list[ImageCheck]:
     return checks
 
 
-def smoke_all(checks: list[ImageCheck], smoke_test, console: Console) -> list[ImageCheck]:
+def smoke_all(checks: list[ImageCheck], smoke_test, progress: Progress) -> list[ImageCheck]:
     """Smoke-test every image that matched; the result per image, in order."""
     done = []
     for check in checks:
         if check.failed:
             done.append(check)
             continue
-        console.print(f"[{time.strftime('%H:%M:%S')}] {check.name}: smoke test", markup=False)
+        progress.say(f"{check.name}: smoke test")
         try:
             result = smoke_test(check.image_id)
             done.append(replace(check, smoke_s=round(result.seconds, 1)))
@@ -845,9 +802,10 @@ def remove_new(api, manifest: BundleManifest, existed: set[str]) -> None:
 
 
 def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, username: str | None = None,
-             password_file: str | None = None, console: Console, smoke_test=None, allow_unsigned: bool = False,
-             passphrase_file: str | None = None) -> int:
-    """`inv unbundle`: check, load, verify and smoke-test every image, then tag them all; optionally push.
+             password_file: str | None = None, progress: Progress, smoke_test=None, allow_unsigned: bool = False,
+             passphrase_file: str | None = None) -> PushRun | None:
+    """`inv unbundle`: check, load, verify and smoke-test every image, then tag them all; optionally push
+    (the mirror push's run is returned for the command layer to show; None without --push).
 
     Whatever fails before the images are tagged, every tag in the engine is left as it was.
     """
@@ -855,36 +813,36 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
     with open_bundle(path) as bundle:
         manifest = bundle.manifest
         check_targets(manifest, settings)
-        require_trusted(settings, bundle, allow_unsigned, console)
+        require_trusted(settings, bundle, allow_unsigned, progress)
         credentials = _push_setup(settings, push_to, username, password_file) if push_to is not None else None
         # Opened before anything is loaded: a wrong passphrase stops here, not after the smoke tests.
         signer = trust.signer_from(settings, passphrase_file) if push_to is not None else None
         api = client()
         before = tag_state(api)
         try:
-            _unbundle(settings, api, bundle, console, smoke_test)
+            _unbundle(settings, api, bundle, progress, smoke_test)
         except BaseException:
             try:
                 restore_tags(api, before)
             except Exception as exc:  # the engine went away: say so, but keep the failure that got us here
-                console.print(f"[bold red]could not check the engine's tags after the failure: {escape(str(exc))}[/]")
+                progress.fail(f"could not check the engine's tags after the failure: {exc}")
             raise
-    if push_to is not None:
-        _push_mirror(settings, api, manifest, push_to, credentials, console,
-                     proofs=trust.bundle_proofs(bundle.trust_bytes, trust.trusted_keys(settings)), signer=signer)
-    return 0
+    if push_to is None:
+        return None
+    return _push_mirror(settings, api, manifest, push_to, credentials, progress,
+                        proofs=trust.bundle_proofs(bundle.trust_bytes, trust.trusted_keys(settings)), signer=signer)
 
 
-def _unbundle(settings: Settings, api, bundle: OpenBundle, console: Console, smoke_test) -> None:
+def _unbundle(settings: Settings, api, bundle: OpenBundle, progress: Progress, smoke_test) -> None:
     started = time.monotonic()
     path, manifest = bundle.path, bundle.manifest
-    console.print(f"Bundle {path.name}: {len(manifest.images)} image(s), written {manifest.created or '?'}.")
-    check_archive(bundle, console)
+    progress.say(f"Bundle {path.name}: {len(manifest.images)} image(s), written {manifest.created or '?'}.")
+    check_archive(bundle, progress)
     smoke_test = smoke_test or functools.partial(verify.smoke_test, api)
     existed = set(api.api.images(quiet=True, all=True))  # what load adds is what a failure removes again
     before = tag_state(api)
     try:
-        loaded = load_images(api, bundle, console)
+        loaded = load_images(api, bundle, progress)
     except BaseException:
         restore_tags(api, before)
         remove_new(api, manifest, existed)
@@ -895,21 +853,21 @@ def _unbundle(settings: Settings, api, bundle: OpenBundle, console: Console, smo
         raise BundleRefused(f"loading {path.name} tagged {', '.join(sorted(moved)[:3])}: its archive names images; "
                             "every tag was put back and nothing was tagged", "make the bundle again with `inv bundle`")
     _remove_unlisted(api, manifest, loaded, existed)
-    checks = smoke_all(check_loaded(api, manifest), smoke_test, console)
+    checks = smoke_all(check_loaded(api, manifest), smoke_test, progress)
     write_json(settings.output_path / "reports" / "unbundle-latest.json", checks, {"bundle": str(path)})
     bad = [check for check in checks if check.failed]
     if bad:
         remove_new(api, manifest, existed)
         for check in bad:
-            console.print(f"{escape(check.name)}: {check.status.styled(check.detail)}")
+            progress.fail(f"{check.name}: {check.status}: {check.detail}")
         raise FactoryError(f"{len(bad)} of {len(checks)} image(s) in {path.name} failed their checks "
                            f"({', '.join(check.name for check in bad)}); nothing was tagged",
                            "the images are not what the bundle's manifest says; make the bundle again")
     for image in manifest.images:
         move_tags(api, image.image_id, image.repository, list(image.tags))
-        console.print(f"  {image.repository}:{image.tags[0]}  {image.image_id[:19]}  verified, tagged "
-                      f"{', '.join(image.tags)}", markup=False)
-    console.print(f"Unbundled {len(manifest.images)} image(s), every one checked and smoke-tested "
+        progress.say(f"  {image.repository}:{image.tags[0]}  {image.image_id[:19]}  verified, tagged "
+                      f"{', '.join(image.tags)}")
+    progress.say(f"Unbundled {len(manifest.images)} image(s), every one checked and smoke-tested "
                   f"({time.monotonic() - started:.1f}s).")
 
 
@@ -955,7 +913,7 @@ def _prove(pusher, api, image: BundledImage, result, proof, signer) -> None:
                         f"attestation {signed.attestation}")
     except FactoryError as exc:
         result.result, result.reason = FAILED, pusher.redact(f"signing: {exc.message}")
-        pusher.say(f"[bold red]{escape(result.repository)}: signing failed[/] {escape(result.reason)}", markup=True)
+        pusher.fail(f"{result.repository}: signing failed {result.reason}")
 
 
 def _push_setup(settings: Settings, registry: str, username: str | None, password_file: str | None):
@@ -964,12 +922,12 @@ def _push_setup(settings: Settings, registry: str, username: str | None, passwor
     return read_credentials(registry.strip(), username=username, password_file=password_file, home=settings.registry)
 
 
-def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: str, credentials, console, *,
-                 proofs: dict | None = None, signer=None) -> None:
+def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: str, credentials, progress: Progress, *,
+                 proofs: dict | None = None, signer=None) -> PushRun:
     """Every image to the mirror with the same tags (and its cache tag), through push.py's pusher; then each
     pushed digest gets the bundle's proofs of its image and, with a signing key, a signature made here."""
     target = registry.strip()
-    pusher = connect(api, target, credentials, console)
+    pusher = connect(api, target, credentials, progress)
     proofs = proofs or {}
 
     def where(image: BundledImage) -> tuple[str, str, list[str]]:
@@ -992,13 +950,13 @@ def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: st
     unproven = [r.name for r in results if r.result in (PUSHED, PRESENT)
                 and set(r.signed.values()) <= {ATTESTATION_ONLY}]
     if unproven:
-        console.print(f"[bold yellow]warning: {escape(', '.join(unproven))} on {escape(target)} carry no signature "
-                      "(the bundle has none and factory.signing_key is not set): `inv verify` and --cache-from "
-                      "with trusted_keys will refuse them[/]")
-    console.print(push_table(results, f"Pushed to the mirror {target}"))
+        progress.warn(f"warning: {', '.join(unproven)} on {target} carry no signature (the bundle has none and "
+                      "factory.signing_key is not set): `inv verify` and --cache-from with trusted_keys will refuse "
+                      "them")
     report = write_json(settings.output_path / "reports" / "push-latest.json", results, {"registry": target,
                                                                                         "from_bundle": True})
     bad = [r for r in results if r.result in (FAILED, NOT_PUSHED)]
-    if bad:
-        raise FactoryError(f"{len(bad)} of {len(results)} image(s) not pushed to {target}: "
-                           f"{bad[0].name}: {bad[0].reason}", f"the images are tagged here; details in {report}")
+    failure = FactoryError(f"{len(bad)} of {len(results)} image(s) not pushed to {target}: "
+                           f"{bad[0].name}: {bad[0].reason}",
+                           f"the images are tagged here; details in {report}") if bad else None
+    return PushRun(results, f"Pushed to the mirror {target}", report, failure)

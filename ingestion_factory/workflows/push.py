@@ -11,11 +11,8 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, TypeVar
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from ..engine.daemon import plan_for
 from ..engine.registry import (
@@ -34,6 +31,7 @@ from ..model.names import cache_tag, target_repository
 from ..model.plan import UP_TO_DATE, PlanItem, platform_targets, require_verified
 from ..model.results import write_json
 from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform
+from ..progress import Progress
 from ..settings import Settings
 from ..status import Status
 from . import trust
@@ -194,6 +192,16 @@ class PushResult:
     signed: dict[str, str] = field(default_factory=dict)  # digest -> "signed" / "present" (signing_key set)
 
 
+@dataclass(frozen=True)
+class PushRun:
+    """What a push did: one result per image, the table's title, the report written, and the error the
+    command ends with (None: every image pushed or already there). The command layer shows it."""
+    results: list[PushResult]
+    title: str
+    report: Path | None = None
+    failure: FactoryError | None = None
+
+
 def select_tags(item: PlanItem, latest: bool = True) -> list[str]:
     """The tags the build gave this image; `latest=False` (--no-latest) leaves `latest` where it is."""
     return [tag for tag in item.tags if latest or tag != "latest"]
@@ -210,12 +218,12 @@ def publish_tags(item: PlanItem, latest: bool = True) -> list[str]:
 
 class Pusher:
     def __init__(self, api, client: RegistryClient, credentials: Credentials | None, *, redact: Redactor,
-                 out: Console, delays: Iterable[float] = RETRY_DELAYS_S, sleep=time.sleep):
+                 progress: Progress, delays: Iterable[float] = RETRY_DELAYS_S, sleep=time.sleep):
         self.api = api
         self.client = client
         self.credentials = credentials
         self.redact = redact
-        self.out = out
+        self.progress = progress
         self.delays = tuple(delays)
         self.sleep = sleep
 
@@ -264,7 +272,7 @@ class Pusher:
         except FactoryError as exc:
             outcome.reason = self.redact(exc.message)
             outcome.tries = getattr(exc, "tries", outcome.tries) or 1
-            self.say(f"[bold red]{escape(ref)}: failed[/] {escape(outcome.reason)}", markup=True)
+            self.fail(f"{ref}: failed {outcome.reason}")
         finally:
             outcome.duration_s = round(time.monotonic() - started, 1)
         return outcome
@@ -295,31 +303,27 @@ class Pusher:
 
     def _push_once(self, repository: str, tag: str) -> StreamOutcome:
         auth = self.credentials.auth_config(self.client.registry) if self.credentials else None
-        status = self.out.status(f"pushing {repository}:{tag}") if self.out.is_terminal else None
         try:
-            if status:
-                status.start()
-            events = self.api.api.push(repository, tag, stream=True, decode=True, auth_config=auth)
-            return read_push_stream(events, on_layer=(lambda done, total: status.update(
-                f"pushing {repository}:{tag}: {done}/{total} layers")) if status else None)
+            with self.progress.status(f"pushing {repository}:{tag}") as update:
+                events = self.api.api.push(repository, tag, stream=True, decode=True, auth_config=auth)
+                return read_push_stream(events, on_layer=lambda done, total: update(
+                    f"pushing {repository}:{tag}: {done}/{total} layers"))
         except PushError:
             raise
         except Exception as exc:  # the SDK's APIError, a dropped connection to the daemon, a read timeout
             raise PushError(self.redact(f"{type(exc).__name__}: {exc}")) from None
-        finally:
-            if status:
-                status.stop()
 
     def _retrying(self, what: str):
         def announce(tries: int, delay: float, exc: FactoryError) -> None:
-            self.say(f"[yellow]{escape(what)}: {escape(self.redact(exc.message))}; try {tries + 1} in "
-                      f"{delay:.0f}s[/]", markup=True)
+            self.progress.warn(self.redact(f"{what}: {exc.message}; try {tries + 1} in {delay:.0f}s"))
 
         return announce
 
-    def say(self, text: str, markup: bool = False) -> None:
-        self.out.print(f"[{time.strftime('%H:%M:%S')}] " + (text if markup else self.redact(text)),
-                       markup=markup, highlight=False)
+    def say(self, text: str) -> None:
+        self.progress.say(self.redact(text))
+
+    def fail(self, text: str) -> None:
+        self.progress.fail(self.redact(text))
 
 
 class IndexPusher:
@@ -329,10 +333,9 @@ class IndexPusher:
     entries for any other platform are kept in the list stored under it (manifest_list.kept_entries).
     """
 
-    def __init__(self, pusher: Pusher, out: Console, covers: Iterable[str] = ()):
+    def __init__(self, pusher: Pusher, covers: Iterable[str] = ()):
         self.pusher = pusher
         self.client = pusher.client
-        self.out = out
         self.covers = set(covers)
 
     def push_image(self, items: list[PlanItem], repository: str, tags: list[str]) -> PushResult:
@@ -424,7 +427,7 @@ class IndexPusher:
         except FactoryError as exc:
             outcome.reason = self.pusher.redact(exc.message)
             outcome.tries = getattr(exc, "tries", outcome.tries) or 1
-            self.pusher.say(f"[bold red]{escape(ref)}: failed[/] {escape(outcome.reason)}", markup=True)
+            self.pusher.fail(f"{ref}: failed {outcome.reason}")
         finally:
             outcome.duration_s = round(time.monotonic() - started, 1)
         return outcome
@@ -510,7 +513,7 @@ def _summarise(result: PushResult) -> None:
 
 def push(settings: Settings, names: list[str] | None = None, *, registry: str | None = None, latest: bool = True,
          dry_run: bool = False, username: str | None = None, password_file: str | None = None,
-         out: Console, passphrase_file: str | None = None, framework: str | None = None) -> int:
+         progress: Progress, passphrase_file: str | None = None, framework: str | None = None) -> PushRun:
     """`inv push`: the named images (or every available one; of `framework` only, as `--version` asks) and
     the bases they need, to `registry`
     (default factory.registry), on every target platform.
@@ -549,23 +552,26 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
     if dry_run:
         results = [_would_push(items, repository, tags, as_lists) for items, repository, tags in jobs]
         signing = ", each digest signed" if settings.signing_key else ""
-        out.print(push_table(results, f"Would push to {display_host(target)}{kind}{signing} (dry run; nothing pushed)"))
-        require_verified([item for plan in plans for item in plan], "push")
-        return 0
+        title = f"Would push to {display_host(target)}{kind}{signing} (dry run; nothing pushed)"
+        try:
+            require_verified([item for plan in plans for item in plan], "push")
+        except FactoryError as exc:
+            return PushRun(results, title, failure=exc)
+        return PushRun(results, title)
 
     require_verified([item for plan in plans for item in plan], "push")
     signer = trust.signer_from(settings, passphrase_file)  # opened now: a wrong passphrase pushes nothing
     results: list[PushResult] = []
-    out.print(f"Pushing {len(jobs)} image(s){' for ' + ', '.join(map(str, chosen)) if as_lists else ''} to "
+    progress.say(f"Pushing {len(jobs)} image(s){' for ' + ', '.join(map(str, chosen)) if as_lists else ''} to "
               f"{display_host(target)} as {credentials.describe() if credentials else 'anonymous'}"
               + (f", signing with {settings.signing_key} (key id {signer.public.keyid[:16]})." if signer else "."))
     try:
-        pusher = connect(api, target, credentials, out)
+        pusher = connect(api, target, credentials, progress)
     except FactoryError:
         results = [_not_pushed(items, repository, tags, "registry check failed") for items, repository, tags in jobs]
         write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
         raise
-    index_pusher = IndexPusher(pusher, out, covers=[p.name for p in chosen])
+    index_pusher = IndexPusher(pusher, covers=[p.name for p in chosen])
 
     def push_one(job) -> PushResult:
         items, repository, tags = job
@@ -576,19 +582,18 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
         return result
 
     results = push_in_turn(jobs, push_one, lambda job, why: _not_pushed(*job, why))
-    out.print(push_table(results, f"Pushed to {display_host(target)}{kind}"))
     report = write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
-    out.print(f"Report: {report}")
     bad = [r for r in results if r.result in (FAILED, NOT_PUSHED)]
+    failure = None
     if bad:
         good = [r.name for r in results if r.result in (PUSHED, PRESENT)]
         first = next((r for r in bad if r.result == FAILED), bad[0])
-        raise FactoryError(
+        failure = FactoryError(
             f"{len(bad)} of {len(results)} image(s) not pushed ({', '.join(r.name for r in bad)}): "
             f"{first.name}: {first.reason}",
             f"pushed: {', '.join(good) if good else 'none'}; details in {report}",
         )
-    return 0
+    return PushRun(results, f"Pushed to {display_host(target)}{kind}", report, failure)
 
 
 def _sign(pusher: Pusher, signer, api, items: list[PlanItem], result: PushResult) -> None:
@@ -601,7 +606,7 @@ def _sign(pusher: Pusher, signer, api, items: list[PlanItem], result: PushResult
                         f"attestation {signed.attestation}")
     except FactoryError as exc:
         result.result, result.reason = FAILED, pusher.redact(f"signing: {exc.message}")
-        pusher.say(f"[bold red]{escape(result.repository)}: signing failed[/] {escape(result.reason)}", markup=True)
+        pusher.fail(f"{result.repository}: signing failed {result.reason}")
 
 
 def _would_push(items: list[PlanItem], repository: str, tags: list[str], as_list: bool) -> PushResult:
@@ -615,31 +620,21 @@ def _would_push(items: list[PlanItem], repository: str, tags: list[str], as_list
                       image_id=",".join(i.current.id for i in items if i.current), reason=reason)
 
 
-def connect(api, target: str, credentials: Credentials | None, out: Console) -> Pusher:
+def connect(api, target: str, credentials: Credentials | None, progress: Progress) -> Pusher:
     """A Pusher for a registry that answered and took the credentials; else FactoryError "nothing was pushed"."""
     redact = Redactor(credentials.secrets if credentials else [])
     try:
         registry_client = RegistryClient(target, credentials,
                                          insecure=is_insecure(target, api.info().get("RegistryConfig")))
-        with_retries(registry_client.ping, on_retry=lambda tries, delay, exc: out.print(
-            f"[yellow]{escape(redact(exc.message))}; try {tries + 1} in {delay:.0f}s[/]"))
+        with_retries(registry_client.ping, on_retry=lambda tries, delay, exc: progress.warn(
+            f"{redact(exc.message)}; try {tries + 1} in {delay:.0f}s"))
     except FactoryError as exc:
         raise FactoryError(f"nothing was pushed: {redact(exc.message)}",
                            exc.hint or f"check that {display_host(target)} is up and --registry is right") from None
-    return Pusher(api, registry_client, credentials, redact=redact, out=out)
+    return Pusher(api, registry_client, credentials, redact=redact, progress=progress)
 
 
 def _not_pushed(items: list[PlanItem], repository: str, tags: list[str], reason: str) -> PushResult:
     return PushResult(items[0].name, items[0].ref, repository, NOT_PUSHED, tags=tags,
                       image_id=",".join(i.current.id for i in items if i.current), reason=reason,
                       tag_results=[TagResult(tag, f"{repository}:{tag}", NOT_PUSHED) for tag in tags])
-
-
-def push_table(results: list[PushResult], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("image", "tags", "digest", "result"):
-        table.add_column(column, overflow="fold")
-    for result in results:
-        outcome = result.result.styled(result.reason)
-        table.add_row(result.repository, ", ".join(result.tags), result.digest or "-", outcome)
-    return table

@@ -256,7 +256,7 @@ def _images_with_names(path, names: list[str]) -> bytes:
 def test_forged_bundles_exit_2_and_leave_every_tag_as_it_was(bundled, docker_api, registries, tmp_path):
     import hashlib
 
-    from rich.console import Console
+    from ingestion_factory.progress import Quiet
 
     project, path, ids = bundled
     empty_namespace(docker_api, project.namespace, [registries.open.host])
@@ -305,7 +305,7 @@ def test_forged_bundles_exit_2_and_leave_every_tag_as_it_was(bundled, docker_api
         # Should such an archive reach the engine anyway, loading it applies none of its names.
         forged = tmp_path / "archive-names-local-images.bundle"
         with bundle_mod.open_bundle(forged) as opened:
-            loaded = bundle_mod.load_images(docker_api, opened, Console(quiet=True))
+            loaded = bundle_mod.load_images(docker_api, opened, Quiet())
         assert set(loaded) == set(ids.values())
         assert bundle_mod.tag_state(docker_api) == before
     finally:
@@ -323,7 +323,7 @@ def test_an_archive_refused_as_it_streams_into_the_engine_loads_nothing(bundled,
     is aborted and the stream ends in a broken header, so the engine loads none of it."""
     import hashlib
 
-    from rich.console import Console
+    from ingestion_factory.progress import Quiet
 
     project, path, ids = bundled
     empty_namespace(docker_api, project.namespace, [registries.open.host])
@@ -353,7 +353,7 @@ def test_an_archive_refused_as_it_streams_into_the_engine_loads_nothing(bundled,
     _rewrite(path, forged, manifest_edit=with_forged_images, images_edit=lambda data: forged_images)
     with bundle_mod.open_bundle(forged) as opened:
         with pytest.raises(bundle_mod.BundleRefused, match="images.tar member 'pipe' is a FIFO"):
-            bundle_mod.load_images(docker_api, opened, Console(quiet=True))
+            bundle_mod.load_images(docker_api, opened, Quiet())
     for image_id in ids.values():
         assert not docker_api.images.list(filters={"reference": image_id})
         with pytest.raises(Exception):

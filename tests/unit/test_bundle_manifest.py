@@ -8,6 +8,7 @@ import time
 import pytest
 from rich.console import Console
 
+from ingestion_factory.progress import Quiet
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.workflows import bundle as bundle_mod
 from ingestion_factory.workflows.bundle import BundledImage, BundleManifest, BundleRefused
@@ -34,7 +35,7 @@ def _tar(members: dict) -> bytes:
 SAVED = _tar({"l1/layer.tar": b"layer-one " * 1000, "l2/layer.tar": b"layer-two " * 2000,
               "manifest.json": json.dumps([{"Config": "c.json", "RepoTags": None, "Layers": ["l1/layer.tar"]}]).encode()})
 PAYLOAD = [SAVED[:5000], SAVED[5000:20000], SAVED[20000:]]
-QUIET = Console(quiet=True)
+QUIET = Quiet()
 
 
 def check(path):
@@ -557,7 +558,7 @@ def unbundled(settings, path, engine, monkeypatch) -> tuple[int, str]:
 
     monkeypatch.setattr(bundle_mod, "client", lambda: engine)
     try:
-        tasks.reports_errors(bundle_mod.unbundle)(settings, path, console=QUIET, smoke_test=passing_smoke_test)
+        tasks.reports_errors(bundle_mod.unbundle)(settings, path, progress=QUIET, smoke_test=passing_smoke_test)
     except Exit as exc:
         return exc.code, exc.message or ""
     return 0, ""

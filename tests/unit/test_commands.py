@@ -14,6 +14,7 @@ from fake_docker import FakeDockerApi, built_images, engine_attrs, fake_engine
 from project_tree import add_connector
 from test_lock import INDEX, FakeUv
 from testkit import OM_OTHER_VERSIONS, OM_VERSION
+from ingestion_factory.progress import Quiet
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.cli import commands
 from ingestion_factory.errors import ConfigError, FactoryError
@@ -165,14 +166,14 @@ def test_bundle_refuses_images_not_built_from_the_current_inputs(project, tmp_pa
     output = tmp_path / "site.bundle"
     stale = FakeDockerApi(built_images(settings, catalog, ["alpha", "bravo"], stale=("bravo",)))
     with pytest.raises(FactoryError) as refused:
-        bundle_mod.bundle(settings, ["alpha", "bravo"], output, console=QUIET, engine=fake_engine(stale))
+        bundle_mod.bundle(settings, ["alpha", "bravo"], output, progress=Quiet(), engine=fake_engine(stale))
     assert refused.value.message.startswith("refusing to bundle 1 image(s)")
     assert "bravo (inputs changed)" in refused.value.message and "alpha" not in refused.value.message
-    assert exit_code(bundle_mod.bundle, settings, ["alpha"], output, console=QUIET,
+    assert exit_code(bundle_mod.bundle, settings, ["alpha"], output, progress=Quiet(),
                      engine=fake_engine(FakeDockerApi(built_images(settings, catalog, [])))) == 1  # missing
     assert not output.exists()
 
     current = FakeDockerApi(built_images(settings, catalog, ["alpha", "bravo"]))
-    assert exit_code(bundle_mod.bundle, settings, ["alpha", "bravo"], output, console=QUIET,
+    assert exit_code(bundle_mod.bundle, settings, ["alpha", "bravo"], output, progress=Quiet(),
                      engine=fake_engine(current)) == 0
     assert [image.name for image in bundle_mod.read_manifest(output).images] == ["base", "alpha", "bravo"]

@@ -144,3 +144,33 @@ def test_the_checks_see_a_back_import_and_a_cycle():
     forth = Import("ingestion_factory.cli.commands", "ingestion_factory.model.plan", 1, False)
     assert against_layers([back, forth]) == [f"{back.importer} (line 1) imports {back.target}"]
     assert set(cycle([back, forth])) == {back.importer, forth.importer}
+
+
+# --- one home per concern: printing in cli/ ----------------------------------------------------------
+
+PRINTING_HOME = "cli"  # the one layer that shows things (rich); the others report through progress.Progress
+
+
+def printing_outside_home(paths) -> list[str]:
+    """`rich` imported (at module level or in a function) by a module outside cli/."""
+    found = []
+    for path in paths:
+        if path.relative_to(PACKAGE).parts[0] == PRINTING_HOME:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{path.relative_to(PACKAGE)}:{node.lineno} imports {name}"
+                      for name in names if name.split(".")[0] == "rich"]
+    return found
+
+
+def test_only_the_cli_imports_rich():
+    wrong = printing_outside_home(sorted(PACKAGE.rglob("*.py")))
+    assert not wrong, "the library never prints; progress goes through progress.Progress:\n" + "\n".join(wrong)
+
+
+def test_the_printing_rule_sees_a_rich_import(tmp_path, monkeypatch):
+    module = PACKAGE / "workflows" / "push.py"
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: "def f():\n    from rich.table import Table\n")
+    assert printing_outside_home([module]) == ["workflows/push.py:2 imports rich.table"]

@@ -89,7 +89,7 @@ def test_push_reports_only_the_platform_digests_it_pushed_and_read_back(project)
         return None if found and found.config_digest == items[1].current.id else found
 
     registry.manifest = arm64_variant_not_readable
-    result = push.IndexPusher(pusher, None).push_image(items, "reg/ns/img", manifest_list.plain_tags(items))
+    result = push.IndexPusher(pusher).push_image(items, "reg/ns/img", manifest_list.plain_tags(items))
     assert result.result == "failed"
     assert list(result.platforms) == ["linux/amd64"]  # not the arm64 digest whose read-back failed
 

@@ -16,6 +16,7 @@ from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine import registry
 from ingestion_factory.engine.registry import Credentials, Manifest, Redactor, RegistryClient, RegistryError
 from ingestion_factory.errors import ConfigError, FactoryError
+from ingestion_factory.progress import Quiet
 from testkit import REPO
 from ingestion_factory.model import catalog, names
 from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan, require_verified
@@ -443,7 +444,7 @@ class FakeRegistry:
 def pusher(streams, fake_registry, credentials=None):
     creds = credentials or Credentials("user", PASSWORD, source="t")
     return push.Pusher(FakeApi(streams), fake_registry, creds, redact=Redactor(creds.secrets),
-                       out=Console(file=open("/dev/null", "w")), sleep=lambda s: None)
+                       progress=Quiet(), sleep=lambda s: None)
 
 
 def test_push_tag_pushes_then_reads_back():
@@ -862,9 +863,8 @@ def test_unbundle_push_stops_after_an_auth_failure_as_push_does(monkeypatch, tmp
     manifest = bundle.BundleManifest(images=images, archive_size=0, archive_sha256="")
     settings = settings_mod.load({**settings_mod.pyproject_defaults(REPO), "output_dir": str(tmp_path / "out")},
                                  tmp_path)
-    console = Console(file=open("/dev/null", "w"))
-    with pytest.raises(FactoryError, match="3 of 3 image"):
-        bundle._push_mirror(settings, None, manifest, "127.0.0.1:5000", None, console)
+    run = bundle._push_mirror(settings, None, manifest, "127.0.0.1:5000", None, Quiet())
+    assert "3 of 3 image" in run.failure.message
     assert tried == ["base"]
     report = json.loads((tmp_path / "out" / "reports" / "push-latest.json").read_text())
     assert [i["reason"] for i in report["images"][1:]] == ["stopped after base failed"] * 2

@@ -447,8 +447,10 @@ def test_unbundle_refuses_an_unsigned_bundle_unless_allowed(keys, tmp_path):
     with pytest.raises(bundle_mod.BundleRefused, match="not signed") as refused:
         require(unsigned_path, False)
     assert refused.value.exit_code == 2
+    from ingestion_factory.cli.console_progress import ConsoleProgress
+
     loud = Console(record=True, width=200)
-    require(unsigned_path, True, loud)
+    require(unsigned_path, True, ConsoleProgress(loud))
     shown = loud.export_text()
     assert "WARNING" in shown and "--allow-unsigned" in shown
 
@@ -575,8 +577,10 @@ def test_unbundle_push_proves_each_pushed_digest_by_copy_and_with_a_key_by_signi
         def __init__(self, client):
             self.client, self.said = client, []
 
-        def say(self, text, markup=False):
+        def say(self, text):
             self.said.append(text)
+
+        fail = say
 
         def redact(self, text):
             return text
