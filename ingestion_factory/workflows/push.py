@@ -461,6 +461,15 @@ class IndexPusher:
         return Entry(entry.platform, manifest.digest, manifest.size, manifest.media_type or entry.media_type)
 
 
+def holds_list(client: RegistryClient, repository: str, tag: str) -> bool:
+    """Whether the tag names a manifest list now (a problem reading it: no, and the push goes on as usual)."""
+    try:
+        there = client.manifest(repository, tag)
+    except FactoryError:
+        return False
+    return there is not None and there.media_type in (LIST_TYPE, OCI_INDEX_TYPE)
+
+
 def held(client: RegistryClient, repository: str, digest: str) -> bool:
     """Whether the registry serves `digest` when asked by it (the client hashes what it reads)."""
     try:
@@ -575,8 +584,14 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
 
     def push_one(job) -> PushResult:
         items, repository, tags = job
-        result = (index_pusher.push_image(items, repository, tags) if as_lists
-                  else pusher.push_image(items[0], repository, tags))
+        if as_lists:
+            result = index_pusher.push_image(items, repository, tags)
+        elif holds_list(pusher.client, repository, tags[0]):
+            # Another push made the tag a manifest list (arm64 too): this platform's image joins it, in its place,
+            # instead of replacing it (which would leave the other platforms' pulls broken).
+            result = index_pusher.push_image(items, repository, [t for t in plain_tags(items) if t in tags])
+        else:
+            result = pusher.push_image(items[0], repository, tags)
         if signer and result.result in (PUSHED, PRESENT):
             _sign(pusher, signer, api, items, result)
         return result

@@ -157,6 +157,20 @@ def test_an_arm64_only_push_after_an_amd64_push_leaves_both_under_the_version_ta
                    for m in response.json()["manifests"]}
         assert entries == {"linux/amd64": amd64, "linux/arm64": image["platforms"]["linux/arm64"]}, tag
 
+    # And back: a push of the default platform alone joins the list under the tags instead of replacing it.
+    arm64 = image["platforms"]["linux/arm64"]
+    again = built.inv("push", "-c", "datahub-sqlite", "--registry", registry.host)
+    report = json.loads((built.root / "build" / "reports" / "push-latest.json").read_text())
+    image = {i["name"]: i for i in report["images"]}["datahub-sqlite"]
+    assert image["result"] in ("pushed", "already present"), (image, again.stdout[-2000:])
+    for tag in image["tags"]:
+        response = requests.get(f"http://{registry.host}/v2/{name}/manifests/{tag}",
+                                headers={"Accept": LIST_TYPES}, timeout=10)
+        response.raise_for_status()
+        entries = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+                   for m in response.json()["manifests"]}
+        assert entries == {"linux/amd64": amd64, "linux/arm64": arm64}, tag
+
 
 def _without_run_fields(value):
     if isinstance(value, dict):
