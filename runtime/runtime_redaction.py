@@ -133,8 +133,6 @@ class _SecretPattern:
 _URL_SCHEME = re.compile(r"(?<![\w+.-])[\w+.-]{1,64}://")
 # make_url's user name ends at the first of these; a `:` starts the password.
 _USER_END = re.compile(r"[:/]")
-# The host and port after the userinfo end at the first of these; an `@` before it still belongs to the password.
-_HOST_END = re.compile(r"[/?]")
 # In running text a URL ends at a space or a quote.
 _TEXT_TOKEN = re.compile(r"[^\s\"']+")
 # How far into a URL in running text its userinfo is looked for: bounded, so that a line of many
@@ -161,8 +159,10 @@ def _userinfo(authority: str) -> Optional[Tuple[Optional[int], int, int]]:
         first_at = authority.rfind("@", 0, user_end.start() if user_end else len(authority))
         if first_at < 0:
             return None
-    host_end = _HOST_END.search(authority, first_at + 1)
-    last_at = authority.rfind("@", first_at + 1, host_end.start() if host_end else len(authority))
+    # The host and port end at the path; an `@` before it still belongs to the password. (make_url reads
+    # what follows a `?` there as a query, but as a user name where it starts the URL: `?` does not end it.)
+    path = authority.find("/", first_at + 1)
+    last_at = authority.rfind("@", first_at + 1, path if path >= 0 else len(authority))
     return password, first_at, max(first_at, last_at)
 
 
