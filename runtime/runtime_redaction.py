@@ -6,10 +6,16 @@ sends a config in which it finds anything as a mounted file rather than in env
 `config`, which `docker inspect` shows. A secret is
 
 * the value of a field whose name says secret (`password`, `dbPassword`,
-  `jwtToken`, `api_key`, `connectionString`, ...), unless the name says the
-  value only points at or describes one (`passwordFile`, `tokenUrl`, `tokenType`);
+  `jwtToken`, `api_key`, `ssh_key`, `connectionString`, `Cookie`, ...), unless the
+  name says the value only points at or describes one (`passwordFile`, `tokenUrl`, `tokenType`);
 * a secret inside any value: a password in a URL (`postgresql://user:pw@host`,
-  `user:pw@host:5432`), a JWT, a bearer token, a `password=...` assignment.
+  `user:pw@host:5432`, Oracle's `user/pw@host:1521/service`), a JWT, a bearer
+  token, a `password=...` assignment, a `Cookie:` header.
+
+A URL's password is what SQLAlchemy's `make_url` reads as one (`/`, `#`, `?`
+and spaces included), and a raw `@` in it is kept in the password: the
+userinfo ends at the last `@` before the host (`url_without_userinfo`, which
+the factory's image source label uses too).
 
 Container output ends up in `docker logs`, Airflow task logs and log shippers,
 so every line written to stdout/stderr passes through a `Redactor` that masks
@@ -27,8 +33,8 @@ import json
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, List, Optional, TextIO
-from urllib.parse import quote
+from typing import Any, Callable, Iterable, Iterator, List, Optional, TextIO, Tuple
+from urllib.parse import quote, unquote
 
 MASK = "********"
 
@@ -43,18 +49,22 @@ _SECRET_PAIRS = (
     "apikey", "privatekey", "accesskey", "accountkey", "secretkey", "sslkey", "clientkey", "encryptionkey",
     "masterkey", "sharedkey", "signingkey", "connectionstring", "tlskey",
     "password", "passphrase",  # passWord, passPhrase
+    "sshkey", "authkey", "storagekey", "hmackey",
+    "keystorekey",  # Kafka's ssl.keystore.key: a private key, with or without its PEM header
     "userinfo",  # Kafka schema registry's basic.auth.user.info (user:password)
     "jaasconfig",  # Kafka's sasl.jaas.config holds the password inside a login module line
     "httpauth", "basicauth",  # Elasticsearch's http_auth: user:password
 )
 # A word that names a secret wherever it stands: a personal access token (`databricksPAT`).
 _SECRET_WORDS = frozenset({"pat"})
+# Names a secret as (the end of) the last word only: a `Cookie` header carries a session, a `cookieDomain` not.
+_SECRET_LAST_WORDS = ("cookie",)
 # A last word that says the value only points at or describes the secret.
 _POINTER_WORDS = frozenset({
     "file", "path", "url", "uri", "endpoint", "type", "name", "provider", "loader", "manager", "expiry",
     "expiration", "location", "region", "enabled", "header", "prefix", "mode", "env", "variable", "field", "length",
 })
-_KNOWN_WORDS = (frozenset(_SECRET_WORD_ENDINGS) | frozenset(_SECRET_PAIRS) | _SECRET_WORDS | _POINTER_WORDS
+_KNOWN_WORDS = (frozenset(_SECRET_WORD_ENDINGS + _SECRET_PAIRS + _SECRET_LAST_WORDS) | _SECRET_WORDS | _POINTER_WORDS
                 | {"key", "string"})
 # Values this short are more likely flags ("none", "JWT") than secrets; masking
 # them everywhere would garble the logs without protecting anything.
@@ -76,11 +86,13 @@ def is_secret_field(name: str) -> bool:
         return False
     pairs = [first + second for first, second in zip(words, words[1:])]
     return (any(word.endswith(_SECRET_WORD_ENDINGS + _SECRET_PAIRS) or word in _SECRET_WORDS for word in words)
-            or any(pair in _SECRET_PAIRS for pair in pairs))
+            or any(pair in _SECRET_PAIRS for pair in pairs) or words[-1].endswith(_SECRET_LAST_WORDS))
 
 
 def _singular(word: str) -> str:
-    return word[:-1] if word.endswith("s") and word[:-1] in _KNOWN_WORDS else word
+    stem = word[:-1]
+    known = stem in _KNOWN_WORDS or stem.endswith(_SECRET_WORD_ENDINGS + _SECRET_PAIRS + _SECRET_LAST_WORDS)
+    return stem if word.endswith("s") and known else word  # `dbcredentials` as `dbcredential`
 
 
 def _is_basic_credential(text: str) -> bool:
@@ -107,13 +119,83 @@ class _SecretPattern:
     name_group: Optional[int] = None  # when set, the match counts only if this group names a secret field
     accept: Optional[Callable[[str], bool]] = None  # when set, the secret must also pass this check
 
-    def matches(self, text: str) -> Iterator["re.Match[str]"]:
+    def spans(self, text: str) -> Iterator[Tuple[int, int]]:
+        """Where the secrets are in text, in order."""
         for match in self.regex.finditer(text):
             if self.name_group is not None and not is_secret_field(match.group(self.name_group)):
                 continue
             if self.accept is not None and not self.accept(match.group(self.secret_group)):
                 continue
-            yield match
+            yield match.span(self.secret_group)
+
+
+# Where a URL starts: its scheme as RFC 3986 writes it and as make_url reads it (`mysql+pymysql`, `oracle_db`).
+_URL_SCHEME = re.compile(r"(?<![\w+.-])[\w+.-]{1,64}://")
+# make_url's user name ends at the first of these; a `:` starts the password.
+_USER_END = re.compile(r"[:/]")
+# In running text a URL ends at a space or a quote.
+_TEXT_TOKEN = re.compile(r"[^\s\"']+")
+# How far into a URL in running text its userinfo is looked for: bounded, so that a line of many
+# `x://a:` costs no more than its length times this. A config's values are read whole.
+_TEXT_USERINFO_LIMIT = 1024
+
+
+def _userinfo(authority: str) -> Optional[Tuple[Optional[int], int, int]]:
+    """The userinfo at the start of a URL's authority (what follows `scheme://`), as make_url reads it.
+
+    make_url's user runs to the first `:` or `/`, and a password from that `:` to the first `@`, whatever
+    it holds (`/`, `#`, `?`, spaces); without one, the user runs to the last `@` before that `:` or `/`.
+    A raw `@` in a password leaves the rest of it in what make_url then takes for the host: the userinfo
+    really ends at the last `@` before the path. Returns (where the password starts, or None when there
+    is none; make_url's end of the userinfo; the last `@` before the path), or None without userinfo.
+    """
+    user_end = _USER_END.search(authority)
+    password, first_at = None, -1
+    if user_end is not None and user_end.group() == ":":
+        first_at = authority.find("@", user_end.end())
+        if first_at >= 0:
+            password = user_end.end()
+    if first_at < 0:
+        first_at = authority.rfind("@", 0, user_end.start() if user_end else len(authority))
+        if first_at < 0:
+            return None
+    # The host and port end at the path; an `@` before it still belongs to the password. (make_url reads
+    # what follows a `?` there as a query, but as a user name where it starts the URL: `?` does not end it.)
+    path = authority.find("/", first_at + 1)
+    last_at = authority.rfind("@", first_at + 1, path if path >= 0 else len(authority))
+    return password, first_at, max(first_at, last_at)
+
+
+def _password_spans(authority: str, offset: int) -> Iterator[Tuple[int, int]]:
+    """The password in the userinfo, to the last `@` and (also a secret on its own) to make_url's end of it."""
+    found = _userinfo(authority)
+    if found is None or found[0] is None:
+        return
+    start, first_at, last_at = found
+    for end in sorted({first_at, last_at}, reverse=True):  # longest first: masked whole, not piece by piece
+        if end > start:
+            yield offset + start, offset + end
+
+
+def url_without_userinfo(url: str) -> str:
+    """The URL without its userinfo (user, password, token), however many `@` and `/` the password holds."""
+    scheme = _URL_SCHEME.match(url)
+    found = _userinfo(url[scheme.end():]) if scheme else None
+    return url if found is None else url[:scheme.end()] + url[scheme.end() + found[2] + 1:]
+
+
+class _UrlPasswords:
+    """Every URL's password in running text (a log line), where URLs end at a space or a quote."""
+
+    def spans(self, text: str) -> Iterator[Tuple[int, int]]:
+        if "://" not in text:
+            return
+        for token in _TEXT_TOKEN.finditer(text):
+            if "://" not in token.group():
+                continue
+            for scheme in _URL_SCHEME.finditer(token.group()):
+                start = token.start() + scheme.end()
+                yield from _password_spans(text[start:min(token.end(), start + _TEXT_USERINFO_LIMIT)], start)
 
 
 _SECRET_PATTERNS = (
@@ -133,7 +215,9 @@ _SECRET_PATTERNS = (
     # Kafka's sasl.jaas.config, masked whole up to its closing `;` (the login module line names user and password).
     _SecretPattern(re.compile(r"(?i)\b(?:sasl\.)?jaas\.config[\"']?\s*[:=]\s*[\"']?([^;\n]{1,4096};?)"), 1),
     # A password in a URL: scheme://user:password@host
-    _SecretPattern(re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://[^:/?#@\s]*:([^@/?#\s]+)@"), 1),
+    _UrlPasswords(),
+    # A Cookie header (a session), masked whole to the end of the line: `Cookie: a=1; b=2`.
+    _SecretPattern(re.compile(r"(?i)(?<![\w-])(?:set-)?cookie[\"']?[ \t]*[:=][ \t]*[\"']?(?!\*{4})([^\r\n\"'\\]+)"), 1),
     # A flag and its value: `--password X`, "'--password', 'X'" (a printed argument list).
     _SecretPattern(re.compile(
         r"(?<![\w-])--?([A-Za-z][\w.-]{0,127})(?:[\"']?\s*,\s*[\"']?|\s+[\"']?)(?![-*])([^\s\"',;]+)"), 2,
@@ -146,7 +230,16 @@ _SECRET_PATTERNS = (
 )
 # A whole value of the form user:password@host[:port] (a `host_port` with credentials). Always
 # matched whole (fullmatch): searched for, it would try every start of a long value, quadratic in its length.
-_USERINFO_VALUE = re.compile(r"[^\s:/@]+:([^\s@/]+)@[^\s@]+")
+# The password may hold `/` and a raw `@`: it runs to the last `@` before the host. (A `//` after the
+# first `:` is a URL's, read by the URL rule.)
+_USERINFO_VALUE = re.compile(r"[^\s:/@]+:(?!//)(\S+)@[^\s@/]+(?:[/?#]\S*)?")
+_SPACE = re.compile(r"\s")
+# A whole value in Oracle's user/password@host form (EZConnect): `scott/tiger@db:1521/ORCL`,
+# `scott/tiger@//db:1521/ORCL`, `scott/"p@ss"@db/ORCL` (no spaces, even quoted). A port or a service
+# must follow the host, so that `actions/checkout@v4` and `dbt-labs/dbt_utils@1.1.1` are no credentials.
+_ORACLE_VALUE = re.compile(
+    r"[A-Za-z][\w$#]*/(?:\"(?P<quoted>[^\"]+)\"|(?P<password>[^\s\"]+?))"  # user/password
+    r"@(?://)?[\w.-]+(?::\d+(?:/[\w.$#-]+)?|/[\w.$#-]+)(?::\w+)?(?:/\w+)?")  # @host:port/service:server/instance
 
 
 @dataclass(frozen=True)
@@ -180,9 +273,21 @@ def find_secrets(document: Any) -> List[Secret]:
 
 def secrets_in_value(text: str) -> List[str]:
     """The secrets inside one value (or one line of text)."""
-    found = [match.group(pattern.secret_group) for pattern in _SECRET_PATTERNS for match in pattern.matches(text)]
-    userinfo = _USERINFO_VALUE.fullmatch(text.strip())
-    return found + ([userinfo.group(1)] if userinfo else [])
+    found = [text[start:end] for pattern in _SECRET_PATTERNS for start, end in pattern.spans(text)]
+    whole = text.strip()
+    # A value that is one URL is read as make_url reads it: its password may hold spaces and quotes too.
+    scheme = _URL_SCHEME.match(whole)
+    if scheme is not None:
+        found += [whole[start:end] for start, end in _password_spans(whole[scheme.end():], scheme.end())]
+    # Neither form holds a space; with one, each `@` would be tried to the end of the value (quadratic).
+    if _SPACE.search(whole) is None:
+        userinfo = _USERINFO_VALUE.fullmatch(whole)
+        if userinfo is not None:
+            found.append(userinfo.group(1))
+        oracle = _ORACLE_VALUE.fullmatch(whole)
+        if oracle is not None:
+            found.append(oracle.group("quoted") or oracle.group("password"))
+    return found
 
 
 def secret_values(document: Any) -> set:
@@ -255,6 +360,7 @@ def _variants(secret: str) -> Iterable[str]:
     yield json.dumps(secret)[1:-1]
     yield repr(secret)[1:-1]
     yield quote(secret, safe="")
+    yield unquote(secret)  # a URL's password as the driver got it from make_url
     # A multi-line secret (a PEM private key) is printed line by line.
     yield from (line.strip() for line in secret.splitlines())
     # pydantic echoes a long input as the first 25 and last 24 characters of its repr.
@@ -266,7 +372,7 @@ def _variants(secret: str) -> Iterable[str]:
 
 def _mask_patterns(text: str) -> str:
     for pattern in _SECRET_PATTERNS:
-        spans = [match.span(pattern.secret_group) for match in pattern.matches(text)]
+        spans = list(pattern.spans(text))
         if spans:
             text = _masked(text, spans)
     return text

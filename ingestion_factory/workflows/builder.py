@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import re
 import subprocess
 import threading
 import time
@@ -45,6 +44,7 @@ from ..model.plan import (
     input_hash,
 )
 from ..model.results import BuildStatus, Result, human_size
+from ..model.runtime_modules import runtime_redaction
 from ..settings import Settings
 from . import lock as lock_mod
 
@@ -488,7 +488,8 @@ def _source_url(settings: Settings) -> str:
     url = _git(settings, "remote", "get-url", "origin")
     if not url or url.startswith(("/", "file:", ".")):
         return ""
-    return re.sub(r"//[^/@]+@", "//", url)
+    # The runtime's reading of a URL's userinfo: a password may hold `/` or a raw `@`.
+    return runtime_redaction.url_without_userinfo(url)
 
 
 def _commit_time(settings: Settings) -> str:

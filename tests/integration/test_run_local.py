@@ -239,6 +239,12 @@ def _canary_fields(canary: str) -> dict:
         "sasl.jaas.config": ("org.apache.kafka.common.security.plain.PlainLoginModule required "
                              f'username="ingest" password="{canary}-jaas";'),
         "Authorization": f"Basic {basic}",
+        "sqlalchemy_uri": f"postgresql://ingest:Pa/ss#{canary}-url@db.invalid/shop",  # make_url's password
+        "oracle_dsn": f"scott/{canary}-oracle@db.invalid:1521/ORCL",
+        "ssh_key": f"b3BlbnNzaC1rZXk{canary}-ssh",
+        "storageKey": f"{canary}-storage==",
+        "ssl.keystore.key": f"MIIEvQIBADANBg{canary}-keystore",
+        "extra_headers": {"Cookie": f"session={canary}-cookie; theme=dark"},
     }
 
 

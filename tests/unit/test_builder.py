@@ -203,6 +203,11 @@ def test_the_source_label_is_a_remote_without_credentials_or_nothing(tmp_path, m
 
     settings = settings_mod.load(settings_mod.pyproject_defaults(Path(__file__).resolve().parents[2]), tmp_path)
     for remote, label in (("https://user:token@github.com/acme/factory.git", "https://github.com/acme/factory.git"),
+                          # a raw `@` or `/` in the password: the whole userinfo goes, up to the last `@`
+                          ("https://user:p@ss@word@github.com/acme/factory.git", "https://github.com/acme/factory.git"),
+                          ("https://user:pa/ss@github.com/acme/factory.git", "https://github.com/acme/factory.git"),
+                          ("https://ghp_token@github.com/acme/factory.git", "https://github.com/acme/factory.git"),
+                          ("https://github.com/acme/factory.git", "https://github.com/acme/factory.git"),
                           ("git@github.com:acme/factory.git", "git@github.com:acme/factory.git"),
                           ("/srv/git/factory", ""), ("file:///srv/git/factory", ""), ("", "")):
         monkeypatch.setattr(builder_mod, "_git", lambda settings, *args, remote=remote: remote)

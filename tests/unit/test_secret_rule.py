@@ -111,6 +111,49 @@ SECRET_TABLE = [
     ("sasl.jaas.config", JAAS, True),
     ("sasl.mechanism", "PLAIN", False),
     ("Authorization", f"Basic {_basic('ingest:' + MARK)}", True),
+    # Whatever SQLAlchemy's make_url reads as the password: it may hold `/`, `#`, `?` or a raw `@`.
+    ("sqlalchemy_uri", f"postgresql://etl:Pa/ss-{MARK}@db/x", True),
+    ("sqlalchemy_uri", f"postgresql://etl:Pa#ss-{MARK}@db/x", True),
+    ("sqlalchemy_uri", f"mysql+pymysql://etl:Pa?ss-{MARK}@db:3306/x?charset=utf8", True),
+    ("sqlalchemy_uri", f"postgresql://etl:p@ss-{MARK}@db/x", True),  # make_url: "p", the host "ss-...@db"
+    ("sqlalchemy_uri", f"postgresql://etl:pa ss-{MARK}@db/x", True),
+    ("host_port", f"etl:Pa/ss-{MARK}@db:5432", True),
+    # Oracle's user/password@host form (EZConnect).
+    ("dsn", f"scott/Tiger{MARK}@db:1521/ORCL", True),
+    ("dsn", f"scott/Tiger{MARK}@//db.example.com:1521/ORCL", True),
+    ("dsn", f'scott/"p@ss{MARK}"@db/ORCL', True),
+    ("args", ["sqlplus", "-S", f"scott/Tiger{MARK}@db:1521/ORCL"], True),
+    ("dbt_package", "dbt-labs/dbt_utils@1.1.1", False),
+    ("action", "actions/checkout@v4", False),
+    # Keys by their names, snake_case and camelCase; Kafka's key without a PEM header.
+    ("ssh_key", f"b3BlbnNzaC1rZXktdjEAAAAA{MARK}", True),
+    ("sshKey", f"b3BlbnNzaC1rZXktdjEAAAAA{MARK}", True),
+    ("authKey", f"ak-{MARK}", True),
+    ("storageKey", f"sk-{MARK}==", True),
+    ("hmac_key", f"hk-{MARK}", True),
+    ("ssl.keystore.key", f"MIIEvQIBADANBgkqhkiG9w0B{MARK}", True),
+    ("Cookie", f"session={MARK}; theme=dark", True),
+    ("headers", {"Cookie": f"session={MARK}; theme=dark", "Accept": "text/plain"}, True),
+    ("headers", [{"name": "Cookie", "value": f"session={MARK}"}], True),
+    ("extra_headers", f"Cookie: session={MARK}; theme=dark", True),
+    # Ordinary config that only looks near a secret.
+    ("hostPort", "db.example.com:5432", False),
+    ("database", "shop", False),
+    ("databaseName", "orders_2024", False),
+    ("partitionKey", "customer_id", False),
+    ("sortKey", "created_at", False),
+    ("routingKey", "orders.created", False),
+    ("objectKey", "exports/2024/orders.csv", False),
+    ("foreign_key", "customer_id", False),
+    ("sshKeyFile", "/home/etl/.ssh/id_ed25519", False),
+    ("ssh_key_path", "/home/etl/.ssh/id_ed25519", False),
+    ("ssl.keystore.location", "/certs/keystore.jks", False),
+    ("ssl.keystore.type", "PEM", False),
+    ("authType", "basic", False),
+    ("cookieName", "session", False),
+    ("schemaFilterPattern", {"includes": ["^public$", "sales.*"], "excludes": ["^pg_.*"]}, False),
+    ("url", "https://api.example.com/v1/users/me@example.com", False),
+    ("url", "https://etl@api.example.com:8443/v1", False),
 ]
 
 
@@ -179,6 +222,14 @@ LOG_TABLE = [
     (f"ssl.keystore.password={MARK}-pw", MARK),
     (f"key: {json.dumps(PEM)}", MARK),
     (f"credentials_json={json.dumps(GCP_KEY_FILE)}", MARK),
+    (f"connecting to postgresql://etl:Pa/ss-{MARK}@db/x", MARK),
+    (f"engine: mysql://etl:Pa#ss-{MARK}@db/x failed", MARK),
+    (f"engine: mysql://etl:p@ss-{MARK}@db/x failed", MARK),
+    (f"Cookie: session={MARK}; theme=dark", MARK),
+    (f"Set-Cookie: session={MARK}; Path=/; HttpOnly", MARK),
+    (f"headers={{'Cookie': 'session={MARK}; theme=dark'}}", MARK),
+    (f"ssl.keystore.key={MARK}abc", MARK),
+    (f"connecting with ssh_key={MARK}abc", MARK),
 ]
 CLEAN_LINES = [
     "basic authentication failed for user ingest",
@@ -186,6 +237,9 @@ CLEAN_LINES = [
     "running ingest --password-file /run/secrets/pw --verbose",
     "sasl.mechanism=PLAIN security.protocol=SASL_SSL",
     "-----BEGIN CERTIFICATE-----",
+    "GET http://localhost:8585/api/v1/services?limit=10",
+    "cookie consent banner disabled",
+    "partitionKey=customer_id sortKey=created_at",
 ]
 
 
@@ -229,7 +283,7 @@ def test_pieces_of_a_secret_in_a_shortened_echo_of_a_larger_input_are_masked():
 # it reads (a name matched whole, patterns that start only where their run starts): a search where a
 # fullmatch belongs, or an unanchored repeat, turns 100 KiB into minutes.
 LONG_INPUTS = ["a", "a-", "a:a@", "a=b ", "x://a:", "eyJaaaaa.", "'--a', ", "basic ", "token 1", "jaas.config=",
-               "input_value=S3cret..."]
+               "input_value=S3cret...", "x://a:@", "x://@", "x://a:b/", "cookie: ", "a/b@c:1/", "@b/"]
 
 
 @pytest.mark.parametrize("unit", LONG_INPUTS)
@@ -240,4 +294,12 @@ def test_a_100_kib_value_or_name_stays_fast(unit):
     started = time.perf_counter()
     runtime_redaction.find_secrets({"host_port": text, text: "x"})
     redactor.redact(text)
+    assert time.perf_counter() - started < 2.0
+
+
+def test_a_long_credential_like_value_ending_in_a_space_stays_fast():
+    """`user:password@host` may hold many `@`: with a space at the end, each would be tried to the end (minutes)."""
+    value = "ingest:" + "@b/" * (100 * 1024 // 3) + " x"
+    started = time.perf_counter()
+    runtime_redaction.find_secrets({"host_port": value})
     assert time.perf_counter() - started < 2.0
