@@ -8,8 +8,8 @@ key sign an attestation about it, and does the attested record match what the ca
 What is checked is one manifest, read by its digest (the registry client hashes the body it read, so a
 registry cannot swap another body under a signed digest), in one repository: a signature counts only when
 its docker-reference names that repository, and an attestation only when its subject does (names are
-compared canonically: Docker Hub's aliases are one host). The attested record must then match what the
-caller expects.
+compared canonically: Docker Hub's aliases are one host). The attested record must then be for the image
+name, framework version and platform asked for.
 
 A signature or attestation may name the image's ID (its config digest) instead of the manifest digest:
 that is what a signed bundle carries, as `docker load` knows images by ID and the registry digest a
@@ -39,6 +39,7 @@ from ..engine.verify import SMOKE_COMMAND
 from ..engine.signing import PublicKey, Signer, load_public_keys, load_signer, read_passphrase
 from ..errors import ConfigError, FactoryError
 from ..model import trust_records as records
+from ..model.catalog import IMAGE_PREFIX
 from ..model.names import repository_on
 from ..model.plan import (
     LABEL_FRAMEWORK,
@@ -109,7 +110,8 @@ class Expectation:
     platforms: tuple[str, ...] | None = None
     input_hash: str | None = None
     parent_id: str | None = None
-    image: str | None = None
+    image: str | None = None  # the catalog name (datahub-sqlite, base-datahub)
+    versions: tuple[tuple[str, str], ...] | None = None  # (framework, version) pairs any one of which is asked for
 
 
 # --- settings -> keys -------------------------------------------------------------------------
@@ -422,6 +424,9 @@ def policy_problem(record: VerificationRecord, expect: Expectation) -> str | Non
         return f"the smoke test result is {record.smoke_result!r}"
     if expect.image and record.image != expect.image:
         return f"the record is for {record.image}, not {expect.image}"
+    if expect.versions is not None and (record.framework, record.framework_version) not in expect.versions:
+        asked = " or ".join(f"{framework} {version}" for framework, version in expect.versions) or "no version"
+        return f"the record is for {record.framework} {record.framework_version}, not {asked}"
     if expect.platforms is not None and record.platform not in expect.platforms:
         return f"platform {record.platform}, the policy accepts {', '.join(expect.platforms)}"
     if expect.input_hash and record.input_hash != expect.input_hash:
@@ -433,6 +438,15 @@ def policy_problem(record: VerificationRecord, expect: Expectation) -> str | Non
 
 def _policy_summary(record: VerificationRecord, expect: Expectation) -> str:
     checked = ["smoke test passed"]
+    if expect.image:
+        checked.append(f"image {record.image}")
+    if expect.versions is not None and not expect.input_hash:
+        checked.append(f"{record.framework} {record.framework_version} only (input hash not checked: another "
+                       "build of that version would pass too)")
+    elif expect.versions is not None:
+        checked.append(f"{record.framework} {record.framework_version}")
+    elif not expect.input_hash:
+        checked.append("version not checked (the reference names none)")
     if expect.platforms is not None:
         checked.append(f"platform {record.platform}")
     if expect.input_hash:
@@ -516,6 +530,19 @@ def parse_reference(text: str) -> Reference:
                      found["digest"] or "")
 
 
+def image_expectation(ref: Reference, settings: Settings) -> Expectation:
+    """What `inv verify IMAGE` asks of the record: the image its repository is named for (this factory names
+    them `ingestion-connector-NAME`), a platform of `factory.platforms`, and the version its tag names: a
+    supported version, or `latest` (a default version's); a commit, cache or digest reference names none."""
+    image = ref.repository.rpartition("/")[2].removeprefix(IMAGE_PREFIX)
+    frameworks = list(settings.frameworks.values())
+    if ref.tag == "latest":
+        versions = tuple((f.name, f.default_version or f.version) for f in frameworks)
+    else:
+        versions = tuple((f.name, ref.tag) for f in frameworks if ref.tag and ref.tag in f.supported) or None
+    return Expectation(platforms=tuple(p.name for p in settings.target_platforms), image=image, versions=versions)
+
+
 def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expectation) -> list[Verdict]:
     """Resolve a tag (or take the digest) and check it; a manifest list is checked, then each of its variants."""
     try:
@@ -531,7 +558,8 @@ def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expect
         return [check(client, ref.repository, manifest.digest, keys, expect, f"{shown}@{manifest.digest}")]
     # The list's record names every platform; each variant's record names its own, checked against the policy.
     verdicts = [check(client, ref.repository, manifest.digest, keys,
-                      Expectation(image=expect.image), f"{shown}@{manifest.digest} (manifest list)")]
+                      Expectation(image=expect.image, versions=expect.versions),
+                      f"{shown}@{manifest.digest} (manifest list)")]
     for entry in variants:
         platform = entry.get("platform") or {}
         name = "/".join(part for part in (platform.get("os"), platform.get("architecture"), platform.get("variant"))
@@ -540,7 +568,7 @@ def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expect
         verdicts.append(check(client, ref.repository, str(entry.get("digest", "")), keys,
                               Expectation(platforms=(name,) if wanted else expect.platforms,
                                           input_hash=expect.input_hash if name == "linux/amd64" else None,
-                                          image=expect.image),
+                                          image=expect.image, versions=expect.versions),
                               f"{shown}@{entry.get('digest')} ({name})"))
     return verdicts
 

@@ -745,6 +745,23 @@ def test_an_images_proofs_copied_under_another_repository_do_not_verify_there(ke
     assert verdict.failure.check == trust.Check.SIGNATURE and MYSQL_REPO in verdict.failure.detail, verdict.why()
 
 
+def test_inv_verify_image_asks_for_the_image_its_repository_names(keys, project):
+    """Even signed for the postgres repository (a key that signs what it should not), a record of mysql does
+    not pass `inv verify .../ingestion-connector-postgres:TAG`."""
+    from ingestion_factory import settings as settings_mod
+
+    signer, public, _ = keys
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    registry = MemoryRegistry()
+    registry.manifests["2.0.7.0"] = b"the image"
+    registry.digests["2.0.7.0"] = DIGEST
+    trust.sign(registry, signer, POSTGRES_REPO, DIGEST, record(image="mysql", framework="openmetadata",
+                                                                framework_version="2.0.7.0"))
+    ref = trust.parse_reference(f"{POSTGRES_REPO}:2.0.7.0")
+    [verdict] = trust.check_reference(registry, ref, [public], trust.image_expectation(ref, settings))
+    assert verdict.failure.check == trust.Check.POLICY and "not postgres" in verdict.failure.detail
+
+
 @pytest.mark.parametrize("signed_as, checked, same", [
     ("openmetadata/x", "docker.io/openmetadata/x", True),
     ("index.docker.io/openmetadata/x", "openmetadata/x", True),
@@ -789,3 +806,62 @@ def test_a_pushed_proof_copied_to_another_registry_counts_there_once_signed_ther
     assert verdict.failure.check == trust.Check.SIGNATURE and REPO in verdict.failure.detail
     assert trust.sign(registry, signer, mirrored, DIGEST, record()) == trust.Signed(DIGEST, "signed", "signed")
     assert trust.check(registry, mirrored, DIGEST, [public], EXPECT).verified
+
+
+def test_inv_verify_image_asks_for_the_version_its_tag_names(project):
+    from ingestion_factory import settings as settings_mod
+
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    expect = trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}:1.12.14.2"), settings)
+    assert expect.image == "postgres" and expect.versions == (("openmetadata", "1.12.14.2"),)
+    assert expect.platforms == ("linux/amd64",)
+    latest = trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}:latest"), settings)
+    assert set(latest.versions) == {("openmetadata", "2.0.7.0"), ("datahub", "1.7.0.17")}  # the defaults
+    for other in ("abc1234", "inputs-" + "ab" * 16):  # a commit or cache tag names no version
+        assert trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}:{other}"), settings).versions is None
+    assert trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}@{DIGEST}"), settings).versions is None
+    base = trust.image_expectation(trust.parse_reference("openmetadata/ingestion-connector-base-datahub:1.0"),
+                                   settings)
+    assert base.image == "base-datahub"
+
+
+def test_a_record_of_another_version_fails_the_policy_check(keys):
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, REPO, DIGEST, record())  # datahub 1.2.0
+    verdict = trust.check(registry, REPO, DIGEST, [public], trust.Expectation(versions=(("datahub", "1.7.0.17"),)))
+    assert verdict.failure.check == trust.Check.POLICY
+    assert verdict.failure.detail == "the record is for datahub 1.2.0, not datahub 1.7.0.17"
+    ok = trust.check(registry, REPO, DIGEST, [public], trust.Expectation(versions=(("datahub", "1.2.0"),)))
+    assert ok.verified
+
+
+def test_inv_verify_c_name_that_cannot_plan_checks_the_version_and_says_that_is_all(keys, project, monkeypatch):
+    from project_tree import add_connector
+
+    from ingestion_factory import settings as settings_mod
+    from ingestion_factory.cli import trust_commands
+    from ingestion_factory.errors import FactoryError
+
+    signer, public, _ = keys
+    add_connector(project, "a")
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+
+    def no_engine(*args, **kwargs):
+        raise FactoryError("no engine")
+
+    monkeypatch.setattr(trust_commands, "plan_for", no_engine)
+    ref, expect = trust_commands._connector_reference(settings, "a", "127.0.0.1:5000", ("linux/amd64",))
+    assert (ref.repository, ref.tag) == ("127.0.0.1:5000/openmetadata/ingestion-connector-a", "2.0.7.0")
+    assert expect.image == "a" and expect.input_hash is None and expect.versions == (("openmetadata", "2.0.7.0"),)
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, ref.repository, DIGEST, record(image="a", framework="openmetadata",
+                                                                  framework_version="2.0.7.0"))
+    verdict = trust.check(registry, ref.repository, DIGEST, [public], expect)
+    assert verdict.verified, verdict.why()
+    policy = verdict.checks[-1].detail
+    assert "openmetadata 2.0.7.0 only" in policy and "input hash not checked" in policy, policy
+    older = MemoryRegistry()
+    trust.sign(older, signer, ref.repository, DIGEST, record(image="a", framework="openmetadata",
+                                                               framework_version="1.12.14.2"))
+    assert trust.check(older, ref.repository, DIGEST, [public], expect).failure.check == trust.Check.POLICY
