@@ -47,7 +47,9 @@ def verify(settings: Settings, target: str, *, registry: str | None = None, as_j
         expect = trust.image_expectation(ref, settings)
     else:
         ref, expect = _connector_reference(settings, target, registry, platforms)
-    client = RegistryClient(ref.registry, read_credentials(ref.registry), insecure=_insecure(ref.registry), timeout=15)
+    # FACTORY_REGISTRY_* are the factory registry's (as for --cache-from): an image elsewhere never gets them.
+    credentials = read_credentials(ref.registry, home=settings.registry)
+    client = RegistryClient(ref.registry, credentials, insecure=_insecure(ref.registry), timeout=15)
     verdicts = trust.check_reference(client, ref, keys, expect)
     if as_json:
         print(trust.summary_json(verdicts))

@@ -865,3 +865,35 @@ def test_inv_verify_c_name_that_cannot_plan_checks_the_version_and_says_that_is_
     trust.sign(older, signer, ref.repository, DIGEST, record(image="a", framework="openmetadata",
                                                                framework_version="1.12.14.2"))
     assert trust.check(older, ref.repository, DIGEST, [public], expect).failure.check == trust.Check.POLICY
+
+
+def test_inv_verify_sends_the_factory_registry_credentials_to_no_other_registry(keys, project, monkeypatch,
+                                                                               tmp_path):
+    """FACTORY_REGISTRY_* belong to the factory's registry (or FACTORY_REGISTRY_HOST), as for --cache-from:
+    `inv verify IMAGE` of another host does not send them there."""
+    from ingestion_factory import settings as settings_mod
+    from ingestion_factory.cli import trust_commands
+
+    _, public, _ = keys
+    monkeypatch.setenv("FACTORY_REGISTRY_USERNAME", "ci")
+    monkeypatch.setenv("FACTORY_REGISTRY_PASSWORD", "s3cret-for-the-factory")
+    monkeypatch.delenv("FACTORY_REGISTRY_HOST", raising=False)
+    monkeypatch.delenv("FACTORY_REGISTRY_PASSWORD_FILE", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no `docker login` here
+    settings = settings_mod.load({**settings_mod.pyproject_defaults(project), "registry": "factory.example:5000",
+                                  "trusted_keys": [public.source]}, project)
+    clients = []
+
+    class Recorder:
+        def __init__(self, registry, credentials=None, **options):
+            clients.append((registry, credentials))
+
+    monkeypatch.setattr(trust_commands, "RegistryClient", Recorder)
+    monkeypatch.setattr(trust_commands, "_insecure", lambda registry: True)
+    monkeypatch.setattr(trust, "check_reference", lambda client, ref, keys, expect: [
+        trust.Verdict(ref.repository, DIGEST, (trust.CheckResult(trust.Check.DIGEST, True, DIGEST),))])
+    assert trust_commands.verify(settings, "elsewhere.example/openmetadata/ingestion-connector-a:1.0",
+                                 as_json=True) == 0
+    assert clients[-1] == ("elsewhere.example", None)
+    trust_commands.verify(settings, "factory.example:5000/openmetadata/ingestion-connector-a:1.0", as_json=True)
+    assert clients[-1][0] == "factory.example:5000" and clients[-1][1].username == "ci"
