@@ -44,10 +44,12 @@ def verify(settings: Settings, target: str, *, registry: str | None = None, as_j
     platforms = tuple(p.name for p in settings.target_platforms)
     if trust.looks_like_image(target):
         ref = trust.parse_reference(target)
-        expect = trust.Expectation(platforms=platforms)
+        expect = trust.image_expectation(ref, settings)
     else:
         ref, expect = _connector_reference(settings, target, registry, platforms)
-    client = RegistryClient(ref.registry, read_credentials(ref.registry), insecure=_insecure(ref.registry), timeout=15)
+    # FACTORY_REGISTRY_* are the factory registry's (as for --cache-from): an image elsewhere never gets them.
+    credentials = read_credentials(ref.registry, home=settings.registry)
+    client = RegistryClient(ref.registry, credentials, insecure=_insecure(ref.registry), timeout=15)
     verdicts = trust.check_reference(client, ref, keys, expect)
     if as_json:
         print(trust.summary_json(verdicts))
@@ -66,8 +68,9 @@ def _connector_reference(settings: Settings, name: str, registry: str | None, pl
     host = settings.registry if registry is None else registry.strip()
     repository = target_repository(settings, host, spec.image_name)
     ref = trust.Reference(host or "docker.io", repository, version_tag(spec, settings), "")
+    # Without an input hash (no engine here) only the version is checked, and the policy check says so.
     return ref, trust.Expectation(platforms=platforms, input_hash=_planned_input_hash(settings, catalog, key),
-                                  image=key)
+                                  image=key, versions=((spec.framework.name, spec.framework.version),))
 
 
 def _planned_input_hash(settings: Settings, catalog, name: str) -> str | None:

@@ -18,6 +18,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from ..documents import DocumentError, load_json
+from .names import DOCKER_HUB, canonical_host
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -81,17 +82,44 @@ def simple_signing_payload(repository: str, digest: str, optional: dict | None =
     })
 
 
-def read_simple_signing(payload: bytes) -> tuple[str, str]:
-    """(docker-reference, docker-manifest-digest) of a simple-signing payload; RecordError when malformed."""
+@dataclass(frozen=True)
+class SignedName:
+    """What a simple-signing payload says: this digest is the image named `reference`."""
+
+    reference: str  # docker-reference: the repository, without tag or digest
+    digest: str  # docker-manifest-digest (a bundle's: the image ID, with its marker in `optional`)
+    optional: dict  # the payload's "optional" object ({} when null)
+
+
+def read_simple_signing(payload: bytes) -> SignedName:
+    """The names in a simple-signing payload; RecordError when malformed."""
     try:
-        critical = load_json(payload, what="the simple-signing payload")["critical"]
+        document = load_json(payload, what="the simple-signing payload")
+        critical = document["critical"]
         if critical["type"] != SIGNATURE_KIND:
             raise RecordError(f"payload type is {critical['type']!r}, not {SIGNATURE_KIND!r}")
-        return str(critical["identity"]["docker-reference"]), str(critical["image"]["docker-manifest-digest"])
+        optional = document.get("optional") or {}
+        return SignedName(str(critical["identity"]["docker-reference"]),
+                          str(critical["image"]["docker-manifest-digest"]),
+                          optional if isinstance(optional, dict) else {})
     except (RecordError, DocumentError) as exc:
         raise RecordError(str(exc)) from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RecordError(f"not a simple-signing payload ({type(exc).__name__}: {exc})") from None
+
+
+def canonical_repository(name: str) -> str:
+    """`host/path` as a registry knows the repository, so two spellings of one compare equal: Docker Hub's
+    aliases are `docker.io`, a one-part Hub name is under `library/`, a host is case-insensitive. A name with
+    a tag or digest stays as it is (and so equals no repository)."""
+    first, _, rest = name.strip().partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        host, path = canonical_host(first.lower()), rest
+    else:
+        host, path = DOCKER_HUB, name.strip()
+    if host == DOCKER_HUB and "/" not in path:
+        path = f"library/{path}"
+    return f"{host}/{path}"
 
 
 # --- DSSE ------------------------------------------------------------------------------------------

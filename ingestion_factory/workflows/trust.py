@@ -5,11 +5,21 @@ Signing writes, for one manifest digest, cosign's signature (`sha256-<hex>.sig`)
 back and answers, check by check: is there such a digest, does a trusted key sign it, does a trusted
 key sign an attestation about it, and does the attested record match what the caller expects.
 
+What is checked is one manifest, read by its digest (the registry client hashes the body it read, so a
+registry cannot swap another body under a signed digest), in one repository: a signature counts only when
+its docker-reference names that repository, and an attestation only when its subject does (names are
+compared canonically: Docker Hub's aliases are one host). The attested record must then be for the image
+name, framework version and platform asked for.
+
 A signature or attestation may name the image's ID (its config digest) instead of the manifest digest:
 that is what a signed bundle carries, as `docker load` knows images by ID and the registry digest a
-mirror will give them is not known when the bundle is made. The manifest names its config by digest, and
-the config its layers, so such a proof binds the manifest just as well; `inv unbundle --push` copies
-them next to the mirror's digests (cosign itself accepts only proofs naming the manifest digest).
+mirror will give them is not known when the bundle is made, nor the mirror's host. Such a proof counts only
+with the bundle's marker in the signed payload (an attestation: with a record whose image ID is that
+digest), only when the manifest declares an image config, and under the bundle's namespace/image path on
+whichever registry holds it (where `inv unbundle --push` puts it). The manifest names its config by digest,
+and the config its layers, so such a proof binds the manifest just as well; `inv unbundle --push` copies
+them next to the mirror's digests, and with a signing key also signs each mirror digest for the mirror's
+repository (cosign itself accepts only proofs naming the manifest digest).
 """
 
 from __future__ import annotations
@@ -24,11 +34,13 @@ from typing import Iterable
 
 from .. import __version__
 from ..documents import DocumentError, load_json
-from ..engine.registry import RegistryClient
+from ..engine.registry import Manifest, RegistryClient, is_digest
 from ..engine.verify import SMOKE_COMMAND
 from ..engine.signing import PublicKey, Signer, load_public_keys, load_signer, read_passphrase
 from ..errors import ConfigError, FactoryError
 from ..model import trust_records as records
+from ..model.catalog import IMAGE_PREFIX
+from ..model.names import repository_on
 from ..model.plan import (
     LABEL_FRAMEWORK,
     LABEL_FRAMEWORK_VERSION,
@@ -98,7 +110,8 @@ class Expectation:
     platforms: tuple[str, ...] | None = None
     input_hash: str | None = None
     parent_id: str | None = None
-    image: str | None = None
+    image: str | None = None  # the catalog name (datahub-sqlite, base-datahub)
+    versions: tuple[tuple[str, str], ...] | None = None  # (framework, version) pairs any one of which is asked for
 
 
 # --- settings -> keys -------------------------------------------------------------------------
@@ -166,7 +179,9 @@ def sign(client: RegistryClient, signer: Signer, repository: str, digest: str,
     outcome = Signed(digest, "present", "present")
     sig_tag, att_tag = records.signature_tag(digest), records.attestation_tag(digest)
     earlier = _layers(client, repository, sig_tag)
-    if not any(_signature_ok(client, repository, layer, digest, (signer.public,)) for layer in earlier):
+    subject = Subject.unread(client, repository, digest)
+    if not any(isinstance(_signature_by(client, repository, layer, subject, (signer.public,)), PublicKey)
+               for layer in earlier):
         payload = records.simple_signing_payload(repository, digest)
         image = records.signature_image(payload, signer.sign(payload), earlier)
         _store(client, repository, sig_tag, image)
@@ -199,33 +214,33 @@ def _layers(client: RegistryClient, repository: str, tag: str) -> list[records.L
         return []
 
 
-def _signature_ok(client, repository: str, layer: records.Layer, digest: str, keys,
-                  image_id: str | None = None) -> PublicKey | None:
-    """The trusted key that signed this layer's payload naming `digest` (or, from a bundle, `image_id`)."""
+def _signature_by(client, repository: str, layer: records.Layer, subject: "Subject", keys) -> PublicKey | str:
+    """The trusted key that signed this layer's payload naming `subject`; else a string saying why not."""
     if layer.media_type != records.SIMPLE_SIGNING_TYPE:
-        return None
+        return f"layer {layer.digest[:19]} is {layer.media_type}, not a simple-signing payload"
     try:
         signature = base64.b64decode(layer.annotations.get(records.SIGNATURE_ANNOTATION, ""), validate=True)
     except ValueError:
-        return None
+        return f"the signature of layer {layer.digest[:19]} is not base64"
     payload = client.blob(repository, layer.digest)
     if payload is None:
-        return None
+        return f"the registry has no blob {layer.digest[:19]}"
     key = next((k for k in keys if k.verify(signature, payload)), None)
     if key is None:
-        return None
+        return "it does not verify with any trusted key"
     try:
-        _, signed_digest = records.read_simple_signing(payload)
-    except RecordError:
-        return None
-    return key if signed_digest in (digest, image_id or digest) else None
+        signed = records.read_simple_signing(payload)
+    except RecordError as exc:
+        return str(exc)
+    return subject.why_not(signed) or key
 
 
 def _attested(client, repository: str, layer: records.Layer, keys, digest: str,
               record: VerificationRecord) -> bool:
     """Whether this layer is an attestation by one of `keys` saying exactly `record` about `digest`."""
     found = _read_attestation(client, repository, layer, keys)
-    return isinstance(found, Found) and found.about(digest) and found.attested.record == record
+    subject = Subject.unread(client, repository, digest)
+    return isinstance(found, Found) and found.about(subject) and found.attested.record == record
 
 
 @dataclass(frozen=True)
@@ -235,8 +250,18 @@ class Found:
     attested: records.Attested
     key: PublicKey
 
-    def about(self, digest: str) -> bool:
-        return digest in [subject_digest for _, subject_digest in self.attested.subjects]
+    def about(self, subject: "Subject") -> bool:
+        """About the manifest digest, in the repository checked."""
+        return any(digest == subject.digest and subject.names(name) for name, digest in self.attested.subjects)
+
+    def about_image(self, subject: "Subject") -> bool:
+        """A bundle's: about the image ID (its record says so too), under the bundle's namespace/image path."""
+        image_id = subject.image_id
+        return bool(image_id) and self.attested.record.image_id == image_id and \
+            any(digest == image_id and subject.mirrors(name) for name, digest in self.attested.subjects)
+
+    def subjects(self) -> str:
+        return ", ".join(f"{name}@{digest[:19]}" for name, digest in self.attested.subjects)
 
 
 def _read_attestation(client, repository: str, layer: records.Layer, keys):
@@ -264,6 +289,67 @@ def _read_attestation(client, repository: str, layer: records.Layer, keys):
 
 # --- checking -----------------------------------------------------------------------------------
 
+# What `docker push` and OCI name an image's config: only a manifest declaring one is an image with an ID.
+IMAGE_CONFIG_TYPES = frozenset({"application/vnd.docker.container.image.v1+json", records.OCI_CONFIG})
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a proof must name: one manifest digest in one repository (canonical `host/path`), and the manifest's
+    config as read by that digest (the registry client hashes what it read, so the body is the signed one)."""
+
+    repository: str
+    digest: str
+    config_digest: str | None = None
+    config_type: str = ""
+
+    @classmethod
+    def read(cls, client, repository: str, manifest: Manifest) -> "Subject":
+        config = (manifest.document or {}).get("config")
+        config_type = config.get("mediaType") if isinstance(config, dict) else None
+        return cls(_repository_on_client(client, repository), manifest.digest, manifest.config_digest,
+                   config_type if isinstance(config_type, str) else "")
+
+    @classmethod
+    def unread(cls, client, repository: str, digest: str) -> "Subject":
+        """For signing: the digest alone (a proof by image ID is a bundle's, never one `sign` writes)."""
+        return cls(_repository_on_client(client, repository), digest)
+
+    @property
+    def image_id(self) -> str | None:
+        """The image ID a bundle's proofs may name: the config digest, when the manifest declares an image config."""
+        return self.config_digest if self.config_type in IMAGE_CONFIG_TYPES else None
+
+    def names(self, reference: str) -> bool:
+        return records.canonical_repository(reference) == self.repository
+
+    def mirrors(self, reference: str) -> bool:
+        """A bundle's name: its namespace/image path on the registry checked (the mirror's host is not known
+        when the bundle is made; `inv unbundle --push` puts the image under the same path)."""
+        host = self.repository.partition("/")[0]
+        return records.canonical_repository(repository_on(host, reference)) == self.repository
+
+    def why_not(self, signed: records.SignedName) -> str | None:
+        """Why a payload a trusted key signed does not count for this subject (None: it does)."""
+        if signed.digest == self.digest:
+            return None if self.names(signed.reference) else \
+                f"it is signed for {signed.reference}, not {self.repository}"
+        if self.config_digest and signed.digest == self.config_digest:
+            if any(signed.optional.get(key) != value for key, value in BY_IMAGE_ID.items()):
+                return (f"it names the manifest's config {self.config_digest[:19]} without a bundle's image-ID "
+                        "marker")
+            if self.image_id is None:
+                return (f"it names the manifest's config, which is {self.config_type or 'of no media type'}, "
+                        "not an image config")
+            return None if self.mirrors(signed.reference) else \
+                f"it is a bundle's signature for {signed.reference}, not {self.repository}"
+        return f"it is signed for another digest, {signed.digest[:19]}"
+
+
+def _repository_on_client(client, repository: str) -> str:
+    """The repository as the registry being read holds it (a name without a host is on that registry)."""
+    return records.canonical_repository(repository_on(client.registry, repository))
+
 
 def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[PublicKey],
           expect: Expectation, reference: str = "") -> Verdict:
@@ -275,8 +361,11 @@ def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[P
     def verdict(record=None, key="") -> Verdict:
         return Verdict(reference, digest, tuple(done), record, key)
 
+    if not is_digest(digest):  # a manifest list entry names its variants as it likes
+        done.append(CheckResult(Check.DIGEST, False, f"{digest[:80]!r} is not a sha256 manifest digest"))
+        return verdict()
     try:
-        manifest = client.manifest(repository, digest)
+        manifest = client.manifest(repository, digest)  # by digest: a body that hashes to another is an error
     except FactoryError as exc:
         done.append(CheckResult(Check.DIGEST, False, exc.message))
         return verdict()
@@ -284,19 +373,19 @@ def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[P
         done.append(CheckResult(Check.DIGEST, False, f"the registry has no {repository}@{digest}"))
         return verdict()
     done.append(CheckResult(Check.DIGEST, True, digest))
-    image_id = manifest.config_digest  # what a bundle's proofs name (None for a manifest list)
+    subject = Subject.read(client, repository, manifest)
 
+    tag = records.signature_tag(digest)
     try:
-        layers = _layers(client, repository, records.signature_tag(digest))
-        signer = next((key for layer in layers
-                       if (key := _signature_ok(client, repository, layer, digest, keys, image_id))), None)
+        layers = _layers(client, repository, tag)
+        found = [_signature_by(client, repository, layer, subject, keys) for layer in layers]
     except FactoryError as exc:
         done.append(CheckResult(Check.SIGNATURE, False, exc.message))
         return verdict()
+    signer = next((item for item in found if isinstance(item, PublicKey)), None)
     if signer is None:
-        why = (f"no signature ({records.signature_tag(digest)} is absent)" if not layers
-               else f"none of the {len(layers)} signature(s) in {records.signature_tag(digest)} verifies with a "
-                    f"trusted key for this digest")
+        why = (f"no signature ({tag} is absent)" if not layers
+               else f"none of the {len(layers)} signature(s) in {tag} counts: " + "; ".join(dict.fromkeys(found)))
         done.append(CheckResult(Check.SIGNATURE, False, why))
         return verdict()
     done.append(CheckResult(Check.SIGNATURE, True, f"signed by {signer.source}"))
@@ -315,14 +404,14 @@ def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[P
         return verdict(key=signer.source)
     done.append(CheckResult(Check.ATTESTATION, True, f"SLSA provenance signed by {good[-1].key.source}"))
 
-    about = [item for item in good if item.about(digest)] or \
-        [item for item in good if image_id and item.about(image_id)]
+    about = [item for item in good if item.about(subject)] or [item for item in good if item.about_image(subject)]
     if not about:
-        subjects = ", ".join(d for item in good for _, d in item.attested.subjects)
-        done.append(CheckResult(Check.SUBJECT, False, f"the attestation is about {subjects}, not {digest}"))
+        subjects = "; ".join(item.subjects() for item in good)
+        done.append(CheckResult(Check.SUBJECT, False, f"the attestation is about {subjects}, not "
+                                                      f"{subject.repository}@{digest}"))
         return verdict(key=signer.source)
-    done.append(CheckResult(Check.SUBJECT, True, digest if about[0].about(digest)
-                            else f"{digest} by its image ID {image_id[:19]} (attested in a bundle)"))
+    done.append(CheckResult(Check.SUBJECT, True, digest if about[0].about(subject)
+                            else f"{digest} by its image ID {subject.image_id[:19]} (attested in a bundle)"))
 
     record = about[-1].attested.record  # the newest one (cosign appends)
     problem = policy_problem(record, expect)
@@ -335,6 +424,9 @@ def policy_problem(record: VerificationRecord, expect: Expectation) -> str | Non
         return f"the smoke test result is {record.smoke_result!r}"
     if expect.image and record.image != expect.image:
         return f"the record is for {record.image}, not {expect.image}"
+    if expect.versions is not None and (record.framework, record.framework_version) not in expect.versions:
+        asked = " or ".join(f"{framework} {version}" for framework, version in expect.versions) or "no version"
+        return f"the record is for {record.framework} {record.framework_version}, not {asked}"
     if expect.platforms is not None and record.platform not in expect.platforms:
         return f"platform {record.platform}, the policy accepts {', '.join(expect.platforms)}"
     if expect.input_hash and record.input_hash != expect.input_hash:
@@ -346,6 +438,15 @@ def policy_problem(record: VerificationRecord, expect: Expectation) -> str | Non
 
 def _policy_summary(record: VerificationRecord, expect: Expectation) -> str:
     checked = ["smoke test passed"]
+    if expect.image:
+        checked.append(f"image {record.image}")
+    if expect.versions is not None and not expect.input_hash:
+        checked.append(f"{record.framework} {record.framework_version} only (input hash not checked: another "
+                       "build of that version would pass too)")
+    elif expect.versions is not None:
+        checked.append(f"{record.framework} {record.framework_version}")
+    elif not expect.input_hash:
+        checked.append("version not checked (the reference names none)")
     if expect.platforms is not None:
         checked.append(f"platform {record.platform}")
     if expect.input_hash:
@@ -429,6 +530,19 @@ def parse_reference(text: str) -> Reference:
                      found["digest"] or "")
 
 
+def image_expectation(ref: Reference, settings: Settings) -> Expectation:
+    """What `inv verify IMAGE` asks of the record: the image its repository is named for (this factory names
+    them `ingestion-connector-NAME`), a platform of `factory.platforms`, and the version its tag names: a
+    supported version, or `latest` (a default version's); a commit, cache or digest reference names none."""
+    image = ref.repository.rpartition("/")[2].removeprefix(IMAGE_PREFIX)
+    frameworks = list(settings.frameworks.values())
+    if ref.tag == "latest":
+        versions = tuple((f.name, f.default_version or f.version) for f in frameworks)
+    else:
+        versions = tuple((f.name, ref.tag) for f in frameworks if ref.tag and ref.tag in f.supported) or None
+    return Expectation(platforms=tuple(p.name for p in settings.target_platforms), image=image, versions=versions)
+
+
 def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expectation) -> list[Verdict]:
     """Resolve a tag (or take the digest) and check it; a manifest list is checked, then each of its variants."""
     try:
@@ -444,7 +558,8 @@ def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expect
         return [check(client, ref.repository, manifest.digest, keys, expect, f"{shown}@{manifest.digest}")]
     # The list's record names every platform; each variant's record names its own, checked against the policy.
     verdicts = [check(client, ref.repository, manifest.digest, keys,
-                      Expectation(image=expect.image), f"{shown}@{manifest.digest} (manifest list)")]
+                      Expectation(image=expect.image, versions=expect.versions),
+                      f"{shown}@{manifest.digest} (manifest list)")]
     for entry in variants:
         platform = entry.get("platform") or {}
         name = "/".join(part for part in (platform.get("os"), platform.get("architecture"), platform.get("variant"))
@@ -453,7 +568,7 @@ def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expect
         verdicts.append(check(client, ref.repository, str(entry.get("digest", "")), keys,
                               Expectation(platforms=(name,) if wanted else expect.platforms,
                                           input_hash=expect.input_hash if name == "linux/amd64" else None,
-                                          image=expect.image),
+                                          image=expect.image, versions=expect.versions),
                               f"{shown}@{entry.get('digest')} ({name})"))
     return verdicts
 
@@ -514,7 +629,7 @@ def bundle_proofs(trust_bytes: bytes | None, keys=()) -> dict[str, ImageProof]:
     signed_ids = {}
     for payload, signature in signatures:
         try:
-            _, image_id = records.read_simple_signing(payload)
+            image_id = records.read_simple_signing(payload).digest
         except RecordError:
             continue
         if not keys or any(key.verify(signature, payload) for key in keys):
@@ -536,7 +651,11 @@ def bundle_proofs(trust_bytes: bytes | None, keys=()) -> dict[str, ImageProof]:
 
 def copy_proof(client: RegistryClient, repository: str, digest: str, proof: ImageProof) -> Signed:
     """Store a bundle's proofs of an image ID under the tags of `repository@digest` (a manifest with that config),
-    next to what the tags hold; no signing key needed. What is there already is kept, not added twice."""
+    next to what the tags hold; no signing key needed. What is there already is kept, not added twice.
+
+    They still name the bundle's repository (`[registry/]namespace/image` as the factory names it locally), so
+    they count only where that namespace/image path is `repository`'s (check); to bind a mirror digest to the
+    mirror's own repository, sign it there (`sign`, as `inv unbundle --push` does with a signing key)."""
     outcome = Signed(digest, "present", "present")
     for tag, layer, make in (
             (records.signature_tag(digest), proof.payload,

@@ -172,6 +172,35 @@ def test_unbundle_push_leaves_proofs_on_the_mirror_that_verify_and_the_cache_tak
     assert project.inv("verify", "-c", "datahub-sqlite", "--registry", mirror.host, check=False).returncode == 0
 
 
+def test_an_images_proofs_copied_under_another_repository_do_not_verify_there(signed):
+    """datahub-sqlite with its .sig and .att copied under base-datahub's repository (blobs mounted, the same
+    manifests, a tag `copied`): a trusted key signed them, but for datahub-sqlite's repository (#29)."""
+    project, registry, report = signed
+    images = {image["name"]: image for image in report["images"]}
+    source = images["datahub-sqlite"]["repository"].removeprefix(registry.host + "/")
+    target = images["base-datahub"]["repository"].removeprefix(registry.host + "/")
+    digest = images["datahub-sqlite"]["digest"]
+    hexdigest = digest.removeprefix("sha256:")
+    accept = ", ".join((OCI, "application/vnd.docker.distribution.manifest.v2+json"))
+    for reference, tag in ((digest, "copied"), (f"sha256-{hexdigest}.sig",) * 2, (f"sha256-{hexdigest}.att",) * 2):
+        response = get(registry, f"{source}/manifests/{reference}", accept=accept)
+        manifest = response.json()
+        for blob in [manifest["config"], *manifest["layers"]]:
+            requests.post(f"http://{registry.host}/v2/{target}/blobs/uploads/",
+                          params={"mount": blob["digest"], "from": source}, timeout=10).raise_for_status()
+        requests.put(f"http://{registry.host}/v2/{target}/manifests/{tag}", data=response.content, timeout=10,
+                     headers={"Content-Type": response.headers["Content-Type"]}).raise_for_status()
+    copied = project.inv("verify", f"{registry.host}/{target}:copied", check=False)
+    assert copied.returncode == 1, copied.stdout[-2000:]
+    assert "signature check failed" in copied.stderr and f"signed for {registry.host}/{source}" in copied.stderr
+    # Under its own repository, by the version its tag names, it verifies: for datahub-sqlite at that version.
+    own = project.inv("verify", f"{registry.host}/{source}:{images['datahub-sqlite']['tags'][0]}", "--json",
+                      check=False)
+    assert own.returncode == 0, own.stdout[-2000:]
+    policy = {c["check"]: c["detail"] for c in json.loads(own.stdout)["images"][0]["checks"]}["policy"]
+    assert "image datahub-sqlite" in policy and "only (input hash not checked" in policy, policy
+
+
 def test_another_key_or_one_changed_byte_of_the_attestation_fails_with_exit_1(signed, tmp_path):
     """Last in the module: it leaves datahub-sqlite's attestation broken."""
     project, registry, report = signed

@@ -62,7 +62,8 @@ def test_simple_signing_payload_is_cosigns():
                                     "image": {"docker-manifest-digest": DIGEST},
                                     "type": "cosign container image signature"},
                        "optional": None}
-    assert records.read_simple_signing(records.simple_signing_payload(REPO, DIGEST)) == (REPO, DIGEST)
+    assert records.read_simple_signing(records.simple_signing_payload(REPO, DIGEST)) == \
+        records.SignedName(REPO, DIGEST, {})
     with pytest.raises(records.RecordError):
         records.read_simple_signing(b'{"critical": {"type": "something else"}}')
     with pytest.raises(records.RecordError):
@@ -509,9 +510,21 @@ def replace_labels(info, labels):
 MIRROR_DIGEST = "sha256:" + "4d" * 32  # the digest the mirror gives the pushed image; not known to `inv bundle`
 
 
-def mirror_with_image(image_id=IMAGE_ID) -> MemoryRegistry:
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"  # what `docker push` names an image's config
+
+
+def image_manifest(image_id=IMAGE_ID, config_type=DOCKER_CONFIG) -> bytes:
+    """An image's manifest as `docker push` leaves it: its config (the image ID) and a layer."""
+    return json.dumps({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+                       "config": {"mediaType": config_type, "size": 1234, "digest": image_id},
+                       "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                                   "size": 5678, "digest": "sha256:" + "77" * 32}]}).encode()
+
+
+def mirror_with_image(image_id=IMAGE_ID, config_type=DOCKER_CONFIG) -> MemoryRegistry:
     registry = MemoryRegistry()
-    registry.manifests[MIRROR_DIGEST] = json.dumps({"config": {"digest": image_id}}).encode()
+    registry.manifests[MIRROR_DIGEST] = image_manifest(image_id, config_type)
     registry.digests[MIRROR_DIGEST] = MIRROR_DIGEST
     return registry
 
@@ -641,3 +654,255 @@ def test_a_deeply_nested_attestation_in_the_registry_fails_the_attestation_check
     verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
     assert verdict.failure.check == trust.Check.ATTESTATION
     assert verdict.failure.detail == "the DSSE envelope is nested deeper than 100 levels"
+
+
+# --- a proof binds one image: the manifest body read, its repository, its name and version (#29) ------------
+
+MYSQL_REPO = "127.0.0.1:5000/openmetadata/ingestion-connector-mysql"
+POSTGRES_REPO = "127.0.0.1:5000/openmetadata/ingestion-connector-postgres"
+MIRROR_HOST = "mirror.example:5000"
+
+
+class HttpRegistry:
+    """A MemoryRegistry served over the distribution API to a real RegistryClient, honestly or not: `lies` maps
+    a manifest reference (tag or digest) to the body served there and the Docker-Content-Digest it claims."""
+
+    host = "127.0.0.1:5000"
+
+    def __init__(self, memory: MemoryRegistry, lies=None):
+        self.memory, self.lies = memory, dict(lies or {})
+
+    def request(self, method, url, headers=None, **kwargs):
+        from test_registry import Reply
+
+        if url.startswith("https://"):
+            raise ConnectionError("connection refused")  # plain HTTP, as for an insecure registry
+        _, kind, reference = url.partition("/v2/")[2].rsplit("/", 2)
+        if kind == "blobs":
+            data = self.memory.blobs.get(reference)
+            return Reply(200, raw=data) if data is not None else Reply(404)
+        body, claimed = self.lies.get(reference) or (self.memory.manifests.get(reference), None)
+        if body is None:
+            return Reply(404)
+        return Reply(200, {"Content-Type": DOCKER_MANIFEST,
+                           "Docker-Content-Digest": claimed or records.sha256_digest(body)}, raw=body)
+
+    def client(self):
+        from ingestion_factory.engine.registry import RegistryClient
+
+        return RegistryClient(self.host, None, insecure=True, session=self)
+
+
+@pytest.mark.parametrize("lie_by_digest_too", [False, True])
+def test_a_registry_serving_another_body_under_the_signed_digest_fails_the_digest_check(keys, lie_by_digest_too):
+    """The tag answers with an unsigned image's manifest under the signed digest's Docker-Content-Digest (and,
+    in the second case, so does the signed digest itself): the client hashes what it read, so the digest
+    check fails instead of `inv verify` vouching for a tag that names another image."""
+    signer, public, _ = keys
+    memory = MemoryRegistry()
+    signed_body, other_body = image_manifest(), image_manifest("sha256:" + "66" * 32)
+    signed = records.sha256_digest(signed_body)
+    memory.manifests[signed] = memory.manifests["1.7.0.17"] = signed_body
+    trust.sign(memory, signer, REPO, signed, record())
+    ref = trust.parse_reference(f"{REPO}:1.7.0.17")
+    [honest] = trust.check_reference(HttpRegistry(memory).client(), ref, [public], EXPECT)
+    assert honest.verified and honest.digest == signed, honest.why()
+    lies = {"1.7.0.17": (other_body, signed), **({signed: (other_body, signed)} if lie_by_digest_too else {})}
+    [verdict] = trust.check_reference(HttpRegistry(memory, lies).client(), ref, [public], EXPECT)
+    assert verdict.failure.check == trust.Check.DIGEST and "names the digest" in verdict.failure.detail
+    assert not verdict.verified
+
+
+def test_a_pushed_proof_does_not_vouch_for_a_manifest_that_names_its_digest_as_config(keys):
+    """`inv push` signs a manifest digest D. A forged manifest whose "config" is D is not a bundle's image-ID
+    proof: the payload lacks the bundle's marker (and the attested record's image ID is not D)."""
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    signed = records.sha256_digest(image_manifest())
+    registry.manifests[signed] = image_manifest()
+    trust.sign(registry, signer, REPO, signed, record())
+    forged_body = image_manifest(image_id=signed)
+    forged = records.sha256_digest(forged_body)
+    registry.manifests[forged] = forged_body
+    for tag in (records.signature_tag, records.attestation_tag):
+        registry.manifests[tag(forged)] = registry.manifests[tag(signed)]
+    verdict = trust.check(registry, REPO, forged, [public], EXPECT)
+    assert verdict.failure.check == trust.Check.SIGNATURE and "marker" in verdict.failure.detail, verdict.why()
+
+
+def test_a_bundles_proof_counts_only_for_a_manifest_whose_config_is_an_image_config(keys):
+    signer, public, _ = keys
+    proofs = trust.bundle_proofs(trust.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record())]), [public])
+    for config_type, verified in ((DOCKER_CONFIG, True), (records.OCI_CONFIG, True),
+                                  ("application/vnd.cncf.helm.config.v1+json", False), (None, False)):
+        registry = mirror_with_image(config_type=config_type)
+        trust.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID])
+        verdict = trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
+        assert verdict.verified is verified, (config_type, verdict.why())
+        if not verified:
+            assert verdict.failure.check == trust.Check.SIGNATURE and "image config" in verdict.failure.detail
+
+
+def test_an_images_proofs_copied_under_another_repository_do_not_verify_there(keys):
+    """The mysql image with its .sig and .att copied under ingestion-connector-postgres: signed and attested,
+    but for mysql. (MemoryRegistry's tags are shared by every repository: the copy is made already.)"""
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, MYSQL_REPO, DIGEST, record(image="mysql"))
+    assert trust.check(registry, MYSQL_REPO, DIGEST, [public], EXPECT).verified
+    verdict = trust.check(registry, POSTGRES_REPO, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust.Check.SIGNATURE and MYSQL_REPO in verdict.failure.detail, verdict.why()
+
+
+def test_inv_verify_image_asks_for_the_image_its_repository_names(keys, project):
+    """Even signed for the postgres repository (a key that signs what it should not), a record of mysql does
+    not pass `inv verify .../ingestion-connector-postgres:TAG`."""
+    from ingestion_factory import settings as settings_mod
+
+    signer, public, _ = keys
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    registry = MemoryRegistry()
+    registry.manifests["2.0.7.0"] = b"the image"
+    registry.digests["2.0.7.0"] = DIGEST
+    trust.sign(registry, signer, POSTGRES_REPO, DIGEST, record(image="mysql", framework="openmetadata",
+                                                                framework_version="2.0.7.0"))
+    ref = trust.parse_reference(f"{POSTGRES_REPO}:2.0.7.0")
+    [verdict] = trust.check_reference(registry, ref, [public], trust.image_expectation(ref, settings))
+    assert verdict.failure.check == trust.Check.POLICY and "not postgres" in verdict.failure.detail
+
+
+@pytest.mark.parametrize("signed_as, checked, same", [
+    ("openmetadata/x", "docker.io/openmetadata/x", True),
+    ("index.docker.io/openmetadata/x", "openmetadata/x", True),
+    ("registry-1.docker.io/library/x", "x", True),
+    ("127.0.0.1:5000/openmetadata/x", "127.0.0.1:5000/openmetadata/x", True),
+    ("Registry.Example/openmetadata/x", "registry.example/openmetadata/x", True),
+    ("127.0.0.1:5000/openmetadata/x", "127.0.0.1:5001/openmetadata/x", False),
+    ("127.0.0.1:5000/openmetadata/x", "openmetadata/x", False),
+    ("127.0.0.1:5000/openmetadata/x", "127.0.0.1:5000/other/x", False),
+    ("127.0.0.1:5000/openmetadata/x:1.0", "127.0.0.1:5000/openmetadata/x", False),
+])
+def test_repositories_are_compared_canonically(signed_as, checked, same):
+    assert (records.canonical_repository(signed_as) == records.canonical_repository(checked)) is same
+
+
+def test_a_bundles_proofs_count_under_the_same_path_on_any_registry_and_nowhere_else(keys):
+    """A bundle names its images as this factory does locally; `unbundle --push` puts them under that path on
+    the mirror, whose host the bundle cannot know (as it cannot know the mirror's digest). So a bundle's proof
+    counts under the same namespace/image on any registry, and under no other path."""
+    signer, public, _ = keys
+    local = "openmetadata/ingestion-connector-datahub-sqlite"
+    proofs = trust.bundle_proofs(trust.sign_bundle(signer, b"{}", [(local, IMAGE_ID, record())]), [public])
+    for host, path, verified in ((MIRROR_HOST, local, True), ("127.0.0.1:5000", local, True),
+                                 (MIRROR_HOST, "openmetadata/ingestion-connector-postgres", False),
+                                 (MIRROR_HOST, "elsewhere/ingestion-connector-datahub-sqlite", False)):
+        registry = mirror_with_image()
+        registry.registry = host
+        trust.copy_proof(registry, f"{host}/{path}", MIRROR_DIGEST, proofs[IMAGE_ID])
+        verdict = trust.check(registry, f"{host}/{path}", MIRROR_DIGEST, [public], EXPECT)
+        assert verdict.verified is verified, (host, path, verdict.why())
+
+
+def test_a_pushed_proof_copied_to_another_registry_counts_there_once_signed_there(keys):
+    """`inv push`'s proofs name the registry they were pushed to: copied to a mirror (crane, cosign copy) they
+    do not count there until the mirror's digest is signed for the mirror's repository."""
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, REPO, DIGEST, record())
+    registry.registry = MIRROR_HOST
+    mirrored = f"{MIRROR_HOST}/openmetadata/ingestion-connector-datahub-sqlite"
+    verdict = trust.check(registry, mirrored, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust.Check.SIGNATURE and REPO in verdict.failure.detail
+    assert trust.sign(registry, signer, mirrored, DIGEST, record()) == trust.Signed(DIGEST, "signed", "signed")
+    assert trust.check(registry, mirrored, DIGEST, [public], EXPECT).verified
+
+
+def test_inv_verify_image_asks_for_the_version_its_tag_names(project):
+    from ingestion_factory import settings as settings_mod
+
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    expect = trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}:1.12.14.2"), settings)
+    assert expect.image == "postgres" and expect.versions == (("openmetadata", "1.12.14.2"),)
+    assert expect.platforms == ("linux/amd64",)
+    latest = trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}:latest"), settings)
+    assert set(latest.versions) == {("openmetadata", "2.0.7.0"), ("datahub", "1.7.0.17")}  # the defaults
+    for other in ("abc1234", "inputs-" + "ab" * 16):  # a commit or cache tag names no version
+        assert trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}:{other}"), settings).versions is None
+    assert trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}@{DIGEST}"), settings).versions is None
+    base = trust.image_expectation(trust.parse_reference("openmetadata/ingestion-connector-base-datahub:1.0"),
+                                   settings)
+    assert base.image == "base-datahub"
+
+
+def test_a_record_of_another_version_fails_the_policy_check(keys):
+    signer, public, _ = keys
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, REPO, DIGEST, record())  # datahub 1.2.0
+    verdict = trust.check(registry, REPO, DIGEST, [public], trust.Expectation(versions=(("datahub", "1.7.0.17"),)))
+    assert verdict.failure.check == trust.Check.POLICY
+    assert verdict.failure.detail == "the record is for datahub 1.2.0, not datahub 1.7.0.17"
+    ok = trust.check(registry, REPO, DIGEST, [public], trust.Expectation(versions=(("datahub", "1.2.0"),)))
+    assert ok.verified
+
+
+def test_inv_verify_c_name_that_cannot_plan_checks_the_version_and_says_that_is_all(keys, project, monkeypatch):
+    from project_tree import add_connector
+
+    from ingestion_factory import settings as settings_mod
+    from ingestion_factory.cli import trust_commands
+    from ingestion_factory.errors import FactoryError
+
+    signer, public, _ = keys
+    add_connector(project, "a")
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+
+    def no_engine(*args, **kwargs):
+        raise FactoryError("no engine")
+
+    monkeypatch.setattr(trust_commands, "plan_for", no_engine)
+    ref, expect = trust_commands._connector_reference(settings, "a", "127.0.0.1:5000", ("linux/amd64",))
+    assert (ref.repository, ref.tag) == ("127.0.0.1:5000/openmetadata/ingestion-connector-a", "2.0.7.0")
+    assert expect.image == "a" and expect.input_hash is None and expect.versions == (("openmetadata", "2.0.7.0"),)
+    registry = MemoryRegistry()
+    trust.sign(registry, signer, ref.repository, DIGEST, record(image="a", framework="openmetadata",
+                                                                  framework_version="2.0.7.0"))
+    verdict = trust.check(registry, ref.repository, DIGEST, [public], expect)
+    assert verdict.verified, verdict.why()
+    policy = verdict.checks[-1].detail
+    assert "openmetadata 2.0.7.0 only" in policy and "input hash not checked" in policy, policy
+    older = MemoryRegistry()
+    trust.sign(older, signer, ref.repository, DIGEST, record(image="a", framework="openmetadata",
+                                                               framework_version="1.12.14.2"))
+    assert trust.check(older, ref.repository, DIGEST, [public], expect).failure.check == trust.Check.POLICY
+
+
+def test_inv_verify_sends_the_factory_registry_credentials_to_no_other_registry(keys, project, monkeypatch,
+                                                                               tmp_path):
+    """FACTORY_REGISTRY_* belong to the factory's registry (or FACTORY_REGISTRY_HOST), as for --cache-from:
+    `inv verify IMAGE` of another host does not send them there."""
+    from ingestion_factory import settings as settings_mod
+    from ingestion_factory.cli import trust_commands
+
+    _, public, _ = keys
+    monkeypatch.setenv("FACTORY_REGISTRY_USERNAME", "ci")
+    monkeypatch.setenv("FACTORY_REGISTRY_PASSWORD", "s3cret-for-the-factory")
+    monkeypatch.delenv("FACTORY_REGISTRY_HOST", raising=False)
+    monkeypatch.delenv("FACTORY_REGISTRY_PASSWORD_FILE", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no `docker login` here
+    settings = settings_mod.load({**settings_mod.pyproject_defaults(project), "registry": "factory.example:5000",
+                                  "trusted_keys": [public.source]}, project)
+    clients = []
+
+    class Recorder:
+        def __init__(self, registry, credentials=None, **options):
+            clients.append((registry, credentials))
+
+    monkeypatch.setattr(trust_commands, "RegistryClient", Recorder)
+    monkeypatch.setattr(trust_commands, "_insecure", lambda registry: True)
+    monkeypatch.setattr(trust, "check_reference", lambda client, ref, keys, expect: [
+        trust.Verdict(ref.repository, DIGEST, (trust.CheckResult(trust.Check.DIGEST, True, DIGEST),))])
+    assert trust_commands.verify(settings, "elsewhere.example/openmetadata/ingestion-connector-a:1.0",
+                                 as_json=True) == 0
+    assert clients[-1] == ("elsewhere.example", None)
+    trust_commands.verify(settings, "factory.example:5000/openmetadata/ingestion-connector-a:1.0", as_json=True)
+    assert clients[-1][0] == "factory.example:5000" and clients[-1][1].username == "ci"
