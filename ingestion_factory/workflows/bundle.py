@@ -697,27 +697,26 @@ def tag_state(api) -> dict[str, str]:
             for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"}
 
 
-def restore_tags(api, before: dict[str, str]) -> list[str]:
-    """Put every tag back on the image it named in `before`, remove tags that did not exist; returns the changed."""
+def restore_tags(api, before: dict[str, str], suspects: set[str]) -> list[str]:
+    """Put back every tag that now names one of `suspects` (the images the bundle brought) but did not before:
+    back on the image it named, or removed if it is new. Returns the tags changed.
+
+    Only those: a load or our own tagging can only point a tag at the bundle's images. Any other change in the
+    engine meanwhile (another user's build, tag or removal) is theirs, and is left alone.
+    """
     changed = []
-    now = tag_state(api)
-    for tag, image_id in now.items():
-        if before.get(tag) == image_id:
+    for tag, image_id in tag_state(api).items():
+        if image_id not in suspects or before.get(tag) == image_id:
             continue
         changed.append(tag)
-        if tag in before:
-            repository, _, name = tag.rpartition(":")
-            api.api.tag(before[tag], repository, name, force=True)
-        else:
-            try:
+        try:
+            if tag in before:
+                repository, _, name = tag.rpartition(":")
+                api.api.tag(before[tag], repository, name, force=True)
+            else:
                 api.api.remove_image(tag, noprune=True)
-            except Exception:  # in use by a container: the tag stays, and is reported
-                pass
-    for tag, image_id in before.items():
-        if tag not in now:
-            changed.append(tag)
-            repository, _, name = tag.rpartition(":")
-            api.api.tag(image_id, repository, name, force=True)
+        except Exception:  # in use by a container, or its old image removed meanwhile: reported, not fatal
+            pass
     return changed
 
 
@@ -823,7 +822,7 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
             _unbundle(settings, api, bundle, progress, smoke_test)
         except BaseException:
             try:
-                restore_tags(api, before)
+                restore_tags(api, before, {image.image_id for image in manifest.images})
             except Exception as exc:  # the engine went away: say so, but keep the failure that got us here
                 progress.fail(f"could not check the engine's tags after the failure: {exc}")
             raise
@@ -841,13 +840,15 @@ def _unbundle(settings: Settings, api, bundle: OpenBundle, progress: Progress, s
     smoke_test = smoke_test or functools.partial(verify.smoke_test, api)
     existed = set(api.api.images(quiet=True, all=True))  # what load adds is what a failure removes again
     before = tag_state(api)
+    listed = {image.image_id for image in manifest.images}
     try:
         loaded = load_images(api, bundle, progress)
     except BaseException:
-        restore_tags(api, before)
+        restore_tags(api, before, listed | (set(api.api.images(quiet=True, all=True)) - existed))
         remove_new(api, manifest, existed)
         raise
-    moved = restore_tags(api, before)  # none, as the archive's names were removed; an engine may add its own
+    # None, as the archive's names were removed; an engine may add its own.
+    moved = restore_tags(api, before, listed | set(loaded))
     if moved:
         remove_new(api, manifest, existed)
         raise BundleRefused(f"loading {path.name} tagged {', '.join(sorted(moved)[:3])}: its archive names images; "

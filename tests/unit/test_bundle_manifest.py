@@ -272,12 +272,24 @@ def test_restoring_puts_back_moved_tags_and_removes_new_ones():
     engine = FakeTags({"ns/a:1": ID_A, "localhost:5000/ns/b:2": ID_B})
     before = bundle_mod.tag_state(engine)
     engine.tags.update({"ns/a:1": ID_B, "ns/new:x": ID_B})
-    del engine.tags["localhost:5000/ns/b:2"]
 
-    changed = bundle_mod.restore_tags(engine, before)
+    changed = bundle_mod.restore_tags(engine, before, {ID_B})  # ID_B: an image the bundle brought
 
     assert engine.tags == {"ns/a:1": ID_A, "localhost:5000/ns/b:2": ID_B}
-    assert sorted(changed) == ["localhost:5000/ns/b:2", "ns/a:1", "ns/new:x"]
+    assert sorted(changed) == ["ns/a:1", "ns/new:x"]
+
+
+def test_restoring_leaves_other_users_changes_alone():
+    """On a shared engine, tags others add, move or remove during an unbundle are theirs (it used to undo them,
+    and to refuse the bundle as "naming images")."""
+    other = "sha256:" + "e" * 64
+    engine = FakeTags({"ns/a:1": ID_A, "team/x:1": ID_A, "team/gone:1": ID_A})
+    before = bundle_mod.tag_state(engine)
+    engine.tags.update({"team/x:1": other, "team/new:1": other})
+    del engine.tags["team/gone:1"]
+
+    assert bundle_mod.restore_tags(engine, before, {ID_B}) == []
+    assert engine.tags == {"ns/a:1": ID_A, "team/x:1": other, "team/new:1": other}
 
 
 @pytest.mark.parametrize("members, says", [
