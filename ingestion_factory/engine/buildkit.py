@@ -46,7 +46,7 @@ class BuildKitCLI:
         return [self.path, "build"]
 
 
-def _run(args: list[str], timeout: float = 20) -> subprocess.CompletedProcess | None:
+def _run(args: list[str], timeout: float = 20) -> subprocess.CompletedProcess[str] | None:
     try:
         return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
@@ -122,7 +122,7 @@ class BuildInterrupted(StepFailed):
 END_GRACE_S = 10.0
 
 
-def end_process(process: subprocess.Popen, grace_s: float = END_GRACE_S) -> None:
+def end_process(process: subprocess.Popen[str], grace_s: float = END_GRACE_S) -> None:
     """Cancel a build's process group (SIGINT, what the CLI cancels a build on), then kill what is left."""
     for signum, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, 5.0)):
         try:
@@ -209,8 +209,8 @@ def last_run(log: str) -> str:
     return log if start < 0 else log[start + 1:]
 
 
-def _stream(command: list[str], env: dict, log_path: Path, on_progress, *, timeout_s: float = 0,
-            no_output_timeout_s: float = 0) -> _Outcome:
+def _stream(command: list[str], env: dict[str, str], log_path: Path, on_progress: Callable[[str], None] | None,
+            *, timeout_s: float = 0, no_output_timeout_s: float = 0) -> _Outcome:
     lines: list[str] = []
     # Appended, each run under its own header: two runs (other namespaces share build/logs) never
     # truncate each other's log, and an earlier failure's log survives the retry.
@@ -247,7 +247,7 @@ def _stream(command: list[str], env: dict, log_path: Path, on_progress, *, timeo
 class _Watch:
     """Ends a build that runs longer than its timeout, or prints nothing for longer than its no-output timeout."""
 
-    def __init__(self, process: subprocess.Popen, timeout_s: float, no_output_timeout_s: float) -> None:
+    def __init__(self, process: subprocess.Popen[str], timeout_s: float, no_output_timeout_s: float) -> None:
         self.process = process
         self.timeout_s = timeout_s
         self.no_output_timeout_s = no_output_timeout_s

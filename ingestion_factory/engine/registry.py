@@ -25,12 +25,17 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
 from ..documents import MAX_DEPTH, DocumentError, check_size, load_json, size_text
 from ..errors import ConfigError, FactoryError
 from ..model.names import DOCKER_HUB, canonical_host
+
+if TYPE_CHECKING:  # requests loads where the client is made (the HTTP stack is slow to import)
+    from requests import Response
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 HUB_API = "https://registry-1.docker.io"
 HUB_AUTH_KEY = "https://index.docker.io/v1/"
@@ -103,7 +108,7 @@ class Credentials:
             values.append(base64.b64encode(f"{self.username}:{self.password}".encode()).decode())
         return [v for v in values if v]
 
-    def auth_config(self, registry: str) -> dict:
+    def auth_config(self, registry: str) -> dict[str, str]:
         """The X-Registry-Auth payload the daemon expects."""
         address = HUB_AUTH_KEY if canonical_host(registry) == DOCKER_HUB else registry
         if self.identity_token:
@@ -214,7 +219,7 @@ def api_path(registry: str, repository: str) -> str:
     return repository
 
 
-def is_insecure(registry: str, registry_config: Mapping | None) -> bool:
+def is_insecure(registry: str, registry_config: Mapping[str, Any] | None) -> bool:  # the daemon's info, as parsed
     """Whether the daemon talks plain HTTP to this registry (daemon insecure-registries, 127.0.0.0/8 by default)."""
     host = canonical_host(registry)
     if host == DOCKER_HUB:
@@ -232,7 +237,7 @@ def is_insecure(registry: str, registry_config: Mapping | None) -> bool:
     return False
 
 
-def _addresses(hostname: str) -> list:
+def _addresses(hostname: str) -> list[IPAddress]:
     try:
         return [ipaddress.ip_address(hostname)]
     except ValueError:
@@ -252,14 +257,24 @@ class Manifest:
     media_type: str
     config_digest: str | None  # the image ID for a single-platform image; None for an index
     size: int = field(default=0, compare=False)  # bytes of the manifest itself (a manifest list entry records it)
-    document: dict | None = field(default=None, compare=False, repr=False)  # the parsed body
+    document: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # the parsed body
+
+
+class HttpSession(Protocol):
+    """What the client uses of a requests.Session (tests hand it a fake)."""
+
+    def request(self, method: str, url: str, *, headers: Mapping[str, str], timeout: float, verify: bool | str,
+                allow_redirects: bool, stream: bool, data: bytes = ...) -> Response: ...
+
+    def get(self, url: str, *, params: Mapping[str, str], auth: tuple[str, str] | None, timeout: float,
+            verify: bool | str, allow_redirects: bool, stream: bool) -> Response: ...
 
 
 class RegistryClient:
     """Just enough of the distribution API: ping with auth, and GET a manifest by tag."""
 
     def __init__(self, registry: str, credentials: Credentials | None = None, *, insecure: bool = False,
-                 session=None, timeout: float | None = None):
+                 session: HttpSession | None = None, timeout: float | None = None):
         import requests
 
         self.registry = registry
@@ -269,10 +284,10 @@ class RegistryClient:
         self.credentials = credentials
         self.insecure = insecure
         self.timeout = request_timeout(default=TIMEOUT_S if timeout is None else timeout)
-        self.session = session or requests.Session()
+        self.session: HttpSession = session or requests.Session()
         self.redact = Redactor(credentials.secrets if credentials else [])
         self.base: str | None = HUB_API if self.host == DOCKER_HUB else None
-        self.tokens: dict[str, str] = {}
+        self.tokens: dict[str | None, str] = {}  # scope (None: /v2/ itself) -> bearer token
         self.basic = False
         if insecure:  # the daemon skips TLS verification for these too; say so once, not per request
             import urllib3
@@ -280,7 +295,7 @@ class RegistryClient:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
     @property
-    def verify(self):
+    def verify(self) -> bool | str:
         certs = Path("/etc/docker/certs.d") / self.host / "ca.crt"
         if self.insecure:
             return False
@@ -355,7 +370,7 @@ class RegistryClient:
             raise RegistryError(f"blob {digest[:19]} of {repository}: the registry served other bytes")
         return body
 
-    def _read_answer(self, response, what: str) -> bytes:
+    def _read_answer(self, response: Response, what: str) -> bytes:
         """An answer's body as it streams (decompressed), never more than MAX_ANSWER_BYTES + 1 bytes: the
         registry chooses its size, and one byte more than the limit is enough to refuse it."""
         body = bytearray()
@@ -426,8 +441,8 @@ class RegistryClient:
         return RegistryError(f"{where} refused the credentials of {self.credentials.describe()}: unauthorized",
                              "check the username and password (the password is never shown)")
 
-    def _request(self, method: str, path: str, *, scope: str | None, headers: dict | None = None,
-                 data: bytes | None = None, stream: bool = False):
+    def _request(self, method: str, path: str, *, scope: str | None, headers: dict[str, str] | None = None,
+                 data: bytes | None = None, stream: bool = False) -> Response:
         """The answer; with `stream`, its body is not read yet (the caller reads it with a limit, or closes it)."""
         headers = dict(headers or {})
         response = self._send(method, path, headers, scope, data, stream)
@@ -437,8 +452,8 @@ class RegistryClient:
                 response = self._send(method, path, headers, scope, data, stream)
         return response
 
-    def _send(self, method: str, path: str, headers: dict, scope: str | None, data: bytes | None = None,
-              stream: bool = False):
+    def _send(self, method: str, path: str, headers: dict[str, str], scope: str | None, data: bytes | None = None,
+              stream: bool = False) -> Response:
         if self.basic and self.credentials:
             headers["Authorization"] = "Basic " + base64.b64encode(
                 f"{self.credentials.username}:{self.credentials.password}".encode()).decode()
@@ -474,7 +489,7 @@ class RegistryClient:
             return True
         return False
 
-    def _token(self, params: dict, scope: str | None) -> str:
+    def _token(self, params: dict[str, str], scope: str | None) -> str:
         realm = params["realm"]
         query = {"service": params["service"]} if params.get("service") else {}
         if scope or params.get("scope"):

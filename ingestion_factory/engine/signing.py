@@ -11,11 +11,16 @@ import base64
 import hashlib
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..files import write_atomically
+
+if TYPE_CHECKING:  # for annotations only: cryptography is imported where it is used (it is slow to load)
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 ENV_PASSPHRASE = "FACTORY_SIGNING_PASSPHRASE"
 PRIVATE_NAME = "factory-signing.key"
@@ -27,7 +32,7 @@ KDF_ROUNDS = 600_000
 PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
 
 
-def read_passphrase(passphrase_file: str | None = None, environ=None) -> bytes:
+def read_passphrase(passphrase_file: str | None = None, environ: Mapping[str, str] | None = None) -> bytes:
     """The passphrase from --passphrase-file, else FACTORY_SIGNING_PASSPHRASE; never a flag's value."""
     env = os.environ if environ is None else environ
     if passphrase_file:
@@ -55,7 +60,7 @@ def key_id(public_der: bytes) -> str:
 
 @dataclass(frozen=True)
 class PublicKey:
-    key: object = field(repr=False)
+    key: ec.EllipticCurvePublicKey = field(repr=False)
     source: str  # the file it came from, for messages
     keyid: str
 
@@ -73,7 +78,7 @@ class PublicKey:
 
 @dataclass(frozen=True)
 class Signer:
-    key: object = field(repr=False)
+    key: ec.EllipticCurvePrivateKey = field(repr=False)
     public: PublicKey
 
     def sign(self, data: bytes) -> bytes:
@@ -83,7 +88,7 @@ class Signer:
         return self.key.sign(data, ec.ECDSA(hashes.SHA256()))
 
 
-def _public_der(public_key) -> bytes:
+def _public_der(public_key: ec.EllipticCurvePublicKey) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -245,9 +250,9 @@ def load_public_key(path: str | Path) -> PublicKey:
     return keys[0]
 
 
-def load_public_keys(paths) -> tuple[PublicKey, ...]:
+def load_public_keys(paths: Iterable[str | Path]) -> tuple[PublicKey, ...]:
     """Every key of every trusted-keys file, each once."""
-    keys = {}
+    keys: dict[str, PublicKey] = {}
     for path in paths:
         for key in load_key_file(path):
             keys.setdefault(key.keyid, key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .. import interrupts
 from ..model.failures import Cause, Diagnosis, StepFailed, read_smoke_output
@@ -20,6 +21,10 @@ SMOKE_TIMEOUT_S = 180
 # what the next builds wait for, a smoke test ends a branch, so a build comes first when both want the CPU
 # and smoke tests take what is left. Alone, a smoke test still gets all the CPU.
 SMOKE_TEST_CPU_SHARES = 256
+
+# The docker SDK ships no types: its client (docker.DockerClient) and containers are Any here.
+DockerClient = Any
+Container = Any
 
 
 class SmokeFailed(StepFailed):
@@ -43,14 +48,14 @@ def pin_ref(image_id: str, repository: str = PIN_REPOSITORY) -> str:
     return f"{repository}:{image_id.removeprefix('sha256:')}"
 
 
-def pin(api, image_id: str, repository: str = PIN_REPOSITORY) -> str:
+def pin(api: DockerClient, image_id: str, repository: str = PIN_REPOSITORY) -> str:
     """Tag the image by its ID (in a repository of the caller's) and return that reference."""
     ref = pin_ref(image_id, repository)
     api.api.tag(image_id, repository, ref.rpartition(":")[2])
     return ref
 
 
-def _kill(container) -> None:
+def _kill(container: Container) -> None:
     try:
         container.kill()
     except Exception:  # already exited, or the engine is gone
@@ -67,7 +72,7 @@ def end_smoke_tests(reason: str) -> None:
     SMOKE_TESTS.end_all(reason)
 
 
-def smoke_test(api, image_id: str, command: list[str] | None = None, *,
+def smoke_test(api: DockerClient, image_id: str, command: list[str] | None = None, *,
                timeout_s: float = SMOKE_TIMEOUT_S) -> SmokeResult:
     """Run `python main.py --check` with no network in the image; raise SmokeFailed on failure."""
     command = command or SMOKE_COMMAND
@@ -125,7 +130,7 @@ def timed_out(exc: BaseException) -> bool:
     return False
 
 
-def move_tags(api, image_id: str, repository: str, tags: list[str]) -> list[str]:
+def move_tags(api: DockerClient, image_id: str, repository: str, tags: list[str]) -> list[str]:
     """Point every tag at the verified image; returns the refs now pointing at it."""
     refs = []
     for tag in tags:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from .catalog import Catalog
+from .catalog import Catalog, ImageSpec
 from .results import BuildStatus, human_size
 
 START = "<!-- catalog-table:start (written by `inv catalog`; sizes and status from the last build report) -->"
@@ -50,7 +51,7 @@ def measured(report_path: Path, catalogs: list[Catalog]) -> Cells:
     return cells
 
 
-def _tag(result: dict) -> str:
+def _tag(result: dict[str, Any]) -> str:  # one image of a build report, as parsed JSON
     return str(result.get("ref", "")).rpartition(":")[2]
 
 
@@ -82,7 +83,7 @@ def render(catalogs: list[Catalog], cells: Cells) -> str:
         by_version = frameworks[name]
         versions = sorted(by_version, key=_version_key, reverse=True)
         package = next(iter(by_version.values())).base_for(name).framework.package
-        specs = {}
+        specs: dict[str, ImageSpec] = {}
         for version in versions:
             for spec in by_version[version].connectors:
                 if spec.framework.name == name:
@@ -95,11 +96,11 @@ def render(catalogs: list[Catalog], cells: Cells) -> str:
             row = []
             for version in versions:
                 catalog = by_version[version]
-                spec = catalog.images.get(connector)
-                if spec is None:
+                image = catalog.images.get(connector)
+                if image is None:
                     row.append("broken: see `inv list`" if connector in catalog.broken else "-")
-                elif spec.unavailable:
-                    row.append(f"{BuildStatus.UNAVAILABLE.value}: {spec.unavailable}")
+                elif image.unavailable:
+                    row.append(f"{BuildStatus.UNAVAILABLE.value}: {image.unavailable}")
                 else:
                     row.append(cells.get((connector, version), NOT_BUILT))
             source = specs[connector].source
@@ -115,7 +116,7 @@ def _cell(text: str) -> str:
     return " ".join(text.replace("|", "/").split())
 
 
-def _version_key(version: str):
+def _version_key(version: str) -> tuple[int, Version | str]:
     try:
         return (1, Version(version))
     except InvalidVersion:

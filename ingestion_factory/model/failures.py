@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..errors import FactoryError
 
@@ -267,7 +267,7 @@ def read_smoke_output(exit_code: int, output: str, command: str) -> Diagnosis:
     return Diagnosis(Cause.SMOKE_TEST, reason, tuple(lines[-EXPLANATION_LINES:]), command)
 
 
-def _summary(lines: list[str]) -> dict:
+def _summary(lines: list[str]) -> dict[str, Any]:  # main.py's JSON, as parsed
     """main.py's last line is a JSON summary; anything else means it never got that far."""
     try:
         summary = json.loads(lines[-1]) if lines else {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
@@ -15,7 +16,7 @@ LOCK_SUFFIX = ".lock"
 PACKAGE_LINE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)")
 
 
-def is_lock(path) -> bool:
+def is_lock(path: Path) -> bool:
     """A lock file of any image or framework version (requirements.lock, locks/<version>.lock)."""
     return path.suffix == LOCK_SUFFIX
 

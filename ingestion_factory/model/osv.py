@@ -12,7 +12,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from debian.debian_support import Version as DebianVersion
 from packaging.utils import canonicalize_name
@@ -26,6 +26,9 @@ DEBIAN = "Debian"
 # One advisory is a few kB (those that list every affected version, a few hundred); a record is read
 # only this far, so a zip member that unpacks to gigabytes is refused, not unpacked.
 MAX_RECORD_BYTES = 8 * MiB
+
+Record = dict[str, Any]  # an OSV record (or a part of one) as parsed JSON: its shape is the schema's, not checked
+VersionKey = DebianVersion | PythonVersion  # one ecosystem's keys are only compared among themselves
 
 
 @dataclass(frozen=True)
@@ -49,14 +52,14 @@ class Finding:
     fixed: tuple[str, ...]  # the versions that fix it, where the record says
 
 
-def _order(ecosystem: str) -> Callable[[str], object]:
+def _order(ecosystem: str) -> Callable[[str], VersionKey]:
     """The version ordering of an ecosystem (its sort key); anything unparsable sorts as unknown (None)."""
     if ecosystem.split(":")[0] == DEBIAN:
         return DebianVersion
     return PythonVersion
 
 
-def _key(ecosystem: str, version: str):
+def _key(ecosystem: str, version: str) -> VersionKey | None:
     try:
         return _order(ecosystem)(version)
     except (InvalidVersion, ValueError):
@@ -67,7 +70,7 @@ def _name(ecosystem: str, name: str) -> str:
     return canonicalize_name(name) if ecosystem == PYPI else name
 
 
-def in_range(version: str, events: list[dict], ecosystem: str) -> bool:
+def in_range(version: str, events: list[Record], ecosystem: str) -> bool:
     """Whether `version` is inside one ECOSYSTEM/SEMVER range, evaluated as the OSV schema says: the events in
     version order ("introduced": "0" first); an `introduced` at or below it opens, a `fixed` at or below it
     closes, a `last_affected` below it closes."""
@@ -94,7 +97,7 @@ def in_range(version: str, events: list[dict], ecosystem: str) -> bool:
     return affected
 
 
-def affects(record: dict, component: Component) -> tuple[bool, tuple[str, ...]]:
+def affects(record: Record, component: Component) -> tuple[bool, tuple[str, ...]]:
     """Whether the record affects the component, and the fixed versions it names for that package."""
     hit, fixed = False, []
     for entry in record.get("affected", []):
@@ -118,9 +121,9 @@ def affects(record: dict, component: Component) -> tuple[bool, tuple[str, ...]]:
 class Database:
     """OSV records indexed by (ecosystem, package name), read from directories or zips of JSON files."""
 
-    def __init__(self, records: Iterable[dict]):
+    def __init__(self, records: Iterable[Record]):
         self.records = 0
-        self._by_package: dict[tuple[str, str], list[dict]] = {}
+        self._by_package: dict[tuple[str, str], list[Record]] = {}
         for record in records:
             self.records += 1
             for entry in record.get("affected", []):
@@ -147,7 +150,7 @@ class Database:
         return found
 
 
-def read_records(source: Path) -> Iterator[dict]:
+def read_records(source: Path) -> Iterator[Record]:
     """Every OSV record in a directory (recursively) or a zip, each file one JSON record."""
     if not source.exists():
         raise ConfigError(f"--osv {source} does not exist", "give a directory or zip of OSV JSON records "
@@ -169,7 +172,7 @@ def read_records(source: Path) -> Iterator[dict]:
                     yield _parse(handle.read(MAX_RECORD_BYTES + 1), f"{source}:{member}")
 
 
-def _parse(data: bytes, where: str) -> dict:
+def _parse(data: bytes, where: str) -> Record:
     """One OSV record; more than MAX_RECORD_BYTES (`data` holds at most one byte more), nesting deeper than
     documents.MAX_DEPTH, or no JSON is bad input naming the file."""
     try:
@@ -181,10 +184,10 @@ def _parse(data: bytes, where: str) -> dict:
     return record
 
 
-def vex(findings: Iterable[Finding], *, subject: str = "", version: str = "") -> dict:
+def vex(findings: Iterable[Finding], *, subject: str = "", version: str = "") -> Record:
     """A CycloneDX 1.6 VEX document of the findings: each `in_triage`, ready for a person to record
     `not_affected` (with a justification) where an advisory does not apply."""
-    vulnerabilities: dict[str, dict] = {}
+    vulnerabilities: dict[str, Record] = {}
     for finding in findings:
         entry = vulnerabilities.setdefault(finding.id, {
             "bom-ref": finding.id,

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from ..errors import ConfigError, FactoryError
 from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform, is_native
 from ..settings import Settings, image_tags
 from ..status import Status
-from .catalog import BASE, CONNECTOR, Catalog, ImageSpec
+from .catalog import CONNECTOR, Catalog, ImageSpec
 from .graph import parents_first
 from .lockfile import file_digest, is_lock
 from .names import python_image_ref
@@ -64,7 +66,7 @@ BLOCKED = PlanState.BLOCKED
 @dataclass(frozen=True)
 class ImageInfo:
     id: str
-    labels: dict
+    labels: dict[str, str]
     size: int
     tags: tuple[str, ...] = ()  # repository:tag references already pointing at it
     architecture: str = ""  # what the engine recorded (amd64, arm64); "" when unknown
@@ -105,7 +107,7 @@ class Plan:
     platform: Platform = DEFAULT_PLATFORM
     build_python_id: str | None = None  # the build platform's Python image, for cross-installs
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[PlanItem]:
         return (self.items[name] for name in self.order)
 
     @property
@@ -118,13 +120,13 @@ def other_version(settings: Settings) -> str:
     return next((f.version for f in settings.frameworks.values() if not f.is_default_version), "")
 
 
-def build_logs(settings: Settings):
+def build_logs(settings: Settings) -> Path:
     """Where builds write one log per image: logs/, in a folder of the framework version when not the default
     (a `--version all` run keeps every version's logs)."""
     return settings.output_path / "logs" / other_version(settings)
 
 
-def sbom_copies(settings: Settings, platform: Platform = DEFAULT_PLATFORM):
+def sbom_copies(settings: Settings, platform: Platform = DEFAULT_PLATFORM) -> Path:
     """Where builds keep a copy of each image's SBOM (`inv audit` reads it): reports/sbom/, in a folder of
     the framework version when it is not the default, and of the architecture when not the default platform."""
     return (settings.output_path / "reports" / "sbom" / other_version(settings)
@@ -155,7 +157,7 @@ def install_mode(spec: ImageSpec, settings: Settings, platform: Platform) -> str
         return "target"
     if settings.foreign_install == "cross":
         return "cross"
-    if spec.build_packages:
+    if spec.build_packages or spec.lock is None:  # no lock (a spec not from discover): no header to go by
         return "target"
     try:
         header = [line for line in spec.lock.read_text().splitlines()[:12]
@@ -169,7 +171,7 @@ def input_hash(spec: ImageSpec, parent_id: str, settings: Settings, platform: Pl
                install: str = "target", build_python_id: str | None = None) -> str:
     """sha256 over everything that can change what an image contains."""
     digest = hashlib.sha256()
-    header = {
+    header: dict[str, object] = {
         "recipe": RECIPE_VERSION,
         "name": spec.name,
         "kind": spec.kind,
@@ -221,7 +223,7 @@ def make_plan(
                              platform)
         install = install_mode(spec, settings, platform)
         current = store.inspect(ref)
-        if spec.kind == BASE:
+        if spec.parent is None:  # built FROM the Python image: a base (discover gives connectors a parent)
             parent_id = python.id if python else None
             parent_state = None if python else BLOCKED
         else:
@@ -242,7 +244,7 @@ def make_plan(
             item.state = BLOCKED
             item.reason = (
                 f"Python image {python_image if python is None else settings.python_image} is missing"
-                if spec.kind == BASE or cross_blocked
+                if spec.parent is None or cross_blocked
                 else f"parent {spec.parent} is blocked"
             )
         elif current is None:
@@ -273,7 +275,7 @@ def make_plan(
                 build_python_id=build_python.id if build_python else None)
 
 
-def platform_targets(catalog, targets: list[str], platform, settings: Settings) -> tuple[list[str], list[Result]]:
+def platform_targets(catalog: Catalog, targets: list[str], platform: Platform, settings: Settings) -> tuple[list[str], list[Result]]:
     """The targets that can exist on `platform`, and an UNAVAILABLE result for each one that cannot."""
     usable, skipped = [], []
     for name in targets:
@@ -304,7 +306,7 @@ def require_buildable(plan: Plan) -> None:
         )
 
 
-def require_verified(items, action: str = "push") -> None:
+def require_verified(items: Iterable[PlanItem], action: str = "push") -> None:
     """Refuse to `action` (push, bundle) when any image is not verified and current: the one rule for both.
 
     "Verified and current" means the image's version tag exists and its inputs have not changed since:

@@ -61,7 +61,7 @@ def human_size(size: int | None) -> str:
     return f"{value:.1f} GB"
 
 
-def write_json(path: Path, results: list[Result], extra: dict | None = None) -> Path:
+def write_json(path: Path, results: list[Result], extra: dict[str, object] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -46,7 +46,7 @@ def parse_shard(text: str) -> Shard:
     return Shard(index, count)
 
 
-def parse_count(text) -> int:
+def parse_count(text: str | int) -> int:
     """The N of `inv list --matrix N`."""
     try:
         count = int(str(text).strip())
@@ -66,7 +66,7 @@ def select(names: list[str], shard: Shard) -> list[str]:
     return [name for name in names if shard.holds(name)]
 
 
-def matrix(catalog: Catalog, names: list[str], count: int) -> dict:
+def matrix(catalog: Catalog, names: list[str], count: int) -> dict[str, object]:
     """What a CI system needs to fan out: the images parents-first by depth, and each shard's connectors.
 
     stages[0] are the bases (build once, push), later stages are connectors by how many images they are

@@ -1,5 +1,6 @@
 """Platforms (issue 12): parsing, per-platform plans, tags and hashes, the manifest list, exit codes."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -189,6 +190,15 @@ def test_install_mode_cross_when_every_package_has_a_wheel(project, monkeypatch)
     assert install_mode(found["wheels"], emulated, ARM64) == "target"
     forced, _ = setup(project, foreign_install="cross")
     assert install_mode(found["sdist"], forced, ARM64) == "cross"
+
+
+def test_install_mode_of_a_spec_without_a_lock_is_target(project, monkeypatch):
+    # found by mypy: a spec made by hand (not by discover) may have no lock, and `auto` read its header
+    monkeypatch.setattr(platforms, "host", lambda: AMD64)
+    add_connector(project, "nolock")
+    settings, found = setup(project)
+    spec = dataclasses.replace(found["nolock"], lock=None)
+    assert install_mode(spec, settings, ARM64) == "target"  # was AttributeError: 'NoneType' has no read_text
 
 
 def test_unavailable_platforms_in_connector_toml_and_inherited(project):
