@@ -21,13 +21,14 @@ import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Iterator
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..errors import ConfigError
 from ..files import is_temporary
-from ..platforms import parse as parse_platform
+from ..platforms import Platform, parse as parse_platform
 from .runtime_modules import runtime_redaction  # the runtime's secret rule: the one its log masking uses
 from ..settings import Framework, Settings
 from .graph import parents_first
@@ -108,7 +109,7 @@ class Catalog:
     # Connector directories that cannot be built, with the reason; the others still can.
     broken: dict[str, ConfigError] = field(default_factory=dict)
 
-    def unavailable_on(self, spec: ImageSpec, platform) -> str:
+    def unavailable_on(self, spec: ImageSpec, platform: Platform) -> str:
         """Why `spec` cannot be built for `platform` (its own entry or an ancestor's); "" when it can."""
         current: ImageSpec | None = spec
         while current is not None:
@@ -118,7 +119,7 @@ class Catalog:
             current = self.images.get(current.parent) if current.parent else None
         return ""
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ImageSpec]:
         return iter(self.images.values())
 
     def __getitem__(self, name: str) -> ImageSpec:
@@ -374,7 +375,7 @@ def _connector_spec(settings: Settings, directory: Path, shared_dockerfile: Path
     )
 
 
-def _checked_build_args(table: dict, reserved: frozenset[str], shown: Path) -> dict[str, str]:
+def _checked_build_args(table: dict[str, Any], reserved: frozenset[str], shown: Path) -> dict[str, str]:
     """build_args that can neither override the factory's own arguments nor carry a secret.
 
     Build arguments are recorded in the image's history (`docker history`) and in the build log,
@@ -399,7 +400,7 @@ def _checked_build_args(table: dict, reserved: frozenset[str], shown: Path) -> d
     return checked
 
 
-def _unavailable_platforms(table, shown: Path) -> tuple[tuple[str, str], ...]:
+def _unavailable_platforms(table: object, shown: Path) -> tuple[tuple[str, str], ...]:
     """`{ "linux/arm64" = "reason" }` as (platform name, reason) pairs, platform names normalized."""
     if not isinstance(table, dict) or not all(isinstance(v, str) and v.strip() for v in table.values()):
         raise ConfigError(f"{shown}: unavailable_platforms must be a table of platform = \"reason\"")
@@ -435,11 +436,11 @@ def parse_fragment(path: Path, shown: Path | str, *, allow_empty: bool = False) 
     return tuple(requirements)
 
 
-def _read_connector_settings(path: Path, shown: Path) -> dict:
+def _read_connector_settings(path: Path, shown: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = tomllib.loads(path.read_text())
+        data: dict[str, Any] = tomllib.loads(path.read_text())
     except UnicodeDecodeError:
         raise ConfigError(f"{shown} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
@@ -477,8 +478,9 @@ def _resolve_parents(images: dict[str, ImageSpec], settings: Settings) -> None:
     # Children take their parent's framework (a dependent image cannot switch frameworks).
     for name in parents_first({n: s.parent for n, s in images.items()}):
         spec = images[name]
-        if spec.kind == CONNECTOR and images[spec.parent].kind == CONNECTOR:
-            parent_framework = images[spec.parent].framework
+        parent_spec = images[spec.parent] if spec.parent is not None else None  # every connector has one now
+        if spec.kind == CONNECTOR and parent_spec is not None and parent_spec.kind == CONNECTOR:
+            parent_framework = parent_spec.framework
             declared = spec.declared_framework
             if declared and declared != parent_framework.name:
                 raise ConfigError(

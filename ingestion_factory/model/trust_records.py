@@ -16,9 +16,12 @@ import base64
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from ..documents import DocumentError, load_json
 from .names import DOCKER_HUB, canonical_host
+
+JSON = dict[str, Any]  # a parsed or built JSON object
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -45,7 +48,7 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def canonical_json(document) -> bytes:
+def canonical_json(document: object) -> bytes:
     """Compact, key-sorted JSON: the same document always has the same bytes (and digest)."""
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
@@ -69,7 +72,7 @@ def attestation_tag(digest: str) -> str:
 # --- signatures ----------------------------------------------------------------------------------
 
 
-def simple_signing_payload(repository: str, digest: str, optional: dict | None = None) -> bytes:
+def simple_signing_payload(repository: str, digest: str, optional: dict[str, str] | None = None) -> bytes:
     """cosign's payload: which manifest (by digest) of which repository the signature is for."""
     hex_of(digest)
     return canonical_json({
@@ -88,7 +91,7 @@ class SignedName:
 
     reference: str  # docker-reference: the repository, without tag or digest
     digest: str  # docker-manifest-digest (a bundle's: the image ID, with its marker in `optional`)
-    optional: dict  # the payload's "optional" object ({} when null)
+    optional: dict[str, Any]  # the payload's "optional" object ({} when null)
 
 
 def read_simple_signing(payload: bytes) -> SignedName:
@@ -131,7 +134,7 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
-def envelope(payload_type: str, payload: bytes, signature: bytes, keyid: str = "") -> dict:
+def envelope(payload_type: str, payload: bytes, signature: bytes, keyid: str = "") -> JSON:
     return {
         "payloadType": payload_type,
         "payload": base64.b64encode(payload).decode(),
@@ -191,11 +194,11 @@ class VerificationRecord:
     # ("" when none; absent from records made before it existed).
     resolution: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> JSON:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "VerificationRecord":
+    def from_dict(cls, data: JSON) -> "VerificationRecord":
         names = [f.name for f in fields(cls)]
         missing = [name for name in names if name not in data and name not in OPTIONAL_RECORD_FIELDS]
         if missing:
@@ -203,7 +206,7 @@ class VerificationRecord:
         return cls(**{name: str(data[name]) for name in names if name in data})
 
 
-def _resolution_parameters(record: VerificationRecord) -> dict:
+def _resolution_parameters(record: VerificationRecord) -> JSON:
     """{"resolution": {"constraints": [...], "overrides": [...]}} when the framework version has any."""
     try:  # a record may come from a bundle (unbundle --push signs with the builder's record)
         found = load_json(record.resolution, what="the resolution") if record.resolution else {}
@@ -212,7 +215,7 @@ def _resolution_parameters(record: VerificationRecord) -> dict:
     return {"resolution": found} if isinstance(found, dict) and found else {}
 
 
-def statement(subject_name: str, digest: str, record: VerificationRecord) -> dict:
+def statement(subject_name: str, digest: str, record: VerificationRecord) -> JSON:
     """An in-toto Statement v1 about one manifest digest, its predicate SLSA Provenance v1."""
     dependencies = [{"name": "parent-image", "digest": {"sha256": hex_of(record.parent_id)}}]
     if record.source_revision:
@@ -285,9 +288,9 @@ class Layer:
     media_type: str
     digest: str
     size: int
-    annotations: dict
+    annotations: dict[str, str]
 
-    def descriptor(self) -> dict:
+    def descriptor(self) -> JSON:
         return {"mediaType": self.media_type, "size": self.size, "digest": self.digest,
                 "annotations": dict(self.annotations)}
 
@@ -338,7 +341,7 @@ def attestation_image(envelope_bytes: bytes, predicate_type: str = SLSA_PROVENAN
                         earlier)
 
 
-def layers_of(manifest: dict | None) -> list[Layer]:
+def layers_of(manifest: JSON | None) -> list[Layer]:
     """The layers a signature manifest lists (cosign appends one per signature)."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("layers"), list):
         raise RecordError("not an OCI image manifest with layers")
