@@ -326,7 +326,7 @@ def run_local(c, connector=None, config=None, pipeline_type=None, keep=False, bu
 def bench(c, connector=None, cold=True, push=True, output=None, catalog=False, cache=False, arm64=False,
           scratch=True, sizes=False, baseline=""):
     """Measure build speed, image size, start-up and push cost next to the seed's way."""
-    from benchmarks import bench as bench_mod
+    from ingestion_factory.cli import bench as bench_mod
 
     settings = _settings(c)
     target = Path(output) if output else settings.output_path / "reports" / "bench-latest.json"

@@ -1,7 +1,7 @@
 import pytest
 from rich.console import Console
 
-from benchmarks import bench
+from ingestion_factory.cli import bench
 
 
 def test_bytes_sent_counts_only_uploaded_layers():
@@ -73,7 +73,7 @@ def test_the_arm64_bench_builds_each_install_mode_in_a_namespace_of_its_own_and_
 
 
 def test_buildkit_steps_reads_each_steps_time_from_a_plain_progress_log():
-    from benchmarks.bench import buildkit_steps
+    from ingestion_factory.cli.bench import buildkit_steps
 
     log = "\n".join([
         "#1 [internal] load build definition from Dockerfile",
@@ -99,7 +99,7 @@ def test_buildkit_steps_reads_each_steps_time_from_a_plain_progress_log():
 
 def test_the_step_table_reads_only_the_newest_run_of_an_appended_log():
     """Build logs are appended run after run: an earlier run's step #8 must not name this run's."""
-    from benchmarks.bench import buildkit_steps
+    from ingestion_factory.cli.bench import buildkit_steps
     from ingestion_factory.engine.buildkit import LOG_RUN_HEADER, last_run
 
     older = f"\n{LOG_RUN_HEADER}2026-12-01T00:00:00+00:00 pid 1 =====\n#8 [uv 2/2] RUN pip install uv\n#8 DONE 9.0s\n"
@@ -159,7 +159,7 @@ def _elf(sections: list[tuple[str, int, int]]) -> bytes:
 def test_the_footprint_table_shows_both_sides_and_the_script_reads_elf_sections(tmp_path):
     import io
 
-    from benchmarks import footprint
+    from ingestion_factory.resources import footprint
 
     report = {"total": 300e6, "root": {"/usr": 120e6, "/opt": 180e6}, "usr_lib": {"/usr/lib/python3": 21e6},
               "venv": {"/opt/venv/lib": 180e6}, "venv_kinds": {"bytecode (.pyc)": 40e6},
@@ -180,10 +180,9 @@ def test_the_footprint_table_shows_both_sides_and_the_script_reads_elf_sections(
 def test_the_sizes_bench_measures_the_footprint_next_to_the_baseline_and_builds_nothing(project, monkeypatch,
                                                                                        tmp_path):
     from ingestion_factory import settings as settings_mod
-    from ingestion_factory.engine import daemon
 
     engine, measured = object(), []
-    monkeypatch.setattr(daemon, "client", lambda: engine)
+    monkeypatch.setattr(bench, "client", lambda: engine)
     monkeypatch.setattr(bench, "measure_footprint", lambda b, api, baseline="": measured.append((api, baseline)))
     monkeypatch.setattr(bench.commands, "build", lambda *a, **k: pytest.fail("--sizes builds nothing"))
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)

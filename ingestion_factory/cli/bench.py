@@ -28,16 +28,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ingestion_factory.cli import commands
-from ingestion_factory.engine import buildkit, verify
-from ingestion_factory.engine.daemon import remove_tags_under
-from ingestion_factory.engine.streams import stream_error
-from ingestion_factory.errors import FactoryError
-from ingestion_factory.progress import Quiet
-from ingestion_factory.model import catalog as catalog_mod
-from ingestion_factory.model.plan import image_ref
-from ingestion_factory.settings import Settings
-from ingestion_factory.workflows import lock as lock_mod
+from . import commands
+from ..engine import buildkit, verify
+from ..engine.daemon import client, remove_tags_under
+from ..engine.streams import stream_error
+from ..errors import FactoryError
+from ..progress import Quiet
+from ..model import catalog as catalog_mod
+from ..model.plan import image_ref
+from ..platforms import ARM64, require_emulation
+from ..settings import Settings
+from ..workflows import lock as lock_mod
+from ..workflows import push as push_mod
 
 DEFAULT_CONNECTORS = ("mysql", "postgres", "mssql", "snowflake", "kafka", "tableau")
 STEP_TABLE_CONNECTOR = "tableau"  # small (2.7 MB over its base): its build time is the factory's own overhead
@@ -76,8 +78,6 @@ def run(settings: Settings, connectors: list[str] | None, *, cold: bool, push: b
         console: Console, catalog: bool = False, cache: bool = False, arm64: bool = False,
         scratch: bool = True, sizes: bool = False, baseline: str = "") -> Path:
     """Run every measurement (or, with catalog, the whole-catalog ones); returns the path of the JSON report."""
-    from ingestion_factory.engine.daemon import client
-
     api = client()
     if sizes:  # the bases you have (and a baseline namespace's): where the bytes go, start-up; no builds
         bench = Bench(settings, [], console)
@@ -136,8 +136,6 @@ def measure_arm64(bench: Bench, api) -> None:
     side free); uv's download cache is kept for both, so neither side measures the network. Each
     image is smoke-tested under QEMU before it is tagged, so a figure is only ever for a working image.
     """
-    from ingestion_factory.platforms import ARM64, require_emulation
-
     require_emulation([ARM64])
     found = catalog_mod.discover(bench.settings)
     found.resolve(bench.connectors)
@@ -695,7 +693,7 @@ def _all_in_one_size(bench: Bench, found, api, base_ref: str) -> int:
 
 
 # ------------------------------------------------------------- 4b. where the bytes go
-FOOTPRINT_SCRIPT = Path(__file__).with_name("footprint.py")
+FOOTPRINT_SCRIPT = Path(__file__).parents[1] / "resources" / "footprint.py"  # runs inside the image
 # The bases' size targets (issue 21): a third smaller than the 589 MB / 262 MB they started from.
 BASE_TARGETS_MB = {"openmetadata": 420, "datahub": 190}
 STARTUP_RUNS = 7
@@ -910,8 +908,6 @@ def measure_cache(bench: Bench, api, *, cold: bool, scratch: bool = True) -> Non
     without the trust policy (every smoke test re-run) and with it (attested images skip their smoke test).
     scratch=False leaves out the build from scratch (the slowest part with the whole catalog).
     """
-    from ingestion_factory.workflows import push as push_mod
-
     settings = bench.settings
     names = bench.connectors
     trusted = bool(settings.signing_key and settings.trusted_keys)
