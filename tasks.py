@@ -243,15 +243,7 @@ def audit(c, connector=None, json=None, osv=None, vex=None, python=True, fresh=F
 @reports_errors
 def python_image(c, force=False, refresh=False, platform=None):
     """Build the Python runtime image from Debian packages, with the suite's security and stable updates."""
-    from ingestion_factory.engine import python_image as python_image_mod
-
-    settings = _settings(c, platforms=platform or None)
-    if refresh and force:
-        raise ConfigError("--refresh and --force contradict each other", "give one of them")
-    if refresh:
-        python_image_mod.refresh_all(settings)
-    else:
-        python_image_mod.build_all(settings, force=force)
+    return commands.python_image(_settings(c, platforms=platform or None), force=force, refresh=refresh)
 
 
 @task(help={

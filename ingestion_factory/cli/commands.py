@@ -825,3 +825,20 @@ def sbom(settings: Settings, name: str, output: str | None = None) -> int:
     console.print(f"{ref}: {len(summary.python)} Python packages (exactly its lock's), "
                   f"{len(summary.debian)} Debian packages -> {target}", highlight=False)
     return 0
+
+
+def python_image(settings: Settings, *, force: bool = False, refresh: bool = False) -> int:
+    """inv python-image: the Python runtime image from Debian packages (each target platform's)."""
+    from ..engine import python_image as python_image_mod  # Debian's archive code: only this task needs it
+
+    if refresh and force:
+        raise ConfigError("--refresh and --force contradict each other", "give one of them")
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    if refresh:
+        python_image_mod.refresh_all(settings, echo=say)
+    else:
+        python_image_mod.build_all(settings, force=force, echo=say)
+    return 0
