@@ -193,6 +193,7 @@ def test_the_newcomer_script_runs_the_demo(run_local_project, tmp_path):
 
     project = run_local_project
     shutil.copy(REPO / "run_local_docker.sh", project.root / "run_local_docker.sh")
+    shutil.copytree(REPO / "scripts", project.root / "scripts", dirs_exist_ok=True)  # its set-up step
     venv_bin = project.root / ".venv" / "bin"
     venv_bin.mkdir(parents=True, exist_ok=True)
     for name, target in (("python", sys.executable), ("inv", None)):
