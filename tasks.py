@@ -8,7 +8,8 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from ingestion_factory import interrupts, run_lock, settings as settings_mod
+from ingestion_factory import interrupts, run_lock
+from ingestion_factory import settings as settings_mod
 from ingestion_factory.cli import commands
 from ingestion_factory.errors import ConfigError, FactoryError
 

@@ -10,9 +10,10 @@ caller turns it into its own error (a RegistryError, a refused bundle, a malform
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from itertools import accumulate, count
 from operator import sub
-from typing import Any, Iterator
+from typing import Any
 
 MiB = 1024 * 1024
 MAX_BYTES = 4 * MiB  # the size a registry must accept for a manifest (OCI distribution spec); ours are KBs

@@ -6,8 +6,9 @@ a status line) or as timestamped lines in a log. `Quiet` is for callers that wan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, Protocol
+from typing import Protocol
 
 Advance = Callable[[int], None]  # bytes done since the last call
 Update = Callable[[str], None]  # a new text for a status line

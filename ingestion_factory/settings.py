@@ -8,14 +8,14 @@ mapping into a typed, validated object.
 from __future__ import annotations
 
 import math
-
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -76,7 +76,7 @@ class Framework:
         """The default version's images get `latest` and the commit tag; the others only their version."""
         return self.version == (self.default_version or self.version)
 
-    def at(self, version: str) -> "Framework":
+    def at(self, version: str) -> Framework:
         return replace(self, version=version)
 
 
@@ -151,7 +151,7 @@ class Settings:
         parts = [p for p in (self.registry, self.namespace, image_name) if p]
         return "/".join(parts)
 
-    def with_overrides(self, **overrides: Any) -> "Settings":
+    def with_overrides(self, **overrides: Any) -> Settings:
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(self, **clean) if clean else self
 

@@ -87,9 +87,10 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from runtime_adapters import FrameworkAdapter, PluginMissing, RunCounts, WorkflowFailed, create_adapter, import_required
@@ -136,7 +137,7 @@ class StopRequested(KeyboardInterrupt):
 @dataclass
 class Outcome:
     exit_code: int
-    reason: Optional[str] = None
+    reason: str | None = None
     counts: RunCounts = field(default_factory=RunCounts)
 
 
@@ -158,7 +159,7 @@ class Reporter:
         mode: str,
         started: float,
         redactor: Redactor,
-        stop_reason: Callable[[], Optional[str]] = lambda: None,
+        stop_reason: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._stream = stream
         self._env = env
@@ -166,14 +167,14 @@ class Reporter:
         self._started = started
         self._stop_reason = stop_reason
         self._lock = threading.Lock()
-        self.fields: Dict[str, Any] = {
+        self.fields: dict[str, Any] = {
             "framework": env.get("INGESTION_FRAMEWORK") or "openmetadata",
             "connector": env.get("INGESTION_CONNECTOR") or None,
             "mode": mode,
         }
         if env.get("INGESTION_FRAMEWORK_VERSION"):
             self.fields["framework_version"] = env["INGESTION_FRAMEWORK_VERSION"]
-        self.emitted_exit_code: Optional[int] = None
+        self.emitted_exit_code: int | None = None
 
     def emit(self, outcome: Outcome) -> int:
         """Write the summary unless already written; return the exit code in force."""
@@ -193,7 +194,7 @@ class Reporter:
             return outcome.exit_code
 
 
-def stopped_if_requested(outcome: Outcome, stop_reason: Optional[str]) -> Outcome:
+def stopped_if_requested(outcome: Outcome, stop_reason: str | None) -> Outcome:
     if stop_reason is None or outcome.exit_code == EXIT_STOPPED:
         return outcome
     ended = outcome.reason or STATUS_BY_EXIT_CODE.get(outcome.exit_code, "failed")
@@ -201,8 +202,8 @@ def stopped_if_requested(outcome: Outcome, stop_reason: Optional[str]) -> Outcom
     return Outcome(EXIT_STOPPED, reason=stop_reason, counts=outcome.counts)
 
 
-def build_summary(outcome: Outcome, fields: Mapping[str, Any], duration_s: float) -> Dict[str, Any]:
-    summary: Dict[str, Any] = {
+def build_summary(outcome: Outcome, fields: Mapping[str, Any], duration_s: float) -> dict[str, Any]:
+    summary: dict[str, Any] = {
         "status": STATUS_BY_EXIT_CODE.get(outcome.exit_code, "failed"),
         "exit_code": outcome.exit_code,
         **fields,
@@ -269,15 +270,15 @@ class StopSignals:
         self._interrupted = False
         self._lost = threading.Event()
         self._lock = threading.Lock()
-        self.received: Optional[str] = None
+        self.received: str | None = None
 
     @property
-    def reason(self) -> Optional[str]:
+    def reason(self) -> str | None:
         """Why the run must end as `stopped`, once a stop signal came."""
         return f"stopped by {self.received}" if self.received else None
 
     @contextmanager
-    def installed(self) -> Iterator["StopSignals"]:
+    def installed(self) -> Iterator[StopSignals]:
         reader, writer = socket.socketpair()
         writer.setblocking(False)  # required of a wakeup fd
         previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
@@ -361,7 +362,7 @@ def probe_server(url: str, label: str, timeout_s: float) -> None:
     answer, even an error status, proves a live server; no credentials are sent.
     """
     target = server_url_with_scheme(url)
-    finished: Dict[str, Optional[BaseException]] = {}
+    finished: dict[str, BaseException | None] = {}
 
     def request() -> None:
         try:
@@ -444,7 +445,7 @@ def run_checks(adapter: FrameworkAdapter, env: Mapping[str, str], out: TextIO) -
     """--check: the framework and connector plugin import. No config, no network."""
     modules = list(adapter.core_modules)
     modules += [name.strip() for name in env.get("INGESTION_CHECK_MODULES", "").split(",") if name.strip()]
-    problems: List[str] = []
+    problems: list[str] = []
     for module_name in modules:
         problems += _check(out, f"import {module_name}", lambda name=module_name: _import_quietly(name))
     connector = (env.get("INGESTION_CONNECTOR") or "").strip()
@@ -459,7 +460,7 @@ def _import_quietly(module_name: str) -> None:
     import_required(module_name)
 
 
-def _check(out: TextIO, label: str, check: Callable[[], Optional[str]]) -> List[str]:
+def _check(out: TextIO, label: str, check: Callable[[], str | None]) -> list[str]:
     """Run one check, print one line about it, return its problem if any."""
     try:
         detail = check()
@@ -507,7 +508,7 @@ def execute(
     reporter: Reporter,
     out: TextIO,
 ) -> Outcome:
-    adapter: Optional[FrameworkAdapter] = None
+    adapter: FrameworkAdapter | None = None
     try:
         adapter = create_adapter(env.get("INGESTION_FRAMEWORK"))
         reporter.fields["framework"] = adapter.name
@@ -547,12 +548,12 @@ def execute(
         )
 
 
-def source_type(config: Mapping[str, Any]) -> Optional[str]:
+def source_type(config: Mapping[str, Any]) -> str | None:
     source = config.get("source")
     return source.get("type") if isinstance(source, dict) else None
 
 
-def _counts_if(adapter: Optional[FrameworkAdapter]) -> RunCounts:
+def _counts_if(adapter: FrameworkAdapter | None) -> RunCounts:
     return counts_quietly(adapter) if adapter is not None else RunCounts()
 
 
@@ -570,7 +571,7 @@ LOG_LEVELS = {
 LOG_FORMAT = "[%(asctime)s] %(levelname)-8s {%(name)s} - %(message)s"
 
 
-def apply_log_level(level: Optional[str]) -> None:
+def apply_log_level(level: str | None) -> None:
     if not level:
         return
     resolved = LOG_LEVELS.get(str(level).upper())
@@ -620,7 +621,7 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise CommandLineError(f"{message} ({self.format_usage().strip()})")
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     # The module docstring is the contract; `docker run IMAGE python main.py --help` shows it.
     parser = _ArgumentParser(prog="main.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
@@ -630,7 +631,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] = None) -> int:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run one mode and return its exit code; the summary is the last line printed."""
     env = os.environ if env is None else env
     started = time.monotonic()

@@ -15,8 +15,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any
 
 from runtime_config import ConfigError
 
@@ -98,11 +99,11 @@ class FrameworkAdapter:
         """Apply orchestrator inputs (pipeline type, run id) to the config."""
         return config
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """Extra fields for the JSON summary."""
         return {}
 
-    def log_level(self, config: dict) -> Optional[str]:
+    def log_level(self, config: dict) -> str | None:
         return None
 
     def check_connector(self, connector: str) -> str:
@@ -113,7 +114,7 @@ class FrameworkAdapter:
         """Validate offline against the framework's own config model."""
         raise NotImplementedError
 
-    def server_url(self, config: dict) -> Optional[str]:
+    def server_url(self, config: dict) -> str | None:
         """The server the workflow will contact first, probed before creating it."""
         return None
 
@@ -140,7 +141,7 @@ class FrameworkAdapter:
 
 # pipelineType -> (module, class). Lineage and dbt run through the metadata
 # workflow with their own source config, as in OpenMetadata's own operator image.
-OPENMETADATA_WORKFLOWS: Dict[str, tuple] = {
+OPENMETADATA_WORKFLOWS: dict[str, tuple] = {
     "metadata": ("metadata.workflow.metadata", "MetadataWorkflow"),
     "lineage": ("metadata.workflow.metadata", "MetadataWorkflow"),
     "dbt": ("metadata.workflow.metadata", "MetadataWorkflow"),
@@ -176,7 +177,7 @@ _OPENMETADATA_SERVICES = (
 )
 
 
-def resolve_pipeline_type(requested: Optional[str]) -> str:
+def resolve_pipeline_type(requested: str | None) -> str:
     """The canonical pipelineType name, case-insensitively; default metadata."""
     if not requested:
         return DEFAULT_PIPELINE_TYPE
@@ -191,7 +192,7 @@ def workflow_class_path(pipeline_type: str) -> str:
     return f"{module_name}.{class_name}"
 
 
-def take_orchestrator_field(config: dict, env: Mapping[str, str], field: str) -> Optional[str]:
+def take_orchestrator_field(config: dict, env: Mapping[str, str], field: str) -> str | None:
     """Remove `field` from the config top level and return it, env taking precedence.
 
     OpenMetadata's own operator image reads pipelineType and pipelineRunId from
@@ -224,10 +225,10 @@ class OpenMetadataAdapter(FrameworkAdapter):
         self._raise_on_error = _workflow_config(config).get("raiseOnError", True) is not False
         return config
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         return {"pipeline_type": self.pipeline_type}
 
-    def log_level(self, config: dict) -> Optional[str]:
+    def log_level(self, config: dict) -> str | None:
         return _workflow_config(config).get("loggerLevel")
 
     def check_connector(self, connector: str) -> str:
@@ -253,7 +254,7 @@ class OpenMetadataAdapter(FrameworkAdapter):
         return f"connector {connector}: imported {module_name}"
 
     @staticmethod
-    def _connector_package(connector: str) -> Optional[str]:
+    def _connector_package(connector: str) -> str | None:
         package_name = connector.replace("-", "_").lower()
         for service in _OPENMETADATA_SERVICES:
             candidate = f"metadata.ingestion.source.{service}.{package_name}"
@@ -280,7 +281,7 @@ class OpenMetadataAdapter(FrameworkAdapter):
         except validation_error_type() as whole_error:
             raise ConfigError(self._scoped_problem(config) or format_validation_errors(whole_error)) from None
 
-    def _scoped_problem(self, config: dict) -> Optional[str]:
+    def _scoped_problem(self, config: dict) -> str | None:
         """Re-validate the parts with their own models, for a precise field path.
 
         The workflow model holds the connection as a union of every connector's
@@ -336,7 +337,7 @@ class OpenMetadataAdapter(FrameworkAdapter):
     def _workflow_config_model(_parser: Any, _workflow_config: dict) -> Any:
         return import_attribute(_WORKFLOW_CONFIG_MODEL[0], "WorkflowConfig")
 
-    def server_url(self, config: dict) -> Optional[str]:
+    def server_url(self, config: dict) -> str | None:
         return _dig(config, "workflowConfig", "openMetadataServerConfig", "hostPort")
 
     def create(self, config: dict) -> None:
@@ -463,7 +464,7 @@ class DataHubAdapter(FrameworkAdapter):
 
     def _validate_plugin_config(self, kind: str, plugin_type: str, plugin_config: dict) -> None:
         plugin_class = self._registered_class(kind, plugin_type)
-        get_config_class: Optional[Callable[[], Any]] = getattr(plugin_class, "get_config_class", None)
+        get_config_class: Callable[[], Any] | None = getattr(plugin_class, "get_config_class", None)
         if get_config_class is None:
             return  # a plugin without a declared config model validates itself on create
         try:
@@ -471,7 +472,7 @@ class DataHubAdapter(FrameworkAdapter):
         except validation_error_type() as exc:
             raise ConfigError(format_validation_errors(exc, prefix=(kind, "config"))) from None
 
-    def server_url(self, config: dict) -> Optional[str]:
+    def server_url(self, config: dict) -> str | None:
         if _dig(config, "sink", "type") == "datahub-rest":
             return _dig(config, "sink", "config", "server")
         return _dig(config, "datahub_api", "server")
@@ -555,14 +556,14 @@ def _datahub_failure_reason(exc: Exception) -> str:
     return f"{message}: {' - '.join(part for part in (title, text) if part)}{detail}"
 
 
-ADAPTERS: Dict[str, Callable[[], FrameworkAdapter]] = {
+ADAPTERS: dict[str, Callable[[], FrameworkAdapter]] = {
     OpenMetadataAdapter.name: OpenMetadataAdapter,
     DataHubAdapter.name: DataHubAdapter,
 }
 DEFAULT_FRAMEWORK = OpenMetadataAdapter.name
 
 
-def create_adapter(framework: Optional[str]) -> FrameworkAdapter:
+def create_adapter(framework: str | None) -> FrameworkAdapter:
     name = (framework or DEFAULT_FRAMEWORK).strip().lower()
     if name not in ADAPTERS:
         raise PluginMissing(

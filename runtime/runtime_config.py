@@ -24,9 +24,10 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 try:  # Both frameworks depend on PyYAML, but JSON must keep working without it.
     import yaml
@@ -70,7 +71,7 @@ class ConfigText:
 
     text: str
     origin: str
-    path: Optional[Path] = None
+    path: Path | None = None
 
 
 def env_entry_fits(name: str, value: str) -> bool:
@@ -79,7 +80,7 @@ def env_entry_fits(name: str, value: str) -> bool:
     return entry_bytes <= MAX_ENV_STRING_BYTES
 
 
-def find_config_text(env: Mapping[str, str], cli_path: Optional[str]) -> ConfigText:
+def find_config_text(env: Mapping[str, str], cli_path: str | None) -> ConfigText:
     """Pick the one configuration source that was given and read it."""
     text = env.get(CONFIG_TEXT_VARIABLE, "")
     file_sources = _file_sources(env, cli_path)
@@ -104,7 +105,7 @@ def find_config_text(env: Mapping[str, str], cli_path: Optional[str]) -> ConfigT
     )
 
 
-def _file_sources(env: Mapping[str, str], cli_path: Optional[str]) -> dict:
+def _file_sources(env: Mapping[str, str], cli_path: str | None) -> dict:
     candidates = [("--config", cli_path)]
     candidates += [(f"env `{name}`", env.get(name)) for name in CONFIG_FILE_VARIABLES]
     return {source: path for source, path in candidates if path and path.strip()}
@@ -349,6 +350,6 @@ else:  # pragma: no cover
     _HAS_LIBYAML = False
 
 
-def load_config(env: Mapping[str, str], cli_path: Optional[str]) -> dict:
+def load_config(env: Mapping[str, str], cli_path: str | None) -> dict:
     """The configuration mapping, from whichever single source was given."""
     return parse_config_text(find_config_text(env, cli_path))

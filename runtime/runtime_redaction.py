@@ -32,8 +32,9 @@ import io
 import json
 import re
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, List, Optional, TextIO, Tuple
+from typing import Any, TextIO
 from urllib.parse import quote, unquote
 
 MASK = "********"
@@ -84,7 +85,7 @@ def is_secret_field(name: str) -> bool:
     words = [_singular(word.lower()) for word in _NAME_WORDS.findall(str(name))]
     if not words or words[-1] in _POINTER_WORDS:
         return False
-    pairs = [first + second for first, second in zip(words, words[1:])]
+    pairs = [first + second for first, second in zip(words, words[1:], strict=False)]
     return (any(word.endswith(_SECRET_WORD_ENDINGS + _SECRET_PAIRS) or word in _SECRET_WORDS for word in words)
             or any(pair in _SECRET_PAIRS for pair in pairs) or words[-1].endswith(_SECRET_LAST_WORDS))
 
@@ -114,12 +115,12 @@ class _SecretPattern:
     number of times, and a 100 KiB log line costs no more than a short one times its length.
     """
 
-    regex: "re.Pattern[str]"
+    regex: re.Pattern[str]
     secret_group: int
-    name_group: Optional[int] = None  # when set, the match counts only if this group names a secret field
-    accept: Optional[Callable[[str], bool]] = None  # when set, the secret must also pass this check
+    name_group: int | None = None  # when set, the match counts only if this group names a secret field
+    accept: Callable[[str], bool] | None = None  # when set, the secret must also pass this check
 
-    def spans(self, text: str) -> Iterator[Tuple[int, int]]:
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
         """Where the secrets are in text, in order."""
         for match in self.regex.finditer(text):
             if self.name_group is not None and not is_secret_field(match.group(self.name_group)):
@@ -140,7 +141,7 @@ _TEXT_TOKEN = re.compile(r"[^\s\"']+")
 _TEXT_USERINFO_LIMIT = 1024
 
 
-def _userinfo(authority: str) -> Optional[Tuple[Optional[int], int, int]]:
+def _userinfo(authority: str) -> tuple[int | None, int, int] | None:
     """The userinfo at the start of a URL's authority (what follows `scheme://`), as make_url reads it.
 
     make_url's user runs to the first `:` or `/`, and a password from that `:` to the first `@`, whatever
@@ -166,7 +167,7 @@ def _userinfo(authority: str) -> Optional[Tuple[Optional[int], int, int]]:
     return password, first_at, max(first_at, last_at)
 
 
-def _password_spans(authority: str, offset: int) -> Iterator[Tuple[int, int]]:
+def _password_spans(authority: str, offset: int) -> Iterator[tuple[int, int]]:
     """The password in the userinfo, to the last `@` and (also a secret on its own) to make_url's end of it."""
     found = _userinfo(authority)
     if found is None or found[0] is None:
@@ -187,7 +188,7 @@ def url_without_userinfo(url: str) -> str:
 class _UrlPasswords:
     """Every URL's password in running text (a log line), where URLs end at a space or a quote."""
 
-    def spans(self, text: str) -> Iterator[Tuple[int, int]]:
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
         if "://" not in text:
             return
         for token in _TEXT_TOKEN.finditer(text):
@@ -250,9 +251,9 @@ class Secret:
     value: str
 
 
-def find_secrets(document: Any) -> List[Secret]:
+def find_secrets(document: Any) -> list[Secret]:
     """Every secret in a config document, by the field's name or inside its value."""
-    found: List[Secret] = []
+    found: list[Secret] = []
     for name, value in _leaves(document):
         text = _scalar_text(value)
         if not text.strip():
@@ -271,7 +272,7 @@ def find_secrets(document: Any) -> List[Secret]:
     return found
 
 
-def secrets_in_value(text: str) -> List[str]:
+def secrets_in_value(text: str) -> list[str]:
     """The secrets inside one value (or one line of text)."""
     found = [text[start:end] for pattern in _SECRET_PATTERNS for start, end in pattern.spans(text)]
     whole = text.strip()
@@ -330,7 +331,7 @@ def _leaves(document: Any, key: str = "", in_list: bool = False) -> Iterable[tup
         yield key, document
 
 
-def _entry_name(entry: dict) -> Optional[str]:
+def _entry_name(entry: dict) -> str | None:
     """The secret name a {"name": ..., "value": ...} entry (a header, a parameter) gives its value."""
     for name_key, name in entry.items():
         if str(name_key).lower() in _ENTRY_NAME_KEYS and isinstance(name, str) and is_secret_field(name):
@@ -338,7 +339,7 @@ def _entry_name(entry: dict) -> Optional[str]:
     return None
 
 
-def _flag_name(items: list, index: int, in_list: bool) -> Optional[str]:
+def _flag_name(items: list, index: int, in_list: bool) -> str | None:
     """The secret name the previous item gives this one: ["--password", X], or a [name, value] pair in a list."""
     if index == 0 or not isinstance(items[index - 1], str):
         return None
@@ -378,7 +379,7 @@ def _mask_patterns(text: str) -> str:
     return text
 
 
-def _masked(text: str, spans: List[tuple]) -> str:
+def _masked(text: str, spans: list[tuple]) -> str:
     # Joined once: replacing span by span would copy a long line once per secret in it.
     pieces, done = [], 0
     for start, end in spans:

@@ -33,9 +33,8 @@ import json
 import os
 from datetime import datetime, timedelta
 
-from docker.types import Mount
-
 from airflow.providers.docker.operators.docker import DockerOperator
+from docker.types import Mount
 
 try:  # Airflow 3
     from airflow.sdk import DAG, task

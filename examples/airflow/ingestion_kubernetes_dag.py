@@ -32,10 +32,9 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from kubernetes.client import models as k8s
-
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.secret import Secret
+from kubernetes.client import models as k8s
 
 try:  # Airflow 3
     from airflow.sdk import DAG, task

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..engine import debian_archive, python_image
+from ..engine.daemon import connect
 from ..files import write_atomically
 from ..model import catalog as catalog_mod
 from ..model import osv
@@ -18,9 +19,8 @@ from ..settings import Settings
 from ..workflows import audit as audit_mod
 from ..workflows import lock as lock_mod
 from ..workflows import sbom as sbom_mod
-from ..engine.daemon import connect
-from .report import styled
 from .commands import console
+from .report import styled
 
 
 def audit(settings: Settings, names: list[str] | None = None, *, json_path: str | None = None,

@@ -19,27 +19,27 @@ import subprocess
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import commands
 from ..engine import buildkit, verify
 from ..engine.daemon import client, remove_tags_under
 from ..engine.streams import stream_error
 from ..errors import FactoryError
-from ..progress import Quiet
 from ..model import catalog as catalog_mod
 from ..model.plan import image_ref
 from ..platforms import ARM64, require_emulation
+from ..progress import Quiet
 from ..settings import Settings
 from ..workflows import lock as lock_mod
 from ..workflows import push as push_mod
+from . import commands
 
 DEFAULT_CONNECTORS = ("mysql", "postgres", "mssql", "snowflake", "kafka", "tableau")
 STEP_TABLE_CONNECTOR = "tableau"  # small (2.7 MB over its base): its build time is the factory's own overhead

@@ -17,21 +17,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .. import interrupts
 from .. import platforms as platforms_mod
+from .. import settings as settings_mod
 from ..engine.buildkit import find_cli
 from ..engine.daemon import connect, plan_for, remove_replaced
 from ..engine.verify import PIN_REPOSITORY
 from ..errors import ConfigError, DockerUnavailable, FactoryError
 from ..model import catalog as catalog_mod
 from ..model import catalog_table
-from ..model import versions as versions_mod
 from ..model import plan as plan_mod
-from .. import interrupts
 from ..model import shard as shard_mod
+from ..model import versions as versions_mod
 from ..model.names import OwnTags
 from ..model.plan import BLOCKED, Plan, platform_targets, require_buildable
 from ..model.results import BuildStatus, Result, human_size, write_json
-from .. import settings as settings_mod
 from ..settings import ALL_VERSIONS, Settings
 from ..workflows import lock as lock_mod
 from ..workflows import sbom as sbom_mod
@@ -689,7 +689,7 @@ def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = 
                                   upgrade_packages)
     started = time.monotonic()
     results, stale = [], 0
-    for view, varied, catalog, targets in prepared:
+    for view, varied, _catalog, targets in prepared:
         selected = lock_mod.select(targets, [n for n in named if n in targets] if named else None)
         if not selected:
             continue

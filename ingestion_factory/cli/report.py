@@ -6,8 +6,8 @@ import threading
 import time
 
 from rich.console import Console
-from rich.markup import escape
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from ..model.results import BuildStatus, Result, human_size

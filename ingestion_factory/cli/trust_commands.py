@@ -8,7 +8,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..engine import signing
-from ..engine.daemon import client as engine_client, plan_for
+from ..engine.daemon import client as engine_client
+from ..engine.daemon import plan_for
 from ..engine.registry import RegistryClient, is_insecure, read_credentials
 from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod

@@ -141,7 +141,7 @@ class ImageSnapshot:
     than costing an inspect per image on every no-op run; its inputs hash still ties it to its platform.
     """
 
-    def __init__(self, store: "DockerImageStore"):
+    def __init__(self, store: DockerImageStore):
         self.store = store
         self.by_ref: dict[str, ImageInfo] = {}
         for attrs in store.api.api.images():

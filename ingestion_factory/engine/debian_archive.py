@@ -15,11 +15,11 @@ import lzma
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 import requests
 from debian import deb822

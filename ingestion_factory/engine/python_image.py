@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 from .. import platforms
-from . import debian_archive
 from ..errors import ConfigError, FactoryError
 from ..model.names import python_image_ref
 from ..platforms import Platform
 from ..settings import Settings
-from . import buildkit
+from . import buildkit, debian_archive
 from .daemon import DockerImageStore, read_files
 
 # No python3-pip (nor the setuptools and wheel it pulls in): no image can install packages at run time.

@@ -19,21 +19,23 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ..errors import ConfigError
 from ..files import is_temporary
-from ..platforms import Platform, parse as parse_platform
-from .runtime_modules import runtime_redaction  # the runtime's secret rule: the one its log masking uses
+from ..platforms import Platform
+from ..platforms import parse as parse_platform
 from ..settings import Framework, Settings
-from .graph import parents_first
 from . import versions as versions_mod
+from .graph import parents_first
 from .lockfile import is_lock
+from .runtime_modules import runtime_redaction  # the runtime's secret rule: the one its log masking uses
 
 if sys.version_info >= (3, 11):
     import tomllib

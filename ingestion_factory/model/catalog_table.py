@@ -67,7 +67,7 @@ def previous(page_text: str) -> Cells:
         match = ROW.match(line)
         if match and versions:
             values = [c.strip() for c in match["rest"].split(" | ")][1:]
-            for version, value in zip(versions, values):
+            for version, value in zip(versions, values, strict=False):  # a row may have fewer cells
                 cells[(match["name"], version)] = value
     return cells
 

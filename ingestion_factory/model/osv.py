@@ -10,15 +10,17 @@ its `versions` list. Versions are ordered the ecosystem's way: PEP 440 for PyPI,
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from debian.debian_support import Version as DebianVersion
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version as PythonVersion
+from packaging.version import InvalidVersion
+from packaging.version import Version as PythonVersion
 
-from ..documents import MiB, DocumentError, load_json
+from ..documents import DocumentError, MiB, load_json
 from ..errors import ConfigError
 
 PYPI = "PyPI"
@@ -135,7 +137,7 @@ class Database:
                     bucket.append(record)
 
     @classmethod
-    def load(cls, sources: Iterable[Path]) -> "Database":
+    def load(cls, sources: Iterable[Path]) -> Database:
         return cls(record for source in sources for record in read_records(source))
 
     def findings(self, component: Component) -> list[Finding]:

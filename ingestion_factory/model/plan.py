@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import ConfigError, FactoryError
-from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform, is_native
+from ..platforms import DEFAULT as DEFAULT_PLATFORM
+from ..platforms import Platform, is_native
 from ..settings import Settings, image_tags
 from ..status import Status
 from .catalog import CONNECTOR, Catalog, ImageSpec

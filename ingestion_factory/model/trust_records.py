@@ -198,7 +198,7 @@ class VerificationRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: JSON) -> "VerificationRecord":
+    def from_dict(cls, data: JSON) -> VerificationRecord:
         names = [f.name for f in fields(cls)]
         missing = [name for name in names if name not in data and name not in OPTIONAL_RECORD_FIELDS]
         if missing:

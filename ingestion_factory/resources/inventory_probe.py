@@ -126,7 +126,7 @@ def main(argv):
     json.dump({
         "package": package,
         "version": md.version(package),
-        "python": "%d.%d" % sys.version_info[:2],
+        "python": "{}.{}".format(*sys.version_info[:2]),
         "extras": extras_of(package),
         "installed": installed_distributions(),
         "sources": sources,

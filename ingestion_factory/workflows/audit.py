@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -226,7 +226,7 @@ class Auditor:
             return {}
         wanted = lock_mod.select(self.locker.targets, known)
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="audit") as pool:
-            return dict(zip(wanted, pool.map(self._resolve_cached, wanted)))
+            return dict(zip(wanted, pool.map(self._resolve_cached, wanted), strict=True))
 
     def _resolve_cached(self, name: str) -> dict[str, str]:
         assert self.locker is not None
@@ -246,7 +246,7 @@ class Auditor:
             newest = self.locker.newest(name)
         except lock_mod.LockFailed as failure:
             raise FactoryError(f"resolving the newest packages for {name} failed: {failure}",
-                               "check that the package index is reachable (`inv lock --check` needs no index)")
+                               "check that the package index is reachable (`inv lock --check` needs no index)") from None
         write_atomically(cached, json.dumps({"key": key, "time": time.time(), "newest": newest}))
         return newest
 

@@ -14,10 +14,11 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .. import interrupts
 from ..engine import buildkit, verify
@@ -25,22 +26,22 @@ from ..errors import ConfigError
 from ..model.catalog import BASE, framework_drift
 from ..model.failures import Cause, Diagnosis, StepFailed, diagnose
 from ..model.plan import (
+    BLOCKED,
+    FORCED,
     LABEL_FRAMEWORK,
     LABEL_FRAMEWORK_VERSION,
     LABEL_INPUTS,
     LABEL_LOCK,
-    LABEL_RESOLUTION,
-    build_logs,
     LABEL_NAME,
     LABEL_PARENT,
     LABEL_PLATFORM,
+    LABEL_RESOLUTION,
     LABEL_REVISION,
     LABEL_SBOM,
     SBOM_PATH,
-    BLOCKED,
-    FORCED,
     Plan,
     PlanItem,
+    build_logs,
     input_hash,
 )
 from ..model.results import BuildStatus, Result, human_size

@@ -45,18 +45,19 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 from ..documents import DocumentError, load_json
 from ..engine import verify
 from ..engine.daemon import DockerImageStore, client, plan_for
 from ..engine.registry import read_credentials
-from ..engine.verify import move_tags
 from ..engine.streams import stream_error
+from ..engine.verify import move_tags
 from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
 from ..model.failures import StepFailed
@@ -127,7 +128,7 @@ class BundleManifest:
         return json.dumps(document, indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "BundleManifest":
+    def from_json(cls, text: str | bytes) -> BundleManifest:
         """Parse and validate bundle.json; anything unexpected is BundleRefused."""
         try:
             document = load_json(text, what=f"its {MANIFEST_MEMBER}", limit=MAX_MANIFEST_BYTES)
@@ -294,7 +295,7 @@ def _bundle_signer(signer, api, plan, images: list[BundledImage]):
     if signer is None:
         return None
     attested = [(image.repository, item.current.id, trust.record_for(item, trust.sbom_digest(api, item.current.id)))
-                for item, image in zip(plan, images)]
+                for item, image in zip(plan, images, strict=True)]
     return lambda manifest_bytes: trust.sign_bundle(signer, manifest_bytes, attested)
 
 

@@ -25,8 +25,8 @@ off for the rest of the run, with one warning, and everything left is built.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..documents import DocumentError, load_json
 from ..engine.registry import Credentials, Redactor, RegistryClient, display_host, is_insecure, read_credentials
@@ -34,8 +34,10 @@ from ..engine.streams import stream_error
 from ..errors import FactoryError
 from ..model.names import cache_tag, target_repository
 from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, LABEL_PLATFORM, PlanItem
-from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform
+from ..platforms import DEFAULT as DEFAULT_PLATFORM
+from ..platforms import Platform
 from . import trust
+
 
 class CacheMismatch(FactoryError):
     """The registry's image is not the one the plan asks for (never used: the image is built instead)."""

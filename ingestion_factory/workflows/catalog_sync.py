@@ -61,7 +61,7 @@ class Inventory:
     sources: tuple[Source, ...]
 
     @classmethod
-    def from_json(cls, framework: str, data: dict) -> "Inventory":
+    def from_json(cls, framework: str, data: dict) -> Inventory:
         return cls(
             framework=framework,
             package=data["package"],

@@ -14,16 +14,18 @@ import sys
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from ..engine.daemon import client, plan_for
 from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
 from ..model.plan import UP_TO_DATE
-from ..platforms import Platform, parse as parse_platform, require_emulation
+from ..platforms import Platform, require_emulation
+from ..platforms import parse as parse_platform
 from ..settings import Settings
 from . import examples as examples_mod
 from . import metadata_file, run_config
@@ -258,7 +260,7 @@ def _follow(container):
     return docker.from_env(timeout=None).api.logs(container.id, stream=True, follow=True)
 
 
-def _stream_logs(container, out, tail: "LastLines") -> None:
+def _stream_logs(container, out, tail: LastLines) -> None:
     try:
         for chunk in _follow(container):
             text = chunk.decode("utf-8", errors="replace")

@@ -31,20 +31,20 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from graphlib import TopologicalSorter
 from pathlib import Path
-from typing import Callable, Iterable
 
 from packaging.utils import canonicalize_name
 
 from ..errors import ConfigError
 from ..files import write_atomically
+from ..model import versions as versions_mod
 from ..model.catalog import BASE, Catalog, framework_drift, parse_fragment
 from ..model.failures import Cause, read_resolver_output
-from ..model import versions as versions_mod
 from ..model.lockfile import LOCK_NAME, PACKAGE_LINE, content_digest
 from ..settings import Settings
 from ..status import Status

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 from ..engine.daemon import plan_for
 from ..engine.registry import (
@@ -30,13 +31,25 @@ from ..model import catalog as catalog_mod
 from ..model.names import cache_tag, target_repository
 from ..model.plan import UP_TO_DATE, PlanItem, platform_targets, require_verified
 from ..model.results import write_json
-from ..platforms import DEFAULT as DEFAULT_PLATFORM, Platform
+from ..platforms import DEFAULT as DEFAULT_PLATFORM
+from ..platforms import Platform
 from ..progress import Progress
 from ..settings import Settings
 from ..status import Status
 from . import trust
-from .manifest_list import (IMAGE_TYPE, LIST_TYPE, OCI_INDEX_TYPE, Entry, check_read_back, config_platform,
-                            group, index_document, kept_entries, list_entries, plain_tags)
+from .manifest_list import (
+    IMAGE_TYPE,
+    LIST_TYPE,
+    OCI_INDEX_TYPE,
+    Entry,
+    check_read_back,
+    config_platform,
+    group,
+    index_document,
+    kept_entries,
+    list_entries,
+    plain_tags,
+)
 
 
 class PushStatus(Status):

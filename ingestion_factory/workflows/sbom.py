@@ -15,11 +15,11 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from ..documents import MiB, DocumentError, load_json
+from ..documents import DocumentError, MiB, load_json
+from ..engine.daemon import read_files
 from ..errors import ConfigError, FactoryError
 from ..files import write_atomically
 from ..model.failures import Cause, Diagnosis, StepFailed
-from ..engine.daemon import read_files
 from ..model.plan import LABEL_SBOM, LOCK_PATH, SBOM_PATH
 from .lock import PACKAGE_LINE
 

@@ -28,15 +28,15 @@ import base64
 import json
 import re
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable
 
 from .. import __version__
 from ..documents import DocumentError, load_json
 from ..engine.registry import Manifest, RegistryClient, is_digest
-from ..engine.verify import SMOKE_COMMAND
 from ..engine.signing import PublicKey, Signer, load_public_keys, load_signer, read_passphrase
+from ..engine.verify import SMOKE_COMMAND
 from ..errors import ConfigError, FactoryError
 from ..model import trust_records as records
 from ..model.catalog import IMAGE_PREFIX
@@ -46,8 +46,8 @@ from ..model.plan import (
     LABEL_FRAMEWORK_VERSION,
     LABEL_INPUTS,
     LABEL_LOCK,
-    LABEL_RESOLUTION,
     LABEL_PARENT,
+    LABEL_RESOLUTION,
     LABEL_REVISION,
     SBOM_PATH,
     PlanItem,
@@ -214,7 +214,7 @@ def _layers(client: RegistryClient, repository: str, tag: str) -> list[records.L
         return []
 
 
-def _signature_by(client, repository: str, layer: records.Layer, subject: "Subject", keys) -> PublicKey | str:
+def _signature_by(client, repository: str, layer: records.Layer, subject: Subject, keys) -> PublicKey | str:
     """The trusted key that signed this layer's payload naming `subject`; else a string saying why not."""
     if layer.media_type != records.SIMPLE_SIGNING_TYPE:
         return f"layer {layer.digest[:19]} is {layer.media_type}, not a simple-signing payload"
@@ -250,11 +250,11 @@ class Found:
     attested: records.Attested
     key: PublicKey
 
-    def about(self, subject: "Subject") -> bool:
+    def about(self, subject: Subject) -> bool:
         """About the manifest digest, in the repository checked."""
         return any(digest == subject.digest and subject.names(name) for name, digest in self.attested.subjects)
 
-    def about_image(self, subject: "Subject") -> bool:
+    def about_image(self, subject: Subject) -> bool:
         """A bundle's: about the image ID (its record says so too), under the bundle's namespace/image path."""
         image_id = subject.image_id
         return bool(image_id) and self.attested.record.image_id == image_id and \
@@ -304,14 +304,14 @@ class Subject:
     config_type: str = ""
 
     @classmethod
-    def read(cls, client, repository: str, manifest: Manifest) -> "Subject":
+    def read(cls, client, repository: str, manifest: Manifest) -> Subject:
         config = (manifest.document or {}).get("config")
         config_type = config.get("mediaType") if isinstance(config, dict) else None
         return cls(_repository_on_client(client, repository), manifest.digest, manifest.config_digest,
                    config_type if isinstance(config_type, str) else "")
 
     @classmethod
-    def unread(cls, client, repository: str, digest: str) -> "Subject":
+    def unread(cls, client, repository: str, digest: str) -> Subject:
         """For signing: the digest alone (a proof by image ID is a bundle's, never one `sign` writes)."""
         return cls(_repository_on_client(client, repository), digest)
 

@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from scratch_project import (  # noqa: F401
     REPO,
     TEST_NAMESPACE,
@@ -36,7 +35,8 @@ def pytest_collection_modifyitems(items):
 
 def _engine_problem() -> str | None:
     sys.path.insert(0, str(REPO))
-    from ingestion_factory.engine import buildkit, daemon as engine
+    from ingestion_factory.engine import buildkit
+    from ingestion_factory.engine import daemon as engine
     from ingestion_factory.errors import FactoryError
 
     try:

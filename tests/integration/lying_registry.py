@@ -14,8 +14,8 @@ import http.server
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
               "proxy-authenticate"}
@@ -32,7 +32,7 @@ class Answer:
 class Lie:
     method: str  # "GET", "PUT", ... or "*"
     path: re.Pattern
-    change: Callable[["LyingRegistry", "Answer | None", str], Answer]  # (liar, upstream's answer or None, path)
+    change: Callable[[LyingRegistry, Answer | None, str], Answer]  # (liar, upstream's answer or None, path)
     forward: bool = True  # False: answer without asking the real registry
     times: int | None = None  # None: every matching request
     used: int = 0

@@ -8,7 +8,6 @@ import re
 import shutil
 
 import pytest
-
 from scratch_project import scratch_projects
 from testkit import DH_VERSION
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testkit import DH_VERSION
 
 from ingestion_factory.workflows import metadata_file
-from testkit import DH_VERSION
 
 pytestmark = pytest.mark.airflow
 

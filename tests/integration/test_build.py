@@ -10,8 +10,8 @@ import json
 import time
 
 import pytest
-
 from testkit import DH_VERSION, OM_OTHER_VERSIONS, OM_VERSION, OM_VERSIONS
+
 from ingestion_factory.engine import verify
 from ingestion_factory.model.failures import Cause
 

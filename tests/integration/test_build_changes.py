@@ -8,7 +8,6 @@ import subprocess
 import uuid
 
 import pytest
-
 from scratch_project import rewritten, scratch_projects
 from testkit import DH_VERSION
 

@@ -10,12 +10,13 @@ import io
 import json
 import tarfile
 
+import docker.errors
 import pytest
-
+from scratch_project import empty_namespace
 from testkit import DH_VERSION
+
 from ingestion_factory.model.names import cache_tag
 from ingestion_factory.workflows import bundle as bundle_mod
-from scratch_project import empty_namespace
 
 pytestmark = pytest.mark.registry
 
@@ -116,7 +117,7 @@ def test_truncated_or_altered_bundles_are_refused_and_tag_nothing(bundled, docke
         assert not namespace_tags(docker_api, project.namespace)
     for image_id in ids.values():  # refused before loading: the engine never saw them
         assert not docker_api.images.list(filters={"reference": image_id})
-        with pytest.raises(Exception):
+        with pytest.raises(docker.errors.NotFound):
             docker_api.api.inspect_image(image_id)
 
     # A manifest edited to claim other inputs: the checksum holds, the loaded images do not match it.
@@ -132,7 +133,7 @@ def test_truncated_or_altered_bundles_are_refused_and_tag_nothing(bundled, docke
     assert "nothing was tagged" in done.stderr and SQLITE in done.stderr
     assert not namespace_tags(docker_api, project.namespace)  # not even the base, which matched
     for image_id in ids.values():  # what it loaded is removed again
-        with pytest.raises(Exception):
+        with pytest.raises(docker.errors.NotFound):
             docker_api.api.inspect_image(image_id)
 
 
@@ -356,5 +357,5 @@ def test_an_archive_refused_as_it_streams_into_the_engine_loads_nothing(bundled,
             bundle_mod.load_images(docker_api, opened, Quiet())
     for image_id in ids.values():
         assert not docker_api.images.list(filters={"reference": image_id})
-        with pytest.raises(Exception):
+        with pytest.raises(docker.errors.NotFound):
             docker_api.api.inspect_image(image_id)

@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from scratch_project import REPO
 from testkit import OM_OTHER_VERSIONS, OM_VERSION, OM_VERSIONS, free_port
 

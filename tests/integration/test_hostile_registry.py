@@ -8,7 +8,6 @@ import json
 import time
 
 import pytest
-
 from lying_registry import ACCEPT, Answer, nested_json
 from testkit import DH_VERSION
 

@@ -3,7 +3,6 @@ rebuild from an empty build cache that holds the same packages and files."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -15,10 +14,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
-from ingestion_factory.model.lockfile import content_digest
 from scratch_project import remove_namespace_images, rewritten, scratch_projects
 from testkit import DH_VERSION
+
+from ingestion_factory.model.lockfile import content_digest
 
 SBOM_PATH = "/opt/ingestion-factory/sbom.cdx.json"
 ORIGIN = "io.ingestion-factory:package-manager"
@@ -223,8 +222,8 @@ COPY make_sbom_earlier.py /opt/
 
 def test_the_sbom_is_the_one_the_earlier_generator_writes(project, docker_api, tmp_path):
     from ingestion_factory.engine import buildkit, verify
-    from ingestion_factory.workflows.sbom import read_files
     from ingestion_factory.settings import load, pyproject_defaults
+    from ingestion_factory.workflows.sbom import read_files
 
     earlier = subprocess.run(["git", "show", EARLIER_GENERATOR], cwd=Path(__file__).parent, capture_output=True,
                              text=True)

@@ -15,11 +15,11 @@ import time
 
 import pytest
 import requests
+from scratch_project import REPO
+from testkit import DH_VERSION
 
 from ingestion_factory.platforms import ARM64, emulation_problem
 from ingestion_factory.workflows import metadata_file
-from scratch_project import REPO
-from testkit import DH_VERSION
 
 pytestmark = [pytest.mark.arm64, pytest.mark.registry]
 

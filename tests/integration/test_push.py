@@ -10,7 +10,6 @@ import json
 import time
 
 import pytest
-
 from testkit import DH_VERSION
 
 pytestmark = pytest.mark.registry

@@ -13,7 +13,6 @@ import shutil
 import time
 
 import pytest
-
 from scratch_project import REPO, Project
 
 TEST_IMAGE = "factory-test/python-updates:bookworm"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from scratch_project import empty_namespace
 from testkit import DH_VERSION, upload_blob
+
 from ingestion_factory.model.names import cache_tag
 from ingestion_factory.model.shard import shard_of
 

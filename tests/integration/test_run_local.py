@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testkit import DH_VERSION, free_port
 
 from ingestion_factory.workflows import metadata_file
-from testkit import DH_VERSION, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,9 +19,9 @@ import time
 import uuid
 
 import pytest
-
 from scratch_project import REPO
 from testkit import DH_VERSION, OM_VERSION
+
 from ingestion_factory.engine import verify
 from ingestion_factory.model.plan import LABEL_NAME, LABEL_PARENT
 

@@ -26,10 +26,10 @@ import docker.errors
 import pytest
 import requests
 import yaml
-
-from ingestion_factory.workflows import metadata_file
 from scratch_project import REPO
 from testkit import DH_VERSION, OM_VERSION, free_port
+
+from ingestion_factory.workflows import metadata_file
 
 OPENMETADATA_CONNECTORS = ("sample-data", "mysql", "postgres", "mssql", "snowflake", "bigquery", "redshift",
                            "kafka", "tableau")

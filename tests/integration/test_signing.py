@@ -9,7 +9,6 @@ import json
 
 import pytest
 import requests
-
 from testkit import upload_blob
 
 pytestmark = pytest.mark.registry
@@ -106,7 +105,7 @@ def test_cache_from_with_trusted_keys_pulls_attested_images_without_smoke_tests_
 
     empty_engine()
     pulled = project.inv("build-connectors", "-c", "datahub-sqlite", "--cache-from", registry.host)
-    for name, image in project.report().items():
+    for image in project.report().values():
         assert image["result"] == "pulled", (image, pulled.stdout[-3000:])
         assert "signed and attested: smoke test not re-run" in image["reason"]
         assert image["smoke_s"] == 0

@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from scratch_project import REPO
 from testkit import DH_VERSION, OM_VERSION
 

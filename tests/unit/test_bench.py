@@ -27,6 +27,7 @@ def test_bytes_sent_raises_on_stream_errors():
 
 def test_inv_bench_passes_its_arm64_sizes_and_baseline_flags_to_the_bench(project, monkeypatch):
     import invoke
+
     import tasks
     from ingestion_factory import settings as settings_mod
 
@@ -41,10 +42,11 @@ def test_inv_bench_passes_its_arm64_sizes_and_baseline_flags_to_the_bench(projec
 
 def test_the_arm64_bench_builds_each_install_mode_in_a_namespace_of_its_own_and_reports_a_failed_side(
         project, monkeypatch):
+    from project_tree import add_connector
+
     from ingestion_factory import platforms
     from ingestion_factory import settings as settings_mod
     from ingestion_factory.errors import FactoryError
-    from project_tree import add_connector
 
     add_connector(project, "mysql")
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
@@ -111,10 +113,10 @@ def test_the_step_table_reads_only_the_newest_run_of_an_appended_log():
 def test_the_fragment_change_is_made_in_a_scratch_copy_never_in_the_working_tree(project):
     """A bench killed while it rebuilds the changed connector leaves `git status` clean."""
     import pytest
+    from project_tree import add_connector
 
     from ingestion_factory import settings as settings_mod
     from ingestion_factory.model import catalog as catalog_mod
-    from project_tree import add_connector
 
     (project / "tasks.py").write_text("# tasks\n")
     add_connector(project, "mysql")
@@ -147,7 +149,7 @@ def _elf(sections: list[tuple[str, int, int]]) -> bytes:
         at += len(name) + 1
     headers = [struct.pack("<IIQQQQIIQQ", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)]  # section 0 is the null section
     headers += [struct.pack("<IIQQQQIIQQ", offset, kind, 0, 0, 0, size, 0, 0, 1, 0)
-                for offset, (_, kind, size) in zip(offsets, sections)]
+                for offset, (_, kind, size) in zip(offsets, sections, strict=True)]
     headers.append(struct.pack("<IIQQQQIIQQ", at, 3, 0, 0, 64, len(names), 0, 0, 1, 0))  # .shstrtab
     head = bytearray(64)
     head[:7] = b"\x7fELF\x02\x01\x01"

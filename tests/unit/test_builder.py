@@ -6,9 +6,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-
 from project_tree import add_connector
 from testkit import OM_VERSION
+
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine import buildkit, verify
 from ingestion_factory.model import catalog

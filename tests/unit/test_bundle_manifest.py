@@ -6,10 +6,9 @@ import tarfile
 import time
 
 import pytest
-from rich.console import Console
 
-from ingestion_factory.progress import Quiet
 from ingestion_factory import settings as settings_mod
+from ingestion_factory.progress import Quiet
 from ingestion_factory.workflows import bundle as bundle_mod
 from ingestion_factory.workflows.bundle import BundledImage, BundleManifest, BundleRefused
 
@@ -349,7 +348,7 @@ def test_a_bundle_whose_trust_json_is_nested_too_deep_is_refused(tmp_path):
     keys = [str(tmp_path / "trusted.pub")]
     settings = settings_mod.load({**settings_mod.pyproject_defaults(root), "trusted_keys": keys}, root)
     output = tmp_path / "deep-trust.bundle"
-    manifest = bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter(PAYLOAD), sign=lambda text: DEEP)
+    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter(PAYLOAD), sign=lambda text: DEEP)
     with pytest.raises(BundleRefused, match="its trust.json is nested deeper than 100 levels") as refused:
         with bundle_mod.open_bundle(output) as bundle:
             bundle_mod.require_trusted(settings, bundle, False, QUIET)
@@ -565,8 +564,9 @@ def passing_smoke_test(image_id):
 
 def unbundled(settings, path, engine, monkeypatch) -> tuple[int, str]:
     """`inv unbundle PATH` against `engine`: its exit code and what it says."""
-    import tasks
     from invoke import Exit
+
+    import tasks
 
     monkeypatch.setattr(bundle_mod, "client", lambda: engine)
     try:

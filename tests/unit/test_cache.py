@@ -4,17 +4,17 @@ import json
 from dataclasses import dataclass, field
 
 import pytest
-
 from project_tree import add_connector
 from test_builder import BUILT, PYTHON_ID, engine  # noqa: F401  (engine: a fixture)
+
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine.registry import REDACTED, Credentials, Manifest, RegistryError
 from ingestion_factory.errors import FactoryError
 from ingestion_factory.model import catalog
 from ingestion_factory.model.names import cache_tag, repository_on
 from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, LABEL_PLATFORM, ImageInfo, make_plan
-from ingestion_factory.platforms import ARM64, DEFAULT, Platform
 from ingestion_factory.model.results import BuildStatus
+from ingestion_factory.platforms import ARM64, DEFAULT, Platform
 from ingestion_factory.workflows.builder import Builder
 from ingestion_factory.workflows.cache import (
     CacheMismatch,
@@ -375,6 +375,7 @@ def test_build_connectors_takes_the_cache_from_the_setting_unless_the_flag_names
     import contextlib
 
     import invoke
+
     import tasks
 
     builds = []

@@ -1,9 +1,9 @@
 import json
 
 import pytest
-
 from project_tree import add_connector
 from testkit import OM_VERSION
+
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import catalog

@@ -5,6 +5,7 @@ import json
 
 from conftest import REPO
 from testkit import OM_OTHER_VERSIONS, OM_VERSION, OM_VERSIONS
+
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.model import catalog, catalog_table
 
@@ -50,7 +51,7 @@ def test_table_takes_sizes_and_status_from_a_build_report(tmp_path):
     table = catalog_table.render(catalogs, cells)
     [row] = [line for line in table.splitlines() if line.startswith("| `mysql` |")]
     assert row.startswith("| `mysql` | mysql | ")
-    values = dict(zip(OM_VERSIONS, row.strip("| ").split(" | ")[2:]))
+    values = dict(zip(OM_VERSIONS, row.strip("| ").split(" | ")[2:], strict=True))
     assert values[OM_VERSION] == "2.5 MB, verified" and values[other] == "3.0 MB, verified"
     assert all(values[v] == catalog_table.NOT_BUILT or values[v].startswith("unavailable: ")
                for v in OM_OTHER_VERSIONS if v != other)  # the page keeps no cell the report does not give

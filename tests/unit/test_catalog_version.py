@@ -6,12 +6,12 @@ from __future__ import annotations
 import sys
 
 import pytest
-from rich.console import Console
-
 from fake_docker import FakeDockerApi, engine_attrs, fake_engine
+from rich.console import Console
 from test_commands import exit_code, load
 from test_lock import INDEX, FakeUv
 from testkit import OM_OTHER_VERSIONS, OM_VERSION
+
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.cli import commands
 from ingestion_factory.errors import ConfigError

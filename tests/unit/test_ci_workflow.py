@@ -5,7 +5,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 from ruamel.yaml import YAML
-
 from testkit import REPO
 
 builtin_schemas = pytest.importorskip(

@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from invoke import Exit
-from rich.console import Console
-
-import tasks
 from fake_docker import FakeDockerApi, built_images, engine_attrs, fake_engine
+from invoke import Exit
 from project_tree import add_connector
+from rich.console import Console
 from test_lock import INDEX, FakeUv
 from testkit import OM_OTHER_VERSIONS, OM_VERSION
-from ingestion_factory.progress import Quiet
+
+import tasks
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.cli import commands
 from ingestion_factory.errors import ConfigError, FactoryError
@@ -22,6 +21,7 @@ from ingestion_factory.model import catalog as catalog_mod
 from ingestion_factory.model import catalog_table
 from ingestion_factory.model import plan as plan_mod
 from ingestion_factory.model.shard import shard_of
+from ingestion_factory.progress import Quiet
 from ingestion_factory.workflows import bundle as bundle_mod
 from ingestion_factory.workflows import lock as lock_mod
 

@@ -6,7 +6,6 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 from markdown_it import MarkdownIt
-
 from testkit import REPO
 
 MARKDOWN = MarkdownIt("commonmark").enable("table")
@@ -24,7 +23,7 @@ def anchors(path: Path) -> set[str]:
     """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to '-'."""
     found, seen = set(), {}
     stream = MARKDOWN.parse(path.read_text())
-    for opening, inline in zip(stream, stream[1:]):
+    for opening, inline in zip(stream, stream[1:], strict=False):
         if opening.type != "heading_open":
             continue
         text = "".join(child.content for child in inline.children if child.type in ("text", "code_inline"))

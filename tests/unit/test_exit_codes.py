@@ -4,9 +4,9 @@ import re
 
 import pytest
 from invoke import Exit
+from testkit import REPO
 
 import tasks
-from testkit import REPO
 from ingestion_factory.cli.commands import raise_for_outcome
 from ingestion_factory.errors import ConfigError, DockerUnavailable, FactoryError
 from ingestion_factory.model.results import BuildStatus, Result

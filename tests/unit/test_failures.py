@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from testkit import DH_VERSION, OM_VERSION
+
 from ingestion_factory.model.failures import Cause, diagnose, read_build_log, read_smoke_output
 
 LOGS = Path(__file__).parent / "build_logs"

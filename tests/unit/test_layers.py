@@ -34,13 +34,13 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def is_module(name: str) -> bool:
     path = PACKAGE.parent.joinpath(*name.split("."))
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def imports_of(path: Path) -> tuple[Import, ...]:
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]

@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from project_tree import add_connector
 from testkit import DH_VERSION, OM_VERSION
+
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import catalog

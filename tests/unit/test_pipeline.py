@@ -6,21 +6,28 @@ import pkgutil
 from pathlib import Path
 
 import pytest
-
 from project_tree import add_connector, connector_lock
 from test_builder import FakeEngine, engine  # noqa: F401  (the fixture)
 from test_platforms import ARM_PYTHON_ID, FakePusher, FakeRegistry, variants
+
 from ingestion_factory import platforms
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError, FactoryError
 from ingestion_factory.model import catalog
-from ingestion_factory.model.plan import BLOCKED, ImageInfo, make_plan, require_buildable, require_verified
-from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, input_hash
+from ingestion_factory.model.plan import (
+    BLOCKED,
+    LABEL_INPUTS,
+    LABEL_PARENT,
+    ImageInfo,
+    input_hash,
+    make_plan,
+    require_buildable,
+    require_verified,
+)
 from ingestion_factory.model.results import BuildStatus
 from ingestion_factory.platforms import ARM64
 from ingestion_factory.status import Status
-from ingestion_factory.workflows import manifest_list
-from ingestion_factory.workflows import push
+from ingestion_factory.workflows import manifest_list, push
 from ingestion_factory.workflows.builder import Builder
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ingestion_factory"

@@ -1,10 +1,10 @@
 from dataclasses import dataclass, field
 
 import pytest
-
 from fake_docker import FakeDockerApi, engine_attrs
 from project_tree import add_connector, connector_lock
 from testkit import OM_OTHER_VERSIONS, OM_VERSION
+
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine.daemon import DockerImageStore, ImageSnapshot
 from ingestion_factory.errors import ConfigError

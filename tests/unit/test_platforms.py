@@ -5,9 +5,10 @@ import hashlib
 import json
 
 import pytest
-
 from project_tree import add_connector, connector_lock
 from test_exit_codes import exit_code
+from test_plan import PYTHON_ID, FakeStore
+
 from ingestion_factory import platforms
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
@@ -27,9 +28,7 @@ from ingestion_factory.model.plan import (
     require_verified,
 )
 from ingestion_factory.platforms import AMD64, ARM64
-from ingestion_factory.workflows import manifest_list
-from ingestion_factory.workflows import push
-from test_plan import PYTHON_ID, FakeStore
+from ingestion_factory.workflows import manifest_list, push
 
 ARM_PYTHON_ID = "sha256:" + "a" * 64
 

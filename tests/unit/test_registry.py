@@ -10,16 +10,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
-from rich.console import Console
+from testkit import REPO
 
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine import registry
 from ingestion_factory.engine.registry import Credentials, Manifest, Redactor, RegistryClient, RegistryError
 from ingestion_factory.errors import ConfigError, FactoryError
-from ingestion_factory.progress import Quiet
-from testkit import REPO
 from ingestion_factory.model import catalog, names
-from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan, require_verified
+from ingestion_factory.model.plan import (
+    LABEL_INPUTS,
+    LABEL_PARENT,
+    UP_TO_DATE,
+    ImageInfo,
+    input_hash,
+    make_plan,
+    require_verified,
+)
+from ingestion_factory.progress import Quiet
 from ingestion_factory.workflows import push
 
 DIGEST = "sha256:" + "a" * 64
@@ -774,8 +781,9 @@ def test_a_deeply_nested_token_answer_is_a_registry_error():
 
 
 def test_with_a_cache_a_deeply_nested_answer_is_one_warning_not_an_exception():
-    from ingestion_factory.workflows.cache import RegistryCache
     from test_cache import FakeDaemon, FakeItem
+
+    from ingestion_factory.workflows.cache import RegistryCache
 
     item = FakeItem()
     tag = names.cache_tag("sha256:" + "ab" * 32)

@@ -14,10 +14,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
-
 from test_runtime import FakeAdapter, runtime_adapters, runtime_config, runtime_main  # noqa: F401
 from test_runtime_process import MAIN, recipe
 

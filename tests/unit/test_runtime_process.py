@@ -277,8 +277,7 @@ def run_main(env, *args, config=None, timeout=30):
     completed = subprocess.run(
         [sys.executable, str(MAIN), *args],
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
         timeout=timeout,
     )
@@ -296,7 +295,7 @@ class LiveProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list = []
         threading.Thread(target=self._pump, daemon=True).start()
 

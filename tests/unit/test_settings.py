@@ -1,8 +1,8 @@
 from pathlib import Path
 
 import pytest
-
 from testkit import OM_OTHER_VERSIONS
+
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
 

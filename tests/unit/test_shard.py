@@ -3,8 +3,8 @@
 import random
 
 import pytest
-
 from project_tree import add_connector
+
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import catalog

@@ -9,13 +9,13 @@ import json
 import time
 
 import pytest
+from test_builder import engine  # noqa: F401  (a fixture)
 
 from ingestion_factory.engine import signing
 from ingestion_factory.engine.registry import Manifest
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import trust_records as records
 from ingestion_factory.workflows import trust
-from test_builder import engine  # noqa: F401  (a fixture)
 
 DIGEST = "sha256:" + "ab" * 32
 REPO = "127.0.0.1:5000/openmetadata/ingestion-connector-datahub-sqlite"
@@ -315,6 +315,7 @@ def trusted_cache(keys_used, signer=None, signed_record=None):
     from dataclasses import dataclass
 
     from test_cache import FakeDaemon, attrs, registry_config
+
     from ingestion_factory.platforms import DEFAULT
     from ingestion_factory.workflows.cache import RegistryCache, cache_tag
 
@@ -379,6 +380,7 @@ def test_cache_builds_an_unsigned_untrusted_or_mismatched_image_with_one_warning
 def test_an_attested_hit_skips_the_smoke_test_unless_reverify(project, engine):
     from project_tree import add_connector
     from test_cache import FakeCache
+
     from ingestion_factory import settings as settings_mod
     from ingestion_factory.model import catalog
     from ingestion_factory.model.plan import make_plan
@@ -426,10 +428,10 @@ def test_a_bundle_signature_covers_bundle_json_and_every_image(keys):
 
 def test_unbundle_refuses_an_unsigned_bundle_unless_allowed(keys, tmp_path):
     from rich.console import Console
+    from test_bundle_manifest import IMAGES, PAYLOAD, QUIET
 
     from ingestion_factory import settings as settings_mod
     from ingestion_factory.workflows import bundle as bundle_mod
-    from test_bundle_manifest import IMAGES, PAYLOAD, QUIET
 
     signer, public, _ = keys
     settings = settings_mod.load({**settings_mod.pyproject_defaults(settings_mod.Path.cwd()),
@@ -575,11 +577,10 @@ def test_a_bundle_from_before_bundles_carried_signatures_gives_the_attestation_a
 
 
 def test_unbundle_push_proves_each_pushed_digest_by_copy_and_with_a_key_by_signing(keys):
-    from rich.console import Console
+    from test_bundle_manifest import IMAGES
 
     from ingestion_factory.workflows import bundle as bundle_mod
     from ingestion_factory.workflows.push import PUSHED, PushResult
-    from test_bundle_manifest import IMAGES
 
     signer, public, _ = keys
     image = IMAGES[0]

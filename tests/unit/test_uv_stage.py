@@ -74,8 +74,8 @@ def fetch(tmp_path):
     (tmp_path / "ab/uv-9.9.9-py3-none-any.whl").write_bytes(wheel.getvalue())
     digest = hashlib.sha256(wheel.getvalue()).hexdigest()
 
-    def run(version="9.9.9", sha256=digest, machine=platform.machine()):
-        wheels = f"{machine}=ab/uv-9.9.9-py3-none-any.whl#sha256={sha256}"
+    def run(version="9.9.9", sha256=digest, machine=None):
+        wheels = f"{machine or platform.machine()}=ab/uv-9.9.9-py3-none-any.whl#sha256={sha256}"
         return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
                               env={"PATH": "/usr/bin:/bin", "UV_VERSION": version, "UV_WHEELS": wheels})
     return run

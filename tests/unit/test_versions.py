@@ -10,10 +10,10 @@ import shutil
 from dataclasses import replace
 
 import pytest
-
 from project_tree import add_connector, connector_lock
 from test_lock import FakeUv
 from test_plan import PYTHON_ID, FakeStore
+
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import catalog
