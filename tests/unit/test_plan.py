@@ -2,11 +2,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from fake_docker import FakeDockerApi, engine_attrs
+from fake_engine import FakeEngine
 from project_tree import add_connector, connector_lock
 from testkit import OM_OTHER_VERSIONS, OM_VERSION
 from ingestion_factory import settings as settings_mod
-from ingestion_factory.engine.daemon import DockerImageStore, ImageSnapshot
+from ingestion_factory.engine.daemon import ImageSnapshot
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import catalog
 from ingestion_factory.model.graph import parents_first
@@ -206,10 +206,11 @@ def test_up_to_date_image_keeps_the_commit_it_was_built_from(project):
 
 def test_a_snapshot_answers_from_one_listing_and_inspects_only_what_it_lacks():
     labels = {"k": "v", LABEL_PLATFORM: "linux/arm64"}
-    api = FakeDockerApi({"ns/img:1": engine_attrs("sha256:a", labels, ["ns/img:1", "ns/img:latest"], "arm64"),
-                         "ns/img:latest": engine_attrs("sha256:a", labels, ["ns/img:1", "ns/img:latest"], "arm64"),
-                         "ns/old:1": engine_attrs("sha256:b", {"k": "v"}, ["ns/old:1"])})
-    snapshot = ImageSnapshot(DockerImageStore(api))
+    api = FakeEngine()
+    api.add("sha256:a", labels, ["ns/img:1", "ns/img:latest"], architecture="arm64")
+    api.add("sha256:b", {"k": "v"}, ["ns/old:1"])
+    api.add("sha256:c", {"k": "v"})  # untagged
+    snapshot = ImageSnapshot(api)
     assert snapshot.inspect("ns/img:latest") == ImageInfo("sha256:a", labels, 7, ("ns/img:1", "ns/img:latest"),
                                                           architecture="arm64")
     # Built before the platform label: its architecture is unknown, not worth an inspect per image.
@@ -220,18 +221,17 @@ def test_a_snapshot_answers_from_one_listing_and_inspects_only_what_it_lacks():
 
 
 def test_an_image_of_another_architecture_under_the_ref_is_rebuilt_in_a_real_run(project):
-    """make_plan through ImageSnapshot and DockerImageStore (a fake docker API underneath): an arm64 image under
+    """make_plan through ImageSnapshot (the fake engine underneath): an arm64 image under
     the amd64 ref, with labels that match the inputs, is rebuilt; the plan costs one listing."""
     add_connector(project, "a")
     settings, found = setup(project)
     built = built_store(settings, found, ["a"])
-    images = {}
+    api = FakeEngine()
     for ref, info in built.images.items():
         architecture = "arm64" if ref.endswith(f"ingestion-connector-a:{OM_VERSION}") else "amd64"
         labels = dict(info.labels, **({LABEL_PLATFORM: f"linux/{architecture}"} if info.labels else {}))
-        images[ref] = engine_attrs(info.id, labels, [ref], architecture)
-    api = FakeDockerApi(images)
-    plan = make_plan(found, ["a"], ImageSnapshot(DockerImageStore(api)), settings)
+        api.add(info.id, labels, [ref], architecture=architecture)
+    plan = make_plan(found, ["a"], ImageSnapshot(api), settings)
     assert plan.items["base"].state is UP_TO_DATE
     assert plan.items["a"].state is CHANGED
     assert plan.items["a"].reason.endswith("is a arm64 image, not amd64")

@@ -17,6 +17,7 @@ from ingestion_factory.engine import registry
 from ingestion_factory.engine.registry import Credentials, Manifest, Redactor, RegistryClient, RegistryError
 from ingestion_factory.errors import ConfigError, FactoryError
 from ingestion_factory.progress import Quiet
+from fake_engine import FakeEngine
 from testkit import REPO
 from ingestion_factory.model import catalog, names
 from ingestion_factory.model.plan import LABEL_INPUTS, LABEL_PARENT, UP_TO_DATE, ImageInfo, input_hash, make_plan, require_verified
@@ -399,28 +400,6 @@ def test_manifest_digest_computed_when_the_header_is_missing():
 # --- the pusher against a fake daemon and a fake registry ----------------------------------------
 
 
-class FakeLowLevel:
-    def __init__(self, streams):
-        self.streams = streams  # list of event lists or exceptions, one per push call
-        self.pushes, self.tags = [], []
-
-    def tag(self, image, repository, tag):
-        self.tags.append((image, f"{repository}:{tag}"))
-
-    def push(self, repository, tag, stream, decode, auth_config):
-        assert stream and decode
-        self.pushes.append((f"{repository}:{tag}", auth_config))
-        result = self.streams.pop(0)
-        if isinstance(result, Exception):
-            raise result
-        return iter(result)
-
-
-class FakeApi:
-    def __init__(self, streams):
-        self.api = FakeLowLevel(streams)
-
-
 class FakeRegistry:
     registry = "127.0.0.1:5000"
 
@@ -443,7 +422,10 @@ class FakeRegistry:
 
 def pusher(streams, fake_registry, credentials=None):
     creds = credentials or Credentials("user", PASSWORD, source="t")
-    return push.Pusher(FakeApi(streams), fake_registry, creds, redact=Redactor(creds.secrets),
+    engine = FakeEngine()
+    engine.add(IMAGE_ID)
+    engine.push_streams = list(streams)
+    return push.Pusher(engine, fake_registry, creds, redact=Redactor(creds.secrets),
                        progress=Quiet(), sleep=lambda s: None)
 
 
@@ -451,15 +433,15 @@ def test_push_tag_pushes_then_reads_back():
     p = pusher([pushed_events()], FakeRegistry())
     result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
     assert (result.result, result.digest, result.tries) == (push.PUSHED, DIGEST, 1)
-    assert p.api.api.tags == [(IMAGE_ID, "127.0.0.1:5000/ns/img:1.0")]
-    assert p.api.api.pushes[0][1]["password"] == PASSWORD  # handed to the daemon, never printed
+    assert p.engine.tagged == ["127.0.0.1:5000/ns/img:1.0"] and p.engine.tags_of(IMAGE_ID) == p.engine.tagged
+    assert p.engine.pushed[0][1]["password"] == PASSWORD  # handed to the daemon, never printed
 
 
 def test_same_image_already_there_is_a_no_op():
     p = pusher([], FakeRegistry(before=Manifest(DIGEST, "x", IMAGE_ID)))
     result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
     assert (result.result, result.digest) == (push.PRESENT, DIGEST)
-    assert p.api.api.pushes == []
+    assert p.engine.pushed == []
 
 
 def test_a_manifest_the_registry_does_not_hold_by_its_digest_is_not_taken_as_present():
@@ -468,7 +450,7 @@ def test_a_manifest_the_registry_does_not_hold_by_its_digest_is_not_taken_as_pre
     p = pusher([pushed_events()], FakeRegistry(before=made_up, held={}))
     result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
     assert (result.result, result.digest) == (push.PUSHED, DIGEST)
-    assert len(p.api.api.pushes) == 1
+    assert len(p.engine.pushed) == 1
 
 
 def test_other_image_under_the_tag_is_replaced():
@@ -496,7 +478,7 @@ def test_auth_error_is_not_retried_and_stops_the_run():
     result = p.push_image(item, "r/ns/img", ["1.0", "abc", "latest"])
     assert result.result == push.FAILED
     assert [t.result for t in result.tag_results] == [push.FAILED, push.NOT_PUSHED, push.NOT_PUSHED]
-    assert len(p.api.api.pushes) == 1
+    assert len(p.engine.pushed) == 1
     assert push.stops_the_run(result)
 
 
@@ -775,13 +757,13 @@ def test_a_deeply_nested_token_answer_is_a_registry_error():
 
 def test_with_a_cache_a_deeply_nested_answer_is_one_warning_not_an_exception():
     from ingestion_factory.workflows.cache import RegistryCache
-    from test_cache import FakeDaemon, FakeItem
+    from test_cache import FakeItem
 
     item = FakeItem()
     tag = names.cache_tag("sha256:" + "ab" * 32)
     warnings = []
     client = serving(f"http://127.0.0.1:5000/v2/ns/img/manifests/{tag}", Reply(200, raw=DEEP))
-    cache = RegistryCache(FakeDaemon(), client, lambda name: "ns/img", warn=warnings.append)
+    cache = RegistryCache(FakeEngine(), client, lambda name: "ns/img", warn=warnings.append)
     started = time.monotonic()
     assert cache.fetch(item, "sha256:" + "ab" * 32, "sha256:" + "d" * 64) is None
     assert time.monotonic() - started < 2
