@@ -184,7 +184,7 @@ class DockerEngine:
 
     def __init__(self, sdk=None):
         self.sdk = sdk if sdk is not None else client()
-        self.low = sdk.api
+        self.low = self.sdk.api
 
     def images(self) -> list[ImageInfo]:
         # The listing has no architecture: the platform label every build sets stands in for it.
