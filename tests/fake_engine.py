@@ -109,8 +109,10 @@ class FakeEngine:
         return engine
 
     def hold(self, ref: str, info: ImageInfo) -> None:
-        if info.id not in self.by_id:
-            self.add(info.id, info.labels, size=info.size, architecture=info.architecture or "amd64")
+        """`ref` names the image `info` describes (its labels, size and architecture, "" for unknown)."""
+        known = self.by_id.get(info.id)
+        self.by_id[info.id] = Image(info.id, info.labels, info.size, known.parent if known else "", info.architecture,
+                                    files=known.files if known else {})
         if ref != info.id:
             self.refs[ref] = info.id
 

@@ -2,7 +2,6 @@
 
 import threading
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine import buildkit, verify
 from ingestion_factory.model import catalog
 from ingestion_factory.model.failures import Cause, Diagnosis, StepFailed
-from ingestion_factory.model.plan import ImageInfo, make_plan
+from ingestion_factory.model.plan import make_plan
 from ingestion_factory.model.results import BuildStatus
 from ingestion_factory.workflows.builder import Builder
 

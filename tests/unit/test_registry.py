@@ -513,15 +513,10 @@ def add_connector(project, name, fragment="pymysql>=1.1\n"):
     (directory / "requirements.txt").write_text(fragment)
 
 
-class FakeStore(dict):
-    def inspect(self, ref):
-        return self.get(ref)
-
-
 def plan_with(project, built=(), tag=""):
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project).with_overrides(tag=tag or None)
     found = catalog.discover(settings)
-    store = FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 1)})
+    store = FakeEngine.holding({settings.python_image: ImageInfo(PYTHON_ID, {}, 1)})
     ids = {}
     for name in ["base", "base-datahub", *built]:
         spec = found[name]
@@ -530,8 +525,8 @@ def plan_with(project, built=(), tag=""):
         labels = {LABEL_INPUTS: input_hash(spec, parent_id, settings), LABEL_PARENT: parent_id,
                   # Built at this commit: the push must use it, whatever HEAD is now.
                   "org.opencontainers.image.revision": "abcdef123456"}
-        store[f"{settings.repository(spec.image_name)}:{settings.tag or spec.framework.version}"] = \
-            ImageInfo(ids[name], labels, 1)
+        store.hold(f"{settings.repository(spec.image_name)}:{settings.tag or spec.framework.version}",
+                   ImageInfo(ids[name], labels, 1))
     return settings, found, store
 
 
