@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..engine import debian_archive, python_image
-from ..engine.daemon import connect
+from ..engine.docker_engine import DockerEngine
 from ..files import write_atomically
 from ..model import catalog as catalog_mod
 from ..model import osv
@@ -30,13 +30,13 @@ def audit(settings: Settings, names: list[str] | None = None, *, json_path: str 
     selected = audit_mod.select(settings, names)
     database = audit_mod.read_osv(osv_sources or [])  # bad input fails before any work
     catalog = catalog_mod.discover(settings)
-    api = None
+    local = None
 
     def engine():
-        nonlocal api
-        if api is None:
-            api, _ = connect()
-        return api
+        nonlocal local
+        if local is None:
+            local = DockerEngine()
+        return local
 
     def read_sbom(name: str):
         copy = plan_mod.sbom_copies(settings) / f"{name}.cdx.json"
@@ -44,17 +44,14 @@ def audit(settings: Settings, names: list[str] | None = None, *, json_path: str 
             shown = str(copy.relative_to(settings.root) if copy.is_relative_to(settings.root) else copy)
             return sbom_mod.read_document(copy.read_bytes(), shown), shown
         ref = plan_mod.image_ref(catalog[name], settings)
-        try:
-            engine().images.get(ref)
-        except Exception:
+        if engine().inspect(ref) is None:
             return None
         raw, _ = sbom_mod.export(engine(), ref, None)
         return sbom_mod.read_document(raw, ref), ref
 
     def read_python_image():
-        try:
-            image = engine().images.get(settings.python_image)
-        except Exception:
+        image = engine().inspect(settings.python_image)
+        if image is None:
             return None
         return python_image.installed_packages(engine(), image.id)
 

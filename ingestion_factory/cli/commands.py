@@ -21,7 +21,8 @@ from .. import interrupts
 from .. import platforms as platforms_mod
 from .. import settings as settings_mod
 from ..engine.buildkit import find_cli
-from ..engine.daemon import connect, plan_for, remove_replaced
+from ..engine.daemon import plan_for, remove_replaced
+from ..engine.docker_engine import DockerEngine
 from ..engine.verify import PIN_REPOSITORY
 from ..errors import ConfigError, DockerUnavailable, FactoryError
 from ..model import catalog as catalog_mod
@@ -94,7 +95,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     or raises (docs/exit-codes.md). One plan per platform, built one platform after the other (the host's
     cores are the limit either way); the default platform alone is the ordinary case of it.
 
-    `engine`: an (API client, image store) pair to use instead of the local engine (tests pass fakes)."""
+    `engine`: an Engine to use instead of the local one (tests pass the fake, tests/fake_engine.py)."""
     started = time.monotonic()
     catalog = catalog_mod.discover(settings)
     in_shard = _shard_filter(shard)
@@ -109,11 +110,11 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     several = chosen != (platforms_mod.DEFAULT,)
     platforms_mod.require_emulation(chosen)  # before anything is planned or built: exit 2 with the fix
     plans, skipped = [], []
-    api = store = None
+    engine_used = None
     for platform in chosen:
         usable, unavailable_here = platform_targets(catalog, targets, platform, settings)
         skipped += unavailable_here
-        plan, api, store = plan_for(settings, catalog, usable, force=force, platform=platform, engine=engine)
+        plan, engine_used = plan_for(settings, catalog, usable, force=force, platform=platform, engine=engine)
         plans.append(plan)
     everything = not names and not base_only
     broken = catalog.broken if everything else {}
@@ -145,7 +146,7 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     results: list[Result] = []
     warnings: list[str] = []
     # --cache-from serves the default platform's images; another platform's are built (its cache keys differ).
-    cache = _open_cache(settings, api, warnings) if todo and settings.cache_from else None
+    cache = _open_cache(settings, engine_used, warnings) if todo and settings.cache_from else None
     interrupted = None
     for plan in plans:
         if interrupted:
@@ -160,13 +161,13 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
         sbom_dir = plan_mod.sbom_copies(settings, plan.platform)
         # With nothing to build the builder still runs: up-to-date images get this commit's tags.
         with Progress(plan.order, console) if plan.to_build else nullcontext() as progress:
-            builder = Builder(settings, api, store, revision=plan.revision, progress=progress, no_cache=no_cache,
+            builder = Builder(settings, engine_used, revision=plan.revision, progress=progress, no_cache=no_cache,
                               lock_digests={name: lock.digest for name, lock in locks.items()},
-                              check_sbom=functools.partial(_check_sbom, api, sbom_dir),
+                              check_sbom=functools.partial(_check_sbom, engine_used, sbom_dir),
                               cache=cache if plan.platform.is_default else None, reverify=reverify)
             built = [replace(r, platform=plan.platform.name)
                      for r in builder.run(plan, jobs=settings.jobs, fail_fast=fail_fast)]
-        _remove_replaced(plan, built, api)
+        _remove_replaced(plan, built, engine_used)
         results += built
         interrupted = builder.interrupted
     results += skipped + unavailable
@@ -207,8 +208,8 @@ def _report_build(settings: Settings, results: list[Result], *, started: float, 
                       + " (reasons: `inv list`)")
 
 
-def _check_sbom(api, output_dir: Path, image_id: str, name: str):
-    return sbom_mod.verify_image(api, image_id, name, output_dir)
+def _check_sbom(engine, output_dir: Path, image_id: str, name: str):
+    return sbom_mod.verify_image(engine, image_id, name, output_dir)
 
 
 def _shard_filter(shard: str | None):
@@ -219,7 +220,7 @@ def _shard_filter(shard: str | None):
     return lambda names: shard_mod.select(list(names), chosen)
 
 
-def _open_cache(settings: Settings, api, warnings: list[str]):
+def _open_cache(settings: Settings, engine, warnings: list[str]):
     """The registry cache (--cache-from), or None after one warning when it is down or refuses us."""
     from ..workflows.cache import open_cache  # only --cache-from needs it: a lighter start-up
 
@@ -227,7 +228,7 @@ def _open_cache(settings: Settings, api, warnings: list[str]):
         warnings.append(text)
         console.print(f"[yellow]{escape(text)}[/]")
 
-    return open_cache(settings, api, settings.cache_from, warn=warn)
+    return open_cache(settings, engine, settings.cache_from, warn=warn)
 
 
 def _cache_report(settings: Settings, cache, results: list[Result], warnings: list[str]) -> dict:
@@ -240,7 +241,7 @@ def _cache_report(settings: Settings, cache, results: list[Result], warnings: li
                       "misses": cache.misses if cache else []}}
 
 
-def _remove_replaced(plan: Plan, results: list[Result], api) -> None:
+def _remove_replaced(plan: Plan, results: list[Result], engine) -> None:
     """The images this run replaced would otherwise stay behind as gigabytes of layers: with the commit tag
     of the commit they were built at, in a git checkout."""
     new_ids = {r.name: r.image_id for r in results if r.image_id}
@@ -248,7 +249,7 @@ def _remove_replaced(plan: Plan, results: list[Result], api) -> None:
                 for item in reversed(list(plan))
                 if item.current and new_ids.get(item.name) not in (None, item.current.id)]
     if replaced:
-        removal = remove_replaced(api, replaced, PIN_REPOSITORY)
+        removal = remove_replaced(engine, replaced, PIN_REPOSITORY)
         if removal.removed:
             console.print(f"Removed {removal.removed} replaced image(s), {human_size(removal.freed)} "
                           f"(unshared layers freed).")
@@ -314,7 +315,7 @@ def _list_rows(settings: Settings, varied: str | None, chosen, as_json: bool) ->
     for platform in chosen:
         usable, _ = platform_targets(catalog, [s.name for s in specs if not s.unavailable], platform, settings)
         try:
-            plan, _, _ = plan_for(settings, catalog, usable, platform=platform)
+            plan, _ = plan_for(settings, catalog, usable, platform=platform)
             states = {item.name: item for item in plan}
         except FactoryError as exc:
             if as_json:
@@ -360,12 +361,12 @@ def catalog(settings: Settings, frameworks: list[str] | None = None, *, prune: b
             raise ConfigError("--version goes with at most one --framework")
         return catalog_version(settings, (frameworks or [None])[0], version, prune=prune, engine=engine,
                                resolver=resolver)
-    api, _ = engine if engine is not None else connect()
+    engine = engine if engine is not None else DockerEngine()
     drift = []
     bases = catalog_mod.discover(settings)
     for name in frameworks or list(settings.frameworks):
         framework = settings.framework_named(name)
-        inventory = catalog_sync.probe(framework, plan_mod.image_ref(bases.base_for(name), settings), api)
+        inventory = catalog_sync.probe(framework, plan_mod.image_ref(bases.base_for(name), settings), engine)
         derived = catalog_sync.derive(inventory, framework)
         entries = catalog_sync.sync(settings, framework, inventory, derived, prune=prune, dry_run=check,
                                     other_versions=_still_shipped(settings, framework, derived))
@@ -478,8 +479,8 @@ def catalog_version(settings: Settings, framework_name: str | None, version: str
     try:
         _lock_or_fail(view, [base.name], f"the base of {framework.package} {version}", resolver)
         build(view, base_only=True, frameworks=[name], engine=engine)
-        api, _ = engine if engine is not None else connect()
-        inventory = catalog_sync.probe(framework, plan_mod.image_ref(base, view), api)
+        inventory = catalog_sync.probe(framework, plan_mod.image_ref(base, view),
+                                       engine if engine is not None else DockerEngine())
     except BaseException:
         if created:  # a version that does not install leaves nothing behind (a typo'd version, say)
             shutil.rmtree(version_dir, ignore_errors=True)
@@ -815,10 +816,10 @@ def sbom(settings: Settings, name: str, output: str | None = None) -> int:
     if key not in catalog:
         [key] = catalog.resolve([name])  # the unknown-connector error, with suggestions
     ref = plan_mod.image_ref(catalog[key], settings)
-    api, _ = connect()
+    engine = DockerEngine()
     to_stdout = output == "-"
     target = None if to_stdout else Path(output) if output else plan_mod.sbom_copies(settings) / f"{key}.cdx.json"
-    document, summary = sbom_mod.export(api, ref, target)
+    document, summary = sbom_mod.export(engine, ref, target)
     if to_stdout:
         sys.stdout.write(document.decode())
         return 0

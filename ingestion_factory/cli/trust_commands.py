@@ -8,8 +8,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..engine import signing
-from ..engine.daemon import client as engine_client
 from ..engine.daemon import plan_for
+from ..engine.docker_engine import DockerEngine
 from ..engine.registry import RegistryClient, is_insecure, read_credentials
 from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
@@ -77,7 +77,7 @@ def _connector_reference(settings: Settings, name: str, registry: str | None, pl
 def _planned_input_hash(settings: Settings, catalog, name: str) -> str | None:
     """The input hash the local plan computes, when this machine can plan (an engine with the parents)."""
     try:
-        plan, _, _ = plan_for(settings, catalog, [name])
+        plan, _ = plan_for(settings, catalog, [name])
     except FactoryError:  # no engine here: the deployer's machine need not have one
         return None
     return plan.items[name].input_hash
@@ -85,7 +85,7 @@ def _planned_input_hash(settings: Settings, catalog, name: str) -> str | None:
 
 def _insecure(registry: str) -> bool:
     try:
-        config = engine_client().info().get("RegistryConfig")
+        config = DockerEngine().registry_config()
     except Exception:  # no engine: assume its defaults
         config = DOCKER_DEFAULT_INSECURE
     return is_insecure(registry, config)

@@ -25,7 +25,7 @@ from ..model.names import python_image_ref
 from ..platforms import Platform
 from ..settings import Settings
 from . import buildkit, debian_archive
-from .daemon import DockerImageStore, read_files
+from .docker_engine import DockerEngine
 
 # No python3-pip (nor the setuptools and wheel it pulls in): no image can install packages at run time.
 # python3-venv stays here for build stages and the bench's seed build (ensurepip); every base purges it
@@ -83,7 +83,7 @@ def stale_reason(labels: dict[str, str], settings: Settings) -> str | None:
 
 def status(settings: Settings, platform: Platform = platforms.DEFAULT, store=None) -> str:
     """"missing", "stale: <why>" or "ok": what the set-up scripts ask before they build."""
-    existing = (store or DockerImageStore()).inspect(python_image_ref(settings, platform))
+    existing = (store or DockerEngine()).inspect(python_image_ref(settings, platform))
     if existing is None:
         return "missing"
     reason = stale_reason(existing.labels, settings)
@@ -116,8 +116,8 @@ def refresh_all(settings: Settings, *, echo=print, archive: debian_archive.Archi
     targets = settings.target_platforms
     platforms.require_emulation(targets)
     archive = archive or debian_archive.Archive(settings)
-    store = store or DockerImageStore()
-    installed = installed or installed_packages  # (api, image) -> name -> (version, architecture)
+    store = store or DockerEngine()
+    installed = installed or installed_packages  # (engine, image) -> name -> (version, architecture)
     rebuild = rebuild or build
     built = []
     for target in targets:
@@ -132,7 +132,7 @@ def refresh_all(settings: Settings, *, echo=print, archive: debian_archive.Archi
             echo(f"{ref} ({existing.id[7:19]}): {reason}; rebuilding it.")
             built.append(rebuild(settings, force=True, echo=echo, platform=target))
             continue
-        updates = pending_updates(installed(store.api, existing.id), target, archive)
+        updates = pending_updates(installed(store, existing.id), target, archive)
         if not updates:
             echo(f"{ref} is up to date with {', '.join(s.name for s in archive.suites)} ({existing.id[7:19]}).")
             built.append(existing.id)
@@ -152,9 +152,9 @@ def pending_updates(installed: dict[str, tuple[str, str]], platform: Platform,
     return [update for arch, packages in grouped.items() for update in archive.updates(packages, arch)]
 
 
-def installed_packages(api, image: str) -> dict[str, tuple[str, str]]:
+def installed_packages(engine, image: str) -> dict[str, tuple[str, str]]:
     """The image's installed Debian packages, name -> (version, architecture), from its dpkg database."""
-    status = read_files(api, image, [DPKG_STATUS])[DPKG_STATUS]
+    status = engine.read_files(image, [DPKG_STATUS])[DPKG_STATUS]
     if status is None:
         raise FactoryError(f"{image} has no {DPKG_STATUS}: it is not a Debian image")
     return debian_archive.dpkg_status(status.decode("utf-8", errors="replace"))
@@ -164,7 +164,7 @@ def build(settings: Settings, *, force: bool = False, echo=print, platform: Plat
     """Build and tag the Python image unless it exists; returns its image ID."""
     if not platform.is_default:
         return _build_foreign(settings, platform, force=force, echo=echo)
-    store = DockerImageStore()
+    store = DockerEngine()
     existing = store.inspect(settings.python_image)
     if _kept(existing, settings.python_image, settings, force, echo):
         return existing.id
@@ -188,7 +188,7 @@ def build(settings: Settings, *, force: bool = False, echo=print, platform: Plat
         # The root filesystem streams from tar straight into the engine; nothing is staged on disk.
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
         try:
-            store.api.api.import_image(src=tar.stdout, repository=repository, tag=tag, changes=changes,
+            store.low.import_image(src=tar.stdout, repository=repository, tag=tag, changes=changes,
                                        stream_src=True)
         except Exception as exc:
             raise FactoryError(f"importing the root filesystem failed: {exc}") from None
@@ -198,7 +198,7 @@ def build(settings: Settings, *, force: bool = False, echo=print, platform: Plat
     image = store.inspect(settings.python_image)
     if image is None:
         raise FactoryError(f"the engine did not keep the imported image {settings.python_image}")
-    version = _python_version(store.api, image.id)
+    version = _python_version(store.sdk, image.id)
     echo(f"{settings.python_image}: Python {version}, {image.size / 1e6:.0f} MB, "
          f"{time.monotonic() - started:.0f}s")
     return image.id
@@ -220,7 +220,7 @@ def _build_foreign(settings: Settings, platform: Platform, *, force: bool, echo)
     goes in through a BuildKit build FROM scratch, which records the platform it was asked for.
     """
     ref = python_image_ref(settings, platform)
-    store = DockerImageStore()
+    store = DockerEngine()
     existing = store.inspect(ref)
     if _kept(existing, ref, settings, force, echo):
         return existing.id
@@ -257,7 +257,7 @@ def _build_foreign(settings: Settings, platform: Platform, *, force: bool, echo)
         raise FactoryError(f"the engine did not keep the imported image {ref}")
     if image.architecture and image.architecture != platform.architecture:
         raise FactoryError(f"{ref} was recorded as {image.architecture}, not {platform.architecture}")
-    version = _python_version(store.api, image.id)
+    version = _python_version(store.sdk, image.id)
     echo(f"{ref}: Python {version} ({platform.name}), {image.size / 1e6:.0f} MB, "
          f"{time.monotonic() - started:.0f}s")
     return image.id

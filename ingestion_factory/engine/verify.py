@@ -48,10 +48,10 @@ def pin_ref(image_id: str, repository: str = PIN_REPOSITORY) -> str:
     return f"{repository}:{image_id.removeprefix('sha256:')}"
 
 
-def pin(api: DockerClient, image_id: str, repository: str = PIN_REPOSITORY) -> str:
+def pin(engine, image_id: str, repository: str = PIN_REPOSITORY) -> str:
     """Tag the image by its ID (in a repository of the caller's) and return that reference."""
     ref = pin_ref(image_id, repository)
-    api.api.tag(image_id, repository, ref.rpartition(":")[2])
+    engine.tag(image_id, repository, ref.rpartition(":")[2])
     return ref
 
 
@@ -130,10 +130,10 @@ def timed_out(exc: BaseException) -> bool:
     return False
 
 
-def move_tags(api: DockerClient, image_id: str, repository: str, tags: list[str]) -> list[str]:
-    """Point every tag at the verified image; returns the refs now pointing at it."""
+def move_tags(engine, image_id: str, repository: str, tags: list[str]) -> list[str]:
+    """Point every tag at the verified image (through the engine seam); returns the refs now pointing at it."""
     refs = []
     for tag in tags:
-        api.api.tag(image_id, repository, tag)
+        engine.tag(image_id, repository, tag)
         refs.append(f"{repository}:{tag}")
     return refs

@@ -71,6 +71,8 @@ class ImageInfo:
     size: int
     tags: tuple[str, ...] = ()  # repository:tag references already pointing at it
     architecture: str = ""  # what the engine recorded (amd64, arm64); "" when unknown
+    os: str = ""  # likewise (linux); "" when unknown
+    digests: tuple[str, ...] = ()  # repository@sha256:... references (pulls and pushes)
 
 
 class ImageStore(Protocol):

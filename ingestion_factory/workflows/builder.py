@@ -22,6 +22,7 @@ from typing import Protocol
 
 from .. import interrupts
 from ..engine import buildkit, verify
+from ..engine.docker_engine import Engine
 from ..errors import ConfigError
 from ..model.catalog import BASE, framework_drift
 from ..model.failures import Cause, Diagnosis, StepFailed, diagnose
@@ -98,20 +99,19 @@ def _built_image(built: dict[str, Future], name: str) -> str | None:
 
 
 class Builder:
-    def __init__(self, settings: Settings, api, store, *, revision: str | None, progress: BuildProgress | None = None,
-                 no_cache: bool = False, run_build: BuildRunner = buildkit.build,
+    def __init__(self, settings: Settings, engine: Engine, *, revision: str | None,
+                 progress: BuildProgress | None = None, no_cache: bool = False, run_build: BuildRunner = buildkit.build,
                  smoke_test: SmokeTester | None = None, lock_digests: dict[str, str] | None = None,
                  check_sbom: SbomChecker | None = None, cache=None, reverify: bool = False,
                  end_builds: Callable[[str], None] | None = None):
         self.settings = settings
-        self.api = api
-        self.store = store
+        self.engine = engine
         self.revision = revision
         self.progress = progress or Silent()
         self.no_cache = no_cache
         self.ca_bundle = settings.resolved_ca_bundle()
         self.run_build = run_build
-        self.smoke_test = smoke_test or functools.partial(verify.smoke_test, api)
+        self.smoke_test = smoke_test or engine.smoke_test
         self.check_sbom = check_sbom
         self.lock_digests = lock_digests or {}  # image -> digest of the lock it installs (its label)
         self.pins: set[str] = set()
@@ -234,7 +234,7 @@ class Builder:
         # Only the tags that do not already point here: a no-op run over the catalog stays fast.
         missing = [tag for tag in item.tags if f"{repository}:{tag}" not in current.tags]
         if missing:
-            verify.move_tags(self.api, current.id, repository, missing)
+            verify.move_tags(self.engine, current.id, repository, missing)
         return self._finish(Result(item.name, item.ref, BuildStatus.UP_TO_DATE, item.reason, image_id=current.id,
                                    size=current.size, tags=tuple(item.tags)))
 
@@ -273,6 +273,8 @@ class Builder:
             if self.interrupted:  # the build was ended by the interrupt, not broken
                 return self._finish(Result(item.name, item.ref, BuildStatus.NOT_BUILT,
                                            f"interrupted ({self.interrupted_by})", log=str(log_path)))
+            if parent_run and parent_run[1].result().result.failed:  # its parent's image was discarded under it
+                return self._not_built(item, f"parent {parent_run[0]} was not built")
             failure = diagnose(exc)
             result = Result(item.name, item.ref, BuildStatus.FAILED, failure.reason, cause=failure.cause.value,
                             log=str(log_path), details=failure.details)
@@ -359,20 +361,20 @@ class Builder:
             if self.interrupted:  # built and verified, but after the interrupt: no tag moves
                 self._discard(image_id)
                 raise buildkit.BuildInterrupted(Diagnosis(Cause.INTERRUPTED, "interrupted before tagging"))
-            verify.move_tags(self.api, image_id, item.ref.rpartition(":")[0], item.tags)
-        info, parent = self.store.inspect(image_id), self.store.inspect(parent_id)
+            verify.move_tags(self.engine, image_id, item.ref.rpartition(":")[0], item.tags)
+        info, parent = self.engine.inspect(image_id), self.engine.inspect(parent_id)
         return Result(item.name, item.ref, BuildStatus.BUILT, item.reason, image_id=image_id,
                       smoke_s=round(smoke.seconds, 1), size=info.size if info else 0,
                       added=info.size - parent.size if info and parent else None, tags=tuple(item.tags))
 
     def _pin(self, image_id: str) -> str:
-        ref = verify.pin(self.api, image_id, self.pin_repository)
+        ref = verify.pin(self.engine, image_id, self.pin_repository)
         self.pins.add(ref)
         return ref
 
     def _discard(self, image_id: str) -> None:
         try:
-            self.api.api.remove_image(image_id)
+            self.engine.remove(image_id)
         except Exception:  # in use, or the engine is gone: the failure that matters is being reported
             pass
 
@@ -380,7 +382,7 @@ class Builder:
         """Drop the ID-derived tags, so replaced images can still be pruned."""
         for ref in self.pins:
             try:
-                self.api.api.remove_image(ref, noprune=True)
+                self.engine.untag(ref)
             except Exception:  # already gone, or in use by a container: harmless
                 pass
         self.pins.clear()

@@ -33,7 +33,6 @@ repeated names), so no reader takes one member for another.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
@@ -53,8 +52,8 @@ from pathlib import Path
 from typing import IO
 
 from ..documents import DocumentError, load_json
-from ..engine import verify
-from ..engine.daemon import DockerImageStore, client, plan_for
+from ..engine.daemon import plan_for
+from ..engine.docker_engine import DockerEngine, Engine, EngineRefused, ImageMissing, describe
 from ..engine.registry import read_credentials
 from ..engine.streams import stream_error
 from ..engine.verify import move_tags
@@ -202,16 +201,7 @@ def bundled_image(item, repository: str) -> BundledImage:
 # --- writing -------------------------------------------------------------------------------------
 
 
-def save_stream(api, image_ids: list[str]) -> Iterator[bytes]:
-    """`docker save` of several images in one archive, through the SDK's connection (DOCKER_HOST included).
-
-    The SDK's get_image() takes one name; the engine's /images/get takes many, and stores each layer once.
-    """
-    response = api.api._get(api.api._url("/images/get"), params={"names": image_ids}, stream=True)
-    return api.api._stream_raw_result(response, CHUNK, False)
-
-
-def write_bundle(api, images: list[BundledImage], output: Path, progress: Progress,
+def write_bundle(engine: Engine, images: list[BundledImage], output: Path, progress: Progress,
                  chunks: Iterable[bytes] | None = None, sign=None) -> BundleManifest:
     """Save the images, then write bundle.json + images.tar to a temp file beside `output` and rename it.
 
@@ -222,7 +212,7 @@ def write_bundle(api, images: list[BundledImage], output: Path, progress: Progre
     with tempfile.TemporaryDirectory(prefix=".bundle-", dir=output.parent) as scratch:
         saved = Path(scratch) / IMAGES_MEMBER
         digest = hashlib.sha256()
-        stream = chunks if chunks is not None else save_stream(api, [image.image_id for image in images])
+        stream = chunks if chunks is not None else engine.save([image.image_id for image in images])
         with progress.transfer(f"saving {len(images)} image(s)") as advance, saved.open("wb") as sink:
             for chunk in stream:
                 sink.write(chunk)
@@ -271,19 +261,19 @@ def bundle(settings: Settings, names: list[str] | None, output: Path, *, progres
     """`inv bundle`: the named connectors (default: every available one, of `framework` only when `--version`
     names one) and the images they are built FROM.
 
-    `engine`: an (API client, image store) pair instead of the local engine (tests pass fakes)."""
+    `engine`: an Engine instead of the local one (tests pass the fake)."""
     started = time.monotonic()
     catalog = catalog_mod.discover(settings)
     if not names and catalog.broken:
         raise ConfigError(f"cannot bundle everything: {', '.join(sorted(catalog.broken))} cannot be built",
                           "fix those directories, or name the connectors to bundle with -c")
     chosen = [name for name in catalog.resolve(names) if names or framework in (None, catalog[name].framework.name)]
-    plan, api, _ = plan_for(settings, catalog, chosen, engine=engine)
+    plan, engine = plan_for(settings, catalog, chosen, engine=engine)
     require_verified(plan, "bundle")
     signer = trust.signer_from(settings, passphrase_file)
     images = [bundled_image(item, item.ref.rpartition(":")[0]) for item in plan]
     progress.say(f"Bundling {len(images)} image(s) into {output}{', signed' if signer else ''}.")
-    manifest = write_bundle(api, images, output, progress, sign=_bundle_signer(signer, api, plan, images))
+    manifest = write_bundle(engine, images, output, progress, sign=_bundle_signer(signer, engine, plan, images))
     progress.say(f"Wrote {output}: {len(images)} image(s), {human_size(output.stat().st_size)}, images "
                   f"{manifest.archive_sha256[:19]}... ({time.monotonic() - started:.1f}s).")
     for image in images:
@@ -291,10 +281,10 @@ def bundle(settings: Settings, names: list[str] | None, output: Path, *, progres
     return 0
 
 
-def _bundle_signer(signer, api, plan, images: list[BundledImage]):
+def _bundle_signer(signer, engine: Engine, plan, images: list[BundledImage]):
     if signer is None:
         return None
-    attested = [(image.repository, item.current.id, trust.record_for(item, trust.sbom_digest(api, item.current.id)))
+    attested = [(image.repository, item.current.id, trust.record_for(item, trust.sbom_digest(engine, item.current.id)))
                 for item, image in zip(plan, images, strict=True)]
     return lambda manifest_bytes: trust.sign_bundle(signer, manifest_bytes, attested)
 
@@ -558,7 +548,7 @@ def archive_names(source) -> tuple[list[str], str]:
     return names, ""
 
 
-def load_images(api, bundle: OpenBundle, progress: Progress) -> list[str]:
+def load_images(engine: Engine, bundle: OpenBundle, progress: Progress) -> list[str]:
     """Stream images.tar into the engine (no tags: it was saved by ID); returns the IDs the engine reported.
 
     It is read from the bundle's open file again, and hashed on the way: bytes other than those
@@ -571,7 +561,7 @@ def load_images(api, bundle: OpenBundle, progress: Progress) -> list[str]:
         source = _Hashing(bundle.images(), advance)
         archive = UntaggedArchive(source)
         try:
-            for event in api.api.load_image(iter(archive)):
+            for event in engine.load(iter(archive)):
                 if not isinstance(event, dict):
                     continue
                 if failure := stream_error(event):
@@ -581,9 +571,9 @@ def load_images(api, bundle: OpenBundle, progress: Progress) -> list[str]:
                 loaded += LOADED_ID.findall(str(event.get("stream") or ""))
         except FactoryError:
             raise
-        except Exception as exc:  # the SDK's APIError, a dropped connection
+        except Exception as exc:  # the engine refused, a dropped connection
             archive.raise_failure(path)
-            raise FactoryError(f"loading {path} failed: {type(exc).__name__}: {exc}") from None
+            raise FactoryError(f"loading {path} failed: {describe(exc)}") from None
         archive.raise_failure(path)
     if not source.matches(manifest):
         raise BundleRefused(f"{path} changed while it was loaded: the {IMAGES_MEMBER} loaded is not the one checked; "
@@ -692,33 +682,36 @@ def _without_names(member: str, text: bytes) -> bytes:
     return json.dumps(document).encode()
 
 
-def tag_state(api) -> dict[str, str]:
+def tag_state(engine: Engine) -> dict[str, str]:
     """Every tag in the engine and the image ID it names."""
-    return {tag: image["Id"] for image in api.api.images(all=True)
-            for tag in image.get("RepoTags") or [] if tag != "<none>:<none>"}
+    return {tag: image.id for image in engine.images() for tag in image.tags}
 
 
-def restore_tags(api, before: dict[str, str], suspects: set[str]) -> list[str]:
+def restore_tags(engine: Engine, before: dict[str, str], suspects: set[str]) -> list[str]:
     """Put back every tag that now names one of `suspects` (the images the bundle brought) but did not before:
     back on the image it named, or removed if it is new. Returns the tags changed.
 
     Only those: a load or our own tagging can only point a tag at the bundle's images. Any other change in the
-    engine meanwhile (another user's build, tag or removal) is theirs, and is left alone.
+    engine meanwhile (another user's build, tag or removal) is theirs, and is left alone. Tags go back first:
+    removing a new tag first could take an image's last name, and the engine the image with it, before its old
+    tag is back on it.
     """
-    changed = []
-    for tag, image_id in tag_state(api).items():
-        if image_id not in suspects or before.get(tag) == image_id:
-            continue
-        changed.append(tag)
-        try:
-            if tag in before:
-                repository, _, name = tag.rpartition(":")
-                api.api.tag(before[tag], repository, name, force=True)
-            else:
-                api.api.remove_image(tag, noprune=True)
-        except Exception:  # in use by a container, or its old image removed meanwhile: reported, not fatal
-            pass
-    return changed
+    moved = [tag for tag, image_id in tag_state(engine).items()
+             if image_id in suspects and before.get(tag) != image_id]
+    for tag in moved:
+        if tag in before:
+            repository, _, name = tag.rpartition(":")
+            try:
+                engine.tag(before[tag], repository, name)
+            except (EngineRefused, ImageMissing):  # its old image removed meanwhile: reported, not fatal
+                pass
+    for tag in moved:
+        if tag not in before:
+            try:
+                engine.untag(tag)
+            except (EngineRefused, ImageMissing):  # in use by a container: the tag stays, and is reported
+                pass
+    return moved
 
 
 class CheckStatus(Status):
@@ -743,23 +736,20 @@ class ImageCheck:
         return self.status is not CheckStatus.VERIFIED
 
 
-def check_loaded(api, manifest: BundleManifest) -> list[ImageCheck]:
+def check_loaded(engine: Engine, manifest: BundleManifest) -> list[ImageCheck]:
     """Every manifest image is in the engine under its ID, with the labels the manifest records."""
-    from docker.errors import NotFound
-
     ids = {image.name: image.image_id for image in manifest.images}
     checks = []
     for image in manifest.images:
-        try:
-            attrs = api.api.inspect_image(image.image_id)
-        except NotFound:
+        found = engine.inspect(image.image_id)
+        if found is None:
             checks.append(ImageCheck(image.name, image.image_id, CheckStatus.NOT_LOADED, "image ID not loaded"))
             continue
-        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        labels = found.labels
         expected = {LABEL_INPUTS: image.input_hash, LABEL_PARENT: image.parent_id, LABEL_NAME: image.name}
         wrong = [key for key, value in expected.items() if labels.get(key) != value]
-        if attrs.get("Id") != image.image_id:
-            detail = f"the engine has {attrs.get('Id')} for {image.image_id}"
+        if found.id != image.image_id:
+            detail = f"the engine has {found.id} for {image.image_id}"
         elif wrong:
             detail = f"label {wrong[0]} is {labels.get(wrong[0])!r}, the manifest says {expected[wrong[0]]!r}"
         elif image.parent and ids.get(image.parent) not in (None, image.parent_id):
@@ -785,20 +775,24 @@ def smoke_all(checks: list[ImageCheck], smoke_test, progress: Progress) -> list[
         except StepFailed as exc:
             done.append(replace(check, status=CheckStatus.SMOKE_FAILED, detail=exc.message))
         except Exception as exc:  # the engine went away
-            done.append(replace(check, status=CheckStatus.SMOKE_FAILED, detail=f"{type(exc).__name__}: {exc}"))
+            done.append(replace(check, status=CheckStatus.SMOKE_FAILED, detail=describe(exc)))
     return done
 
 
-def remove_new(api, manifest: BundleManifest, existed: set[str]) -> None:
+def remove_new(engine: Engine, manifest: BundleManifest, existed: set[str]) -> None:
     """Images this unbundle added and nobody tagged: removed, children first."""
     for image in reversed(manifest.images):
-        if image.image_id in existed:
-            continue
-        try:
-            if not api.api.inspect_image(image.image_id).get("RepoTags"):
-                api.api.remove_image(image.image_id)
-        except Exception:  # gone already, or in use: leave it
-            pass
+        if image.image_id not in existed:
+            _remove_if_untagged(engine, image.image_id)
+
+
+def _remove_if_untagged(engine: Engine, image_id: str) -> None:
+    try:
+        found = engine.inspect(image_id)
+        if found is not None and not found.tags:
+            engine.remove(image_id)
+    except Exception:  # gone meanwhile, or in use: leave it
+        pass
 
 
 def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, username: str | None = None,
@@ -817,78 +811,74 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
         credentials = _push_setup(settings, push_to, username, password_file) if push_to is not None else None
         # Opened before anything is loaded: a wrong passphrase stops here, not after the smoke tests.
         signer = trust.signer_from(settings, passphrase_file) if push_to is not None else None
-        api = client()
-        before = tag_state(api)
+        engine = DockerEngine()
+        before = tag_state(engine)
         try:
-            _unbundle(settings, api, bundle, progress, smoke_test)
+            _unbundle(settings, engine, bundle, progress, smoke_test)
         except BaseException:
             try:
-                restore_tags(api, before, {image.image_id for image in manifest.images})
+                restore_tags(engine, before, {image.image_id for image in manifest.images})
             except Exception as exc:  # the engine went away: say so, but keep the failure that got us here
                 progress.fail(f"could not check the engine's tags after the failure: {exc}")
             raise
     if push_to is None:
         return None
-    return _push_mirror(settings, api, manifest, push_to, credentials, progress,
+    return _push_mirror(settings, engine, manifest, push_to, credentials, progress,
                         proofs=trust.bundle_proofs(bundle.trust_bytes, trust.trusted_keys(settings)), signer=signer)
 
 
-def _unbundle(settings: Settings, api, bundle: OpenBundle, progress: Progress, smoke_test) -> None:
+def _unbundle(settings: Settings, engine: Engine, bundle: OpenBundle, progress: Progress, smoke_test) -> None:
     started = time.monotonic()
     path, manifest = bundle.path, bundle.manifest
     progress.say(f"Bundle {path.name}: {len(manifest.images)} image(s), written {manifest.created or '?'}.")
     check_archive(bundle, progress)
-    smoke_test = smoke_test or functools.partial(verify.smoke_test, api)
-    existed = set(api.api.images(quiet=True, all=True))  # what load adds is what a failure removes again
-    before = tag_state(api)
+    smoke_test = smoke_test or engine.smoke_test
+    existed = engine.image_ids()  # what load adds is what a failure removes again
+    before = tag_state(engine)
     listed = {image.image_id for image in manifest.images}
     try:
-        loaded = load_images(api, bundle, progress)
+        loaded = load_images(engine, bundle, progress)
     except BaseException:
-        restore_tags(api, before, listed | (set(api.api.images(quiet=True, all=True)) - existed))
-        remove_new(api, manifest, existed)
+        restore_tags(engine, before, listed | (engine.image_ids() - existed))
+        remove_new(engine, manifest, existed)
         raise
     # None, as the archive's names were removed; an engine may add its own.
-    moved = restore_tags(api, before, listed | set(loaded))
+    moved = restore_tags(engine, before, listed | set(loaded))
     if moved:
-        remove_new(api, manifest, existed)
+        remove_new(engine, manifest, existed)
         raise BundleRefused(f"loading {path.name} tagged {', '.join(sorted(moved)[:3])}: its archive names images; "
                             "every tag was put back and nothing was tagged", "make the bundle again with `inv bundle`")
-    _remove_unlisted(api, manifest, loaded, existed)
-    checks = smoke_all(check_loaded(api, manifest), smoke_test, progress)
+    _remove_unlisted(engine, manifest, loaded, existed)
+    checks = smoke_all(check_loaded(engine, manifest), smoke_test, progress)
     write_json(settings.output_path / "reports" / "unbundle-latest.json", checks, {"bundle": str(path)})
     bad = [check for check in checks if check.failed]
     if bad:
-        remove_new(api, manifest, existed)
+        remove_new(engine, manifest, existed)
         for check in bad:
             progress.fail(f"{check.name}: {check.status}: {check.detail}")
         raise FactoryError(f"{len(bad)} of {len(checks)} image(s) in {path.name} failed their checks "
                            f"({', '.join(check.name for check in bad)}); nothing was tagged",
                            "the images are not what the bundle's manifest says; make the bundle again")
     for image in manifest.images:
-        move_tags(api, image.image_id, image.repository, list(image.tags))
+        move_tags(engine, image.image_id, image.repository, list(image.tags))
         progress.say(f"  {image.repository}:{image.tags[0]}  {image.image_id[:19]}  verified, tagged "
                       f"{', '.join(image.tags)}")
     progress.say(f"Unbundled {len(manifest.images)} image(s), every one checked and smoke-tested "
                   f"({time.monotonic() - started:.1f}s).")
 
 
-def _remove_unlisted(api, manifest: BundleManifest, loaded: list[str], existed: set[str]) -> None:
+def _remove_unlisted(engine: Engine, manifest: BundleManifest, loaded: list[str], existed: set[str]) -> None:
     """An image in the archive that the manifest does not list is never tagged, so it would only take space."""
     listed = {image.image_id for image in manifest.images}
     for image_id in loaded:
         if image_id not in listed and image_id not in existed:
-            try:
-                if not api.api.inspect_image(image_id).get("RepoTags"):
-                    api.api.remove_image(image_id)
-            except Exception:  # in use, or gone already: leave it
-                pass
+            _remove_if_untagged(engine, image_id)
 
 
 ATTESTATION_ONLY = "attestation only (the bundle has no signatures)"
 
 
-def _prove(pusher, api, image: BundledImage, result, proof, signer) -> None:
+def _prove(pusher, engine: Engine, image: BundledImage, result, proof, signer) -> None:
     """The bundle's proofs copied next to the mirror's digest, and a signature of this machine's key if it has one.
 
     A failure fails the image's push, as in `inv push`: an unsigned image on a mirror is refused downstream.
@@ -907,7 +897,7 @@ def _prove(pusher, api, image: BundledImage, result, proof, signer) -> None:
             # The builder's record when the bundle has one (its smoke test, SBOM, source); else this machine's.
             record = proof.record if proof is not None else trust.record_of(
                 image.name, str(DEFAULT_PLATFORM), image.image_id,
-                DockerImageStore(api).inspect(image.image_id).labels, trust.sbom_digest(api, image.image_id))
+                engine.inspect(image.image_id).labels, trust.sbom_digest(engine, image.image_id))
             signed = trust.sign(client, signer, result.repository, result.digest, record)
             result.signed[result.digest] = "signed" if "signed" in (signed.signature, signed.attestation) \
                 else result.signed.get(result.digest, "present")
@@ -924,12 +914,12 @@ def _push_setup(settings: Settings, registry: str, username: str | None, passwor
     return read_credentials(registry.strip(), username=username, password_file=password_file, home=settings.registry)
 
 
-def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: str, credentials, progress: Progress, *,
+def _push_mirror(settings: Settings, engine: Engine, manifest: BundleManifest, registry: str, credentials, progress: Progress, *,
                  proofs: dict | None = None, signer=None) -> PushRun:
     """Every image to the mirror with the same tags (and its cache tag), through push.py's pusher; then each
     pushed digest gets the bundle's proofs of its image and, with a signing key, a signature made here."""
     target = registry.strip()
-    pusher = connect(api, target, credentials, progress)
+    pusher = connect(engine, target, credentials, progress)
     proofs = proofs or {}
 
     def where(image: BundledImage) -> tuple[str, str, list[str]]:
@@ -940,7 +930,7 @@ def _push_mirror(settings: Settings, api, manifest: BundleManifest, registry: st
         ref, repository, tags = where(image)
         result = pusher.push_id(image.name, ref, image.image_id, repository, tags)
         if result.result in (PUSHED, PRESENT) and result.digest:
-            _prove(pusher, api, image, result, proofs.get(image.image_id), signer)
+            _prove(pusher, engine, image, result, proofs.get(image.image_id), signer)
         return result
 
     def not_pushed(image: BundledImage, why: str) -> PushResult:

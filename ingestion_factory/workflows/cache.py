@@ -29,11 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..documents import DocumentError, load_json
+from ..engine.docker_engine import Engine, describe
 from ..engine.registry import Credentials, Redactor, RegistryClient, display_host, is_insecure, read_credentials
 from ..engine.streams import stream_error
 from ..errors import FactoryError
 from ..model.names import cache_tag, target_repository
-from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, LABEL_PLATFORM, PlanItem
+from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, LABEL_PLATFORM, ImageInfo, PlanItem
 from ..platforms import DEFAULT as DEFAULT_PLATFORM
 from ..platforms import Platform
 from . import trust
@@ -71,14 +72,12 @@ def check_config(os_name: str, architecture: str, labels: dict, platform: Platfo
             raise CacheMismatch(f"label {key} is {labels.get(key)!r}, the plan expects {value!r}")
 
 
-def check_pulled(attrs: dict, manifest_config: str | None, expected: dict[str, str],
+def check_pulled(pulled: ImageInfo, manifest_config: str | None, expected: dict[str, str],
                  platform: Platform = DEFAULT_PLATFORM) -> None:
     """Raise CacheMismatch unless the pulled image is exactly what the manifest and the plan say."""
-    image_id = attrs.get("Id", "")
-    if not manifest_config or image_id != manifest_config:
-        raise CacheMismatch(f"pulled image {image_id[:19]} is not the manifest's config {str(manifest_config)[:19]}")
-    check_config(attrs.get("Os", ""), attrs.get("Architecture", ""), (attrs.get("Config") or {}).get("Labels") or {},
-                 platform, expected)
+    if not manifest_config or pulled.id != manifest_config:
+        raise CacheMismatch(f"pulled image {pulled.id[:19]} is not the manifest's config {str(manifest_config)[:19]}")
+    check_config(pulled.os, pulled.architecture, pulled.labels, platform, expected)
 
 
 def check_registry_config(data: bytes | None, platform: Platform, expected: dict[str, str]) -> None:
@@ -115,10 +114,10 @@ def read_pull_stream(events) -> int:
 class RegistryCache:
     """Looks images up by input hash in one registry; turns itself off at the first registry failure."""
 
-    def __init__(self, api, client: RegistryClient, repository_of: Callable[[str], str], *,
+    def __init__(self, engine: Engine, client: RegistryClient, repository_of: Callable[[str], str], *,
                  credentials: Credentials | None = None, warn: Callable[[str], None] = print,
                  keys: tuple = ()):
-        self.api = api
+        self.engine = engine
         self.client = client
         self.repository_of = repository_of  # image name -> registry/namespace/image
         self.credentials = credentials
@@ -183,13 +182,15 @@ class RegistryCache:
             self.turn_off(f"pulling {repository}:{tag}: {exc.message}")
             return None
         try:
-            attrs = self.api.api.inspect_image(f"{repository}@{manifest.digest}")
-            check_pulled(attrs, manifest.config_digest, expected, item.platform)
+            pulled_image = self.engine.inspect(f"{repository}@{manifest.digest}")
+            if pulled_image is None:
+                raise CacheMismatch(f"the engine has no {repository}@{manifest.digest} after the pull")
+            check_pulled(pulled_image, manifest.config_digest, expected, item.platform)
         except Exception as exc:  # CacheMismatch, or the engine lost the image
             self._mismatch(item, repository, tag, str(exc))
             self.discard(f"{repository}@{manifest.digest}")
             return None
-        return Hit(attrs["Id"], f"{repository}:{tag}", manifest.digest, pulled, attested=bool(self.keys))
+        return Hit(pulled_image.id, f"{repository}:{tag}", manifest.digest, pulled, attested=bool(self.keys))
 
     def _trusted(self, item: PlanItem, repository: str, tag: str, digest: str, input_hash: str,
                  parent_id: str) -> bool:
@@ -208,12 +209,11 @@ class RegistryCache:
         auth = self.credentials.auth_config(self.client.registry) if self.credentials else None
         try:
             # By digest: what is pulled is the manifest just read, even if the tag moves meanwhile.
-            events = self.api.api.pull(repository, tag=digest, stream=True, decode=True, auth_config=auth)
-            return read_pull_stream(events)
+            return read_pull_stream(self.engine.pull(repository, digest, auth))
         except FactoryError:
             raise
-        except Exception as exc:  # the SDK's APIError (denied, unknown manifest), a dropped connection
-            raise FactoryError(self.redact(f"{type(exc).__name__}: {exc}")) from None
+        except Exception as exc:  # the engine refused (denied, unknown manifest), a dropped connection
+            raise FactoryError(self.redact(describe(exc))) from None
 
     def release(self, hit: Hit) -> None:
         """Drop the pull's digest reference once the image has its own tags.
@@ -222,14 +222,14 @@ class RegistryCache:
         the image alive after its tags move on, and makes the engine refuse to delete it by ID.
         """
         try:
-            self.api.api.remove_image(f"{hit.ref.rpartition(':')[0]}@{hit.digest}", noprune=True)
+            self.engine.untag(f"{hit.ref.rpartition(':')[0]}@{hit.digest}")
         except Exception:  # already gone: nothing to release
             pass
 
     def discard(self, ref: str) -> None:
         """Remove a pulled image nobody tagged (a mismatch, or a failed smoke test)."""
         try:
-            self.api.api.remove_image(ref)
+            self.engine.remove(ref)
         except Exception:  # in use, or tagged by someone meanwhile: leave it
             pass
 
@@ -244,16 +244,16 @@ class RegistryCache:
             self.misses.append(f"{item.name}: {why}")
 
 
-def open_cache(settings, api, registry: str, *, warn: Callable[[str], None]) -> RegistryCache | None:
+def open_cache(settings, engine: Engine, registry: str, *, warn: Callable[[str], None]) -> RegistryCache | None:
     """A RegistryCache for `registry` that has answered a ping, or None (after one warning)."""
     # half-given credentials are bad input (ConfigError, exit 2); FACTORY_REGISTRY_* are for our own registry only
     credentials = read_credentials(registry, home=settings.registry)
     try:
-        insecure = is_insecure(registry, api.info().get("RegistryConfig"))
+        insecure = is_insecure(registry, engine.registry_config())
     except Exception as exc:
         warn(f"warning: the build cache {display_host(registry)} is not usable ({exc}); building instead")
         return None
     client = RegistryClient(registry, credentials, insecure=insecure, timeout=10)
-    cache = RegistryCache(api, client, lambda image_name: target_repository(settings, registry, image_name),
+    cache = RegistryCache(engine, client, lambda image_name: target_repository(settings, registry, image_name),
                           credentials=credentials, warn=warn, keys=trust.trusted_keys(settings))
     return cache if cache.ping() else None

@@ -20,6 +20,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from ..engine.docker_engine import ContainerFailed, Engine, ImageMissing
 from ..errors import ConfigError, FactoryError
 from ..files import write_atomically
 from ..model import versions as versions_mod
@@ -114,10 +115,8 @@ class SyncEntry:
 # ------------------------------------------------------------------------------------------- probe
 
 
-def probe(framework: Framework, image: str, api) -> Inventory:
+def probe(framework: Framework, image: str, engine: Engine) -> Inventory:
     """Run the inventory script in the framework's base image (`image`), without network."""
-    from docker.errors import ContainerError, ImageNotFound
-
     if not framework.source_root:
         raise ConfigError(f"framework {framework.name!r} has no source_root",
                           f"set source_root under [tool.ingestion-factory.frameworks.{framework.name}]")
@@ -127,18 +126,14 @@ def probe(framework: Framework, image: str, api) -> Inventory:
         f"inv catalog reads the framework from it: run `inv build-base --framework {framework.name}` first",
     )
     # Looked up first: containers.run pulls a missing image (from Docker Hub, for a local name) and fails there.
+    if engine.inspect(image) is None:
+        raise missing
     try:
-        api.api.inspect_image(image)
-    except ImageNotFound:
+        output = engine.run_output(
+            image, ["python", "-c", script, framework.package, framework.source_layout, framework.source_root])
+    except ImageMissing:  # removed between the look-up and the run
         raise missing from None
-    try:
-        output = api.containers.run(
-            image, ["python", "-c", script, framework.package, framework.source_layout, framework.source_root],
-            entrypoint=[], network_mode="none", remove=True, stdout=True, stderr=False,
-        )
-    except ImageNotFound:  # removed between the look-up and the run
-        raise missing from None
-    except ContainerError as exc:
+    except ContainerFailed as exc:
         stderr = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-5:]
         raise FactoryError(f"reading {framework.package} inside {image} failed", "\n".join(stderr)) from None
     try:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from ..engine.daemon import client, plan_for
+from ..engine.daemon import plan_for
+from ..engine.docker_engine import DockerEngine
 from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
 from ..model.plan import UP_TO_DATE
@@ -88,12 +89,12 @@ def prepare(settings: Settings, connector: str | None, config: str | None, platf
 def run_image(settings: Settings, ref: str, name: str, prepared: Prepared, pipeline_type: str | None = None,
               keep: bool = False) -> RunResult:
     """The container, run as an orchestrator runs it; its logs go to stdout as they come."""
-    api = client()
+    engine = DockerEngine()
     with config_delivery(prepared.run_conf) as (environment, mounts):
         if pipeline_type:
             environment["pipelineType"] = pipeline_type
         mounts.extend(examples_mounts(Path(settings.examples_link), prepared.examples_dir))
-        return run_container(api, ref, environment, mounts, name=f"run-local-{name}-{uuid.uuid4().hex[:6]}",
+        return run_container(engine, ref, environment, mounts, name=f"run-local-{name}-{uuid.uuid4().hex[:6]}",
                              keep=keep, out=sys.stdout)
 
 
@@ -115,7 +116,7 @@ def ensure_image(settings: Settings, name: str, build: bool, platform: Platform 
     if platform is not None:  # that platform's variant, built for that platform alone when missing
         settings = settings.with_overrides(platforms=(platform.name,))
         extra["platform"] = platform
-    plan, _, _ = plan(settings, catalog, [key], **extra)
+    plan, _ = plan(settings, catalog, [key], **extra)
     item = plan.items[key]
     if item.current is None:
         if not build:
@@ -176,13 +177,14 @@ def _bind(source: str, target: str, read_only: bool = False):
     return Mount(target=target, source=source, type="bind", read_only=read_only)
 
 
-def run_container(api, image: str, environment: dict, mounts: list, *, name: str, keep: bool, out) -> RunResult:
+def run_container(engine, image: str, environment: dict, mounts: list, *, name: str, keep: bool, out) -> RunResult:
     """Start, stream logs, stop on Ctrl-C/SIGTERM, collect the exit code, remove unless kept."""
-    container = api.containers.run(image, COMMAND, detach=True, network_mode="host", environment=environment,
-                                   mounts=mounts, name=name, labels={RUN_LABEL: image})
+    container = engine.run_detached(image, COMMAND, environment=environment, mounts=mounts, name=name,
+                                    labels={RUN_LABEL: image})
     try:
         tail = LastLines()
-        streamer = threading.Thread(target=_stream_logs, args=(container, out, tail), name="logs", daemon=True)
+        streamer = threading.Thread(target=_stream_logs, args=(lambda: engine.follow_logs(container), out, tail),
+                                    name="logs", daemon=True)
         streamer.start()
         with _stop_signals_as_interrupt():
             status = _wait(container)
@@ -245,24 +247,10 @@ def _stop_signals_as_interrupt():
             signal.signal(signum, handler)
 
 
-def _follow(container):
-    """The container's log stream, followed until the container ends, however long it stays quiet.
-
-    The engine client gives up on a read after FACTORY_DOCKER_TIMEOUT (600 s) of silence, which
-    ended the stream of a quiet workflow and lost its summary; this stream gets a client of its
-    own without a read timeout.
-    """
-    client = getattr(container, "client", None)
-    if client is None:  # not an SDK container (tests)
-        return container.logs(stream=True, follow=True)
-    import docker  # heavy: only when a real container runs
-
-    return docker.from_env(timeout=None).api.logs(container.id, stream=True, follow=True)
-
-
-def _stream_logs(container, out, tail: LastLines) -> None:
+def _stream_logs(follow, out, tail: LastLines) -> None:
+    """The container's log stream (`follow()`, read in this thread) to `out`, the last lines kept in `tail`."""
     try:
-        for chunk in _follow(container):
+        for chunk in follow():
             text = chunk.decode("utf-8", errors="replace")
             out.write(text)
             out.flush()

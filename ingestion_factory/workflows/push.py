@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..engine.daemon import plan_for
+from ..engine.docker_engine import Engine, describe
 from ..engine.registry import (
     Credentials,
     Manifest,
@@ -230,9 +231,9 @@ def publish_tags(item: PlanItem, latest: bool = True) -> list[str]:
 
 
 class Pusher:
-    def __init__(self, api, client: RegistryClient, credentials: Credentials | None, *, redact: Redactor,
+    def __init__(self, engine: Engine, client: RegistryClient, credentials: Credentials | None, *, redact: Redactor,
                  progress: Progress, delays: Iterable[float] = RETRY_DELAYS_S, sleep=time.sleep):
-        self.api = api
+        self.engine = engine
         self.client = client
         self.credentials = credentials
         self.redact = redact
@@ -268,7 +269,7 @@ class Pusher:
                 outcome.result, outcome.digest = PRESENT, there.digest
                 self.say(f"{ref}: already present ({there.digest})")
                 return outcome
-            self.api.api.tag(image_id, repository, tag)
+            self.engine.tag(image_id, repository, tag)
             self.say(f"{ref}: pushing")
             pushed, outcome.tries = with_retries(lambda: self._push_once(repository, tag), delays=self.delays,
                                                  sleep=self.sleep, on_retry=self._retrying(ref))
@@ -318,13 +319,12 @@ class Pusher:
         auth = self.credentials.auth_config(self.client.registry) if self.credentials else None
         try:
             with self.progress.status(f"pushing {repository}:{tag}") as update:
-                events = self.api.api.push(repository, tag, stream=True, decode=True, auth_config=auth)
-                return read_push_stream(events, on_layer=lambda done, total: update(
+                return read_push_stream(self.engine.push(repository, tag, auth), on_layer=lambda done, total: update(
                     f"pushing {repository}:{tag}: {done}/{total} layers"))
         except PushError:
             raise
-        except Exception as exc:  # the SDK's APIError, a dropped connection to the daemon, a read timeout
-            raise PushError(self.redact(f"{type(exc).__name__}: {exc}")) from None
+        except Exception as exc:  # the engine refused, a dropped connection to the daemon, a read timeout
+            raise PushError(self.redact(describe(exc))) from None
 
     def _retrying(self, what: str):
         def announce(tries: int, delay: float, exc: FactoryError) -> None:
@@ -556,10 +556,10 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
     # "Everything" is what `inv build-connectors` builds: unavailable connectors have no image to push.
     targets = catalog.resolve(names) if names else [spec.name for spec in catalog if not spec.unavailable
                                                     and framework in (None, spec.framework.name)]
-    plans, api = [], None
+    plans, engine = [], None
     for platform in chosen:
         usable, _ = platform_targets(catalog, targets, platform, settings)
-        plan, api, _ = plan_for(settings, catalog, usable, platform=platform)
+        plan, engine = plan_for(settings, catalog, usable, platform=platform)
         plans.append(plan)
     jobs = []  # (variants of one image, repository, tags)
     for items in group(plans).values():
@@ -588,7 +588,7 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
               f"{display_host(target)} as {credentials.describe() if credentials else 'anonymous'}"
               + (f", signing with {settings.signing_key} (key id {signer.public.keyid[:16]})." if signer else "."))
     try:
-        pusher = connect(api, target, credentials, progress)
+        pusher = connect(engine, target, credentials, progress)
     except FactoryError:
         results = [_not_pushed(items, repository, tags, "registry check failed") for items, repository, tags in jobs]
         write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
@@ -606,7 +606,7 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
         else:
             result = pusher.push_image(items[0], repository, tags)
         if signer and result.result in (PUSHED, PRESENT):
-            _sign(pusher, signer, api, items, result)
+            _sign(pusher, signer, engine, items, result)
         return result
 
     results = push_in_turn(jobs, push_one, lambda job, why: _not_pushed(*job, why))
@@ -624,10 +624,10 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
     return PushRun(results, f"Pushed to {display_host(target)}{kind}", report, failure)
 
 
-def _sign(pusher: Pusher, signer, api, items: list[PlanItem], result: PushResult) -> None:
+def _sign(pusher: Pusher, signer, engine: Engine, items: list[PlanItem], result: PushResult) -> None:
     """Sign every digest of a pushed image (trust.py); a failure to sign fails the image's push."""
     try:
-        for signed in trust.sign_pushed(pusher.client, signer, api, items, result.repository, result.digest,
+        for signed in trust.sign_pushed(pusher.client, signer, engine, items, result.repository, result.digest,
                                         result.platforms):
             result.signed[signed.digest] = signed.signature if signed.signature == signed.attestation else "signed"
             pusher.say(f"{result.repository}@{signed.digest}: signature {signed.signature}, "
@@ -648,18 +648,18 @@ def _would_push(items: list[PlanItem], repository: str, tags: list[str], as_list
                       image_id=",".join(i.current.id for i in items if i.current), reason=reason)
 
 
-def connect(api, target: str, credentials: Credentials | None, progress: Progress) -> Pusher:
+def connect(engine: Engine, target: str, credentials: Credentials | None, progress: Progress) -> Pusher:
     """A Pusher for a registry that answered and took the credentials; else FactoryError "nothing was pushed"."""
     redact = Redactor(credentials.secrets if credentials else [])
     try:
         registry_client = RegistryClient(target, credentials,
-                                         insecure=is_insecure(target, api.info().get("RegistryConfig")))
+                                         insecure=is_insecure(target, engine.registry_config()))
         with_retries(registry_client.ping, on_retry=lambda tries, delay, exc: progress.warn(
             f"{redact(exc.message)}; try {tries + 1} in {delay:.0f}s"))
     except FactoryError as exc:
         raise FactoryError(f"nothing was pushed: {redact(exc.message)}",
                            exc.hint or f"check that {display_host(target)} is up and --registry is right") from None
-    return Pusher(api, registry_client, credentials, redact=redact, progress=progress)
+    return Pusher(engine, registry_client, credentials, redact=redact, progress=progress)
 
 
 def _not_pushed(items: list[PlanItem], repository: str, tags: list[str], reason: str) -> PushResult:

@@ -16,7 +16,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from ..documents import DocumentError, MiB, load_json
-from ..engine.daemon import read_files
+from ..engine.docker_engine import Engine
 from ..errors import ConfigError, FactoryError
 from ..files import write_atomically
 from ..model.failures import Cause, Diagnosis, StepFailed
@@ -96,10 +96,10 @@ def mismatch(sbom_python: dict[str, str], locked: dict[str, str], removed: froze
     return problems
 
 
-def _read_against_lock(api, image: str, sbom_path: str) -> tuple[bytes | None, SbomSummary, list[str] | None]:
+def _read_against_lock(engine: Engine, image: str, sbom_path: str) -> tuple[bytes | None, SbomSummary, list[str] | None]:
     """The SBOM an image holds (None when it has none), its packages, and how they differ from the lock it
     carries (None when it carries no lock: nothing to check the SBOM against, which is a failure too)."""
-    files = read_files(api, image, [sbom_path, LOCK_PATH, REMOVED_PATH])
+    files = engine.read_files(image, [sbom_path, LOCK_PATH, REMOVED_PATH])
     raw = files[sbom_path]
     if raw is None:
         return None, SbomSummary({}, {}), []
@@ -119,10 +119,10 @@ def forbidden(summary: SbomSummary) -> list[str]:
                for name in FORBIDDEN_DEBIAN if name in summary.debian])
 
 
-def verify_image(api, image_id: str, name: str, output_dir: Path | None) -> SbomSummary:
+def verify_image(engine: Engine, image_id: str, name: str, output_dir: Path | None) -> SbomSummary:
     """The builder's check after the smoke test: the image's SBOM lists exactly its lock's packages."""
     try:
-        raw, summary, problems = _read_against_lock(api, image_id, SBOM_PATH)
+        raw, summary, problems = _read_against_lock(engine, image_id, SBOM_PATH)
     except SbomUnreadable as exc:  # as any other SBOM that is not what it should be: the image fails its check
         raise StepFailed(Diagnosis(Cause.SBOM_MISMATCH, exc.message)) from None
     if raw is None:
@@ -142,17 +142,16 @@ def verify_image(api, image_id: str, name: str, output_dir: Path | None) -> Sbom
     return replace(summary, path=path)
 
 
-def export(api, ref: str, output: Path | None) -> tuple[bytes, SbomSummary]:
+def export(engine: Engine, ref: str, output: Path | None) -> tuple[bytes, SbomSummary]:
     """`inv sbom`: the SBOM of an image in the engine, checked against the lock it carries."""
-    try:
-        image = api.images.get(ref)
-    except Exception:
-        raise ConfigError(f"no image {ref} in the engine", "build it first: inv build-connectors -c NAME") from None
+    image = engine.inspect(ref)
+    if image is None:
+        raise ConfigError(f"no image {ref} in the engine", "build it first: inv build-connectors -c NAME")
     if LABEL_SBOM not in (image.labels or {}):
         raise ConfigError(f"{ref} carries no SBOM (no {LABEL_SBOM} label): it was built before SBOMs",
                           "rebuild it: inv build-connectors -c NAME --force")
     path = image.labels[LABEL_SBOM]
-    raw, summary, problems = _read_against_lock(api, image.id, path)
+    raw, summary, problems = _read_against_lock(engine, image.id, path)
     if raw is None:
         raise FactoryError(f"{ref} names its SBOM {path} but has no such file")
     if problems is None:

@@ -54,7 +54,6 @@ from ..model.plan import (
 )
 from ..model.trust_records import RecordError, VerificationRecord
 from ..settings import Settings
-from .sbom import read_files
 
 LABEL_SOURCE = "org.opencontainers.image.source"
 
@@ -157,9 +156,9 @@ def record_of(name: str, platform: str, image_id: str, labels: dict, sbom_digest
     )
 
 
-def sbom_digest(api, image_id: str) -> str:
+def sbom_digest(engine, image_id: str) -> str:
     """sha256 of the SBOM the image carries ("" when it has none)."""
-    raw = read_files(api, image_id, [SBOM_PATH])[SBOM_PATH]
+    raw = engine.read_files(image_id, [SBOM_PATH])[SBOM_PATH]
     return records.sha256_digest(raw) if raw is not None else ""
 
 
@@ -471,7 +470,7 @@ def require_keys(keys: tuple[PublicKey, ...], what: str) -> None:
 # --- the hook `inv push` calls --------------------------------------------------------------------
 
 
-def sign_pushed(client: RegistryClient, signer: Signer, api, items: list[PlanItem], repository: str,
+def sign_pushed(client: RegistryClient, signer: Signer, engine, items: list[PlanItem], repository: str,
                 digest: str, platforms: dict[str, str], sbom_of=None) -> list[Signed]:
     """Sign what one image's push left in the registry: each platform variant, and the manifest list.
 
@@ -479,7 +478,7 @@ def sign_pushed(client: RegistryClient, signer: Signer, api, items: list[PlanIte
     record is its default variant's with every platform named (a consumer checks each variant's own).
     """
     by_platform = {str(item.platform): item for item in items}
-    sbom_of = sbom_of or (lambda image_id: sbom_digest(api, image_id))  # injectable: tests have no engine
+    sbom_of = sbom_of or (lambda image_id: sbom_digest(engine, image_id))  # injectable: tests have no engine
     sboms = {item.current.id: sbom_of(item.current.id) for item in items if item.current}
     done = []
     for platform, variant_digest in platforms.items():

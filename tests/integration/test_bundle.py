@@ -15,6 +15,7 @@ import pytest
 from scratch_project import empty_namespace
 from testkit import DH_VERSION
 
+from ingestion_factory.engine.docker_engine import DockerEngine
 from ingestion_factory.model.names import cache_tag
 from ingestion_factory.workflows import bundle as bundle_mod
 
@@ -265,7 +266,7 @@ def test_forged_bundles_exit_2_and_leave_every_tag_as_it_was(bundled, docker_api
     victim = f"{project.namespace}/victim"
     docker_api.api.tag(python_image, victim, "keep")
     try:
-        before = bundle_mod.tag_state(docker_api)
+        before = bundle_mod.tag_state(DockerEngine(docker_api))
 
         def edit_image(**changes):
             def edit(data):
@@ -299,16 +300,16 @@ def test_forged_bundles_exit_2_and_leave_every_tag_as_it_was(bundled, docker_api
             done = project.inv("unbundle", str(forged), check=False, env=LOCAL_ENGINE)
             assert done.returncode == 2, (case, done.stdout[-1000:], done.stderr)
             assert says in done.stderr, (case, done.stderr)
-            assert bundle_mod.tag_state(docker_api) == before, case
+            assert bundle_mod.tag_state(DockerEngine(docker_api)) == before, case
             for image_id in ids.values():  # refused before loading
                 assert not docker_api.images.list(filters={"reference": image_id}), case
 
         # Should such an archive reach the engine anyway, loading it applies none of its names.
         forged = tmp_path / "archive-names-local-images.bundle"
         with bundle_mod.open_bundle(forged) as opened:
-            loaded = bundle_mod.load_images(docker_api, opened, Quiet())
+            loaded = bundle_mod.load_images(DockerEngine(docker_api), opened, Quiet())
         assert set(loaded) == set(ids.values())
-        assert bundle_mod.tag_state(docker_api) == before
+        assert bundle_mod.tag_state(DockerEngine(docker_api)) == before
     finally:
         docker_api.api.remove_image(f"{victim}:keep", noprune=True)
         empty_namespace(docker_api, project.namespace, [registries.open.host])
@@ -354,7 +355,7 @@ def test_an_archive_refused_as_it_streams_into_the_engine_loads_nothing(bundled,
     _rewrite(path, forged, manifest_edit=with_forged_images, images_edit=lambda data: forged_images)
     with bundle_mod.open_bundle(forged) as opened:
         with pytest.raises(bundle_mod.BundleRefused, match="images.tar member 'pipe' is a FIFO"):
-            bundle_mod.load_images(docker_api, opened, Quiet())
+            bundle_mod.load_images(DockerEngine(docker_api), opened, Quiet())
     for image_id in ids.values():
         assert not docker_api.images.list(filters={"reference": image_id})
         with pytest.raises(docker.errors.NotFound):

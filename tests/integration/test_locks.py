@@ -17,6 +17,7 @@ import pytest
 from scratch_project import remove_namespace_images, rewritten, scratch_projects
 from testkit import DH_VERSION
 
+from ingestion_factory.engine.docker_engine import DockerEngine
 from ingestion_factory.model.lockfile import content_digest
 
 SBOM_PATH = "/opt/ingestion-factory/sbom.cdx.json"
@@ -222,6 +223,7 @@ COPY make_sbom_earlier.py /opt/
 
 def test_the_sbom_is_the_one_the_earlier_generator_writes(project, docker_api, tmp_path):
     from ingestion_factory.engine import buildkit, verify
+    from ingestion_factory.engine.docker_engine import read_files
     from ingestion_factory.settings import load, pyproject_defaults
     from ingestion_factory.workflows.sbom import read_files
 
@@ -239,7 +241,7 @@ def test_the_sbom_is_the_one_the_earlier_generator_writes(project, docker_api, t
     ca = load(pyproject_defaults(project.root), project.root).resolved_ca_bundle()
     tool_ref = f"{project.namespace}/sbom-generator-check:test"
     # A tag in the shared pin repository (BuildKit cannot start FROM an ID): untagged again below.
-    pinned = verify.pin(docker_api, docker_api.images.get(ref).id)
+    pinned = verify.pin(DockerEngine(docker_api), docker_api.images.get(ref).id)
     try:
         command = [*buildkit.find_cli().build_command(), "--network=host", "-t", tool_ref,
                    "--build-arg", f"IMAGE={pinned}",
@@ -271,7 +273,7 @@ def _contents(api, ref: str) -> dict:
     """What a rebuild must reproduce: the installed versions, every file of the virtualenv, the SBOM."""
     freeze = run_in(api, ref, ["cat", "/opt/venv/base-constraints.txt"])  # uv pip freeze, written by the build
     files = run_in(api, ref, ["sh", "-c", "cd /opt/venv && find . -type f -printf '%P %s\\n' | sort"])
-    from ingestion_factory.workflows.sbom import read_files
+    from ingestion_factory.engine.docker_engine import read_files
 
     sbom = json.loads(read_files(api, ref, [SBOM_PATH])[SBOM_PATH])  # not through the logs: they cut long output
     return {"freeze": freeze, "files": files, "sbom": sorted(components(sbom, "pip") | components(sbom, "dpkg")),

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from fake_docker import FixedImageStore
+from fake_engine import FakeEngine
 
 from ingestion_factory import platforms
 from ingestion_factory import settings as settings_mod
@@ -292,7 +292,7 @@ def test_python_updates_are_the_resolvers_answer_and_the_framework_is_marked_apa
 def test_refresh_rebuilds_only_when_the_suites_have_newer_packages(settings):
     from ingestion_factory.model.plan import ImageInfo
 
-    store = FixedImageStore({settings.python_image: ImageInfo("sha256:" + "1" * 64, {}, 1)})
+    store = FakeEngine.holding({settings.python_image: ImageInfo("sha256:" + "1" * 64, {}, 1)})
     rebuilt = []
 
     def rebuild(settings, **kwargs):

@@ -2,10 +2,10 @@
 
 import threading
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from fake_engine import FakeEngine
 from project_tree import add_connector
 from testkit import OM_VERSION
 
@@ -13,7 +13,7 @@ from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine import buildkit, verify
 from ingestion_factory.model import catalog
 from ingestion_factory.model.failures import Cause, Diagnosis, StepFailed
-from ingestion_factory.model.plan import ImageInfo, make_plan
+from ingestion_factory.model.plan import make_plan
 from ingestion_factory.model.results import BuildStatus
 from ingestion_factory.workflows.builder import Builder
 
@@ -22,39 +22,14 @@ BUILT, FAILED, NOT_BUILT, UP_TO_DATE = (BuildStatus.BUILT, BuildStatus.FAILED, B
 PYTHON_ID = "sha256:" + "1" * 64
 
 
-@dataclass
-class FakeEngine:
-    """Plays the docker SDK (tags) and the image store at once."""
-
-    images: dict = field(default_factory=dict)
-    tag_calls: int = 0
-
-    @property
-    def api(self):
-        return self
-
-    def tag(self, image_id, repository, tag):
-        self.tag_calls += 1
-        self.images[f"{repository}:{tag}"] = self.images.get(image_id, ImageInfo(image_id, {}, 1))
-
-    def remove_image(self, ref, noprune=False):
-        self.images.pop(ref, None)
-
-    def inspect(self, ref):
-        info = self.images.get(ref)
-        if info is None:
-            return None
-        refs = tuple(r for r, other in self.images.items() if not r.startswith("sha256:") and other.id == info.id)
-        return replace(info, tags=refs)
-
-
 BOOM = Diagnosis(Cause.BUILD_STEP, "build step exited 1: boom", ("boom",), "[stage-1 3/3] RUN uv pip install")
 
 
 @pytest.fixture
 def engine(project):
     """Builds that take a moment and record how many ran at once; names in `failing` fail."""
-    engine = FakeEngine({"python:3.11-slim-bookworm": ImageInfo(PYTHON_ID, {}, 100)})
+    engine = FakeEngine()
+    engine.add(PYTHON_ID, {}, ["python:3.11-slim-bookworm"], size=100)
     engine.failing = set()
     engine.unverified = set()
     engine.running = 0
@@ -75,7 +50,7 @@ def engine(project):
         if name in engine.failing:
             raise StepFailed(BOOM)
         image_id = "sha256:" + name.encode().hex().ljust(64, "0")[:64]
-        engine.images[image_id] = ImageInfo(image_id, dict(request.labels), 200)
+        engine.add(image_id, dict(request.labels), size=200)
         engine.names[image_id] = name
         return image_id
 
@@ -102,7 +77,7 @@ def run(project, engine, targets, *, jobs=2, fail_fast=False):
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
     found = catalog.discover(settings)
     plan = make_plan(found, targets, engine, settings)
-    builder = Builder(settings, engine, engine, revision=None, run_build=engine.build, smoke_test=engine.smoke_test)
+    builder = Builder(settings, engine, revision=None, run_build=engine.build, smoke_test=engine.smoke_test)
     return {r.name: r for r in builder.run(plan, jobs=jobs, fail_fast=fail_fast)}
 
 
@@ -162,7 +137,7 @@ def test_tags_move_only_after_success_and_pins_are_dropped(project, engine):
     add_connector(project, "a")
     engine.failing = {"a"}
     run(project, engine, ["a"])
-    refs = set(engine.images)
+    refs = set(engine.refs)
     assert any(ref.endswith(f"ingestion-connector-base:{OM_VERSION}") for ref in refs)
     assert not any("ingestion-connector-a:" in ref for ref in refs)
     assert not any(ref.startswith(verify.PIN_REPOSITORY) for ref in refs)
@@ -173,29 +148,29 @@ def test_a_failed_smoke_test_discards_the_image_and_tags_nothing(project, engine
     engine.unverified = {"a"}
     results = run(project, engine, ["a"])
     assert results["a"].result == FAILED and results["a"].cause == "plugin import failed"
-    assert "sha256:" + b"a".hex().ljust(64, "0") not in engine.images
-    assert not any("ingestion-connector-a:" in ref for ref in engine.images)
+    assert not engine.has("sha256:" + b"a".hex().ljust(64, "0"))
+    assert not any("ingestion-connector-a:" in ref for ref in engine.refs)
 
 
 def test_up_to_date_images_are_kept_and_get_their_tags_back(project, engine):
     add_connector(project, "a")
     built = run(project, engine, ["a"])
     latest = "openmetadata/ingestion-connector-a:latest"
-    del engine.images[latest]  # e.g. moved by hand, or by a build of other inputs since reverted
+    engine.untag(latest)  # e.g. moved by hand, or by a build of other inputs since reverted
     engine.order.clear()
     results = run(project, engine, ["a"])
     assert engine.order == []
     assert {r.result for r in results.values()} == {UP_TO_DATE}
-    assert engine.images[latest].id == results["a"].image_id == built["a"].image_id
+    assert engine.inspect(latest).id == results["a"].image_id == built["a"].image_id
 
 
 def test_a_noop_run_moves_no_tag_that_is_already_in_place(project, engine):
     add_connector(project, "a")
     run(project, engine, ["a"])
-    engine.tag_calls = 0
+    engine.log.clear()
     results = run(project, engine, ["a"])
     assert {r.result for r in results.values()} == {UP_TO_DATE}
-    assert engine.tag_calls == 0
+    assert engine.tagged == []
 
 
 def test_the_source_label_is_a_remote_without_credentials_or_nothing(tmp_path, monkeypatch):
@@ -232,15 +207,15 @@ def test_an_interrupt_moves_no_tag_ends_the_builds_and_keeps_what_was_done(proje
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
     plan = make_plan(catalog.discover(settings), ["a"], engine, settings)
     reasons = []
-    builder = Builder(settings, engine, engine, revision=None, run_build=build, smoke_test=engine.smoke_test,
+    builder = Builder(settings, engine, revision=None, run_build=build, smoke_test=engine.smoke_test,
                       end_builds=lambda reason: (reasons.append(reason), ended.set()))
     results = {r.name: r for r in builder.run(plan, jobs=2, fail_fast=False)}
     assert isinstance(builder.interrupted, KeyboardInterrupt) and reasons == ["interrupted (SIGINT)"]
     assert results["base"].result == BUILT  # done before the interrupt: kept, and in the report
     assert (results["a"].result, results["a"].reason, results["a"].details) == (NOT_BUILT, "interrupted (SIGINT)", ())
-    assert not any("ingestion-connector-a:" in ref for ref in engine.images)  # no tag moved after it
-    assert "sha256:" + b"a".hex().ljust(64, "0") not in engine.images  # the untagged image is not left behind
-    assert not any(ref.startswith(verify.PIN_REPOSITORY) for ref in engine.images)
+    assert not any("ingestion-connector-a:" in ref for ref in engine.refs)  # no tag moved after it
+    assert not engine.has("sha256:" + b"a".hex().ljust(64, "0"))  # the untagged image is not left behind
+    assert not any(ref.startswith(verify.PIN_REPOSITORY) for ref in engine.refs)
 
 
 def test_an_interrupt_during_the_smoke_test_ends_it_and_runs_no_sbom_check(project, engine):
@@ -261,13 +236,13 @@ def test_an_interrupt_during_the_smoke_test_ends_it_and_runs_no_sbom_check(proje
 
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
     plan = make_plan(catalog.discover(settings), ["a"], engine, settings)
-    builder = Builder(settings, engine, engine, revision=None, run_build=engine.build, smoke_test=smoke_test,
+    builder = Builder(settings, engine, revision=None, run_build=engine.build, smoke_test=smoke_test,
                       check_sbom=lambda image_id, name: sbom_checked.append(name),
                       end_builds=lambda reason: ended.set())
     results = {r.name: r for r in builder.run(plan, jobs=2, fail_fast=False)}
     assert (results["a"].result, results["a"].reason) == (NOT_BUILT, "interrupted (SIGINT)")
     assert sbom_checked == ["base"]  # none for the image whose smoke test the interrupt ended
-    assert not any("ingestion-connector-a:" in ref for ref in engine.images)
+    assert not any("ingestion-connector-a:" in ref for ref in engine.refs)
 
 
 def test_no_verification_step_starts_after_an_interrupt(project, engine):
@@ -275,7 +250,7 @@ def test_no_verification_step_starts_after_an_interrupt(project, engine):
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
     plan = make_plan(catalog.discover(settings), ["a"], engine, settings)
     smoke_tested = []
-    builder = Builder(settings, engine, engine, revision=None, run_build=engine.build,
+    builder = Builder(settings, engine, revision=None, run_build=engine.build,
                       smoke_test=lambda image_id: smoke_tested.append(image_id))
     try:
         builder.interrupt(KeyboardInterrupt())
@@ -314,7 +289,7 @@ def test_a_child_builds_while_its_parent_is_smoke_tested(project, engine):
     results = run(project, engine, ["a"])
     assert started.is_set()
     assert results["base"].result == BUILT and results["a"].result == BUILT
-    assert results["a"].image_id in {info.id for ref, info in engine.images.items() if "ingestion-connector-a:" in ref}
+    assert results["a"].image_id in {image for ref, image in engine.refs.items() if "ingestion-connector-a:" in ref}
 
 
 def test_a_parent_failing_its_smoke_test_discards_the_child_built_meanwhile(project, engine):
@@ -327,5 +302,5 @@ def test_a_parent_failing_its_smoke_test_discards_the_child_built_meanwhile(proj
     assert results["base"].result == FAILED
     assert (results["a"].result, results["a"].reason) == (NOT_BUILT, "parent base was not built")
     assert results["grandchild"].result == NOT_BUILT and "parent a" in results["grandchild"].reason
-    assert "sha256:" + b"a".hex().ljust(64, "0") not in engine.images  # built, never tagged, not left behind
-    assert not any("ingestion-connector-" in ref for ref in engine.images)
+    assert not engine.has("sha256:" + b"a".hex().ljust(64, "0"))  # built, never tagged, not left behind
+    assert not any("ingestion-connector-" in ref for ref in engine.refs)

@@ -6,6 +6,7 @@ import tarfile
 import time
 
 import pytest
+from fake_engine import FakeEngine, Image
 
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.progress import Quiet
@@ -140,26 +141,18 @@ def test_a_file_that_is_not_a_bundle_is_refused(tmp_path):
 # --- the checks after loading, against a fake engine -----------------------------------------------
 
 
-class FakeImages:
-    def __init__(self, images):
-        self.images = images
-
-    @property
-    def api(self):
-        return self
-
-    def inspect_image(self, ref):
-        from docker.errors import NotFound
-
-        if ref not in self.images:
-            raise NotFound(f"no such image: {ref}")
-        return self.images[ref]
-
-
-def engine_attrs(image):
+def engine_image(image) -> Image:
+    """A bundled image as the engine holds it once loaded."""
     labels = {"io.ingestion-factory.inputs": image.input_hash, "io.ingestion-factory.parent-id": image.parent_id,
               "io.ingestion-factory.name": image.name}
-    return {"Id": image.image_id, "Config": {"Labels": labels}}
+    return Image(image.image_id, labels)
+
+
+def holding(images) -> FakeEngine:
+    engine = FakeEngine()
+    for image in images:
+        engine.by_id[image.image_id] = engine_image(image)
+    return engine
 
 
 def test_loaded_images_must_match_the_manifest_and_pass_their_smoke_test():
@@ -168,16 +161,14 @@ def test_loaded_images_must_match_the_manifest_and_pass_their_smoke_test():
     from ingestion_factory.workflows.bundle import CheckStatus, check_loaded, smoke_all
 
     manifest = BundleManifest(tuple(IMAGES), 1, "sha256:" + "f" * 64)
-    engine = FakeImages({image.image_id: engine_attrs(image) for image in IMAGES})
+    engine = holding(IMAGES)
     assert [c.status for c in check_loaded(engine, manifest)] == [CheckStatus.VERIFIED, CheckStatus.VERIFIED]
 
-    wrong = engine_attrs(IMAGES[1])
-    wrong["Config"]["Labels"]["io.ingestion-factory.inputs"] = "sha256:" + "0" * 64
-    engine.images[ID_B] = wrong
+    engine.by_id[ID_B].labels["io.ingestion-factory.inputs"] = "sha256:" + "0" * 64
     checks = check_loaded(engine, manifest)
     assert checks[1].status is CheckStatus.MISMATCH and "io.ingestion-factory.inputs" in checks[1].detail
 
-    del engine.images[ID_B]
+    engine.remove(ID_B)
     assert check_loaded(engine, manifest)[1].status is CheckStatus.NOT_LOADED
 
     def smoke(image_id):
@@ -185,7 +176,7 @@ def test_loaded_images_must_match_the_manifest_and_pass_their_smoke_test():
             raise SmokeFailed(Diagnosis(Cause.PLUGIN_IMPORT, "plugin import failed in the smoke test: x"))
         return SmokeResult(0, "", 1.0)
 
-    engine.images[ID_B] = engine_attrs(IMAGES[1])
+    engine.by_id[ID_B] = engine_image(IMAGES[1])
     results = smoke_all(check_loaded(engine, manifest), smoke, QUIET)
     assert [r.status for r in results] == [CheckStatus.SMOKE_FAILED, CheckStatus.VERIFIED]
     assert results[1].smoke_s == 1.0 and results[0].failed and not results[1].failed
@@ -200,7 +191,7 @@ def test_a_loaded_child_built_from_another_parent_than_the_bundles_is_refused():
     other_parent = "sha256:" + "c" * 64
     child = replace(IMAGES[1], parent_id=other_parent)
     manifest = BundleManifest((IMAGES[0], child), 1, "sha256:" + "f" * 64)
-    engine = FakeImages({image.image_id: engine_attrs(image) for image in manifest.images})
+    engine = holding(manifest.images)
     checks = check_loaded(engine, manifest)
     assert [c.status for c in checks] == [CheckStatus.VERIFIED, CheckStatus.MISMATCH]
     assert checks[1].detail == f"built FROM {other_parent[:19]}, but the bundle's base-datahub is {ID_A[:19]}"
@@ -247,34 +238,17 @@ def test_an_archive_that_is_no_image_archive_is_refused():
         b"".join(archive)
 
 
-class FakeTags:
-    """An engine's tags: image IDs by tag, changed through the SDK's low-level calls."""
-
-    def __init__(self, tags: dict):
-        self.tags = dict(tags)
-        self.api = self
-
-    def images(self, all=True):
-        by_id = {}
-        for tag, image_id in self.tags.items():
-            by_id.setdefault(image_id, []).append(tag)
-        return [{"Id": image_id, "RepoTags": tags} for image_id, tags in by_id.items()]
-
-    def tag(self, image_id, repository, tag, force=False):
-        self.tags[f"{repository}:{tag}"] = image_id
-
-    def remove_image(self, ref, noprune=False):
-        del self.tags[ref]
-
-
 def test_restoring_puts_back_moved_tags_and_removes_new_ones():
-    engine = FakeTags({"ns/a:1": ID_A, "localhost:5000/ns/b:2": ID_B})
+    engine = FakeEngine()
+    engine.add(ID_A, {}, ["ns/a:1"])
+    engine.add(ID_B, {}, ["localhost:5000/ns/b:2"])
     before = bundle_mod.tag_state(engine)
-    engine.tags.update({"ns/a:1": ID_B, "ns/new:x": ID_B})
+    engine.tag(ID_B, "ns/a", "1")
+    engine.tag(ID_B, "ns/new", "x")
 
     changed = bundle_mod.restore_tags(engine, before, {ID_B})  # ID_B: an image the bundle brought
 
-    assert engine.tags == {"ns/a:1": ID_A, "localhost:5000/ns/b:2": ID_B}
+    assert engine.refs == {"ns/a:1": ID_A, "localhost:5000/ns/b:2": ID_B}
     assert sorted(changed) == ["ns/a:1", "ns/new:x"]
 
 
@@ -282,13 +256,16 @@ def test_restoring_leaves_other_users_changes_alone():
     """On a shared engine, tags others add, move or remove during an unbundle are theirs (it used to undo them,
     and to refuse the bundle as "naming images")."""
     other = "sha256:" + "e" * 64
-    engine = FakeTags({"ns/a:1": ID_A, "team/x:1": ID_A, "team/gone:1": ID_A})
+    engine = FakeEngine()
+    engine.add(ID_A, {}, ["ns/a:1", "team/x:1", "team/gone:1"])
+    engine.add(other, {}, [])
     before = bundle_mod.tag_state(engine)
-    engine.tags.update({"team/x:1": other, "team/new:1": other})
-    del engine.tags["team/gone:1"]
+    engine.tag(other, "team/x", "1")
+    engine.tag(other, "team/new", "1")
+    engine.untag("team/gone:1")
 
     assert bundle_mod.restore_tags(engine, before, {ID_B}) == []
-    assert engine.tags == {"ns/a:1": ID_A, "team/x:1": other, "team/new:1": other}
+    assert engine.refs == {"ns/a:1": ID_A, "team/x:1": other, "team/new:1": other}
 
 
 @pytest.mark.parametrize("members, says", [
@@ -505,52 +482,14 @@ def test_a_bundle_with_normalized_member_names_is_read_as_written(tmp_path):
 # --- one open file from the first check to the load ------------------------------------------------------
 
 
-class FakeLoader:
-    """An engine that loads: it takes the whole archive streamed to it (refusing, as Docker's does, one that
-    does not end as a tar ends), reports `loads` loaded and holds them untagged; its tags change as the SDK's
-    calls say."""
-
-    def __init__(self, loads, tags: dict | None = None):
-        self.api = self
-        self.loads = loads
-        self.received = b""
-        self.held: dict[str, dict] = {}  # image ID -> attrs
-        self.tags = dict(tags or {})  # tag -> image ID
-
-    def images(self, all=True, quiet=False):
-        ids = sorted(set(self.held) | set(self.tags.values()))
-        if quiet:
-            return ids
-        return [{"Id": i, "RepoTags": [t for t, held in self.tags.items() if held == i]} for i in ids]
-
-    def load_image(self, data):
-        self.received = b"".join(data)
-        with tarfile.open(fileobj=io.BytesIO(self.received), mode="r|") as tar:
-            for _ in tar:
-                pass
-            if self.received[tar.offset:tar.offset + 2 * tarfile.BLOCKSIZE].strip(b"\0"):
-                yield {"errorDetail": {"message": "archive/tar: invalid tar header"}}
-                return
-        for image in self.loads:
-            self.held[image.image_id] = engine_attrs(image)
-            yield {"stream": f"Loaded image ID: {image.image_id}\n"}
-
-    def inspect_image(self, ref):
-        from docker.errors import NotFound
-
-        image_id = self.tags.get(ref, ref)
-        if image_id not in self.held:
-            raise NotFound(f"no such image: {ref}")
-        return {**self.held[image_id], "RepoTags": [t for t, held in self.tags.items() if held == image_id]}
-
-    def tag(self, image_id, repository, tag, force=False):
-        self.tags[f"{repository}:{tag}"] = image_id
-
-    def remove_image(self, ref, noprune=False):
-        if ref in self.tags:
-            del self.tags[ref]
-        else:
-            self.held.pop(ref, None)
+def loader(loads, tags: dict) -> FakeEngine:
+    """An engine whose next load brings `loads`, holding images under `tags` (tag -> image ID) already."""
+    engine = FakeEngine()
+    for tag, image_id in tags.items():
+        engine.by_id.setdefault(image_id, Image(image_id))
+        engine.refs[tag] = image_id
+    engine.archive_images = [engine_image(image) for image in loads]
+    return engine
 
 
 VICTIM = {"ns/victim:latest": "sha256:" + "c" * 64}
@@ -568,7 +507,7 @@ def unbundled(settings, path, engine, monkeypatch) -> tuple[int, str]:
 
     import tasks
 
-    monkeypatch.setattr(bundle_mod, "client", lambda: engine)
+    monkeypatch.setattr(bundle_mod, "DockerEngine", lambda: engine)
     try:
         tasks.reports_errors(bundle_mod.unbundle)(settings, path, progress=QUIET, smoke_test=passing_smoke_test)
     except Exit as exc:
@@ -598,11 +537,11 @@ def test_a_file_put_in_the_bundles_place_after_the_checks_is_not_loaded(written,
         os.replace(forged, path)
 
     monkeypatch.setattr(bundle_mod, "check_archive", check_then_swap)
-    engine = FakeLoader(IMAGES, VICTIM)
+    engine = loader(IMAGES, VICTIM)
     assert unbundled(Settings(root=tmp_path, namespace="ns"), path, engine, monkeypatch) == (0, "")
     assert engine.received == b"".join(bundle_mod.UntaggedArchive(io.BytesIO(SAVED)))  # the checked bytes
     assert b"layer-111" not in engine.received
-    assert engine.tags["ns/ingestion-connector-datahub-sqlite:latest"] == ID_B
+    assert engine.refs["ns/ingestion-connector-datahub-sqlite:latest"] == ID_B
 
 
 def test_a_bundle_written_to_while_it_is_loaded_tags_nothing(written, tmp_path, monkeypatch):
@@ -618,12 +557,12 @@ def test_a_bundle_written_to_while_it_is_loaded_tags_nothing(written, tmp_path, 
         path.write_bytes(forged.read_bytes())  # the same inode: the open file reads the new bytes
 
     monkeypatch.setattr(bundle_mod, "check_archive", check_then_overwrite)
-    engine = FakeLoader(IMAGES, VICTIM)
+    engine = loader(IMAGES, VICTIM)
     code, said = unbundled(Settings(root=tmp_path, namespace="ns"), path, engine, monkeypatch)
     assert code == 2
     assert said.splitlines()[0] == (f"error: {path} changed while it was loaded: the images.tar loaded is not the "
                                     "one checked; nothing was tagged")
-    assert engine.tags == VICTIM and engine.held == {}  # nothing tagged; what was loaded is removed again
+    assert engine.refs == VICTIM and engine.image_ids() == set(VICTIM.values())  # nothing tagged; what was loaded is removed again
 
 
 # --- JSON from a bundle, 4 MiB nested deep: exit 2 with one line, quickly --------------------------------
@@ -644,7 +583,7 @@ def test_deeply_nested_json_anywhere_in_a_bundle_is_exit_2_in_one_line_quickly(t
         bundle_mod.write_bundle(None, IMAGES, path, QUIET, chunks=iter(PAYLOAD), sign=lambda text: DEEP)
     else:
         bundle_mod.write_bundle(None, IMAGES, path, QUIET, chunks=iter([_tar({where: DEEP})]))
-    engine = FakeLoader(IMAGES, VICTIM)
+    engine = loader(IMAGES, VICTIM)
 
     started = time.monotonic()
     code, said = unbundled(settings, path, engine, monkeypatch)
@@ -654,7 +593,7 @@ def test_deeply_nested_json_anywhere_in_a_bundle_is_exit_2_in_one_line_quickly(t
     error = said.splitlines()[0]
     assert error.startswith("error: ") and f"its {where} is nested deeper than 100 levels" in error
     assert all(line.startswith("hint: ") for line in said.splitlines()[1:])
-    assert engine.tags == VICTIM and engine.held == {}
+    assert engine.refs == VICTIM and engine.image_ids() == set(VICTIM.values())
 
 
 def test_a_path_that_is_no_file_is_refused_without_waiting(tmp_path):

@@ -4,6 +4,7 @@ import json
 from dataclasses import dataclass, field
 
 import pytest
+from fake_engine import FakeEngine, Image
 from project_tree import add_connector
 from test_builder import BUILT, PYTHON_ID, engine  # noqa: F401  (engine: a fixture)
 
@@ -39,22 +40,28 @@ def test_the_cache_tag_is_the_first_32_hex_digits_of_the_input_hash():
             cache_tag(bad)
 
 
-def attrs(image_id=IMAGE_ID, architecture="amd64", **labels):
+def attrs(image_id=IMAGE_ID, architecture="amd64", **labels) -> Image:
+    """The image a pull brings."""
     base = {LABEL_INPUTS: HASH, LABEL_PARENT: PARENT_ID, LABEL_NAME: "a"}
-    return {"Id": image_id, "Os": "linux", "Architecture": architecture, "Config": {"Labels": {**base, **labels}}}
+    return Image(image_id, {**base, **labels}, architecture=architecture)
 
 
-def registry_config(pulled: dict) -> bytes:
-    """The config blob a registry holds for an image docker inspect shows as `pulled`."""
-    return json.dumps({"os": pulled["Os"], "architecture": pulled["Architecture"],
-                       "config": {"Labels": pulled["Config"]["Labels"]}}).encode()
+def as_info(image: Image) -> ImageInfo:
+    """What the engine says of a pulled image."""
+    return ImageInfo(image.id, image.labels, image.size, architecture=image.architecture, os=image.os)
+
+
+def registry_config(pulled: Image) -> bytes:
+    """The config blob a registry holds for an image the engine shows as `pulled`."""
+    return json.dumps({"os": pulled.os, "architecture": pulled.architecture,
+                       "config": {"Labels": pulled.labels}}).encode()
 
 
 EXPECTED = {LABEL_INPUTS: HASH, LABEL_PARENT: PARENT_ID, LABEL_NAME: "a"}
 
 
 def test_a_pulled_image_must_be_the_manifests_config_and_carry_the_plans_labels():
-    check_pulled(attrs(), IMAGE_ID, EXPECTED)
+    check_pulled(as_info(attrs()), IMAGE_ID, EXPECTED)
     for pulled, config, says in (
         (attrs(image_id=PARENT_ID), IMAGE_ID, "not the manifest's config"),
         (attrs(), None, "not the manifest's config"),  # an index, or a registry that gave no config
@@ -63,7 +70,7 @@ def test_a_pulled_image_must_be_the_manifests_config_and_carry_the_plans_labels(
         (attrs(**{LABEL_NAME: "b"}), IMAGE_ID, LABEL_NAME),
     ):
         with pytest.raises(CacheMismatch, match=says):
-            check_pulled(pulled, config, EXPECTED)
+            check_pulled(as_info(pulled), config, EXPECTED)
 
 
 def test_the_pull_stream_counts_bytes_and_raises_on_errors():
@@ -103,32 +110,6 @@ class FakeClient:
         return self.manifests.get((repository, tag))
 
 
-@dataclass
-class FakeDaemon:
-    images: dict = field(default_factory=dict)  # ref -> attrs, filled by pull
-    served: dict = field(default_factory=dict)  # repository@digest -> attrs the registry holds
-    pulls: list = field(default_factory=list)
-    removed: list = field(default_factory=list)
-    pull_error: Exception | None = None
-
-    @property
-    def api(self):
-        return self
-
-    def pull(self, repository, tag=None, **_):
-        self.pulls.append(f"{repository}@{tag}")
-        if self.pull_error:
-            raise self.pull_error
-        self.images[f"{repository}@{tag}"] = self.served[f"{repository}@{tag}"]
-        return iter([{"status": "Downloading", "id": "l1", "progressDetail": {"total": 10}}])
-
-    def inspect_image(self, ref):
-        return self.images[ref]
-
-    def remove_image(self, ref, **_):
-        self.removed.append(ref)
-
-
 @dataclass(frozen=True)
 class FakeItem:
     name: str = "a"
@@ -148,12 +129,13 @@ def cache_with(served_attrs=None, *, error="", pull_error=None, config=IMAGE_ID,
                registry_attrs=None):
     """`registry_attrs`: what the registry's config blob says, when it is not what the pull gives."""
     client = FakeClient(error=error)
-    daemon = FakeDaemon(pull_error=pull_error)
+    daemon = FakeEngine()
+    daemon.pull_error = pull_error
     if served_attrs is not None:
         client.manifests[(REPO, cache_tag(HASH))] = Manifest(DIGEST, "application/vnd.oci.image.manifest.v1+json",
                                                               config)
         client.blobs[config] = registry_config(registry_attrs or served_attrs)
-        daemon.served[f"{REPO}@{DIGEST}"] = served_attrs
+        daemon.registry[f"{REPO}@{DIGEST}"] = served_attrs
     warnings = []
     cache = RegistryCache(daemon, client, lambda name: f"127.0.0.1:5000/ns/{name}", credentials=credentials,
                           warn=warnings.append)
@@ -183,7 +165,7 @@ def test_a_miss_or_a_mismatch_means_build_and_the_cache_stays_on():
     # The pulled image is not what the registry's config said (a registry that lies): checked again.
     cache, daemon, _, warnings = cache_with(attrs(**{LABEL_PARENT: "sha256:" + "0" * 64}), registry_attrs=attrs())
     assert cache.fetch(FakeItem(), HASH, PARENT_ID) is None
-    assert daemon.removed == [f"{REPO}@{DIGEST}"]  # the wrong image does not stay behind
+    assert daemon.image_ids() == set() and daemon.refs == {}  # the wrong image does not stay behind
     assert "does not match" in cache.misses[0] and len(warnings) == 1 and not cache.off_reason
 
 
@@ -200,7 +182,7 @@ def test_an_entry_for_another_platform_is_built_with_one_warning_and_never_pulle
     # And should the registry's config say otherwise, the pulled image is checked the same way.
     cache, daemon, _, warnings = cache_with(served, registry_attrs=attrs(architecture=item.platform.architecture))
     assert cache.fetch(item, HASH, PARENT_ID) is None
-    assert len(warnings) == 1 and says in warnings[0] and daemon.removed == [f"{REPO}@{DIGEST}"]
+    assert len(warnings) == 1 and says in warnings[0] and daemon.image_ids() == set()
 
 
 def test_a_manifest_list_under_a_cache_tag_is_not_pulled():
@@ -228,14 +210,14 @@ def test_the_builder_asks_the_cache_for_the_hash_it_labels_a_build_with_platform
     """An arm64 (or cross-installed) image is looked up under its own inputs tag, never under amd64's."""
     add_connector(project, "a")
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
-    engine.images[ARM64.ref(settings.python_image)] = ImageInfo("sha256:" + "a1" * 32, {}, 1, architecture="arm64")
+    engine.hold(ARM64.ref(settings.python_image), ImageInfo("sha256:" + "a1" * 32, {}, 1, architecture="arm64"))
     asked_by_platform = {}
     for platform in (DEFAULT, ARM64):
         plan = make_plan(catalog.discover(settings), ["a"], engine, settings, platform=platform)
         cache = FakeCache(engine, hits=set())
-        results = Builder(settings, engine, engine, revision=None, run_build=engine.build,
+        results = Builder(settings, engine, revision=None, run_build=engine.build,
                           smoke_test=engine.smoke_test, cache=cache).run(plan, jobs=1, fail_fast=False)
-        built = {r.name: engine.images[r.image_id].labels[LABEL_INPUTS] for r in results}
+        built = {r.name: engine.inspect(r.image_id).labels[LABEL_INPUTS] for r in results}
         asked = {name: hash_ for name, hash_, _ in cache.asked}
         assert asked == built, platform  # the cache key is what the build labels the image with
         asked_by_platform[platform] = asked
@@ -293,7 +275,7 @@ class FakeCache:
         if item.name not in self.hits:
             return None
         image_id = "sha256:" + item.name.encode().hex().rjust(64, "f")[:64]
-        self.engine.images[image_id] = ImageInfo(image_id, {LABEL_INPUTS: input_hash, LABEL_PARENT: parent_id}, 300)
+        self.engine.add(image_id, {LABEL_INPUTS: input_hash, LABEL_PARENT: parent_id}, size=300)
         self.engine.names[image_id] = item.name
         return Hit(image_id, f"reg/{item.name}:{input_hash[:10]}", DIGEST)
 
@@ -305,7 +287,7 @@ def run_with_cache(project, fake_engine, targets, hits, *, force=False):
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
     plan = make_plan(catalog.discover(settings), targets, fake_engine, settings, force=force)
     cache = FakeCache(fake_engine, hits)
-    builder = Builder(settings, fake_engine, fake_engine, revision=None, run_build=fake_engine.build,
+    builder = Builder(settings, fake_engine, revision=None, run_build=fake_engine.build,
                       smoke_test=fake_engine.smoke_test, cache=cache)
     return {r.name: r for r in builder.run(plan, jobs=2, fail_fast=False)}, cache
 
@@ -320,7 +302,7 @@ def test_pulled_images_are_verified_and_tagged_and_children_hash_the_pulled_pare
     base_id = results["base"].image_id
     asked = {name: parent for name, _, parent in cache.asked}
     assert asked == {"base": PYTHON_ID, "a": base_id, "b": base_id}
-    assert any(ref.endswith("ingestion-connector-a:latest") for ref in engine.images)
+    assert any(ref.endswith("ingestion-connector-a:latest") for ref in engine.refs)
     assert len(cache.released) == 2  # the pulls' digest references are dropped once the tags are in place
 
 
@@ -329,7 +311,7 @@ def test_a_pulled_image_that_fails_its_smoke_test_fails_like_a_built_one(project
     engine.unverified = {"a"}
     results, _ = run_with_cache(project, engine, ["a"], hits={"base", "a"})
     assert results["a"].result == BuildStatus.FAILED and results["a"].cause == "plugin import failed"
-    assert not any("ingestion-connector-a:" in ref for ref in engine.images)
+    assert not any("ingestion-connector-a:" in ref for ref in engine.refs)
 
 
 def test_force_rebuilds_even_when_the_cache_has_the_image_and_the_rest_may_still_be_pulled(project, engine):

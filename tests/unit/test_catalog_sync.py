@@ -3,8 +3,10 @@
 import json
 
 import pytest
+from fake_engine import FakeEngine, failing_run
 
 from ingestion_factory import settings as settings_mod
+from ingestion_factory.engine.docker_engine import ImageMissing
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import catalog
 from ingestion_factory.workflows import catalog_sync
@@ -186,65 +188,41 @@ def test_a_key_a_person_removed_stays_removed(project):
     assert "description" not in toml.read_text()
 
 
-class FakeContainers:
-    def __init__(self, outcome):
-        self.outcome = outcome
-
-    def run(self, image, command, **kwargs):
-        assert kwargs["network_mode"] == "none" and command[:2] == ["python", "-c"]
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return self.outcome
-
-
-class FakeApi:
-    def __init__(self, outcome, present=True):
-        self.containers = FakeContainers(outcome)
-        self.present = present
-        self.api = self  # the low-level client, for inspect_image
-
-    def inspect_image(self, image):
-        from docker.errors import ImageNotFound
-
-        if not self.present:
-            raise ImageNotFound(f"No such image: {image}")
-        return {"Id": "sha256:" + "b" * 64}
-
-
-class PullingContainers:
-    """docker-py's containers.run: a missing image is pulled, here from Docker Hub, which has no such repository."""
-
-    def run(self, image, command, **kwargs):
-        from docker.errors import NotFound
-
-        raise NotFound(f"pull access denied for {image.rpartition(':')[0]}, repository does not exist")
+def probe_engine(ref: str, outcome) -> FakeEngine:
+    """An engine holding the base `ref`, where the probe's command prints `outcome` (or raises it)."""
+    engine = FakeEngine()
+    engine.add("sha256:" + "b" * 64, {}, [ref])
+    engine.run_outputs[ref] = outcome
+    return engine
 
 
 def test_probe_without_the_base_image_says_what_to_build_and_pulls_nothing(project):
     framework = load_settings(project).framework_named("datahub")
-    api = FakeApi(None, present=False)
-    api.containers = PullingContainers()  # reached only if the probe ran the missing image
+    engine = FakeEngine()  # running the missing image would pull it (from Docker Hub, for a local name)
     with pytest.raises(ConfigError, match="is not in the engine") as raised:
-        catalog_sync.probe(framework, "x/ingestion-connector-base-datahub:1", api)
+        catalog_sync.probe(framework, "x/ingestion-connector-base-datahub:1", engine)
     assert "inv build-base --framework datahub" in raised.value.hint
+    assert engine.log == []  # nothing was run, so nothing was pulled
 
 
 def test_probe_of_a_base_removed_after_the_look_up_says_what_to_build(project):
-    from docker.errors import ImageNotFound
-
     framework = load_settings(project).framework_named("datahub")
+    ref = "x/ingestion-connector-base-datahub:1"
     with pytest.raises(ConfigError, match="is not in the engine"):
-        catalog_sync.probe(framework, "x/ingestion-connector-base-datahub:1", FakeApi(ImageNotFound("gone")))
+        catalog_sync.probe(framework, ref, probe_engine(ref, ImageMissing(f"no such image: {ref}")))
 
 
 def test_probe_reads_the_inventory_json(project):
     framework = load_settings(project).framework_named("openmetadata")
     data = {"package": "openmetadata-ingestion", "version": "1.12.14.2", "python": "3.11", "extras": {},
             "installed": [], "sources": []}
-    found = catalog_sync.probe(framework, "img", FakeApi(json.dumps(data).encode()))
+    found = catalog_sync.probe(framework, "img", probe_engine("img", json.dumps(data).encode()))
     assert found.version == "1.12.14.2" and found.sources == ()
     with pytest.raises(catalog_sync.FactoryError, match="not what inv catalog expects"):
-        catalog_sync.probe(framework, "img", FakeApi(b"{truncated"))
+        catalog_sync.probe(framework, "img", probe_engine("img", b"{truncated"))
+    with pytest.raises(catalog_sync.FactoryError, match="reading openmetadata-ingestion inside img failed") as failed:
+        catalog_sync.probe(framework, "img", probe_engine("img", failing_run(b"Traceback\nImportError: metadata\n")))
+    assert failed.value.hint == "Traceback\nImportError: metadata"
 
 
 def test_a_state_file_naming_a_path_outside_the_catalog_removes_nothing(project):

@@ -3,10 +3,11 @@ with a fake engine (the probe's inventory), a fake uv, and the base's build stoo
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
-from fake_docker import FakeDockerApi, engine_attrs, fake_engine
+from fake_engine import FakeEngine
 from rich.console import Console
 from test_commands import exit_code, load
 from test_lock import INDEX, FakeUv
@@ -58,8 +59,10 @@ def inventory(settings, version: str, sources: list[str]) -> dict:
 def engine_for(settings, version: str, sources: list[str]):
     view = settings_mod.with_framework_version(settings, "openmetadata", version, new=True)
     ref = plan_mod.image_ref(catalog_mod.discover(view).base_for("openmetadata"), view)
-    return fake_engine(FakeDockerApi({ref: engine_attrs("sha256:" + "b" * 64, {}, [ref])},
-                                     inventory=inventory(settings, version, sources)))
+    engine = FakeEngine()
+    engine.add("sha256:" + "b" * 64, {}, [ref])
+    engine.run_outputs[ref] = json.dumps(inventory(settings, version, sources)).encode()
+    return engine
 
 
 def uv_with(*versions: str, fail: set[str] = frozenset()) -> FakeUv:

@@ -1,4 +1,4 @@
-"""The task functions tasks.py calls, run on a scratch project against a fake engine (fake_docker.py):
+"""The task functions tasks.py calls, run on a scratch project against the fake engine (tests/fake_engine.py):
 what they select, what they refuse before building, and the exit code they end with at the tasks' boundary."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_docker import FakeDockerApi, built_images, engine_attrs, fake_engine
+from fake_engine import FakeEngine, built_engine
 from invoke import Exit
 from project_tree import add_connector
 from rich.console import Console
@@ -63,10 +63,10 @@ def test_a_shard_builds_only_its_connectors_and_their_parents(project, no_buildk
     settings, catalog = load(project)
     first = {name for name in CONNECTORS if shard_of(name, 2) == 1}
     assert first and first != set(CONNECTORS)  # both shards hold some of them
-    api = FakeDockerApi(built_images(settings, catalog, list(CONNECTORS)))
-    assert exit_code(commands.build, settings, shard="1/2", engine=fake_engine(api)) == 0
+    api = built_engine(settings, catalog, list(CONNECTORS))
+    assert exit_code(commands.build, settings, shard="1/2", engine=api) == 0
     assert report_names(settings) == {"base", *first}
-    assert exit_code(commands.build, settings, shard="2/2", engine=fake_engine(api)) == 0
+    assert exit_code(commands.build, settings, shard="2/2", engine=api) == 0
     assert report_names(settings) == {"base", *(set(CONNECTORS) - first)}
     assert api.tagged == []  # all up to date with every tag: nothing to do
 
@@ -74,12 +74,12 @@ def test_a_shard_builds_only_its_connectors_and_their_parents(project, no_buildk
 def test_a_build_stops_at_a_stale_lock_before_anything_is_built(project, no_buildkit):
     add_connector(project, "alpha")  # no lock yet
     settings, catalog = load(project)
-    api = FakeDockerApi(built_images(settings, catalog, []))  # only the Python image
+    api = built_engine(settings, catalog, [])  # only the Python image
     with pytest.raises(ConfigError) as refused:
-        commands.build(settings, ["alpha"], engine=fake_engine(api))
+        commands.build(settings, ["alpha"], engine=api)
     assert "lock(s) do not match their inputs" in refused.value.message and "alpha: missing" in refused.value.message
     assert "inv lock" in refused.value.hint and "-c alpha" in refused.value.hint
-    assert exit_code(commands.build, settings, ["alpha"], engine=fake_engine(api)) == 2
+    assert exit_code(commands.build, settings, ["alpha"], engine=api) == 2
     assert api.tagged == [] and not (settings.output_path / "reports" / "build-latest.json").exists()
 
 
@@ -129,10 +129,13 @@ def om_inventory(settings, sources):
                          "plugin_module": f"metadata.ingestion.source.database.{name}.metadata"} for name in sources]}
 
 
-def om_base(settings) -> dict:
-    """An engine holding the OpenMetadata base the catalog's probe reads."""
+def om_base(settings, inventory: dict) -> FakeEngine:
+    """An engine holding the OpenMetadata base the catalog's probe reads, and what the probe prints in it."""
     ref = plan_mod.image_ref(catalog_mod.discover(settings).base_for("openmetadata"), settings)
-    return {ref: engine_attrs("sha256:" + "b" * 64, {}, [ref])}
+    engine = FakeEngine()
+    engine.add("sha256:" + "b" * 64, {}, [ref])
+    engine.run_outputs[ref] = json.dumps(inventory).encode()
+    return engine
 
 
 def test_catalog_check_exits_1_on_drift_and_0_once_synced(project):
@@ -140,20 +143,20 @@ def test_catalog_check_exits_1_on_drift_and_0_once_synced(project):
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(f"# Connectors\n\n{catalog_table.START}\n{catalog_table.END}\n")
     settings, _ = load(project)
-    api = FakeDockerApi(om_base(settings), inventory=om_inventory(settings, ["mysql", "oracle"]))
+    api = om_base(settings, om_inventory(settings, ["mysql", "oracle"]))
     with pytest.raises(FactoryError) as drift:
-        commands.catalog(settings, ["openmetadata"], check=True, engine=fake_engine(api))
+        commands.catalog(settings, ["openmetadata"], check=True, engine=api)
     assert drift.value.message == ("3 item(s) differ from what the frameworks say: mysql, oracle, "
                                    f"the catalog table in {catalog_table.PAGE}")
-    assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=fake_engine(api)) == 1
+    assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=api) == 1
     assert not (project / "images/connectors/mysql").exists()  # --check writes nothing
 
-    assert exit_code(commands.catalog, settings, ["openmetadata"], engine=fake_engine(api)) == 0
+    assert exit_code(commands.catalog, settings, ["openmetadata"], engine=api) == 0
     assert (project / "images/connectors/mysql/requirements.txt").is_file()
-    assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=fake_engine(api)) == 0
+    assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=api) == 0
 
-    drifted = FakeDockerApi(om_base(settings), inventory=om_inventory(settings, ["mysql", "oracle", "db2"]))
-    assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=fake_engine(drifted)) == 1
+    drifted = om_base(settings, om_inventory(settings, ["mysql", "oracle", "db2"]))
+    assert exit_code(commands.catalog, settings, ["openmetadata"], check=True, engine=drifted) == 1
 
 
 # --- bundle -----------------------------------------------------------------------------------------
@@ -164,16 +167,16 @@ def test_bundle_refuses_images_not_built_from_the_current_inputs(project, tmp_pa
     add_connector(project, "bravo")
     settings, catalog = load(project)
     output = tmp_path / "site.bundle"
-    stale = FakeDockerApi(built_images(settings, catalog, ["alpha", "bravo"], stale=("bravo",)))
+    stale = built_engine(settings, catalog, ["alpha", "bravo"], stale=("bravo",))
     with pytest.raises(FactoryError) as refused:
-        bundle_mod.bundle(settings, ["alpha", "bravo"], output, progress=Quiet(), engine=fake_engine(stale))
+        bundle_mod.bundle(settings, ["alpha", "bravo"], output, progress=Quiet(), engine=stale)
     assert refused.value.message.startswith("refusing to bundle 1 image(s)")
     assert "bravo (inputs changed)" in refused.value.message and "alpha" not in refused.value.message
     assert exit_code(bundle_mod.bundle, settings, ["alpha"], output, progress=Quiet(),
-                     engine=fake_engine(FakeDockerApi(built_images(settings, catalog, [])))) == 1  # missing
+                     engine=built_engine(settings, catalog, [])) == 1  # missing
     assert not output.exists()
 
-    current = FakeDockerApi(built_images(settings, catalog, ["alpha", "bravo"]))
+    current = built_engine(settings, catalog, ["alpha", "bravo"])
     assert exit_code(bundle_mod.bundle, settings, ["alpha", "bravo"], output, progress=Quiet(),
-                     engine=fake_engine(current)) == 0
+                     engine=current) == 0
     assert [image.name for image in bundle_mod.read_manifest(output).images] == ["base", "alpha", "bravo"]

@@ -174,3 +174,40 @@ def test_the_printing_rule_sees_a_rich_import(tmp_path, monkeypatch):
     module = PACKAGE / "workflows" / "push.py"
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: "def f():\n    from rich.table import Table\n")
     assert printing_outside_home([module]) == ["workflows/push.py:2 imports rich.table"]
+
+
+# --- one seam to the engine: the docker SDK in engine/ ---------------------------------------------
+
+ENGINE_HOME = "engine"  # the one layer that calls the docker SDK; the others go through docker_engine.Engine
+
+
+def sdk_calls_outside_home(paths) -> list[str]:
+    """`x.api.y` (the SDK's low-level client, `api.api.tag(...)`), a private attribute of it (`api.api._get`),
+    or `docker.errors` imported, in a module outside engine/."""
+    found = []
+    for path in paths:
+        if path.relative_to(PACKAGE).parts[0] == ENGINE_HOME:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "api" \
+                    and node.attr != "api":  # `self.api.api.tag`: reported once, as .api.tag
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} calls .api.{node.attr}")
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{path.relative_to(PACKAGE)}:{node.lineno} imports {name}"
+                      for name in names if name == "docker.errors"]
+    return sorted(found, key=lambda text: (text.partition(":")[0], int(text.split(":")[1].split()[0])))
+
+
+def test_only_the_engine_layer_calls_the_docker_sdks_low_level_client():
+    wrong = sdk_calls_outside_home(sorted(PACKAGE.rglob("*.py")))
+    assert not wrong, "the engine is reached through engine/docker_engine.Engine:\n" + "\n".join(wrong)
+
+
+def test_the_engine_rule_sees_an_sdk_call(monkeypatch):
+    module = PACKAGE / "workflows" / "push.py"
+    source = "def f(api):\n    api.api.tag('i', 'r', 't')\n    from docker.errors import NotFound\n"
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: source)
+    assert sdk_calls_outside_home([module]) == ["workflows/push.py:2 calls .api.tag",
+                                                "workflows/push.py:3 imports docker.errors"]
+    assert sdk_calls_outside_home([PACKAGE / "engine" / "docker_engine.py"]) == []

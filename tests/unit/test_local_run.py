@@ -10,7 +10,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from fake_engine import FakeContainer, FakeEngine
 
+from ingestion_factory.engine.docker_engine import DockerEngine
 from ingestion_factory.errors import ConfigError, FactoryError
 from ingestion_factory.settings import Settings
 from ingestion_factory.workflows import examples, local_run, metadata_file, run_config
@@ -319,47 +321,17 @@ def test_examples_are_mounted_read_only_but_output_and_secrets_stay_hidden(tmp_p
     assert "/opt/operator/secrets" not in {mount["Target"] for mount in local_run.examples_mounts(link, examples)}
 
 
-class FakeContainer:
-    """Records what run_container does; `interrupts` KeyboardInterrupts come from the first waits."""
-
-    name = "run-local-test"
-
-    def __init__(self, interrupts: int = 0, exit_code: int = 0):
-        self.interrupts = interrupts
-        self.exit_code = exit_code
-        self.calls: list[str] = []
-
-    def logs(self, stream, follow):
-        yield b"working\n"
-        yield json.dumps({"status": "stopped" if self.exit_code else "success", "exit_code": self.exit_code}).encode()
-
-    def wait(self):
-        self.calls.append("wait")
-        if self.interrupts:
-            self.interrupts -= 1
-            raise KeyboardInterrupt
-        return {"StatusCode": self.exit_code}
-
-    def stop(self, timeout):
-        self.calls.append(f"stop {timeout}")
-        self.wait()  # a second Ctrl-C lands while stopping
-
-    def kill(self):
-        self.calls.append("kill")
-
-    def remove(self, force):
-        self.calls.append("remove")
+def fake_container(interrupts: int = 0, exit_code: int = 0) -> FakeContainer:
+    """A container that logs a line and its JSON summary; `interrupts` KeyboardInterrupts come from the first waits."""
+    summary = json.dumps({"status": "stopped" if exit_code else "success", "exit_code": exit_code}).encode()
+    return FakeContainer(exit_code=exit_code, interrupts=interrupts, output=(b"working\n", summary))
 
 
-class FakeApi:
-    def __init__(self, container):
-        self.containers = self
-        self.container = container
-        self.run_kwargs = {}
-
-    def run(self, image, command, **kwargs):
-        self.run_kwargs = dict(kwargs, image=image, command=command)
-        return self.container
+def engine_running(container: FakeContainer) -> FakeEngine:
+    engine = FakeEngine()
+    engine.add("sha256:" + "c" * 64, {}, ["ns/img:1"])
+    engine.container = container
+    return engine
 
 
 def run(container, keep=False):
@@ -372,24 +344,24 @@ def run(container, keep=False):
         def flush():
             pass
 
-    api = FakeApi(container)
+    api = engine_running(container)
     result = local_run.run_container(api, "ns/img:1", {"config": "{}"}, [], name="run-local-x", keep=keep, out=Out)
     return result, api, "".join(out)
 
 
 def test_a_run_streams_logs_reads_the_summary_and_removes_the_container():
-    container = FakeContainer()
+    container = fake_container()
     result, api, output = run(container)
 
     assert result.exit_code == 0 and result.summary["status"] == "success"
     assert "working" in output
     assert container.calls == ["wait", "remove"]
-    assert api.run_kwargs["network_mode"] == "host" and api.run_kwargs["detach"] is True
-    assert api.run_kwargs["command"] == ["python", "main.py"]
+    assert api.started["network_mode"] == "host" and api.started["detach"] is True
+    assert api.started["command"] == ["python", "main.py"]
 
 
 def test_ctrl_c_stops_the_container_then_collects_its_exit_code(capsys):
-    container = FakeContainer(interrupts=1, exit_code=143)
+    container = fake_container(interrupts=1, exit_code=143)
     result, _, _ = run(container)
 
     assert result.exit_code == 143
@@ -398,7 +370,7 @@ def test_ctrl_c_stops_the_container_then_collects_its_exit_code(capsys):
 
 
 def test_a_second_ctrl_c_kills_and_keep_keeps():
-    container = FakeContainer(interrupts=2, exit_code=137)
+    container = fake_container(interrupts=2, exit_code=137)
     result, _, _ = run(container, keep=True)
 
     assert result.exit_code == 137 and result.kept
@@ -439,7 +411,7 @@ def fake_plan(monkeypatch, current, state="up to date"):
     monkeypatch.setattr(catalog, "discover", lambda settings: FakeCatalog())
     return builds, {"progress": ConsoleProgress(Console(highlight=False, width=200)),
                     "build_image": lambda settings, names: builds.append(names) or 0,
-                    "plan": lambda settings, found, targets: (SimpleNamespace(items={"mysql": item}), None, None)}
+                    "plan": lambda settings, found, targets: (SimpleNamespace(items={"mysql": item}), None)}
 
 
 def test_a_missing_image_is_built_first(monkeypatch, tmp_path):
@@ -484,7 +456,7 @@ def test_run_local_refuses_what_json_cannot_carry_with_exit_2(tmp_path, text, re
 
 
 def test_a_stop_just_after_the_start_still_stops_the_container(monkeypatch):
-    container = FakeContainer()
+    container = fake_container()
 
     class Out:
         write = staticmethod(lambda text: None)
@@ -495,7 +467,7 @@ def test_a_stop_just_after_the_start_still_stops_the_container(monkeypatch):
 
     monkeypatch.setattr(local_run, "_stop_signals_as_interrupt", interrupted_on_entry)
     with pytest.raises(KeyboardInterrupt):
-        local_run.run_container(FakeApi(container), "ns/img:1", {}, [], name="run-local-x", keep=True, out=Out)
+        local_run.run_container(engine_running(container), "ns/img:1", {}, [], name="run-local-x", keep=True, out=Out)
     assert container.calls[0] == "stop 10"  # stopped even though --keep keeps it
 
 
@@ -520,5 +492,6 @@ def test_the_log_stream_has_no_read_timeout(monkeypatch):
         client = object()
         id = "abc123"
 
-    assert list(local_run._follow(SdkContainer())) == [b"done\n"]
+    engine = DockerEngine(sdk=type("Sdk", (), {"api": None})())
+    assert list(engine.follow_logs(SdkContainer())) == [b"done\n"]
     assert opened == {"timeout": None, "id": "abc123", "stream": True, "follow": True}

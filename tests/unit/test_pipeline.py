@@ -41,14 +41,14 @@ def blocked_connector_plan(project, store, monkeypatch):
     connector_lock(directory).write_text("# inputs: x\n# aarch64-built-from-source: none (a wheel for every "
                                                  "package)\npymysql==1.1.0 \\\n    --hash=sha256:00\n")
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
-    store.images.pop(settings.python_image, None)
-    store.images[ARM64.ref(settings.python_image)] = ImageInfo(ARM_PYTHON_ID, {}, 1, architecture="arm64")
+    store.untag(settings.python_image)
+    store.hold(ARM64.ref(settings.python_image), ImageInfo(ARM_PYTHON_ID, {}, 1, architecture="arm64"))
     found = catalog.discover(settings)
     base = found["base"]
     labels = {LABEL_INPUTS: input_hash(base, ARM_PYTHON_ID, settings, ARM64, "target", None),
               LABEL_PARENT: ARM_PYTHON_ID}
-    store.images[f"openmetadata/ingestion-connector-base:{base.framework.version}-arm64"] = \
-        ImageInfo("sha256:" + "b" * 64, labels, 1, architecture="arm64")
+    store.hold(f"openmetadata/ingestion-connector-base:{base.framework.version}-arm64",
+               ImageInfo("sha256:" + "b" * 64, labels, 1, architecture="arm64"))
     plan = make_plan(found, ["wheels"], store, settings, platform=ARM64)
     assert plan.items["base"].state != BLOCKED and plan.items["wheels"].state == BLOCKED
     return settings, plan
@@ -63,7 +63,7 @@ def test_a_blocked_connector_stops_the_run_before_anything_is_built(project, eng
 
 def test_the_builder_never_keeps_a_blocked_connector_as_up_to_date(project, engine, monkeypatch):
     settings, plan = blocked_connector_plan(project, engine, monkeypatch)
-    builder = Builder(settings, engine, engine, revision=None, run_build=engine.build, smoke_test=engine.smoke_test)
+    builder = Builder(settings, engine, revision=None, run_build=engine.build, smoke_test=engine.smoke_test)
     results = {r.name: r for r in builder.run(plan, jobs=1, fail_fast=False)}
     assert results["wheels"].result == BuildStatus.NOT_BUILT and results["wheels"].result.failed
     assert "Python image" in results["wheels"].reason

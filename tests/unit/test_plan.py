@@ -1,12 +1,10 @@
-from dataclasses import dataclass, field
-
 import pytest
-from fake_docker import FakeDockerApi, engine_attrs
+from fake_engine import FakeEngine
 from project_tree import add_connector, connector_lock
 from testkit import OM_OTHER_VERSIONS, OM_VERSION
 
 from ingestion_factory import settings as settings_mod
-from ingestion_factory.engine.daemon import DockerImageStore, ImageSnapshot
+from ingestion_factory.engine.daemon import ImageSnapshot
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import catalog
 from ingestion_factory.model.graph import parents_first
@@ -29,14 +27,6 @@ from ingestion_factory.model.plan import (
 PYTHON_ID = "sha256:" + "1" * 64
 
 
-@dataclass
-class FakeStore:
-    images: dict = field(default_factory=dict)
-
-    def inspect(self, ref):
-        return self.images.get(ref)
-
-
 def setup(project):
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
     return settings, catalog.discover(settings)
@@ -44,7 +34,7 @@ def setup(project):
 
 def built_store(settings, found, names):
     """A store in which the given images were built from the current inputs."""
-    store = FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 100)})
+    store = FakeEngine.holding({settings.python_image: ImageInfo(PYTHON_ID, {}, 100)})
     ids = {}
     for name in parents_first(found.parents, names):
         spec = found[name]
@@ -53,7 +43,7 @@ def built_store(settings, found, names):
         ids[name] = image_id
         labels = {LABEL_INPUTS: input_hash(spec, parent_id, settings), LABEL_PARENT: parent_id}
         ref = f"{settings.repository(spec.image_name)}:{settings.tag or spec.framework.version}"
-        store.images[ref] = ImageInfo(image_id, labels, 1000)
+        store.hold(ref, ImageInfo(image_id, labels, 1000))
     return store
 
 
@@ -62,14 +52,14 @@ def test_plan_order_puts_parents_first(project):
     add_connector(project, "b", "x\n", 'parent = "a"\n')
     add_connector(project, "c")
     settings, found = setup(project)
-    plan = make_plan(found, ["b", "c"], FakeStore(), settings)
+    plan = make_plan(found, ["b", "c"], FakeEngine(), settings)
     assert plan.order == ["base", "a", "c", "b"]
 
 
 def test_everything_missing_on_an_empty_engine(project):
     add_connector(project, "mysql")
     settings, found = setup(project)
-    store = FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 1)})
+    store = FakeEngine.holding({settings.python_image: ImageInfo(PYTHON_ID, {}, 1)})
     plan = make_plan(found, ["mysql"], store, settings)
     assert [(i.name, i.state) for i in plan] == [("base", MISSING), ("mysql", MISSING)]
 
@@ -110,7 +100,7 @@ def test_new_python_image_marks_base_parent_changed(project):
     add_connector(project, "a")
     settings, found = setup(project)
     store = built_store(settings, found, ["a"])
-    store.images[settings.python_image] = ImageInfo("sha256:" + "2" * 64, {}, 1)
+    store.hold(settings.python_image, ImageInfo("sha256:" + "2" * 64, {}, 1))
     plan = make_plan(found, ["a"], store, settings)
     assert plan.items["base"].state == PARENT_CHANGED
     assert plan.items["a"].state == PARENT_CHANGED
@@ -127,7 +117,7 @@ def test_force_rebuilds_up_to_date_images(project):
 def test_missing_python_image_blocks_with_a_hint(project):
     add_connector(project, "a")
     settings, found = setup(project)
-    plan = make_plan(found, ["a"], FakeStore(), settings)
+    plan = make_plan(found, ["a"], FakeEngine(), settings)
     assert {i.state for i in plan} == {BLOCKED}
     with pytest.raises(ConfigError, match="Python image") as error:
         require_buildable(plan)
@@ -188,7 +178,7 @@ def test_tags_follow_settings(project):
     add_connector(project, "a")
     settings, found = setup(project)
     settings = settings.with_overrides(tag="2.0.0rc1", registry="127.0.0.1:5000")
-    plan = make_plan(found, ["a"], FakeStore(), settings, revision="abc")
+    plan = make_plan(found, ["a"], FakeEngine(), settings, revision="abc")
     item = plan.items["a"]
     assert item.ref == "127.0.0.1:5000/openmetadata/ingestion-connector-a:2.0.0rc1"
     assert item.tags == ["2.0.0rc1", "abc"]
@@ -198,18 +188,19 @@ def test_up_to_date_image_keeps_the_commit_it_was_built_from(project):
     add_connector(project, "a")
     settings, found = setup(project)
     store = built_store(settings, found, ["a"])
-    for info in store.images.values():
-        info.labels["org.opencontainers.image.revision"] = "0123456789ab"
+    for image in store.by_id.values():
+        image.labels["org.opencontainers.image.revision"] = "0123456789ab"
     plan = make_plan(found, ["a"], store, settings, revision="fedcba987654")
     assert plan.items["a"].tags == [OM_VERSION, "0123456789ab", "latest"]
 
 
 def test_a_snapshot_answers_from_one_listing_and_inspects_only_what_it_lacks():
     labels = {"k": "v", LABEL_PLATFORM: "linux/arm64"}
-    api = FakeDockerApi({"ns/img:1": engine_attrs("sha256:a", labels, ["ns/img:1", "ns/img:latest"], "arm64"),
-                         "ns/img:latest": engine_attrs("sha256:a", labels, ["ns/img:1", "ns/img:latest"], "arm64"),
-                         "ns/old:1": engine_attrs("sha256:b", {"k": "v"}, ["ns/old:1"])})
-    snapshot = ImageSnapshot(DockerImageStore(api))
+    api = FakeEngine()
+    api.add("sha256:a", labels, ["ns/img:1", "ns/img:latest"], architecture="arm64")
+    api.add("sha256:b", {"k": "v"}, ["ns/old:1"])
+    api.add("sha256:c", {"k": "v"})  # untagged
+    snapshot = ImageSnapshot(api)
     assert snapshot.inspect("ns/img:latest") == ImageInfo("sha256:a", labels, 7, ("ns/img:1", "ns/img:latest"),
                                                           architecture="arm64")
     # Built before the platform label: its architecture is unknown, not worth an inspect per image.
@@ -220,18 +211,18 @@ def test_a_snapshot_answers_from_one_listing_and_inspects_only_what_it_lacks():
 
 
 def test_an_image_of_another_architecture_under_the_ref_is_rebuilt_in_a_real_run(project):
-    """make_plan through ImageSnapshot and DockerImageStore (a fake docker API underneath): an arm64 image under
+    """make_plan through ImageSnapshot (the fake engine underneath): an arm64 image under
     the amd64 ref, with labels that match the inputs, is rebuilt; the plan costs one listing."""
     add_connector(project, "a")
     settings, found = setup(project)
     built = built_store(settings, found, ["a"])
-    images = {}
-    for ref, info in built.images.items():
+    api = FakeEngine()
+    for ref in built.refs:
+        info = built.inspect(ref)
         architecture = "arm64" if ref.endswith(f"ingestion-connector-a:{OM_VERSION}") else "amd64"
         labels = dict(info.labels, **({LABEL_PLATFORM: f"linux/{architecture}"} if info.labels else {}))
-        images[ref] = engine_attrs(info.id, labels, [ref], architecture)
-    api = FakeDockerApi(images)
-    plan = make_plan(found, ["a"], ImageSnapshot(DockerImageStore(api)), settings)
+        api.add(info.id, labels, [ref], architecture=architecture)
+    plan = make_plan(found, ["a"], ImageSnapshot(api), settings)
     assert plan.items["base"].state is UP_TO_DATE
     assert plan.items["a"].state is CHANGED
     assert plan.items["a"].reason.endswith("is a arm64 image, not amd64")

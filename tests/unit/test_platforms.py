@@ -5,9 +5,10 @@ import hashlib
 import json
 
 import pytest
+from fake_engine import FakeEngine
 from project_tree import add_connector, connector_lock
 from test_exit_codes import exit_code
-from test_plan import PYTHON_ID, FakeStore
+from test_plan import PYTHON_ID
 
 from ingestion_factory import platforms
 from ingestion_factory import settings as settings_mod
@@ -94,7 +95,7 @@ def test_missing_binfmt_is_a_clear_exit_2(tmp_path, monkeypatch):
 
 
 def arm_store(settings):
-    return FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 1),
+    return FakeEngine.holding({settings.python_image: ImageInfo(PYTHON_ID, {}, 1),
                       ARM64.ref(settings.python_image): ImageInfo(ARM_PYTHON_ID, {}, 1, architecture="arm64")})
 
 
@@ -135,16 +136,16 @@ def test_an_up_to_date_arm64_image_is_skipped_and_a_wrong_architecture_is_rebuil
     install = install_mode(base, settings, ARM64)
     labels = {LABEL_INPUTS: input_hash(base, ARM_PYTHON_ID, settings, ARM64, install, PYTHON_ID),
               LABEL_PARENT: ARM_PYTHON_ID}
-    store.images[ref] = ImageInfo("sha256:" + "b" * 64, labels, 1, architecture="arm64")
+    store.hold(ref, ImageInfo("sha256:" + "b" * 64, labels, 1, architecture="arm64"))
     assert make_plan(found, ["base"], store, settings, platform=ARM64).items["base"].state == UP_TO_DATE
-    store.images[ref] = ImageInfo("sha256:" + "b" * 64, labels, 1, architecture="amd64")
+    store.hold(ref, ImageInfo("sha256:" + "b" * 64, labels, 1, architecture="amd64"))
     item = make_plan(found, ["base"], store, settings, platform=ARM64).items["base"]
     assert item.state == CHANGED and "amd64 image, not arm64" in item.reason
 
 
 def test_without_the_arm64_python_image_the_plan_names_the_command(project):
     settings, found = setup(project)
-    plan = make_plan(found, ["base"], FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 1)}), settings,
+    plan = make_plan(found, ["base"], FakeEngine.holding({settings.python_image: ImageInfo(PYTHON_ID, {}, 1)}), settings,
                      platform=ARM64)
     assert plan.items["base"].state == BLOCKED
     with pytest.raises(ConfigError) as error:
@@ -161,7 +162,7 @@ def test_a_cross_installed_child_of_a_parent_to_build_is_blocked_without_the_bui
     connector_lock(directory).write_text("# inputs: x\n# aarch64-built-from-source: none (a wheel for every "
                                          "package)\npymysql==1.1.0 \\\n    --hash=sha256:00\n")
     settings, found = setup(project)
-    store = FakeStore({ARM64.ref(settings.python_image): ImageInfo(ARM_PYTHON_ID, {}, 1, architecture="arm64")})
+    store = FakeEngine.holding({ARM64.ref(settings.python_image): ImageInfo(ARM_PYTHON_ID, {}, 1, architecture="arm64")})
     plan = make_plan(found, ["wheels"], store, settings, platform=ARM64)
     assert plan.items["base"].state == MISSING and plan.items["base"].install == "target"  # it will be built
     wheels = plan.items["wheels"]

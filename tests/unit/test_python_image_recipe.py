@@ -1,7 +1,7 @@
 """The Python image carries the recipe it was built from; an image this tool built from another is rebuilt."""
 
 import pytest
-from fake_docker import FixedImageStore
+from fake_engine import FakeEngine
 
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine import python_image
@@ -23,13 +23,13 @@ def built_here(settings, recipe=None):
 def test_an_image_from_this_recipe_is_kept(settings):
     labels = built_here(settings, python_image.recipe(settings))
     assert python_image.stale_reason(labels, settings) is None
-    assert python_image.status(settings, store=FixedImageStore({settings.python_image: ImageInfo(IMAGE_ID, labels, 1)})) == "ok"
+    assert python_image.status(settings, store=FakeEngine.holding({settings.python_image: ImageInfo(IMAGE_ID, labels, 1)})) == "ok"
 
 
 def test_an_image_from_an_earlier_recipe_or_without_one_is_stale(settings):
     for labels in (built_here(settings), built_here(settings, "0" * 16)):
         assert "earlier recipe" in python_image.stale_reason(labels, settings)
-        store = FixedImageStore({settings.python_image: ImageInfo(IMAGE_ID, labels, 1)})
+        store = FakeEngine.holding({settings.python_image: ImageInfo(IMAGE_ID, labels, 1)})
         assert python_image.status(settings, store=store).startswith("stale: ")
 
 
@@ -39,7 +39,7 @@ def test_an_image_this_tool_did_not_build_is_never_replaced(settings):
 
 
 def test_a_missing_image_is_missing(settings):
-    assert python_image.status(settings, store=FixedImageStore({})) == "missing"
+    assert python_image.status(settings, store=FakeEngine.holding({})) == "missing"
 
 
 def test_the_recipe_follows_the_package_list(settings, monkeypatch):
@@ -49,7 +49,7 @@ def test_the_recipe_follows_the_package_list(settings, monkeypatch):
 
 
 def test_refresh_rebuilds_an_image_from_an_earlier_recipe_without_asking_the_archive(settings):
-    store = FixedImageStore({settings.python_image: ImageInfo(IMAGE_ID, built_here(settings, "0" * 16), 1)})
+    store = FakeEngine.holding({settings.python_image: ImageInfo(IMAGE_ID, built_here(settings, "0" * 16), 1)})
     rebuilt, lines = [], []
 
     def rebuild(settings, **kwargs):

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
+from fake_engine import FakeEngine
 from testkit import REPO
 
 from ingestion_factory import settings as settings_mod
@@ -406,28 +407,6 @@ def test_manifest_digest_computed_when_the_header_is_missing():
 # --- the pusher against a fake daemon and a fake registry ----------------------------------------
 
 
-class FakeLowLevel:
-    def __init__(self, streams):
-        self.streams = streams  # list of event lists or exceptions, one per push call
-        self.pushes, self.tags = [], []
-
-    def tag(self, image, repository, tag):
-        self.tags.append((image, f"{repository}:{tag}"))
-
-    def push(self, repository, tag, stream, decode, auth_config):
-        assert stream and decode
-        self.pushes.append((f"{repository}:{tag}", auth_config))
-        result = self.streams.pop(0)
-        if isinstance(result, Exception):
-            raise result
-        return iter(result)
-
-
-class FakeApi:
-    def __init__(self, streams):
-        self.api = FakeLowLevel(streams)
-
-
 class FakeRegistry:
     registry = "127.0.0.1:5000"
 
@@ -450,7 +429,10 @@ class FakeRegistry:
 
 def pusher(streams, fake_registry, credentials=None):
     creds = credentials or Credentials("user", PASSWORD, source="t")
-    return push.Pusher(FakeApi(streams), fake_registry, creds, redact=Redactor(creds.secrets),
+    engine = FakeEngine()
+    engine.add(IMAGE_ID)
+    engine.push_streams = list(streams)
+    return push.Pusher(engine, fake_registry, creds, redact=Redactor(creds.secrets),
                        progress=Quiet(), sleep=lambda s: None)
 
 
@@ -458,15 +440,15 @@ def test_push_tag_pushes_then_reads_back():
     p = pusher([pushed_events()], FakeRegistry())
     result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
     assert (result.result, result.digest, result.tries) == (push.PUSHED, DIGEST, 1)
-    assert p.api.api.tags == [(IMAGE_ID, "127.0.0.1:5000/ns/img:1.0")]
-    assert p.api.api.pushes[0][1]["password"] == PASSWORD  # handed to the daemon, never printed
+    assert p.engine.tagged == ["127.0.0.1:5000/ns/img:1.0"] and p.engine.tags_of(IMAGE_ID) == p.engine.tagged
+    assert p.engine.pushed[0][1]["password"] == PASSWORD  # handed to the daemon, never printed
 
 
 def test_same_image_already_there_is_a_no_op():
     p = pusher([], FakeRegistry(before=Manifest(DIGEST, "x", IMAGE_ID)))
     result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
     assert (result.result, result.digest) == (push.PRESENT, DIGEST)
-    assert p.api.api.pushes == []
+    assert p.engine.pushed == []
 
 
 def test_a_manifest_the_registry_does_not_hold_by_its_digest_is_not_taken_as_present():
@@ -475,7 +457,7 @@ def test_a_manifest_the_registry_does_not_hold_by_its_digest_is_not_taken_as_pre
     p = pusher([pushed_events()], FakeRegistry(before=made_up, held={}))
     result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
     assert (result.result, result.digest) == (push.PUSHED, DIGEST)
-    assert len(p.api.api.pushes) == 1
+    assert len(p.engine.pushed) == 1
 
 
 def test_other_image_under_the_tag_is_replaced():
@@ -503,7 +485,7 @@ def test_auth_error_is_not_retried_and_stops_the_run():
     result = p.push_image(item, "r/ns/img", ["1.0", "abc", "latest"])
     assert result.result == push.FAILED
     assert [t.result for t in result.tag_results] == [push.FAILED, push.NOT_PUSHED, push.NOT_PUSHED]
-    assert len(p.api.api.pushes) == 1
+    assert len(p.engine.pushed) == 1
     assert push.stops_the_run(result)
 
 
@@ -538,15 +520,10 @@ def add_connector(project, name, fragment="pymysql>=1.1\n"):
     (directory / "requirements.txt").write_text(fragment)
 
 
-class FakeStore(dict):
-    def inspect(self, ref):
-        return self.get(ref)
-
-
 def plan_with(project, built=(), tag=""):
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project).with_overrides(tag=tag or None)
     found = catalog.discover(settings)
-    store = FakeStore({settings.python_image: ImageInfo(PYTHON_ID, {}, 1)})
+    store = FakeEngine.holding({settings.python_image: ImageInfo(PYTHON_ID, {}, 1)})
     ids = {}
     for name in ["base", "base-datahub", *built]:
         spec = found[name]
@@ -555,8 +532,8 @@ def plan_with(project, built=(), tag=""):
         labels = {LABEL_INPUTS: input_hash(spec, parent_id, settings), LABEL_PARENT: parent_id,
                   # Built at this commit: the push must use it, whatever HEAD is now.
                   "org.opencontainers.image.revision": "abcdef123456"}
-        store[f"{settings.repository(spec.image_name)}:{settings.tag or spec.framework.version}"] = \
-            ImageInfo(ids[name], labels, 1)
+        store.hold(f"{settings.repository(spec.image_name)}:{settings.tag or spec.framework.version}",
+                   ImageInfo(ids[name], labels, 1))
     return settings, found, store
 
 
@@ -781,7 +758,7 @@ def test_a_deeply_nested_token_answer_is_a_registry_error():
 
 
 def test_with_a_cache_a_deeply_nested_answer_is_one_warning_not_an_exception():
-    from test_cache import FakeDaemon, FakeItem
+    from test_cache import FakeItem
 
     from ingestion_factory.workflows.cache import RegistryCache
 
@@ -789,7 +766,7 @@ def test_with_a_cache_a_deeply_nested_answer_is_one_warning_not_an_exception():
     tag = names.cache_tag("sha256:" + "ab" * 32)
     warnings = []
     client = serving(f"http://127.0.0.1:5000/v2/ns/img/manifests/{tag}", Reply(200, raw=DEEP))
-    cache = RegistryCache(FakeDaemon(), client, lambda name: "ns/img", warn=warnings.append)
+    cache = RegistryCache(FakeEngine(), client, lambda name: "ns/img", warn=warnings.append)
     started = time.monotonic()
     assert cache.fetch(item, "sha256:" + "ab" * 32, "sha256:" + "d" * 64) is None
     assert time.monotonic() - started < 2

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 
 import pytest
+from fake_engine import FakeEngine
 
 from ingestion_factory.errors import FactoryError
 from ingestion_factory.model.failures import Cause, StepFailed
@@ -48,58 +47,26 @@ def test_every_difference_is_named():
 # --- the checks on an image, against a fake engine that serves its files --------------------------
 
 
-class FakeContainer:
-    def __init__(self, files):
-        self.files = files
-
-    def get_archive(self, path):
-        from docker.errors import NotFound
-
-        if path not in self.files:
-            raise NotFound(f"no such file: {path}")
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            info = tarfile.TarInfo(path.rsplit("/", 1)[-1])
-            info.size = len(self.files[path])
-            archive.addfile(info, io.BytesIO(self.files[path]))
-        return iter([buffer.getvalue()]), {}
-
-    def remove(self, force=False):
-        pass
-
-
-class FakeImage:
-    def __init__(self, labels):
-        self.id, self.labels = "sha256:" + "a" * 64, labels
-
-
-class FakeEngine:
-    """An engine with one image holding `files` (path -> bytes); what the SDK calls of it, nothing more."""
-
-    def __init__(self, files):
-        self.files = files
-        self.containers = self
-        self.images = self
-
-    def create(self, image, command, **_):
-        return FakeContainer(self.files)
-
-    def get(self, ref):
-        return FakeImage({"io.ingestion-factory.sbom": sbom.SBOM_PATH})
+def engine_with(files: dict) -> FakeEngine:
+    """An engine with one image, labelled with its SBOM's path, holding `files` (path -> bytes)."""
+    engine = FakeEngine()
+    engine.add("sha256:" + "a" * 64, {"io.ingestion-factory.sbom": sbom.SBOM_PATH}, ["ns/ingestion-connector-mysql:1"],
+               files=files)
+    return engine
 
 
 SBOM = json.dumps({"components": [component("six", "1.17.0", "pip"), component("PyYAML", "6.0.2", "pip")]}).encode()
 
 
 def test_an_image_whose_sbom_is_its_lock_passes_and_a_copy_is_written(tmp_path):
-    engine = FakeEngine({sbom.SBOM_PATH: SBOM, sbom.LOCK_PATH: LOCK.encode()})
+    engine = engine_with({sbom.SBOM_PATH: SBOM, sbom.LOCK_PATH: LOCK.encode()})
     summary = sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", tmp_path)
     assert summary.python == {"six": "1.17.0", "pyyaml": "6.0.2"}
     assert summary.path == tmp_path / "mysql.cdx.json" and summary.path.read_bytes() == SBOM
 
 
 def test_an_image_without_a_lock_fails_the_check_naming_the_image(tmp_path):
-    engine = FakeEngine({sbom.SBOM_PATH: SBOM})
+    engine = engine_with({sbom.SBOM_PATH: SBOM})
     with pytest.raises(StepFailed) as failed:
         sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", tmp_path)
     assert failed.value.diagnosis.cause is Cause.SBOM_MISMATCH
@@ -126,7 +93,7 @@ def test_a_locked_package_the_image_lists_as_removed_may_be_absent_but_not_prese
 
 
 def test_an_image_with_the_tools_left_out_passes(tmp_path):
-    engine = FakeEngine({sbom.SBOM_PATH: SBOM, sbom.LOCK_PATH: LOCK_WITH_TOOLS.encode(),
+    engine = engine_with({sbom.SBOM_PATH: SBOM, sbom.LOCK_PATH: LOCK_WITH_TOOLS.encode(),
                          sbom.REMOVED_PATH: b"pip\nsetuptools\n"})
     assert sbom.verify_image(engine, "sha256:" + "a" * 64, "datahub", None).python == {"six": "1.17.0",
                                                                                         "pyyaml": "6.0.2"}
@@ -136,17 +103,17 @@ def test_an_image_with_pip_fails_even_when_its_lock_has_pip(tmp_path):
     with_pip = json.dumps({"components": [component("six", "1.17.0", "pip"), component("PyYAML", "6.0.2", "pip"),
                                           component("pip", "26.3", "pip"),
                                           component("setuptools", "80.10.2", "pip")]}).encode()
-    engine = FakeEngine({sbom.SBOM_PATH: with_pip, sbom.LOCK_PATH: LOCK_WITH_TOOLS.encode()})
+    engine = engine_with({sbom.SBOM_PATH: with_pip, sbom.LOCK_PATH: LOCK_WITH_TOOLS.encode()})
     with pytest.raises(StepFailed, match="^pip 26.3 is installed: no image may contain pip$"):
         sbom.verify_image(engine, "sha256:" + "a" * 64, "datahub", None)
     debian_pip = json.dumps({"components": [component("six", "1.17.0", "pip"), component("PyYAML", "6.0.2", "pip"),
                                             component("python3-pip", "23.0.1+dfsg-1", "dpkg")]}).encode()
-    engine = FakeEngine({sbom.SBOM_PATH: debian_pip, sbom.LOCK_PATH: LOCK.encode()})
+    engine = engine_with({sbom.SBOM_PATH: debian_pip, sbom.LOCK_PATH: LOCK.encode()})
     with pytest.raises(StepFailed, match="^Debian's python3-pip 23.0.1"):
         sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", None)
     pip_wheel = json.dumps({"components": [component("six", "1.17.0", "pip"), component("PyYAML", "6.0.2", "pip"),
                                            component("python3-pip-whl", "23.0.1+dfsg-1", "dpkg")]}).encode()
-    engine = FakeEngine({sbom.SBOM_PATH: pip_wheel, sbom.LOCK_PATH: LOCK.encode()})
+    engine = engine_with({sbom.SBOM_PATH: pip_wheel, sbom.LOCK_PATH: LOCK.encode()})
     with pytest.raises(StepFailed, match="^Debian's python3-pip-whl 23.0.1"):
         sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", None)
 
@@ -162,7 +129,7 @@ def test_an_image_with_pip_fails_even_when_its_lock_has_pip(tmp_path):
 def test_an_sbom_nested_too_deep_or_too_large_fails_the_check_and_inv_sbom(tmp_path, monkeypatch, raw, says):
     assert sbom.MAX_SBOM_BYTES == 32 * 1024 * 1024
     monkeypatch.setattr(sbom, "MAX_SBOM_BYTES", 2 * 1024 * 1024)  # as 32 MiB would be, with less memory
-    engine = FakeEngine({sbom.SBOM_PATH: raw, sbom.LOCK_PATH: LOCK.encode()})
+    engine = engine_with({sbom.SBOM_PATH: raw, sbom.LOCK_PATH: LOCK.encode()})
     started = time.monotonic()
     with pytest.raises(StepFailed) as failed:
         sbom.verify_image(engine, "sha256:" + "a" * 64, "mysql", tmp_path)

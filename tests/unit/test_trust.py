@@ -314,7 +314,8 @@ def trusted_cache(keys_used, signer=None, signed_record=None):
     """A RegistryCache over a MemoryRegistry holding one cache image (signed when `signer` is given)."""
     from dataclasses import dataclass
 
-    from test_cache import FakeDaemon, attrs, registry_config
+    from fake_engine import FakeEngine
+    from test_cache import attrs, registry_config
 
     from ingestion_factory.platforms import DEFAULT
     from ingestion_factory.workflows.cache import RegistryCache, cache_tag
@@ -335,13 +336,13 @@ def trusted_cache(keys_used, signer=None, signed_record=None):
     registry.manifests[cache_tag(record().input_hash)] = body
     registry.digests[cache_tag(record().input_hash)] = DIGEST
     registry.manifests[DIGEST] = body
-    daemon = FakeDaemon()
+    daemon = FakeEngine()
     from ingestion_factory.model.plan import LABEL_NAME
 
-    daemon.served[f"{REPO}@{DIGEST}"] = attrs(image_id, **{"io.ingestion-factory.inputs": record().input_hash,
+    daemon.registry[f"{REPO}@{DIGEST}"] = attrs(image_id, **{"io.ingestion-factory.inputs": record().input_hash,
                                                           "io.ingestion-factory.parent-id": record().parent_id,
                                                           LABEL_NAME: "datahub-sqlite"})
-    registry.blobs[image_id] = registry_config(daemon.served[f"{REPO}@{DIGEST}"])
+    registry.blobs[image_id] = registry_config(daemon.registry[f"{REPO}@{DIGEST}"])
     if signer:
         trust.sign(registry, signer, REPO, DIGEST, signed_record or record())
     warnings = []
@@ -399,7 +400,7 @@ def test_an_attested_hit_skips_the_smoke_test_unless_reverify(project, engine):
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
     for name, reverify, expected in (("a", False, BuildStatus.PULLED), ("b", True, BuildStatus.FAILED)):
         plan = make_plan(catalog.discover(settings), [name], engine, settings)
-        builder = Builder(settings, engine, engine, revision=None, run_build=engine.build,
+        builder = Builder(settings, engine, revision=None, run_build=engine.build,
                           smoke_test=engine.smoke_test, cache=AttestedCache(engine, {"base", name}),
                           reverify=reverify)
         results = {r.name: r for r in builder.run(plan, jobs=1, fail_fast=False)}

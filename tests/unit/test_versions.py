@@ -10,9 +10,10 @@ import shutil
 from dataclasses import replace
 
 import pytest
+from fake_engine import FakeEngine
 from project_tree import add_connector, connector_lock
 from test_lock import FakeUv
-from test_plan import PYTHON_ID, FakeStore
+from test_plan import PYTHON_ID
 
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.errors import ConfigError
@@ -263,9 +264,9 @@ def test_a_bad_catalog_toml_is_refused_with_the_command_that_rewrites_it(tree):
 
 def test_a_non_default_versions_images_get_only_their_version_tag(tree):
     (new, new_found), (old, old_found) = views(tree)
-    assert make_plan(new_found, ["mysql"], FakeStore(), new, revision="abc").items["mysql"].tags == [
+    assert make_plan(new_found, ["mysql"], FakeEngine(), new, revision="abc").items["mysql"].tags == [
         NEW, "abc", "latest"]
-    plan = make_plan(old_found, ["mysql"], FakeStore(), old, revision="abc")
+    plan = make_plan(old_found, ["mysql"], FakeEngine(), old, revision="abc")
     assert plan.items["mysql"].tags == [OLD] and plan.items["base"].tags == [OLD]
     assert plan.items["mysql"].ref.endswith(f"/ingestion-connector-mysql:{OLD}")
 
