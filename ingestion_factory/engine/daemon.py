@@ -7,15 +7,18 @@ from dataclasses import dataclass
 
 from ..files import write_atomically
 from ..model import lockfile
+from ..model.catalog import Catalog
 from ..model.names import OwnTags
-from ..model.plan import ImageInfo, make_plan
+from ..model.plan import ImageInfo, Plan, make_plan
+from ..platforms import Platform
 from ..settings import Settings, git_revision
 from .docker_engine import DockerEngine, Engine, EngineRefused, ImageMissing, client, read_files, short
+from .verify import DockerClient
 
 __all__ = ["DockerEngine", "Engine", "client", "read_files"]  # their old home, still imported from here
 
 
-def remove_tags_under(api, prefix: str, *, noprune: bool = False) -> None:
+def remove_tags_under(api: DockerClient, prefix: str, *, noprune: bool = False) -> None:
     """Untag every local image whose name starts with `prefix/` (deleting images left with no tag); `api` is
     a docker SDK client (the integration tests' clean-up)."""
     # The low-level list: one request, and no inspect per image that another process may remove meanwhile.
@@ -101,8 +104,8 @@ class ImageSnapshot:
         return self.by_ref.get(ref) or self.engine.inspect(ref)
 
 
-def plan_for(settings: Settings, catalog, targets: list[str], *, force: bool = False, platform=None,
-             engine: Engine | None = None):
+def plan_for(settings: Settings, catalog: Catalog, targets: list[str], *, force: bool = False,
+             platform: Platform | None = None, engine: Engine | None = None) -> tuple[Plan, Engine]:
     """The plan for these catalog keys, and the engine it was made against: `engine` when given (tests pass
     the fake one), else the local engine."""
     engine = engine if engine is not None else DockerEngine()

@@ -14,11 +14,16 @@ import io
 import os
 import tarfile
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..errors import DockerUnavailable
 from ..model.plan import LABEL_PLATFORM, ImageInfo
 from . import verify
+from .verify import Container, DockerClient
+
+# The engine's answers as the SDK decodes them (JSON objects); the SDK ships no types to be more precise with.
+JSON = dict[str, Any]
+T = TypeVar("T")
 
 NO_TAG = "<none>:<none>"
 SAVE_CHUNK = 1024 * 1024
@@ -68,18 +73,18 @@ class Engine(Protocol):
     def images_in_use(self) -> set[str]:
         """The image IDs of every container, running or not."""
 
-    def pull(self, repository: str, digest: str, auth: dict | None) -> Iterator[dict]:
+    def pull(self, repository: str, digest: str, auth: JSON | None) -> Iterator[JSON]:
         """Pull by digest; the engine's progress events."""
 
-    def push(self, repository: str, tag: str, auth: dict | None) -> Iterator[dict]: ...
+    def push(self, repository: str, tag: str, auth: JSON | None) -> Iterator[JSON]: ...
 
     def save(self, image_ids: list[str]) -> Iterator[bytes]:
         """`docker save` of several images in one archive."""
 
-    def load(self, chunks: Iterable[bytes]) -> Iterator[dict]:
+    def load(self, chunks: Iterable[bytes]) -> Iterator[JSON]:
         """`docker load` of an archive; the engine's events."""
 
-    def registry_config(self) -> dict | None:
+    def registry_config(self) -> JSON | None:
         """The engine's registry settings (insecure registries, mirrors)."""
 
     def smoke_test(self, image_id: str, command: list[str] | None = None, *,
@@ -100,7 +105,7 @@ class ContainerFailed(EngineError):
 
 
 @contextlib.contextmanager
-def _translated(ref: str = ""):
+def _translated(ref: str = "") -> Iterator[None]:
     """The SDK's errors as the seam's own."""
     from docker.errors import ContainerError, DockerException, NotFound  # loads with the engine, not at start-up
     from requests.exceptions import RequestException
@@ -115,13 +120,13 @@ def _translated(ref: str = ""):
         raise EngineRefused(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _each(events: Iterable, ref: str = "") -> Iterator:
+def _each(events: Iterable[T], ref: str = "") -> Iterator[T]:
     """A stream whose errors while it is read are translated too."""
     with _translated(ref):
         yield from events
 
 
-def info_from(attrs: dict) -> ImageInfo:
+def info_from(attrs: JSON) -> ImageInfo:
     """ImageInfo from `docker image inspect`."""
     return ImageInfo(id=attrs["Id"], labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
                      size=int(attrs.get("Size") or 0),
@@ -137,7 +142,7 @@ NO_DAEMON_HINT = (
 
 
 @functools.lru_cache(maxsize=1)
-def client():
+def client() -> DockerClient:
     """A docker SDK client that has answered a ping, or DockerUnavailable."""
     import docker
     from docker.errors import DockerException
@@ -152,12 +157,12 @@ def client():
     return api
 
 
-def short(exc: Exception) -> str:
+def short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text if len(text) < 160 else text[:157] + "..."
 
 
-def read_files(api, image: str, paths: list[str]) -> dict[str, bytes | None]:
+def read_files(api: DockerClient, image: str, paths: list[str]) -> dict[str, bytes | None]:
     """Files from an image, without running it (a created container, read through the engine's archive API)."""
     from docker.errors import NotFound  # the docker SDK loads when the engine is used, not at start-up
 
@@ -182,9 +187,9 @@ def read_files(api, image: str, paths: list[str]) -> dict[str, bytes | None]:
 class DockerEngine:
     """Engine over a docker SDK client (the local engine's, by default)."""
 
-    def __init__(self, sdk=None):
-        self.sdk = sdk if sdk is not None else client()
-        self.low = self.sdk.api
+    def __init__(self, sdk: DockerClient | None = None) -> None:
+        self.sdk: DockerClient = sdk if sdk is not None else client()
+        self.low: Any = self.sdk.api  # docker.APIClient, untyped too
 
     def images(self) -> list[ImageInfo]:
         # The listing has no architecture: the platform label every build sets stands in for it.
@@ -226,12 +231,12 @@ class DockerEngine:
         with _translated():
             return {container.get("ImageID") for container in self.low.containers(all=True)}
 
-    def pull(self, repository: str, digest: str, auth: dict | None) -> Iterator[dict]:
+    def pull(self, repository: str, digest: str, auth: JSON | None) -> Iterator[JSON]:
         with _translated():
             events = self.low.pull(repository, tag=digest, stream=True, decode=True, auth_config=auth)
         return _each(events)
 
-    def push(self, repository: str, tag: str, auth: dict | None) -> Iterator[dict]:
+    def push(self, repository: str, tag: str, auth: JSON | None) -> Iterator[JSON]:
         with _translated():
             events = self.low.push(repository, tag, stream=True, decode=True, auth_config=auth)
         return _each(events)
@@ -242,14 +247,15 @@ class DockerEngine:
             response = self.low._get(self.low._url("/images/get"), params={"names": image_ids}, stream=True)
         return _each(self.low._stream_raw_result(response, SAVE_CHUNK, False))
 
-    def load(self, chunks: Iterable[bytes]) -> Iterator[dict]:
+    def load(self, chunks: Iterable[bytes]) -> Iterator[JSON]:
         with _translated():
             events = self.low.load_image(chunks)
         return _each(events)
 
-    def registry_config(self) -> dict | None:
+    def registry_config(self) -> JSON | None:
         with _translated():
-            return self.sdk.info().get("RegistryConfig")
+            config: JSON | None = self.sdk.info().get("RegistryConfig")
+        return config
 
     def smoke_test(self, image_id: str, command: list[str] | None = None, *,
                    timeout_s: float = verify.SMOKE_TIMEOUT_S) -> verify.SmokeResult:
@@ -262,17 +268,18 @@ class DockerEngine:
 
     def run_output(self, image: str, command: list[str]) -> bytes:
         with _translated(image):
-            return self.sdk.containers.run(image, command, entrypoint=[], network_mode="none", remove=True,
-                                           stdout=True, stderr=False)
+            output: bytes = self.sdk.containers.run(image, command, entrypoint=[], network_mode="none",
+                                                    remove=True, stdout=True, stderr=False)
+        return output
 
-    def run_detached(self, image: str, command: list[str], *, environment: dict, mounts: list, name: str,
-                     labels: dict):
+    def run_detached(self, image: str, command: list[str], *, environment: dict[str, str], mounts: list[Any],
+                     name: str, labels: dict[str, str]) -> Container:
         """A container started in the background on the host's network (`inv run-local`)."""
         with _translated(image):
             return self.sdk.containers.run(image, command, detach=True, network_mode="host", environment=environment,
                                            mounts=mounts, name=name, labels=labels)
 
-    def follow_logs(self, container) -> Iterator[bytes]:
+    def follow_logs(self, container: Container) -> Iterator[bytes]:
         """A container's log stream, followed until it ends however long it stays quiet.
 
         The engine client gives up on a read after FACTORY_DOCKER_TIMEOUT (600 s) of silence, which ended
@@ -280,4 +287,5 @@ class DockerEngine:
         """
         import docker  # heavy: only when a real container runs
 
-        return docker.from_env(timeout=None).api.logs(container.id, stream=True, follow=True)
+        stream: Iterator[bytes] = docker.from_env(timeout=None).api.logs(container.id, stream=True, follow=True)
+        return stream

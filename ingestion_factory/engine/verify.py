@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .. import interrupts
 from ..model.failures import Cause, Diagnosis, StepFailed, read_smoke_output
@@ -25,6 +25,12 @@ SMOKE_TEST_CPU_SHARES = 256
 # The docker SDK ships no types: its client (docker.DockerClient) and containers are Any here.
 DockerClient = Any
 Container = Any
+
+
+class Tagger(Protocol):
+    """The one thing the tag moves ask of an engine (docker_engine.Engine has it; that module imports this one)."""
+
+    def tag(self, image: str, repository: str, tag: str) -> None: ...
 
 
 class SmokeFailed(StepFailed):
@@ -48,7 +54,7 @@ def pin_ref(image_id: str, repository: str = PIN_REPOSITORY) -> str:
     return f"{repository}:{image_id.removeprefix('sha256:')}"
 
 
-def pin(engine, image_id: str, repository: str = PIN_REPOSITORY) -> str:
+def pin(engine: Tagger, image_id: str, repository: str = PIN_REPOSITORY) -> str:
     """Tag the image by its ID (in a repository of the caller's) and return that reference."""
     ref = pin_ref(image_id, repository)
     engine.tag(image_id, repository, ref.rpartition(":")[2])
@@ -130,9 +136,9 @@ def timed_out(exc: BaseException) -> bool:
     return False
 
 
-def move_tags(engine, image_id: str, repository: str, tags: list[str]) -> list[str]:
+def move_tags(engine: Tagger, image_id: str, repository: str, tags: list[str]) -> list[str]:
     """Point every tag at the verified image (through the engine seam); returns the refs now pointing at it."""
-    refs = []
+    refs: list[str] = []
     for tag in tags:
         engine.tag(image_id, repository, tag)
         refs.append(f"{repository}:{tag}")
