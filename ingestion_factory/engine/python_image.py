@@ -17,15 +17,18 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import platforms
 from ..errors import ConfigError, FactoryError
 from ..model.names import python_image_ref
+from ..model.plan import ImageInfo
 from ..platforms import Platform
 from ..settings import Settings
 from . import buildkit, debian_archive
-from .docker_engine import DockerEngine
+from .docker_engine import DockerEngine, Engine
+from .verify import DockerClient
 
 # No python3-pip (nor the setuptools and wheel it pulls in): no image can install packages at run time.
 # python3-venv stays here for build stages and the bench's seed build (ensurepip); every base purges it
@@ -63,6 +66,12 @@ SOURCES = "etc/apt/sources.list.d/debian.sources"
 DPKG_STATUS = "/var/lib/dpkg/status"
 APT_TIMEOUT_S = 1800  # under QEMU an upgrade of a few dozen packages takes minutes
 
+Echo = Callable[[str], object]  # where progress lines go; the cli passes its own
+
+
+def _silent(line: str) -> None:
+    """The default echo: the library never prints."""
+
 
 def recipe(settings: Settings) -> str:
     """A short digest of what `inv python-image` puts into the image."""
@@ -81,7 +90,7 @@ def stale_reason(labels: dict[str, str], settings: Settings) -> str | None:
     return None
 
 
-def status(settings: Settings, platform: Platform = platforms.DEFAULT, store=None) -> str:
+def status(settings: Settings, platform: Platform = platforms.DEFAULT, store: Engine | None = None) -> str:
     """"missing", "stale: <why>" or "ok": what the set-up scripts ask before they build."""
     existing = (store or DockerEngine()).inspect(python_image_ref(settings, platform))
     if existing is None:
@@ -90,9 +99,9 @@ def status(settings: Settings, platform: Platform = platforms.DEFAULT, store=Non
     return f"stale: {reason}" if reason else "ok"
 
 
-def _kept(existing, ref: str, settings: Settings, force: bool, echo) -> bool:
+def _kept(existing: ImageInfo, ref: str, settings: Settings, force: bool, echo: Echo) -> bool:
     """Whether the existing image stays (and says so), or why it is rebuilt."""
-    if existing is None or force:
+    if force:
         return False
     reason = stale_reason(existing.labels, settings)
     if reason is None:
@@ -102,15 +111,17 @@ def _kept(existing, ref: str, settings: Settings, force: bool, echo) -> bool:
     return False
 
 
-def build_all(settings: Settings, *, force: bool = False, echo=print) -> list[str]:
+def build_all(settings: Settings, *, force: bool = False, echo: Echo = _silent) -> list[str]:
     """The Python image of every configured platform (`inv python-image --platform ...`)."""
     targets = settings.target_platforms
     platforms.require_emulation(targets)
     return [build(settings, force=force, echo=echo, platform=target) for target in targets]
 
 
-def refresh_all(settings: Settings, *, echo=print, archive: debian_archive.Archive | None = None, store=None,
-                installed=None, rebuild=None) -> list[str]:
+def refresh_all(settings: Settings, *, echo: Echo = _silent, archive: debian_archive.Archive | None = None,
+                store: Engine | None = None,
+                installed: Callable[[Engine, str], dict[str, tuple[str, str]]] | None = None,
+                rebuild: Callable[..., str] | None = None) -> list[str]:
     """`inv python-image --refresh`: rebuild each platform's Python image only when the archive has newer
     versions of its Debian packages (or it is missing); otherwise change nothing."""
     targets = settings.target_platforms
@@ -119,7 +130,7 @@ def refresh_all(settings: Settings, *, echo=print, archive: debian_archive.Archi
     store = store or DockerEngine()
     installed = installed or installed_packages  # (engine, image) -> name -> (version, architecture)
     rebuild = rebuild or build
-    built = []
+    built: list[str] = []
     for target in targets:
         ref = python_image_ref(settings, target)
         existing = store.inspect(ref)
@@ -152,7 +163,7 @@ def pending_updates(installed: dict[str, tuple[str, str]], platform: Platform,
     return [update for arch, packages in grouped.items() for update in archive.updates(packages, arch)]
 
 
-def installed_packages(engine, image: str) -> dict[str, tuple[str, str]]:
+def installed_packages(engine: Engine, image: str) -> dict[str, tuple[str, str]]:
     """The image's installed Debian packages, name -> (version, architecture), from its dpkg database."""
     status = engine.read_files(image, [DPKG_STATUS])[DPKG_STATUS]
     if status is None:
@@ -160,13 +171,13 @@ def installed_packages(engine, image: str) -> dict[str, tuple[str, str]]:
     return debian_archive.dpkg_status(status.decode("utf-8", errors="replace"))
 
 
-def build(settings: Settings, *, force: bool = False, echo=print, platform: Platform = platforms.DEFAULT) -> str:
+def build(settings: Settings, *, force: bool = False, echo: Echo = _silent, platform: Platform = platforms.DEFAULT) -> str:
     """Build and tag the Python image unless it exists; returns its image ID."""
     if not platform.is_default:
         return _build_foreign(settings, platform, force=force, echo=echo)
     store = DockerEngine()
     existing = store.inspect(settings.python_image)
-    if _kept(existing, settings.python_image, settings, force, echo):
+    if existing is not None and _kept(existing, settings.python_image, settings, force, echo):
         return existing.id
     debootstrap = _require_debootstrap()
     started = time.monotonic()
@@ -186,15 +197,14 @@ def build(settings: Settings, *, force: bool = False, echo=print, platform: Plat
         if not repository or "/" in tag:  # "name" or "host:5000/name": no tag given
             repository, tag = settings.python_image, "latest"
         # The root filesystem streams from tar straight into the engine; nothing is staged on disk.
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
-        try:
-            store.low.import_image(src=tar.stdout, repository=repository, tag=tag, changes=changes,
+        # Leaving the Popen closes tar's stdout and waits for it, whether the import worked or not.
+        with subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
+                              stdout=subprocess.PIPE) as tar:
+            try:
+                store.low.import_image(src=tar.stdout, repository=repository, tag=tag, changes=changes,
                                        stream_src=True)
-        except Exception as exc:
-            raise FactoryError(f"importing the root filesystem failed: {exc}") from None
-        finally:
-            tar.stdout.close()
-            tar.wait()
+            except Exception as exc:
+                raise FactoryError(f"importing the root filesystem failed: {exc}") from None
     image = store.inspect(settings.python_image)
     if image is None:
         raise FactoryError(f"the engine did not keep the imported image {settings.python_image}")
@@ -213,7 +223,7 @@ def _require_debootstrap() -> str:
     return debootstrap
 
 
-def _build_foreign(settings: Settings, platform: Platform, *, force: bool, echo) -> str:
+def _build_foreign(settings: Settings, platform: Platform, *, force: bool, echo: Echo) -> str:
     """The same Debian packages for another architecture: debootstrap runs its second stage under QEMU.
 
     `docker import --platform` records the host's architecture on this engine, so the root filesystem
@@ -222,7 +232,7 @@ def _build_foreign(settings: Settings, platform: Platform, *, force: bool, echo)
     ref = python_image_ref(settings, platform)
     store = DockerEngine()
     existing = store.inspect(ref)
-    if _kept(existing, ref, settings, force, echo):
+    if existing is not None and _kept(existing, ref, settings, force, echo):
         return existing.id
     platforms.require_emulation([platform])
     debootstrap = _require_debootstrap()
@@ -278,7 +288,7 @@ UPGRADE_SCRIPT = (
 )
 
 
-def _debootstrap(settings: Settings, platform: Platform, rootfs: Path, debootstrap: str, echo) -> None:
+def _debootstrap(settings: Settings, platform: Platform, rootfs: Path, debootstrap: str, echo: Echo) -> None:
     """debootstrap the suite, then upgrade from all three suites with the image's own apt (under QEMU abroad)."""
     keyring = debian_archive.require_keyring(settings)
     arch = f" for {platform.debian}" if not platform.is_default else ""
@@ -374,7 +384,7 @@ def _prune_and_link(rootfs: Path) -> None:
         link.symlink_to("/usr/bin/python3")
 
 
-def _python_version(api, image_id: str) -> str:
+def _python_version(api: DockerClient, image_id: str) -> str:
     """Prove the image runs Python with venv and pip's bootstrap, as the base Dockerfile needs."""
     container = api.containers.create(image_id, ["python3", "-c",
                                                  "import sys, venv, ensurepip; print(sys.version.split()[0])"],
@@ -382,7 +392,7 @@ def _python_version(api, image_id: str) -> str:
     try:
         container.start()
         status = container.wait(timeout=60)
-        output = container.logs().decode(errors="replace").strip()
+        output: str = container.logs().decode(errors="replace").strip()
     finally:
         container.remove(force=True)
     if status.get("StatusCode") != 0:

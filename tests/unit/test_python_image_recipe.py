@@ -62,3 +62,14 @@ def test_refresh_rebuilds_an_image_from_an_earlier_recipe_without_asking_the_arc
     assert python_image.refresh_all(settings, archive=object(), store=store, installed=no_archive_query,
                                     rebuild=rebuild, echo=lines.append) == ["sha256:new"]
     assert rebuilt[0]["force"] is True and "earlier recipe" in lines[-1]
+
+
+def test_refresh_without_an_echo_prints_nothing(settings, capsys):
+    store = FakeEngine.holding({settings.python_image: ImageInfo(IMAGE_ID, built_here(settings, "0" * 16), 1)})
+
+    def rebuild(settings, **kwargs):
+        kwargs["echo"]("said through the echo it was given")
+        return "sha256:new"
+
+    assert python_image.refresh_all(settings, archive=object(), store=store, rebuild=rebuild) == ["sha256:new"]
+    assert capsys.readouterr() == ("", "")
