@@ -8,6 +8,8 @@
 #                   integration tests then fail or skip on what is missing
 #   --allow-skips   accept a run in which tests were skipped (by default skips fail it: a skipped
 #                   test proves nothing)
+#   --no-lint       leave out the checks that run before the tests: ruff over the code and tests, and
+#                   mypy --strict on model/ and engine/ (pyproject.toml); a failed check fails the run
 # Other arguments go to pytest, e.g. `./run_tests.sh tests/unit` or `-k push`.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,12 +17,14 @@ cd "$(dirname "$0")"
 setup_only=false
 no_setup=false
 allow_skips=false
+lint=true
 pytest_args=()
 for arg in "$@"; do
     case "$arg" in
         --setup-only) setup_only=true ;;
         --no-setup) no_setup=true ;;
         --allow-skips) allow_skips=true ;;
+        --no-lint) lint=false ;;
         *) pytest_args+=("$arg") ;;
     esac
 done
@@ -35,6 +39,14 @@ else
     # Stops here, with the commands to run, when it cannot set up everything the tests need.
     scripts/provision.sh
     $setup_only && exit 0
+fi
+
+# The static checks first (seconds): their findings are printed, the tests still run, the run fails.
+lint_failed=""
+if $lint; then
+    echo "== ruff check (F, B, I, UP) and mypy --strict (model/, engine/)"
+    .venv/bin/ruff check . || lint_failed="ruff"
+    .venv/bin/mypy || lint_failed="${lint_failed:+$lint_failed and }mypy"
 fi
 
 # tests/conftest.py writes one line per skipped test here: "<test id><TAB><reason>".
@@ -52,6 +64,10 @@ if [ -s "$skips" ] && ! $allow_skips; then
     cut -f2- "$skips" | sort | uniq -c | sort -rn | sed 's/^ *\([0-9]*\) /  \1 x /' >&2
     echo "error: $(wc -l <"$skips") test(s) skipped (reasons above), so this run does not show that they pass;" \
          "give them what they need, or accept the skips with ./run_tests.sh --allow-skips" >&2
+    [ "$status" -ne 0 ] || status=1
+fi
+if [ -n "$lint_failed" ]; then
+    echo "error: $lint_failed found problems (above): fix them (\`.venv/bin/ruff check --fix .\` does most of ruff's)" >&2
     [ "$status" -ne 0 ] || status=1
 fi
 exit "$status"
