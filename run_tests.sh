@@ -45,8 +45,8 @@ fi
 lint_failed=""
 if $lint; then
     echo "== ruff check (F, B, I, UP) and mypy --strict (model/, engine/)"
-    .venv/bin/ruff check . || lint_failed="ruff"
-    .venv/bin/mypy || lint_failed="${lint_failed:+$lint_failed and }mypy"
+    .venv/bin/python -m ruff check . || lint_failed="ruff"
+    .venv/bin/python -m mypy || lint_failed="${lint_failed:+$lint_failed and }mypy"
 fi
 
 # tests/conftest.py writes one line per skipped test here: "<test id><TAB><reason>".

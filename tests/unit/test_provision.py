@@ -224,6 +224,13 @@ def test_no_setup_runs_the_tests_without_touching_the_machine(machine):
     machine.set(root=False, engine_up=False)
     completed = machine.run("--no-setup", "tests/unit", script="run_tests.sh")
     assert completed.returncode == 0, completed.stderr
+    assert machine.calls == ["python -m ruff check .", "python -m mypy", "python -m pytest --durations=25 tests/unit"]
+
+
+def test_no_lint_leaves_the_static_checks_out(machine):
+    machine.set(root=False, engine_up=False)
+    completed = machine.run("--no-setup", "--no-lint", "tests/unit", script="run_tests.sh")
+    assert completed.returncode == 0, completed.stderr
     assert machine.calls == ["python -m pytest --durations=25 tests/unit"]
 
 
