@@ -112,3 +112,16 @@ def empty_namespace(api, namespace: str, hosts: list[str]) -> None:
                 continue
             doomed.discard(image_id)
     assert not doomed, f"images of {namespace} still there: {doomed}"
+
+
+SIGNING_ENV = {"FACTORY_SIGNING_PASSPHRASE": "integration-test-passphrase"}
+
+
+def signing_family(project: Project) -> Project:
+    """A key pair generated, signing_key and trusted_keys set (as a string, so INVOKE_FACTORY_TRUSTED_KEYS can
+    override it), and the DataHub family built: what the signing tests start from."""
+    project.inv("keys", "generate", "--output", "keys", env=SIGNING_ENV)
+    (project.root / "invoke.yaml").write_text(
+        "factory:\n  signing_key: keys/factory-signing.key\n  trusted_keys: keys/factory-signing.pub\n")
+    project.inv("build-connectors", "-c", "datahub-sqlite")
+    return project

@@ -9,12 +9,12 @@ import time
 
 import pytest
 from lying_registry import ACCEPT, Answer, nested_json
+from scratch_project import SIGNING_ENV, signing_family
 from testkit import DH_VERSION
 
 pytestmark = pytest.mark.registry
 
-PASSPHRASE = "integration-test-passphrase"
-ENV = {"FACTORY_SIGNING_PASSPHRASE": PASSPHRASE}
+ENV = SIGNING_ENV
 FAKE_DIGEST = "sha256:" + "f" * 64
 SQLITE = "ingestion-connector-datahub-sqlite"
 BASE = "ingestion-connector-base-datahub"
@@ -23,12 +23,7 @@ BASE = "ingestion-connector-base-datahub"
 @pytest.fixture(scope="module")
 def hostile(module_project, lying_registry):
     """Keys, the family built, and the liar in front of a real registry: (project, liar)."""
-    project = module_project
-    project.inv("keys", "generate", "--output", "keys", env=ENV)
-    (project.root / "invoke.yaml").write_text(
-        "factory:\n  signing_key: keys/factory-signing.key\n  trusted_keys: keys/factory-signing.pub\n")
-    project.inv("build-connectors", "-c", "datahub-sqlite")
-    return project, lying_registry
+    return signing_family(module_project), lying_registry
 
 
 @pytest.fixture

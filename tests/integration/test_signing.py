@@ -9,12 +9,12 @@ import json
 
 import pytest
 import requests
+from scratch_project import SIGNING_ENV, signing_family
 from testkit import upload_blob
 
 pytestmark = pytest.mark.registry
 
-PASSPHRASE = "integration-test-passphrase"
-ENV = {"FACTORY_SIGNING_PASSPHRASE": PASSPHRASE}
+ENV = SIGNING_ENV
 SIGNED_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE_TYPE = "application/vnd.dsse.envelope.v1+json"
 OCI = "application/vnd.oci.image.manifest.v1+json"
@@ -23,12 +23,7 @@ OCI = "application/vnd.oci.image.manifest.v1+json"
 @pytest.fixture(scope="module")
 def signed(module_project, registries):
     """Keys generated, the family built and pushed with signing on; returns (project, registry, push report)."""
-    project = module_project
-    project.inv("keys", "generate", "--output", "keys", env=ENV)
-    # trusted_keys as a string (comma-separated), so INVOKE_FACTORY_TRUSTED_KEYS can override it below.
-    (project.root / "invoke.yaml").write_text(
-        "factory:\n  signing_key: keys/factory-signing.key\n  trusted_keys: keys/factory-signing.pub\n")
-    project.inv("build-connectors", "-c", "datahub-sqlite")
+    project = signing_family(module_project)
     project.inv("push", "-c", "datahub-sqlite", "--registry", registries.open.host, env=ENV)
     report = json.loads((project.root / "build" / "reports" / "push-latest.json").read_text())
     return project, registries.open, report
