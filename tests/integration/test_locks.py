@@ -225,7 +225,6 @@ def test_the_sbom_is_the_one_the_earlier_generator_writes(project, docker_api, t
     from ingestion_factory.engine import buildkit, verify
     from ingestion_factory.engine.docker_engine import read_files
     from ingestion_factory.settings import load, pyproject_defaults
-    from ingestion_factory.workflows.sbom import read_files
 
     earlier = subprocess.run(["git", "show", EARLIER_GENERATOR], cwd=Path(__file__).parent, capture_output=True,
                              text=True)
