@@ -37,7 +37,7 @@ from ..platforms import Platform
 from ..progress import Progress
 from ..settings import Settings
 from ..status import Status
-from . import trust
+from . import trust_sign
 from .manifest_list import (
     IMAGE_TYPE,
     LIST_TYPE,
@@ -582,7 +582,7 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
         return PushRun(results, title)
 
     require_verified([item for plan in plans for item in plan], "push")
-    signer = trust.signer_from(settings, passphrase_file)  # opened now: a wrong passphrase pushes nothing
+    signer = trust_sign.signer_from(settings, passphrase_file)  # opened now: a wrong passphrase pushes nothing
     results: list[PushResult] = []
     progress.say(f"Pushing {len(jobs)} image(s){' for ' + ', '.join(map(str, chosen)) if as_lists else ''} to "
               f"{display_host(target)} as {credentials.describe() if credentials else 'anonymous'}"
@@ -625,9 +625,9 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
 
 
 def _sign(pusher: Pusher, signer, engine: Engine, items: list[PlanItem], result: PushResult) -> None:
-    """Sign every digest of a pushed image (trust.py); a failure to sign fails the image's push."""
+    """Sign every digest of a pushed image (trust_sign.py); a failure to sign fails the image's push."""
     try:
-        for signed in trust.sign_pushed(pusher.client, signer, engine, items, result.repository, result.digest,
+        for signed in trust_sign.sign_pushed(pusher.client, signer, engine, items, result.repository, result.digest,
                                         result.platforms):
             result.signed[signed.digest] = signed.signature if signed.signature == signed.attestation else "signed"
             pusher.say(f"{result.repository}@{signed.digest}: signature {signed.signature}, "

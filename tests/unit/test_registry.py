@@ -775,15 +775,15 @@ def test_with_a_cache_a_deeply_nested_answer_is_one_warning_not_an_exception():
 
 def test_a_deeply_nested_signature_manifest_fails_the_signature_check_not_the_run():
     from ingestion_factory.model import trust_records
-    from ingestion_factory.workflows import trust
+    from ingestion_factory.workflows import trust_check
 
     image = manifest_reply()
     routes = {("GET", "http://127.0.0.1:5000/v2/ns/img/manifests/" + MANIFEST_DIGEST): lambda headers: image,
               ("GET", "http://127.0.0.1:5000/v2/ns/img/manifests/" + trust_records.signature_tag(MANIFEST_DIGEST)):
                   lambda headers: Reply(200, raw=DEEP)}
     client = RegistryClient("127.0.0.1:5000", None, insecure=True, session=FakeSession(routes, refuse=("https://",)))
-    verdict = trust.check(client, "ns/img", MANIFEST_DIGEST, [], trust.Expectation())
-    assert verdict.failure.check == trust.Check.SIGNATURE and "nested deeper than 100 levels" in verdict.why()
+    verdict = trust_check.check(client, "ns/img", MANIFEST_DIGEST, [], trust_check.Expectation())
+    assert verdict.failure.check == trust_check.Check.SIGNATURE and "nested deeper than 100 levels" in verdict.why()
 
 
 # --- content addressing: a digest is the sha256 of bytes we hold -----------------------------------
@@ -830,6 +830,7 @@ def test_the_request_timeout_comes_from_the_environment_within_bounds():
 
 def test_unbundle_push_stops_after_an_auth_failure_as_push_does(monkeypatch, tmp_path):
     """The mirror push used to try every image after a refused login (about 7 s of retries each)."""
+    from ingestion_factory.model import bundle_format
     from ingestion_factory.workflows import bundle
 
     tried = []
@@ -841,11 +842,11 @@ def test_unbundle_push_stops_after_an_auth_failure_as_push_does(monkeypatch, tmp
                                    reason="unauthorized: authentication required")
 
     monkeypatch.setattr(bundle, "connect", lambda *args: RefusingPusher())
-    images = tuple(bundle.BundledImage(name=name, repository=f"ns/ingestion-connector-{name}", tags=("1.0",),
+    images = tuple(bundle_format.BundledImage(name=name, repository=f"ns/ingestion-connector-{name}", tags=("1.0",),
                                        image_id="sha256:" + str(n) * 64, input_hash="", framework="datahub",
                                        framework_version="1.0", parent=None, parent_id="")
                    for n, name in enumerate(("base", "mysql", "postgres"), start=1))
-    manifest = bundle.BundleManifest(images=images, archive_size=0, archive_sha256="")
+    manifest = bundle_format.BundleManifest(images=images, archive_size=0, archive_sha256="")
     settings = settings_mod.load({**settings_mod.pyproject_defaults(REPO), "output_dir": str(tmp_path / "out")},
                                  tmp_path)
     run = bundle._push_mirror(settings, None, manifest, "127.0.0.1:5000", None, Quiet())
