@@ -1,0 +1,97 @@
+"""Every task's result record, as its report shows it: the keys, their order and their values.
+
+Written before the result families became one type (model/results.py StepResult), and kept: a change to a
+report is a change a reader of build/reports/*.json (or `inv verify --json`) sees, and must be deliberate.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ingestion_factory.engine.debian_archive import DebianUpdate
+from ingestion_factory.model import osv
+from ingestion_factory.model.results import BuildStatus, Result, write_json
+from ingestion_factory.model.trust_records import VerificationRecord
+from ingestion_factory.workflows import trust_check
+from ingestion_factory.workflows.audit import AuditStatus, ImageAudit, PythonUpdate
+from ingestion_factory.workflows.bundle import CheckStatus, ImageCheck
+from ingestion_factory.workflows.push import PushResult, PushStatus, TagResult
+
+IMAGE_ID, DIGEST = "sha256:aaa", "sha256:ddd"
+
+
+def reported(tmp_path, results) -> str:
+    """The report's images, as written (json.dumps keeps the order of the keys)."""
+    document = json.loads(write_json(tmp_path / "report.json", results, {"extra": 1}).read_text())
+    assert list(document) == ["created", "extra", "images"]
+    return json.dumps(document["images"])
+
+
+def test_the_build_report_is_unchanged(tmp_path):
+    result = Result(name="alpha", ref="ns/a:1.0", result=BuildStatus.FAILED, reason="pip failed",
+                    cause="package not found", duration_s=12.5, smoke_s=1.5, build_s=10.0, sbom_check_s=0.5,
+                    tag_s=0.1, image_id=IMAGE_ID, size=1000, added=10, tags=("1.0", "latest"), log="alpha.log",
+                    details=("no such package", "uv pip"), platform="linux/arm64")
+    assert reported(tmp_path, [result]) == json.dumps([{
+        "name": "alpha", "ref": "ns/a:1.0", "result": "failed", "reason": "pip failed", "cause": "package not found",
+        "duration_s": 12.5, "smoke_s": 1.5, "build_s": 10.0, "sbom_check_s": 0.5, "tag_s": 0.1, "image_id": IMAGE_ID,
+        "size": 1000, "added": 10, "tags": ["1.0", "latest"], "log": "alpha.log",
+        "details": ["no such package", "uv pip"], "platform": "linux/arm64"}])
+
+
+def test_the_push_report_is_unchanged(tmp_path):
+    tag = TagResult(tag="1.0", ref="reg/ns/a:1.0", result=PushStatus.PUSHED, digest=DIGEST, reason="", tries=1,
+                    duration_s=1.5, kept={"linux/arm64": "sha256:eee"})
+    result = PushResult(name="alpha", image="ns/a:1.0", repository="reg/ns/a", result=PushStatus.FAILED,
+                        tags=["1.0"], digest=DIGEST, image_id=IMAGE_ID, reason="signing: no key", duration_s=3.2,
+                        tag_results=[tag], platforms={"linux/amd64": "sha256:fff"}, signed={DIGEST: "signed"})
+    assert reported(tmp_path, [result]) == json.dumps([{
+        "name": "alpha", "image": "ns/a:1.0", "repository": "reg/ns/a", "result": "failed", "tags": ["1.0"],
+        "digest": DIGEST, "image_id": IMAGE_ID, "reason": "signing: no key", "duration_s": 3.2,
+        "tag_results": [{"tag": "1.0", "ref": "reg/ns/a:1.0", "result": "pushed", "digest": DIGEST, "reason": "",
+                         "tries": 1, "duration_s": 1.5, "kept": {"linux/arm64": "sha256:eee"}}],
+        "platforms": {"linux/amd64": "sha256:fff"}, "signed": {DIGEST: "signed"}}])
+
+
+def test_the_unbundle_report_is_unchanged(tmp_path):
+    check = ImageCheck(name="alpha", image_id=IMAGE_ID, status=CheckStatus.SMOKE_FAILED, detail="exit 1", smoke_s=2.5)
+    assert reported(tmp_path, [check]) == json.dumps([{
+        "name": "alpha", "image_id": IMAGE_ID, "status": "smoke test failed", "detail": "exit 1", "smoke_s": 2.5}])
+
+
+def test_the_audit_report_is_unchanged():
+    finding = osv.Finding(osv.Component("PyPI", "requests", "2.0"), "GHSA-1", ("CVE-1",), "bad", ("2.1",))
+    audit = ImageAudit(name="alpha", ref="ns/a:1.0", status=AuditStatus.FIXABLE, source="sbom.json",
+                       debian=(DebianUpdate("libc6", "1", "2", "bookworm-security"),),
+                       python=(PythonUpdate("requests", "2.0", "2.1"),), vulnerabilities=(finding,), detail="why",
+                       osv_checked=True)
+    assert json.dumps(audit.as_json()) == json.dumps({
+        "name": "alpha", "ref": "ns/a:1.0", "status": "fixes available", "sbom": "sbom.json", "detail": "why",
+        "debian": [{"package": "libc6", "installed": "1", "fixed": "2", "suite": "bookworm-security"}],
+        "python": [{"package": "requests", "installed": "2.0", "newest": "2.1", "framework": False}],
+        "vulnerabilities": [{"id": "GHSA-1", "aliases": ["CVE-1"], "ecosystem": "PyPI", "package": "requests",
+                             "version": "2.0", "fixed": ["2.1"], "summary": "bad"}]})
+
+
+def verdict(*checks: trust_check.CheckResult, record: VerificationRecord | None = None) -> trust_check.Verdict:
+    return trust_check.Verdict(reference=f"ns/a:1.0@{DIGEST}", digest=DIGEST, checks=checks, record=record,
+                               key="k.pub" if record else "")
+
+
+def test_the_verify_report_is_unchanged():
+    record = VerificationRecord(*[f"v{i}" for i in range(14)])
+    passed = trust_check.CheckResult(trust_check.Check.DIGEST, True, DIGEST)
+    failed = trust_check.CheckResult(trust_check.Check.SIGNATURE, False, "no signature")
+    assert trust_check.summary_json([verdict(passed, failed, record=record), verdict()]) == json.dumps({
+        "verified": False, "images": [
+            {"reference": f"ns/a:1.0@{DIGEST}", "digest": DIGEST, "verified": False, "key": "k.pub",
+             "checks": [{"check": "digest", "ok": True, "detail": DIGEST},
+                        {"check": "signature", "ok": False, "detail": "no signature"}],
+             "record": {"image": "v0", "platform": "v1", "input_hash": "v2", "parent_id": "v3", "image_id": "v4",
+                        "lock_digest": "v5", "sbom_digest": "v6", "framework": "v7", "framework_version": "v8",
+                        "source_revision": "v9", "source_uri": "v10", "builder": "v11", "smoke_command": "v12",
+                        "smoke_result": "v13", "resolution": ""}},
+            {"reference": f"ns/a:1.0@{DIGEST}", "digest": DIGEST, "verified": False, "key": "", "checks": [],
+             "record": None}]}, indent=2)
+    assert verdict(passed).verified and verdict(passed).why() == "verified"
+    assert verdict(passed, failed).why() == "signature check failed: no signature"
