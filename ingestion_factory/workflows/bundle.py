@@ -31,11 +31,10 @@ from ..model.bundle_format import BundledImage, BundleManifest, BundleRefused, b
 from ..model.failures import StepFailed
 from ..model.names import cache_tag, repository_on
 from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, require_verified
-from ..model.results import human_size, write_json
+from ..model.results import StepResult, StepStatus, human_size, write_json
 from ..platforms import DEFAULT as DEFAULT_PLATFORM
 from ..progress import Progress
 from ..settings import Settings
-from ..status import Status
 from . import trust_bundle, trust_check, trust_sign
 from .bundle_archive import OpenBundle, check_archive, load_images, open_bundle, write_bundle
 from .push import FAILED, NOT_PUSHED, PRESENT, PUSHED, PushResult, PushRun, TagResult, connect, push_in_turn
@@ -69,7 +68,8 @@ def bundle(settings: Settings, names: list[str] | None, output: Path, *, progres
 def _bundle_signer(signer, engine: Engine, plan, images: list[BundledImage]):
     if signer is None:
         return None
-    attested = [(image.repository, item.current.id, trust_sign.record_for(item, trust_sign.sbom_digest(engine, item.current.id)))
+    attested = [(image.repository, item.current.id,
+                 trust_sign.record_for(item, trust_sign.sbom_digest(engine, item.current.id)))
                 for item, image in zip(plan, images, strict=True)]
     return lambda manifest_bytes: trust_bundle.sign_bundle(signer, manifest_bytes, attested)
 
@@ -123,7 +123,7 @@ def restore_tags(engine: Engine, before: dict[str, str], suspects: set[str]) -> 
     return moved
 
 
-class CheckStatus(Status):
+class CheckStatus(StepStatus):
     """What unbundling found for one image."""
 
     VERIFIED = "verified", "green"  # its ID and labels are the manifest's, and it passed its smoke test
@@ -131,18 +131,19 @@ class CheckStatus(Status):
     MISMATCH = "does not match the manifest", "bold red"
     SMOKE_FAILED = "smoke test failed", "bold red"
 
-
-@dataclass(frozen=True)
-class ImageCheck:
-    name: str
-    image_id: str
-    status: CheckStatus = CheckStatus.VERIFIED
-    detail: str = ""
-    smoke_s: float = 0.0
-
     @property
     def failed(self) -> bool:
-        return self.status is not CheckStatus.VERIFIED
+        return self is not CheckStatus.VERIFIED
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageCheck(StepResult):
+    """Unbundling's result for one image; its duration is its smoke test's (the checks before it take no time)."""
+
+    JSON_KEYS = ("name", "image_id", "status", "detail", "smoke_s=duration_s")
+
+    image_id: str
+    status: CheckStatus = CheckStatus.VERIFIED
 
 
 def check_loaded(engine: Engine, manifest: BundleManifest) -> list[ImageCheck]:
@@ -152,7 +153,8 @@ def check_loaded(engine: Engine, manifest: BundleManifest) -> list[ImageCheck]:
     for image in manifest.images:
         found = engine.inspect(image.image_id)
         if found is None:
-            checks.append(ImageCheck(image.name, image.image_id, CheckStatus.NOT_LOADED, "image ID not loaded"))
+            checks.append(ImageCheck(name=image.name, image_id=image.image_id, status=CheckStatus.NOT_LOADED,
+                                     detail="image ID not loaded"))
             continue
         labels = found.labels
         expected = {LABEL_INPUTS: image.input_hash, LABEL_PARENT: image.parent_id, LABEL_NAME: image.name}
@@ -165,8 +167,8 @@ def check_loaded(engine: Engine, manifest: BundleManifest) -> list[ImageCheck]:
             detail = f"built FROM {image.parent_id[:19]}, but the bundle's {image.parent} is {ids[image.parent][:19]}"
         else:
             detail = ""
-        checks.append(ImageCheck(image.name, image.image_id, CheckStatus.MISMATCH if detail else CheckStatus.VERIFIED,
-                                 detail))
+        checks.append(ImageCheck(name=image.name, image_id=image.image_id,
+                                 status=CheckStatus.MISMATCH if detail else CheckStatus.VERIFIED, detail=detail))
     return checks
 
 
@@ -180,7 +182,7 @@ def smoke_all(checks: list[ImageCheck], smoke_test, progress: Progress) -> list[
         progress.say(f"{check.name}: smoke test")
         try:
             result = smoke_test(check.image_id)
-            done.append(replace(check, smoke_s=round(result.seconds, 1)))
+            done.append(replace(check, duration_s=round(result.seconds, 1)))
         except StepFailed as exc:
             done.append(replace(check, status=CheckStatus.SMOKE_FAILED, detail=exc.message))
         except Exception as exc:  # the engine went away
@@ -233,7 +235,8 @@ def unbundle(settings: Settings, path: Path, *, push_to: str | None = None, user
     if push_to is None:
         return None
     return _push_mirror(settings, engine, manifest, push_to, credentials, progress,
-                        proofs=trust_bundle.bundle_proofs(bundle.trust_bytes, trust_check.trusted_keys(settings)), signer=signer)
+                        proofs=trust_bundle.bundle_proofs(bundle.trust_bytes, trust_check.trusted_keys(settings)),
+                        signer=signer)
 
 
 def _unbundle(settings: Settings, engine: Engine, bundle: OpenBundle, progress: Progress, smoke_test) -> None:
@@ -287,19 +290,20 @@ def _remove_unlisted(engine: Engine, manifest: BundleManifest, loaded: list[str]
 ATTESTATION_ONLY = "attestation only (the bundle has no signatures)"
 
 
-def _prove(pusher, engine: Engine, image: BundledImage, result, proof, signer) -> None:
+def _prove(pusher, engine: Engine, image: BundledImage, result: PushResult, proof, signer) -> PushResult:
     """The bundle's proofs copied next to the mirror's digest, and a signature of this machine's key if it has one.
 
     A failure fails the image's push, as in `inv push`: an unsigned image on a mirror is refused downstream.
     """
     client = pusher.client
+    signed = dict(result.signed)
     try:
         if proof is not None:
             copied = trust_bundle.copy_proof(client, result.repository, result.digest, proof)
-            result.signed[result.digest] = (ATTESTATION_ONLY if copied.signature == "none in the bundle"
-                                            else "copied from the bundle" if "copied" in (copied.signature,
-                                                                                         copied.attestation)
-                                            else "present")
+            signed[result.digest] = (ATTESTATION_ONLY if copied.signature == "none in the bundle"
+                                     else "copied from the bundle" if "copied" in (copied.signature,
+                                                                                  copied.attestation)
+                                     else "present")
             pusher.say(f"{result.repository}@{result.digest}: the bundle's signature {copied.signature}, "
                         f"attestation {copied.attestation}")
         if signer is not None:
@@ -307,14 +311,16 @@ def _prove(pusher, engine: Engine, image: BundledImage, result, proof, signer) -
             record = proof.record if proof is not None else trust_sign.record_of(
                 image.name, str(DEFAULT_PLATFORM), image.image_id,
                 engine.inspect(image.image_id).labels, trust_sign.sbom_digest(engine, image.image_id))
-            signed = trust_sign.sign(client, signer, result.repository, result.digest, record)
-            result.signed[result.digest] = "signed" if "signed" in (signed.signature, signed.attestation) \
-                else result.signed.get(result.digest, "present")
-            pusher.say(f"{result.repository}@{result.digest}: signature {signed.signature}, "
-                        f"attestation {signed.attestation}")
+            here = trust_sign.sign(client, signer, result.repository, result.digest, record)
+            signed[result.digest] = "signed" if "signed" in (here.signature, here.attestation) \
+                else signed.get(result.digest, "present")
+            pusher.say(f"{result.repository}@{result.digest}: signature {here.signature}, "
+                        f"attestation {here.attestation}")
     except FactoryError as exc:
-        result.result, result.reason = FAILED, pusher.redact(f"signing: {exc.message}")
-        pusher.fail(f"{result.repository}: signing failed {result.reason}")
+        detail = pusher.redact(f"signing: {exc.message}")
+        pusher.fail(f"{result.repository}: signing failed {detail}")
+        return replace(result, signed=signed, status=FAILED, detail=detail)
+    return replace(result, signed=signed)
 
 
 def _push_setup(settings: Settings, registry: str, username: str | None, password_file: str | None):
@@ -338,17 +344,19 @@ def _push_mirror(settings: Settings, engine: Engine, manifest: BundleManifest, r
     def push_one(image: BundledImage) -> PushResult:
         ref, repository, tags = where(image)
         result = pusher.push_id(image.name, ref, image.image_id, repository, tags)
-        if result.result in (PUSHED, PRESENT) and result.digest:
-            _prove(pusher, engine, image, result, proofs.get(image.image_id), signer)
+        if result.status in (PUSHED, PRESENT) and result.digest:
+            result = _prove(pusher, engine, image, result, proofs.get(image.image_id), signer)
         return result
 
     def not_pushed(image: BundledImage, why: str) -> PushResult:
         ref, repository, tags = where(image)
-        return PushResult(image.name, ref, repository, NOT_PUSHED, tags=tags, image_id=image.image_id, reason=why,
-                          tag_results=[TagResult(tag, f"{repository}:{tag}", NOT_PUSHED) for tag in tags])
+        return PushResult(name=image.name, image=ref, repository=repository, status=NOT_PUSHED, tags=tags,
+                          image_id=image.image_id, detail=why,
+                          tag_results=[TagResult(name=tag, ref=f"{repository}:{tag}", status=NOT_PUSHED)
+                                       for tag in tags])
 
     results = push_in_turn(manifest.images, push_one, not_pushed)
-    unproven = [r.name for r in results if r.result in (PUSHED, PRESENT)
+    unproven = [r.name for r in results if r.status in (PUSHED, PRESENT)
                 and set(r.signed.values()) <= {ATTESTATION_ONLY}]
     if unproven:
         progress.warn(f"warning: {', '.join(unproven)} on {target} carry no signature (the bundle has none and "
@@ -356,8 +364,8 @@ def _push_mirror(settings: Settings, engine: Engine, manifest: BundleManifest, r
                       "them")
     report = write_json(settings.output_path / "reports" / "push-latest.json", results, {"registry": target,
                                                                                         "from_bundle": True})
-    bad = [r for r in results if r.result in (FAILED, NOT_PUSHED)]
+    bad = [r for r in results if r.status in (FAILED, NOT_PUSHED)]
     failure = FactoryError(f"{len(bad)} of {len(results)} image(s) not pushed to {target}: "
-                           f"{bad[0].name}: {bad[0].reason}",
+                           f"{bad[0].name}: {bad[0].detail}",
                            f"the images are tagged here; details in {report}") if bad else None
     return PushRun(results, f"Pushed to the mirror {target}", report, failure)

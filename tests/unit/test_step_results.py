@@ -28,7 +28,7 @@ def reported(tmp_path, results) -> str:
 
 
 def test_the_build_report_is_unchanged(tmp_path):
-    result = Result(name="alpha", ref="ns/a:1.0", result=BuildStatus.FAILED, reason="pip failed",
+    result = Result(name="alpha", ref="ns/a:1.0", status=BuildStatus.FAILED, detail="pip failed",
                     cause="package not found", duration_s=12.5, smoke_s=1.5, build_s=10.0, sbom_check_s=0.5,
                     tag_s=0.1, image_id=IMAGE_ID, size=1000, added=10, tags=("1.0", "latest"), log="alpha.log",
                     details=("no such package", "uv pip"), platform="linux/arm64")
@@ -40,10 +40,10 @@ def test_the_build_report_is_unchanged(tmp_path):
 
 
 def test_the_push_report_is_unchanged(tmp_path):
-    tag = TagResult(tag="1.0", ref="reg/ns/a:1.0", result=PushStatus.PUSHED, digest=DIGEST, reason="", tries=1,
+    tag = TagResult(name="1.0", ref="reg/ns/a:1.0", status=PushStatus.PUSHED, digest=DIGEST, detail="", tries=1,
                     duration_s=1.5, kept={"linux/arm64": "sha256:eee"})
-    result = PushResult(name="alpha", image="ns/a:1.0", repository="reg/ns/a", result=PushStatus.FAILED,
-                        tags=["1.0"], digest=DIGEST, image_id=IMAGE_ID, reason="signing: no key", duration_s=3.2,
+    result = PushResult(name="alpha", image="ns/a:1.0", repository="reg/ns/a", status=PushStatus.FAILED,
+                        tags=["1.0"], digest=DIGEST, image_id=IMAGE_ID, detail="signing: no key", duration_s=3.2,
                         tag_results=[tag], platforms={"linux/amd64": "sha256:fff"}, signed={DIGEST: "signed"})
     assert reported(tmp_path, [result]) == json.dumps([{
         "name": "alpha", "image": "ns/a:1.0", "repository": "reg/ns/a", "result": "failed", "tags": ["1.0"],
@@ -54,7 +54,8 @@ def test_the_push_report_is_unchanged(tmp_path):
 
 
 def test_the_unbundle_report_is_unchanged(tmp_path):
-    check = ImageCheck(name="alpha", image_id=IMAGE_ID, status=CheckStatus.SMOKE_FAILED, detail="exit 1", smoke_s=2.5)
+    check = ImageCheck(name="alpha", image_id=IMAGE_ID, status=CheckStatus.SMOKE_FAILED, detail="exit 1",
+                       duration_s=2.5)
     assert reported(tmp_path, [check]) == json.dumps([{
         "name": "alpha", "image_id": IMAGE_ID, "status": "smoke test failed", "detail": "exit 1", "smoke_s": 2.5}])
 

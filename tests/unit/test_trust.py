@@ -404,9 +404,9 @@ def test_an_attested_hit_skips_the_smoke_test_unless_reverify(project, engine):
                           smoke_test=engine.smoke_test, cache=AttestedCache(engine, {"base", name}),
                           reverify=reverify)
         results = {r.name: r for r in builder.run(plan, jobs=1, fail_fast=False)}
-        assert results[name].result == expected, results[name]
+        assert results[name].status == expected, results[name]
         if not reverify:
-            assert "smoke test not re-run" in results[name].reason
+            assert "smoke test not re-run" in results[name].detail
 
 
 # --- bundles -------------------------------------------------------------------------------------------
@@ -602,23 +602,24 @@ def test_unbundle_push_proves_each_pushed_digest_by_copy_and_with_a_key_by_signi
         def redact(self, text):
             return text
 
+    def pushed(image) -> PushResult:
+        return PushResult(name=image.name, image="ref", repository=REPO, status=PUSHED, digest=MIRROR_DIGEST,
+                          image_id=image.image_id)
+
     for signer_here, expected in ((None, "copied from the bundle"), (signer, "signed")):
         registry = mirror_with_image(image.image_id)
-        result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
-        bundle_mod._prove(Pusher(registry), None, image, result, proofs[image.image_id], signer_here)
-        assert result.result == PUSHED and result.signed == {MIRROR_DIGEST: expected}
+        result = bundle_mod._prove(Pusher(registry), None, image, pushed(image), proofs[image.image_id], signer_here)
+        assert result.status == PUSHED and result.signed == {MIRROR_DIGEST: expected}
         assert trust_check.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT).verified
     # A bundle from before bundles carried signatures, no key: the attestation alone, which the caller warns of.
     from dataclasses import replace
 
-    result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
-    bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, result,
-                      replace(proofs[image.image_id], payload=b"", signature=b""), None)
+    result = bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, pushed(image),
+                               replace(proofs[image.image_id], payload=b"", signature=b""), None)
     assert result.signed == {MIRROR_DIGEST: bundle_mod.ATTESTATION_ONLY}
     # Neither a proof nor a key: nothing to write; the caller warns.
-    result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
-    bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, result, None, None)
-    assert result.signed == {} and result.result == PUSHED
+    result = bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, pushed(image), None, None)
+    assert result.signed == {} and result.status == PUSHED
 
 
 # --- documents from outside nested too deep: refused in one line, never a RecursionError ------------------
