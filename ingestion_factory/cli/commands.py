@@ -507,7 +507,7 @@ def catalog_version(settings: Settings, framework_name: str | None, version: str
     catalog = catalog_mod.discover(view)
     names = [spec.name for spec in catalog.available_connectors if spec.framework.name == name]
     results = _run_locks(view, names, resolver)
-    failed = {r.name: r.message for r in results if r.status is lock_mod.LockStatus.FAILED and not r.transient
+    failed = {r.name: r.detail for r in results if r.status is lock_mod.LockStatus.FAILED and not r.transient
               and r.name in names}
     unanswered = [r.name for r in results if r.status.failed and r.name not in failed]
     versions_mod.write_catalog(view.images_dir, framework, versions_mod.VersionCatalog(
@@ -575,7 +575,7 @@ def _lock_or_fail(settings: Settings, names: list[str], what: str, resolver=None
     results = _run_locks(settings, names, resolver)
     failed = [r for r in results if r.status.failed]
     if failed:
-        raise FactoryError(f"{what} cannot be locked: {failed[0].message}",
+        raise FactoryError(f"{what} cannot be locked: {failed[0].detail}",
                            "add a constraint or an override to the version's directory (see the lines above) "
                            "and run the command again")
 
@@ -715,8 +715,7 @@ def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = 
     console.print(f"{counts or 'nothing to lock'} ({time.monotonic() - started:.1f}s)")
     write_json(settings.output_path / "reports" / "lock-latest.json", [], {
         "duration_s": round(time.monotonic() - started, 2),
-        "locks": [{"name": r.name, "path": str(r.path), "status": str(r.status), "message": r.message,
-                   "packages": r.packages, "changes": [str(c) for c in r.changes]} for r in results],
+        "locks": [r.as_json() for r in results],
     })
     failed = [r for r in results if r.status.failed]
     if failed:
@@ -750,7 +749,7 @@ def _print_lock_results(settings: Settings, targets, results) -> None:
     by_name = {r.name: r for r in results}
     for result in results:
         if result.status is lock_mod.LockStatus.FAILED:
-            console.print(f"[bold red]{result.name}: lock failed[/]: {escape(result.message)}", highlight=False)
+            console.print(f"[bold red]{result.name}: lock failed[/]: {escape(result.detail)}", highlight=False)
             for line in result.details:
                 console.print(f"    {escape(line)}", highlight=False)
             continue

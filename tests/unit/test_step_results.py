@@ -7,6 +7,7 @@ report is a change a reader of build/reports/*.json (or `inv verify --json`) see
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ingestion_factory.engine.debian_archive import DebianUpdate
 from ingestion_factory.model import osv
@@ -15,6 +16,7 @@ from ingestion_factory.model.trust_records import VerificationRecord
 from ingestion_factory.workflows import trust_check
 from ingestion_factory.workflows.audit import AuditStatus, ImageAudit, PythonUpdate
 from ingestion_factory.workflows.bundle import CheckStatus, ImageCheck
+from ingestion_factory.workflows.lock import LockResult, LockStatus, PackageChange
 from ingestion_factory.workflows.push import PushResult, PushStatus, TagResult
 
 IMAGE_ID, DIGEST = "sha256:aaa", "sha256:ddd"
@@ -58,6 +60,17 @@ def test_the_unbundle_report_is_unchanged(tmp_path):
                        duration_s=2.5)
     assert reported(tmp_path, [check]) == json.dumps([{
         "name": "alpha", "image_id": IMAGE_ID, "status": "smoke test failed", "detail": "exit 1", "smoke_s": 2.5}])
+
+
+def test_the_lock_report_is_unchanged():
+    """lock-latest.json's entry of one lock, as the command wrote it inline before LockResult was a StepResult."""
+    result = LockResult(name="alpha", path=Path("images/connectors/alpha/locks/1.0.lock"), status=LockStatus.UPDATED,
+                        detail="3 packages", changes=(PackageChange("requests", "2.0", "2.1"),
+                                                      PackageChange("idna", None, "3.7")),
+                        packages=3, duration_s=4.2, warnings=("w",), details=("d",))
+    assert json.dumps(result.as_json()) == json.dumps({
+        "name": "alpha", "path": "images/connectors/alpha/locks/1.0.lock", "status": "updated",
+        "message": "3 packages", "packages": 3, "changes": ["requests: 2.0 -> 2.1", "+ idna 3.7"]})
 
 
 def test_the_audit_report_is_unchanged():
