@@ -58,7 +58,7 @@ def verify(settings: Settings, target: str, *, registry: str | None = None, as_j
         console.print(_table(verdicts))
     failed = [v for v in verdicts if not v.verified]
     if failed and not as_json:
-        raise FactoryError(f"not verified: {failed[0].reference}: {failed[0].why()}")
+        raise FactoryError(f"not verified: {failed[0].name}: {failed[0].detail}")
     return 1 if failed else 0
 
 
@@ -97,7 +97,7 @@ def _table(verdicts) -> Table:
         table.add_column(column, overflow="fold")
     for verdict in verdicts:
         cells = {result.check: result for result in verdict.checks}
-        row = [escape(verdict.reference)]
+        row = [escape(verdict.name)]
         for check in trust_check.Check:
             result = cells.get(check)
             row.append("-" if result is None else

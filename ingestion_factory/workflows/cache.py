@@ -200,7 +200,7 @@ class RegistryCache:
         verdict = trust_check.check(self.client, repository, digest, self.keys, expect)
         if verdict.verified:
             return True
-        why = self.redact(verdict.why())
+        why = self.redact(verdict.detail)
         self.warn(f"warning: {item.name}: {repository}:{tag} is not trusted ({why}); building it instead")
         self._missed(item, f"not trusted: {why}")
         return False

@@ -25,7 +25,7 @@ import base64
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from ..engine.registry import Manifest, RegistryClient, is_digest
@@ -34,6 +34,7 @@ from ..errors import ConfigError, FactoryError
 from ..model import trust_records as records
 from ..model.catalog import IMAGE_PREFIX
 from ..model.names import repository_on
+from ..model.results import StepResult, StepStatus
 from ..model.trust_records import RecordError, VerificationRecord
 from ..settings import Settings
 
@@ -55,31 +56,46 @@ class CheckResult:
     detail: str
 
 
-@dataclass(frozen=True)
-class Verdict:
-    reference: str
+class VerifyStatus(StepStatus):
+    VERIFIED = "verified", "green"
+    NOT_VERIFIED = "not verified", "bold red"
+
+    @property
+    def failed(self) -> bool:
+        return self is VerifyStatus.NOT_VERIFIED
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict(StepResult):
+    """The checks of one manifest digest (its name: the reference shown), in order, up to the first that failed.
+
+    Its status and detail follow from them: verified when every check passed; the detail names the one that
+    failed ("verified" when none did).
+    """
+
+    JSON_KEYS = ("reference=name", "digest", "verified", "key", "checks", "record")
+
     digest: str
     checks: tuple[CheckResult, ...]
     record: VerificationRecord | None = None
     key: str = ""  # the trusted key file that signed it
+    status: VerifyStatus = field(init=False)
+    detail: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        failed = self.failure
+        verified = bool(self.checks) and failed is None
+        object.__setattr__(self, "status", VerifyStatus.VERIFIED if verified else VerifyStatus.NOT_VERIFIED)
+        object.__setattr__(self, "detail", f"{failed.check.value} check failed: {failed.detail}" if failed
+                           else "verified")
 
     @property
     def verified(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
+        return self.status is VerifyStatus.VERIFIED
 
     @property
     def failure(self) -> CheckResult | None:
         return next((c for c in self.checks if not c.ok), None)
-
-    def why(self) -> str:
-        failed = self.failure
-        return f"{failed.check.value} check failed: {failed.detail}" if failed else "verified"
-
-    def as_dict(self) -> dict:
-        return {"reference": self.reference, "digest": self.digest, "verified": self.verified,
-                "key": self.key, "checks": [{"check": c.check.value, "ok": c.ok, "detail": c.detail}
-                                            for c in self.checks],
-                "record": self.record.as_dict() if self.record else None}
 
 
 @dataclass(frozen=True)
@@ -256,7 +272,7 @@ def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[P
     done: list[CheckResult] = []
 
     def verdict(record=None, key="") -> Verdict:
-        return Verdict(reference, digest, tuple(done), record, key)
+        return Verdict(name=reference, digest=digest, checks=tuple(done), record=record, key=key)
 
     if not is_digest(digest):  # a manifest list entry names its variants as it likes
         done.append(CheckResult(Check.DIGEST, False, f"{digest[:80]!r} is not a sha256 manifest digest"))
@@ -354,7 +370,7 @@ def _policy_summary(record: VerificationRecord, expect: Expectation) -> str:
 
 
 def summary_json(verdicts: list[Verdict]) -> str:
-    return json.dumps({"verified": all(v.verified for v in verdicts), "images": [v.as_dict() for v in verdicts]},
+    return json.dumps({"verified": all(v.verified for v in verdicts), "images": [v.as_json() for v in verdicts]},
                       indent=2)
 
 
@@ -420,10 +436,11 @@ def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expect
     try:
         manifest = client.manifest(ref.repository, ref.reference)
     except FactoryError as exc:
-        return [Verdict(f"{ref.repository}:{ref.reference}", "", (CheckResult(Check.DIGEST, False, exc.message),))]
+        return [Verdict(name=f"{ref.repository}:{ref.reference}", digest="",
+                        checks=(CheckResult(Check.DIGEST, False, exc.message),))]
     if manifest is None or (ref.digest and manifest.digest != ref.digest):
-        return [Verdict(f"{ref.repository}:{ref.reference}", ref.digest,
-                        (CheckResult(Check.DIGEST, False, f"the registry has no {ref.repository}:{ref.reference}"),))]
+        missing = CheckResult(Check.DIGEST, False, f"the registry has no {ref.repository}:{ref.reference}")
+        return [Verdict(name=f"{ref.repository}:{ref.reference}", digest=ref.digest, checks=(missing,))]
     shown = f"{ref.repository}:{ref.tag}" if ref.tag else ref.repository
     variants = [entry for entry in (manifest.document or {}).get("manifests") or [] if isinstance(entry, dict)]
     if not variants:

@@ -782,7 +782,7 @@ def test_a_deeply_nested_signature_manifest_fails_the_signature_check_not_the_ru
                   lambda headers: Reply(200, raw=DEEP)}
     client = RegistryClient("127.0.0.1:5000", None, insecure=True, session=FakeSession(routes, refuse=("https://",)))
     verdict = trust_check.check(client, "ns/img", MANIFEST_DIGEST, [], trust_check.Expectation())
-    assert verdict.failure.check == trust_check.Check.SIGNATURE and "nested deeper than 100 levels" in verdict.why()
+    assert verdict.failure.check == trust_check.Check.SIGNATURE and "nested deeper than 100 levels" in verdict.detail
 
 
 # --- content addressing: a digest is the sha256 of bytes we hold -----------------------------------

@@ -88,7 +88,7 @@ def test_the_audit_report_is_unchanged():
 
 
 def verdict(*checks: trust_check.CheckResult, record: VerificationRecord | None = None) -> trust_check.Verdict:
-    return trust_check.Verdict(reference=f"ns/a:1.0@{DIGEST}", digest=DIGEST, checks=checks, record=record,
+    return trust_check.Verdict(name=f"ns/a:1.0@{DIGEST}", digest=DIGEST, checks=checks, record=record,
                                key="k.pub" if record else "")
 
 
@@ -107,5 +107,5 @@ def test_the_verify_report_is_unchanged():
                         "smoke_result": "v13", "resolution": ""}},
             {"reference": f"ns/a:1.0@{DIGEST}", "digest": DIGEST, "verified": False, "key": "", "checks": [],
              "record": None}]}, indent=2)
-    assert verdict(passed).verified and verdict(passed).why() == "verified"
-    assert verdict(passed, failed).why() == "signature check failed: no signature"
+    assert verdict(passed).verified and verdict(passed).detail == "verified"
+    assert verdict(passed, failed).detail == "signature check failed: no signature"

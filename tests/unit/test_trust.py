@@ -219,7 +219,7 @@ def test_signed_and_attested_image_verifies(keys):
     assert trust_sign.sign(registry, signer, REPO, DIGEST, record()) == trust_sign.Signed(DIGEST, "signed", "signed")
     assert records.signature_tag(DIGEST) in registry.manifests and records.attestation_tag(DIGEST) in registry.manifests
     verdict = trust_check.check(registry, REPO, DIGEST, [public], EXPECT)
-    assert verdict.verified, verdict.why()
+    assert verdict.verified, verdict.detail
     assert [c.check for c in verdict.checks] == list(trust_check.Check)
     assert verdict.record == record()
     # Signing again adds nothing: the registry already holds a signature and attestation by this key.
@@ -235,7 +235,7 @@ def test_another_key_does_not_verify(keys):
     verdict = trust_check.check(registry, REPO, DIGEST, [other], EXPECT)
     assert not verdict.verified
     assert verdict.failure.check == trust_check.Check.SIGNATURE
-    assert "trusted key" in verdict.why()
+    assert "trusted key" in verdict.detail
 
 
 def test_one_byte_of_the_attestation_changed_fails_the_attestation_check(keys):
@@ -498,7 +498,7 @@ def test_a_multi_platform_push_signs_each_variant_and_the_manifest_list(keys, pr
     assert [s.digest for s in done] == [amd64, arm64, index]
     for digest, platform in ((amd64, "linux/amd64"), (arm64, "linux/arm64")):
         verdict = trust_check.check(registry, REPO, digest, [public], trust_check.Expectation(platforms=(platform,)))
-        assert verdict.verified, verdict.why()
+        assert verdict.verified, verdict.detail
         assert verdict.record.platform == platform
     verdict = trust_check.check(registry, REPO, index, [public], trust_check.Expectation())
     assert verdict.verified and verdict.record.platform == "linux/amd64,linux/arm64"
@@ -544,7 +544,7 @@ def test_a_bundles_proofs_copied_to_a_mirror_verify_there_without_a_signing_key(
     assert trust_bundle.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID]) == \
         trust_sign.Signed(MIRROR_DIGEST, "copied", "copied")
     verdict = trust_check.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
-    assert verdict.verified, verdict.why()
+    assert verdict.verified, verdict.detail
     assert "by its image ID" in {c.check: c for c in verdict.checks}[trust_check.Check.SUBJECT].detail
     assert not trust_check.check(registry, REPO, MIRROR_DIGEST, [other], EXPECT).verified
     # Copying again adds nothing; signing with a key afterwards adds cosign's own proof next to the copy.
@@ -711,7 +711,7 @@ def test_a_registry_serving_another_body_under_the_signed_digest_fails_the_diges
     trust_sign.sign(memory, signer, REPO, signed, record())
     ref = trust_check.parse_reference(f"{REPO}:1.7.0.17")
     [honest] = trust_check.check_reference(HttpRegistry(memory).client(), ref, [public], EXPECT)
-    assert honest.verified and honest.digest == signed, honest.why()
+    assert honest.verified and honest.digest == signed, honest.detail
     lies = {"1.7.0.17": (other_body, signed), **({signed: (other_body, signed)} if lie_by_digest_too else {})}
     [verdict] = trust_check.check_reference(HttpRegistry(memory, lies).client(), ref, [public], EXPECT)
     assert verdict.failure.check == trust_check.Check.DIGEST and "names the digest" in verdict.failure.detail
@@ -732,7 +732,7 @@ def test_a_pushed_proof_does_not_vouch_for_a_manifest_that_names_its_digest_as_c
     for tag in (records.signature_tag, records.attestation_tag):
         registry.manifests[tag(forged)] = registry.manifests[tag(signed)]
     verdict = trust_check.check(registry, REPO, forged, [public], EXPECT)
-    assert verdict.failure.check == trust_check.Check.SIGNATURE and "marker" in verdict.failure.detail, verdict.why()
+    assert verdict.failure.check == trust_check.Check.SIGNATURE and "marker" in verdict.failure.detail, verdict.detail
 
 
 def test_a_bundles_proof_counts_only_for_a_manifest_whose_config_is_an_image_config(keys):
@@ -743,7 +743,7 @@ def test_a_bundles_proof_counts_only_for_a_manifest_whose_config_is_an_image_con
         registry = mirror_with_image(config_type=config_type)
         trust_bundle.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID])
         verdict = trust_check.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
-        assert verdict.verified is verified, (config_type, verdict.why())
+        assert verdict.verified is verified, (config_type, verdict.detail)
         if not verified:
             assert verdict.failure.check == trust_check.Check.SIGNATURE and "image config" in verdict.failure.detail
 
@@ -756,7 +756,7 @@ def test_an_images_proofs_copied_under_another_repository_do_not_verify_there(ke
     trust_sign.sign(registry, signer, MYSQL_REPO, DIGEST, record(image="mysql"))
     assert trust_check.check(registry, MYSQL_REPO, DIGEST, [public], EXPECT).verified
     verdict = trust_check.check(registry, POSTGRES_REPO, DIGEST, [public], EXPECT)
-    assert verdict.failure.check == trust_check.Check.SIGNATURE and MYSQL_REPO in verdict.failure.detail, verdict.why()
+    assert verdict.failure.check == trust_check.Check.SIGNATURE and MYSQL_REPO in verdict.failure.detail, verdict.detail
 
 
 def test_inv_verify_image_asks_for_the_image_its_repository_names(keys, project):
@@ -805,7 +805,7 @@ def test_a_bundles_proofs_count_under_the_same_path_on_any_registry_and_nowhere_
         registry.registry = host
         trust_bundle.copy_proof(registry, f"{host}/{path}", MIRROR_DIGEST, proofs[IMAGE_ID])
         verdict = trust_check.check(registry, f"{host}/{path}", MIRROR_DIGEST, [public], EXPECT)
-        assert verdict.verified is verified, (host, path, verdict.why())
+        assert verdict.verified is verified, (host, path, verdict.detail)
 
 
 def test_a_pushed_proof_copied_to_another_registry_counts_there_once_signed_there(keys):
@@ -872,7 +872,7 @@ def test_inv_verify_c_name_that_cannot_plan_checks_the_version_and_says_that_is_
     trust_sign.sign(registry, signer, ref.repository, DIGEST, record(image="a", framework="openmetadata",
                                                                   framework_version="2.0.7.0"))
     verdict = trust_check.check(registry, ref.repository, DIGEST, [public], expect)
-    assert verdict.verified, verdict.why()
+    assert verdict.verified, verdict.detail
     policy = verdict.checks[-1].detail
     assert "openmetadata 2.0.7.0 only" in policy and "input hash not checked" in policy, policy
     older = MemoryRegistry()
@@ -905,7 +905,8 @@ def test_inv_verify_sends_the_factory_registry_credentials_to_no_other_registry(
     monkeypatch.setattr(trust_commands, "RegistryClient", Recorder)
     monkeypatch.setattr(trust_commands, "_insecure", lambda registry: True)
     monkeypatch.setattr(trust_check, "check_reference", lambda client, ref, keys, expect: [
-        trust_check.Verdict(ref.repository, DIGEST, (trust_check.CheckResult(trust_check.Check.DIGEST, True, DIGEST),))])
+        trust_check.Verdict(name=ref.repository, digest=DIGEST,
+                            checks=(trust_check.CheckResult(trust_check.Check.DIGEST, True, DIGEST),))])
     assert trust_commands.verify(settings, "elsewhere.example/openmetadata/ingestion-connector-a:1.0",
                                  as_json=True) == 0
     assert clients[-1] == ("elsewhere.example", None)
