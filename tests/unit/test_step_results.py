@@ -109,3 +109,46 @@ def test_the_verify_report_is_unchanged():
              "record": None}]}, indent=2)
     assert verdict(passed).verified and verdict(passed).detail == "verified"
     assert verdict(passed, failed).detail == "signature check failed: no signature"
+
+
+# --- the one result type ---------------------------------------------------------------------------------
+
+FAMILIES = (Result, PushResult, TagResult, LockResult, trust_check.Verdict, ImageAudit, ImageCheck)
+
+
+def test_every_tasks_result_is_a_frozen_step_result_with_a_status_that_says_whether_it_failed():
+    import dataclasses
+
+    from ingestion_factory.model.results import StepResult, StepStatus
+
+    assert set(FAMILIES) <= set(StepResult.__subclasses__())
+    for family in FAMILIES:
+        assert family.__dataclass_params__.frozen, family
+        status = {f.name: f for f in dataclasses.fields(family)}["status"].type
+        statuses = {BuildStatus, PushStatus, LockStatus, trust_check.VerifyStatus, AuditStatus, CheckStatus}
+        assert status in {s.__name__ for s in statuses}, (family, status)
+    # A list: members of two enums with one word ("failed") are equal strings, and a set would keep one.
+    failing = [BuildStatus.FAILED, BuildStatus.NOT_BUILT, PushStatus.FAILED, PushStatus.NOT_PUSHED, PushStatus.REFUSED,
+               LockStatus.FAILED, LockStatus.NOT_LOCKED, trust_check.VerifyStatus.NOT_VERIFIED, AuditStatus.FIXABLE,
+               CheckStatus.NOT_LOADED, CheckStatus.MISMATCH, CheckStatus.SMOKE_FAILED]
+    for enum in statuses:
+        assert issubclass(enum, StepStatus)
+        assert [m.name for m in enum if m.failed] == [m.name for m in failing if type(m) is enum], enum
+
+
+def test_every_report_key_names_an_attribute_of_its_record():
+    import dataclasses
+
+    for family in FAMILIES:
+        names = {f.name for f in dataclasses.fields(family)}
+        for key in family.JSON_KEYS:
+            attribute = key.partition("=")[2] or key
+            assert attribute in names or isinstance(getattr(family, attribute, None), property), (family, key)
+
+
+def test_a_results_failed_is_its_status():
+    failed = ImageCheck(name="a", image_id=IMAGE_ID, status=CheckStatus.MISMATCH)
+    assert failed.failed and not ImageCheck(name="a", image_id=IMAGE_ID).failed
+    assert verdict().failed and verdict().detail == "verified"  # no check made: not verified
+    passed = trust_check.CheckResult(trust_check.Check.DIGEST, True, DIGEST)
+    assert not verdict(passed).failed and verdict(passed).status is trust_check.VerifyStatus.VERIFIED
