@@ -121,8 +121,8 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     for name, error in broken.items():
         console.print(f"[bold red]{name} cannot be built:[/] {escape(error.message)}", highlight=False)
     # Building "everything" passes over connectors that cannot exist here, and says so in the table.
-    unavailable = [Result(spec.name, plan_mod.image_ref(spec, settings, platform), BuildStatus.UNAVAILABLE,
-                          spec.unavailable, platform=platform.name)
+    unavailable = [Result(name=spec.name, ref=plan_mod.image_ref(spec, settings, platform),
+                          status=BuildStatus.UNAVAILABLE, detail=spec.unavailable, platform=platform.name)
                    for platform in chosen for spec in catalog.connectors
                    if spec.unavailable and only_framework in (None, spec.framework.name)] if everything else []
     unavailable = [r for r in unavailable if r.name in in_shard([r.name])]
@@ -150,13 +150,14 @@ def build(settings: Settings, names: list[str] | None = None, *, base_only: bool
     interrupted = None
     for plan in plans:
         if interrupted:
-            results += [Result(item.name, item.ref, BuildStatus.NOT_BUILT,
-                               f"interrupted ({interrupts.signal_name(interrupted)})", platform=plan.platform.name)
+            results += [Result(name=item.name, ref=item.ref, status=BuildStatus.NOT_BUILT,
+                               detail=f"interrupted ({interrupts.signal_name(interrupted)})",
+                               platform=plan.platform.name)
                         for item in plan]
             continue
-        if fail_fast and any(r.result.failed for r in results):
-            results += [Result(item.name, item.ref, BuildStatus.NOT_BUILT, "stopped by --fail-fast",
-                               platform=plan.platform.name) for item in plan]
+        if fail_fast and any(r.status.failed for r in results):
+            results += [Result(name=item.name, ref=item.ref, status=BuildStatus.NOT_BUILT,
+                               detail="stopped by --fail-fast", platform=plan.platform.name) for item in plan]
             continue
         sbom_dir = plan_mod.sbom_copies(settings, plan.platform)
         # With nothing to build the builder still runs: up-to-date images get this commit's tags.
@@ -236,8 +237,8 @@ def _cache_report(settings: Settings, cache, results: list[Result], warnings: li
         return {}
     return {"cache": {"registry": settings.cache_from, "used": bool(cache and not cache.off_reason),
                       "warnings": warnings,
-                      "pulled": sum(1 for r in results if r.result == BuildStatus.PULLED),
-                      "built": sum(1 for r in results if r.result == BuildStatus.BUILT),
+                      "pulled": sum(1 for r in results if r.status == BuildStatus.PULLED),
+                      "built": sum(1 for r in results if r.status == BuildStatus.BUILT),
                       "misses": cache.misses if cache else []}}
 
 
@@ -263,7 +264,7 @@ def raise_for_outcome(results: list[Result], broken: dict, log_dir: Path) -> Non
     A failure wins over a broken connector directory: exit 2 promises that every image that could be
     built was built and verified, so a caller may go on; after a failed build it may not.
     """
-    failed = [r.name for r in results if r.result.failed]
+    failed = [r.name for r in results if r.status.failed]
     cannot = f"{len(broken)} connector(s) cannot be built: {', '.join(broken)}"
     if failed:
         raise FactoryError(f"{len(failed)} image(s) not built: {', '.join(failed)}" + (f"; {cannot}" if broken else ""),
@@ -506,7 +507,7 @@ def catalog_version(settings: Settings, framework_name: str | None, version: str
     catalog = catalog_mod.discover(view)
     names = [spec.name for spec in catalog.available_connectors if spec.framework.name == name]
     results = _run_locks(view, names, resolver)
-    failed = {r.name: r.message for r in results if r.status is lock_mod.LockStatus.FAILED and not r.transient
+    failed = {r.name: r.detail for r in results if r.status is lock_mod.LockStatus.FAILED and not r.transient
               and r.name in names}
     unanswered = [r.name for r in results if r.status.failed and r.name not in failed]
     versions_mod.write_catalog(view.images_dir, framework, versions_mod.VersionCatalog(
@@ -574,7 +575,7 @@ def _lock_or_fail(settings: Settings, names: list[str], what: str, resolver=None
     results = _run_locks(settings, names, resolver)
     failed = [r for r in results if r.status.failed]
     if failed:
-        raise FactoryError(f"{what} cannot be locked: {failed[0].message}",
+        raise FactoryError(f"{what} cannot be locked: {failed[0].detail}",
                            "add a constraint or an override to the version's directory (see the lines above) "
                            "and run the command again")
 
@@ -714,8 +715,7 @@ def lock(settings: Settings, names: list[str] | None = None, *, upgrade: bool = 
     console.print(f"{counts or 'nothing to lock'} ({time.monotonic() - started:.1f}s)")
     write_json(settings.output_path / "reports" / "lock-latest.json", [], {
         "duration_s": round(time.monotonic() - started, 2),
-        "locks": [{"name": r.name, "path": str(r.path), "status": str(r.status), "message": r.message,
-                   "packages": r.packages, "changes": [str(c) for c in r.changes]} for r in results],
+        "locks": [r.as_json() for r in results],
     })
     failed = [r for r in results if r.status.failed]
     if failed:
@@ -749,7 +749,7 @@ def _print_lock_results(settings: Settings, targets, results) -> None:
     by_name = {r.name: r for r in results}
     for result in results:
         if result.status is lock_mod.LockStatus.FAILED:
-            console.print(f"[bold red]{result.name}: lock failed[/]: {escape(result.message)}", highlight=False)
+            console.print(f"[bold red]{result.name}: lock failed[/]: {escape(result.detail)}", highlight=False)
             for line in result.details:
                 console.print(f"    {escape(line)}", highlight=False)
             continue

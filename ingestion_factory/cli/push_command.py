@@ -31,5 +31,6 @@ def push_table(results: list[PushResult], title: str) -> Table:
     for column in ("image", "tags", "digest", "result"):
         table.add_column(column, overflow="fold")
     for result in results:
-        table.add_row(result.repository, ", ".join(result.tags), result.digest or "-", styled(result.result, result.reason))
+        table.add_row(result.repository, ", ".join(result.tags), result.digest or "-",
+                      styled(result.status, result.detail))
     return table

@@ -55,7 +55,7 @@ class Progress:
         """The image's final state; its clock stops."""
         with self.lock:
             self.finished.add(result.name)
-        self.update(result.name, f"{result.result}: {result.reason}" if result.result.failed else str(result.result))
+        self.update(result.name, f"{result.status}: {result.detail}" if result.status.failed else str(result.status))
 
     def step(self, name: str, text: str) -> None:
         """Build steps only show on the live display; logs keep the full output."""
@@ -79,7 +79,7 @@ def summary_table(results: list[Result]) -> Table:
     for result in results:
         table.add_row(
             result.ref,
-            styled(result.result),
+            styled(result.status),
             f"{result.duration_s:.1f}s",
             human_size(result.size) if result.size else "-",
             human_size(result.added),
@@ -89,9 +89,9 @@ def summary_table(results: list[Result]) -> Table:
 
 def print_failures(console: Console, results: list[Result]) -> None:
     for result in results:
-        if result.result is not BuildStatus.FAILED:
+        if result.status is not BuildStatus.FAILED:
             continue
-        console.print(f"\n[bold red]{result.name} failed:[/] {escape(result.reason)}")
+        console.print(f"\n[bold red]{result.name} failed:[/] {escape(result.detail)}")
         for line in result.details:
             console.print(f"    {line}", markup=False, highlight=False)
         if result.log:

@@ -1,4 +1,4 @@
-"""`inv keys generate` and `inv verify`: what they print and their exit codes (the work is in workflows/trust.py)."""
+"""`inv keys generate` and `inv verify`: what they print and their exit codes (the work is in workflows/trust_check.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..model import catalog as catalog_mod
 from ..model.names import target_repository
 from ..model.plan import version_tag
 from ..settings import Settings
-from ..workflows import trust
+from ..workflows import trust_check
 from .commands import console
 
 DEFAULT_KEY_DIR = "keys"  # under the output directory (build/, which git ignores)
@@ -40,25 +40,25 @@ def keys(settings: Settings, action: str, output: str | None = None, passphrase_
 
 def verify(settings: Settings, target: str, *, registry: str | None = None, as_json: bool = False) -> int:
     """Check an image's digest, signature, attestation and policy; 0 verified, 1 not, 2 bad input."""
-    keys = trust.trusted_keys(settings)
-    trust.require_keys(keys, "inv verify")
+    keys = trust_check.trusted_keys(settings)
+    trust_check.require_keys(keys, "inv verify")
     platforms = tuple(p.name for p in settings.target_platforms)
-    if trust.looks_like_image(target):
-        ref = trust.parse_reference(target)
-        expect = trust.image_expectation(ref, settings)
+    if trust_check.looks_like_image(target):
+        ref = trust_check.parse_reference(target)
+        expect = trust_check.image_expectation(ref, settings)
     else:
         ref, expect = _connector_reference(settings, target, registry, platforms)
     # FACTORY_REGISTRY_* are the factory registry's (as for --cache-from): an image elsewhere never gets them.
     credentials = read_credentials(ref.registry, home=settings.registry)
     client = RegistryClient(ref.registry, credentials, insecure=_insecure(ref.registry), timeout=15)
-    verdicts = trust.check_reference(client, ref, keys, expect)
+    verdicts = trust_check.check_reference(client, ref, keys, expect)
     if as_json:
-        print(trust.summary_json(verdicts))
+        print(trust_check.summary_json(verdicts))
     else:
         console.print(_table(verdicts))
     failed = [v for v in verdicts if not v.verified]
     if failed and not as_json:
-        raise FactoryError(f"not verified: {failed[0].reference}: {failed[0].why()}")
+        raise FactoryError(f"not verified: {failed[0].name}: {failed[0].detail}")
     return 1 if failed else 0
 
 
@@ -68,9 +68,9 @@ def _connector_reference(settings: Settings, name: str, registry: str | None, pl
     spec = catalog[key]
     host = settings.registry if registry is None else registry.strip()
     repository = target_repository(settings, host, spec.image_name)
-    ref = trust.Reference(host or "docker.io", repository, version_tag(spec, settings), "")
+    ref = trust_check.Reference(host or "docker.io", repository, version_tag(spec, settings), "")
     # Without an input hash (no engine here) only the version is checked, and the policy check says so.
-    return ref, trust.Expectation(platforms=platforms, input_hash=_planned_input_hash(settings, catalog, key),
+    return ref, trust_check.Expectation(platforms=platforms, input_hash=_planned_input_hash(settings, catalog, key),
                                   image=key, versions=((spec.framework.name, spec.framework.version),))
 
 
@@ -93,12 +93,12 @@ def _insecure(registry: str) -> bool:
 
 def _table(verdicts) -> Table:
     table = Table(title="Verification", title_justify="left")
-    for column in ("image", *(check.value for check in trust.Check)):
+    for column in ("image", *(check.value for check in trust_check.Check)):
         table.add_column(column, overflow="fold")
     for verdict in verdicts:
         cells = {result.check: result for result in verdict.checks}
-        row = [escape(verdict.reference)]
-        for check in trust.Check:
+        row = [escape(verdict.name)]
+        for check in trust_check.Check:
             result = cells.get(check)
             row.append("-" if result is None else
                        (f"[green]ok[/] {escape(result.detail)}" if result.ok else f"[bold red]failed[/] "

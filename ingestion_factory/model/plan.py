@@ -284,8 +284,9 @@ def platform_targets(catalog: Catalog, targets: list[str], platform: Platform, s
     for name in targets:
         reason = catalog.unavailable_on(catalog[name], platform)
         if reason:
-            skipped.append(Result(name, image_ref(catalog[name], settings, platform), BuildStatus.UNAVAILABLE,
-                                  f"not on {platform}: {reason}", platform=platform.name))
+            skipped.append(Result(name=name, ref=image_ref(catalog[name], settings, platform),
+                                  status=BuildStatus.UNAVAILABLE, detail=f"not on {platform}: {reason}",
+                                  platform=platform.name))
         else:
             usable.append(name)
     return usable, skipped

@@ -35,6 +35,7 @@ SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
 SIGNATURE_KIND = "cosign container image signature"
 BUILD_TYPE = "urn:ingestion-factory:build:v1"  # names this factory's build recipe (a URI, as SLSA asks)
 RECORD_NAME = "ingestion-factory-verification"  # the byproduct that carries the verification record
+BY_IMAGE_ID = {"ingestion-factory.subject": "image-id"}  # a bundle's signature payload names the image ID
 
 
 class RecordError(ValueError):

@@ -29,8 +29,8 @@ from ..files import write_atomically
 from ..model import catalog as catalog_mod
 from ..model import osv
 from ..model import plan as plan_mod
+from ..model.results import StepResult, StepStatus
 from ..settings import Settings
-from ..status import Status
 from . import lock as lock_mod
 
 PYTHON_IMAGE = "python-image"  # the row of the Python image every base starts FROM
@@ -38,10 +38,14 @@ RESOLUTION_MAX_AGE_S = 3600
 ORIGIN = "io.ingestion-factory:package-manager"
 
 
-class AuditStatus(Status):
+class AuditStatus(StepStatus):
     CLEAN = "nothing to fix", "green"
     FIXABLE = "fixes available", "yellow"
     NOT_BUILT = "not built", "dim"
+
+    @property
+    def failed(self) -> bool:
+        return self is AuditStatus.FIXABLE  # what `inv audit` exits 1 for
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,11 @@ class PythonUpdate:
     command: str = ""  # for the framework: the command that adds the release as a supported version
 
 
-@dataclass(frozen=True)
-class ImageAudit:
-    name: str
+@dataclass(frozen=True, kw_only=True)
+class ImageAudit(StepResult):
+    """What `inv audit` found for one image (its report entry is as_json's: the updates named as the report has
+    always named them)."""
+
     ref: str
     status: AuditStatus
     source: str = ""  # where the SBOM was read
@@ -63,7 +69,6 @@ class ImageAudit:
     python: tuple[PythonUpdate, ...] = ()
     vulnerabilities: tuple[osv.Finding, ...] = ()
     components: tuple[osv.Component, ...] = ()
-    detail: str = ""
     osv_checked: bool = False
 
     @property
@@ -94,7 +99,7 @@ class ImageAudit:
                          f"({len(fixed)} with a fixed version)")
         return f"{self.name}: {self.status}: " + ", ".join(parts)
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, object]:
         return {
             "name": self.name, "ref": self.ref, "status": str(self.status), "sbom": self.source,
             "detail": self.detail,
@@ -141,7 +146,7 @@ class Auditor:
             spec = catalog[name]
             ref = plan_mod.image_ref(spec, self.settings)
             if documents[name] is None:
-                results.append(ImageAudit(name, ref, AuditStatus.NOT_BUILT,
+                results.append(ImageAudit(name=name, ref=ref, status=AuditStatus.NOT_BUILT,
                                           detail=unreadable.get(name, "no SBOM copy and no image")))
                 continue
             document, source = documents[name]
@@ -169,15 +174,16 @@ class Auditor:
                                        command=f"inv catalog --framework {spec.framework.name} --version {released}"))
         osv_components = self._osv_components(components)
         findings = tuple(f for c in osv_components for f in self.osv_db.findings(c)) if self.osv_db else ()
-        audit = ImageAudit(name, ref, AuditStatus.CLEAN, source, tuple(debian), tuple(python), findings,
-                           tuple(osv_components), osv_checked=self.osv_db is not None)
+        audit = ImageAudit(name=name, ref=ref, status=AuditStatus.CLEAN, source=source, debian=tuple(debian),
+                           python=tuple(python), vulnerabilities=findings, components=tuple(osv_components),
+                           osv_checked=self.osv_db is not None)
         return _with_status(audit)
 
     def _python_image(self) -> ImageAudit:
         ref = self.settings.python_image
         installed = self.read_python_image()
         if installed is None:
-            return ImageAudit(PYTHON_IMAGE, ref, AuditStatus.NOT_BUILT, detail="not in the engine")
+            return ImageAudit(name=PYTHON_IMAGE, ref=ref, status=AuditStatus.NOT_BUILT, detail="not in the engine")
         default = _default_arch(self.settings)
         grouped = debian_archive.by_architecture(((n, v, a) for n, (v, a) in installed.items()), default)
         debian = [u for arch, packages in grouped.items() for u in self.archive.updates(packages, arch)]
@@ -185,8 +191,9 @@ class Auditor:
                       for n, (v, _) in sorted(installed.items())]
         osv_components = self._osv_components(components)
         findings = tuple(f for c in osv_components for f in self.osv_db.findings(c)) if self.osv_db else ()
-        return _with_status(ImageAudit(PYTHON_IMAGE, ref, AuditStatus.CLEAN, "dpkg status", tuple(debian), (),
-                                       findings, tuple(osv_components), osv_checked=self.osv_db is not None))
+        return _with_status(ImageAudit(name=PYTHON_IMAGE, ref=ref, status=AuditStatus.CLEAN, source="dpkg status",
+                                       debian=tuple(debian), vulnerabilities=findings,
+                                       components=tuple(osv_components), osv_checked=self.osv_db is not None))
 
     def _debian_updates(self, packages: list[tuple[str, str, str]]) -> list[DebianUpdate]:
         by_arch: dict[str, dict[str, str]] = {}

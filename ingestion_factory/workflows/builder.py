@@ -141,7 +141,8 @@ class Builder:
         if self.interrupted:  # what was done stays in the results; the rest says why it was not
             why = f"interrupted ({self.interrupted_by})"
             for name in plan.order:
-                results.setdefault(name, Result(name, plan.items[name].ref, BuildStatus.NOT_BUILT, why))
+                results.setdefault(name, Result(name=name, ref=plan.items[name].ref, status=BuildStatus.NOT_BUILT,
+                                                detail=why))
         return [results[name] for name in plan.order]
 
     @property
@@ -187,7 +188,7 @@ class Builder:
                 parent_image = _built_image(built, parent_name)
                 if early and not (item.needs_build and item.state != BLOCKED and not stopping and parent_image):
                     continue  # only a build starts before its parent's result, and only once that parent is built
-                if parent and parent.result.failed:
+                if parent and parent.status.failed:
                     results[name] = self._not_built(item, f"parent {parent.name} was not built")
                 elif item.state == BLOCKED:  # never "kept": it has no image to keep
                     results[name] = self._not_built(item, item.reason)
@@ -211,7 +212,7 @@ class Builder:
                 finished, _ = wait([*running, *building], return_when=FIRST_COMPLETED)
                 for future in [future for future in finished if future in running]:
                     result = results[running.pop(future)] = future.result()
-                    stopping = stopping or (fail_fast and result.result.failed)
+                    stopping = stopping or (fail_fast and result.status.failed)
 
     def _parent_id(self, plan: Plan, item: PlanItem, results: dict[str, Result]) -> str:
         if item.spec.kind == BASE:
@@ -224,7 +225,7 @@ class Builder:
         return result
 
     def _not_built(self, item: PlanItem, reason: str) -> Result:
-        return self._finish(Result(item.name, item.ref, BuildStatus.NOT_BUILT, reason))
+        return self._finish(Result(name=item.name, ref=item.ref, status=BuildStatus.NOT_BUILT, detail=reason))
 
     def _keep(self, item: PlanItem) -> Result:
         """An up-to-date image is not rebuilt, but its commit and `latest` tags follow it."""
@@ -235,8 +236,8 @@ class Builder:
         missing = [tag for tag in item.tags if f"{repository}:{tag}" not in current.tags]
         if missing:
             verify.move_tags(self.engine, current.id, repository, missing)
-        return self._finish(Result(item.name, item.ref, BuildStatus.UP_TO_DATE, item.reason, image_id=current.id,
-                                   size=current.size, tags=tuple(item.tags)))
+        return self._finish(Result(name=item.name, ref=item.ref, status=BuildStatus.UP_TO_DATE, detail=item.reason,
+                                   image_id=current.id, size=current.size, tags=tuple(item.tags)))
 
     def _build_one(self, item: PlanItem, parent_id: str, built: Future,
                    parent_run: tuple[str, Future] | None = None) -> Result:
@@ -266,18 +267,18 @@ class Builder:
             if hit:
                 self.cache.release(hit)
                 signed = ", signed and attested: smoke test not re-run" if attested else ""
-                result = replace(result, result=BuildStatus.PULLED,
-                                 reason=f"{hit.ref} matches its inputs ({human_size(hit.bytes_pulled)} downloaded"
+                result = replace(result, status=BuildStatus.PULLED,
+                                 detail=f"{hit.ref} matches its inputs ({human_size(hit.bytes_pulled)} downloaded"
                                         f"{signed})")
         except Exception as exc:  # a step that failed, or the engine went away mid-build
             if self.interrupted:  # the build was ended by the interrupt, not broken
-                return self._finish(Result(item.name, item.ref, BuildStatus.NOT_BUILT,
-                                           f"interrupted ({self.interrupted_by})", log=str(log_path)))
-            if parent_run and parent_run[1].result().result.failed:  # its parent's image was discarded under it
+                return self._finish(Result(name=item.name, ref=item.ref, status=BuildStatus.NOT_BUILT,
+                                           detail=f"interrupted ({self.interrupted_by})", log=str(log_path)))
+            if parent_run and parent_run[1].result().status.failed:  # its parent's image was discarded under it
                 return self._not_built(item, f"parent {parent_run[0]} was not built")
             failure = diagnose(exc)
-            result = Result(item.name, item.ref, BuildStatus.FAILED, failure.reason, cause=failure.cause.value,
-                            log=str(log_path), details=failure.details)
+            result = Result(name=item.name, ref=item.ref, status=BuildStatus.FAILED, detail=failure.reason,
+                            cause=failure.cause.value, log=str(log_path), details=failure.details)
         finally:
             if not built.done():  # no image: its children are not started (they get the parent's failure)
                 built.set_result(None)
@@ -287,7 +288,7 @@ class Builder:
         """Wait for the parent's verification; an image built on a parent that failed it is discarded."""
         if not parent_run.done():
             self.progress.update(item.name, f"waiting for {parent}")
-        if parent_run.result().result.failed:
+        if parent_run.result().status.failed:
             self._discard(image_id)
             return False
         return True
@@ -363,7 +364,7 @@ class Builder:
                 raise buildkit.BuildInterrupted(Diagnosis(Cause.INTERRUPTED, "interrupted before tagging"))
             verify.move_tags(self.engine, image_id, item.ref.rpartition(":")[0], item.tags)
         info, parent = self.engine.inspect(image_id), self.engine.inspect(parent_id)
-        return Result(item.name, item.ref, BuildStatus.BUILT, item.reason, image_id=image_id,
+        return Result(name=item.name, ref=item.ref, status=BuildStatus.BUILT, detail=item.reason, image_id=image_id,
                       smoke_s=round(smoke.seconds, 1), size=info.size if info else 0,
                       added=info.size - parent.size if info and parent else None, tags=tuple(item.tags))
 

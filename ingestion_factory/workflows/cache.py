@@ -14,7 +14,7 @@ image again) must be for the plan's OS and architecture and carry the plan's lab
 built instead, with one warning line naming why.
 
 With `trusted_keys` set, a hit must also carry a signature and an SLSA attestation by a trusted key whose
-record names these inputs, this parent and this platform (trust.py); such an image is not smoke-tested
+record names these inputs, this parent and this platform (trust_check.py); such an image is not smoke-tested
 again (unless --reverify): its attestation says it passed. An unsigned, untrusted or mismatched one is
 built instead, with one warning line naming why.
 
@@ -37,7 +37,7 @@ from ..model.names import cache_tag, target_repository
 from ..model.plan import LABEL_INPUTS, LABEL_NAME, LABEL_PARENT, LABEL_PLATFORM, ImageInfo, PlanItem
 from ..platforms import DEFAULT as DEFAULT_PLATFORM
 from ..platforms import Platform
-from . import trust
+from . import trust_check
 
 
 class CacheMismatch(FactoryError):
@@ -195,12 +195,12 @@ class RegistryCache:
     def _trusted(self, item: PlanItem, repository: str, tag: str, digest: str, input_hash: str,
                  parent_id: str) -> bool:
         """Signed and attested by a trusted key, for exactly this plan item; else one warning and a miss."""
-        expect = trust.Expectation(platforms=(str(item.platform),), input_hash=input_hash, parent_id=parent_id,
+        expect = trust_check.Expectation(platforms=(str(item.platform),), input_hash=input_hash, parent_id=parent_id,
                                    image=item.spec.name)
-        verdict = trust.check(self.client, repository, digest, self.keys, expect)
+        verdict = trust_check.check(self.client, repository, digest, self.keys, expect)
         if verdict.verified:
             return True
-        why = self.redact(verdict.why())
+        why = self.redact(verdict.detail)
         self.warn(f"warning: {item.name}: {repository}:{tag} is not trusted ({why}); building it instead")
         self._missed(item, f"not trusted: {why}")
         return False
@@ -255,5 +255,5 @@ def open_cache(settings, engine: Engine, registry: str, *, warn: Callable[[str],
         return None
     client = RegistryClient(registry, credentials, insecure=insecure, timeout=10)
     cache = RegistryCache(engine, client, lambda image_name: target_repository(settings, registry, image_name),
-                          credentials=credentials, warn=warn, keys=trust.trusted_keys(settings))
+                          credentials=credentials, warn=warn, keys=trust_check.trusted_keys(settings))
     return cache if cache.ping() else None

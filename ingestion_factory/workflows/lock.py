@@ -46,6 +46,7 @@ from ..model import versions as versions_mod
 from ..model.catalog import BASE, Catalog, framework_drift, parse_fragment
 from ..model.failures import Cause, read_resolver_output
 from ..model.lockfile import LOCK_NAME, PACKAGE_LINE, content_digest
+from ..model.results import StepResult, StepStatus
 from ..settings import Settings
 from ..status import Status
 
@@ -72,7 +73,7 @@ class LockState(Status):
     INVALID = "invalid", "bold red"
 
 
-class LockStatus(Status):
+class LockStatus(StepStatus):
     """What `inv lock` did to one lock."""
 
     CREATED = "created", "green"
@@ -159,19 +160,24 @@ class PackageChange:
         return f"{self.name}: {self.old} -> {self.new}"
 
 
-@dataclass(frozen=True)
-class LockResult:
-    name: str
+@dataclass(frozen=True, kw_only=True)
+class LockResult(StepResult):
+    """What `inv lock` did to one lock (its entry in lock-latest.json: JSON_KEYS)."""
+
+    JSON_KEYS = ("name", "path", "status", "message=detail", "packages", "changes=change_lines")
+
     path: Path
     status: LockStatus
-    message: str = ""
     changes: tuple[PackageChange, ...] = ()
     packages: int = 0
-    duration_s: float = 0.0
     warnings: tuple[str, ...] = ()
     details: tuple[str, ...] = ()  # for failures: uv's own explanation
     same_content: bool = False  # re-written with the same pins and hashes: its identity did not move
     transient: bool = False  # failed because the index did not answer, not because of what it said
+
+    @property
+    def change_lines(self) -> list[str]:
+        return [str(change) for change in self.changes]
 
 
 # --- what to lock ------------------------------------------------------------------------------------
@@ -449,8 +455,8 @@ class Locker:
                 for name in sorter.get_ready():
                     parent = self.targets[name].parent
                     if parent in results and results[parent].status.failed:
-                        results[name] = LockResult(name, self.targets[name].path, LockStatus.NOT_LOCKED,
-                                                   f"the lock of {parent} failed")
+                        results[name] = LockResult(name=name, path=self.targets[name].path,
+                                                   status=LockStatus.NOT_LOCKED, detail=f"the lock of {parent} failed")
                         sorter.done(name)
                         continue
                     running[pool.submit(self._lock_one, name, name in upgrade_names)] = name
@@ -495,12 +501,13 @@ class Locker:
         try:
             result = self._resolve(target, upgrading)
         except LockFailed as failure:
-            result = LockResult(name, target.path, LockStatus.FAILED, str(failure), details=failure.explanation,
-                                transient=failure.transient)
+            result = LockResult(name=name, path=target.path, status=LockStatus.FAILED, detail=str(failure),
+                                details=failure.explanation, transient=failure.transient)
         except ConfigError as error:
-            result = LockResult(name, target.path, LockStatus.FAILED, error.message)
+            result = LockResult(name=name, path=target.path, status=LockStatus.FAILED, detail=error.message)
         except Exception as exc:  # an OSError writing it, a broken resolver: this lock fails, the others' stay
-            result = LockResult(name, target.path, LockStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            result = LockResult(name=name, path=target.path, status=LockStatus.FAILED,
+                                detail=f"{type(exc).__name__}: {exc}")
         self.on_progress(name, str(result.status))
         return replace(result, duration_s=round(time.monotonic() - started, 1))
 
@@ -523,7 +530,7 @@ class Locker:
         current = old is not None and old.header.get("inputs") == inputs and old.header.get("python") == \
             self.settings.python_version
         if current and not (upgrading and (self.upgrade or wanted & old.packages.keys())):
-            return LockResult(target.name, target.path, LockStatus.UNCHANGED, "current",
+            return LockResult(name=target.name, path=target.path, status=LockStatus.UNCHANGED, detail="current",
                               packages=len(old.packages))
         if target.drift:  # exact, and before asking the index
             raise LockFailed(target.drift)
@@ -539,14 +546,14 @@ class Locker:
         text = self._document(target, inputs, parent, body, source_only, other_source_only, warnings)
         changes = diff(old.packages if old else {}, new_packages)
         if old is not None and target.path.read_text() == text:
-            return LockResult(target.name, target.path, LockStatus.UNCHANGED, "re-resolved: nothing changed",
-                              packages=len(new_packages), warnings=warnings)
+            return LockResult(name=target.name, path=target.path, status=LockStatus.UNCHANGED,
+                              detail="re-resolved: nothing changed", packages=len(new_packages), warnings=warnings)
         write_atomically(target.path, text)
         status = LockStatus.CREATED if old is None else LockStatus.UPDATED
         same_content = old is not None and old.digest == content_digest(text)
         message = f"{len(new_packages)} packages" + ("; only its inputs changed" if same_content else "")
-        return LockResult(target.name, target.path, status, message, tuple(changes), len(new_packages),
-                          warnings=warnings, same_content=same_content)
+        return LockResult(name=target.name, path=target.path, status=status, detail=message, changes=tuple(changes),
+                          packages=len(new_packages), warnings=warnings, same_content=same_content)
 
     def _common(self) -> list[str]:
         return ["pip", "compile", "--python-version", self.settings.python_version,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,13 +31,12 @@ from ..errors import ConfigError, FactoryError
 from ..model import catalog as catalog_mod
 from ..model.names import cache_tag, target_repository
 from ..model.plan import UP_TO_DATE, PlanItem, platform_targets, require_verified
-from ..model.results import write_json
+from ..model.results import StepResult, StepStatus, write_json
 from ..platforms import DEFAULT as DEFAULT_PLATFORM
 from ..platforms import Platform
 from ..progress import Progress
 from ..settings import Settings
-from ..status import Status
-from . import trust
+from . import trust_sign
 from .manifest_list import (
     IMAGE_TYPE,
     LIST_TYPE,
@@ -53,7 +52,7 @@ from .manifest_list import (
 )
 
 
-class PushStatus(Status):
+class PushStatus(StepStatus):
     """What happened to one tag, or one image, in a push."""
 
     PUSHED = "pushed", "green"
@@ -62,6 +61,10 @@ class PushStatus(Status):
     NOT_PUSHED = "not pushed", "yellow"
     WOULD_PUSH = "would push", "cyan"  # --dry-run
     REFUSED = "refused", "bold red"  # --dry-run: not verified and current
+
+    @property
+    def failed(self) -> bool:
+        return self in (PushStatus.FAILED, PushStatus.NOT_PUSHED, PushStatus.REFUSED)
 
 
 # The short names this module and its tests use (by name: reordering the enum must not swap them).
@@ -178,29 +181,36 @@ def read_push_stream(events: Iterable[dict], on_layer: Callable[[int, int], None
 # --- what to push ------------------------------------------------------------------------------
 
 
-@dataclass
-class TagResult:
-    tag: str
+@dataclass(frozen=True, kw_only=True)
+class TagResult(StepResult):
+    """One tag's push (its name is the tag)."""
+
+    JSON_KEYS = ("tag=name", "ref", "result=status", "digest", "reason=detail", "tries", "duration_s", "kept")
+
     ref: str
-    result: PushStatus
+    status: PushStatus
     digest: str = ""
-    reason: str = ""
     tries: int = 0
-    duration_s: float = 0.0
     kept: dict[str, str] = field(default_factory=dict)  # list entries kept from the tag: platform -> digest
 
+    @property
+    def tag(self) -> str:
+        return self.name
 
-@dataclass
-class PushResult:
-    name: str
+
+@dataclass(frozen=True, kw_only=True)
+class PushResult(StepResult):
+    """One image's push: its tags' results summed up (summary_status), and its signatures."""
+
+    JSON_KEYS = ("name", "image", "repository", "result=status", "tags", "digest", "image_id", "reason=detail",
+                 "duration_s", "tag_results", "platforms", "signed")
+
     image: str  # the verified local image, repository:version-tag
     repository: str  # where it goes, without tag
-    result: PushStatus
+    status: PushStatus
     tags: list[str] = field(default_factory=list)
     digest: str = ""
     image_id: str = ""
-    reason: str = ""
-    duration_s: float = 0.0
     tag_results: list[TagResult] = field(default_factory=list)
     platforms: dict[str, str] = field(default_factory=dict)  # platform -> its variant's digest (manifest lists)
     signed: dict[str, str] = field(default_factory=dict)  # digest -> "signed" / "present" (signing_key set)
@@ -249,47 +259,46 @@ class Pusher:
     def push_id(self, name: str, ref: str, image_id: str, repository: str, tags: list[str]) -> PushResult:
         """push_image for an image known by its ID (inv unbundle --push)."""
         started = time.monotonic()
-        result = PushResult(name, ref, repository, FAILED, tags=tags, image_id=image_id)
+        tag_results: list[TagResult] = []
         for tag in tags:
-            if any(t.result == FAILED for t in result.tag_results):
-                result.tag_results.append(TagResult(tag, f"{repository}:{tag}", NOT_PUSHED))
+            if any(t.status == FAILED for t in tag_results):
+                tag_results.append(TagResult(name=tag, ref=f"{repository}:{tag}", status=NOT_PUSHED))
             else:
-                result.tag_results.append(self.push_tag(image_id, repository, tag))
-        _summarise(result)
-        result.duration_s = round(time.monotonic() - started, 1)
-        return result
+                tag_results.append(self.push_tag(image_id, repository, tag))
+        return _summarise(PushResult(name=name, image=ref, repository=repository, status=FAILED, tags=tags,
+                                     image_id=image_id, tag_results=tag_results,
+                                     duration_s=round(time.monotonic() - started, 1)))
 
     def push_tag(self, image_id: str, repository: str, tag: str) -> TagResult:
         started = time.monotonic()
         ref = f"{repository}:{tag}"
-        outcome = TagResult(tag, ref, FAILED)
+        status, digest, tries, detail = FAILED, "", 0, ""
         try:
             there = self._present(repository, tag, image_id)
             if there:
-                outcome.result, outcome.digest = PRESENT, there.digest
+                status, digest = PRESENT, there.digest
                 self.say(f"{ref}: already present ({there.digest})")
-                return outcome
-            self.engine.tag(image_id, repository, tag)
-            self.say(f"{ref}: pushing")
-            pushed, outcome.tries = with_retries(lambda: self._push_once(repository, tag), delays=self.delays,
-                                                 sleep=self.sleep, on_retry=self._retrying(ref))
-            back, _ = with_retries(lambda: self.client.manifest(repository, tag), delays=self.delays,
-                                   sleep=self.sleep, on_retry=self._retrying(f"{ref} (read-back)"))
-            if back is None:
-                raise PushError(f"read-back: the registry has no {ref} after the push")
-            if back.digest != pushed.digest:
-                raise PushError(f"read-back: {display_host(self.client.registry)} serves {back.digest} for {ref}, "
-                                f"but the push ended with {pushed.digest}")
-            outcome.result, outcome.digest = PUSHED, pushed.digest
-            self.say(f"{ref}: pushed {pushed.digest} ({pushed.layers_pushed} layer(s) uploaded, "
-                      f"{pushed.layers_present} already there), read back")
+            else:
+                self.engine.tag(image_id, repository, tag)
+                self.say(f"{ref}: pushing")
+                pushed, tries = with_retries(lambda: self._push_once(repository, tag), delays=self.delays,
+                                             sleep=self.sleep, on_retry=self._retrying(ref))
+                back, _ = with_retries(lambda: self.client.manifest(repository, tag), delays=self.delays,
+                                       sleep=self.sleep, on_retry=self._retrying(f"{ref} (read-back)"))
+                if back is None:
+                    raise PushError(f"read-back: the registry has no {ref} after the push")
+                if back.digest != pushed.digest:
+                    raise PushError(f"read-back: {display_host(self.client.registry)} serves {back.digest} for "
+                                    f"{ref}, but the push ended with {pushed.digest}")
+                status, digest = PUSHED, pushed.digest
+                self.say(f"{ref}: pushed {pushed.digest} ({pushed.layers_pushed} layer(s) uploaded, "
+                          f"{pushed.layers_present} already there), read back")
         except FactoryError as exc:
-            outcome.reason = self.redact(exc.message)
-            outcome.tries = getattr(exc, "tries", outcome.tries) or 1
-            self.fail(f"{ref}: failed {outcome.reason}")
-        finally:
-            outcome.duration_s = round(time.monotonic() - started, 1)
-        return outcome
+            detail = self.redact(exc.message)
+            tries = getattr(exc, "tries", tries) or 1
+            self.fail(f"{ref}: failed {detail}")
+        return TagResult(name=tag, ref=ref, status=status, digest=digest, detail=detail, tries=tries,
+                         duration_s=round(time.monotonic() - started, 1))
 
     def _present(self, repository: str, tag: str, image_id: str) -> Manifest | None:
         """The manifest under `tag` when it is this image's and the registry holds it by its digest.
@@ -353,97 +362,96 @@ class IndexPusher:
 
     def push_image(self, items: list[PlanItem], repository: str, tags: list[str]) -> PushResult:
         started = time.monotonic()
-        result = PushResult(items[0].name, items[0].ref, repository, FAILED, tags=tags,
-                            image_id=",".join(item.current.id for item in items if item.current))
+        tag_results: list[TagResult] = []
+        platforms: dict[str, str] = {}  # only a variant that was pushed and read back
         entries: list[Entry] = []
         for item in items:
             assert item.current is not None
             # Every variant under a tag of its own, amd64 too: the plain tags are the list's.
             tag = self.pusher.push_tag(item.current.id, repository, f"{tags[0]}-{item.platform.architecture}")
-            result.tag_results.append(tag)
-            if tag.result == FAILED:
-                break
-            entry = self._entry(repository, item.platform, tag)
+            entry, tag = self._entry(repository, item.platform, tag) if tag.status != FAILED else (None, tag)
+            tag_results.append(tag)
             if entry is None:
                 break
             entries.append(entry)
-            result.platforms[str(item.platform)] = entry.digest  # only a variant that was pushed and read back
+            platforms[str(item.platform)] = entry.digest
         if len(entries) == len(items):
             covered = self.covers | {str(item.platform) for item in items}
-            for tag in tags:
-                result.tag_results.append(self._put_list(repository, tag, entries, covered))
-                if result.tag_results[-1].result == FAILED:
+            for tag_name in tags:
+                tag_results.append(self._put_list(repository, tag_name, entries, covered))
+                if tag_results[-1].status == FAILED:
                     break
-        pushed = {t.tag for t in result.tag_results}
-        result.tag_results += [TagResult(t, f"{repository}:{t}", NOT_PUSHED) for t in tags if t not in pushed]
-        self._push_cache_tag(items, repository, result)
-        result.result, result.reason = summary_status(result.tag_results)
-        if result.result in (PUSHED, PRESENT):
-            kept = sorted({platform for t in result.tag_results for platform in t.kept})
-            result.reason = f"kept {', '.join(kept)} from the registry (not in this push)" if kept else ""
-        lists = [t for t in result.tag_results[len(items):] if t.digest]
-        result.digest = lists[0].digest if lists else ""
-        result.duration_s = round(time.monotonic() - started, 1)
-        return result
+        pushed = {t.tag for t in tag_results}
+        tag_results += [TagResult(name=t, ref=f"{repository}:{t}", status=NOT_PUSHED) for t in tags if t not in pushed]
+        tag_results += self._push_cache_tag(items, repository, tag_results)
+        status, detail = summary_status(tag_results)
+        if status in (PUSHED, PRESENT):
+            kept = sorted({platform for t in tag_results for platform in t.kept})
+            detail = f"kept {', '.join(kept)} from the registry (not in this push)" if kept else ""
+        lists = [t for t in tag_results[len(items):] if t.digest]
+        return PushResult(name=items[0].name, image=items[0].ref, repository=repository, status=status, detail=detail,
+                          tags=tags, digest=lists[0].digest if lists else "",
+                          image_id=",".join(item.current.id for item in items if item.current),
+                          tag_results=tag_results, platforms=platforms,
+                          duration_s=round(time.monotonic() - started, 1))
 
-    def _push_cache_tag(self, items: list[PlanItem], repository: str, result: PushResult) -> None:
+    def _push_cache_tag(self, items: list[PlanItem], repository: str, done: list[TagResult]) -> list[TagResult]:
         """The default platform's `inputs-<hash>` tag, as a single-platform push gives it (--cache-from reads it)."""
         default = next((i for i in items if i.platform.is_default and i.input_hash and i.current), None)
-        if default is None or any(t.result in (FAILED, NOT_PUSHED) for t in result.tag_results):
-            return
-        result.tag_results.append(self.pusher.push_tag(default.current.id, repository, cache_tag(default.input_hash)))
+        if default is None or default.current is None or any(t.status in (FAILED, NOT_PUSHED) for t in done):
+            return []
+        return [self.pusher.push_tag(default.current.id, repository, cache_tag(default.input_hash))]
 
-    def _entry(self, repository: str, platform: Platform, tag: TagResult) -> Entry | None:
-        """The pushed variant's manifest as a list entry (its size and type, read from the registry)."""
+    def _entry(self, repository: str, platform: Platform, tag: TagResult) -> tuple[Entry | None, TagResult]:
+        """The pushed variant's manifest as a list entry (its size and type, read from the registry); None and the
+        tag failed when the registry does not serve it."""
         try:
             manifest, _ = with_retries(lambda: self.client.manifest(repository, tag.digest),
                                        delays=self.pusher.delays, sleep=self.pusher.sleep)
         except FactoryError as exc:
-            tag.result, tag.reason = FAILED, self.pusher.redact(exc.message)
-            return None
+            return None, replace(tag, status=FAILED, detail=self.pusher.redact(exc.message))
         if manifest is None or manifest.digest != tag.digest:
-            tag.result, tag.reason = FAILED, f"read-back: the registry has no {repository}@{tag.digest}"
-            return None
-        return Entry(platform, manifest.digest, manifest.size, manifest.media_type or IMAGE_TYPE)
+            return None, replace(tag, status=FAILED, detail=f"read-back: the registry has no {repository}@{tag.digest}")
+        return Entry(platform, manifest.digest, manifest.size, manifest.media_type or IMAGE_TYPE), tag
 
     def _put_list(self, repository: str, tag: str, pushed: list[Entry], covered: set[str]) -> TagResult:
         started = time.monotonic()
         ref = f"{repository}:{tag}"
-        outcome = TagResult(tag, ref, FAILED)
+        status, digest, tries, detail = FAILED, "", 0, ""
+        kept_digests: dict[str, str] = {}
         try:
             there, _ = with_retries(lambda: self.client.manifest(repository, tag), delays=self.pusher.delays,
                                     sleep=self.pusher.sleep)
             kept = [self._still_served(repository, entry)
                     for entry in kept_entries(pushed, self._entries_under(repository, there), covered)]
             entries = pushed + kept
-            outcome.kept = {entry.platform.name: entry.digest for entry in kept}
+            kept_digests = {entry.platform.name: entry.digest for entry in kept}
             body = index_document(entries)
             expected = {e.platform.name: e.digest for e in entries}
             if there and not check_read_back(there.document, there.media_type, expected) \
                     and held(self.client, repository, there.digest):
-                outcome.result, outcome.digest = PRESENT, there.digest
+                status, digest = PRESENT, there.digest
                 self.pusher.say(f"{ref}: manifest list already present ({there.digest})")
-                return outcome
-            media = LIST_TYPE
-            digest, outcome.tries = with_retries(lambda: self.client.put_manifest(repository, tag, body, media),
-                                                 delays=self.pusher.delays, sleep=self.pusher.sleep)
-            back, _ = with_retries(lambda: self.client.manifest(repository, tag), delays=self.pusher.delays,
-                                   sleep=self.pusher.sleep)
-            if back is None:
-                raise PushError(f"read-back: the registry has no {ref} after storing the manifest list")
-            problem = check_read_back(back.document, back.media_type, expected)
-            if problem or back.digest != digest:
-                raise PushError(f"read-back of {ref}: {problem or f'digest {back.digest}, stored {digest}'}")
-            outcome.result, outcome.digest = PUSHED, digest
-            self.pusher.say(f"{ref}: manifest list {digest} ({', '.join(expected)}), read back"
-                            + (f"; kept {', '.join(outcome.kept)} from the tag (not in this push)" if kept else ""))
+            else:
+                media = LIST_TYPE
+                stored, tries = with_retries(lambda: self.client.put_manifest(repository, tag, body, media),
+                                             delays=self.pusher.delays, sleep=self.pusher.sleep)
+                back, _ = with_retries(lambda: self.client.manifest(repository, tag), delays=self.pusher.delays,
+                                       sleep=self.pusher.sleep)
+                if back is None:
+                    raise PushError(f"read-back: the registry has no {ref} after storing the manifest list")
+                problem = check_read_back(back.document, back.media_type, expected)
+                if problem or back.digest != stored:
+                    raise PushError(f"read-back of {ref}: {problem or f'digest {back.digest}, stored {stored}'}")
+                status, digest = PUSHED, stored
+                self.pusher.say(f"{ref}: manifest list {stored} ({', '.join(expected)}), read back"
+                                + (f"; kept {', '.join(kept_digests)} from the tag (not in this push)" if kept else ""))
         except FactoryError as exc:
-            outcome.reason = self.pusher.redact(exc.message)
-            outcome.tries = getattr(exc, "tries", outcome.tries) or 1
-            self.pusher.fail(f"{ref}: failed {outcome.reason}")
-        finally:
-            outcome.duration_s = round(time.monotonic() - started, 1)
-        return outcome
+            detail = self.pusher.redact(exc.message)
+            tries = getattr(exc, "tries", tries) or 1
+            self.pusher.fail(f"{ref}: failed {detail}")
+        return TagResult(name=tag, ref=ref, status=status, digest=digest, detail=detail, tries=tries,
+                         duration_s=round(time.monotonic() - started, 1), kept=kept_digests)
 
 
     def _entries_under(self, repository: str, there: Manifest | None) -> list[Entry]:
@@ -509,28 +517,28 @@ def push_in_turn(jobs: Iterable[Job], push_one: Callable[[Job], PushResult],
 
 def stops_the_run(result: PushResult) -> bool:
     """Bad credentials or a registry that stayed unreachable: the images after it cannot succeed either."""
-    return result.result == FAILED and classify(result.reason) in (AUTH, TRANSIENT)
+    return result.status == FAILED and classify(result.detail) in (AUTH, TRANSIENT)
 
 
 def summary_status(tag_results: list[TagResult]) -> tuple[PushStatus, str]:
     """One image's result from its tags' (the one rule for single images and manifest lists):
     failed > not pushed > pushed > already present; a failure's reason names its tag."""
-    states = [t.result for t in tag_results]
-    failures = [t for t in tag_results if t.result == FAILED]
+    states = [t.status for t in tag_results]
+    failures = [t for t in tag_results if t.status == FAILED]
     if failures:
-        return FAILED, f"{failures[0].tag}: {failures[0].reason}"
+        return FAILED, f"{failures[0].tag}: {failures[0].detail}"
     if NOT_PUSHED in states:
         return NOT_PUSHED, ""
     return (PUSHED if PUSHED in states else PRESENT), ""
 
 
-def _summarise(result: PushResult) -> None:
+def _summarise(result: PushResult) -> PushResult:
     """One result per image from its tags: failed > not pushed > pushed > already present."""
     digests = [t.digest for t in result.tag_results if t.digest]
-    result.digest = digests[0] if digests else ""
-    result.result, result.reason = summary_status(result.tag_results)
+    status, detail = summary_status(result.tag_results)
     if len(set(digests)) > 1:  # one image pushed to one repository has one manifest
-        result.reason = (result.reason + "; " if result.reason else "") + "tags hold different digests"
+        detail = (detail + "; " if detail else "") + "tags hold different digests"
+    return replace(result, digest=digests[0] if digests else "", status=status, detail=detail)
 
 
 def push(settings: Settings, names: list[str] | None = None, *, registry: str | None = None, latest: bool = True,
@@ -582,7 +590,7 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
         return PushRun(results, title)
 
     require_verified([item for plan in plans for item in plan], "push")
-    signer = trust.signer_from(settings, passphrase_file)  # opened now: a wrong passphrase pushes nothing
+    signer = trust_sign.signer_from(settings, passphrase_file)  # opened now: a wrong passphrase pushes nothing
     results: list[PushResult] = []
     progress.say(f"Pushing {len(jobs)} image(s){' for ' + ', '.join(map(str, chosen)) if as_lists else ''} to "
               f"{display_host(target)} as {credentials.describe() if credentials else 'anonymous'}"
@@ -605,36 +613,39 @@ def push(settings: Settings, names: list[str] | None = None, *, registry: str | 
             result = index_pusher.push_image(items, repository, [t for t in plain_tags(items) if t in tags])
         else:
             result = pusher.push_image(items[0], repository, tags)
-        if signer and result.result in (PUSHED, PRESENT):
-            _sign(pusher, signer, engine, items, result)
+        if signer and result.status in (PUSHED, PRESENT):
+            result = _sign(pusher, signer, engine, items, result)
         return result
 
     results = push_in_turn(jobs, push_one, lambda job, why: _not_pushed(*job, why))
     report = write_json(report_path, results, {**extra, "duration_s": round(time.monotonic() - started, 1)})
-    bad = [r for r in results if r.result in (FAILED, NOT_PUSHED)]
+    bad = [r for r in results if r.status in (FAILED, NOT_PUSHED)]
     failure = None
     if bad:
-        good = [r.name for r in results if r.result in (PUSHED, PRESENT)]
-        first = next((r for r in bad if r.result == FAILED), bad[0])
+        good = [r.name for r in results if r.status in (PUSHED, PRESENT)]
+        first = next((r for r in bad if r.status == FAILED), bad[0])
         failure = FactoryError(
             f"{len(bad)} of {len(results)} image(s) not pushed ({', '.join(r.name for r in bad)}): "
-            f"{first.name}: {first.reason}",
+            f"{first.name}: {first.detail}",
             f"pushed: {', '.join(good) if good else 'none'}; details in {report}",
         )
     return PushRun(results, f"Pushed to {display_host(target)}{kind}", report, failure)
 
 
-def _sign(pusher: Pusher, signer, engine: Engine, items: list[PlanItem], result: PushResult) -> None:
-    """Sign every digest of a pushed image (trust.py); a failure to sign fails the image's push."""
+def _sign(pusher: Pusher, signer, engine: Engine, items: list[PlanItem], result: PushResult) -> PushResult:
+    """Sign every digest of a pushed image (trust_sign.py); a failure to sign fails the image's push."""
+    signed_digests = dict(result.signed)
     try:
-        for signed in trust.sign_pushed(pusher.client, signer, engine, items, result.repository, result.digest,
-                                        result.platforms):
-            result.signed[signed.digest] = signed.signature if signed.signature == signed.attestation else "signed"
+        for signed in trust_sign.sign_pushed(pusher.client, signer, engine, items, result.repository, result.digest,
+                                             result.platforms):
+            signed_digests[signed.digest] = signed.signature if signed.signature == signed.attestation else "signed"
             pusher.say(f"{result.repository}@{signed.digest}: signature {signed.signature}, "
                         f"attestation {signed.attestation}")
     except FactoryError as exc:
-        result.result, result.reason = FAILED, pusher.redact(f"signing: {exc.message}")
-        pusher.fail(f"{result.repository}: signing failed {result.reason}")
+        detail = pusher.redact(f"signing: {exc.message}")
+        pusher.fail(f"{result.repository}: signing failed {detail}")
+        return replace(result, signed=signed_digests, status=FAILED, detail=detail)
+    return replace(result, signed=signed_digests)
 
 
 def _would_push(items: list[PlanItem], repository: str, tags: list[str], as_list: bool) -> PushResult:
@@ -644,8 +655,9 @@ def _would_push(items: list[PlanItem], repository: str, tags: list[str], as_list
     reason = "; ".join(f"{where(i)}{i.state}: {i.reason}" for i in stale)
     if not reason and as_list:
         reason = "manifest list of " + ", ".join(str(i.platform) for i in items)
-    return PushResult(items[0].name, items[0].ref, repository, REFUSED if stale else WOULD_PUSH, tags=tags,
-                      image_id=",".join(i.current.id for i in items if i.current), reason=reason)
+    return PushResult(name=items[0].name, image=items[0].ref, repository=repository,
+                      status=REFUSED if stale else WOULD_PUSH, tags=tags,
+                      image_id=",".join(i.current.id for i in items if i.current), detail=reason)
 
 
 def connect(engine: Engine, target: str, credentials: Credentials | None, progress: Progress) -> Pusher:
@@ -663,6 +675,6 @@ def connect(engine: Engine, target: str, credentials: Credentials | None, progre
 
 
 def _not_pushed(items: list[PlanItem], repository: str, tags: list[str], reason: str) -> PushResult:
-    return PushResult(items[0].name, items[0].ref, repository, NOT_PUSHED, tags=tags,
-                      image_id=",".join(i.current.id for i in items if i.current), reason=reason,
-                      tag_results=[TagResult(tag, f"{repository}:{tag}", NOT_PUSHED) for tag in tags])
+    return PushResult(name=items[0].name, image=items[0].ref, repository=repository, status=NOT_PUSHED, tags=tags,
+                      image_id=",".join(i.current.id for i in items if i.current), detail=reason,
+                      tag_results=[TagResult(name=tag, ref=f"{repository}:{tag}", status=NOT_PUSHED) for tag in tags])

@@ -16,8 +16,10 @@ from scratch_project import empty_namespace
 from testkit import DH_VERSION
 
 from ingestion_factory.engine.docker_engine import DockerEngine
+from ingestion_factory.model import bundle_format
 from ingestion_factory.model.names import cache_tag
 from ingestion_factory.workflows import bundle as bundle_mod
+from ingestion_factory.workflows import bundle_archive
 
 pytestmark = pytest.mark.registry
 
@@ -44,7 +46,7 @@ def bundled(module_project, docker_api, tmp_path_factory):
 
 def test_the_manifest_describes_every_image_and_layers_are_stored_once(bundled, docker_api):
     project, path, ids = bundled
-    manifest = bundle_mod.read_manifest(path)
+    manifest = bundle_archive.read_manifest(path)
     by_name = {image.name: image for image in manifest.images}
     assert set(by_name) == set(FAMILY)
     for name in FAMILY:
@@ -72,7 +74,7 @@ def test_unbundle_on_an_emptied_engine_restores_verifies_and_pushes_to_a_mirror(
 
     done = project.inv("unbundle", str(path), "--push", mirror.host, env=LOCAL_ENGINE)
     assert "smoke test" in done.stdout and "verified, tagged" in done.stdout
-    manifest = {image.name: image for image in bundle_mod.read_manifest(path).images}
+    manifest = {image.name: image for image in bundle_archive.read_manifest(path).images}
     for name in FAMILY:
         for tag in manifest[name].tags:
             assert docker_api.api.inspect_image(project.ref(name, tag))["Id"] == ids[name]
@@ -92,9 +94,9 @@ def _rewrite(path, target, *, manifest_edit=None, images_edit=None):
     with tarfile.open(path) as source, tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as sink:
         for member in source:
             data = source.extractfile(member).read()
-            if member.name == bundle_mod.MANIFEST_MEMBER and manifest_edit:
+            if member.name == bundle_format.MANIFEST_MEMBER and manifest_edit:
                 data = manifest_edit(data)
-            if member.name == bundle_mod.IMAGES_MEMBER and images_edit:
+            if member.name == bundle_format.IMAGES_MEMBER and images_edit:
                 data = images_edit(data)
             member.size = len(data)
             sink.addfile(member, io.BytesIO(data))
@@ -241,7 +243,7 @@ def test_every_step_honours_docker_host(bundled, docker_api, tmp_path):
 def _images_with_names(path, names: list[str]) -> bytes:
     """The bundle's images.tar, its manifest.json rewritten to name `names` (as `docker save NAME` would)."""
     with tarfile.open(path) as bundle:
-        saved = bundle.extractfile(bundle_mod.IMAGES_MEMBER).read()
+        saved = bundle.extractfile(bundle_format.IMAGES_MEMBER).read()
     out = io.BytesIO()
     with tarfile.open(fileobj=io.BytesIO(saved)) as source, tarfile.open(fileobj=out, mode="w") as sink:
         for member in source:
@@ -306,8 +308,8 @@ def test_forged_bundles_exit_2_and_leave_every_tag_as_it_was(bundled, docker_api
 
         # Should such an archive reach the engine anyway, loading it applies none of its names.
         forged = tmp_path / "archive-names-local-images.bundle"
-        with bundle_mod.open_bundle(forged) as opened:
-            loaded = bundle_mod.load_images(DockerEngine(docker_api), opened, Quiet())
+        with bundle_archive.open_bundle(forged) as opened:
+            loaded = bundle_archive.load_images(DockerEngine(docker_api), opened, Quiet())
         assert set(loaded) == set(ids.values())
         assert bundle_mod.tag_state(DockerEngine(docker_api)) == before
     finally:
@@ -335,7 +337,7 @@ def test_an_archive_refused_as_it_streams_into_the_engine_loads_nothing(bundled,
         except Exception:
             pass
     with tarfile.open(path) as bundle:
-        saved = bundle.extractfile(bundle_mod.IMAGES_MEMBER).read()
+        saved = bundle.extractfile(bundle_format.IMAGES_MEMBER).read()
     forged_images = io.BytesIO()
     with tarfile.open(fileobj=io.BytesIO(saved)) as source, tarfile.open(fileobj=forged_images, mode="w") as sink:
         for member in source:
@@ -353,9 +355,9 @@ def test_an_archive_refused_as_it_streams_into_the_engine_loads_nothing(bundled,
 
     forged = tmp_path / "fifo.bundle"
     _rewrite(path, forged, manifest_edit=with_forged_images, images_edit=lambda data: forged_images)
-    with bundle_mod.open_bundle(forged) as opened:
-        with pytest.raises(bundle_mod.BundleRefused, match="images.tar member 'pipe' is a FIFO"):
-            bundle_mod.load_images(DockerEngine(docker_api), opened, Quiet())
+    with bundle_archive.open_bundle(forged) as opened:
+        with pytest.raises(bundle_format.BundleRefused, match="images.tar member 'pipe' is a FIFO"):
+            bundle_archive.load_images(DockerEngine(docker_api), opened, Quiet())
     for image_id in ids.values():
         assert not docker_api.images.list(filters={"reference": image_id})
         with pytest.raises(docker.errors.NotFound):

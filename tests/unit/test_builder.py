@@ -85,7 +85,7 @@ def test_parents_first_and_at_most_jobs_at_once(project, engine):
     for name in ("a", "b", "c", "d"):
         add_connector(project, name)
     results = run(project, engine, ["a", "b", "c", "d"], jobs=2)
-    assert {r.result for r in results.values()} == {BUILT}
+    assert {r.status for r in results.values()} == {BUILT}
     assert engine.order[0] == "base"
     assert engine.most == 2
 
@@ -96,7 +96,7 @@ def test_a_build_runs_beside_a_smoke_test_and_each_stays_within_jobs(project, en
         add_connector(project, name)
     engine.smoke_s = 0.1
     results = run(project, engine, ["a", "b", "c", "d"], jobs=1)
-    assert {r.result for r in results.values()} == {BUILT}
+    assert {r.status for r in results.values()} == {BUILT}
     assert engine.most == 1 and engine.most_smoking == 1
     assert engine.overlapped
 
@@ -107,10 +107,10 @@ def test_a_failure_skips_only_its_dependents(project, engine):
     add_connector(project, "b")
     engine.failing = {"a"}
     results = run(project, engine, ["child", "b"])
-    assert results["a"].result == FAILED and results["a"].details == BOOM.details
+    assert results["a"].status == FAILED and results["a"].details == BOOM.details
     assert results["a"].cause == "build step failed"
-    assert results["child"].result == NOT_BUILT and "parent a" in results["child"].reason
-    assert results["b"].result == BUILT
+    assert results["child"].status == NOT_BUILT and "parent a" in results["child"].detail
+    assert results["b"].status == BUILT
 
 
 def test_fail_fast_starts_nothing_new(project, engine):
@@ -119,9 +119,9 @@ def test_fail_fast_starts_nothing_new(project, engine):
     engine.failing = {"a"}
     results = run(project, engine, ["a", "b", "c", "d"], jobs=1, fail_fast=True)
     assert engine.order == ["base", "a"]
-    assert results["a"].result == FAILED
-    assert {results[n].result for n in "bcd"} == {NOT_BUILT}
-    assert "--fail-fast" in results["b"].reason
+    assert results["a"].status == FAILED
+    assert {results[n].status for n in "bcd"} == {NOT_BUILT}
+    assert "--fail-fast" in results["b"].detail
 
 
 def test_without_fail_fast_the_others_still_build(project, engine):
@@ -129,8 +129,8 @@ def test_without_fail_fast_the_others_still_build(project, engine):
         add_connector(project, name)
     engine.failing = {"a"}
     results = run(project, engine, ["a", "b", "c"], jobs=1)
-    assert results["a"].result == FAILED
-    assert results["b"].result == BUILT and results["c"].result == BUILT
+    assert results["a"].status == FAILED
+    assert results["b"].status == BUILT and results["c"].status == BUILT
 
 
 def test_tags_move_only_after_success_and_pins_are_dropped(project, engine):
@@ -147,7 +147,7 @@ def test_a_failed_smoke_test_discards_the_image_and_tags_nothing(project, engine
     add_connector(project, "a")
     engine.unverified = {"a"}
     results = run(project, engine, ["a"])
-    assert results["a"].result == FAILED and results["a"].cause == "plugin import failed"
+    assert results["a"].status == FAILED and results["a"].cause == "plugin import failed"
     assert not engine.has("sha256:" + b"a".hex().ljust(64, "0"))
     assert not any("ingestion-connector-a:" in ref for ref in engine.refs)
 
@@ -160,7 +160,7 @@ def test_up_to_date_images_are_kept_and_get_their_tags_back(project, engine):
     engine.order.clear()
     results = run(project, engine, ["a"])
     assert engine.order == []
-    assert {r.result for r in results.values()} == {UP_TO_DATE}
+    assert {r.status for r in results.values()} == {UP_TO_DATE}
     assert engine.inspect(latest).id == results["a"].image_id == built["a"].image_id
 
 
@@ -169,7 +169,7 @@ def test_a_noop_run_moves_no_tag_that_is_already_in_place(project, engine):
     run(project, engine, ["a"])
     engine.log.clear()
     results = run(project, engine, ["a"])
-    assert {r.result for r in results.values()} == {UP_TO_DATE}
+    assert {r.status for r in results.values()} == {UP_TO_DATE}
     assert engine.tagged == []
 
 
@@ -211,8 +211,8 @@ def test_an_interrupt_moves_no_tag_ends_the_builds_and_keeps_what_was_done(proje
                       end_builds=lambda reason: (reasons.append(reason), ended.set()))
     results = {r.name: r for r in builder.run(plan, jobs=2, fail_fast=False)}
     assert isinstance(builder.interrupted, KeyboardInterrupt) and reasons == ["interrupted (SIGINT)"]
-    assert results["base"].result == BUILT  # done before the interrupt: kept, and in the report
-    assert (results["a"].result, results["a"].reason, results["a"].details) == (NOT_BUILT, "interrupted (SIGINT)", ())
+    assert results["base"].status == BUILT  # done before the interrupt: kept, and in the report
+    assert (results["a"].status, results["a"].detail, results["a"].details) == (NOT_BUILT, "interrupted (SIGINT)", ())
     assert not any("ingestion-connector-a:" in ref for ref in engine.refs)  # no tag moved after it
     assert not engine.has("sha256:" + b"a".hex().ljust(64, "0"))  # the untagged image is not left behind
     assert not any(ref.startswith(verify.PIN_REPOSITORY) for ref in engine.refs)
@@ -240,7 +240,7 @@ def test_an_interrupt_during_the_smoke_test_ends_it_and_runs_no_sbom_check(proje
                       check_sbom=lambda image_id, name: sbom_checked.append(name),
                       end_builds=lambda reason: ended.set())
     results = {r.name: r for r in builder.run(plan, jobs=2, fail_fast=False)}
-    assert (results["a"].result, results["a"].reason) == (NOT_BUILT, "interrupted (SIGINT)")
+    assert (results["a"].status, results["a"].detail) == (NOT_BUILT, "interrupted (SIGINT)")
     assert sbom_checked == ["base"]  # none for the image whose smoke test the interrupt ended
     assert not any("ingestion-connector-a:" in ref for ref in engine.refs)
 
@@ -288,7 +288,7 @@ def test_a_child_builds_while_its_parent_is_smoke_tested(project, engine):
     started = _smoke_test_waiting_for(engine, "base", "a")
     results = run(project, engine, ["a"])
     assert started.is_set()
-    assert results["base"].result == BUILT and results["a"].result == BUILT
+    assert results["base"].status == BUILT and results["a"].status == BUILT
     assert results["a"].image_id in {image for ref, image in engine.refs.items() if "ingestion-connector-a:" in ref}
 
 
@@ -299,8 +299,8 @@ def test_a_parent_failing_its_smoke_test_discards_the_child_built_meanwhile(proj
     engine.unverified = {"base"}
     results = run(project, engine, ["grandchild"], jobs=3)
     assert started.is_set()
-    assert results["base"].result == FAILED
-    assert (results["a"].result, results["a"].reason) == (NOT_BUILT, "parent base was not built")
-    assert results["grandchild"].result == NOT_BUILT and "parent a" in results["grandchild"].reason
+    assert results["base"].status == FAILED
+    assert (results["a"].status, results["a"].detail) == (NOT_BUILT, "parent base was not built")
+    assert results["grandchild"].status == NOT_BUILT and "parent a" in results["grandchild"].detail
     assert not engine.has("sha256:" + b"a".hex().ljust(64, "0"))  # built, never tagged, not left behind
     assert not any("ingestion-connector-" in ref for ref in engine.refs)

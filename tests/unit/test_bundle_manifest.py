@@ -9,9 +9,11 @@ import pytest
 from fake_engine import FakeEngine, Image
 
 from ingestion_factory import settings as settings_mod
+from ingestion_factory.model import bundle_format
+from ingestion_factory.model.bundle_format import BundledImage, BundleManifest, BundleRefused
 from ingestion_factory.progress import Quiet
 from ingestion_factory.workflows import bundle as bundle_mod
-from ingestion_factory.workflows.bundle import BundledImage, BundleManifest, BundleRefused
+from ingestion_factory.workflows import bundle_archive
 
 ID_A, ID_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 IMAGES = [
@@ -40,21 +42,21 @@ QUIET = Quiet()
 
 def check(path):
     """unbundle's check of the image archive, before anything is loaded."""
-    with bundle_mod.open_bundle(path) as bundle:
-        bundle_mod.check_archive(bundle, QUIET)
+    with bundle_archive.open_bundle(path) as bundle:
+        bundle_archive.check_archive(bundle, QUIET)
 
 
 @pytest.fixture
 def written(tmp_path):
     output = tmp_path / "out" / "site.bundle"
-    manifest = bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter(PAYLOAD))
+    manifest = bundle_archive.write_bundle(None, IMAGES, output, QUIET, chunks=iter(PAYLOAD))
     return output, manifest
 
 
 def test_the_manifest_round_trips_with_lock_digest_and_sbom(written):
     output, manifest = written
     assert manifest.archive_size == sum(len(c) for c in PAYLOAD)
-    read = bundle_mod.read_manifest(output)
+    read = bundle_archive.read_manifest(output)
     assert read == manifest
     assert read.images[1].lock_digest.startswith("sha256:") and read.images[1].sbom == "/opt/ingestion/sbom.json"
     assert read.images[1].refs == ["ns/ingestion-connector-datahub-sqlite:1.7.0.17",
@@ -74,7 +76,7 @@ def test_writing_is_atomic(tmp_path):
         raise RuntimeError("the engine went away")
 
     with pytest.raises(RuntimeError):
-        bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=failing())
+        bundle_archive.write_bundle(None, IMAGES, output, QUIET, chunks=failing())
     assert output.read_bytes() == b"the previous bundle"
     assert [p.name for p in tmp_path.iterdir()] == ["site.bundle"]  # no temp file left
 
@@ -132,10 +134,10 @@ def test_a_file_that_is_not_a_bundle_is_refused(tmp_path):
         info.size = 2
         tar.addfile(info, io.BytesIO(b"[]"))
     with pytest.raises(BundleRefused, match="does not start with bundle.json"):
-        bundle_mod.read_manifest(other)
+        bundle_archive.read_manifest(other)
     (tmp_path / "text").write_text("hello")
     with pytest.raises(BundleRefused, match="cannot be read as a bundle"):
-        bundle_mod.read_manifest(tmp_path / "text")
+        bundle_archive.read_manifest(tmp_path / "text")
 
 
 # --- the checks after loading, against a fake engine -----------------------------------------------
@@ -179,7 +181,7 @@ def test_loaded_images_must_match_the_manifest_and_pass_their_smoke_test():
     engine.by_id[ID_B] = engine_image(IMAGES[1])
     results = smoke_all(check_loaded(engine, manifest), smoke, QUIET)
     assert [r.status for r in results] == [CheckStatus.SMOKE_FAILED, CheckStatus.VERIFIED]
-    assert results[1].smoke_s == 1.0 and results[0].failed and not results[1].failed
+    assert results[1].duration_s == 1.0 and results[0].failed and not results[1].failed
 
 
 def test_a_loaded_child_built_from_another_parent_than_the_bundles_is_refused():
@@ -201,14 +203,14 @@ def test_only_this_factorys_repositories_are_accepted(tmp_path):
     from ingestion_factory.settings import Settings
 
     manifest = BundleManifest(tuple(IMAGES), 10, "sha256:" + "f" * 64)
-    bundle_mod.check_targets(manifest, Settings(root=tmp_path, namespace="ns"))
+    bundle_format.check_targets(manifest, Settings(root=tmp_path, namespace="ns"))
     with pytest.raises(BundleRefused, match="tags it only as 'openmetadata/ingestion-connector-base-datahub'") as refused:
-        bundle_mod.check_targets(manifest, Settings(root=tmp_path, namespace="openmetadata"))
+        bundle_format.check_targets(manifest, Settings(root=tmp_path, namespace="openmetadata"))
     assert "--namespace" in refused.value.hint
     forged = BundleManifest((IMAGES[0], BundledImage(**{**IMAGES[1].__dict__, "repository": "ns/victim"})), 10,
                             "sha256:" + "f" * 64)
     with pytest.raises(BundleRefused, match="'ns/victim'"):
-        bundle_mod.check_targets(forged, Settings(root=tmp_path, namespace="ns"))
+        bundle_format.check_targets(forged, Settings(root=tmp_path, namespace="ns"))
 
 
 
@@ -223,7 +225,7 @@ def test_the_archives_own_names_are_removed_as_it_streams():
         "l/layer.tar": layer,
     })
 
-    rewritten = b"".join(bundle_mod.UntaggedArchive(io.BytesIO(archive)))
+    rewritten = b"".join(bundle_archive.UntaggedArchive(io.BytesIO(archive)))
 
     with tarfile.open(fileobj=io.BytesIO(rewritten)) as tar:
         assert tar.getnames() == ["manifest.json", "index.json", "l/layer.tar"]
@@ -233,7 +235,7 @@ def test_the_archives_own_names_are_removed_as_it_streams():
 
 
 def test_an_archive_that_is_no_image_archive_is_refused():
-    archive = bundle_mod.UntaggedArchive(io.BytesIO(_tar({"manifest.json": b"not json"})))
+    archive = bundle_archive.UntaggedArchive(io.BytesIO(_tar({"manifest.json": b"not json"})))
     with pytest.raises(BundleRefused, match="not an image archive"):
         b"".join(archive)
 
@@ -275,7 +277,7 @@ def test_restoring_leaves_other_users_changes_alone():
 ])
 def test_an_image_archive_that_names_images_is_refused_before_loading(tmp_path, members, says):
     output = tmp_path / "forged.bundle"
-    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_tar(members)]))
+    bundle_archive.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_tar(members)]))
     with pytest.raises(BundleRefused, match=says) as refused:
         check(output)
     assert "nothing was loaded" in refused.value.message
@@ -283,7 +285,7 @@ def test_an_image_archive_that_names_images_is_refused_before_loading(tmp_path, 
 
 # --- JSON nested too deep or too large: refused in one line (exit 2), never a RecursionError ----------------
 
-DEEP = b"[" * bundle_mod.MAX_MANIFEST_BYTES  # 4 MiB of nesting: json.loads alone ends in a RecursionError
+DEEP = b"[" * bundle_format.MAX_MANIFEST_BYTES  # 4 MiB of nesting: json.loads alone ends in a RecursionError
 
 
 def _bundle_of(path, members: dict) -> None:
@@ -295,23 +297,23 @@ def test_a_deeply_nested_bundle_json_is_refused_quickly(tmp_path):
     _bundle_of(path, {"bundle.json": DEEP, "images.tar": SAVED})
     started = time.monotonic()
     with pytest.raises(BundleRefused) as refused:
-        bundle_mod.read_manifest(path)
+        bundle_archive.read_manifest(path)
     assert time.monotonic() - started < 2
     assert refused.value.message == "its bundle.json is nested deeper than 100 levels"
     assert refused.value.exit_code == 2
     with pytest.raises(BundleRefused, match="larger than 4 MiB"):
-        BundleManifest.from_json(" " * (bundle_mod.MAX_MANIFEST_BYTES + 1))
+        BundleManifest.from_json(" " * (bundle_format.MAX_MANIFEST_BYTES + 1))
 
 
 def test_an_image_archive_whose_manifest_json_is_nested_too_deep_is_refused_before_loading(tmp_path):
     output = tmp_path / "deep-images.bundle"
-    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_tar({"manifest.json": DEEP})]))
+    bundle_archive.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_tar({"manifest.json": DEEP})]))
     started = time.monotonic()
     with pytest.raises(BundleRefused, match="its manifest.json is nested deeper than 100 levels") as refused:
         check(output)
     assert time.monotonic() - started < 2 and refused.value.exit_code == 2
     # index.json is rewritten while loading (not read by the check before): refused there, not a dead thread.
-    archive = bundle_mod.UntaggedArchive(io.BytesIO(_tar({"index.json": DEEP})))
+    archive = bundle_archive.UntaggedArchive(io.BytesIO(_tar({"index.json": DEEP})))
     with pytest.raises(BundleRefused, match="its index.json is nested deeper than 100 levels"):
         b"".join(archive)
 
@@ -325,9 +327,9 @@ def test_a_bundle_whose_trust_json_is_nested_too_deep_is_refused(tmp_path):
     keys = [str(tmp_path / "trusted.pub")]
     settings = settings_mod.load({**settings_mod.pyproject_defaults(root), "trusted_keys": keys}, root)
     output = tmp_path / "deep-trust.bundle"
-    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter(PAYLOAD), sign=lambda text: DEEP)
+    bundle_archive.write_bundle(None, IMAGES, output, QUIET, chunks=iter(PAYLOAD), sign=lambda text: DEEP)
     with pytest.raises(BundleRefused, match="its trust.json is nested deeper than 100 levels") as refused:
-        with bundle_mod.open_bundle(output) as bundle:
+        with bundle_archive.open_bundle(output) as bundle:
             bundle_mod.require_trusted(settings, bundle, False, QUIET)
     assert refused.value.exit_code == 2
 
@@ -359,7 +361,7 @@ def _streamed(archive: bytes) -> tuple[bytes, BundleRefused | None]:
     """What UntaggedArchive hands the engine, and its refusal if it refused."""
     chunks = []
     try:
-        for chunk in bundle_mod.UntaggedArchive(io.BytesIO(archive)):
+        for chunk in bundle_archive.UntaggedArchive(io.BytesIO(archive)):
             chunks.append(chunk)
     except BundleRefused as exc:
         return b"".join(chunks), exc
@@ -395,7 +397,7 @@ def _streamed(archive: bytes) -> tuple[bytes, BundleRefused | None]:
 def test_an_image_archive_member_that_could_be_read_as_another_is_refused(tmp_path, members, says):
     archive = _archive(*members)
     output = tmp_path / "forged.bundle"
-    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([archive]))  # its checksum is right
+    bundle_archive.write_bundle(None, IMAGES, output, QUIET, chunks=iter([archive]))  # its checksum is right
     with pytest.raises(BundleRefused) as refused:
         check(output)
     assert refused.value.message.startswith(f"{output}: images.tar {says}")
@@ -405,7 +407,7 @@ def test_an_image_archive_member_that_could_be_read_as_another_is_refused(tmp_pa
     # ends in a header that is none, which makes the engine refuse all of it (a tar cut short, it loads).
     streamed, refusal = _streamed(archive)
     assert refusal is not None and says in refusal.message
-    assert streamed.endswith(bundle_mod.BROKEN_HEADER)
+    assert streamed.endswith(bundle_archive.BROKEN_HEADER)
     assert _names_read_by_the_engine(streamed) == []
 
 
@@ -428,7 +430,7 @@ def test_a_layer_linked_as_docker_save_links_it_is_accepted_and_names_are_normal
                        _member("b" * 64, kind=tarfile.DIRTYPE), _member("./" + LAYER_B, b"the layer"),
                        _member(".//manifest.json", UNNAMED))
     output = tmp_path / "linked.bundle"
-    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([archive]))
+    bundle_archive.write_bundle(None, IMAGES, output, QUIET, chunks=iter([archive]))
     check(output)
     streamed, refusal = _streamed(archive)
     assert refusal is None
@@ -440,7 +442,7 @@ def test_a_layer_linked_as_docker_save_links_it_is_accepted_and_names_are_normal
 
 def test_a_normalized_name_is_checked_as_the_engine_reads_it(tmp_path):
     output = tmp_path / "dotted.bundle"
-    bundle_mod.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_archive(_member("./manifest.json", NAMING))]))
+    bundle_archive.write_bundle(None, IMAGES, output, QUIET, chunks=iter([_archive(_member("./manifest.json", NAMING))]))
     with pytest.raises(BundleRefused, match=r"names images \(ns/victim:latest\)"):
         check(output)
 
@@ -467,7 +469,7 @@ def test_a_bundle_member_that_could_be_read_as_another_is_refused(tmp_path, memb
     path = tmp_path / "forged.bundle"
     path.write_bytes(_archive(*members))
     with pytest.raises(BundleRefused) as refused:
-        bundle_mod.read_manifest(path)
+        bundle_archive.read_manifest(path)
     assert refused.value.message == f"{path}: {says}; nothing was loaded"
     assert refused.value.exit_code == 2
 
@@ -476,7 +478,7 @@ def test_a_bundle_with_normalized_member_names_is_read_as_written(tmp_path):
     path = tmp_path / "dotted.bundle"
     path.write_bytes(_archive(_member("./bundle.json", MANIFEST_BYTES), _member(".//images.tar", SAVED)))
     check(path)
-    assert bundle_mod.read_manifest(path).archive_size == len(SAVED)
+    assert bundle_archive.read_manifest(path).archive_size == len(SAVED)
 
 
 # --- one open file from the first check to the load ------------------------------------------------------
@@ -518,7 +520,7 @@ def unbundled(settings, path, engine, monkeypatch) -> tuple[int, str]:
 def _same_size_forgery(tmp_path):
     """A whole, consistent bundle of the same size as `written`'s, whose layers are others."""
     forged = tmp_path / "forged.bundle"
-    bundle_mod.write_bundle(None, IMAGES, forged, QUIET, chunks=iter([SAVED.replace(b"layer-one", b"layer-111")]))
+    bundle_archive.write_bundle(None, IMAGES, forged, QUIET, chunks=iter([SAVED.replace(b"layer-one", b"layer-111")]))
     return forged
 
 
@@ -530,7 +532,7 @@ def test_a_file_put_in_the_bundles_place_after_the_checks_is_not_loaded(written,
 
     path, _ = written
     forged = _same_size_forgery(tmp_path)
-    checked = bundle_mod.check_archive
+    checked = bundle_archive.check_archive
 
     def check_then_swap(*args):
         checked(*args)
@@ -539,7 +541,7 @@ def test_a_file_put_in_the_bundles_place_after_the_checks_is_not_loaded(written,
     monkeypatch.setattr(bundle_mod, "check_archive", check_then_swap)
     engine = loader(IMAGES, VICTIM)
     assert unbundled(Settings(root=tmp_path, namespace="ns"), path, engine, monkeypatch) == (0, "")
-    assert engine.received == b"".join(bundle_mod.UntaggedArchive(io.BytesIO(SAVED)))  # the checked bytes
+    assert engine.received == b"".join(bundle_archive.UntaggedArchive(io.BytesIO(SAVED)))  # the checked bytes
     assert b"layer-111" not in engine.received
     assert engine.refs["ns/ingestion-connector-datahub-sqlite:latest"] == ID_B
 
@@ -550,7 +552,7 @@ def test_a_bundle_written_to_while_it_is_loaded_tags_nothing(written, tmp_path, 
 
     path, _ = written
     forged = _same_size_forgery(tmp_path)
-    checked = bundle_mod.check_archive
+    checked = bundle_archive.check_archive
 
     def check_then_overwrite(*args):
         checked(*args)
@@ -580,9 +582,9 @@ def test_deeply_nested_json_anywhere_in_a_bundle_is_exit_2_in_one_line_quickly(t
     if where == "bundle.json":
         path.write_bytes(_tar({"bundle.json": DEEP, "images.tar": SAVED}))
     elif where == "trust.json":
-        bundle_mod.write_bundle(None, IMAGES, path, QUIET, chunks=iter(PAYLOAD), sign=lambda text: DEEP)
+        bundle_archive.write_bundle(None, IMAGES, path, QUIET, chunks=iter(PAYLOAD), sign=lambda text: DEEP)
     else:
-        bundle_mod.write_bundle(None, IMAGES, path, QUIET, chunks=iter([_tar({where: DEEP})]))
+        bundle_archive.write_bundle(None, IMAGES, path, QUIET, chunks=iter([_tar({where: DEEP})]))
     engine = loader(IMAGES, VICTIM)
 
     started = time.monotonic()
@@ -604,5 +606,5 @@ def test_a_path_that_is_no_file_is_refused_without_waiting(tmp_path):
     os.mkfifo(tmp_path / "fifo")  # opening it to read would wait for a writer
     for path in (tmp_path / "fifo", tmp_path, tmp_path / "missing"):
         with pytest.raises(ConfigError, match=f"no bundle at {path}$") as refused:
-            bundle_mod.read_manifest(path)
+            bundle_archive.read_manifest(path)
         assert refused.value.exit_code == 2

@@ -296,8 +296,8 @@ def test_pulled_images_are_verified_and_tagged_and_children_hash_the_pulled_pare
     add_connector(project, "a")
     add_connector(project, "b")
     results, cache = run_with_cache(project, engine, ["a", "b"], hits={"base", "a"})
-    assert results["base"].result == BuildStatus.PULLED and results["a"].result == BuildStatus.PULLED
-    assert results["b"].result == BUILT
+    assert results["base"].status == BuildStatus.PULLED and results["a"].status == BuildStatus.PULLED
+    assert results["b"].status == BUILT
     assert engine.order == ["b"]  # only the miss was built
     base_id = results["base"].image_id
     asked = {name: parent for name, _, parent in cache.asked}
@@ -310,7 +310,7 @@ def test_a_pulled_image_that_fails_its_smoke_test_fails_like_a_built_one(project
     add_connector(project, "a")
     engine.unverified = {"a"}
     results, _ = run_with_cache(project, engine, ["a"], hits={"base", "a"})
-    assert results["a"].result == BuildStatus.FAILED and results["a"].cause == "plugin import failed"
+    assert results["a"].status == BuildStatus.FAILED and results["a"].cause == "plugin import failed"
     assert not any("ingestion-connector-a:" in ref for ref in engine.refs)
 
 
@@ -321,8 +321,8 @@ def test_force_rebuilds_even_when_the_cache_has_the_image_and_the_rest_may_still
     add_connector(project, "b")  # missing: not forced, so the cache may serve it
     engine.order.clear()
     results, cache = run_with_cache(project, engine, ["a", "b"], hits={"a", "b"}, force=True)
-    assert results["a"].result == BUILT and results["a"].reason == "--force"
-    assert results["b"].result == BuildStatus.PULLED
+    assert results["a"].status == BUILT and results["a"].detail == "--force"
+    assert results["b"].status == BuildStatus.PULLED
     assert engine.order == ["a"]  # the forced image was built, the missing one pulled
     assert [name for name, _, _ in cache.asked] == ["b"]  # a forced image is never looked up
 

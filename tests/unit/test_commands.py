@@ -23,6 +23,7 @@ from ingestion_factory.model import plan as plan_mod
 from ingestion_factory.model.shard import shard_of
 from ingestion_factory.progress import Quiet
 from ingestion_factory.workflows import bundle as bundle_mod
+from ingestion_factory.workflows import bundle_archive
 from ingestion_factory.workflows import lock as lock_mod
 
 CONNECTORS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
@@ -179,4 +180,4 @@ def test_bundle_refuses_images_not_built_from_the_current_inputs(project, tmp_pa
     current = built_engine(settings, catalog, ["alpha", "bravo"])
     assert exit_code(bundle_mod.bundle, settings, ["alpha", "bravo"], output, progress=Quiet(),
                      engine=current) == 0
-    assert [image.name for image in bundle_mod.read_manifest(output).images] == ["base", "alpha", "bravo"]
+    assert [image.name for image in bundle_archive.read_manifest(output).images] == ["base", "alpha", "bravo"]

@@ -38,7 +38,7 @@ def test_the_boundary_turns_errors_into_exit_codes(outcome, code):
 
 
 def result(name, status):
-    return Result(name, f"ns/ingestion-connector-{name}:1", status)
+    return Result(name=name, ref=f"ns/ingestion-connector-{name}:1", status=status)
 
 
 def test_a_failed_build_exits_1_and_wins_over_a_broken_directory(tmp_path):

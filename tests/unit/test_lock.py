@@ -208,7 +208,7 @@ def test_a_failed_resolution_keeps_the_old_lock_and_locks_no_child(tree):
     (tree / "images/connectors/mysql/requirements.txt").write_text("pymysql\nno-such-package\n")
     results = lock_all(tree, FakeUv(INDEX, fail={"no-such-package"}))
     assert results["mysql"].status is LockStatus.FAILED
-    assert results["mysql"].message == ("package not found: no-such-package was not found in the package registry")
+    assert results["mysql"].detail == ("package not found: no-such-package was not found in the package registry")
     assert "No solution found" in results["mysql"].details[0]
     assert results["mysql-plus"].status is LockStatus.NOT_LOCKED
     assert path.read_bytes() == old
@@ -230,7 +230,7 @@ def test_an_unexpected_error_in_one_lock_fails_that_lock_and_keeps_the_others_re
     """An OSError writing a lock or a bug in the resolver is one FAILED lock, not the end of the run."""
     results = lock_all(tree, broken_for("psycopg2-binary", RuntimeError("resolver wrapper broke")))
     assert results["postgres"].status is LockStatus.FAILED
-    assert results["postgres"].message == "RuntimeError: resolver wrapper broke"
+    assert results["postgres"].detail == "RuntimeError: resolver wrapper broke"
     assert results["mysql"].status is LockStatus.CREATED
     assert results["mysql-plus"].status is LockStatus.CREATED
 
@@ -279,7 +279,7 @@ def test_a_fragment_that_moves_the_framework_is_refused_before_resolving(tree):
     uv = FakeUv(INDEX)
     results = lock_all(tree, uv, ["mysql"])
     assert results["mysql"].status is LockStatus.FAILED
-    assert "would change the framework version" in results["mysql"].message
+    assert "would change the framework version" in results["mysql"].detail
     assert not [c for c in uv.calls if "--generate-hashes" in c]
 
 

@@ -137,7 +137,8 @@ def test_an_atomic_write_keeps_the_files_mode_and_leaves_nothing_on_failure(tmp_
 def test_a_json_report_is_never_seen_half_written(tmp_path):
     """report.write_json once truncated the report and then wrote it: a reader could see it empty."""
     path = tmp_path / "build-latest.json"
-    results = [Result(f"image-{n}", f"ns/image-{n}:1", BuildStatus.BUILT, "x" * 200) for n in range(200)]
+    results = [Result(name=f"image-{n}", ref=f"ns/image-{n}:1", status=BuildStatus.BUILT, detail="x" * 200)
+               for n in range(200)]
     report.write_json(path, results)
     bad: list[str] = []
     stop = threading.Event()

@@ -65,8 +65,8 @@ def test_the_builder_never_keeps_a_blocked_connector_as_up_to_date(project, engi
     settings, plan = blocked_connector_plan(project, engine, monkeypatch)
     builder = Builder(settings, engine, revision=None, run_build=engine.build, smoke_test=engine.smoke_test)
     results = {r.name: r for r in builder.run(plan, jobs=1, fail_fast=False)}
-    assert results["wheels"].result == BuildStatus.NOT_BUILT and results["wheels"].result.failed
-    assert "Python image" in results["wheels"].reason
+    assert results["wheels"].status == BuildStatus.NOT_BUILT and results["wheels"].status.failed
+    assert "Python image" in results["wheels"].detail
 
 
 def _positional_enum_unpacking(path: Path) -> list[str]:
@@ -97,7 +97,7 @@ def test_push_reports_only_the_platform_digests_it_pushed_and_read_back(project)
 
     registry.manifest = arm64_variant_not_readable
     result = push.IndexPusher(pusher).push_image(items, "reg/ns/img", manifest_list.plain_tags(items))
-    assert result.result == "failed"
+    assert result.status == "failed"
     assert list(result.platforms) == ["linux/amd64"]  # not the arm64 digest whose read-back failed
 
 

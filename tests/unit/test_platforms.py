@@ -212,7 +212,7 @@ def test_unavailable_platforms_in_connector_toml_and_inherited(project):
     from ingestion_factory.model.plan import platform_targets
 
     usable, skipped = platform_targets(found, ["base", "odbc", "child"], ARM64, settings)
-    assert usable == ["base"] and [(r.name, r.result, r.platform) for r in skipped] == [
+    assert usable == ["base"] and [(r.name, r.status, r.platform) for r in skipped] == [
         ("odbc", "unavailable", "linux/arm64"), ("child", "unavailable", "linux/arm64")]
 
 
@@ -306,7 +306,7 @@ class FakePusher:
         digest = "sha256:" + hashlib.sha256(image_id.encode()).hexdigest()
         self.client.by_ref[digest] = Manifest(digest, manifest_list.IMAGE_TYPE, image_id, 500 + len(self.pushed))
         self.pushed.append(tag)
-        return TagResult(tag, f"{repository}:{tag}", PUSHED, digest)
+        return TagResult(name=tag, ref=f"{repository}:{tag}", status=PUSHED, digest=digest)
 
     def _manifest_or_none(self, repository, tag):
         return self.client.by_ref.get(tag)
@@ -341,23 +341,23 @@ def test_index_pusher_pushes_each_variant_then_one_list_per_tag(project):
     version = items[0].spec.framework.version
     assert pusher.pushed[:2] == [f"{version}-amd64", f"{version}-arm64"]
     assert pusher.pushed[2].startswith("inputs-")  # the default platform's cache tag, as a plain push gives it
-    assert result.result == "pushed" and result.tags == tags
+    assert result.status == "pushed" and result.tags == tags
     assert set(result.platforms) == {"linux/amd64", "linux/arm64"}
     stored = client.by_ref[version]
     assert result.digest == stored.digest
     assert manifest_list.platform_digests(stored.document) == result.platforms
     assert [m["size"] for m in stored.document["manifests"]] == [500, 501]
     again = push.IndexPusher(pusher).push_image(items, "reg/ns/ingestion-connector-mysql", tags)
-    assert [t.result for t in again.tag_results[2:5]] == ["already present"] * 3
+    assert [t.status for t in again.tag_results[2:5]] == ["already present"] * 3
 
 
 def test_a_list_read_back_without_a_platform_fails_the_image(project):
     items = variants(project)
     pusher = FakePusher(FakeRegistry(corrupt=True))
     result = push.IndexPusher(pusher).push_image(items, "reg/ns/img", manifest_list.plain_tags(items))
-    assert result.result == "failed"
-    assert "linux/arm64 is missing" in result.reason
-    assert [t.result for t in result.tag_results[3:]] == ["not pushed", "not pushed"]
+    assert result.status == "failed"
+    assert "linux/arm64 is missing" in result.detail
+    assert [t.status for t in result.tag_results[3:]] == ["not pushed", "not pushed"]
 
 
 # --- a push of some platforms keeps the others' entries under the shared tags (issue 30, bug 1) -----------
@@ -371,7 +371,7 @@ def test_an_arm64_only_push_keeps_the_amd64_image_a_plain_push_left_under_the_ta
     pusher = FakePusher(client)
     tags = manifest_list.plain_tags(items[1:])
     result = push.IndexPusher(pusher, covers=["linux/arm64"]).push_image(items[1:], "reg/ns/img", tags)
-    assert result.result == "pushed"
+    assert result.status == "pushed"
     for tag in (version, "latest"):
         stored = manifest_list.platform_digests(client.by_ref[tag].document)
         assert stored == {"linux/arm64": result.platforms["linux/arm64"], "linux/amd64": amd64[tag]}
@@ -379,13 +379,13 @@ def test_an_arm64_only_push_keeps_the_amd64_image_a_plain_push_left_under_the_ta
     assert manifest_list.platform_digests(client.by_ref["abc"].document) == result.platforms
     lists = {t.tag: t for t in result.tag_results if t.tag in tags}
     assert lists[version].kept == {"linux/amd64": amd64[version]} and lists["abc"].kept == {}
-    assert "kept linux/amd64" in result.reason
+    assert "kept linux/amd64" in result.detail
     entry = client.by_ref[version].document["manifests"][1]
     assert entry == {"mediaType": manifest_list.IMAGE_TYPE, "size": 700, "digest": amd64[version],
                      "platform": AMD64.index_entry()}
     # Pushed again: nothing changes, and the amd64 entry is still kept.
     again = push.IndexPusher(pusher, covers=["linux/arm64"]).push_image(items[1:], "reg/ns/img", tags)
-    assert {t.result for t in again.tag_results if t.tag in tags} == {"already present"}
+    assert {t.status for t in again.tag_results if t.tag in tags} == {"already present"}
     assert manifest_list.platform_digests(client.by_ref[version].document)["linux/amd64"] == amd64[version]
 
 
@@ -404,7 +404,7 @@ def test_a_list_keeps_the_entries_of_platforms_this_push_does_not_cover(project)
     amd64 = push.IndexPusher(pusher, covers=["linux/amd64", "linux/arm64"]).push_image(items[:1], "reg/ns/img",
                                                                                              tags)
     assert manifest_list.platform_digests(client.by_ref[tags[0]].document) == amd64.platforms
-    assert amd64.reason == ""
+    assert amd64.detail == ""
 
 
 def test_a_kept_entry_the_registry_no_longer_serves_fails_the_tag_instead_of_naming_it(project):
@@ -415,8 +415,8 @@ def test_a_kept_entry_the_registry_no_longer_serves_fails_the_tag_instead_of_nam
     del client.by_ref[gone]
     result = push.IndexPusher(FakePusher(client), covers=["linux/arm64"]).push_image(
         items[1:], "reg/ns/img", manifest_list.plain_tags(items[1:]))
-    assert result.result == "failed"
-    assert f"cannot keep linux/amd64 in the list: the registry does not serve its reg/ns/img@{gone}" in result.reason
+    assert result.status == "failed"
+    assert f"cannot keep linux/amd64 in the list: the registry does not serve its reg/ns/img@{gone}" in result.detail
     assert client.by_ref[version].media_type == manifest_list.IMAGE_TYPE  # left as it was
 
 

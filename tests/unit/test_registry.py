@@ -439,7 +439,7 @@ def pusher(streams, fake_registry, credentials=None):
 def test_push_tag_pushes_then_reads_back():
     p = pusher([pushed_events()], FakeRegistry())
     result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
-    assert (result.result, result.digest, result.tries) == (push.PUSHED, DIGEST, 1)
+    assert (result.status, result.digest, result.tries) == (push.PUSHED, DIGEST, 1)
     assert p.engine.tagged == ["127.0.0.1:5000/ns/img:1.0"] and p.engine.tags_of(IMAGE_ID) == p.engine.tagged
     assert p.engine.pushed[0][1]["password"] == PASSWORD  # handed to the daemon, never printed
 
@@ -447,7 +447,7 @@ def test_push_tag_pushes_then_reads_back():
 def test_same_image_already_there_is_a_no_op():
     p = pusher([], FakeRegistry(before=Manifest(DIGEST, "x", IMAGE_ID)))
     result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
-    assert (result.result, result.digest) == (push.PRESENT, DIGEST)
+    assert (result.status, result.digest) == (push.PRESENT, DIGEST)
     assert p.engine.pushed == []
 
 
@@ -456,25 +456,25 @@ def test_a_manifest_the_registry_does_not_hold_by_its_digest_is_not_taken_as_pre
     made_up = Manifest(OTHER_DIGEST, "x", IMAGE_ID)
     p = pusher([pushed_events()], FakeRegistry(before=made_up, held={}))
     result = p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0")
-    assert (result.result, result.digest) == (push.PUSHED, DIGEST)
+    assert (result.status, result.digest) == (push.PUSHED, DIGEST)
     assert len(p.engine.pushed) == 1
 
 
 def test_other_image_under_the_tag_is_replaced():
     p = pusher([pushed_events()], FakeRegistry(before=Manifest(OTHER_DIGEST, "x", "sha256:" + "d" * 64)))
-    assert p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0").result == push.PUSHED
+    assert p.push_tag(IMAGE_ID, "127.0.0.1:5000/ns/img", "1.0").status == push.PUSHED
 
 
 def test_read_back_mismatch_fails():
     result = pusher([pushed_events()], FakeRegistry(after=OTHER_DIGEST)).push_tag(IMAGE_ID, "r/ns/img", "1.0")
-    assert result.result == push.FAILED
-    assert OTHER_DIGEST in result.reason and DIGEST in result.reason
+    assert result.status == push.FAILED
+    assert OTHER_DIGEST in result.detail and DIGEST in result.detail
 
 
 def test_transient_stream_error_is_retried():
     refused = [{"errorDetail": {"message": "connection reset by peer"}, "error": "connection reset by peer"}]
     result = pusher([refused, pushed_events()], FakeRegistry()).push_tag(IMAGE_ID, "r/ns/img", "1.0")
-    assert (result.result, result.tries) == (push.PUSHED, 2)
+    assert (result.status, result.tries) == (push.PUSHED, 2)
 
 
 def test_auth_error_is_not_retried_and_stops_the_run():
@@ -483,8 +483,8 @@ def test_auth_error_is_not_retried_and_stops_the_run():
     p = pusher([denied], FakeRegistry())
     item = fake_item()
     result = p.push_image(item, "r/ns/img", ["1.0", "abc", "latest"])
-    assert result.result == push.FAILED
-    assert [t.result for t in result.tag_results] == [push.FAILED, push.NOT_PUSHED, push.NOT_PUSHED]
+    assert result.status == push.FAILED
+    assert [t.status for t in result.tag_results] == [push.FAILED, push.NOT_PUSHED, push.NOT_PUSHED]
     assert len(p.engine.pushed) == 1
     assert push.stops_the_run(result)
 
@@ -492,8 +492,8 @@ def test_auth_error_is_not_retried_and_stops_the_run():
 def test_exception_text_is_redacted():
     leak = RuntimeError(f"500 Server Error for http+docker://localhost (auth={PASSWORD})")
     result = pusher([leak] * 4, FakeRegistry()).push_tag(IMAGE_ID, "r/ns/img", "1.0")
-    assert result.result == push.FAILED and result.tries == 4
-    assert PASSWORD not in result.reason and registry.REDACTED in result.reason
+    assert result.status == push.FAILED and result.tries == 4
+    assert PASSWORD not in result.detail and registry.REDACTED in result.detail
 
 
 def fake_item():
@@ -585,17 +585,16 @@ def test_stale_base_alone_names_build_base(project):
 
 def test_summary_of_an_image_from_its_tags():
     def image(*states):
-        result = push.PushResult("x", "x:1", "r/x", push.FAILED,
-                                 tag_results=[push.TagResult(str(i), "", s, DIGEST if s in (push.PUSHED, push.PRESENT)
-                                                             else "", "boom" if s == push.FAILED else "")
-                                              for i, s in enumerate(states)])
-        push._summarise(result)
-        return result
+        tags = [push.TagResult(name=str(i), ref="", status=s,
+                               digest=DIGEST if s in (push.PUSHED, push.PRESENT) else "",
+                               detail="boom" if s == push.FAILED else "") for i, s in enumerate(states)]
+        return push._summarise(push.PushResult(name="x", image="x:1", repository="r/x", status=push.FAILED,
+                                               tag_results=tags))
 
-    assert image(push.PRESENT, push.PRESENT).result == push.PRESENT
-    assert image(push.PRESENT, push.PUSHED).result == push.PUSHED
-    assert image(push.PUSHED, push.FAILED, push.NOT_PUSHED).result == push.FAILED
-    assert image(push.PUSHED, push.FAILED).reason == "1: boom"
+    assert image(push.PRESENT, push.PRESENT).status == push.PRESENT
+    assert image(push.PRESENT, push.PUSHED).status == push.PUSHED
+    assert image(push.PUSHED, push.FAILED, push.NOT_PUSHED).status == push.FAILED
+    assert image(push.PUSHED, push.FAILED).detail == "1: boom"
     assert image(push.PUSHED).digest == DIGEST
 
 
@@ -775,15 +774,15 @@ def test_with_a_cache_a_deeply_nested_answer_is_one_warning_not_an_exception():
 
 def test_a_deeply_nested_signature_manifest_fails_the_signature_check_not_the_run():
     from ingestion_factory.model import trust_records
-    from ingestion_factory.workflows import trust
+    from ingestion_factory.workflows import trust_check
 
     image = manifest_reply()
     routes = {("GET", "http://127.0.0.1:5000/v2/ns/img/manifests/" + MANIFEST_DIGEST): lambda headers: image,
               ("GET", "http://127.0.0.1:5000/v2/ns/img/manifests/" + trust_records.signature_tag(MANIFEST_DIGEST)):
                   lambda headers: Reply(200, raw=DEEP)}
     client = RegistryClient("127.0.0.1:5000", None, insecure=True, session=FakeSession(routes, refuse=("https://",)))
-    verdict = trust.check(client, "ns/img", MANIFEST_DIGEST, [], trust.Expectation())
-    assert verdict.failure.check == trust.Check.SIGNATURE and "nested deeper than 100 levels" in verdict.why()
+    verdict = trust_check.check(client, "ns/img", MANIFEST_DIGEST, [], trust_check.Expectation())
+    assert verdict.failure.check == trust_check.Check.SIGNATURE and "nested deeper than 100 levels" in verdict.detail
 
 
 # --- content addressing: a digest is the sha256 of bytes we hold -----------------------------------
@@ -830,6 +829,7 @@ def test_the_request_timeout_comes_from_the_environment_within_bounds():
 
 def test_unbundle_push_stops_after_an_auth_failure_as_push_does(monkeypatch, tmp_path):
     """The mirror push used to try every image after a refused login (about 7 s of retries each)."""
+    from ingestion_factory.model import bundle_format
     from ingestion_factory.workflows import bundle
 
     tried = []
@@ -837,15 +837,15 @@ def test_unbundle_push_stops_after_an_auth_failure_as_push_does(monkeypatch, tmp
     class RefusingPusher:
         def push_id(self, name, ref, image_id, repository, tags):
             tried.append(name)
-            return push.PushResult(name, ref, repository, push.FAILED, tags=tags,
-                                   reason="unauthorized: authentication required")
+            return push.PushResult(name=name, image=ref, repository=repository, status=push.FAILED, tags=tags,
+                                   detail="unauthorized: authentication required")
 
     monkeypatch.setattr(bundle, "connect", lambda *args: RefusingPusher())
-    images = tuple(bundle.BundledImage(name=name, repository=f"ns/ingestion-connector-{name}", tags=("1.0",),
+    images = tuple(bundle_format.BundledImage(name=name, repository=f"ns/ingestion-connector-{name}", tags=("1.0",),
                                        image_id="sha256:" + str(n) * 64, input_hash="", framework="datahub",
                                        framework_version="1.0", parent=None, parent_id="")
                    for n, name in enumerate(("base", "mysql", "postgres"), start=1))
-    manifest = bundle.BundleManifest(images=images, archive_size=0, archive_sha256="")
+    manifest = bundle_format.BundleManifest(images=images, archive_size=0, archive_sha256="")
     settings = settings_mod.load({**settings_mod.pyproject_defaults(REPO), "output_dir": str(tmp_path / "out")},
                                  tmp_path)
     run = bundle._push_mirror(settings, None, manifest, "127.0.0.1:5000", None, Quiet())

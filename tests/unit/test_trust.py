@@ -15,7 +15,7 @@ from ingestion_factory.engine import signing
 from ingestion_factory.engine.registry import Manifest
 from ingestion_factory.errors import ConfigError
 from ingestion_factory.model import trust_records as records
-from ingestion_factory.workflows import trust
+from ingestion_factory.workflows import trust_bundle, trust_check, trust_sign
 
 DIGEST = "sha256:" + "ab" * 32
 REPO = "127.0.0.1:5000/openmetadata/ingestion-connector-datahub-sqlite"
@@ -210,38 +210,38 @@ def keys(tmp_path_factory):
     return signing.load_signer(private, PASSPHRASE), signing.load_public_key(public), signing.load_public_key(other)
 
 
-EXPECT = trust.Expectation(platforms=("linux/amd64",), input_hash=record().input_hash, parent_id=record().parent_id)
+EXPECT = trust_check.Expectation(platforms=("linux/amd64",), input_hash=record().input_hash, parent_id=record().parent_id)
 
 
 def test_signed_and_attested_image_verifies(keys):
     signer, public, _ = keys
     registry = MemoryRegistry()
-    assert trust.sign(registry, signer, REPO, DIGEST, record()) == trust.Signed(DIGEST, "signed", "signed")
+    assert trust_sign.sign(registry, signer, REPO, DIGEST, record()) == trust_sign.Signed(DIGEST, "signed", "signed")
     assert records.signature_tag(DIGEST) in registry.manifests and records.attestation_tag(DIGEST) in registry.manifests
-    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
-    assert verdict.verified, verdict.why()
-    assert [c.check for c in verdict.checks] == list(trust.Check)
+    verdict = trust_check.check(registry, REPO, DIGEST, [public], EXPECT)
+    assert verdict.verified, verdict.detail
+    assert [c.check for c in verdict.checks] == list(trust_check.Check)
     assert verdict.record == record()
     # Signing again adds nothing: the registry already holds a signature and attestation by this key.
     before = dict(registry.manifests)
-    assert trust.sign(registry, signer, REPO, DIGEST, record()) == trust.Signed(DIGEST, "present", "present")
+    assert trust_sign.sign(registry, signer, REPO, DIGEST, record()) == trust_sign.Signed(DIGEST, "present", "present")
     assert registry.manifests == before
 
 
 def test_another_key_does_not_verify(keys):
     signer, _, other = keys
     registry = MemoryRegistry()
-    trust.sign(registry, signer, REPO, DIGEST, record())
-    verdict = trust.check(registry, REPO, DIGEST, [other], EXPECT)
+    trust_sign.sign(registry, signer, REPO, DIGEST, record())
+    verdict = trust_check.check(registry, REPO, DIGEST, [other], EXPECT)
     assert not verdict.verified
-    assert verdict.failure.check == trust.Check.SIGNATURE
-    assert "trusted key" in verdict.why()
+    assert verdict.failure.check == trust_check.Check.SIGNATURE
+    assert "trusted key" in verdict.detail
 
 
 def test_one_byte_of_the_attestation_changed_fails_the_attestation_check(keys):
     signer, public, _ = keys
     registry = MemoryRegistry()
-    trust.sign(registry, signer, REPO, DIGEST, record())
+    trust_sign.sign(registry, signer, REPO, DIGEST, record())
     manifest = json.loads(registry.manifests[records.attestation_tag(DIGEST)])
     layer = manifest["layers"][0]
     envelope = json.loads(registry.blobs[layer["digest"]])
@@ -252,9 +252,9 @@ def test_one_byte_of_the_attestation_changed_fails_the_attestation_check(keys):
     registry.blobs[records.sha256_digest(tampered)] = tampered
     layer["digest"], layer["size"] = records.sha256_digest(tampered), len(tampered)
     registry.manifests[records.attestation_tag(DIGEST)] = json.dumps(manifest).encode()
-    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
+    verdict = trust_check.check(registry, REPO, DIGEST, [public], EXPECT)
     assert not verdict.verified
-    assert verdict.failure.check == trust.Check.ATTESTATION
+    assert verdict.failure.check == trust_check.Check.ATTESTATION
     assert "does not verify" in verdict.failure.detail
 
 
@@ -263,40 +263,40 @@ def test_a_signature_for_another_digest_does_not_count(keys):
     registry = MemoryRegistry()
     other = "sha256:" + "cd" * 32
     registry.manifests[other] = b"another image"
-    trust.sign(registry, signer, REPO, other, record())
+    trust_sign.sign(registry, signer, REPO, other, record())
     # Copy the other image's signature under this digest's tag: signed, but for another manifest.
     registry.manifests[records.signature_tag(DIGEST)] = registry.manifests[records.signature_tag(other)]
-    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
-    assert verdict.failure.check == trust.Check.SIGNATURE
+    verdict = trust_check.check(registry, REPO, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust_check.Check.SIGNATURE
     registry.manifests[records.signature_tag(DIGEST)] = b""
-    trust.sign(registry, signer, REPO, DIGEST, record())
+    trust_sign.sign(registry, signer, REPO, DIGEST, record())
     registry.manifests[records.attestation_tag(DIGEST)] = registry.manifests[records.attestation_tag(other)]
-    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
-    assert verdict.failure.check == trust.Check.SUBJECT
+    verdict = trust_check.check(registry, REPO, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust_check.Check.SUBJECT
 
 
 @pytest.mark.parametrize("expect, needle", [
-    (trust.Expectation(platforms=("linux/arm64",)), "platform linux/amd64"),
-    (trust.Expectation(input_hash="sha256:" + "99" * 32), "input hash"),
-    (trust.Expectation(parent_id="sha256:" + "99" * 32), "parent"),
-    (trust.Expectation(image="mysql"), "not mysql"),
+    (trust_check.Expectation(platforms=("linux/arm64",)), "platform linux/amd64"),
+    (trust_check.Expectation(input_hash="sha256:" + "99" * 32), "input hash"),
+    (trust_check.Expectation(parent_id="sha256:" + "99" * 32), "parent"),
+    (trust_check.Expectation(image="mysql"), "not mysql"),
 ])
 def test_a_record_that_does_not_match_the_policy_fails_the_policy_check(keys, expect, needle):
     signer, public, _ = keys
     registry = MemoryRegistry()
-    trust.sign(registry, signer, REPO, DIGEST, record())
-    verdict = trust.check(registry, REPO, DIGEST, [public], expect)
-    assert verdict.failure.check == trust.Check.POLICY and needle in verdict.failure.detail
+    trust_sign.sign(registry, signer, REPO, DIGEST, record())
+    verdict = trust_check.check(registry, REPO, DIGEST, [public], expect)
+    assert verdict.failure.check == trust_check.Check.POLICY and needle in verdict.failure.detail
 
 
 def test_unsigned_and_missing_images(keys):
     _, public, _ = keys
     registry = MemoryRegistry()
-    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
-    assert verdict.failure.check == trust.Check.SIGNATURE and "absent" in verdict.failure.detail
-    verdict = trust.check(registry, REPO, "sha256:" + "ef" * 32, [public], EXPECT)
-    assert verdict.failure.check == trust.Check.DIGEST
-    assert json.loads(trust.summary_json([verdict]))["verified"] is False
+    verdict = trust_check.check(registry, REPO, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust_check.Check.SIGNATURE and "absent" in verdict.failure.detail
+    verdict = trust_check.check(registry, REPO, "sha256:" + "ef" * 32, [public], EXPECT)
+    assert verdict.failure.check == trust_check.Check.DIGEST
+    assert json.loads(trust_check.summary_json([verdict]))["verified"] is False
 
 
 def test_keyid_is_the_sha256_of_the_public_key(keys):
@@ -344,7 +344,7 @@ def trusted_cache(keys_used, signer=None, signed_record=None):
                                                           LABEL_NAME: "datahub-sqlite"})
     registry.blobs[image_id] = registry_config(daemon.registry[f"{REPO}@{DIGEST}"])
     if signer:
-        trust.sign(registry, signer, REPO, DIGEST, signed_record or record())
+        trust_sign.sign(registry, signer, REPO, DIGEST, signed_record or record())
     warnings = []
     cache = RegistryCache(daemon, registry, lambda name: REPO, warn=warnings.append, keys=tuple(keys_used))
     return cache, Item(), daemon, warnings
@@ -404,9 +404,9 @@ def test_an_attested_hit_skips_the_smoke_test_unless_reverify(project, engine):
                           smoke_test=engine.smoke_test, cache=AttestedCache(engine, {"base", name}),
                           reverify=reverify)
         results = {r.name: r for r in builder.run(plan, jobs=1, fail_fast=False)}
-        assert results[name].result == expected, results[name]
+        assert results[name].status == expected, results[name]
         if not reverify:
-            assert "smoke test not re-run" in results[name].reason
+            assert "smoke test not re-run" in results[name].detail
 
 
 # --- bundles -------------------------------------------------------------------------------------------
@@ -418,13 +418,13 @@ IMAGE_ID = "sha256:" + "33" * 32
 def test_a_bundle_signature_covers_bundle_json_and_every_image(keys):
     signer, public, other = keys
     manifest = b'{"format": "ingestion-factory-bundle/1"}\n'
-    signed = trust.sign_bundle(signer, manifest, [(REPO, IMAGE_ID, record())])
-    assert trust.check_bundle(signed, manifest, [IMAGE_ID], [public]) is None
-    assert "not signed" in trust.check_bundle(None, manifest, [IMAGE_ID], [public])
-    assert "does not verify" in trust.check_bundle(signed, manifest, [IMAGE_ID], [other])
-    assert "another bundle.json" in trust.check_bundle(signed, manifest.replace(b"1", b"2"), [IMAGE_ID], [public])
-    assert "no trusted attestation" in trust.check_bundle(signed, manifest, [IMAGE_ID, DIGEST], [public])
-    assert "malformed" in trust.check_bundle(b"{}", manifest, [IMAGE_ID], [public])
+    signed = trust_bundle.sign_bundle(signer, manifest, [(REPO, IMAGE_ID, record())])
+    assert trust_bundle.check_bundle(signed, manifest, [IMAGE_ID], [public]) is None
+    assert "not signed" in trust_bundle.check_bundle(None, manifest, [IMAGE_ID], [public])
+    assert "does not verify" in trust_bundle.check_bundle(signed, manifest, [IMAGE_ID], [other])
+    assert "another bundle.json" in trust_bundle.check_bundle(signed, manifest.replace(b"1", b"2"), [IMAGE_ID], [public])
+    assert "no trusted attestation" in trust_bundle.check_bundle(signed, manifest, [IMAGE_ID, DIGEST], [public])
+    assert "malformed" in trust_bundle.check_bundle(b"{}", manifest, [IMAGE_ID], [public])
 
 
 def test_unbundle_refuses_an_unsigned_bundle_unless_allowed(keys, tmp_path):
@@ -432,23 +432,25 @@ def test_unbundle_refuses_an_unsigned_bundle_unless_allowed(keys, tmp_path):
     from test_bundle_manifest import IMAGES, PAYLOAD, QUIET
 
     from ingestion_factory import settings as settings_mod
+    from ingestion_factory.model import bundle_format
     from ingestion_factory.workflows import bundle as bundle_mod
+    from ingestion_factory.workflows import bundle_archive
 
     signer, public, _ = keys
     settings = settings_mod.load({**settings_mod.pyproject_defaults(settings_mod.Path.cwd()),
                                   "trusted_keys": [public.source]}, settings_mod.Path.cwd())
     ids = [image.image_id for image in IMAGES]
     signed_path, unsigned_path = tmp_path / "signed.tar", tmp_path / "unsigned.tar"
-    bundle_mod.write_bundle(None, IMAGES, signed_path, QUIET, chunks=iter(PAYLOAD),
-                            sign=lambda text: trust.sign_bundle(signer, text, [(REPO, i, record()) for i in ids]))
-    bundle_mod.write_bundle(None, IMAGES, unsigned_path, QUIET, chunks=iter(PAYLOAD))
+    bundle_archive.write_bundle(None, IMAGES, signed_path, QUIET, chunks=iter(PAYLOAD),
+                            sign=lambda text: trust_bundle.sign_bundle(signer, text, [(REPO, i, record()) for i in ids]))
+    bundle_archive.write_bundle(None, IMAGES, unsigned_path, QUIET, chunks=iter(PAYLOAD))
 
     def require(path, allow_unsigned, console=QUIET):
-        with bundle_mod.open_bundle(path) as bundle:
+        with bundle_archive.open_bundle(path) as bundle:
             bundle_mod.require_trusted(settings, bundle, allow_unsigned, console)
 
     require(signed_path, False)
-    with pytest.raises(bundle_mod.BundleRefused, match="not signed") as refused:
+    with pytest.raises(bundle_format.BundleRefused, match="not signed") as refused:
         require(unsigned_path, False)
     assert refused.value.exit_code == 2
     from ingestion_factory.cli.console_progress import ConsoleProgress
@@ -466,7 +468,7 @@ def test_an_independent_dsse_implementation_verifies_our_attestation(keys):
 
     signer, public, _ = keys
     registry = MemoryRegistry()
-    trust.sign(registry, signer, REPO, DIGEST, record())
+    trust_sign.sign(registry, signer, REPO, DIGEST, record())
     layer = json.loads(registry.manifests[records.attestation_tag(DIGEST)])["layers"][0]
     envelope = Envelope.from_dict(json.loads(registry.blobs[layer["digest"]]))
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -491,14 +493,14 @@ def test_a_multi_platform_push_signs_each_variant_and_the_manifest_list(keys, pr
     for digest in (amd64, arm64, index):
         registry.manifests[digest] = b"an image"
         registry.digests[digest] = digest
-    done = trust.sign_pushed(registry, signer, None, items, REPO, index,
+    done = trust_sign.sign_pushed(registry, signer, None, items, REPO, index,
                              {"linux/amd64": amd64, "linux/arm64": arm64}, sbom_of=lambda image_id: "")
     assert [s.digest for s in done] == [amd64, arm64, index]
     for digest, platform in ((amd64, "linux/amd64"), (arm64, "linux/arm64")):
-        verdict = trust.check(registry, REPO, digest, [public], trust.Expectation(platforms=(platform,)))
-        assert verdict.verified, verdict.why()
+        verdict = trust_check.check(registry, REPO, digest, [public], trust_check.Expectation(platforms=(platform,)))
+        assert verdict.verified, verdict.detail
         assert verdict.record.platform == platform
-    verdict = trust.check(registry, REPO, index, [public], trust.Expectation())
+    verdict = trust_check.check(registry, REPO, index, [public], trust_check.Expectation())
     assert verdict.verified and verdict.record.platform == "linux/amd64,linux/arm64"
 
 
@@ -534,47 +536,47 @@ def mirror_with_image(image_id=IMAGE_ID, config_type=DOCKER_CONFIG) -> MemoryReg
 
 def test_a_bundles_proofs_copied_to_a_mirror_verify_there_without_a_signing_key(keys):
     signer, public, other = keys
-    signed = trust.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record(image_id=IMAGE_ID))])
-    proofs = trust.bundle_proofs(signed, [public])
+    signed = trust_bundle.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record(image_id=IMAGE_ID))])
+    proofs = trust_bundle.bundle_proofs(signed, [public])
     assert set(proofs) == {IMAGE_ID} and proofs[IMAGE_ID].record.image_id == IMAGE_ID
-    assert trust.bundle_proofs(signed, [other]) == {}  # only what a trusted key signed is copied
+    assert trust_bundle.bundle_proofs(signed, [other]) == {}  # only what a trusted key signed is copied
     registry = mirror_with_image()
-    assert trust.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID]) == \
-        trust.Signed(MIRROR_DIGEST, "copied", "copied")
-    verdict = trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
-    assert verdict.verified, verdict.why()
-    assert "by its image ID" in {c.check: c for c in verdict.checks}[trust.Check.SUBJECT].detail
-    assert not trust.check(registry, REPO, MIRROR_DIGEST, [other], EXPECT).verified
+    assert trust_bundle.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID]) == \
+        trust_sign.Signed(MIRROR_DIGEST, "copied", "copied")
+    verdict = trust_check.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
+    assert verdict.verified, verdict.detail
+    assert "by its image ID" in {c.check: c for c in verdict.checks}[trust_check.Check.SUBJECT].detail
+    assert not trust_check.check(registry, REPO, MIRROR_DIGEST, [other], EXPECT).verified
     # Copying again adds nothing; signing with a key afterwards adds cosign's own proof next to the copy.
     before = dict(registry.manifests)
-    assert trust.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID]).signature == "present"
+    assert trust_bundle.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID]).signature == "present"
     assert registry.manifests == before
-    assert trust.sign(registry, signer, REPO, MIRROR_DIGEST, proofs[IMAGE_ID].record) == \
-        trust.Signed(MIRROR_DIGEST, "signed", "signed")
+    assert trust_sign.sign(registry, signer, REPO, MIRROR_DIGEST, proofs[IMAGE_ID].record) == \
+        trust_sign.Signed(MIRROR_DIGEST, "signed", "signed")
     layers = json.loads(registry.manifests[records.signature_tag(MIRROR_DIGEST)])["layers"]
-    assert len(layers) == 2 and trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT).verified
+    assert len(layers) == 2 and trust_check.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT).verified
 
 
 def test_a_copied_proof_does_not_vouch_for_a_manifest_of_another_image(keys):
     signer, public, _ = keys
-    proofs = trust.bundle_proofs(trust.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record())]), [public])
+    proofs = trust_bundle.bundle_proofs(trust_bundle.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record())]), [public])
     registry = mirror_with_image("sha256:" + "66" * 32)  # the mirror's manifest names another config
-    trust.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID])
-    verdict = trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
-    assert verdict.failure.check == trust.Check.SIGNATURE
+    trust_bundle.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID])
+    verdict = trust_check.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust_check.Check.SIGNATURE
 
 
 def test_a_bundle_from_before_bundles_carried_signatures_gives_the_attestation_alone(keys):
     signer, public, _ = keys
-    document = json.loads(trust.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record())]))
+    document = json.loads(trust_bundle.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record())]))
     del document["signatures"]
-    proofs = trust.bundle_proofs(json.dumps(document).encode(), [public])
+    proofs = trust_bundle.bundle_proofs(json.dumps(document).encode(), [public])
     registry = mirror_with_image()
-    assert trust.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID]) == \
-        trust.Signed(MIRROR_DIGEST, "none in the bundle", "copied")
-    verdict = trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
-    assert verdict.failure.check == trust.Check.SIGNATURE and "absent" in verdict.failure.detail
-    assert trust.check_bundle(json.dumps(document).encode(), b"{}", [IMAGE_ID], [public]) is None  # still trusted
+    assert trust_bundle.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID]) == \
+        trust_sign.Signed(MIRROR_DIGEST, "none in the bundle", "copied")
+    verdict = trust_check.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust_check.Check.SIGNATURE and "absent" in verdict.failure.detail
+    assert trust_bundle.check_bundle(json.dumps(document).encode(), b"{}", [IMAGE_ID], [public]) is None  # still trusted
 
 
 def test_unbundle_push_proves_each_pushed_digest_by_copy_and_with_a_key_by_signing(keys):
@@ -585,7 +587,7 @@ def test_unbundle_push_proves_each_pushed_digest_by_copy_and_with_a_key_by_signi
 
     signer, public, _ = keys
     image = IMAGES[0]
-    proofs = trust.bundle_proofs(trust.sign_bundle(signer, b"{}", [(REPO, image.image_id,
+    proofs = trust_bundle.bundle_proofs(trust_bundle.sign_bundle(signer, b"{}", [(REPO, image.image_id,
                                                                     record(image_id=image.image_id))]), [public])
 
     class Pusher:
@@ -600,23 +602,24 @@ def test_unbundle_push_proves_each_pushed_digest_by_copy_and_with_a_key_by_signi
         def redact(self, text):
             return text
 
+    def pushed(image) -> PushResult:
+        return PushResult(name=image.name, image="ref", repository=REPO, status=PUSHED, digest=MIRROR_DIGEST,
+                          image_id=image.image_id)
+
     for signer_here, expected in ((None, "copied from the bundle"), (signer, "signed")):
         registry = mirror_with_image(image.image_id)
-        result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
-        bundle_mod._prove(Pusher(registry), None, image, result, proofs[image.image_id], signer_here)
-        assert result.result == PUSHED and result.signed == {MIRROR_DIGEST: expected}
-        assert trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT).verified
+        result = bundle_mod._prove(Pusher(registry), None, image, pushed(image), proofs[image.image_id], signer_here)
+        assert result.status == PUSHED and result.signed == {MIRROR_DIGEST: expected}
+        assert trust_check.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT).verified
     # A bundle from before bundles carried signatures, no key: the attestation alone, which the caller warns of.
     from dataclasses import replace
 
-    result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
-    bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, result,
-                      replace(proofs[image.image_id], payload=b"", signature=b""), None)
+    result = bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, pushed(image),
+                               replace(proofs[image.image_id], payload=b"", signature=b""), None)
     assert result.signed == {MIRROR_DIGEST: bundle_mod.ATTESTATION_ONLY}
     # Neither a proof nor a key: nothing to write; the caller warns.
-    result = PushResult(image.name, "ref", REPO, PUSHED, digest=MIRROR_DIGEST, image_id=image.image_id)
-    bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, result, None, None)
-    assert result.signed == {} and result.result == PUSHED
+    result = bundle_mod._prove(Pusher(mirror_with_image(image.image_id)), None, image, pushed(image), None, None)
+    assert result.signed == {} and result.status == PUSHED
 
 
 # --- documents from outside nested too deep: refused in one line, never a RecursionError ------------------
@@ -637,24 +640,24 @@ def test_a_deeply_nested_envelope_statement_or_payload_is_a_record_error(reader,
 
 def test_a_bundles_trust_json_nested_too_deep_is_refused_with_its_reason(keys):
     _, public, _ = keys
-    assert trust.check_bundle(DEEP, b"{}", [IMAGE_ID], [public]) == "its trust.json is nested deeper than 100 levels"
-    assert trust.bundle_proofs(DEEP, [public]) == {}
+    assert trust_bundle.check_bundle(DEEP, b"{}", [IMAGE_ID], [public]) == "its trust.json is nested deeper than 100 levels"
+    assert trust_bundle.bundle_proofs(DEEP, [public]) == {}
     # An attestation whose statement is nested too deep is skipped, before any key is asked.
     deep_statement = records.envelope(records.INTOTO_PAYLOAD_TYPE, DEEP[:100_000], b"sig")
-    assert trust.bundle_proofs(json.dumps({"attestations": [deep_statement]}).encode(), [public]) == {}
+    assert trust_bundle.bundle_proofs(json.dumps({"attestations": [deep_statement]}).encode(), [public]) == {}
 
 
 def test_a_deeply_nested_attestation_in_the_registry_fails_the_attestation_check(keys):
     signer, public, _ = keys
     registry = MemoryRegistry()
-    trust.sign(registry, signer, REPO, DIGEST, record())
+    trust_sign.sign(registry, signer, REPO, DIGEST, record())
     manifest = json.loads(registry.manifests[records.attestation_tag(DIGEST)])
     deep = DEEP[:1_000_000]
     registry.blobs[records.sha256_digest(deep)] = deep
     manifest["layers"][0]["digest"] = records.sha256_digest(deep)
     registry.manifests[records.attestation_tag(DIGEST)] = json.dumps(manifest).encode()
-    verdict = trust.check(registry, REPO, DIGEST, [public], EXPECT)
-    assert verdict.failure.check == trust.Check.ATTESTATION
+    verdict = trust_check.check(registry, REPO, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust_check.Check.ATTESTATION
     assert verdict.failure.detail == "the DSSE envelope is nested deeper than 100 levels"
 
 
@@ -705,13 +708,13 @@ def test_a_registry_serving_another_body_under_the_signed_digest_fails_the_diges
     signed_body, other_body = image_manifest(), image_manifest("sha256:" + "66" * 32)
     signed = records.sha256_digest(signed_body)
     memory.manifests[signed] = memory.manifests["1.7.0.17"] = signed_body
-    trust.sign(memory, signer, REPO, signed, record())
-    ref = trust.parse_reference(f"{REPO}:1.7.0.17")
-    [honest] = trust.check_reference(HttpRegistry(memory).client(), ref, [public], EXPECT)
-    assert honest.verified and honest.digest == signed, honest.why()
+    trust_sign.sign(memory, signer, REPO, signed, record())
+    ref = trust_check.parse_reference(f"{REPO}:1.7.0.17")
+    [honest] = trust_check.check_reference(HttpRegistry(memory).client(), ref, [public], EXPECT)
+    assert honest.verified and honest.digest == signed, honest.detail
     lies = {"1.7.0.17": (other_body, signed), **({signed: (other_body, signed)} if lie_by_digest_too else {})}
-    [verdict] = trust.check_reference(HttpRegistry(memory, lies).client(), ref, [public], EXPECT)
-    assert verdict.failure.check == trust.Check.DIGEST and "names the digest" in verdict.failure.detail
+    [verdict] = trust_check.check_reference(HttpRegistry(memory, lies).client(), ref, [public], EXPECT)
+    assert verdict.failure.check == trust_check.Check.DIGEST and "names the digest" in verdict.failure.detail
     assert not verdict.verified
 
 
@@ -722,27 +725,27 @@ def test_a_pushed_proof_does_not_vouch_for_a_manifest_that_names_its_digest_as_c
     registry = MemoryRegistry()
     signed = records.sha256_digest(image_manifest())
     registry.manifests[signed] = image_manifest()
-    trust.sign(registry, signer, REPO, signed, record())
+    trust_sign.sign(registry, signer, REPO, signed, record())
     forged_body = image_manifest(image_id=signed)
     forged = records.sha256_digest(forged_body)
     registry.manifests[forged] = forged_body
     for tag in (records.signature_tag, records.attestation_tag):
         registry.manifests[tag(forged)] = registry.manifests[tag(signed)]
-    verdict = trust.check(registry, REPO, forged, [public], EXPECT)
-    assert verdict.failure.check == trust.Check.SIGNATURE and "marker" in verdict.failure.detail, verdict.why()
+    verdict = trust_check.check(registry, REPO, forged, [public], EXPECT)
+    assert verdict.failure.check == trust_check.Check.SIGNATURE and "marker" in verdict.failure.detail, verdict.detail
 
 
 def test_a_bundles_proof_counts_only_for_a_manifest_whose_config_is_an_image_config(keys):
     signer, public, _ = keys
-    proofs = trust.bundle_proofs(trust.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record())]), [public])
+    proofs = trust_bundle.bundle_proofs(trust_bundle.sign_bundle(signer, b"{}", [(REPO, IMAGE_ID, record())]), [public])
     for config_type, verified in ((DOCKER_CONFIG, True), (records.OCI_CONFIG, True),
                                   ("application/vnd.cncf.helm.config.v1+json", False), (None, False)):
         registry = mirror_with_image(config_type=config_type)
-        trust.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID])
-        verdict = trust.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
-        assert verdict.verified is verified, (config_type, verdict.why())
+        trust_bundle.copy_proof(registry, REPO, MIRROR_DIGEST, proofs[IMAGE_ID])
+        verdict = trust_check.check(registry, REPO, MIRROR_DIGEST, [public], EXPECT)
+        assert verdict.verified is verified, (config_type, verdict.detail)
         if not verified:
-            assert verdict.failure.check == trust.Check.SIGNATURE and "image config" in verdict.failure.detail
+            assert verdict.failure.check == trust_check.Check.SIGNATURE and "image config" in verdict.failure.detail
 
 
 def test_an_images_proofs_copied_under_another_repository_do_not_verify_there(keys):
@@ -750,10 +753,10 @@ def test_an_images_proofs_copied_under_another_repository_do_not_verify_there(ke
     but for mysql. (MemoryRegistry's tags are shared by every repository: the copy is made already.)"""
     signer, public, _ = keys
     registry = MemoryRegistry()
-    trust.sign(registry, signer, MYSQL_REPO, DIGEST, record(image="mysql"))
-    assert trust.check(registry, MYSQL_REPO, DIGEST, [public], EXPECT).verified
-    verdict = trust.check(registry, POSTGRES_REPO, DIGEST, [public], EXPECT)
-    assert verdict.failure.check == trust.Check.SIGNATURE and MYSQL_REPO in verdict.failure.detail, verdict.why()
+    trust_sign.sign(registry, signer, MYSQL_REPO, DIGEST, record(image="mysql"))
+    assert trust_check.check(registry, MYSQL_REPO, DIGEST, [public], EXPECT).verified
+    verdict = trust_check.check(registry, POSTGRES_REPO, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust_check.Check.SIGNATURE and MYSQL_REPO in verdict.failure.detail, verdict.detail
 
 
 def test_inv_verify_image_asks_for_the_image_its_repository_names(keys, project):
@@ -766,11 +769,11 @@ def test_inv_verify_image_asks_for_the_image_its_repository_names(keys, project)
     registry = MemoryRegistry()
     registry.manifests["2.0.7.0"] = b"the image"
     registry.digests["2.0.7.0"] = DIGEST
-    trust.sign(registry, signer, POSTGRES_REPO, DIGEST, record(image="mysql", framework="openmetadata",
+    trust_sign.sign(registry, signer, POSTGRES_REPO, DIGEST, record(image="mysql", framework="openmetadata",
                                                                 framework_version="2.0.7.0"))
-    ref = trust.parse_reference(f"{POSTGRES_REPO}:2.0.7.0")
-    [verdict] = trust.check_reference(registry, ref, [public], trust.image_expectation(ref, settings))
-    assert verdict.failure.check == trust.Check.POLICY and "not postgres" in verdict.failure.detail
+    ref = trust_check.parse_reference(f"{POSTGRES_REPO}:2.0.7.0")
+    [verdict] = trust_check.check_reference(registry, ref, [public], trust_check.image_expectation(ref, settings))
+    assert verdict.failure.check == trust_check.Check.POLICY and "not postgres" in verdict.failure.detail
 
 
 @pytest.mark.parametrize("signed_as, checked, same", [
@@ -794,15 +797,15 @@ def test_a_bundles_proofs_count_under_the_same_path_on_any_registry_and_nowhere_
     counts under the same namespace/image on any registry, and under no other path."""
     signer, public, _ = keys
     local = "openmetadata/ingestion-connector-datahub-sqlite"
-    proofs = trust.bundle_proofs(trust.sign_bundle(signer, b"{}", [(local, IMAGE_ID, record())]), [public])
+    proofs = trust_bundle.bundle_proofs(trust_bundle.sign_bundle(signer, b"{}", [(local, IMAGE_ID, record())]), [public])
     for host, path, verified in ((MIRROR_HOST, local, True), ("127.0.0.1:5000", local, True),
                                  (MIRROR_HOST, "openmetadata/ingestion-connector-postgres", False),
                                  (MIRROR_HOST, "elsewhere/ingestion-connector-datahub-sqlite", False)):
         registry = mirror_with_image()
         registry.registry = host
-        trust.copy_proof(registry, f"{host}/{path}", MIRROR_DIGEST, proofs[IMAGE_ID])
-        verdict = trust.check(registry, f"{host}/{path}", MIRROR_DIGEST, [public], EXPECT)
-        assert verdict.verified is verified, (host, path, verdict.why())
+        trust_bundle.copy_proof(registry, f"{host}/{path}", MIRROR_DIGEST, proofs[IMAGE_ID])
+        verdict = trust_check.check(registry, f"{host}/{path}", MIRROR_DIGEST, [public], EXPECT)
+        assert verdict.verified is verified, (host, path, verdict.detail)
 
 
 def test_a_pushed_proof_copied_to_another_registry_counts_there_once_signed_there(keys):
@@ -810,28 +813,28 @@ def test_a_pushed_proof_copied_to_another_registry_counts_there_once_signed_ther
     do not count there until the mirror's digest is signed for the mirror's repository."""
     signer, public, _ = keys
     registry = MemoryRegistry()
-    trust.sign(registry, signer, REPO, DIGEST, record())
+    trust_sign.sign(registry, signer, REPO, DIGEST, record())
     registry.registry = MIRROR_HOST
     mirrored = f"{MIRROR_HOST}/openmetadata/ingestion-connector-datahub-sqlite"
-    verdict = trust.check(registry, mirrored, DIGEST, [public], EXPECT)
-    assert verdict.failure.check == trust.Check.SIGNATURE and REPO in verdict.failure.detail
-    assert trust.sign(registry, signer, mirrored, DIGEST, record()) == trust.Signed(DIGEST, "signed", "signed")
-    assert trust.check(registry, mirrored, DIGEST, [public], EXPECT).verified
+    verdict = trust_check.check(registry, mirrored, DIGEST, [public], EXPECT)
+    assert verdict.failure.check == trust_check.Check.SIGNATURE and REPO in verdict.failure.detail
+    assert trust_sign.sign(registry, signer, mirrored, DIGEST, record()) == trust_sign.Signed(DIGEST, "signed", "signed")
+    assert trust_check.check(registry, mirrored, DIGEST, [public], EXPECT).verified
 
 
 def test_inv_verify_image_asks_for_the_version_its_tag_names(project):
     from ingestion_factory import settings as settings_mod
 
     settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
-    expect = trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}:1.12.14.2"), settings)
+    expect = trust_check.image_expectation(trust_check.parse_reference(f"{POSTGRES_REPO}:1.12.14.2"), settings)
     assert expect.image == "postgres" and expect.versions == (("openmetadata", "1.12.14.2"),)
     assert expect.platforms == ("linux/amd64",)
-    latest = trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}:latest"), settings)
+    latest = trust_check.image_expectation(trust_check.parse_reference(f"{POSTGRES_REPO}:latest"), settings)
     assert set(latest.versions) == {("openmetadata", "2.0.7.0"), ("datahub", "1.7.0.17")}  # the defaults
     for other in ("abc1234", "inputs-" + "ab" * 16):  # a commit or cache tag names no version
-        assert trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}:{other}"), settings).versions is None
-    assert trust.image_expectation(trust.parse_reference(f"{POSTGRES_REPO}@{DIGEST}"), settings).versions is None
-    base = trust.image_expectation(trust.parse_reference("openmetadata/ingestion-connector-base-datahub:1.0"),
+        assert trust_check.image_expectation(trust_check.parse_reference(f"{POSTGRES_REPO}:{other}"), settings).versions is None
+    assert trust_check.image_expectation(trust_check.parse_reference(f"{POSTGRES_REPO}@{DIGEST}"), settings).versions is None
+    base = trust_check.image_expectation(trust_check.parse_reference("openmetadata/ingestion-connector-base-datahub:1.0"),
                                    settings)
     assert base.image == "base-datahub"
 
@@ -839,11 +842,11 @@ def test_inv_verify_image_asks_for_the_version_its_tag_names(project):
 def test_a_record_of_another_version_fails_the_policy_check(keys):
     signer, public, _ = keys
     registry = MemoryRegistry()
-    trust.sign(registry, signer, REPO, DIGEST, record())  # datahub 1.2.0
-    verdict = trust.check(registry, REPO, DIGEST, [public], trust.Expectation(versions=(("datahub", "1.7.0.17"),)))
-    assert verdict.failure.check == trust.Check.POLICY
+    trust_sign.sign(registry, signer, REPO, DIGEST, record())  # datahub 1.2.0
+    verdict = trust_check.check(registry, REPO, DIGEST, [public], trust_check.Expectation(versions=(("datahub", "1.7.0.17"),)))
+    assert verdict.failure.check == trust_check.Check.POLICY
     assert verdict.failure.detail == "the record is for datahub 1.2.0, not datahub 1.7.0.17"
-    ok = trust.check(registry, REPO, DIGEST, [public], trust.Expectation(versions=(("datahub", "1.2.0"),)))
+    ok = trust_check.check(registry, REPO, DIGEST, [public], trust_check.Expectation(versions=(("datahub", "1.2.0"),)))
     assert ok.verified
 
 
@@ -866,16 +869,16 @@ def test_inv_verify_c_name_that_cannot_plan_checks_the_version_and_says_that_is_
     assert (ref.repository, ref.tag) == ("127.0.0.1:5000/openmetadata/ingestion-connector-a", "2.0.7.0")
     assert expect.image == "a" and expect.input_hash is None and expect.versions == (("openmetadata", "2.0.7.0"),)
     registry = MemoryRegistry()
-    trust.sign(registry, signer, ref.repository, DIGEST, record(image="a", framework="openmetadata",
+    trust_sign.sign(registry, signer, ref.repository, DIGEST, record(image="a", framework="openmetadata",
                                                                   framework_version="2.0.7.0"))
-    verdict = trust.check(registry, ref.repository, DIGEST, [public], expect)
-    assert verdict.verified, verdict.why()
+    verdict = trust_check.check(registry, ref.repository, DIGEST, [public], expect)
+    assert verdict.verified, verdict.detail
     policy = verdict.checks[-1].detail
     assert "openmetadata 2.0.7.0 only" in policy and "input hash not checked" in policy, policy
     older = MemoryRegistry()
-    trust.sign(older, signer, ref.repository, DIGEST, record(image="a", framework="openmetadata",
+    trust_sign.sign(older, signer, ref.repository, DIGEST, record(image="a", framework="openmetadata",
                                                                framework_version="1.12.14.2"))
-    assert trust.check(older, ref.repository, DIGEST, [public], expect).failure.check == trust.Check.POLICY
+    assert trust_check.check(older, ref.repository, DIGEST, [public], expect).failure.check == trust_check.Check.POLICY
 
 
 def test_inv_verify_sends_the_factory_registry_credentials_to_no_other_registry(keys, project, monkeypatch,
@@ -901,8 +904,9 @@ def test_inv_verify_sends_the_factory_registry_credentials_to_no_other_registry(
 
     monkeypatch.setattr(trust_commands, "RegistryClient", Recorder)
     monkeypatch.setattr(trust_commands, "_insecure", lambda registry: True)
-    monkeypatch.setattr(trust, "check_reference", lambda client, ref, keys, expect: [
-        trust.Verdict(ref.repository, DIGEST, (trust.CheckResult(trust.Check.DIGEST, True, DIGEST),))])
+    monkeypatch.setattr(trust_check, "check_reference", lambda client, ref, keys, expect: [
+        trust_check.Verdict(name=ref.repository, digest=DIGEST,
+                            checks=(trust_check.CheckResult(trust_check.Check.DIGEST, True, DIGEST),))])
     assert trust_commands.verify(settings, "elsewhere.example/openmetadata/ingestion-connector-a:1.0",
                                  as_json=True) == 0
     assert clients[-1] == ("elsewhere.example", None)

@@ -1,9 +1,8 @@
-"""Signed provenance in the registry: sign what `inv push` pushed, and check it wherever an image is taken in.
+"""Checking signed provenance wherever an image is taken in (`inv verify`, --cache-from with trusted_keys).
 
-Signing writes, for one manifest digest, cosign's signature (`sha256-<hex>.sig`) and attestation
-(`sha256-<hex>.att`) into the image's repository through the registry's HTTP API. Checking reads them
-back and answers, check by check: is there such a digest, does a trusted key sign it, does a trusted
-key sign an attestation about it, and does the attested record match what the caller expects.
+Checking reads back what signing wrote (trust_sign.py) and answers, check by check: is there such a digest,
+does a trusted key sign it, does a trusted key sign an attestation about it, and does the attested record
+match what the caller expects.
 
 What is checked is one manifest, read by its digest (the registry client hashes the body it read, so a
 registry cannot swap another body under a signed digest), in one repository: a signature counts only when
@@ -12,14 +11,12 @@ compared canonically: Docker Hub's aliases are one host). The attested record mu
 name, framework version and platform asked for.
 
 A signature or attestation may name the image's ID (its config digest) instead of the manifest digest:
-that is what a signed bundle carries, as `docker load` knows images by ID and the registry digest a
-mirror will give them is not known when the bundle is made, nor the mirror's host. Such a proof counts only
-with the bundle's marker in the signed payload (an attestation: with a record whose image ID is that
-digest), only when the manifest declares an image config, and under the bundle's namespace/image path on
-whichever registry holds it (where `inv unbundle --push` puts it). The manifest names its config by digest,
-and the config its layers, so such a proof binds the manifest just as well; `inv unbundle --push` copies
-them next to the mirror's digests, and with a signing key also signs each mirror digest for the mirror's
-repository (cosign itself accepts only proofs naming the manifest digest).
+that is what a signed bundle carries (trust_bundle.py), as `docker load` knows images by ID and the registry
+digest a mirror will give them is not known when the bundle is made, nor the mirror's host. Such a proof
+counts only with the bundle's marker in the signed payload (an attestation: with a record whose image ID is
+that digest), only when the manifest declares an image config, and under the bundle's namespace/image path
+on whichever registry holds it (where `inv unbundle --push` puts it). The manifest names its config by
+digest, and the config its layers, so such a proof binds the manifest just as well.
 """
 
 from __future__ import annotations
@@ -27,35 +24,19 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
-from .. import __version__
-from ..documents import DocumentError, load_json
 from ..engine.registry import Manifest, RegistryClient, is_digest
-from ..engine.signing import PublicKey, Signer, load_public_keys, load_signer, read_passphrase
-from ..engine.verify import SMOKE_COMMAND
+from ..engine.signing import PublicKey, load_public_keys
 from ..errors import ConfigError, FactoryError
 from ..model import trust_records as records
 from ..model.catalog import IMAGE_PREFIX
 from ..model.names import repository_on
-from ..model.plan import (
-    LABEL_FRAMEWORK,
-    LABEL_FRAMEWORK_VERSION,
-    LABEL_INPUTS,
-    LABEL_LOCK,
-    LABEL_PARENT,
-    LABEL_RESOLUTION,
-    LABEL_REVISION,
-    SBOM_PATH,
-    PlanItem,
-)
+from ..model.results import StepResult, StepStatus
 from ..model.trust_records import RecordError, VerificationRecord
 from ..settings import Settings
-
-LABEL_SOURCE = "org.opencontainers.image.source"
 
 
 class Check(str, Enum):
@@ -75,31 +56,46 @@ class CheckResult:
     detail: str
 
 
-@dataclass(frozen=True)
-class Verdict:
-    reference: str
+class VerifyStatus(StepStatus):
+    VERIFIED = "verified", "green"
+    NOT_VERIFIED = "not verified", "bold red"
+
+    @property
+    def failed(self) -> bool:
+        return self is VerifyStatus.NOT_VERIFIED
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict(StepResult):
+    """The checks of one manifest digest (its name: the reference shown), in order, up to the first that failed.
+
+    Its status and detail follow from them: verified when every check passed; the detail names the one that
+    failed ("verified" when none did).
+    """
+
+    JSON_KEYS = ("reference=name", "digest", "verified", "key", "checks", "record")
+
     digest: str
     checks: tuple[CheckResult, ...]
     record: VerificationRecord | None = None
     key: str = ""  # the trusted key file that signed it
+    status: VerifyStatus = field(init=False)
+    detail: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        failed = self.failure
+        verified = bool(self.checks) and failed is None
+        object.__setattr__(self, "status", VerifyStatus.VERIFIED if verified else VerifyStatus.NOT_VERIFIED)
+        object.__setattr__(self, "detail", f"{failed.check.value} check failed: {failed.detail}" if failed
+                           else "verified")
 
     @property
     def verified(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
+        return self.status is VerifyStatus.VERIFIED
 
     @property
     def failure(self) -> CheckResult | None:
         return next((c for c in self.checks if not c.ok), None)
-
-    def why(self) -> str:
-        failed = self.failure
-        return f"{failed.check.value} check failed: {failed.detail}" if failed else "verified"
-
-    def as_dict(self) -> dict:
-        return {"reference": self.reference, "digest": self.digest, "verified": self.verified,
-                "key": self.key, "checks": [{"check": c.check.value, "ok": c.ok, "detail": c.detail}
-                                            for c in self.checks],
-                "record": self.record.as_dict() if self.record else None}
 
 
 @dataclass(frozen=True)
@@ -113,96 +109,14 @@ class Expectation:
     versions: tuple[tuple[str, str], ...] | None = None  # (framework, version) pairs any one of which is asked for
 
 
-# --- settings -> keys -------------------------------------------------------------------------
-
-
-def signer_from(settings: Settings, passphrase_file: str | None = None) -> Signer | None:
-    """The signing key when `signing_key` is set (opened now, so a wrong passphrase stops before any push)."""
-    if not settings.signing_key:
-        return None
-    return load_signer(settings.root / settings.signing_key, read_passphrase(passphrase_file))
-
-
 def trusted_keys(settings: Settings) -> tuple[PublicKey, ...]:
     return load_public_keys(settings.root / path for path in settings.trusted_keys)
 
 
-# --- the record of one pushed image -----------------------------------------------------------
+# --- reading what is in the registry --------------------------------------------------------------
 
 
-def builder_id() -> str:
-    return f"urn:ingestion-factory:{__version__}@{socket.gethostname()}"
-
-
-def record_for(item: PlanItem, sbom_digest: str, platform: str | None = None) -> VerificationRecord:
-    """The verification record of a verified, current image (push refuses any other), from its labels."""
-    assert item.current is not None
-    labels = {LABEL_FRAMEWORK: item.spec.framework.name, LABEL_FRAMEWORK_VERSION: item.spec.framework.version,
-              **item.current.labels}
-    # The version tag push reads is moved only after the smoke test and the SBOM check passed.
-    return record_of(item.name, platform or str(item.platform), item.current.id, labels, sbom_digest)
-
-
-def record_of(name: str, platform: str, image_id: str, labels: dict, sbom_digest: str) -> VerificationRecord:
-    """The record of an image this machine smoke-tested (and checked the SBOM of), from its labels."""
-    return VerificationRecord(
-        image=name, platform=platform, input_hash=labels.get(LABEL_INPUTS, ""),
-        parent_id=labels.get(LABEL_PARENT, ""), image_id=image_id, lock_digest=labels.get(LABEL_LOCK, ""),
-        sbom_digest=sbom_digest, framework=labels.get(LABEL_FRAMEWORK, ""),
-        framework_version=labels.get(LABEL_FRAMEWORK_VERSION, ""),
-        source_revision=labels.get(LABEL_REVISION, ""), source_uri=labels.get(LABEL_SOURCE, ""),
-        builder=builder_id(), smoke_command=" ".join(SMOKE_COMMAND), smoke_result="passed",
-        resolution=labels.get(LABEL_RESOLUTION, ""),
-    )
-
-
-def sbom_digest(engine, image_id: str) -> str:
-    """sha256 of the SBOM the image carries ("" when it has none)."""
-    raw = engine.read_files(image_id, [SBOM_PATH])[SBOM_PATH]
-    return records.sha256_digest(raw) if raw is not None else ""
-
-
-# --- signing ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Signed:
-    digest: str
-    signature: str  # "signed" or "present"
-    attestation: str
-
-
-def sign(client: RegistryClient, signer: Signer, repository: str, digest: str,
-         record: VerificationRecord) -> Signed:
-    """Write the signature and the attestation of `repository@digest`; what a trusted copy already has is kept."""
-    outcome = Signed(digest, "present", "present")
-    sig_tag, att_tag = records.signature_tag(digest), records.attestation_tag(digest)
-    earlier = _layers(client, repository, sig_tag)
-    subject = Subject.unread(client, repository, digest)
-    if not any(isinstance(_signature_by(client, repository, layer, subject, (signer.public,)), PublicKey)
-               for layer in earlier):
-        payload = records.simple_signing_payload(repository, digest)
-        image = records.signature_image(payload, signer.sign(payload), earlier)
-        _store(client, repository, sig_tag, image)
-        outcome.signature = "signed"
-    earlier = _layers(client, repository, att_tag)
-    if not any(_attested(client, repository, layer, (signer.public,), digest, record) for layer in earlier):
-        statement = records.canonical_json(records.statement(repository, digest, record))
-        signature = signer.sign(records.pae(records.INTOTO_PAYLOAD_TYPE, statement))
-        envelope = records.canonical_json(records.envelope(records.INTOTO_PAYLOAD_TYPE, statement, signature,
-                                                           signer.public.keyid))
-        _store(client, repository, att_tag, records.attestation_image(envelope, earlier=earlier))
-        outcome.attestation = "signed"
-    return outcome
-
-
-def _store(client: RegistryClient, repository: str, tag: str, image: records.SignatureImage) -> None:
-    client.put_blob(repository, image.layer)
-    client.put_blob(repository, image.config)
-    client.put_manifest(repository, tag, image.manifest, records.OCI_MANIFEST)
-
-
-def _layers(client: RegistryClient, repository: str, tag: str) -> list[records.Layer]:
+def cosign_layers(client: RegistryClient, repository: str, tag: str) -> list[records.Layer]:
     """The layers already under a signature tag (none when the tag is absent or not a cosign manifest)."""
     manifest = client.manifest(repository, tag)
     if manifest is None:
@@ -213,7 +127,7 @@ def _layers(client: RegistryClient, repository: str, tag: str) -> list[records.L
         return []
 
 
-def _signature_by(client, repository: str, layer: records.Layer, subject: Subject, keys) -> PublicKey | str:
+def signature_by(client, repository: str, layer: records.Layer, subject: Subject, keys) -> PublicKey | str:
     """The trusted key that signed this layer's payload naming `subject`; else a string saying why not."""
     if layer.media_type != records.SIMPLE_SIGNING_TYPE:
         return f"layer {layer.digest[:19]} is {layer.media_type}, not a simple-signing payload"
@@ -234,7 +148,7 @@ def _signature_by(client, repository: str, layer: records.Layer, subject: Subjec
     return subject.why_not(signed) or key
 
 
-def _attested(client, repository: str, layer: records.Layer, keys, digest: str,
+def attests(client, repository: str, layer: records.Layer, keys, digest: str,
               record: VerificationRecord) -> bool:
     """Whether this layer is an attestation by one of `keys` saying exactly `record` about `digest`."""
     found = _read_attestation(client, repository, layer, keys)
@@ -334,7 +248,7 @@ class Subject:
             return None if self.names(signed.reference) else \
                 f"it is signed for {signed.reference}, not {self.repository}"
         if self.config_digest and signed.digest == self.config_digest:
-            if any(signed.optional.get(key) != value for key, value in BY_IMAGE_ID.items()):
+            if any(signed.optional.get(key) != value for key, value in records.BY_IMAGE_ID.items()):
                 return (f"it names the manifest's config {self.config_digest[:19]} without a bundle's image-ID "
                         "marker")
             if self.image_id is None:
@@ -358,7 +272,7 @@ def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[P
     done: list[CheckResult] = []
 
     def verdict(record=None, key="") -> Verdict:
-        return Verdict(reference, digest, tuple(done), record, key)
+        return Verdict(name=reference, digest=digest, checks=tuple(done), record=record, key=key)
 
     if not is_digest(digest):  # a manifest list entry names its variants as it likes
         done.append(CheckResult(Check.DIGEST, False, f"{digest[:80]!r} is not a sha256 manifest digest"))
@@ -376,8 +290,8 @@ def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[P
 
     tag = records.signature_tag(digest)
     try:
-        layers = _layers(client, repository, tag)
-        found = [_signature_by(client, repository, layer, subject, keys) for layer in layers]
+        layers = cosign_layers(client, repository, tag)
+        found = [signature_by(client, repository, layer, subject, keys) for layer in layers]
     except FactoryError as exc:
         done.append(CheckResult(Check.SIGNATURE, False, exc.message))
         return verdict()
@@ -390,7 +304,7 @@ def check(client: RegistryClient, repository: str, digest: str, keys: Iterable[P
     done.append(CheckResult(Check.SIGNATURE, True, f"signed by {signer.source}"))
 
     try:
-        layers = _layers(client, repository, records.attestation_tag(digest))
+        layers = cosign_layers(client, repository, records.attestation_tag(digest))
         found = [_read_attestation(client, repository, layer, keys) for layer in layers]
     except FactoryError as exc:
         done.append(CheckResult(Check.ATTESTATION, False, exc.message))
@@ -456,7 +370,7 @@ def _policy_summary(record: VerificationRecord, expect: Expectation) -> str:
 
 
 def summary_json(verdicts: list[Verdict]) -> str:
-    return json.dumps({"verified": all(v.verified for v in verdicts), "images": [v.as_dict() for v in verdicts]},
+    return json.dumps({"verified": all(v.verified for v in verdicts), "images": [v.as_json() for v in verdicts]},
                       indent=2)
 
 
@@ -464,31 +378,6 @@ def require_keys(keys: tuple[PublicKey, ...], what: str) -> None:
     if not keys:
         raise ConfigError(f"{what} needs trusted keys", "set factory.trusted_keys to a list of public key files "
                           "(e.g. the factory-signing.pub `inv keys generate` wrote)")
-
-
-
-# --- the hook `inv push` calls --------------------------------------------------------------------
-
-
-def sign_pushed(client: RegistryClient, signer: Signer, engine, items: list[PlanItem], repository: str,
-                digest: str, platforms: dict[str, str], sbom_of=None) -> list[Signed]:
-    """Sign what one image's push left in the registry: each platform variant, and the manifest list.
-
-    Single-platform pushes have one digest (`digest`, `platforms` empty). For a manifest list, the list's
-    record is its default variant's with every platform named (a consumer checks each variant's own).
-    """
-    by_platform = {str(item.platform): item for item in items}
-    sbom_of = sbom_of or (lambda image_id: sbom_digest(engine, image_id))  # injectable: tests have no engine
-    sboms = {item.current.id: sbom_of(item.current.id) for item in items if item.current}
-    done = []
-    for platform, variant_digest in platforms.items():
-        item = by_platform[platform]
-        done.append(sign(client, signer, repository, variant_digest, record_for(item, sboms[item.current.id])))
-    if digest:
-        item = next((i for i in items if i.platform.is_default), items[0])
-        joined = ",".join(platforms) if platforms else None
-        done.append(sign(client, signer, repository, digest, record_for(item, sboms[item.current.id], joined)))
-    return done
 
 
 # --- `inv verify` --------------------------------------------------------------------------------
@@ -547,10 +436,11 @@ def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expect
     try:
         manifest = client.manifest(ref.repository, ref.reference)
     except FactoryError as exc:
-        return [Verdict(f"{ref.repository}:{ref.reference}", "", (CheckResult(Check.DIGEST, False, exc.message),))]
+        return [Verdict(name=f"{ref.repository}:{ref.reference}", digest="",
+                        checks=(CheckResult(Check.DIGEST, False, exc.message),))]
     if manifest is None or (ref.digest and manifest.digest != ref.digest):
-        return [Verdict(f"{ref.repository}:{ref.reference}", ref.digest,
-                        (CheckResult(Check.DIGEST, False, f"the registry has no {ref.repository}:{ref.reference}"),))]
+        missing = CheckResult(Check.DIGEST, False, f"the registry has no {ref.repository}:{ref.reference}")
+        return [Verdict(name=f"{ref.repository}:{ref.reference}", digest=ref.digest, checks=(missing,))]
     shown = f"{ref.repository}:{ref.tag}" if ref.tag else ref.repository
     variants = [entry for entry in (manifest.document or {}).get("manifests") or [] if isinstance(entry, dict)]
     if not variants:
@@ -571,141 +461,3 @@ def check_reference(client: RegistryClient, ref: Reference, keys, expect: Expect
                               f"{shown}@{entry.get('digest')} ({name})"))
     return verdicts
 
-
-# --- bundles ----------------------------------------------------------------------------------------
-
-BUNDLE_PAYLOAD_TYPE = "application/vnd.ingestion-factory.bundle.v1+json"  # the envelope's payload: bundle.json
-TRUST_MEMBER = "trust.json"  # the bundle's last member: its signature and the images' attestations
-
-
-BY_IMAGE_ID = {"ingestion-factory.subject": "image-id"}  # a bundle's signature payload names the image ID
-
-
-def sign_bundle(signer: Signer, manifest_bytes: bytes, attested: list[tuple[str, str, VerificationRecord]]) -> bytes:
-    """trust.json: a DSSE envelope over bundle.json's exact bytes, and per (repository, image ID, record) an
-    attestation and a simple-signing signature; in a bundle an image is named by its ID (its config digest),
-    not a registry manifest digest. `inv unbundle --push` copies the last two next to the mirror's digests."""
-    def envelope(payload_type: str, payload: bytes) -> dict:
-        return records.envelope(payload_type, payload, signer.sign(records.pae(payload_type, payload)),
-                                signer.public.keyid)
-
-    attestations = [envelope(records.INTOTO_PAYLOAD_TYPE,
-                             records.canonical_json(records.statement(repository, image_id, record)))
-                    for repository, image_id, record in attested]
-    signatures = []
-    for repository, image_id, _ in attested:
-        payload = records.simple_signing_payload(repository, image_id, BY_IMAGE_ID)
-        signatures.append({"payload": base64.b64encode(payload).decode(),
-                           "signature": base64.b64encode(signer.sign(payload)).decode()})
-    return records.canonical_json({"bundle": envelope(BUNDLE_PAYLOAD_TYPE, manifest_bytes),
-                                   "attestations": attestations, "signatures": signatures})
-
-
-@dataclass(frozen=True)
-class ImageProof:
-    """What a signed bundle carries for one image ID: its attestation (the envelope's exact bytes) and, from
-    bundles made since unbundle --push copies them, its signature."""
-
-    attestation: bytes
-    record: VerificationRecord
-    payload: bytes = b""
-    signature: bytes = b""
-
-
-def bundle_proofs(trust_bytes: bytes | None, keys=()) -> dict[str, ImageProof]:
-    """image ID -> its proof, from trust.json; with `keys`, only what one of them signed. {} for no or a broken
-    trust.json (check_bundle says why, where that matters)."""
-    if trust_bytes is None:
-        return {}
-    try:
-        document = load_json(trust_bytes, what=TRUST_MEMBER)
-        attestations = [records.canonical_json(item) for item in document.get("attestations") or []]
-        signatures = [(base64.b64decode(item["payload"], validate=True), base64.b64decode(item["signature"],
-                                                                                            validate=True))
-                      for item in document.get("signatures") or []]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return {}
-    signed_ids = {}
-    for payload, signature in signatures:
-        try:
-            image_id = records.read_simple_signing(payload).digest
-        except RecordError:
-            continue
-        if not keys or any(key.verify(signature, payload) for key in keys):
-            signed_ids[image_id] = (payload, signature)
-    proofs = {}
-    for data in attestations:
-        try:
-            envelope = records.read_envelope(data)
-            attested = records.read_statement(envelope.payload)
-        except RecordError:
-            continue
-        if envelope.payload_type != records.INTOTO_PAYLOAD_TYPE or (keys and not _signed_by(envelope, keys)):
-            continue
-        for _, image_id in attested.subjects:
-            payload, signature = signed_ids.get(image_id, (b"", b""))
-            proofs[image_id] = ImageProof(data, attested.record, payload, signature)
-    return proofs
-
-
-def copy_proof(client: RegistryClient, repository: str, digest: str, proof: ImageProof) -> Signed:
-    """Store a bundle's proofs of an image ID under the tags of `repository@digest` (a manifest with that config),
-    next to what the tags hold; no signing key needed. What is there already is kept, not added twice.
-
-    They still name the bundle's repository (`[registry/]namespace/image` as the factory names it locally), so
-    they count only where that namespace/image path is `repository`'s (check); to bind a mirror digest to the
-    mirror's own repository, sign it there (`sign`, as `inv unbundle --push` does with a signing key)."""
-    outcome = Signed(digest, "present", "present")
-    for tag, layer, make in (
-            (records.signature_tag(digest), proof.payload,
-             lambda earlier: records.signature_image(proof.payload, proof.signature, earlier)),
-            (records.attestation_tag(digest), proof.attestation,
-             lambda earlier: records.attestation_image(proof.attestation, earlier=earlier))):
-        if not layer:  # a bundle made before bundles carried signatures: its attestation alone
-            if tag.endswith(".sig"):
-                outcome.signature = "none in the bundle"
-            continue
-        earlier = _layers(client, repository, tag)
-        if any(item.digest == records.sha256_digest(layer) for item in earlier):
-            continue
-        _store(client, repository, tag, make(earlier))
-        if tag.endswith(".sig"):
-            outcome.signature = "copied"
-        else:
-            outcome.attestation = "copied"
-    return outcome
-
-
-def check_bundle(trust_bytes: bytes | None, manifest_bytes: bytes, image_ids: list[str], keys) -> str | None:
-    """Why a bundle is not trusted (None: signed by a trusted key, every image attested by one)."""
-    if trust_bytes is None:
-        return f"it is not signed (no {TRUST_MEMBER})"
-    try:
-        document = load_json(trust_bytes, what=f"its {TRUST_MEMBER}")
-        bundle = records.read_envelope(json.dumps(document["bundle"]).encode())
-        attestations = [records.read_envelope(json.dumps(item).encode()) for item in document["attestations"]]
-    except DocumentError as exc:  # too large or deep, or not JSON: the reason is one line of its own
-        return str(exc)
-    except (ValueError, KeyError, TypeError, RecordError) as exc:
-        return f"its {TRUST_MEMBER} is malformed ({exc})"
-    if bundle.payload_type != BUNDLE_PAYLOAD_TYPE or bundle.payload != manifest_bytes:
-        return "its signature is over another bundle.json"
-    if not _signed_by(bundle, keys):
-        return "its signature does not verify with any trusted key"
-    attested_ids = set()
-    for item in attestations:
-        if item.payload_type != records.INTOTO_PAYLOAD_TYPE or not _signed_by(item, keys):
-            return "an image attestation does not verify with any trusted key"
-        try:
-            attested_ids.update(digest for _, digest in records.read_statement(item.payload).subjects)
-        except RecordError as exc:
-            return f"an image attestation is malformed ({exc})"
-    missing = [image_id for image_id in image_ids if image_id not in attested_ids]
-    if missing:
-        return f"no trusted attestation for image {missing[0][:19]}"
-    return None
-
-
-def _signed_by(envelope: records.Envelope, keys) -> PublicKey | None:
-    return next((key for key in keys for _, sig in envelope.signatures if key.verify(sig, envelope.signed_bytes)),
-                None)
