@@ -8,19 +8,7 @@ from rich.markup import escape
 from ..settings import Settings
 from ..workflows import local_run
 from ..workflows.local_run import CONTAINER_EXAMPLES, ImageBuilder
-
-
-class ConsoleProgress:
-    """local_run.RunProgress on a rich console."""
-
-    def __init__(self, console: Console):
-        self.console = console
-
-    def note(self, text: str) -> None:
-        self.console.print(f"[yellow]note:[/] {escape(text)}")
-
-    def say(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
+from .console_progress import ConsoleProgress
 
 
 def run_local(settings: Settings, connector: str | None = None, config: str | None = None,
@@ -31,7 +19,7 @@ def run_local(settings: Settings, connector: str | None = None, config: str | No
     `platform` runs that platform's variant (linux/arm64 under QEMU on an amd64 host); `build_image` builds
     a missing image (the command layer's build).
     """
-    progress = ConsoleProgress(console)
+    progress = ConsoleProgress(console, timestamps=False)  # notes read `note: ...`, as before
     prepared = local_run.prepare(settings, connector, config, platform, progress)
     ref, name = local_run.ensure_image(settings, prepared.name, build, prepared.platform, progress=progress,
                                        build_image=build_image)

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol
 
 from ..engine.daemon import plan_for
 from ..engine.docker_engine import DockerEngine
@@ -27,6 +26,7 @@ from ..model import catalog as catalog_mod
 from ..model.plan import UP_TO_DATE
 from ..platforms import Platform, require_emulation
 from ..platforms import parse as parse_platform
+from ..progress import Progress
 from ..settings import Settings
 from . import examples as examples_mod
 from . import metadata_file, run_config
@@ -53,13 +53,6 @@ class RunResult:
     kept: bool
 
 
-class RunProgress(Protocol):
-    """Where a local run says what it does (the command layer shows it: cli/run_local.py); plain text."""
-
-    def note(self, text: str) -> None: ...  # something to know, not an error: a stale image, a moved link
-    def say(self, text: str) -> None: ...
-
-
 @dataclass(frozen=True)
 class Prepared:
     """What a run needs before its image: the config read and checked, the examples in place."""
@@ -70,7 +63,7 @@ class Prepared:
 
 
 def prepare(settings: Settings, connector: str | None, config: str | None, platform: str | None,
-            progress: RunProgress) -> Prepared:
+            progress: Progress) -> Prepared:
     """The config first (a typo there should not wait for an image build), then the examples and their link."""
     chosen = parse_platform(platform) if platform else None
     if chosen is not None:
@@ -82,7 +75,7 @@ def prepare(settings: Settings, connector: str | None, config: str | None, platf
     examples_mod.ensure_output_dir(examples_dir)
     note = examples_mod.ensure_link(Path(settings.examples_link), examples_dir)
     if note:
-        progress.note(note)
+        progress.warn(f"note: {note}")
     return Prepared(name, chosen, run_conf, examples_dir)
 
 
@@ -108,7 +101,7 @@ def config_file_for(settings: Settings, connector: str, config: str | None) -> P
 
 
 def ensure_image(settings: Settings, name: str, build: bool, platform: Platform | None = None, *,
-                 progress: RunProgress, build_image: ImageBuilder, plan=plan_for) -> tuple[str, str]:
+                 progress: Progress, build_image: ImageBuilder, plan=plan_for) -> tuple[str, str]:
     """The connector's verified image (its version tag) and catalog name; built first when missing and allowed."""
     catalog = catalog_mod.discover(settings)
     key = catalog.resolve([name])[0]
@@ -126,7 +119,7 @@ def ensure_image(settings: Settings, name: str, build: bool, platform: Platform 
         progress.say(f"Image {item.ref} does not exist yet; building it first.")
         build_image(settings, [item.name])
     elif item.state != UP_TO_DATE:
-        progress.note(f"{item.ref} is not current ({item.state}: {item.reason}); running it anyway. "
+        progress.warn(f"note: {item.ref} is not current ({item.state}: {item.reason}); running it anyway. "
                       f"`inv build-connectors -c {item.name}` refreshes it.")
     return item.ref, item.name
 

@@ -402,14 +402,14 @@ def fake_plan(monkeypatch, current, state="up to date"):
 
     from rich.console import Console
 
-    from ingestion_factory.cli.run_local import ConsoleProgress
+    from ingestion_factory.cli.console_progress import ConsoleProgress
     from ingestion_factory.model import catalog
 
     item = SimpleNamespace(name="mysql", ref="ns/ingestion-connector-mysql:1.0", current=current, state=state,
                            reason="why")
     builds = []
     monkeypatch.setattr(catalog, "discover", lambda settings: FakeCatalog())
-    return builds, {"progress": ConsoleProgress(Console(highlight=False, width=200)),
+    return builds, {"progress": ConsoleProgress(Console(highlight=False, width=200), timestamps=False),
                     "build_image": lambda settings, names: builds.append(names) or 0,
                     "plan": lambda settings, found, targets: (SimpleNamespace(items={"mysql": item}), None)}
 
