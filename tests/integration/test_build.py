@@ -13,6 +13,7 @@ import pytest
 from testkit import DH_VERSION, OM_OTHER_VERSIONS, OM_VERSION, OM_VERSIONS
 
 from ingestion_factory.engine import verify
+from ingestion_factory.engine.docker_engine import read_files
 from ingestion_factory.model.failures import Cause
 
 CONNECTORS = ("mysql", "datahub-sqlite")
@@ -128,7 +129,8 @@ def test_no_image_can_install_packages(built, docker_api, name, version):
     code, output = run_in(docker_api, ref, ["sh", "-c", "python3 -m venv /tmp/own && /tmp/own/bin/python -m pip "
                                                   "--version; ls /usr/share/python-wheels"])
     assert code != 0 and "pip 2" not in output, output
-    document = json.loads(run_in(docker_api, ref, ["cat", "/opt/ingestion-factory/sbom.cdx.json"])[1])
+    sbom_path = "/opt/ingestion-factory/sbom.cdx.json"  # read through the archive API, not a log stream
+    document = json.loads(read_files(docker_api, ref, [sbom_path])[sbom_path] or b"")
     names = {component["name"].lower() for component in document["components"]}
     assert not names & {"pip", "python3-pip", "python3-pip-whl", "python3-venv"}
     removed = set(output.split()) & {"pip", "setuptools", "wheel"}

@@ -16,9 +16,12 @@ import pytest
 from scratch_project import REPO
 from testkit import OM_OTHER_VERSIONS, OM_VERSION, OM_VERSIONS, free_port
 
+from ingestion_factory.engine.docker_engine import read_files
+
 pytestmark = pytest.mark.catalog
 
 SAMPLES = ("mysql", "postgres", "snowflake", "kafka", "tableau", "sample-data")
+SBOM_PATH = "/opt/ingestion-factory/sbom.cdx.json"
 NAMESPACE = "openmetadata"  # the repository's own, as test_whole_catalog builds it
 
 
@@ -90,8 +93,8 @@ def test_each_image_carries_its_own_framework_and_lock(samples, docker_api):
             entrypoint=[], network_mode="none", remove=True).decode().strip()
         assert output == version
         # What the factory resolved differently from a plain pip install is named in the SBOM.
-        sbom = json.loads(docker_api.containers.run(image("mysql", version), [
-            "cat", "/opt/ingestion-factory/sbom.cdx.json"], entrypoint=[], network_mode="none", remove=True))
+        # Read through the archive API: a container's log stream can end before a large file's last chunk.
+        sbom = json.loads(read_files(docker_api, image("mysql", version), [SBOM_PATH])[SBOM_PATH] or b"")
         names = {p["name"] for p in sbom["metadata"].get("properties", [])}
         resolution = json.loads(labels.get("io.ingestion-factory.resolution", "{}"))
         assert names == {f"ingestion-factory:{key}" for key in resolution}, (version, names, resolution)

@@ -47,7 +47,13 @@ def all_locks(project) -> list[Path]:
 
 
 def run_in(api, ref: str, command: list[str]) -> str:
-    return api.containers.run(ref, command, remove=True, network_mode="none", user="root").decode()
+    """A command's output, read once the container has exited (a followed log stream can stop short of the end)."""
+    container = api.containers.run(ref, command, detach=True, network_mode="none", user="root")
+    try:
+        assert container.wait(timeout=300)["StatusCode"] == 0, container.logs()[-2000:]
+        return container.logs(stderr=False).decode()
+    finally:
+        container.remove(force=True)
 
 
 def test_the_committed_locks_pass_the_check(project):
