@@ -203,8 +203,20 @@ def test_the_python_image_names_all_three_suites_and_checks_the_signature(settin
     sources = debian_archive.apt_sources(settings)
     assert "Suites: bookworm bookworm-updates\n" in sources
     assert "URIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n" in sources
-    command = python_image.debootstrap_command(settings, platforms.ARM64, Path("/tmp/rootfs"))
-    assert "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg" in command and "--arch=arm64" in command
+
+
+
+def test_mmdebstrap_installs_only_the_locked_set_from_the_checked_repository(settings):
+    from ingestion_factory.model.debian_lock import LockedPackage, PackageSet
+
+    locked = PackageSet("arm64", 1, (LockedPackage("dpkg", "1.21.22", "arm64", "bookworm", "0" * 64),
+                                     LockedPackage("tzdata", "2025b", "all", "bookworm", "1" * 64)))
+    command = python_image.mmdebstrap_command(settings, platforms.ARM64, locked, Path("/s/repo"), Path("/s/filters"),
+                                              Path("/s/rootfs"))
+    assert "--variant=custom" in command and "--architectures=arm64" in command
+    assert "--include=dpkg,tzdata" in command
+    assert command[-1] == "deb [trusted=yes] copy:///s/repo ./"  # the only source: the checked .debs
+    assert f"--setup-hook=upload /s/filters /{python_image.DPKG_FILTERS}" in command
 
 
 def test_dpkg_status_lists_installed_packages_only():
@@ -287,26 +299,6 @@ def test_python_updates_are_the_resolvers_answer_and_the_framework_is_marked_apa
     calls.clear()
     audit.Auditor(settings, FixedArchive({}), lambda name: (document, "copy"), locker=locker).run(["base"], python_image=False)
     assert all("--no-deps" in args for args in calls)
-
-
-def test_refresh_rebuilds_only_when_the_suites_have_newer_packages(settings):
-    from ingestion_factory.model.plan import ImageInfo
-
-    store = FixedImageStore({settings.python_image: ImageInfo("sha256:" + "1" * 64, {}, 1)})
-    rebuilt = []
-
-    def rebuild(settings, **kwargs):
-        rebuilt.append(kwargs)
-        return "sha256:new"
-
-    installed = lambda api, image: {"libc6": ("2.36-9+deb12u9", "amd64"), "tzdata": ("2025b", "all")}
-    lines = []
-    assert python_image.refresh_all(settings, archive=FixedArchive({}), store=store, installed=installed,
-                                    rebuild=rebuild, echo=lines.append) == ["sha256:" + "1" * 64]
-    assert rebuilt == [] and "is up to date" in lines[-1]
-    python_image.refresh_all(settings, archive=FixedArchive({"libc6": "2.36-9+deb12u10"}), store=store,
-                             installed=installed, rebuild=rebuild, echo=lines.append)
-    assert rebuilt[0]["force"] is True and "libc6 2.36-9+deb12u9 -> 2.36-9+deb12u10" in lines[-1]
 
 
 def test_an_sbom_copy_nested_too_deep_is_a_row_not_the_end_of_the_audit(settings):
