@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the test suite needs on this machine, and only what is missing:
 #
-#   packages  docker.io (engine and a BuildKit-capable CLI), debootstrap, gpgv and debian-archive-keyring
+#   packages  docker.io (engine and a BuildKit-capable CLI), mmdebstrap, gpgv and debian-archive-keyring
 #             (`inv python-image` and `inv audit` verify the Debian archive with them),
 #             postgresql, docker-registry and apache2-utils (the tests start their own servers from these);
 #             python3-venv when python3 cannot make a virtual environment; qemu-user-static and
@@ -20,7 +20,7 @@
 #   scripts/provision.sh --engine-only   only the Docker engine (docker.io, dockerd): what the demo needs
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# dockerd and debootstrap live in sbin, which a non-root PATH may lack.
+# dockerd lives in sbin, which a non-root PATH may lack.
 PATH="$PATH:/usr/sbin:/sbin"
 started=${EPOCHREALTIME//[!0-9]/}
 
@@ -96,7 +96,7 @@ wait_for() {  # wait_for SECONDS COMMAND...: true as soon as COMMAND succeeds
 missing=()
 if ! have docker || ! { engine_up || have dockerd; }; then missing+=(docker.io); fi
 if ! $engine_only; then
-have debootstrap || missing+=(debootstrap)
+have mmdebstrap || missing+=(mmdebstrap)
 # inv python-image and inv audit check the Debian archive's signatures with these.
 have gpgv || missing+=(gpgv)
 [ -f "${FACTORY_DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}" ] || missing+=(debian-archive-keyring)

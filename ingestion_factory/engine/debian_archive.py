@@ -29,7 +29,7 @@ from ..errors import ConfigError, FactoryError
 from ..files import write_atomically
 from ..settings import Settings
 
-COMPONENT = "main"  # debootstrap's default, and all the images install from
+COMPONENT = "main"  # all the images install from
 HTTP_TIMEOUT_S = 60
 CACHE_FORMAT = "2"  # bump when the cached JSON changes shape
 RECORDS_FORMAT = "1"  # the same for the cached package records (<sha256>.records.json)

@@ -479,7 +479,8 @@ def filtered_out(path: str) -> bool:
 
 
 def prune_filtered(rootfs: Path) -> int:
-    """Remove what debootstrap unpacked before the filters existed; returns the bytes freed."""
+    """Remove what mmdebstrap unpacked before the filters applied (it extracts the packages itself before
+    dpkg installs them); returns the bytes freed."""
     freed = 0
     roots = {pattern.split("*", 1)[0].rstrip("/") for kind, pattern in PATH_FILTERS if kind == "exclude"}
     for root in sorted(roots):
@@ -510,7 +511,7 @@ def _prune_and_link(rootfs: Path) -> None:
             if leftover.is_file() or leftover.is_symlink():
                 leftover.unlink()
     if not (rootfs / "usr/bin/python3").exists():
-        raise FactoryError("debootstrap finished but usr/bin/python3 is missing from the root filesystem")
+        raise FactoryError("mmdebstrap finished but usr/bin/python3 is missing from the root filesystem")
     (rootfs / "usr/local/bin").mkdir(parents=True, exist_ok=True)
     link = rootfs / "usr/local/bin/python"
     if not link.exists():

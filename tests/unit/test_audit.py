@@ -333,3 +333,19 @@ def test_an_osv_record_nested_too_deep_too_large_or_no_json_is_bad_input(tmp_pat
         with pytest.raises(ConfigError) as refused:
             list(osv.read_records(source))
         assert refused.value.message.startswith(f"{where} {says}") and refused.value.exit_code == 2
+
+
+def test_the_python_image_row_reads_the_lock_without_an_engine(settings, monkeypatch):
+    """`inv audit -c python-image` audits what images/python/debian.lock pins: the image every machine builds."""
+    from ingestion_factory.cli import audit as audit_cli
+    from ingestion_factory.files import write_atomically
+    from ingestion_factory.model.debian_lock import DebianLock, LockedPackage, PackageSet
+
+    pinned = PackageSet("amd64", 1, (LockedPackage("libc6", "2.36-9+deb12u9", "amd64", "bookworm", "0" * 64),))
+    write_atomically(python_image.lock_path(settings), DebianLock(python_image.lock_inputs(settings), (pinned,)).render())
+    monkeypatch.setattr(audit_cli.debian_archive, "Archive", lambda settings: FixedArchive({"libc6": "2.36-9+deb12u10"}))
+    monkeypatch.setattr(audit_cli, "connect", lambda: pytest.fail("the engine was asked"))
+    report = settings.output_path / "audit.json"
+    assert audit_cli.audit(settings, ["python-image"], json_path=str(report), python=False) == 1
+    [row] = json.loads(report.read_text())["images"]
+    assert (row["sbom"], row["debian"][0]["fixed"]) == ("images/python/debian.lock", "2.36-9+deb12u10")

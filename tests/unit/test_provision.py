@@ -40,6 +40,7 @@ STUBS = {
     "docker-registry": "exit 0",
     "htpasswd": "exit 0",
     "gpgv": "exit 0",
+    "mmdebstrap": "exit 0",
     "apt-get": 'echo "apt-get $*" >>"$CALLS"',
     "systemctl": 'echo "systemctl $*" >>"$CALLS"; [ "$*" != "start docker" ] || touch "$STATE/engine_up"',
     "dockerd": 'echo "dockerd $*" >>"$CALLS"',
@@ -159,6 +160,13 @@ def test_the_debian_archive_is_checked_with_gpgv_and_the_archive_keyring(machine
     completed = machine.run()
     assert completed.returncode == 0, completed.stderr
     assert "apt-get install -y -qq --no-install-recommends gpgv debian-archive-keyring" in machine.calls
+
+
+def test_the_python_image_is_built_with_mmdebstrap_which_is_installed_when_missing(machine):
+    machine.remove("mmdebstrap")
+    completed = machine.run()
+    assert completed.returncode == 0, completed.stderr
+    assert "apt-get install -y -qq --no-install-recommends mmdebstrap" in machine.calls
 
 
 def test_a_dockerd_that_is_starting_is_waited_for_not_started_twice(machine):
