@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from fake_docker import FixedImageStore
 
 from ingestion_factory import platforms
 from ingestion_factory import settings as settings_mod
