@@ -59,6 +59,12 @@ PATH_FILTERS = (
     ("exclude", "/usr/share/zoneinfo/right/*"),
 )
 DPKG_FILTERS = "etc/dpkg/dpkg.cfg.d/ingestion-factory-excludes"
+# Merged /usr as debootstrap and Docker Hub's Debian images make it: directory symlinks (/bin -> usr/bin)
+# set up before the first package, and usr-is-merged, which only checks them. Without it apt satisfies
+# init-system-helpers' `usrmerge | usr-is-merged` with usrmerge, which converts the system at install
+# time and brings perl (8 more packages, 48 MB).
+MERGED_USR_HOOK = "/usr/share/mmdebstrap/hooks/merged-usr/setup00.sh"
+MERGED_USR = ("usr-is-merged",)
 # Left out of the image too: apt's downloads and indexes, the previous copies dpkg and debconf keep of
 # their databases, the logs of the build itself, and what mmdebstrap copies from the machine it runs on
 # (Docker provides a container's resolv.conf and hostname; the build's own apt source is replaced).
@@ -74,7 +80,7 @@ LABEL_DEBIAN_LOCK = "io.ingestion-factory.debian-lock"
 LABEL_EPOCH = "io.ingestion-factory.source-date-epoch"
 # Bump when the build changes what goes into the image (PACKAGES, the filters, what is pruned and the
 # suite are part of the recipe already).
-RECIPE_REVISION = 3
+RECIPE_REVISION = 4
 SOURCES = "etc/apt/sources.list.d/debian.sources"
 DPKG_STATUS = "/var/lib/dpkg/status"
 MMDEBSTRAP_TIMEOUT_S = 1800  # under QEMU, installing ~130 packages takes minutes
@@ -92,7 +98,8 @@ def recipe(settings: Settings) -> str:
 
 def lock_inputs(settings: Settings) -> str:
     """What the lock's package sets are resolved from: another suite or package list makes it stale."""
-    text = json.dumps({"suite": settings.debian_suite, "packages": PACKAGES, "roots": "minbase"}, sort_keys=True)
+    text = json.dumps({"suite": settings.debian_suite, "packages": PACKAGES, "roots": "minbase",
+                       "merged_usr": MERGED_USR}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -123,7 +130,7 @@ def locked_set(settings: Settings, platform: Platform, lock: DebianLock | None =
 def resolve_set(settings: Settings, archive: debian_archive.Archive, architecture: str) -> PackageSet:
     """The package set the suites give today; its SOURCE_DATE_EPOCH is the newest of their Release dates."""
     binaries = archive.binary_packages(architecture)
-    roots = [*debian_resolve.minbase_roots(binaries, settings.debian_suite), *PACKAGES]
+    roots = [*debian_resolve.minbase_roots(binaries, settings.debian_suite), *MERGED_USR, *PACKAGES]
     resolved = debian_resolve.resolve(binaries, roots, architecture)
     epoch = max(archive.release_date(suite) for suite in archive.suites)
     return PackageSet(architecture, epoch, tuple(LockedPackage(p.name, p.version, p.architecture, p.suite, p.sha256)
@@ -135,7 +142,7 @@ def lock_header(settings: Settings) -> tuple[str, ...]:
     return ("The Debian packages of the Python image: `inv python-image` installs exactly these.",
             f"Written by `{REFRESH_COMMAND}` from the verified Packages indexes of {', '.join(names)}",
             f"(every Essential and Priority: required package of {settings.debian_suite}, apt, "
-            f"{', '.join(PACKAGES)}, and their dependencies).",
+            f"{', '.join(MERGED_USR + PACKAGES)}, and their dependencies).",
             "Each line: name version architecture suite sha256 (of the .deb, checked by the build).",
             "source-date-epoch: every time in the image (the newest Release date when the set was resolved).")
 
@@ -287,13 +294,14 @@ def refresh_all(settings: Settings, *, echo=print, archive: debian_archive.Archi
     lock = debian_lock.read(path)
     inputs = lock_inputs(settings)
     current = lock if lock is not None and lock.inputs == inputs else None
-    architectures = sorted({t.debian for t in targets} | {s.architecture for s in (current.sets if current else ())})
+    # Every architecture the lock holds, even one resolved from other inputs: a refresh never drops one.
+    architectures = sorted({t.debian for t in targets} | {s.architecture for s in (lock.sets if lock else ())})
     updated = current or DebianLock(inputs, (), lock_header(settings))
     suites = ", ".join(s.name for s in archive.suites)
     for architecture in architectures:
-        old = current.for_architecture(architecture) if current else None
+        old = lock.for_architecture(architecture) if lock else None  # what the changes are shown against
         new = resolve_set(settings, archive, architecture)
-        if old is not None and old.packages == new.packages:
+        if current is not None and old is not None and old.packages == new.packages:
             echo(f"{debian_lock.LOCK_PATH} [{architecture}] is current with {suites} "
                  f"({len(old.packages)} packages).")
             continue
@@ -355,6 +363,9 @@ def _require_mmdebstrap() -> str:
     mmdebstrap = shutil.which("mmdebstrap")
     if not mmdebstrap:
         raise ConfigError("mmdebstrap is not installed", "install it: `apt-get install mmdebstrap`")
+    if not Path(MERGED_USR_HOOK).is_file():
+        raise ConfigError(f"mmdebstrap has no {MERGED_USR_HOOK} (it came with mmdebstrap 1.0)",
+                          "install mmdebstrap 1.0 or newer (Debian bookworm has 1.3.5)")
     if os.geteuid() != 0:
         raise ConfigError("mmdebstrap needs root here", "run `sudo inv python-image`")
     return mmdebstrap
@@ -366,6 +377,7 @@ def mmdebstrap_command(settings: Settings, platform: Platform, package_set: Pack
     from a repository that holds only them, with dpkg's path filters in place before the first unpack."""
     return [mmdebstrap, "--mode=root", "--variant=custom", "--format=directory", f"--architectures={platform.debian}",
             "--include=" + ",".join(p.name for p in package_set.packages),
+            f"--setup-hook={MERGED_USR_HOOK}",
             '--setup-hook=mkdir -p "$1/etc/dpkg/dpkg.cfg.d"',
             f"--setup-hook=upload {filters} /{DPKG_FILTERS}",
             settings.debian_suite, str(rootfs), f"deb [trusted=yes] copy://{repository} ./"]

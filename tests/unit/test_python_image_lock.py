@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,10 @@ SUITE = index(
     deb("recommended-only", "1"),
     deb("optional-unused", "1", priority="optional"),
     deb("required-in-updates-only", "1", suite="bookworm-updates", priority="required"),
+    deb("init-system-helpers", "1.65", "all", priority="required", depends="usrmerge | usr-is-merged"),
+    deb("usrmerge", "37", "all", depends="perl"),
+    deb("perl", "5.36.0"),
+    deb("usr-is-merged", "37", "all"),
 )
 
 
@@ -59,10 +64,12 @@ def names(packages) -> list[str]:
 
 def test_the_set_is_minbase_plus_the_packages_asked_for_and_their_dependencies_at_their_newest():
     roots = debian_resolve.minbase_roots(SUITE, "bookworm")
-    assert roots == ["apt", "base-files", "dpkg", "tar"]  # Priority: required of -updates does not count
+    # Priority: required of -updates does not count
+    assert roots == ["apt", "base-files", "dpkg", "init-system-helpers", "tar"]
     resolved = debian_resolve.resolve(SUITE, [*roots, "python3"], "amd64")
-    assert names(resolved) == ["adduser", "apt", "base-files", "dpkg", "gcc-12-base", "gpgv", "libc6", "libgcc-s1",
-                               "mime-support", "python3", "python3.11", "shadow-passwd", "tar"]
+    assert names(resolved) == ["adduser", "apt", "base-files", "dpkg", "gcc-12-base", "gpgv", "init-system-helpers",
+                               "libc6", "libgcc-s1", "mime-support", "perl", "python3", "python3.11",
+                               "shadow-passwd", "tar", "usrmerge"]
     libc6 = next(p for p in resolved if p.name == "libc6")
     assert (libc6.version, libc6.suite) == ("2.36-9+deb12u10", "bookworm-security")
 
@@ -197,6 +204,16 @@ def test_refresh_writes_the_lock_then_leaves_it_alone_until_the_suites_move(sett
     assert debian_lock.read(path).for_architecture("amd64").source_date_epoch == 1300
 
 
+def test_merged_usr_comes_from_directory_symlinks_and_usr_is_merged_not_usrmerge_and_perl(settings, monkeypatch):
+    monkeypatch.setattr(python_image, "PACKAGES", ("python3",))
+    refresh(settings, FakeArchive({"amd64": SUITE}))
+    locked_names = names(debian_lock.read(python_image.lock_path(settings)).for_architecture("amd64").packages)
+    assert "usr-is-merged" in locked_names and "usrmerge" not in locked_names and "perl" not in locked_names
+    command = python_image.mmdebstrap_command(settings, platforms.AMD64, PackageSet("amd64", 1, ()),
+                                              Path("/s/repo"), Path("/s/filters"), Path("/s/rootfs"))
+    assert f"--setup-hook={python_image.MERGED_USR_HOOK}" in command  # the symlinks before the first package
+
+
 def test_refresh_keeps_every_architecture_the_lock_has(settings, monkeypatch):
     monkeypatch.setattr(python_image, "PACKAGES", ("python3",))
     arm64 = {name: [p.__class__(**{**p.__dict__, "architecture": "arm64" if p.architecture == "amd64" else "all"})
@@ -209,6 +226,10 @@ def test_refresh_keeps_every_architecture_the_lock_has(settings, monkeypatch):
     built, lines = refresh(settings.with_overrides(platforms=("linux/amd64",)), archive)
     assert built == [platforms.AMD64] and any("[arm64] is current" in line for line in lines)
     assert [s.architecture for s in debian_lock.read(python_image.lock_path(settings)).sets] == ["amd64", "arm64"]
+    monkeypatch.setattr(python_image, "PACKAGES", ("python3", "mime-support"))  # other inputs: every set again
+    refresh(settings.with_overrides(platforms=("linux/amd64",)), archive)
+    lock = debian_lock.read(python_image.lock_path(settings))
+    assert [s.architecture for s in lock.sets] == ["amd64", "arm64"] and lock.inputs == python_image.lock_inputs(settings)
 
 
 def test_a_locked_version_the_archive_no_longer_serves_fails_naming_it_and_the_refresh(settings):
