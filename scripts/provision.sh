@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the test suite needs on this machine, and only what is missing:
 #
-#   packages  docker.io (engine and a BuildKit-capable CLI), debootstrap, gpgv and debian-archive-keyring
+#   packages  docker.io (engine and a BuildKit-capable CLI), mmdebstrap, gpgv and debian-archive-keyring
 #             (`inv python-image` and `inv audit` verify the Debian archive with them),
 #             postgresql, docker-registry and apache2-utils (the tests start their own servers from these);
 #             python3-venv when python3 cannot make a virtual environment; qemu-user-static and
@@ -22,7 +22,7 @@
 #                                  Python image is there already; all missing packages in one apt-get
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# dockerd and debootstrap live in sbin, which a non-root PATH may lack (FACTORY_SBIN_DIRS= leaves it out:
+# dockerd lives in sbin, which a non-root PATH may lack (FACTORY_SBIN_DIRS= leaves it out:
 # the unit tests' fake machine has only its stub commands).
 sbin_dirs=${FACTORY_SBIN_DIRS-/usr/sbin:/sbin}
 [ -z "$sbin_dirs" ] || PATH="$PATH:$sbin_dirs"
@@ -126,7 +126,7 @@ fi
 # What `inv python-image` runs here: the tool that lays out the image's Debian root, and gpgv with the
 # archive keyring that check the Debian archive's signatures (inv audit uses those two as well). The one
 # list for the tests' set-up and the demo's: switching the root's tool is changing `rootfs_tool`.
-rootfs_tool=debootstrap  # its command and its Debian package
+rootfs_tool=mmdebstrap  # its command and its Debian package
 python_image_packages() {
     have "$rootfs_tool" || missing+=("$rootfs_tool")
     have gpgv || missing+=(gpgv)

@@ -13,7 +13,7 @@ from ..engine import debian_archive, python_image
 from ..engine.docker_engine import DockerEngine
 from ..files import write_atomically
 from ..model import catalog as catalog_mod
-from ..model import osv
+from ..model import debian_lock, osv
 from ..model import plan as plan_mod
 from ..settings import Settings
 from ..workflows import audit as audit_mod
@@ -50,10 +50,15 @@ def audit(settings: Settings, names: list[str] | None = None, *, json_path: str 
         return sbom_mod.read_document(raw, ref), ref
 
     def read_python_image():
-        image = engine().inspect(settings.python_image)
+        # The lock is what `inv python-image` builds: no engine needed, and the same answer on every machine.
+        lock = debian_lock.read(python_image.lock_path(settings))
+        package_set = lock.for_architecture(settings.target_platforms[0].debian) if lock else None
+        if package_set is not None:
+            return package_set.versions(), debian_lock.LOCK_PATH
+        image = engine().inspect(settings.python_image)  # no lock: an image pulled or built before it
         if image is None:
             return None
-        return python_image.installed_packages(engine(), image.id)
+        return python_image.installed_packages(engine(), image.id), "dpkg status"
 
     include_python_image = not names or audit_mod.PYTHON_IMAGE in (names or [])
     selected = [name for name in selected if name != audit_mod.PYTHON_IMAGE]

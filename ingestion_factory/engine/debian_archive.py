@@ -29,9 +29,13 @@ from ..errors import ConfigError, FactoryError
 from ..files import write_atomically
 from ..settings import Settings
 
-COMPONENT = "main"  # debootstrap's default, and all the images install from
+COMPONENT = "main"  # all the images install from
 HTTP_TIMEOUT_S = 60
 CACHE_FORMAT = "2"  # bump when the cached JSON changes shape
+RECORDS_FORMAT = "1"  # the same for the cached package records (<sha256>.records.json)
+# The fields of a Packages paragraph the Python image's lock and build read.
+RECORD_FIELDS = ("Package", "Version", "Architecture", "Priority", "Essential", "Pre-Depends", "Depends",
+                 "Provides", "Filename", "Size", "SHA256")
 
 # url -> its bytes; injectable so tests need no mirror.
 Fetcher = Callable[[str], bytes]
@@ -58,6 +62,31 @@ class DebianUpdate:
     installed: str
     fixed: str
     suite: str  # where the newer version is
+
+
+@dataclass(frozen=True)
+class BinaryPackage:
+    """One .deb as a verified Packages index lists it."""
+
+    name: str
+    version: str
+    architecture: str  # "amd64", or "all"
+    suite: str
+    filename: str  # its path under the suite's mirror (pool/...)
+    sha256: str
+    size: int
+    priority: str = ""
+    essential: bool = False
+    pre_depends: str = ""
+    depends: str = ""
+    provides: str = ""
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str], suite: str) -> BinaryPackage:
+        return cls(fields["Package"], fields["Version"], fields.get("Architecture", ""), suite, fields["Filename"],
+                   fields["SHA256"], int(fields.get("Size", "0")), fields.get("Priority", ""),
+                   fields.get("Essential", "") == "yes", fields.get("Pre-Depends", ""), fields.get("Depends", ""),
+                   fields.get("Provides", ""))
 
 
 def suites(settings: Settings) -> tuple[Suite, ...]:
@@ -171,6 +200,21 @@ def parse_packages(text: str) -> tuple[dict[str, str], dict[str, str]]:
     return newest, sources
 
 
+def paragraphs(text: str) -> Iterable[dict[str, str]]:
+    """A Packages index's paragraphs, with the one-line fields of RECORD_FIELDS (continuation lines, which
+    only descriptions have among them, are skipped). Much faster than deb822 over 60,000 paragraphs."""
+    for block in text.split("\n\n"):
+        fields = {}
+        for line in block.splitlines():
+            if not line or line[0] in " \t":
+                continue
+            key, _, value = line.partition(":")
+            if key in RECORD_FIELDS:
+                fields[key] = value.strip()
+        if "Package" in fields and "Version" in fields and "Filename" in fields and "SHA256" in fields:
+            yield fields
+
+
 class Archive:
     """The configured suites' package indexes for one architecture, verified and cached."""
 
@@ -183,6 +227,8 @@ class Archive:
         self.verify = verify  # (signed bytes, keyring, source=url) -> the verified content
         self._indexes: dict[str, list[tuple[str, dict[str, str]]]] = {}
         self._sources: dict[str, dict[str, str]] = {}
+        self._releases: dict[str, tuple[dict[str, IndexEntry], int]] = {}  # suite -> (hashes, Date as epoch)
+        self._binaries: dict[str, dict[str, list[BinaryPackage]]] = {}
 
     def indexes(self, architecture: str) -> list[tuple[str, dict[str, str]]]:
         """(suite name, package -> version) for each suite, in the order of `suites`."""
@@ -201,14 +247,51 @@ class Archive:
         self.indexes(architecture)
         return self._sources[architecture].get(name, name)
 
-    def _index(self, suite: Suite, architecture: str, keyring: Path) -> tuple[dict[str, str], dict[str, str]]:
-        release_url = suite.url("InRelease")
-        payload = self.verify(self.fetch(release_url), keyring, source=release_url)
-        entries = release_entries(payload, source=release_url)
+    def binary_packages(self, architecture: str) -> dict[str, list[BinaryPackage]]:
+        """Every package of the three suites for `architecture` (and `all`): name -> its versions there,
+        each with the pool path, size and SHA-256 its verified index gives."""
+        if architecture not in self._binaries:
+            keyring = require_keyring(self.settings)
+            found: dict[str, list[BinaryPackage]] = {}
+            for suite in self.suites:
+                for package in self._records(suite, architecture, keyring):
+                    found.setdefault(package.name, []).append(package)
+            self._binaries[architecture] = found
+        return self._binaries[architecture]
+
+    def release_date(self, suite: Suite) -> int:
+        """When the suite's verified Release file was written (its Date), as a Unix time."""
+        return self._release(suite, require_keyring(self.settings))[1]
+
+    def package_url(self, package: BinaryPackage) -> str:
+        mirror = next(s.mirror for s in self.suites if s.name == package.suite)
+        return f"{mirror.rstrip('/')}/{package.filename}"
+
+    def _release(self, suite: Suite, keyring: Path) -> tuple[dict[str, IndexEntry], int]:
+        if suite.name not in self._releases:
+            release_url = suite.url("InRelease")
+            payload = self.verify(self.fetch(release_url), keyring, source=release_url)
+            date = deb822.Release(payload.decode("utf-8", errors="replace")).get("Date")
+            self._releases[suite.name] = (release_entries(payload, source=release_url),
+                                          int(parsedate_to_datetime(date).timestamp()) if date else 0)
+        return self._releases[suite.name]
+
+    def _entry(self, suite: Suite, architecture: str, keyring: Path) -> IndexEntry:
         path = f"{COMPONENT}/binary-{architecture}/Packages.xz"
-        entry = entries.get(path)
+        entry = self._release(suite, keyring)[0].get(path)
         if entry is None:
-            raise FactoryError(f"{release_url} lists no {path}", f"is {architecture} published in {suite.name}?")
+            raise FactoryError(f"{suite.url('InRelease')} lists no {path}",
+                               f"is {architecture} published in {suite.name}?")
+        return entry
+
+    def _download_index(self, suite: Suite, entry: IndexEntry) -> str:
+        index_url = suite.url(entry.path)
+        compressed = self.fetch(index_url)
+        check_index(compressed, entry, source=index_url)
+        return lzma.decompress(compressed).decode("utf-8", errors="replace")
+
+    def _index(self, suite: Suite, architecture: str, keyring: Path) -> tuple[dict[str, str], dict[str, str]]:
+        entry = self._entry(suite, architecture, keyring)
         cached = self.cache_dir / f"{entry.sha256}.json"
         try:
             data = json.loads(cached.read_text())
@@ -216,13 +299,25 @@ class Archive:
                 return data["packages"], data["sources"]
         except (OSError, ValueError):
             pass
-        index_url = suite.url(path)
-        compressed = self.fetch(index_url)
-        check_index(compressed, entry, source=index_url)
-        packages, sources = parse_packages(lzma.decompress(compressed).decode("utf-8", errors="replace"))
-        write_atomically(cached, json.dumps({"format": CACHE_FORMAT, "suite": suite.name, "url": index_url,
-                                             "packages": packages, "sources": sources}))
+        packages, sources = parse_packages(self._download_index(suite, entry))
+        write_atomically(cached, json.dumps({"format": CACHE_FORMAT, "suite": suite.name,
+                                             "url": suite.url(entry.path), "packages": packages,
+                                             "sources": sources}))
         return packages, sources
+
+    def _records(self, suite: Suite, architecture: str, keyring: Path) -> list[BinaryPackage]:
+        entry = self._entry(suite, architecture, keyring)
+        cached = self.cache_dir / f"{entry.sha256}.records.json"
+        try:
+            data = json.loads(cached.read_text())
+            if data.get("format") == RECORDS_FORMAT:
+                return [BinaryPackage.from_fields(fields, suite.name) for fields in data["records"]]
+        except (OSError, ValueError, KeyError):
+            pass
+        records = list(paragraphs(self._download_index(suite, entry)))
+        write_atomically(cached, json.dumps({"format": RECORDS_FORMAT, "suite": suite.name,
+                                             "url": suite.url(entry.path), "records": records}))
+        return [BinaryPackage.from_fields(fields, suite.name) for fields in records]
 
     def updates(self, installed: Mapping[str, str], architecture: str) -> list[DebianUpdate]:
         """Installed packages with a newer version in any of the suites, with the newest one and its suite."""

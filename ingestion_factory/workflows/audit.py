@@ -115,8 +115,9 @@ class ImageAudit(StepResult):
 
 # catalog key -> the SBOM document, or None when the image is not built; injectable for tests.
 SbomReader = Callable[[str], "tuple[dict, str] | None"]
-# the Python image -> its installed Debian packages (name -> (version, architecture)), or None.
-DpkgReader = Callable[[], "dict[str, tuple[str, str]] | None"]
+# the Python image -> its Debian packages (name -> (version, architecture)) and where they were read (its
+# lock, images/python/debian.lock, or the image's dpkg database when there is no lock), or None.
+DpkgReader = Callable[[], "tuple[dict[str, tuple[str, str]], str] | None"]
 
 
 @dataclass
@@ -181,9 +182,11 @@ class Auditor:
 
     def _python_image(self) -> ImageAudit:
         ref = self.settings.python_image
-        installed = self.read_python_image()
-        if installed is None:
-            return ImageAudit(name=PYTHON_IMAGE, ref=ref, status=AuditStatus.NOT_BUILT, detail="not in the engine")
+        found = self.read_python_image()
+        if found is None:
+            return ImageAudit(name=PYTHON_IMAGE, ref=ref, status=AuditStatus.NOT_BUILT,
+                              detail="no lock, and not in the engine")
+        installed, source = found[0], found[1]
         default = _default_arch(self.settings)
         grouped = debian_archive.by_architecture(((n, v, a) for n, (v, a) in installed.items()), default)
         debian = [u for arch, packages in grouped.items() for u in self.archive.updates(packages, arch)]
@@ -191,7 +194,7 @@ class Auditor:
                       for n, (v, _) in sorted(installed.items())]
         osv_components = self._osv_components(components)
         findings = tuple(f for c in osv_components for f in self.osv_db.findings(c)) if self.osv_db else ()
-        return _with_status(ImageAudit(name=PYTHON_IMAGE, ref=ref, status=AuditStatus.CLEAN, source="dpkg status",
+        return _with_status(ImageAudit(name=PYTHON_IMAGE, ref=ref, status=AuditStatus.CLEAN, source=source,
                                        debian=tuple(debian), vulnerabilities=findings,
                                        components=tuple(osv_components), osv_checked=self.osv_db is not None))
 

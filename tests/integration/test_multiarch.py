@@ -3,7 +3,7 @@
 The DataHub base and datahub-sqlite are built for both platforms in one module project, each variant
 smoke-tested before it is tagged, pushed to a local registry as one manifest list per tag, pulled back
 by platform, and the embedded demo run on arm64 writes the same metadata as on amd64. The arm64 Python
-image (a debootstrap under QEMU, ~5 minutes) is built once and kept, like the amd64 one.
+image (mmdebstrap under QEMU, minutes) is built once and kept, like the amd64 one.
 """
 
 from __future__ import annotations

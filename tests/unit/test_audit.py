@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from fake_engine import FakeEngine
 
 from ingestion_factory import platforms
 from ingestion_factory import settings as settings_mod
@@ -203,8 +202,20 @@ def test_the_python_image_names_all_three_suites_and_checks_the_signature(settin
     sources = debian_archive.apt_sources(settings)
     assert "Suites: bookworm bookworm-updates\n" in sources
     assert "URIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n" in sources
-    command = python_image.debootstrap_command(settings, platforms.ARM64, Path("/tmp/rootfs"))
-    assert "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg" in command and "--arch=arm64" in command
+
+
+
+def test_mmdebstrap_installs_only_the_locked_set_from_the_checked_repository(settings):
+    from ingestion_factory.model.debian_lock import LockedPackage, PackageSet
+
+    locked = PackageSet("arm64", 1, (LockedPackage("dpkg", "1.21.22", "arm64", "bookworm", "0" * 64),
+                                     LockedPackage("tzdata", "2025b", "all", "bookworm", "1" * 64)))
+    command = python_image.mmdebstrap_command(settings, platforms.ARM64, locked, Path("/s/repo"), Path("/s/filters"),
+                                              Path("/s/rootfs"))
+    assert "--variant=custom" in command and "--architectures=arm64" in command
+    assert "--include=dpkg,tzdata" in command
+    assert command[-1] == "deb [trusted=yes] copy:///s/repo ./"  # the only source: the checked .debs
+    assert f"--setup-hook=upload /s/filters /{python_image.DPKG_FILTERS}" in command
 
 
 def test_dpkg_status_lists_installed_packages_only():
@@ -289,26 +300,6 @@ def test_python_updates_are_the_resolvers_answer_and_the_framework_is_marked_apa
     assert all("--no-deps" in args for args in calls)
 
 
-def test_refresh_rebuilds_only_when_the_suites_have_newer_packages(settings):
-    from ingestion_factory.model.plan import ImageInfo
-
-    store = FakeEngine.holding({settings.python_image: ImageInfo("sha256:" + "1" * 64, {}, 1)})
-    rebuilt = []
-
-    def rebuild(settings, **kwargs):
-        rebuilt.append(kwargs)
-        return "sha256:new"
-
-    installed = lambda api, image: {"libc6": ("2.36-9+deb12u9", "amd64"), "tzdata": ("2025b", "all")}
-    lines = []
-    assert python_image.refresh_all(settings, archive=FixedArchive({}), store=store, installed=installed,
-                                    rebuild=rebuild, echo=lines.append) == ["sha256:" + "1" * 64]
-    assert rebuilt == [] and "is up to date" in lines[-1]
-    python_image.refresh_all(settings, archive=FixedArchive({"libc6": "2.36-9+deb12u10"}), store=store,
-                             installed=installed, rebuild=rebuild, echo=lines.append)
-    assert rebuilt[0]["force"] is True and "libc6 2.36-9+deb12u9 -> 2.36-9+deb12u10" in lines[-1]
-
-
 def test_an_sbom_copy_nested_too_deep_is_a_row_not_the_end_of_the_audit(settings):
     """`inv audit` reads the copy a build kept (or the image's own SBOM): one too deep is that image's row."""
     from ingestion_factory.cli import audit as audit_cli
@@ -341,3 +332,19 @@ def test_an_osv_record_nested_too_deep_too_large_or_no_json_is_bad_input(tmp_pat
         with pytest.raises(ConfigError) as refused:
             list(osv.read_records(source))
         assert refused.value.message.startswith(f"{where} {says}") and refused.value.exit_code == 2
+
+
+def test_the_python_image_row_reads_the_lock_without_an_engine(settings, monkeypatch):
+    """`inv audit -c python-image` audits what images/python/debian.lock pins: the image every machine builds."""
+    from ingestion_factory.cli import audit as audit_cli
+    from ingestion_factory.files import write_atomically
+    from ingestion_factory.model.debian_lock import DebianLock, LockedPackage, PackageSet
+
+    pinned = PackageSet("amd64", 1, (LockedPackage("libc6", "2.36-9+deb12u9", "amd64", "bookworm", "0" * 64),))
+    write_atomically(python_image.lock_path(settings), DebianLock(python_image.lock_inputs(settings), (pinned,)).render())
+    monkeypatch.setattr(audit_cli.debian_archive, "Archive", lambda settings: FixedArchive({"libc6": "2.36-9+deb12u10"}))
+    monkeypatch.setattr(audit_cli, "DockerEngine", lambda: pytest.fail("the engine was asked"))
+    report = settings.output_path / "audit.json"
+    assert audit_cli.audit(settings, ["python-image"], json_path=str(report), python=False) == 1
+    [row] = json.loads(report.read_text())["images"]
+    assert (row["sbom"], row["debian"][0]["fixed"]) == ("images/python/debian.lock", "2.36-9+deb12u10")

@@ -4,7 +4,7 @@ fake (tests/fake_engine.py) refuses what the Docker engine refuses."""
 from __future__ import annotations
 
 import pytest
-from docker.errors import APIError, ContainerError, NotFound
+from docker.errors import APIError, NotFound
 from fake_engine import FakeEngine, image_id
 
 from ingestion_factory.engine import docker_engine
@@ -81,16 +81,45 @@ def test_untag_keeps_parents_and_remove_prunes():
                          ("tag", (A, "ns/img", "2"), {"force": True})]
 
 
-def test_a_command_that_fails_in_an_image_is_container_failed_with_its_stderr():
+class ExitingContainer:
+    """A container that exits with `code`, having written `stdout` and `stderr`; removed once read."""
+
+    def __init__(self, code: int, stdout: bytes, stderr: bytes):
+        self.code, self.stdout, self.stderr, self.removed = code, stdout, stderr, False
+
+    def start(self):
+        pass
+
+    def wait(self):
+        return {"StatusCode": self.code}
+
+    def logs(self, stdout=True, stderr=True):
+        return (self.stdout if stdout else b"") + (self.stderr if stderr else b"")
+
+    def remove(self, force=False):
+        self.removed = True
+
+
+def run_output_of(container: ExitingContainer) -> bytes:
     class Containers:
-        def run(self, *args, **kwargs):
-            raise ContainerError("c", 1, "python", "img", b"ImportError: x\n")
+        def create(self, *args, **kwargs):
+            return container
 
     sdk = Sdk(LowLevel())
     sdk.containers = Containers()
+    return DockerEngine(sdk).run_output("img", ["python"])
+
+
+def test_a_command_that_fails_in_an_image_is_container_failed_with_its_stderr():
+    container = ExitingContainer(1, b"partial\n", b"ImportError: x\n")
     with pytest.raises(ContainerFailed) as failed:
-        DockerEngine(sdk).run_output("img", ["python"])
-    assert failed.value.stderr == b"ImportError: x\n"
+        run_output_of(container)
+    assert failed.value.stderr == b"ImportError: x\n" and container.removed
+
+
+def test_a_command_s_output_is_read_whole_once_it_exited_and_the_container_goes():
+    container = ExitingContainer(0, b"x" * 200_000, b"warning\n")
+    assert run_output_of(container) == b"x" * 200_000 and container.removed
 
 
 # --- the fake is as strict as the engine -------------------------------------------------------------------

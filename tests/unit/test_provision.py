@@ -40,6 +40,7 @@ STUBS = {
     "docker-registry": "exit 0",
     "htpasswd": "exit 0",
     "gpgv": "exit 0",
+    "mmdebstrap": "exit 0",
     "apt-get": 'echo "apt-get $*" >>"$CALLS"',
     "systemctl": 'echo "systemctl $*" >>"$CALLS"; [ "$*" != "start docker" ] || touch "$STATE/engine_up"',
     "dockerd": 'echo "dockerd $*" >>"$CALLS"',
@@ -163,6 +164,13 @@ def test_the_debian_archive_is_checked_with_gpgv_and_the_archive_keyring(machine
     assert "apt-get install -y -qq --no-install-recommends gpgv debian-archive-keyring" in machine.calls
 
 
+def test_the_python_image_is_built_with_mmdebstrap_which_is_installed_when_missing(machine):
+    machine.remove("mmdebstrap")
+    completed = machine.run()
+    assert completed.returncode == 0, completed.stderr
+    assert "apt-get install -y -qq --no-install-recommends mmdebstrap" in machine.calls
+
+
 def test_a_dockerd_that_is_starting_is_waited_for_not_started_twice(machine):
     machine.set(engine_up=False, dockerd_running=True)
     (machine.state / "engine_after").write_text("3")
@@ -274,12 +282,12 @@ def without_docker(machine):
 
 
 def without_python_image_tools(machine):
-    """No debootstrap, gpgv nor the archive keyring."""
-    machine.remove("debootstrap", "gpgv")
+    """No mmdebstrap, gpgv nor the archive keyring."""
+    machine.remove("mmdebstrap", "gpgv")
     machine.keyring.unlink()
 
 
-PYTHON_IMAGE_PACKAGES = "debootstrap gpgv debian-archive-keyring"
+PYTHON_IMAGE_PACKAGES = "mmdebstrap gpgv debian-archive-keyring"
 
 
 def test_demo_as_root_installs_and_starts_the_engine_and_nothing_the_tests_alone_need(machine):
@@ -298,7 +306,7 @@ def test_demo_as_root_installs_and_starts_the_engine_and_nothing_the_tests_alone
                                                        "== start dockerd"]
 
 
-def test_demo_with_an_engine_and_its_python_image_needs_no_debootstrap(machine):
+def test_demo_with_an_engine_and_its_python_image_needs_no_mmdebstrap(machine):
     without_python_image_tools(machine)
     machine.remove("docker-registry", "htpasswd")
     completed = machine.run("--demo")
@@ -308,7 +316,7 @@ def test_demo_with_an_engine_and_its_python_image_needs_no_debootstrap(machine):
 
 @pytest.mark.parametrize("image", ["missing", "built by an earlier recipe"])
 def test_demo_with_an_engine_but_no_python_image_installs_what_builds_it(machine, image):
-    """Issue 30: the demo used to set up the engine, then stop at `inv python-image` without debootstrap."""
+    """Issue 30: the demo used to set up the engine, then stop at `inv python-image` without its root-filesystem tool."""
     without_python_image_tools(machine)
     machine.set(image=image != "missing", image_stale=image != "missing")
     completed = machine.run("--demo")
@@ -333,10 +341,10 @@ def test_demo_not_as_root_names_everything_missing_at_once(machine):
 
 
 def test_the_tool_that_lays_out_the_python_image_is_named_once():
-    """A switch to another tool (mmdebstrap) is one line: the tests' set-up and the demo's share the list."""
+    """A switch to another tool is one line: the tests' set-up and the demo's share the list."""
     script = (REPO / "scripts" / "provision.sh").read_text()
-    assert script.count("rootfs_tool=") == 1 and "debootstrap" not in script.split("rootfs_tool=", 1)[1].split(
-        "\n", 1)[1].replace("debootstrap, gpgv", "")
+    assert script.count("rootfs_tool=mmdebstrap ") == 1
+    assert "mmdebstrap" not in script.split("rootfs_tool=", 1)[1].split("\n", 1)[1]
 
 
 def test_the_demo_on_a_fresh_machine_sets_up_everything_in_one_go_as_root_then_goes_on(machine):

@@ -5,19 +5,26 @@ from fake_engine import FakeEngine
 
 from ingestion_factory import settings as settings_mod
 from ingestion_factory.engine import python_image
+from ingestion_factory.files import write_atomically
+from ingestion_factory.model.debian_lock import DebianLock, LockedPackage, PackageSet
 from ingestion_factory.model.plan import ImageInfo
 
 IMAGE_ID = "sha256:" + "1" * 64
+LOCKED = PackageSet("amd64", 1796525669, (LockedPackage("dpkg", "1.21.22", "amd64", "bookworm", "0" * 64),))
 
 
 @pytest.fixture
 def settings(project):
-    return settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    settings = settings_mod.load(settings_mod.pyproject_defaults(project), project)
+    write_atomically(python_image.lock_path(settings),
+                     DebianLock(python_image.lock_inputs(settings), (LOCKED,)).render())
+    return settings
 
 
-def built_here(settings, recipe=None):
-    return {python_image.LABEL_BUILT_BY: f"debootstrap-{settings.debian_suite}",
-            **({python_image.LABEL_RECIPE: recipe} if recipe else {})}
+def built_here(settings, recipe=None, package_set=LOCKED):
+    return {python_image.LABEL_BUILT_BY: f"mmdebstrap-{settings.debian_suite}",
+            **({python_image.LABEL_RECIPE: recipe} if recipe else {}),
+            **({python_image.LABEL_DEBIAN_LOCK: package_set.digest} if package_set else {})}
 
 
 def test_an_image_from_this_recipe_is_kept(settings):
@@ -48,28 +55,20 @@ def test_the_recipe_follows_the_package_list(settings, monkeypatch):
     assert python_image.recipe(settings) != before
 
 
-def test_refresh_rebuilds_an_image_from_an_earlier_recipe_without_asking_the_archive(settings):
-    store = FakeEngine.holding({settings.python_image: ImageInfo(IMAGE_ID, built_here(settings, "0" * 16), 1)})
-    rebuilt, lines = [], []
-
-    def rebuild(settings, **kwargs):
-        rebuilt.append(kwargs)
-        return "sha256:new"
-
-    def no_archive_query(api, image):
-        raise AssertionError("the archive is not needed to know the image is stale")
-
-    assert python_image.refresh_all(settings, archive=object(), store=store, installed=no_archive_query,
-                                    rebuild=rebuild, echo=lines.append) == ["sha256:new"]
-    assert rebuilt[0]["force"] is True and "earlier recipe" in lines[-1]
+def test_an_image_of_another_locked_set_is_stale(settings):
+    other = PackageSet("amd64", 1796525669, (LockedPackage("dpkg", "1.21.23", "amd64", "bookworm", "0" * 64),))
+    labels = built_here(settings, python_image.recipe(settings), other)
+    assert "other packages than images/python/debian.lock holds for amd64" in python_image.stale_reason(
+        labels, settings, LOCKED)
+    store = FakeEngine.holding({settings.python_image: ImageInfo(IMAGE_ID, labels, 1)})
+    assert python_image.status(settings, store=store).startswith("stale: it was built from other packages")
 
 
-def test_refresh_without_an_echo_prints_nothing(settings, capsys):
-    store = FakeEngine.holding({settings.python_image: ImageInfo(IMAGE_ID, built_here(settings, "0" * 16), 1)})
-
-    def rebuild(settings, **kwargs):
-        kwargs["echo"]("said through the echo it was given")
-        return "sha256:new"
-
-    assert python_image.refresh_all(settings, archive=object(), store=store, rebuild=rebuild) == ["sha256:new"]
-    assert capsys.readouterr() == ("", "")
+def test_without_a_lock_an_image_built_here_is_stale_and_a_pulled_one_is_kept(settings):
+    python_image.lock_path(settings).unlink()
+    labels = built_here(settings, python_image.recipe(settings))
+    store = FakeEngine.holding({settings.python_image: ImageInfo(IMAGE_ID, labels, 1)})
+    assert python_image.status(settings, store=store) == "stale: images/python/debian.lock is missing: " \
+                                                         "the Python image's Debian packages are not locked"
+    pulled = FakeEngine.holding({settings.python_image: ImageInfo(IMAGE_ID, {}, 1)})
+    assert python_image.status(settings, store=pulled) == "ok"
