@@ -63,10 +63,14 @@ def capture(out: Path, since_ns: int, roots: list[Path]) -> int:
     """Copy what changed after `since_ns` under `roots` into `out`; the number of entries copied."""
     changed: list[Path] = []
     for root in roots:
+        device = root.lstat().st_dev
         for directory, dirs, files in os.walk(root):
+            # What the build mounts (BuildKit's hosts and resolv.conf, caches, secrets) is no part of the step.
+            dirs[:] = [name for name in dirs if Path(directory, name).lstat().st_dev == device]
             for name in dirs + files:
                 path = Path(directory, name)
-                if path.lstat().st_ctime_ns >= since_ns:
+                info = path.lstat()
+                if info.st_dev == device and info.st_ctime_ns >= since_ns:
                     changed.append(path)
     wanted = set(changed)
     for path in changed:  # the directories above, so the copy sets their owner and mode as they are
