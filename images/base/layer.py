@@ -61,6 +61,7 @@ def _copy_entry(source: Path, target: Path) -> None:
 
 def capture(out: Path, since_ns: int, roots: list[Path]) -> int:
     """Copy what changed after `since_ns` under `roots` into `out`; the number of entries copied."""
+    out.mkdir(parents=True, exist_ok=True)
     changed: list[Path] = []
     for root in roots:
         device = root.lstat().st_dev
@@ -97,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     limit = epoch()
     if args.command == "capture":
-        args.out.mkdir(parents=True, exist_ok=True)
         capture(args.out, args.since.stat().st_mtime_ns, args.roots)
         clamp(args.out, limit)
     else:

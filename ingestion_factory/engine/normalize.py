@@ -100,6 +100,14 @@ def load_archive(config: bytes, layers: list[str]) -> bytes:
     return buffer.getvalue()
 
 
+def _known(low, image_id: str) -> bool:
+    try:
+        low.inspect_image(image_id)
+    except Exception:  # ImageNotFound (docker's errors are not imported by the engine's pure helpers)
+        return False
+    return True
+
+
 def restamp(api, image_id: str, parent_id: str | None, epoch: int) -> Restamped:
     """Load `image_id` again with `created` and its own history entries at `epoch`; the new image's ID.
 
@@ -117,9 +125,7 @@ def restamp(api, image_id: str, parent_id: str | None, epoch: int) -> Restamped:
             parent_entries = len(low.history(parent_id))
     config = config_of(info, low.history(image_id), parent_entries, epoch)
     new_id = "sha256:" + hashlib.sha256(config).hexdigest()
-    try:
-        low.inspect_image(new_id)  # the very image is there already (built before from the same inputs)
-    except Exception:
+    if not _known(low, new_id):  # else the very image is there already (built before from the same inputs)
         for message in low.load_image(load_archive(config, info["RootFS"]["Layers"])) or ():
             if isinstance(message, dict) and message.get("error"):
                 raise NormalizeError(f"docker load of the re-stamped config of {image_id[:19]}: {message['error']}")
