@@ -37,6 +37,9 @@ class Image:
     architecture: str = "amd64"
     os: str = "linux"
     files: dict = field(default_factory=dict)  # path -> bytes, for read_files
+    layers: list = field(default_factory=list)  # the root file system's diff IDs, oldest first
+    history: list = field(default_factory=list)  # the engine's history entries, newest first
+    created: str = ""
 
 
 @dataclass
@@ -94,8 +97,10 @@ class FakeEngine:
     # --- building the state -----------------------------------------------------------------------
 
     def add(self, image_id: str, labels: dict | None = None, tags: Iterable[str] = (), *, size: int = 7,
-            parent: str = "", architecture: str = "amd64", files: dict | None = None) -> str:
-        self.by_id[image_id] = Image(image_id, dict(labels or {}), size, parent, architecture, files=dict(files or {}))
+            parent: str = "", architecture: str = "amd64", files: dict | None = None, layers: Iterable[str] = (),
+            history: Iterable[dict] = (), created: str = "") -> str:
+        self.by_id[image_id] = Image(image_id, dict(labels or {}), size, parent, architecture, files=dict(files or {}),
+                                     layers=list(layers), history=list(history), created=created)
         for ref in tags:
             self.refs[ref] = image_id
         return image_id
@@ -155,6 +160,15 @@ class FakeEngine:
             return self._info(self.by_id[self._resolve(ref)])
         except ImageMissing:
             return None
+
+    def inspect_raw(self, ref: str) -> dict:
+        image = self.by_id[self._resolve(ref)]
+        return {"Id": image.id, "Config": {"Labels": dict(image.labels)}, "Created": image.created,
+                "Size": image.size, "Architecture": image.architecture, "Os": image.os,
+                "RootFS": {"Type": "layers", "Layers": list(image.layers)}}
+
+    def history(self, ref: str) -> list[dict]:
+        return list(self.by_id[self._resolve(ref)].history)
 
     def tag(self, image: str, repository: str, tag: str) -> None:
         self.refs[f"{repository}:{tag}"] = self._resolve(image)

@@ -61,6 +61,12 @@ class Engine(Protocol):
 
     def inspect(self, ref: str) -> ImageInfo | None: ...
 
+    def inspect_raw(self, ref: str) -> JSON:
+        """The engine's whole answer (RootFS, Config, Created, ...); ImageMissing if there is none."""
+
+    def history(self, ref: str) -> list[JSON]:
+        """The image's history entries, newest first, as the engine keeps them; ImageMissing if there is none."""
+
     def tag(self, image: str, repository: str, tag: str) -> None:
         """Point `repository:tag` at the image (moving it from any other); ImageMissing if there is none."""
 
@@ -214,6 +220,16 @@ class DockerEngine:
                 return info_from(self.low.inspect_image(ref))
         except ImageMissing:
             return None
+
+    def inspect_raw(self, ref: str) -> JSON:
+        with _translated(ref):
+            attrs: JSON = self.low.inspect_image(ref)
+        return attrs
+
+    def history(self, ref: str) -> list[JSON]:
+        with _translated(ref):
+            entries: list[JSON] = self.low.history(ref)
+        return entries
 
     def tag(self, image: str, repository: str, tag: str) -> None:
         with _translated(image):

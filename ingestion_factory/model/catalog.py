@@ -307,8 +307,9 @@ def _base_spec(settings: Settings, framework: Framework) -> ImageSpec:
     # that version's catalog lacks, which changes no base).
     framework_files = sorted(p for p in [*framework_dir.glob("*"), *version_dir.glob("*")]
                              if p.is_file() and not is_temporary(p) and p.name != versions_mod.VERSION_CATALOG)
-    # prune.py decides what the base leaves out (and travels in it for connector builds).
-    inputs = [base_dir / "Dockerfile", base_dir / "prune.py", *framework_files, *runtime, *sbom_tool]
+    # prune.py decides what the base leaves out, layer.py what its layers hold (both travel in it for connector builds).
+    inputs = [base_dir / "Dockerfile", base_dir / "prune.py", base_dir / "layer.py", *framework_files, *runtime,
+              *sbom_tool]
     return ImageSpec(
         name=base_key(framework),
         kind=BASE,

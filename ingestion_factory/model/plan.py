@@ -26,7 +26,7 @@ from .names import python_image_ref
 from .results import BuildStatus, Result
 
 # Bump when the way images are built changes in a way the input files do not show.
-RECIPE_VERSION = "2"  # 2: images install their lock and carry an SBOM
+RECIPE_VERSION = "3"  # 2: images install their lock and carry an SBOM; 3: reproducible (SOURCE_DATE_EPOCH)
 LABEL_PREFIX = "io.ingestion-factory"
 LABEL_INPUTS = f"{LABEL_PREFIX}.inputs"
 LABEL_PARENT = f"{LABEL_PREFIX}.parent-id"
@@ -40,6 +40,8 @@ LABEL_LOCK = f"{LABEL_PREFIX}.lock-digest"  # the content digest of the lock the
 LABEL_SBOM = f"{LABEL_PREFIX}.sbom"  # where the image keeps its CycloneDX SBOM
 # os/architecture it was built for: the engine's image listing shows labels but not the architecture.
 LABEL_PLATFORM = f"{LABEL_PREFIX}.platform"
+# The SOURCE_DATE_EPOCH the image was built with: no file of its own layers, and no time in its config, is later.
+LABEL_EPOCH = f"{LABEL_PREFIX}.source-date-epoch"
 SBOM_PATH = "/opt/ingestion-factory/sbom.cdx.json"
 LOCK_PATH = "/opt/ingestion-factory/requirements.lock"
 

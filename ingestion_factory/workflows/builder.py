@@ -17,11 +17,10 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Protocol
 
 from .. import interrupts
-from ..engine import buildkit, verify
+from ..engine import buildkit, normalize, verify
 from ..engine.docker_engine import Engine
 from ..errors import ConfigError
 from ..model.catalog import BASE, framework_drift
@@ -29,6 +28,7 @@ from ..model.failures import Cause, Diagnosis, StepFailed, diagnose
 from ..model.plan import (
     BLOCKED,
     FORCED,
+    LABEL_EPOCH,
     LABEL_FRAMEWORK,
     LABEL_FRAMEWORK_VERSION,
     LABEL_INPUTS,
@@ -49,6 +49,7 @@ from ..model.results import BuildStatus, Result, human_size
 from ..model.runtime_modules import runtime_redaction
 from ..settings import Settings
 from . import lock as lock_mod
+from . import reproducible
 
 # buildkit.build: (request, on_progress=...) -> new image ID; raises StepFailed.
 BuildRunner = Callable[..., str]
@@ -103,7 +104,7 @@ class Builder:
                  progress: BuildProgress | None = None, no_cache: bool = False, run_build: BuildRunner = buildkit.build,
                  smoke_test: SmokeTester | None = None, lock_digests: dict[str, str] | None = None,
                  check_sbom: SbomChecker | None = None, cache=None, reverify: bool = False,
-                 end_builds: Callable[[str], None] | None = None):
+                 end_builds: Callable[[str], None] | None = None, restamp: Callable | None = None):
         self.settings = settings
         self.engine = engine
         self.revision = revision
@@ -122,6 +123,10 @@ class Builder:
         self.build_python_id: str | None = None
         self.python_id: str | None = None
         self.end_builds = end_builds or _end_builds_and_smoke_tests
+        # (image ID, parent ID, epoch) -> normalize.Restamped: BuildKit's image with its times set to the epoch.
+        # Only after a real BuildKit build (a test's fake runner builds nothing to re-stamp).
+        self.restamp = restamp or (functools.partial(normalize.restamp, engine) if run_build is buildkit.build else None)
+        self.normalize_s: dict[str, float] = {}  # image -> seconds its re-stamp took
         # Set by an interrupt (KeyboardInterrupt, or SIGTERM turned into one): no tag moves after it.
         self.interrupted: BaseException | None = None
         self._tagging = threading.Lock()
@@ -299,11 +304,12 @@ class Builder:
         drift = framework_drift(spec)
         if drift:  # exact, and before anything is downloaded; the parent's pins catch indirect moves
             raise StepFailed(Diagnosis(Cause.FRAMEWORK_CHANGE, drift))
+        epoch = reproducible.source_date_epoch(self.settings.root, spec, self.engine, parent_id)
         request = buildkit.BuildRequest(
             dockerfile=spec.dockerfile,
             context=spec.context,
-            build_args=self._build_args(item, self._pin(parent_id)),
-            labels=self._labels(item, self._input_hash(item, parent_id), parent_id),
+            build_args={**self._build_args(item, self._pin(parent_id)), "SOURCE_DATE_EPOCH": str(epoch)},
+            labels=self._labels(item, self._input_hash(item, parent_id), parent_id, epoch),
             ca_bundle=self.ca_bundle,
             log_path=log_path,
             no_cache=self.no_cache,
@@ -312,7 +318,15 @@ class Builder:
             timeout_s=self.settings.build_timeout,
             no_output_timeout_s=self.settings.build_no_output_timeout,
         )
-        return self.run_build(request, on_progress=lambda text: self.progress.step(spec.name, text))
+        built = self.run_build(request, on_progress=lambda text: self.progress.step(spec.name, text))
+        if self.restamp is None:
+            return built
+        self.progress.update(spec.name, "re-stamping")
+        restamped = self.restamp(built, parent_id, epoch)
+        self.normalize_s[spec.name] = round(restamped.seconds, 2)
+        if restamped.image_id != built:
+            self._discard(built)  # BuildKit's own, with the build's times: its layers stay, now the new image's
+        return restamped.image_id
 
     def _input_hash(self, item: PlanItem, parent_id: str) -> str:
         """What the build labels the image with, and so the cache's key: platform and install mode included."""
@@ -448,19 +462,16 @@ class Builder:
         """Asked of git only when something is built, so a no-op run stays fast."""
         return _source_url(self.settings)
 
-    @functools.cached_property
-    def created(self) -> str:
-        """The commit's time, not the build's: two builds of one commit get the same label."""
-        return _commit_time(self.settings)
-
-    def _labels(self, item: PlanItem, digest: str, parent_id: str) -> dict[str, str]:
+    def _labels(self, item: PlanItem, digest: str, parent_id: str, epoch: int) -> dict[str, str]:
         spec = item.spec
         labels = {
             "org.opencontainers.image.title": spec.image_name,
             "org.opencontainers.image.description": spec.description or f"{spec.framework.name} connector {spec.name}",
             "org.opencontainers.image.version": item.tags[0],
             LABEL_REVISION: self.revision or "unknown",
-            "org.opencontainers.image.created": self.created,
+            # The image's SOURCE_DATE_EPOCH, not the build's time: the same inputs give the same labels.
+            "org.opencontainers.image.created": normalize.rfc3339(epoch),
+            LABEL_EPOCH: str(epoch),
             LABEL_NAME: spec.name,
             LABEL_FRAMEWORK: spec.framework.name,
             LABEL_FRAMEWORK_VERSION: spec.framework.version,
@@ -494,9 +505,3 @@ def _source_url(settings: Settings) -> str:
         return ""
     # The runtime's reading of a URL's userinfo: a password may hold `/` or a raw `@`.
     return runtime_redaction.url_without_userinfo(url)
-
-
-def _commit_time(settings: Settings) -> str:
-    stamp = _git(settings, "log", "-1", "--format=%ct")
-    moment = datetime.fromtimestamp(int(stamp), timezone.utc) if stamp.isdigit() else datetime.now(timezone.utc)
-    return moment.isoformat(timespec="seconds")

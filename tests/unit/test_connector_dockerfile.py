@@ -37,7 +37,10 @@ def sandbox(tmp_path):
 
     def run(variable: str, value: str) -> tuple[subprocess.CompletedProcess, list[str]]:
         script = (_script(variable).replace("/var/lib/apt/lists", str(lists))
-                  .replace("/opt/uv/bin/uv", "true").replace("/tmp/wheels-built", str(tmp_path / "built")))
+                  .replace("/opt/uv/bin/uv", "true").replace("/tmp/wheels-built", str(tmp_path / "built"))
+                  # The step's tree (layer.py capture) and its clean-up stay inside tmp_path.
+                  .replace("/opt/venv/bin/python /opt/ingestion-factory/layer.py", "true")
+                  .replace("/out/", f"{tmp_path}/out/").replace("/tmp/before-apt", f"{tmp_path}/before-apt"))
         completed = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
                                    cwd=tmp_path / "workdir",
                                    env={"PATH": f"{bin_dir}:{os.environ['PATH']}", variable: value})
