@@ -13,8 +13,9 @@ import functools
 import io
 import os
 import tarfile
+import tempfile
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 from ..errors import DockerUnavailable
 from ..model.plan import LABEL_PLATFORM, ImageInfo
@@ -130,6 +131,20 @@ def _each(events: Iterable[T], ref: str = "") -> Iterator[T]:
     """A stream whose errors while it is read are translated too."""
     with _translated(ref):
         yield from events
+
+
+@contextlib.contextmanager
+def spool_save(engine: Engine, image_ids: list[str], directory: str | None = None) -> Iterator[IO[bytes]]:
+    """One `docker save` of the images in an unnamed temporary file (in `directory`, else the system's), rewound.
+
+    model/image_diff.py reads a save by seeking: its manifest.json, which names the layers, may come last. The
+    file is gone when the block ends, or the process does.
+    """
+    with tempfile.TemporaryFile(dir=directory) as spool:
+        for chunk in engine.save(image_ids):
+            spool.write(chunk)
+        spool.seek(0)
+        yield spool
 
 
 def info_from(attrs: JSON) -> ImageInfo:
