@@ -280,7 +280,8 @@ class DockerEngine:
 
     def load(self, chunks: Iterable[bytes]) -> Iterator[JSON]:
         with _translated():
-            events = self.low.load_image(chunks)
+            # Streamed as an iterator: the SDK would send a list as form fields, not as the archive's bytes.
+            events = self.low.load_image(iter(chunks))
         return _each(events)
 
     def registry_config(self) -> JSON | None:

@@ -179,3 +179,12 @@ def test_a_repositorys_digest_references_go_with_its_last_tag():
     engine.refs["reg/ns/a@sha256:" + "f" * 64] = A
     engine.untag("reg/ns/a:1")
     assert engine.refs == {"ns/a:1": A}
+
+
+def test_a_load_streams_any_iterable_as_the_archive_s_bytes_never_as_a_list():
+    """docker-py sends a list body as form fields: a re-stamped config loaded as [archive] failed every build."""
+    low = LowLevel(load_image=iter([{"stream": "Loaded image ID: sha256:x"}]))
+    events = list(DockerEngine(Sdk(low)).load([b"archive"]))
+    (name, args, _), = low.calls
+    assert name == "load_image" and not isinstance(args[0], list) and list(args[0]) == [b"archive"]
+    assert events == [{"stream": "Loaded image ID: sha256:x"}]
