@@ -151,7 +151,9 @@ def compare(engine: Engine, original_id: str, rebuilt_id: str, progress: Progres
 
 def summary(difference: image_diff.ImageDiff) -> str:
     """One line: how many config keys and layers differ, and the first differing paths."""
-    paths = [change.path for layer in difference.differing_layers for change in layer.changes]
+    changes = [change for layer in difference.differing_layers for change in layer.changes]
+    # What was changed inside a directory says more than the directory: entries that are not directories first.
+    paths = [c.path for c in sorted(changes, key=lambda c: getattr(c.after or c.before, "kind", "") == "dir")]
     shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
     parts = [f"{len(difference.config_changes)} config key(s)", f"{len(difference.differing_layers)} layer(s) differ"]
     return "; ".join(parts) + (f": {shown}" if shown else "")
