@@ -170,7 +170,7 @@ def read_envelope(data: bytes) -> Envelope:
 # --- what the factory attests ------------------------------------------------------------------
 
 
-OPTIONAL_RECORD_FIELDS = frozenset({"resolution"})
+OPTIONAL_RECORD_FIELDS = frozenset({"resolution", "source_date_epoch"})
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,9 @@ class VerificationRecord:
     # JSON: the framework version's constraints and uv overrides, what differs from a plain `pip install`
     # ("" when none; absent from records made before it existed).
     resolution: str = ""
+    # The image's SOURCE_DATE_EPOCH: with the revision and the parent, what `inv rebuild` needs to build the
+    # same image again ("" in records made before it existed).
+    source_date_epoch: str = ""
 
     def as_dict(self) -> JSON:
         return asdict(self)
@@ -241,7 +244,9 @@ def statement(subject_name: str, digest: str, record: VerificationRecord) -> JSO
                                        "framework": record.framework,
                                        "frameworkVersion": record.framework_version,
                                        **_resolution_parameters(record)},
-                "internalParameters": {"inputHash": record.input_hash},
+                "internalParameters": {"inputHash": record.input_hash,
+                                       **({"sourceDateEpoch": record.source_date_epoch}
+                                          if record.source_date_epoch else {})},
                 "resolvedDependencies": dependencies,
             },
             "runDetails": {

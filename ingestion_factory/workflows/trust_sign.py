@@ -16,6 +16,7 @@ from ..engine.signing import PublicKey, Signer, load_signer, read_passphrase
 from ..engine.verify import SMOKE_COMMAND
 from ..model import trust_records as records
 from ..model.plan import (
+    LABEL_EPOCH,
     LABEL_FRAMEWORK,
     LABEL_FRAMEWORK_VERSION,
     LABEL_INPUTS,
@@ -68,7 +69,7 @@ def record_of(name: str, platform: str, image_id: str, labels: dict, sbom_digest
         framework_version=labels.get(LABEL_FRAMEWORK_VERSION, ""),
         source_revision=labels.get(LABEL_REVISION, ""), source_uri=labels.get(LABEL_SOURCE, ""),
         builder=builder_id(), smoke_command=" ".join(SMOKE_COMMAND), smoke_result="passed",
-        resolution=labels.get(LABEL_RESOLUTION, ""),
+        resolution=labels.get(LABEL_RESOLUTION, ""), source_date_epoch=labels.get(LABEL_EPOCH, ""),
     )
 
 

@@ -161,3 +161,18 @@ def test_the_parents_epoch_is_its_label_else_its_creation():
     assert reproducible.parent_epoch(engine, "labelled") == 1700000123
     assert reproducible.parent_epoch(engine, "python") == EPOCH
     assert reproducible.parent_epoch(engine, "missing") == 0
+
+
+def test_the_attestation_records_the_epoch_inv_rebuild_needs():
+    from ingestion_factory.model import trust_records
+    from ingestion_factory.workflows import trust_sign
+
+    labels = {"io.ingestion-factory.source-date-epoch": "1700000123", "org.opencontainers.image.revision": "abc"}
+    record = trust_sign.record_of("datahub-sqlite", "linux/amd64", image_id("x"), labels, "")
+    assert record.source_date_epoch == "1700000123"
+    internal = trust_records.statement("ns/a", "sha256:" + "1" * 64, record)["predicate"]["buildDefinition"][
+        "internalParameters"]
+    assert internal["sourceDateEpoch"] == "1700000123"
+    # A record written before the field existed still reads.
+    older = {k: v for k, v in record.as_dict().items() if k != "source_date_epoch"}
+    assert trust_records.VerificationRecord.from_dict(older).source_date_epoch == ""

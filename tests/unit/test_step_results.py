@@ -104,7 +104,8 @@ def test_the_verify_report_is_unchanged():
              "record": {"image": "v0", "platform": "v1", "input_hash": "v2", "parent_id": "v3", "image_id": "v4",
                         "lock_digest": "v5", "sbom_digest": "v6", "framework": "v7", "framework_version": "v8",
                         "source_revision": "v9", "source_uri": "v10", "builder": "v11", "smoke_command": "v12",
-                        "smoke_result": "v13", "resolution": ""}},
+                        "smoke_result": "v13", "resolution": "",
+                            "source_date_epoch": ""}},
             {"reference": f"ns/a:1.0@{DIGEST}", "digest": DIGEST, "verified": False, "key": "", "checks": [],
              "record": None}]}, indent=2)
     assert verdict(passed).verified and verdict(passed).detail == "verified"
