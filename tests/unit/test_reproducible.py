@@ -167,7 +167,8 @@ def test_the_attestation_records_the_epoch_inv_rebuild_needs():
     from ingestion_factory.model import trust_records
     from ingestion_factory.workflows import trust_sign
 
-    labels = {"io.ingestion-factory.source-date-epoch": "1700000123", "org.opencontainers.image.revision": "abc"}
+    labels = {"io.ingestion-factory.source-date-epoch": "1700000123", "org.opencontainers.image.revision": "abc",
+              "io.ingestion-factory.parent-id": image_id("parent")}
     record = trust_sign.record_of("datahub-sqlite", "linux/amd64", image_id("x"), labels, "")
     assert record.source_date_epoch == "1700000123"
     internal = trust_records.statement("ns/a", "sha256:" + "1" * 64, record)["predicate"]["buildDefinition"][
