@@ -91,14 +91,16 @@ class Result(StepResult):
     """A build's result for one image: its line in the table and the JSON report."""
 
     JSON_KEYS = ("name", "ref", "result=status", "reason=detail", "cause", "duration_s", "smoke_s", "build_s",
-                 "sbom_check_s", "tag_s", "image_id", "size", "added", "tags", "log", "details", "platform")
+                 "normalize_s", "sbom_check_s", "tag_s", "image_id", "size", "added", "tags", "log", "details",
+                 "platform")
 
     ref: str
     status: BuildStatus
     cause: str = ""  # for failures: what kind (failures.Cause), e.g. "package not found"
     smoke_s: float = 0.0
     # Where the rest of duration_s went (`inv bench` prints them as a per-step table).
-    build_s: float = 0.0  # the BuildKit build (each step's time is in the build log)
+    build_s: float = 0.0  # the BuildKit build (each step's time is in the build log), re-stamping included
+    normalize_s: float = 0.0  # of which re-stamping the config with the image's epoch and loading it
     sbom_check_s: float = 0.0
     tag_s: float = 0.0
     image_id: str = ""

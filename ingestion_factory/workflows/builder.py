@@ -268,7 +268,8 @@ class Builder:
             tagging = time.monotonic()
             result = self._tag(item, image_id, parent_id, smoke)
             result = replace(result, build_s=round(built_at - started, 1), sbom_check_s=round(sbom_check_s, 1),
-                             tag_s=round(time.monotonic() - tagging, 1))
+                             tag_s=round(time.monotonic() - tagging, 1),
+                             normalize_s=0.0 if hit else self.normalize_s.get(item.name, 0.0))
             if hit:
                 self.cache.release(hit)
                 signed = ", signed and attested: smoke test not re-run" if attested else ""

@@ -31,12 +31,12 @@ def reported(tmp_path, results) -> str:
 
 def test_the_build_report_is_unchanged(tmp_path):
     result = Result(name="alpha", ref="ns/a:1.0", status=BuildStatus.FAILED, detail="pip failed",
-                    cause="package not found", duration_s=12.5, smoke_s=1.5, build_s=10.0, sbom_check_s=0.5,
-                    tag_s=0.1, image_id=IMAGE_ID, size=1000, added=10, tags=("1.0", "latest"), log="alpha.log",
+                    cause="package not found", duration_s=12.5, smoke_s=1.5, build_s=10.0, normalize_s=0.2,
+                    sbom_check_s=0.5, tag_s=0.1, image_id=IMAGE_ID, size=1000, added=10, tags=("1.0", "latest"), log="alpha.log",
                     details=("no such package", "uv pip"), platform="linux/arm64")
     assert reported(tmp_path, [result]) == json.dumps([{
         "name": "alpha", "ref": "ns/a:1.0", "result": "failed", "reason": "pip failed", "cause": "package not found",
-        "duration_s": 12.5, "smoke_s": 1.5, "build_s": 10.0, "sbom_check_s": 0.5, "tag_s": 0.1, "image_id": IMAGE_ID,
+        "duration_s": 12.5, "smoke_s": 1.5, "build_s": 10.0, "normalize_s": 0.2, "sbom_check_s": 0.5, "tag_s": 0.1, "image_id": IMAGE_ID,
         "size": 1000, "added": 10, "tags": ["1.0", "latest"], "log": "alpha.log",
         "details": ["no such package", "uv pip"], "platform": "linux/arm64"}])
 
