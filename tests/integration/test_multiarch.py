@@ -89,6 +89,16 @@ def test_both_platforms_are_built_smoke_tested_and_tagged_apart(built, docker_ap
     assert any("arch=arm64" in c.get("purl", "") for c in sbom["components"])
 
 
+
+def test_the_cross_installed_arm64_variant_rebuilds_to_the_same_image_id(built):
+    """#31: the arm64 datahub-sqlite (its packages cross-installed from amd64) is reproducible too: built again
+    from its recorded inputs with no build cache, the same image ID."""
+    arm64 = next(image for image in built.first_report
+                 if image["name"] == "datahub-sqlite" and image["platform"] == "linux/arm64")
+    completed = built.inv("rebuild", "-c", "datahub-sqlite", "--platform", "linux/arm64", check=False)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-2000:]
+    assert f"{arm64['ref']}: identical, {arm64['image_id']}" in completed.stdout
+
 def test_a_no_op_multi_platform_build_stays_under_a_second(built):
     started = time.monotonic()
     done = built.inv("build-connectors", "-c", "datahub-sqlite", *BOTH)
