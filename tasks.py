@@ -405,15 +405,17 @@ def verify(c, connector, registry=None, json=False, version=None):
     "keep": "Keep a rebuild that differs, tagged under a scratch namespace, to look at.",
     "version": VERSION_HELP,
     "platform": PLATFORM_HELP,
+    "no_wait": NO_WAIT_HELP,
 }, iterable=["connector", "platform"])
 @reports_errors
-def rebuild(c, connector=None, keep=False, version=None, platform=None):
+def rebuild(c, connector=None, keep=False, version=None, platform=None, no_wait=False):
     """Build images again from the inputs they record, with no build cache, and compare: exit 0 identical (the
     image ID), 1 different (the layers and paths that differ) or not rebuilt, 2 bad input."""
     from ingestion_factory.cli import rebuild_command
 
-    return rebuild_command.rebuild(_settings(c, framework_version=version, platforms=platform or None),
-                                   connector or [], console=commands.console, keep=keep)
+    settings = _settings(c, framework_version=version, platforms=platform or None)
+    with _one_run(settings, no_wait):  # no build or lock of this namespace moves the inputs meanwhile
+        return rebuild_command.rebuild(settings, connector or [], console=commands.console, keep=keep)
 
 
 ns = Collection(build_base, build_connectors, catalog, lock, sbom, list_, python_image, audit, push, run_local,

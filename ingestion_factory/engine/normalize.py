@@ -38,6 +38,7 @@ class NormalizeError(FactoryError):
 class Restamped:
     image_id: str
     seconds: float
+    existed: bool = False  # the engine had this very image already (the same inputs built before): not ours to remove
 
 
 def rfc3339(epoch: int) -> str:
@@ -118,7 +119,8 @@ def restamp(engine: Engine, image_id: str, parent_id: str | None, epoch: int) ->
             parent_entries = len(engine.history(parent_id))
     config = config_of(info, engine.history(image_id), parent_entries, epoch)
     new_id = "sha256:" + hashlib.sha256(config).hexdigest()
-    if engine.inspect(new_id) is None:  # else the very image is there already (built before from the same inputs)
+    existed = engine.inspect(new_id) is not None  # the very image, built before from the same inputs
+    if not existed:
         for message in engine.load([load_archive(config, info["RootFS"]["Layers"])]):
             if isinstance(message, dict) and message.get("error"):
                 raise NormalizeError(f"docker load of the re-stamped config of {image_id[:19]}: {message['error']}")
@@ -127,4 +129,4 @@ def restamp(engine: Engine, image_id: str, parent_id: str | None, epoch: int) ->
         except ImageMissing:
             raise NormalizeError(f"the engine loaded the re-stamped config of {image_id[:19]} but has no "
                                  f"{new_id[:19]}") from None
-    return Restamped(new_id, time.monotonic() - started)
+    return Restamped(new_id, time.monotonic() - started, existed)

@@ -357,12 +357,14 @@ def build(settings: Settings, *, force: bool = False, echo: Echo = _silent, plat
         layer_tar(rootfs, layer, package_set.source_date_epoch)
         shutil.rmtree(rootfs, ignore_errors=True)
         config = image_config(settings, platform, package_set, _sha256_file(layer))
-        echo(f"loading as {ref}...")
-        image_id = _load(store, scratch / "image.tar", ref, config, layer)
-    image = store.inspect(ref)
-    if image is None or image.id != image_id:
-        raise FactoryError(f"the engine did not keep the loaded image {ref} ({image_id[7:19]})")
-    version = _python_version(store, image.id)
+        echo(f"loading it, then checking that it runs Python, before it is tagged {ref}...")
+        image_id = _load(store, scratch / "image.tar", config, layer)
+    image = store.inspect(image_id)
+    if image is None:
+        raise FactoryError(f"the engine did not keep the loaded image {image_id[7:19]}")
+    version = _python_version(store, image.id)  # untagged until it runs: a broken build leaves the old tag alone
+    repository, _, tag = ref.rpartition(":")
+    store.tag(image.id, repository, tag)
     echo(f"{ref}: Python {version} ({platform.name}), {image.id[7:19]}, {image.size / 1e6:.0f} MB, "
          f"{time.monotonic() - started:.0f}s")
     return image.id
@@ -412,8 +414,9 @@ def _mmdebstrap(settings: Settings, platform: Platform, package_set: PackageSet,
 def _finish_rootfs(settings: Settings, rootfs: Path) -> None:
     _prune_and_link(rootfs)
     sources = rootfs / SOURCES
-    sources.parent.mkdir(parents=True, exist_ok=True)
+    _directory(sources.parent)
     sources.write_text(debian_archive.apt_sources(settings))
+    sources.chmod(0o644)  # not the builder's umask: the mode is in the layer, and so in the image ID
     for device in (rootfs / "dev").iterdir():  # the engine gives containers their own /dev
         device.unlink() if not device.is_dir() or device.is_symlink() else shutil.rmtree(device)
 
@@ -454,10 +457,10 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load(store: Engine, archive: Path, ref: str, config: bytes, layer: Path) -> str:
-    """`docker load` of a one-layer image archive; returns the image ID, sha256 of `config`."""
+def _load(store: Engine, archive: Path, config: bytes, layer: Path) -> str:
+    """`docker load` of a one-layer image archive, untagged; returns the image ID, sha256 of `config`."""
     config_digest = hashlib.sha256(config).hexdigest()
-    manifest = json.dumps([{"Config": f"{config_digest}.json", "RepoTags": [ref],
+    manifest = json.dumps([{"Config": f"{config_digest}.json", "RepoTags": None,
                             "Layers": ["layer/layer.tar"]}]).encode()
     with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as bundle:
         for name, data in ((f"{config_digest}.json", config), ("manifest.json", manifest)):
@@ -523,18 +526,26 @@ def prune_filtered(rootfs: Path) -> int:
     return freed
 
 
+def _directory(path: Path) -> None:
+    """A directory of the image, made with mode 0755 whatever the builder's umask (its parents too)."""
+    if not path.is_dir():
+        _directory(path.parent)
+        path.mkdir()
+    path.chmod(0o755)
+
+
 def _prune_and_link(rootfs: Path) -> None:
     prune_filtered(rootfs)
     for relative in PRUNE:
         shutil.rmtree(rootfs / relative, ignore_errors=True)
-        (rootfs / relative).mkdir(parents=True, exist_ok=True)
+        _directory(rootfs / relative)
     for pattern in LEFTOVERS:
         for leftover in rootfs.glob(pattern):
             if leftover.is_file() or leftover.is_symlink():
                 leftover.unlink()
     if not (rootfs / "usr/bin/python3").exists():
         raise FactoryError("mmdebstrap finished but usr/bin/python3 is missing from the root filesystem")
-    (rootfs / "usr/local/bin").mkdir(parents=True, exist_ok=True)
+    _directory(rootfs / "usr/local/bin")
     link = rootfs / "usr/local/bin/python"
     if not link.exists():
         link.symlink_to("/usr/bin/python3")

@@ -34,6 +34,7 @@ LABEL_NAME = f"{LABEL_PREFIX}.name"
 LABEL_FRAMEWORK = f"{LABEL_PREFIX}.framework"
 LABEL_FRAMEWORK_VERSION = f"{LABEL_PREFIX}.framework-version"
 LABEL_REVISION = "org.opencontainers.image.revision"
+LABEL_SOURCE = "org.opencontainers.image.source"
 # The framework version's constraints and uv overrides, as JSON (what differs from a plain pip install).
 LABEL_RESOLUTION = f"{LABEL_PREFIX}.resolution"
 LABEL_LOCK = f"{LABEL_PREFIX}.lock-digest"  # the content digest of the lock the image installed

@@ -39,6 +39,7 @@ from ..model.plan import (
     LABEL_RESOLUTION,
     LABEL_REVISION,
     LABEL_SBOM,
+    LABEL_SOURCE,
     SBOM_PATH,
     Plan,
     PlanItem,
@@ -104,7 +105,8 @@ class Builder:
                  progress: BuildProgress | None = None, no_cache: bool = False, run_build: BuildRunner = buildkit.build,
                  smoke_test: SmokeTester | None = None, lock_digests: dict[str, str] | None = None,
                  check_sbom: SbomChecker | None = None, cache=None, reverify: bool = False,
-                 end_builds: Callable[[str], None] | None = None, restamp: Callable | None = None):
+                 end_builds: Callable[[str], None] | None = None, restamp: Callable | None = None,
+                 recorded: dict[str, dict[str, str]] | None = None):
         self.settings = settings
         self.engine = engine
         self.revision = revision
@@ -127,6 +129,12 @@ class Builder:
         # Only after a real BuildKit build (a test's fake runner builds nothing to re-stamp).
         self.restamp = restamp or (functools.partial(normalize.restamp, engine) if run_build is buildkit.build else None)
         self.normalize_s: dict[str, float] = {}  # image -> seconds its re-stamp took
+        # Image IDs the engine had before this run made them (a re-stamp can land on an image built before from
+        # the same inputs, tagged elsewhere or the very image `inv rebuild` compares with): never discarded.
+        self.preexisting: set[str] = set()
+        # name -> the labels an earlier build of it recorded: its epoch and source are taken from them, not
+        # from this checkout's git (`inv rebuild`: a shallow clone or another remote URL must not change the ID).
+        self.recorded = recorded or {}
         # Set by an interrupt (KeyboardInterrupt, or SIGTERM turned into one): no tag moves after it.
         self.interrupted: BaseException | None = None
         self._tagging = threading.Lock()
@@ -305,7 +313,9 @@ class Builder:
         drift = framework_drift(spec)
         if drift:  # exact, and before anything is downloaded; the parent's pins catch indirect moves
             raise StepFailed(Diagnosis(Cause.FRAMEWORK_CHANGE, drift))
-        epoch = reproducible.source_date_epoch(self.settings.root, spec, self.engine, parent_id)
+        recorded_epoch = self.recorded.get(spec.name, {}).get(LABEL_EPOCH, "")
+        epoch = int(recorded_epoch) if recorded_epoch.isdigit() else reproducible.source_date_epoch(
+            self.settings.root, spec, self.engine, parent_id)
         request = buildkit.BuildRequest(
             dockerfile=spec.dockerfile,
             context=spec.context,
@@ -323,8 +333,14 @@ class Builder:
         if self.restamp is None:
             return built
         self.progress.update(spec.name, "re-stamping")
-        restamped = self.restamp(built, parent_id, epoch)
+        try:
+            restamped = self.restamp(built, parent_id, epoch)
+        except Exception:
+            self._discard(built)  # BuildKit's own, never tagged
+            raise
         self.normalize_s[spec.name] = round(restamped.seconds, 2)
+        if restamped.existed:
+            self.preexisting.add(restamped.image_id)
         if restamped.image_id != built:
             self._discard(built)  # BuildKit's own, with the build's times: its layers stay, now the new image's
         return restamped.image_id
@@ -389,6 +405,8 @@ class Builder:
         return ref
 
     def _discard(self, image_id: str) -> None:
+        if image_id in self.preexisting:
+            return
         try:
             self.engine.remove(image_id)
         except Exception:  # in use, or the engine is gone: the failure that matters is being reported
@@ -482,8 +500,10 @@ class Builder:
             LABEL_PLATFORM: item.platform.name,
         }
         # A local checkout's path means nothing to whoever pulls the image: the label is left out then.
-        if self.source_url:
-            labels["org.opencontainers.image.source"] = self.source_url
+        recorded = self.recorded.get(spec.name)
+        source = recorded.get(LABEL_SOURCE, "") if recorded is not None else self.source_url
+        if source:
+            labels[LABEL_SOURCE] = source
         if spec.name in self.lock_digests:
             labels[LABEL_LOCK] = self.lock_digests[spec.name]
         if self._resolution(spec):

@@ -24,15 +24,13 @@ from ..model.plan import (
     LABEL_PARENT,
     LABEL_RESOLUTION,
     LABEL_REVISION,
+    LABEL_SOURCE,
     SBOM_PATH,
     PlanItem,
 )
 from ..model.trust_records import VerificationRecord
 from ..settings import Settings
 from .trust_check import Subject, attests, cosign_layers, signature_by
-
-LABEL_SOURCE = "org.opencontainers.image.source"
-
 
 # --- the signing key -----------------------------------------------------------------------------
 

@@ -102,6 +102,15 @@ def empty_namespace(api, namespace: str, hosts: list[str]) -> None:
             if tag.startswith(tuple(prefixes)):
                 api.images.remove(tag, noprune=True)
 
+    # Same inputs, same image (#31): another namespace built from the same commit holds the very image. It stays
+    # theirs: what this namespace had is gone once its tags are.
+    for image_id in list(doomed):
+        try:
+            if api.api.inspect_image(image_id).get("RepoTags"):
+                doomed.discard(image_id)
+        except NotFound:
+            doomed.discard(image_id)
+
     for _ in range(3):  # children before parents: repeat until nothing more goes
         for image_id in list(doomed):
             try:

@@ -34,7 +34,12 @@ def namespace_tags(api, namespace: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def bundled(module_project, docker_api, tmp_path_factory):
-    """datahub-sqlite and its base, built, then bundled; yields (project, bundle path, image IDs)."""
+    """datahub-sqlite and its base, built, then bundled; yields (project, bundle path, image IDs).
+
+    Images of their own: the same inputs give the same image IDs (#31), so another scratch project's build
+    would hold the very images this module removes to prove a refused bundle loaded nothing."""
+    main = module_project.root / "runtime" / "main.py"
+    main.write_text(main.read_text() + f"\n# test_bundle's own images: {module_project.namespace}\n")
     module_project.inv("build-connectors", "-c", SQLITE, env=LOCAL_ENGINE)
     ids = {name: docker_api.api.inspect_image(module_project.ref(name, DH_VERSION))["Id"] for name in FAMILY}
     path = tmp_path_factory.mktemp("bundle") / "datahub.bundle"
