@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the test suite needs on this machine, and only what is missing:
 #
-#   packages  docker.io (engine and a BuildKit-capable CLI), mmdebstrap, gpgv and debian-archive-keyring
+#   packages  docker.io (engine and a BuildKit-capable CLI), mmdebstrap (and arch-test), gpgv and debian-archive-keyring
 #             (`inv python-image` and `inv audit` verify the Debian archive with them),
 #             postgresql, docker-registry and apache2-utils (the tests start their own servers from these);
 #             python3-venv when python3 cannot make a virtual environment; qemu-user-static and
@@ -147,6 +147,7 @@ else
     have docker-registry || missing+=(docker-registry)
     have htpasswd || missing+=(apache2-utils)
     have qemu-aarch64-static || missing+=(qemu-user-static)
+    have arch-test || missing+=(arch-test)  # the arm64 Python image's root-filesystem tool checks QEMU with it
     have update-binfmts || missing+=(binfmt-support)
 fi
 

@@ -340,6 +340,9 @@ def build(settings: Settings, *, force: bool = False, echo: Echo = _silent, plat
     if not platform.is_default:
         platforms.require_emulation([platform])
     mmdebstrap = _require_mmdebstrap()
+    if not platform.is_default and not shutil.which("arch-test"):  # mmdebstrap checks QEMU with it
+        raise ConfigError(f"mmdebstrap needs arch-test to lay out a {platform.debian} root file system here",
+                          "install it: `apt-get install arch-test` (scripts/provision.sh does)")
     started = time.monotonic()
     archive = archive or debian_archive.Archive(settings)
     packages = served(package_set, archive)
