@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 NO_TAG = "<none>:<none>"
 SAVE_CHUNK = 1024 * 1024
+RUN_OUTPUT_TIMEOUT_S = 600  # a command run for its output (the catalog's probe, a version check) that hangs
 
 
 class EngineError(Exception):
@@ -306,7 +307,7 @@ class DockerEngine:
         try:
             with _translated(image):
                 container.start()
-                code = int(container.wait().get("StatusCode", 1))
+                code = int(container.wait(timeout=RUN_OUTPUT_TIMEOUT_S).get("StatusCode", 1))
                 output: bytes = container.logs(stdout=True, stderr=False)
                 if code != 0:
                     stderr: bytes = container.logs(stdout=False, stderr=True)
