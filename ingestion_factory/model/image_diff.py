@@ -148,6 +148,8 @@ class LayerDiff:
     after_diff_id: str | None
     changes: tuple[PathChange, ...] = ()
     total_changes: int = 0
+    # When the same entries come in another order: the first two paths the sides order differently.
+    reordered: tuple[str, str] | None = None
 
     @property
     def same(self) -> bool:
@@ -169,8 +171,13 @@ class LayerDiff:
                     f"{_short_digest(self.after_diff_id)})")
         if not self.total_changes:
             one_side = self.before_diff_id is None or self.after_diff_id is None
-            head += (", an empty layer" if one_side
-                     else ", no path differs (the tars do: member order, or a header field not compared)")
+            if one_side:
+                head += ", an empty layer"
+            elif self.reordered:
+                head += (", the same entries in another order: {} comes before {} in one and after it in the "
+                         "other".format(*self.reordered))
+            else:
+                head += ", no path differs (the tars do: a header field not compared)"
         else:
             head += f", {self.total_changes} path{'' if self.total_changes == 1 else 's'} differ"
         lines = [head] + [f"    {change.line()}" for change in self.changes]
@@ -456,7 +463,8 @@ def diff_images(before: ImageArchive, after: ImageArchive, *, before_id: str | N
         old_paths = before.layer_paths(old, index) if old_diff_id is not None else {}
         new_paths = after.layer_paths(new, index) if new_diff_id is not None else {}
         changes = list(_path_changes(old_paths, new_paths))
-        layers.append(LayerDiff(index, old_diff_id, new_diff_id, tuple(changes[:max_paths]), len(changes)))
+        layers.append(LayerDiff(index, old_diff_id, new_diff_id, tuple(changes[:max_paths]), len(changes),
+                                None if changes else _first_reordering(list(old_paths), list(new_paths))))
     config_changes = config_differences(old.config, new.config)
     if not config_changes and all(layer.same for layer in layers):
         # One ID from equal values: the config's JSON is written differently (key order, spacing).
@@ -470,6 +478,14 @@ def diff_saved_images(file: IO[bytes], before_id: str, after_id: str, *, limits:
     """Compare two images of one `docker save` archive (shared layers stored once), given as a seekable file."""
     with ImageArchive(file, limits=limits) as archive:
         return diff_images(archive, archive, before_id=before_id, after_id=after_id, max_paths=max_paths)
+
+
+def _first_reordering(before: list[str], after: list[str]) -> tuple[str, str] | None:
+    """The first pair of paths the two member orders disagree on (the paths as the tars list them)."""
+    for old, new in zip(before, after, strict=False):
+        if old != new:
+            return old, new
+    return None
 
 
 def _path_changes(before: Mapping[str, PathEntry], after: Mapping[str, PathEntry]) -> Iterator[PathChange]:

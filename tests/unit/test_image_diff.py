@@ -274,7 +274,7 @@ def test_the_same_paths_in_another_member_order():
     after = image(BASE, layer(Entry("b", b"2"), Entry("a", b"1")))
     diff = compare(before, after)
     assert [layer.same for layer in diff.layers] == [True, False] and diff.layers[1].total_changes == 0
-    assert "no path differs (the tars do" in diff.layers[1].lines()[0]
+    assert "the same entries in another order: /a comes before /b" in diff.layers[1].lines()[0]
 
 
 def test_a_layer_count_mismatch():
@@ -415,3 +415,18 @@ def test_spool_save_writes_one_save_of_the_images_to_a_rewound_file(tmp_path):
         assert json.loads(spooled.read()) == {"names": [a]}  # the fake's save, byte for byte
         assert list(tmp_path.iterdir()) == []  # unnamed: nothing to clean up
     assert engine.saved == [[a]]
+
+
+def test_the_same_entries_in_another_order_are_named_as_such():
+    """What overlay2 does to one layer on this engine: its upper-dir walk (`agate/...` first) and its naive
+    diff (full-path order, `agate-1.9.1.dist-info` first) list the same entries in two orders."""
+    package, dist_info = directory("site/agate"), directory("site/agate-1.9.1.dist-info")
+    init = Entry("site/agate/__init__.py", b"x = 1\n")
+    walked = image(BASE, layer(directory("site"), package, init, dist_info))
+    full_path = image(BASE, layer(directory("site"), package, dist_info, init))
+    diff = compare(walked, full_path)
+    (changed,) = diff.differing_layers
+    assert changed.total_changes == 0
+    assert changed.reordered == ("/site/agate/__init__.py", "/site/agate-1.9.1.dist-info")
+    assert "the same entries in another order: /site/agate/__init__.py comes before " \
+           "/site/agate-1.9.1.dist-info in one and after it in the other" in "\n".join(diff.lines())
