@@ -406,14 +406,19 @@ def verify(c, connector, registry=None, json=False, version=None):
     "version": VERSION_HELP,
     "platform": PLATFORM_HELP,
     "no_wait": NO_WAIT_HELP,
+    "namespace": SETTINGS_HELP["namespace"],
+    "registry": SETTINGS_HELP["registry"],
+    "tag": SETTINGS_HELP["tag"],
 }, iterable=["connector", "platform"])
 @reports_errors
-def rebuild(c, connector=None, keep=False, version=None, platform=None, no_wait=False):
+def rebuild(c, connector=None, keep=False, version=None, platform=None, no_wait=False, namespace=None,
+            registry=None, tag=None):
     """Build images again from the inputs they record, with no build cache, and compare: exit 0 identical (the
     image ID), 1 different (the layers and paths that differ) or not rebuilt, 2 bad input."""
     from ingestion_factory.cli import rebuild_command
 
-    settings = _settings(c, framework_version=version, platforms=platform or None)
+    settings = _settings(c, framework_version=version, platforms=platform or None, namespace=namespace,
+                         registry=registry, tag=tag)
     with _one_run(settings, no_wait):  # no build or lock of this namespace moves the inputs meanwhile
         return rebuild_command.rebuild(settings, connector or [], console=commands.console, keep=keep)
 
