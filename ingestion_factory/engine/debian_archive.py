@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-import requests
 from debian import deb822
 from debian.debian_support import Version
 
@@ -121,6 +120,8 @@ def require_keyring(settings: Settings) -> Path:
 def http_get(url: str) -> bytes:
     if url.startswith("file://"):  # a mirror on disk (air-gapped sites)
         return Path(url.removeprefix("file://")).read_bytes()
+    import requests  # only when the archive is read: `provision.sh` asks the Python image's status on every run
+
     try:
         response = requests.get(url, timeout=HTTP_TIMEOUT_S)
     except requests.RequestException as exc:
