@@ -15,7 +15,7 @@ from scratch_project import REPO
 CHANGING_COMMANDS = ("apt-get", "dockerd", "setsid", "systemctl", "pg_ctlcluster", "pg_createcluster")
 
 
-def test_a_second_set_up_installs_and_starts_nothing_within_2s(tmp_path):
+def test_a_second_set_up_installs_and_starts_nothing(tmp_path):
     stubs = tmp_path / "bin"
     stubs.mkdir()
     calls = tmp_path / "calls"
@@ -31,4 +31,6 @@ def test_a_second_set_up_installs_and_starts_nothing_within_2s(tmp_path):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert completed.stdout.startswith("set-up: nothing to do"), completed.stdout
     assert not calls.exists(), calls.read_text()
-    assert elapsed < 2, f"a set-up with nothing to do took {elapsed:.1f}s"
+    # A bound against a set-up that does work or hangs, not a speed figure (README has the measured one): the
+    # build-cache check (`docker builder prune --keep-storage`) alone takes seconds after a test run's builds.
+    assert elapsed < 15, f"a set-up with nothing to do took {elapsed:.1f}s"

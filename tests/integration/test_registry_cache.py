@@ -81,10 +81,11 @@ def test_cache_from_on_an_emptied_engine_pulls_everything_and_builds_nothing(pub
     assert child["io.ingestion-factory.parent-id"] == ids["base-datahub"]
     # Nothing under the registry's name was left behind: pulled by digest, that reference dropped once
     # the build's tags were in place (it would keep replaced images alive).
+    # (This namespace's: the same image may carry another project's pull or push of it, same inputs, same ID.)
     for image_id in ids.values():
         attrs = docker_api.api.inspect_image(image_id)
         assert not [ref for ref in (attrs.get("RepoTags") or []) + (attrs.get("RepoDigests") or [])
-                    if ref.startswith(host + "/")], attrs.get("RepoDigests")
+                    if ref.startswith(f"{host}/{project.namespace}/")], attrs.get("RepoDigests")
 
     again = project.inv("build-connectors", "-c", SQLITE, "--cache-from", host)
     assert "up to date; nothing to build" in again.stdout
