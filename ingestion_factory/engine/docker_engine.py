@@ -14,7 +14,7 @@ import io
 import os
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Protocol, TypeVar
 
 from ..errors import DockerUnavailable
@@ -135,8 +135,10 @@ def _each(events: Iterable[T], ref: str = "") -> Iterator[T]:
 
 
 @contextlib.contextmanager
-def spool_save(engine: Engine, image_ids: list[str], directory: str | None = None) -> Iterator[IO[bytes]]:
-    """One `docker save` of the images in an unnamed temporary file (in `directory`, else the system's), rewound.
+def spool_save(engine: Engine, image_ids: list[str], directory: str | None = None,
+               advance: Callable[[int], object] | None = None) -> Iterator[IO[bytes]]:
+    """One `docker save` of the images in an unnamed temporary file (in `directory`, else the system's), rewound;
+    `advance` is told the bytes of each chunk written.
 
     model/image_diff.py reads a save by seeking: its manifest.json, which names the layers, may come last. The
     file is gone when the block ends, or the process does.
@@ -144,6 +146,8 @@ def spool_save(engine: Engine, image_ids: list[str], directory: str | None = Non
     with tempfile.TemporaryFile(dir=directory) as spool:
         for chunk in engine.save(image_ids):
             spool.write(chunk)
+            if advance is not None:
+                advance(len(chunk))
         spool.seek(0)
         yield spool
 

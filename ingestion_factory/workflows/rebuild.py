@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..engine.daemon import plan_for
-from ..engine.docker_engine import Engine, EngineError, describe
+from ..engine.docker_engine import Engine, EngineError, describe, spool_save
 from ..errors import ConfigError, FactoryError
 from ..model import image_diff
 from ..model.catalog import Catalog
@@ -242,12 +241,9 @@ def _rebuild_one(ready: Prepared, engine: Engine, progress: Progress, display: B
 def compare(engine: Engine, original_id: str, rebuilt_id: str, progress: Progress) -> image_diff.ImageDiff:
     """Both images in one save (their shared layers stored once), spooled to a temporary file (a layer can be
     hundreds of MB, and the archive is read by seeking; FACTORY_TMPDIR chooses where), then compared."""
-    with tempfile.TemporaryFile(prefix="factory-rebuild-", dir=os.environ.get("FACTORY_TMPDIR")) as spool:
-        with progress.transfer(f"saving {_short(original_id)} and {_short(rebuilt_id)} to compare them") as advance:
-            for chunk in engine.save([original_id, rebuilt_id]):
-                spool.write(chunk)
-                advance(len(chunk))
-        spool.seek(0)
+    saving = f"saving {_short(original_id)} and {_short(rebuilt_id)} to compare them"
+    with progress.transfer(saving) as advance, spool_save(engine, [original_id, rebuilt_id],
+                                                          os.environ.get("FACTORY_TMPDIR"), advance) as spool:
         with progress.status("comparing the two images layer by layer"):
             return image_diff.diff_saved_images(spool, original_id, rebuilt_id)
 
