@@ -30,6 +30,7 @@ from rich.table import Table
 
 from ..engine import buildkit, verify
 from ..engine.daemon import client, remove_tags_under
+from ..engine.docker_engine import DockerEngine
 from ..engine.streams import stream_error
 from ..errors import FactoryError
 from ..model import catalog as catalog_mod
@@ -332,7 +333,7 @@ def seed_build(bench: Bench, api) -> float:
             *resolution.get("constraints", []), *stubs]))
         (base_dir / "Dockerfile").write_text(SEED_BASE_DOCKERFILE)
         base_ref = f"{SEED_REPOSITORY}/base:bench"
-        _cli_build(base_dir, base_ref, {"PYTHON_IMAGE": verify.pin(api, python_id),
+        _cli_build(base_dir, base_ref, {"PYTHON_IMAGE": verify.pin(DockerEngine(api), python_id),
                                         "FRAMEWORK_REQUIREMENT": framework.requirement}, ca, bench.console)
         for name in bench.connectors:
             directory = Path(scratch) / name
